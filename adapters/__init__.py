@@ -1,0 +1,1 @@
+"""Built-in format adapters. Registration happens through entry points, never on import."""

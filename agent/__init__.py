@@ -1,0 +1,3 @@
+"""acqharvest: instrument-side acquisition metadata harvester."""
+
+__version__ = "0.1.0"

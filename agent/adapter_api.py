@@ -1,0 +1,162 @@
+"""The public, stable interface between acqharvest and format adapters.
+
+This is the module a vendor reads. An adapter is any object with an ``info`` attribute
+and ``claim`` and ``extract`` methods as described by :class:`Adapter`; there is no base
+class to inherit. Adapters are found through the ``acqharvest.adapters`` entry-point
+group (built-in adapters are registered the same way), loaded one at a time so that a
+broken adapter never stops the others, and constructed with no arguments.
+
+Contract in one paragraph: ``claim`` is cheap and decides whether a file is yours and
+which acquisition it belongs to; ``extract`` reads headers only (never pixel data)
+through the :class:`Reader` the agent passes, returns an :class:`AdapterOutput`, raises
+:class:`AdapterError` naming the file for bad input, keeps no global state, writes
+nowhere, and is deterministic. De-identification is not the adapter's job: report what
+the file says and the agent applies the site's policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Literal, Protocol, runtime_checkable
+
+Stability = Literal["experimental", "beta", "stable"]
+Role = Literal["primary", "member", "sidecar"]
+
+#: how many leading bytes of every file the agent reads before asking adapters to claim it.
+HEAD_BYTES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class FormatSpec:
+    """One file format (or family of variants) an adapter reads."""
+
+    name: str
+    extensions: tuple[str, ...] = ()
+    #: human-readable description of the magic bytes, e.g. ``"DICM at offset 128"``.
+    magic: str = ""
+    variants: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One normalized metadata field an adapter may emit (dotted key, e.g. ``image.size_x``)."""
+
+    key: str
+    type: str
+    unit: str | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterInfo:
+    """Static description of an adapter; a class-level constant."""
+
+    #: lowercase_snake; equals the entry-point name and the config key.
+    name: str
+    title: str
+    version: str
+    stability: Stability
+    formats: tuple[FormatSpec, ...]
+    #: the only metadata keys ``extract`` may emit.
+    fields: tuple[FieldSpec, ...]
+    #: corpus-relative paths of the files that prove the adapter.
+    samples: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FileProbe:
+    """What the agent already knows about a settled file when it asks for a claim."""
+
+    path: Path
+    size: int
+    #: the first ``HEAD_BYTES`` bytes (fewer when the file is shorter).
+    head: bytes
+
+    @property
+    def suffix(self) -> str:
+        return self.path.suffix.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """An adapter's answer to "is this file yours?"."""
+
+    #: files with the same group key form one acquisition; prefix it with the adapter name.
+    group_key: str
+    role: Role = "primary"
+    #: 0..1; the highest confidence wins when several adapters claim a file.
+    confidence: float = 0.5
+    #: names (relative to the file's folder) the acquisition needs before it is complete.
+    expects: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """The acquisition an adapter is asked to extract: its files, primary first."""
+
+    key: str
+    primary: Path
+    members: tuple[Path, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterOutput:
+    """What ``extract`` returns."""
+
+    #: short format name for the package's ``acquisition.format`` (e.g. ``"DICOM"``).
+    format: str
+    #: normalized fields, nested dicts keyed as declared in ``AdapterInfo.fields``.
+    metadata: Mapping[str, Any]
+    #: what the file says, as read (JSON-serializable, size-capped, no binary blobs).
+    original_metadata: Mapping[str, Any] = field(default_factory=dict)
+    #: acquisition start as RFC 3339, when the file says.
+    started: str | None = None
+    warnings: tuple[str, ...] = ()
+
+
+class AdapterError(Exception):
+    """Bad input: the file cannot be read as this format. Names the file."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+
+class Reader(Protocol):
+    """Read-only access to instrument files, provided by the agent.
+
+    Handles are short-lived, never lock the file against the acquisition software (on
+    Windows they share read, write and delete), and count the bytes read.
+    """
+
+    def open(self, path: Path) -> AbstractContextManager[BinaryIO]:
+        """A read-only binary file object; close it promptly (use ``with``)."""
+        ...
+
+    def read(self, path: Path, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes from ``offset``."""
+        ...
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """A format adapter."""
+
+    info: AdapterInfo
+
+    def claim(self, probe: FileProbe, reader: Reader) -> Claim | None:
+        """Return a claim when the file is this adapter's format, else None.
+
+        Look at ``probe.head`` first; read deeper through ``reader`` only when the group
+        key lies further in (e.g. a DICOM SeriesInstanceUID). Must not raise for files
+        that are simply not this format.
+        """
+        ...
+
+    def extract(self, draft: Draft, reader: Reader) -> AdapterOutput:
+        """Read the acquisition's headers; raise :class:`AdapterError` for bad input."""
+        ...

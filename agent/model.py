@@ -1,0 +1,230 @@
+"""The plain, frozen data that flows between stages, and the validated settings.
+
+Every stage takes and returns these objects and nothing else; no behaviour lives here.
+Data flows one way:
+
+    FileSeen (watch) -> FileSettled (settle) -> Acquisition (group)
+    -> Extraction | ExtractionFailure (extract) -> Package (package) -> outbox -> deliver
+
+Paths are absolute ``pathlib.Path`` objects; ``root`` is the watch folder a file was
+found under, so relative paths in packages are ``path.relative_to(root)`` with ``/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True, slots=True)
+class InstrumentSettings:
+    """PIDINST-style identity of the instrument this daemon runs beside."""
+
+    id: str
+    name: str | None = None
+    manufacturer: str | None = None
+    model: str | None = None
+    serial_number: str | None = None
+    type: str | None = None
+    owner: str | None = None
+
+
+WatchMode = Literal["auto", "native", "polling"]
+
+
+@dataclass(frozen=True, slots=True)
+class WatchSettings:
+    """One watched instrument output folder."""
+
+    path: Path
+    include: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ()
+    recursive: bool = True
+    settle_seconds: float = 10.0
+    mode: WatchMode = "auto"
+    path_template: str | None = None
+    #: how long a multi-file group (e.g. a DICOM series) must be quiet before it is packaged;
+    #: None means "the same as settle_seconds".
+    group_quiet_seconds: float | None = None
+    #: adapter names allowed for this folder; empty means every enabled adapter.
+    adapters: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSettings:
+    """Where packages go: an HTTP endpoint or a local directory."""
+
+    type: Literal["http", "directory"]
+    url: str | None = None
+    path: Path | None = None
+    token_file: Path | None = None
+    token_env: str | None = None
+    ca_bundle: Path | None = None
+    timeout_seconds: float = 30.0
+    #: upper bound of the exponential retry backoff.
+    max_backoff_seconds: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class DeidentifySettings:
+    """Patient-data policy; identifiers are removed unless this says otherwise."""
+
+    enabled: bool = True
+    retain_uids: bool = False
+    retain_dates: bool = False
+    retain_patient_characteristics: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+    #: JSON-lines log file; None means ``<state_dir>/acqharvest.log``.
+    file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The whole validated configuration, as the stages see it."""
+
+    instrument: InstrumentSettings
+    watch: tuple[WatchSettings, ...]
+    endpoint: EndpointSettings
+    state_dir: Path
+    deidentify: DeidentifySettings = field(default_factory=DeidentifySettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    #: worker processes for header extraction and checksums; 0 runs them in-process.
+    workers: int = 2
+    #: seconds between reconciliation scans of every watched folder.
+    rescan_seconds: float = 300.0
+    #: where the config came from, for messages ("<embedded default>" for the demo).
+    source: str = "<embedded default>"
+
+
+# --------------------------------------------------------------------------- stages
+
+
+@dataclass(frozen=True, slots=True)
+class FileSeen:
+    """A watch event or scan hit: the file exists with this size and mtime right now."""
+
+    path: Path
+    root: Path
+    size: int
+    mtime_ns: int
+    #: stable identity across renames: "<device>:<inode>" (or the Windows file id).
+    file_id: str
+    seen_at: float
+    source: Literal["event", "scan", "closed"]
+
+
+@dataclass(frozen=True, slots=True)
+class FileGone:
+    """A watched file disappeared (deleted or renamed away) before or after settling."""
+
+    path: Path
+    root: Path
+
+
+@dataclass(frozen=True, slots=True)
+class FileSettled:
+    """A file that stopped changing: size and mtime held still for the settle window."""
+
+    path: Path
+    root: Path
+    size: int
+    mtime_ns: int
+    file_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProbedFile:
+    """A settled file with the facts the grouping and packaging stages need."""
+
+    settled: FileSettled
+    sha256: str
+    #: adapter that claimed the file, None when no adapter did.
+    adapter: str | None
+    group_key: str
+    role: Literal["primary", "member", "sidecar"] = "primary"
+    #: files the adapter says the group needs before it is complete (names relative to root).
+    expects: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Acquisition:
+    """One acquisition: the files that belong together, ready for extraction."""
+
+    key: str
+    adapter: str | None
+    root: Path
+    members: tuple[ProbedFile, ...]
+    #: False when the group was released by timeout before the adapter called it complete.
+    complete: bool = True
+
+    @property
+    def primary(self) -> ProbedFile:
+        for member in self.members:
+            if member.role == "primary":
+                return member
+        return self.members[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Extraction:
+    """What an adapter read from an acquisition's headers."""
+
+    acquisition: Acquisition
+    adapter: str
+    adapter_version: str
+    format: str
+    metadata: Mapping[str, Any]
+    original_metadata: Mapping[str, Any]
+    started: str | None = None
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractionFailure:
+    """An acquisition whose headers could not be read; names the file and the reason."""
+
+    acquisition: Acquisition
+    adapter: str | None
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Deidentified:
+    """What de-identification did to an extraction (recorded in the package provenance)."""
+
+    metadata: Mapping[str, Any]
+    original_metadata: Mapping[str, Any]
+    profile: str | None
+    options: tuple[str, ...]
+    removed: int
+
+
+@dataclass(frozen=True, slots=True)
+class Package:
+    """A package document ready to spool: ``body`` is the JSON object that is posted."""
+
+    package_id: str
+    acquisition_key: str
+    body: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """The outcome of one delivery attempt."""
+
+    package_id: str
+    outcome: Literal["confirmed", "retry", "rejected"]
+    http_status: int | None
+    detail: str
+    #: seconds the endpoint asked us to wait (Retry-After), if it did.
+    retry_after: float | None = None

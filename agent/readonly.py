@@ -1,0 +1,132 @@
+"""The only place instrument files are opened: read-only, short-lived, never locking.
+
+On Windows, CPython's ``open()`` does not share delete access, so while we hold a handle
+the acquisition software could not rename or delete its own file. There we open through
+``CreateFileW`` with ``FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE``. Files are
+read in bounded chunks and never memory-mapped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+CHUNK = 1 << 20
+
+
+def _open_fd(path: Path) -> int:
+    if sys.platform == "win32":
+        return _open_fd_windows(path)
+    return os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+
+
+if sys.platform == "win32":
+    import ctypes
+    import msvcrt
+    from ctypes import wintypes
+
+    _GENERIC_READ = 0x80000000
+    _SHARE_ALL = 0x1 | 0x2 | 0x4  # FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE
+    _OPEN_EXISTING = 3
+    _FILE_ATTRIBUTE_NORMAL = 0x80
+    _INVALID_HANDLE = wintypes.HANDLE(-1).value
+
+    _kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    _kernel32.CreateFileW.restype = wintypes.HANDLE
+    _kernel32.CreateFileW.argtypes = [
+        wintypes.LPCWSTR,
+        wintypes.DWORD,
+        wintypes.DWORD,
+        wintypes.LPVOID,
+        wintypes.DWORD,
+        wintypes.DWORD,
+        wintypes.HANDLE,
+    ]
+
+    def _open_fd_windows(path: Path) -> int:
+        handle = _kernel32.CreateFileW(
+            str(path),
+            _GENERIC_READ,
+            _SHARE_ALL,
+            None,
+            _OPEN_EXISTING,
+            _FILE_ATTRIBUTE_NORMAL,
+            None,
+        )
+        if handle == _INVALID_HANDLE:
+            error = ctypes.get_last_error()
+            raise OSError(error, ctypes.FormatError(error), str(path))
+        return msvcrt.open_osfhandle(handle, os.O_RDONLY | os.O_BINARY)
+
+else:
+
+    def _open_fd_windows(path: Path) -> int:
+        raise NotImplementedError("only used on Windows")
+
+
+class FileReader:
+    """The agent's :class:`acqharvest.adapter_api.Reader`: read-only, counts bytes read."""
+
+    def __init__(self) -> None:
+        self.bytes_read = 0
+
+    @contextmanager
+    def open(self, path: Path) -> Iterator[BinaryIO]:
+        fd = _open_fd(path)
+        handle = os.fdopen(fd, "rb", buffering=64 * 1024)
+        counted = _CountingFile(handle, self)
+        try:
+            yield counted  # type: ignore[misc]
+        finally:
+            handle.close()
+
+    def read(self, path: Path, offset: int, length: int) -> bytes:
+        with self.open(path) as handle:
+            handle.seek(offset)
+            return handle.read(length)
+
+    def head(self, path: Path, length: int) -> bytes:
+        return self.read(path, 0, length)
+
+    def sha256(self, path: Path) -> str:
+        digest = hashlib.sha256()
+        with self.open(path) as handle:
+            while chunk := handle.read(CHUNK):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+
+class _CountingFile:
+    """A thin file wrapper that adds every read to the reader's byte count.
+
+    pydicom and tifffile need ``read``, ``seek``, ``tell`` and a few more; everything
+    not overridden is delegated to the real file object.
+    """
+
+    def __init__(self, handle: BinaryIO, reader: FileReader) -> None:
+        self._handle = handle
+        self._reader = reader
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._handle.read(size)
+        self._reader.bytes_read += len(data)
+        return data
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        count = self._handle.readinto(buffer)  # type: ignore[attr-defined]
+        self._reader.bytes_read += count or 0
+        return int(count or 0)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._handle, name)
+
+    def __enter__(self) -> _CountingFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.close()
