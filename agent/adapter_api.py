@@ -91,6 +91,9 @@ class Claim:
     confidence: float = 0.5
     #: names (relative to the file's folder) the acquisition needs before it is complete.
     expects: tuple[str, ...] = ()
+    #: True when more files may join this group later (e.g. a DICOM series): the group is
+    #: then packaged only after it has been quiet for the folder's ``group_quiet_seconds``.
+    collects: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,8 @@ class WatchSettings:
     #: how long a multi-file group (e.g. a DICOM series) must be quiet before it is packaged;
     #: None means "the same as settle_seconds".
     group_quiet_seconds: float | None = None
+    #: a group still incomplete after this long is released anyway, flagged incomplete.
+    group_timeout_seconds: float = 3600.0
     #: adapter names allowed for this folder; empty means every enabled adapter.
     adapters: tuple[str, ...] = ()
 
@@ -67,6 +69,8 @@ class EndpointSettings:
     timeout_seconds: float = 30.0
     #: upper bound of the exponential retry backoff.
     max_backoff_seconds: float = 300.0
+    #: plain http:// is refused for any host but loopback unless this is set.
+    allow_plaintext: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +157,8 @@ class ProbedFile:
     role: Literal["primary", "member", "sidecar"] = "primary"
     #: files the adapter says the group needs before it is complete (names relative to root).
     expects: tuple[str, ...] = ()
+    #: more files may join the group later; it waits for the quiet window (see Claim).
+    collects: bool = False
 
 
 @dataclass(frozen=True, slots=True)
