@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.endpoint import LoopbackEndpoint
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO.parent / "shared" / "corpus"
@@ -16,3 +19,13 @@ def corpus() -> Path:
     if not (CORPUS / "MANIFEST.tsv").is_file():
         pytest.fail(f"corpus not found at {CORPUS}; it must sit beside the checkout")
     return CORPUS
+
+
+@pytest.fixture
+def endpoint() -> Iterator[LoopbackEndpoint]:
+    """A started loopback HTTP endpoint (see tests/endpoint.py), stopped after the test."""
+    server = LoopbackEndpoint().start()
+    try:
+        yield server
+    finally:
+        server.stop()

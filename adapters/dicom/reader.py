@@ -1,0 +1,368 @@
+"""Low-level DICOM header access for the DICOM adapter: sniffing, bounded reads, JSON values.
+
+Everything here reads through the agent's ``Reader`` handle and stops before pixel data;
+the only bytes read past the header are the 8-byte item headers of encapsulated pixel
+data, to tell a complete file from a truncated one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset, FileDataset
+from pydicom.filereader import read_partial
+from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+from pydicom.valuerep import PersonName
+
+from acqharvest.adapter_api import AdapterError, Reader
+
+SERIES_UID_TAG = 0x0020000E
+PIXEL_TAGS = {
+    0x7FE00010: "PixelData",
+    0x7FE00008: "FloatPixelData",
+    0x7FE00009: "DoubleFloatPixelData",
+}
+#: values longer than this are skipped, not loaded (large private blobs, overlays, icons).
+DEFER_SIZE = 64 * 1024
+#: VRs that hold binary data; never copied into metadata.
+BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN", "OB or OW", "US or OW"})
+#: encapsulated pixel data with more fragments than this is not walked to the end.
+MAX_FRAGMENTS = 100_000
+#: sequences nest at most this deep in ``original_metadata``.
+MAX_DEPTH = 3
+
+_EXPLICIT_LONG_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC"} | {b"UN", b"UR", b"UT", b"UV"}
+)
+_ITEM = 0xFFFEE000
+_SEQ_DELIMITER = 0xFFFEE0DD
+
+
+# --------------------------------------------------------------------------- sniffing
+
+
+def has_preamble(head: bytes) -> bool:
+    return len(head) >= 132 and head[128:132] == b"DICM"
+
+
+def looks_headless(head: bytes) -> bool:
+    """True when the head parses as at least two group 0002/0008 elements from offset 0.
+
+    Old ACR-NEMA style files have neither preamble nor file meta; they start directly
+    with the dataset, in implicit or explicit VR little endian.
+    """
+    return _walk(head, explicit=False) >= 2 or _walk(head, explicit=True) >= 2
+
+
+def _walk(head: bytes, *, explicit: bool) -> int:
+    pos, count, last = 0, 0, -1
+    while count < 4 and pos + 8 <= len(head):
+        group, element = struct.unpack_from("<HH", head, pos)
+        tag = group << 16 | element
+        if group not in (0x0002, 0x0008) or tag <= last:
+            break
+        if explicit:
+            vr = head[pos + 4 : pos + 6]
+            if not (vr.isalpha() and vr.isupper()):
+                break
+            if vr in _EXPLICIT_LONG_VRS:
+                if pos + 12 > len(head):
+                    break
+                (length,) = struct.unpack_from("<I", head, pos + 8)
+                pos += 12
+            else:
+                (length,) = struct.unpack_from("<H", head, pos + 6)
+                pos += 8
+        else:
+            (length,) = struct.unpack_from("<I", head, pos + 4)
+            pos += 8
+        count += 1
+        if length == 0xFFFFFFFF:
+            break  # a sequence of undefined length; elements so far are convincing enough
+        if length > 0xFFFF:
+            return 0  # header elements in these groups are short; this is not DICOM
+        pos += length
+        last = tag
+    return count
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_series_uid(path: Path, reader: Reader) -> str | None:
+    """The SeriesInstanceUID, reading only up to element (0020,000E)."""
+    with reader.open(path) as handle:
+        ds = read_partial(
+            handle,
+            stop_when=lambda tag, vr, length: tag > SERIES_UID_TAG,
+            defer_size=1024,
+            force=True,
+            specific_tags=[BaseTag(SERIES_UID_TAG)],
+        )
+    value = ds.get(SERIES_UID_TAG)
+    text = str(value.value).strip() if value is not None and value.value else ""
+    return text or None
+
+
+@dataclass(slots=True)
+class Header:
+    """One file's header, with what was learned about its pixel data and size."""
+
+    dataset: FileDataset
+    file_size: int
+    #: keyword of the pixel data element the read stopped at, None when the file has none.
+    pixel_keyword: str | None = None
+    #: keywords of elements too large to load (their values were skipped).
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _PixelStop:
+    tag: int | None = None
+    vr: str | None = None
+    length: int = 0
+
+    def __call__(self, tag: BaseTag, vr: str | None, length: int) -> bool:
+        if int(tag) in PIXEL_TAGS:
+            self.tag, self.vr, self.length = int(tag), vr, length
+            return True
+        return False
+
+
+def read_header(path: Path, reader: Reader) -> Header:
+    """Parse the header up to pixel data and check the file is not cut short."""
+    with reader.open(path) as handle:
+        size = handle.seek(0, os.SEEK_END)
+        handle.seek(0)
+        if size == 0:
+            raise AdapterError(path, "empty file")
+        stop = _PixelStop()
+        ds = read_partial(handle, stop_when=stop, defer_size=DEFER_SIZE, force=True)
+        deflated = ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
+        if stop.tag is not None and not deflated:
+            _check_pixel_extent(path, handle, handle.tell(), stop, ds, size)
+    if len(ds) == 0:
+        raise AdapterError(path, "no DICOM data elements found")
+    tags = list(ds.keys())
+    if not any(int(tag) >> 16 == 0x0008 for tag in tags):
+        raise AdapterError(path, "no DICOM identifying elements (group 0008) found")
+    if not deflated:
+        _check_elements_fit(path, ds, size)
+    if stop.tag is None and _is_image(ds):
+        raise AdapterError(path, "truncated: image header but no pixel data element")
+    header = Header(ds, size, PIXEL_TAGS.get(stop.tag) if stop.tag is not None else None)
+    _drop_deferred(ds, header.skipped)
+    return header
+
+
+def _is_image(ds: Dataset) -> bool:
+    sop = ds.get("SOPClassUID")
+    named_image = bool(sop) and "Image Storage" in UID(str(sop)).name
+    return named_image or ("Rows" in ds and "Columns" in ds)
+
+
+def _check_pixel_extent(
+    path: Path, handle: BinaryIO, start: int, stop: _PixelStop, ds: Dataset, size: int
+) -> None:
+    implicit, _ = ds.original_encoding
+    header_length = (
+        8 if implicit or stop.vr not in {"OB", "OW", "OF", "OD", "OL", "OV", "UN"} else 12
+    )
+    if stop.length != 0xFFFFFFFF:
+        end = start + header_length + stop.length
+        if end > size:
+            raise AdapterError(path, f"truncated: pixel data needs {end} bytes, file has {size}")
+        return
+    # encapsulated: walk the fragment item headers (8 bytes each) to the delimiter
+    little = ds.original_encoding[1] is not False
+    unpack = struct.Struct("<HHI" if little else ">HHI").unpack
+    pos = start + header_length
+    for _ in range(MAX_FRAGMENTS):
+        if pos + 8 > size:
+            break
+        handle.seek(pos)
+        group, element, length = unpack(handle.read(8))
+        tag = group << 16 | element
+        if tag == _SEQ_DELIMITER:
+            return
+        if tag != _ITEM or length == 0xFFFFFFFF:
+            raise AdapterError(path, f"malformed encapsulated pixel data at byte {pos}")
+        pos += 8 + length
+    else:
+        return  # too many fragments to walk; accept the file
+    raise AdapterError(path, "truncated: encapsulated pixel data ends before its delimiter")
+
+
+def _check_elements_fit(path: Path, ds: Dataset, size: int) -> None:
+    tags = list(ds.keys())
+    for tag in tags:
+        raw: object = ds.get_item(tag, keep_deferred=True)
+        if (
+            isinstance(raw, RawDataElement)
+            and raw.length != 0xFFFFFFFF
+            and raw.value_tell + raw.length > size
+        ):
+            raise AdapterError(path, f"truncated inside element {tag}")
+
+
+def _drop_deferred(ds: Dataset, skipped: dict[str, int]) -> None:
+    """Remove values that were too large to load, so nothing re-opens the file later."""
+    for tag in list(ds.keys()):
+        raw: object = ds.get_item(tag, keep_deferred=True)
+        if isinstance(raw, RawDataElement) and raw.value is None and raw.length:
+            del ds[tag]
+            keyword = keyword_for_tag(tag)
+            if keyword and (raw.VR or _dictionary_vr(tag)) not in BINARY_VRS:
+                skipped[keyword] = raw.length
+
+
+def _dictionary_vr(tag: BaseTag) -> str:
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return "UN"
+
+
+# --------------------------------------------------------------------------- values
+
+
+def value(ds: Dataset, keyword: str) -> Any:
+    """The element's value, or None when absent or empty."""
+    elem = ds.get(keyword)
+    if elem is None:
+        return None
+    result = elem.value if isinstance(elem, DataElement) else elem
+    if result is None or result == "" or (isinstance(result, MultiValue) and len(result) == 0):
+        return None
+    return result
+
+
+def first_item(ds: Dataset, *keywords: str) -> Dataset | None:
+    """Follow ``keywords`` through the first item of each sequence."""
+    current: Dataset | None = ds
+    for keyword in keywords:
+        if current is None:
+            return None
+        seq = value(current, keyword)
+        current = seq[0] if seq else None
+    return current
+
+
+def scalar(item: Any) -> Any:
+    """A JSON value for one DICOM value (not a sequence)."""
+    if isinstance(item, PersonName):
+        return str(item)
+    if isinstance(item, BaseTag):
+        return f"({item.group:04X},{item.element:04X})"
+    if isinstance(item, bool) or item is None:
+        return item
+    if isinstance(item, int):
+        return int(item)
+    if isinstance(item, float):
+        return float(item)
+    if isinstance(item, UID):
+        return str(item)
+    if isinstance(item, (bytes, bytearray)):
+        return None
+    if isinstance(item, str):
+        return str(item)
+    try:  # DSdecimal and other numeric wrappers
+        return float(item)
+    except (TypeError, ValueError):
+        return str(item)
+
+
+def dataset_json(ds: Dataset, depth: int = 0) -> dict[str, Any]:
+    """Keyword -> JSON value for every public, non-binary element of ``ds``."""
+    out: dict[str, Any] = {}
+    for elem in _elements(ds):
+        key = elem.keyword
+        if key in out:
+            key = f"{key}_{elem.tag.group:04X}"
+        converted = element_json(elem, depth)
+        if converted is not _SKIP:
+            out[key] = converted
+    return out
+
+
+_SKIP = object()
+
+
+def _elements(ds: Dataset) -> Iterator[DataElement]:
+    tags = list(ds.keys())
+    for tag in tags:
+        if tag.is_private or int(tag) in PIXEL_TAGS:
+            continue
+        elem = ds[tag]
+        if not elem.keyword or elem.VR in BINARY_VRS:
+            continue
+        yield elem
+
+
+def element_json(elem: DataElement, depth: int) -> Any:
+    if elem.VR == "SQ":
+        items = list(elem.value or ())
+        if depth + 1 > MAX_DEPTH:
+            return f"<sequence of {len(items)} items not expanded>"
+        return [dataset_json(item, depth + 1) for item in items]
+    raw = elem.value
+    if isinstance(raw, (bytes, bytearray)):
+        return _SKIP
+    if isinstance(raw, (MultiValue, list)):
+        return [scalar(v) for v in raw]
+    return scalar(raw)
+
+
+# --------------------------------------------------------------------------- dates
+
+_DA = re.compile(r"^(\d{4})\.?(\d{2})\.?(\d{2})$")
+_TM = re.compile(r"^(\d{2}):?(\d{2})?:?(\d{2})?(\.\d{1,6})?\d*$")
+_DT = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\.\d{1,6})?\d*([+-]\d{4})?$")
+_TZ = re.compile(r"^[+-]\d{4}$")
+
+
+def rfc3339(date: Any, time: Any, offset: Any) -> str | None:
+    """``YYYY-MM-DDTHH:MM:SS[.f][+HH:MM]`` from DA/TM text (old dotted forms too)."""
+    match = _DA.match(str(date or "").strip())
+    if not match:
+        return None
+    y, mo, d = match.groups()
+    if not (1 <= int(mo) <= 12 and 1 <= int(d) <= 31):
+        return None
+    day = f"{y}-{mo}-{d}"
+    tmatch = _TM.match(str(time or "").strip())
+    if not tmatch:
+        return day
+    hh, mm, ss, frac = tmatch.groups()
+    if int(hh) > 23 or int(mm or 0) > 59 or int(ss or 0) > 60:
+        return day
+    return f"{day}T{hh}:{mm or '00'}:{ss or '00'}{frac or ''}{_offset(offset)}"
+
+
+def rfc3339_dt(text: Any, offset: Any) -> str | None:
+    """The same from a DT value, whose own offset wins over TimezoneOffsetFromUTC."""
+    match = _DT.match(str(text or "").strip())
+    if not match:
+        return None
+    y, mo, d, hh, mm, ss, frac, own = match.groups()
+    if mo is None or d is None:
+        return None
+    time = f"{hh}{mm or ''}{ss or ''}{frac or ''}" if hh else None
+    return rfc3339(f"{y}{mo}{d}", time, own or offset)
+
+
+def _offset(offset: Any) -> str:
+    text = str(offset or "").strip()
+    if not _TZ.match(text):
+        return ""
+    return f"{text[:3]}:{text[3:]}"

@@ -1,0 +1,215 @@
+"""Command-line interface: argument parsing and output only; the work happens in the stages.
+
+Exit codes: 0 success, 1 something failed or stayed undelivered, 2 bad configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from acqharvest import __version__, logs
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="acqharvest",
+        description="Harvest acquisition metadata from instrument output folders.",
+    )
+    parser.add_argument("--version", action="version", version=f"acqharvest {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--config",
+            "-c",
+            type=Path,
+            help="YAML config (default: $ACQHARVEST_CONFIG, else the embedded demo default)",
+        )
+
+    run = commands.add_parser("run", help="run the daemon in the foreground")
+    with_config(run)
+    run.add_argument(
+        "--once",
+        action="store_true",
+        help="harvest what is there now, deliver, and exit (non-zero if anything failed)",
+    )
+    extract = commands.add_parser(
+        "extract", help="print what the adapters read from files (no config, nothing sent)"
+    )
+    extract.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    extract.add_argument("--json", action="store_true", help="one package JSON per line")
+    check = commands.add_parser(
+        "check", help="validate the config, the folders and the endpoint, then exit"
+    )
+    with_config(check)
+    status = commands.add_parser("status", help="show the outbox by state and the last errors")
+    with_config(status)
+    commands.add_parser("adapters", help="list installed adapters and load errors")
+    config = commands.add_parser("config", help="print the config's JSON Schema")
+    config.add_argument("what", choices=["schema"])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handlers = {
+        "run": _run,
+        "extract": _extract,
+        "check": _check,
+        "status": _status,
+        "adapters": _adapters,
+        "config": _config,
+    }
+    result: int = handlers[args.command](args)
+    return result
+
+
+def _load(args: argparse.Namespace) -> Any:
+    """Settings or None (after printing every config error)."""
+    from acqharvest.config import ConfigError, load_settings
+
+    try:
+        return load_settings(args.config)
+    except ConfigError as error:
+        for message in error.messages:
+            print(f"config error: {message}", file=sys.stderr)
+        return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    if settings is None:
+        return EXIT_CONFIG
+    from acqharvest.config import is_embedded_default
+    from acqharvest.runtime import Daemon
+
+    if is_embedded_default(settings):
+        for folder in (settings.watch[0].path, settings.endpoint.path):
+            folder.mkdir(parents=True, exist_ok=True)
+        print(
+            "acqharvest: no config given, using the embedded default: watching "
+            f"{settings.watch[0].path}, delivering packages to {settings.endpoint.path} "
+            f"(state in {settings.state_dir}). Copy files into the watch folder to try it; "
+            "Ctrl-C stops.",
+            file=sys.stderr,
+        )
+    log_file = settings.log.file or settings.state_dir / "acqharvest.log"
+    logs.configure(settings.log.level, settings.log.format, log_file)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        logs.get_logger().info("stop_requested", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        daemon = Daemon(settings)
+        report = daemon.run(stop, once=args.once)
+    except Exception as error:  # noqa: BLE001 - report any start-up failure in one clear line
+        print(f"acqharvest: cannot run: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.once and (report.failures or report.undelivered or report.rejected):
+        print(
+            f"acqharvest: {report.packaged} packaged, {len(report.failures)} failed, "
+            f"{report.rejected} rejected by the endpoint, {report.undelivered} undelivered "
+            "(see acqharvest status)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from acqharvest.config import load_settings
+    from acqharvest.deidentify import Deidentifier
+    from acqharvest.runtime import preview
+
+    logs.configure("error", "console")
+    settings = load_settings(None)
+    deidentifier = Deidentifier(settings.deidentify, secrets.token_bytes(32))
+    results, errors = preview(args.paths, settings, deidentifier)
+    for package in results:
+        if args.json:
+            print(json.dumps(package, ensure_ascii=False, sort_keys=True))
+        else:
+            _print_summary(package)
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    return EXIT_FAILED if errors else EXIT_OK
+
+
+def _print_summary(package: dict[str, Any]) -> None:
+    files = package["files"]
+    harvester = package["harvester"]
+    print(f"{files[0]['path']}" + (f" (+{len(files) - 1} files)" if len(files) > 1 else ""))
+    print(f"  adapter: {harvester['adapter']}  format: {package['acquisition']['format']}")
+    for key, value in sorted(package["metadata"].items()):
+        print(f"  {key}: {json.dumps(value, ensure_ascii=False)}")
+
+
+def _check(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    if settings is None:
+        return EXIT_CONFIG
+    from acqharvest.runtime import check_installation
+
+    problems = 0
+    for ok, message in check_installation(settings):
+        print(f"{'ok  ' if ok else 'FAIL'}  {message}")
+        problems += not ok
+    return EXIT_FAILED if problems else EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    if settings is None:
+        return EXIT_CONFIG
+    from acqharvest.runtime import read_status
+
+    status = read_status(settings)
+    print(f"config: {settings.source}")
+    print(f"state:  {settings.state_dir}")
+    print("outbox: " + ", ".join(f"{state} {count}" for state, count in status.outbox.items()))
+    print(
+        "harvested: "
+        + ", ".join(f"{name} {count}" for name, count in status.registry.items())
+    )
+    if status.problems:
+        print("last problems:")
+        for line in status.problems:
+            print(f"  {line}")
+    return EXIT_OK
+
+
+def _adapters(_: argparse.Namespace) -> int:
+    from acqharvest.registry import load_registry
+
+    registry = load_registry()
+    rows = registry.listing()
+    for row in rows:
+        print("  ".join(f"{key}={value}" for key, value in row.items()))
+    for error in registry.errors:
+        print(f"load error: {error.name} ({error.distribution}): {error.error}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _config(_: argparse.Namespace) -> int:
+    from acqharvest.config import json_schema_text
+
+    sys.stdout.write(json_schema_text())
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

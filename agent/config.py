@@ -1,0 +1,633 @@
+"""The configuration file: YAML -> validated pydantic models -> frozen ``model.Settings``.
+
+Owns the config schema (its field descriptions are the reference docs), error messages that
+name the file, line and key path, and the embedded demo default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import os
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
+
+from acqharvest.model import (
+    DeidentifySettings,
+    EndpointSettings,
+    InstrumentSettings,
+    LogSettings,
+    Settings,
+    WatchMode,
+    WatchSettings,
+)
+
+#: names of files that are still being written or belong to the OS, never acquisitions.
+#: Dotfiles in general are not excluded: OME-Zarr keeps its metadata in ``.zattrs``.
+DEFAULT_EXCLUDE: tuple[str, ...] = (
+    "*.tmp",
+    "*.temp",
+    "*.part",
+    "*.partial",
+    "*.crdownload",
+    "*.download",
+    "*.swp",
+    "*~",
+    "~$*",
+    ".~lock.*",
+    ".DS_Store",
+    "Thumbs.db",
+    "desktop.ini",
+    "._*",
+)
+
+#: ``Settings.source`` (and the message prefix) when no config file was given.
+EMBEDDED_SOURCE = "<embedded default>"
+#: environment variable naming the config file when none is passed.
+CONFIG_ENV = "ACQHARVEST_CONFIG"
+
+_SCHEMA_URI = "https://json-schema.org/draft/2020-12/schema"
+
+_Loc = tuple[str | int, ...]
+
+_NonEmpty = Annotated[str, StringConstraints(min_length=1)]
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; ``messages`` holds one line per problem found."""
+
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__("\n".join(messages))
+        self.messages = messages
+
+
+# --------------------------------------------------------------------------- models
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InstrumentConfig(_Section):
+    """PIDINST-style identity of the instrument, copied into every package."""
+
+    # serial numbers and models are often plain numbers in YAML
+    model_config = ConfigDict(coerce_numbers_to_str=True)
+
+    id: str = Field(
+        description="Persistent identifier of the instrument (a PIDINST handle, DOI or URN). "
+        "It is part of every package id, so changing it re-sends everything."
+    )
+    name: str | None = Field(default=None, description="Human-readable instrument name.")
+    manufacturer: str | None = Field(default=None, description="Manufacturer of the instrument.")
+    model: str | None = Field(default=None, description="Model name of the instrument.")
+    serial_number: str | None = Field(default=None, description="Serial number of the instrument.")
+    type: str | None = Field(
+        default=None,
+        description="Kind of instrument, for example 'MRI scanner' or 'electron microscope'.",
+    )
+    owner: str | None = Field(
+        default=None, description="Facility or group that runs the instrument."
+    )
+
+    @field_validator("id")
+    @classmethod
+    def _id_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise PydanticCustomError("blank", "must not be empty")
+        return value
+
+
+class WatchConfig(_Section):
+    """One instrument output folder to watch."""
+
+    path: _NonEmpty = Field(
+        description="Folder the instrument writes acquisitions into. Relative paths are "
+        "relative to the config file's folder."
+    )
+    include: tuple[str, ...] = Field(
+        default=("*",),
+        description="Shell-style patterns; only file names matching one are harvested.",
+    )
+    exclude: tuple[str, ...] = Field(
+        default=DEFAULT_EXCLUDE,
+        description="Shell-style patterns of file names never harvested (temporary and "
+        "partial files, OS clutter). Setting this replaces the default list.",
+    )
+    recursive: bool = Field(default=True, description="Also watch every subfolder.")
+    settle_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="A file counts as complete once its size and modification time have not "
+        "changed for this many seconds.",
+    )
+    mode: WatchMode = Field(
+        default="auto",
+        description="How changes are noticed: 'native' uses operating-system events, "
+        "'polling' re-lists the folder (needed for SMB/NFS shares), 'auto' picks for you.",
+    )
+    path_template: str | None = Field(
+        default=None,
+        description="Folder-naming convention below this folder from which the operator and "
+        "project are read, for example '{operator}/{project}'; null reads neither.",
+    )
+    group_quiet_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="How long a multi-file acquisition (for example a DICOM series) must "
+        "receive no new files before it is packaged; null means settle_seconds.",
+    )
+    group_timeout_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="An acquisition still incomplete after this many seconds is sent "
+        "anyway, flagged incomplete.",
+    )
+    adapters: tuple[str, ...] = Field(
+        default=(),
+        description="Names of the format adapters allowed to read files in this folder; "
+        "empty means every enabled adapter.",
+    )
+
+
+class EndpointConfig(_Section):
+    """Where packages are delivered: an HTTP endpoint or a local folder."""
+
+    # the cross-field rules of the validators below, for editors that read the schema
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                {
+                    "if": {"properties": {"type": {"const": "http"}}, "required": ["type"]},
+                    "then": {"required": ["url"]},
+                },
+                {
+                    "if": {"properties": {"type": {"const": "directory"}}, "required": ["type"]},
+                    "then": {"required": ["path"]},
+                },
+                {"not": {"required": ["token_file", "token_env"]}},
+            ]
+        }
+    )
+
+    # allow_plaintext and token_file come before the fields whose checks read them
+    type: Literal["http", "directory"] = Field(
+        description="'http' posts each package to url; 'directory' writes it as a JSON file "
+        "into path."
+    )
+    allow_plaintext: bool = Field(
+        default=False,
+        description="Allow a plain http:// url to a host other than loopback. Packages and "
+        "the token then cross the network unencrypted.",
+    )
+    url: str | None = Field(
+        default=None,
+        validate_default=True,
+        description="URL packages are posted to; required when type is 'http'. Must be "
+        "https:// unless the host is loopback or allow_plaintext is true.",
+    )
+    path: _NonEmpty | None = Field(
+        default=None,
+        validate_default=True,
+        description="Folder packages are written to; required when type is 'directory'. "
+        "Must be outside every watched folder.",
+    )
+    token_file: _NonEmpty | None = Field(
+        default=None,
+        description="File whose content is the bearer token sent to the endpoint. Use this "
+        "or token_env, not both.",
+    )
+    token_env: _NonEmpty | None = Field(
+        default=None,
+        description="Environment variable holding the bearer token. Use this or token_file, "
+        "not both.",
+    )
+    ca_bundle: _NonEmpty | None = Field(
+        default=None,
+        description="PEM file of CA certificates trusted for https; null uses the system "
+        "store. TLS is always verified.",
+    )
+    timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Give up on one delivery attempt after this many seconds."
+    )
+    max_backoff_seconds: float = Field(
+        default=300.0, gt=0, description="Longest wait between retries of a failed delivery."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str | None, info: ValidationInfo) -> str | None:
+        if url is None:
+            if info.data.get("type") == "http":
+                raise PydanticCustomError("required", "required when type is http")
+            return None
+        parts = urlsplit(url)
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a malformed port
+        except ValueError as exc:
+            raise PydanticCustomError("url", "invalid port in URL") from exc
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise PydanticCustomError("url", "must be an http:// or https:// URL with a host name")
+        if (
+            parts.scheme == "http"
+            and not _is_loopback(parts.hostname)
+            and not info.data.get("allow_plaintext", False)
+        ):
+            raise PydanticCustomError(
+                "plaintext",
+                "plain http:// to a host other than loopback would send packages and the "
+                "token unencrypted; use https:// or set endpoint.allow_plaintext: true",
+            )
+        return url
+
+    @field_validator("path")
+    @classmethod
+    def _path_for_directory(cls, path: str | None, info: ValidationInfo) -> str | None:
+        if path is None and info.data.get("type") == "directory":
+            raise PydanticCustomError("required", "required when type is directory")
+        return path
+
+    @field_validator("token_env")
+    @classmethod
+    def _one_token_source(cls, token_env: str | None, info: ValidationInfo) -> str | None:
+        if token_env is not None and info.data.get("token_file") is not None:
+            raise PydanticCustomError(
+                "token", "token_file and token_env are mutually exclusive; set only one"
+            )
+        return token_env
+
+
+class DeidentifyConfig(_Section):
+    """Patient-data policy. Identifiers are removed unless a retain option says otherwise."""
+
+    enabled: bool = Field(
+        default=True, description="Remove patient identifiers from the metadata before packaging."
+    )
+    retain_uids: bool = Field(
+        default=False, description="Keep study, series and instance UIDs unchanged."
+    )
+    retain_dates: bool = Field(default=False, description="Keep dates and times unchanged.")
+    retain_patient_characteristics: bool = Field(
+        default=False, description="Keep age, sex, size and weight of the patient."
+    )
+
+
+class LogConfig(_Section):
+    """Logging of the daemon itself."""
+
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Least severe level that is logged."
+    )
+    format: Literal["auto", "json", "console"] = Field(
+        default="auto",
+        description="Format of the log on standard error: 'auto' is 'console' on a terminal "
+        "and 'json' otherwise.",
+    )
+    file: _NonEmpty | None = Field(
+        default=None,
+        description="JSON-lines log file; null means acqharvest.log in state_dir.",
+    )
+
+
+class ConfigFile(_Section):
+    """The acqharvest configuration file."""
+
+    model_config = ConfigDict(title="acqharvest configuration")
+
+    instrument: InstrumentConfig = Field(description="The instrument this daemon runs beside.")
+    watch: list[WatchConfig] = Field(
+        min_length=1, description="The folders to watch; at least one."
+    )
+    endpoint: EndpointConfig = Field(description="Where packages are delivered.")
+    state_dir: _NonEmpty = Field(
+        description="Folder for the outbox, the registry of harvested files and the log. It "
+        "must be outside every watched folder."
+    )
+    deidentify: DeidentifyConfig = Field(
+        default=DeidentifyConfig(), description="Patient-data policy."
+    )
+    log: LogConfig = Field(default=LogConfig(), description="Logging.")
+    workers: int = Field(
+        default=2,
+        ge=0,
+        description="Worker processes for header extraction and checksums; 0 runs them "
+        "in the main process.",
+    )
+    rescan_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds between full scans of every watched folder, which catch files "
+        "the change events missed.",
+    )
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def load_settings(path: Path | None, *, cwd: Path | None = None) -> Settings:
+    """Load the config file at ``path``; None means ``$ACQHARVEST_CONFIG`` or the demo default.
+
+    Relative paths inside a file resolve against the file's folder; inside the embedded
+    default they resolve against ``cwd`` (default: the current directory).
+    """
+    base = (cwd or Path.cwd()).absolute()
+    if path is None and os.environ.get(CONFIG_ENV):
+        path = Path(os.environ[CONFIG_ENV])
+    if path is None:
+        text = resources.files("acqharvest").joinpath("demo.yaml").read_text(encoding="utf-8")
+        return parse_settings(text, source=EMBEDDED_SOURCE, base_dir=base)
+    file = base / path
+    try:
+        # utf-8-sig: editors on Windows instrument PCs like to write a byte-order mark
+        text = file.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read config file: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: config file is not UTF-8 text: {exc.reason}"]) from exc
+    return parse_settings(text, source=str(path), base_dir=file.parent)
+
+
+def parse_settings(text: str, *, source: str, base_dir: Path) -> Settings:
+    """Validate YAML ``text``; ``source`` prefixes messages, relative paths join ``base_dir``."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{source}:{mark.line + 1}" if mark else source
+        reason = "; ".join(part for part in (exc.context, exc.problem) if part)
+        raise ConfigError([f"{where}: YAML syntax error: {reason}"]) from exc
+    finally:
+        loader.dispose()
+    if node is None:
+        raise ConfigError([f"{source}: the config file is empty"])
+    if not isinstance(node, yaml.MappingNode) or not isinstance(data, dict):
+        raise ConfigError(
+            [f"{source}:{node.start_mark.line + 1}: the config must be a mapping of keys to values"]
+        )
+
+    base_dir = base_dir.absolute()
+    problems = _duplicate_keys(node, ()) + _overlaps(data, base_dir)
+    try:
+        config = ConfigFile.model_validate(data)
+    except ValidationError as exc:
+        problems += [(tuple(error["loc"]), _reason(error)) for error in exc.errors()]
+    if problems:
+        located = sorted(
+            ((_line_of(node, loc), loc, reason) for loc, reason in problems),
+            key=lambda item: item[0],
+        )
+        raise ConfigError(
+            [f"{source}:{line}: {_dotted(loc)}: {reason}" for line, loc, reason in located]
+        )
+    return _to_settings(config, source=source, base_dir=base_dir)
+
+
+def is_embedded_default(settings: Settings) -> bool:
+    """True when ``settings`` came from the embedded demo config, not a file."""
+    return settings.source == EMBEDDED_SOURCE
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of the config file, generated from the models."""
+    return {"$schema": _SCHEMA_URI, **ConfigFile.model_json_schema()}
+
+
+def json_schema_text() -> str:
+    """``json_schema()`` exactly as committed in ``config/acqharvest.schema.json``."""
+    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _resolve(raw: str, base_dir: Path) -> Path:
+    # lexical, not Path.resolve(): folders need not exist yet and symlinks stay as written
+    return Path(os.path.normpath(base_dir / os.path.expanduser(raw)))
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _overlaps(data: Mapping[Any, Any], base_dir: Path) -> list[tuple[_Loc, str]]:
+    """Folders the daemon writes to must not lie in a folder it watches (it would harvest them).
+
+    Works on the raw data so these problems are reported together with every other one.
+    """
+    watch = data.get("watch")
+    roots = [
+        (i, _resolve(item["path"], base_dir))
+        for i, item in enumerate(watch if isinstance(watch, list) else [])
+        if isinstance(item, dict) and isinstance(item.get("path"), str) and item["path"]
+    ]
+    problems: list[tuple[_Loc, str]] = []
+    state_dir = data.get("state_dir")
+    if isinstance(state_dir, str) and state_dir:
+        state = _resolve(state_dir, base_dir)
+        for i, root in roots:
+            if state == root:
+                relation = "is the same folder as"
+            elif state.is_relative_to(root):
+                relation = "is inside"
+            elif root.is_relative_to(state):
+                relation = "contains"
+            else:
+                continue
+            problems.append(
+                (
+                    ("state_dir",),
+                    f"{state} {relation} watch[{i}].path ({root}); "
+                    "the state folder must be outside every watched folder",
+                )
+            )
+    endpoint = data.get("endpoint")
+    out_dir = endpoint.get("path") if isinstance(endpoint, dict) else None
+    if isinstance(out_dir, str) and out_dir:
+        out = _resolve(out_dir, base_dir)
+        problems += [
+            (
+                ("endpoint", "path"),
+                f"{out} is inside watch[{i}].path ({root}); delivered packages would be "
+                "harvested again",
+            )
+            for i, root in roots
+            if out.is_relative_to(root)
+        ]
+    return problems
+
+
+def _duplicate_keys(node: yaml.Node, loc: _Loc) -> list[tuple[_Loc, str]]:
+    """YAML silently keeps the last of two equal keys; an admin almost never means that."""
+    problems: list[tuple[_Loc, str]] = []
+    if isinstance(node, yaml.MappingNode):
+        first_line: dict[str, int] = {}
+        for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode):
+                continue
+            line = key.start_mark.line + 1
+            if key.value in first_line:
+                problems.append(
+                    (
+                        (*loc, key.value),
+                        f"duplicate key (first set on line {first_line[key.value]})",
+                    )
+                )
+            first_line.setdefault(key.value, line)
+            problems += _duplicate_keys(value, (*loc, key.value))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            problems += _duplicate_keys(item, (*loc, i))
+    return problems
+
+
+def _reason(error: ErrorDetails) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        unknown = str(error["loc"][-1])
+        allowed = list(_model_at(error["loc"][:-1]).model_fields)
+        close = difflib.get_close_matches(unknown, allowed, n=1, cutoff=0.8)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        return f"unknown key ({hint}allowed: {', '.join(allowed)})"
+    if kind == "missing":
+        return "required key is missing"
+    if kind in ("model_type", "dict_type"):
+        return "should be a mapping of keys to values"
+    if kind in ("list_type", "tuple_type"):
+        return "should be a list"
+    if kind in ("string_too_short", "too_short"):
+        return "must not be empty"
+    return error["msg"]
+
+
+def _model_at(loc: Sequence[str | int]) -> type[BaseModel]:
+    """The model class that validates the mapping at ``loc`` (list indexes are skipped)."""
+    model: type[BaseModel] = ConfigFile
+    for part in loc:
+        if isinstance(part, str):
+            annotation = model.model_fields[part].annotation
+            # list[WatchConfig] -> WatchConfig
+            model = next(
+                arg
+                for arg in (annotation, *get_args(annotation))
+                if isinstance(arg, type) and issubclass(arg, BaseModel)
+            )
+    return model
+
+
+def _line_of(root: yaml.Node, loc: _Loc) -> int:
+    """1-based line of the deepest node on ``loc`` that exists (a missing key: its parent)."""
+    node = root
+    line = root.start_mark.line + 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            # the last equal key wins, as in the constructed data
+            matches = [
+                (key, value)
+                for key, value in node.value
+                if isinstance(key, yaml.ScalarNode) and key.value == part
+            ]
+            if not matches:
+                break
+            key, node = matches[-1]
+            line = key.start_mark.line + 1
+        elif (
+            isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
+        ):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _dotted(loc: _Loc) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else part
+    return path
+
+
+def _optional_path(raw: str | None, base_dir: Path) -> Path | None:
+    return None if raw is None else _resolve(raw, base_dir)
+
+
+def _to_settings(config: ConfigFile, *, source: str, base_dir: Path) -> Settings:
+    instrument, endpoint = config.instrument, config.endpoint
+    return Settings(
+        instrument=InstrumentSettings(
+            id=instrument.id,
+            name=instrument.name,
+            manufacturer=instrument.manufacturer,
+            model=instrument.model,
+            serial_number=instrument.serial_number,
+            type=instrument.type,
+            owner=instrument.owner,
+        ),
+        watch=tuple(
+            WatchSettings(
+                path=_resolve(watch.path, base_dir),
+                include=watch.include,
+                exclude=watch.exclude,
+                recursive=watch.recursive,
+                settle_seconds=watch.settle_seconds,
+                mode=watch.mode,
+                path_template=watch.path_template,
+                group_quiet_seconds=watch.group_quiet_seconds,
+                group_timeout_seconds=watch.group_timeout_seconds,
+                adapters=watch.adapters,
+            )
+            for watch in config.watch
+        ),
+        endpoint=EndpointSettings(
+            type=endpoint.type,
+            url=endpoint.url,
+            path=_optional_path(endpoint.path, base_dir),
+            token_file=_optional_path(endpoint.token_file, base_dir),
+            token_env=endpoint.token_env,
+            ca_bundle=_optional_path(endpoint.ca_bundle, base_dir),
+            timeout_seconds=endpoint.timeout_seconds,
+            max_backoff_seconds=endpoint.max_backoff_seconds,
+            allow_plaintext=endpoint.allow_plaintext,
+        ),
+        state_dir=_resolve(config.state_dir, base_dir),
+        deidentify=DeidentifySettings(
+            enabled=config.deidentify.enabled,
+            retain_uids=config.deidentify.retain_uids,
+            retain_dates=config.deidentify.retain_dates,
+            retain_patient_characteristics=config.deidentify.retain_patient_characteristics,
+        ),
+        log=LogSettings(
+            level=config.log.level,
+            format=config.log.format,
+            file=_optional_path(config.log.file, base_dir),
+        ),
+        workers=config.workers,
+        rescan_seconds=config.rescan_seconds,
+        source=source,
+    )

@@ -1,0 +1,172 @@
+"""The extract stage: runs an adapter on one acquisition and never lets it fail the daemon.
+
+Turns any adapter failure into an ``ExtractionFailure`` naming the file, makes the output
+JSON-safe, caps ``original_metadata`` and drops metadata keys the adapter did not declare.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Mapping
+from pathlib import PurePath
+from typing import Any
+
+import structlog
+
+from acqharvest.adapter_api import Adapter, AdapterError, AdapterOutput, Draft, Reader
+from acqharvest.model import Acquisition, Extraction, ExtractionFailure
+
+#: serialized size above which the largest ``original_metadata`` entries are dropped.
+ORIGINAL_METADATA_CAP = 256 * 1024
+#: nesting deeper than this is stringified; guards against cycles and pathological input.
+_MAX_DEPTH = 32
+
+_BINARY = (bytes, bytearray, memoryview)
+
+_log = structlog.get_logger(__name__)
+
+
+def draft_for(acquisition: Acquisition) -> Draft:
+    """The adapter's view of an acquisition: its key and its files, primary first."""
+    primary = acquisition.primary
+    others = tuple(m.settled.path for m in acquisition.members if m is not primary)
+    return Draft(
+        key=acquisition.key,
+        primary=primary.settled.path,
+        members=(primary.settled.path, *others),
+    )
+
+
+def extract(
+    acquisition: Acquisition, adapter: Adapter | None, reader: Reader
+) -> Extraction | ExtractionFailure:
+    """Run ``adapter.extract`` on ``acquisition``; every failure becomes an ExtractionFailure."""
+    draft = draft_for(acquisition)
+    if adapter is None:
+        return Extraction(
+            acquisition=acquisition,
+            adapter="none",
+            adapter_version="",
+            format="unknown",
+            metadata={},
+            original_metadata={},
+        )
+    name = str(getattr(getattr(adapter, "info", None), "name", "?"))
+    try:
+        output: object = adapter.extract(draft, reader)
+    except AdapterError as exc:
+        _log.warning("extraction_failed", adapter=name, path=str(exc.path), reason=exc.reason)
+        return ExtractionFailure(acquisition, name, exc.path, exc.reason)
+    except Exception as exc:  # noqa: BLE001 - a vendor adapter may raise anything; the daemon goes on
+        reason = f"adapter {name} crashed: {type(exc).__name__}: {exc}"
+        _log.error("extraction_crashed", adapter=name, path=str(draft.primary), reason=reason)
+        return ExtractionFailure(acquisition, name, draft.primary, reason)
+    if not isinstance(output, AdapterOutput):
+        reason = f"adapter {name} returned {type(output).__name__}, not AdapterOutput"
+        return ExtractionFailure(acquisition, name, draft.primary, reason)
+
+    notes: list[str] = []
+    declared = {spec.key for spec in adapter.info.fields}
+    metadata = _declared_only(_jsonable(output.metadata, "metadata", notes), declared, "", notes)
+    original = _jsonable(output.original_metadata, "original_metadata", notes)
+    if not isinstance(original, dict):
+        notes.append("original_metadata was not a mapping; dropped")
+        original = {}
+    original = _cap(original, ORIGINAL_METADATA_CAP, notes)
+    started = output.started if isinstance(output.started, str) else None
+    return Extraction(
+        acquisition=acquisition,
+        adapter=name,
+        adapter_version=adapter.info.version,
+        format=str(output.format),
+        metadata=metadata,
+        original_metadata=original,
+        started=started,
+        warnings=(*(str(w) for w in output.warnings), *notes),
+    )
+
+
+def _declared_only(value: Any, declared: set[str], prefix: str, notes: list[str]) -> dict[str, Any]:
+    """Keep only declared dotted keys; a declared key keeps everything beneath it."""
+    if not isinstance(value, dict):
+        if prefix == "":
+            notes.append("metadata was not a mapping; dropped")
+        return {}
+    kept: dict[str, Any] = {}
+    for key, item in value.items():
+        dotted = f"{prefix}{key}"
+        if dotted in declared:
+            kept[key] = item
+            continue
+        below = f"{dotted}."
+        if any(d.startswith(below) for d in declared):
+            if isinstance(item, dict):
+                kept[key] = _declared_only(item, declared, below, notes)
+                continue
+            if isinstance(item, list) and all(isinstance(x, dict) for x in item):
+                kept[key] = [_declared_only(x, declared, below, notes) for x in item]
+                continue
+        notes.append(f"metadata key {dotted!r} is not declared in the adapter's fields; dropped")
+    return kept
+
+
+def _jsonable(value: Any, where: str, notes: list[str], depth: int = 0) -> Any:
+    """A JSON-serializable copy of ``value``; what cannot be represented is noted."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else str(value)
+    if isinstance(value, _BINARY):
+        notes.append(f"{where}: binary value dropped")
+        return None
+    if depth >= _MAX_DEPTH:
+        notes.append(f"{where}: nested too deep; stringified")
+        return str(value)
+    if type(value).__module__ == "numpy":
+        # numpy scalars and arrays become Python values without importing numpy here
+        converted = value.item() if getattr(value, "ndim", 0) == 0 else value.tolist()
+        return _jsonable(converted, where, notes, depth + 1)
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if isinstance(item, _BINARY):
+                notes.append(f"{where}.{key}: binary value dropped")
+                continue
+            out[str(key)] = _jsonable(item, f"{where}.{key}", notes, depth + 1)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v, f"{where}[]", notes, depth + 1) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((_jsonable(v, f"{where}[]", notes, depth + 1) for v in value), key=repr)
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, PurePath):
+        return value.as_posix()
+    return str(value)
+
+
+def _cap(original: dict[str, Any], limit: int, notes: list[str]) -> dict[str, Any]:
+    """Drop the largest top-level entries until the serialized mapping fits ``limit``."""
+    sizes = {k: _size({k: v}) for k, v in original.items()}
+    total = _size(original)
+    if total <= limit:
+        return original
+    dropped: list[str] = []
+    for key in sorted(sizes, key=lambda k: (-sizes[k], k)):
+        if total <= limit:
+            break
+        total -= sizes[key]
+        dropped.append(key)
+    notes.append(
+        f"original_metadata exceeded {limit} bytes; dropped largest entries: {', '.join(dropped)}"
+    )
+    gone = set(dropped)
+    return {k: v for k, v in original.items() if k not in gone}
+
+
+def _size(value: Any) -> int:
+    return len(json.dumps(value, ensure_ascii=False).encode("utf-8"))

@@ -1,0 +1,139 @@
+"""Which settled files form one acquisition: a pure state machine from ProbedFile to Acquisition.
+
+Owns group release rules (quiet window for collecting groups, expected companions, timeout).
+No threads, sleeps or I/O: the caller passes ``now``. Not thread-safe: one owner drives it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from acqharvest.model import Acquisition, ProbedFile
+
+log = structlog.get_logger(__name__)
+
+#: groups are per watch root, so one acquisition's relative paths share one root.
+_GroupId = tuple[Path, str]
+
+
+@dataclass(slots=True)
+class _Group:
+    root: Path
+    key: str
+    created: float
+    last_added: float
+    members: dict[Path, ProbedFile] = field(default_factory=dict)
+
+    def collects(self) -> bool:
+        return any(m.collects for m in self.members.values())
+
+    def missing(self) -> set[str]:
+        expected = {name for m in self.members.values() for name in m.expects}
+        if not expected:
+            return expected
+        return expected - {p.relative_to(self.root).as_posix() for p in self.members}
+
+
+class Grouper:
+    """Collects probed files by group key and releases them as acquisitions."""
+
+    def __init__(
+        self,
+        quiet_seconds: Callable[[Path], float],
+        timeout_seconds: Callable[[Path], float],
+    ) -> None:
+        self._quiet_seconds = quiet_seconds
+        self._timeout_seconds = timeout_seconds
+        self._groups: dict[_GroupId, _Group] = {}
+        self._group_of: dict[Path, _GroupId] = {}
+
+    @property
+    def pending(self) -> int:
+        return len(self._groups)
+
+    def add(self, probed: ProbedFile, now: float) -> None:
+        """Add a file to its group; a path added again replaces its earlier member."""
+        path = probed.settled.path
+        gid = (probed.settled.root, probed.group_key)
+        if self._group_of.get(path, gid) != gid:
+            # Rewritten so that it now claims another group.
+            self.remove(path)
+        group = self._groups.get(gid)
+        if group is None:
+            group = self._groups[gid] = _Group(gid[0], gid[1], created=now, last_added=now)
+        group.members[path] = probed
+        group.last_added = now
+        self._group_of[path] = gid
+
+    def remove(self, path: Path) -> None:
+        """Drop a file (deleted or renamed away); a group left empty is dropped too."""
+        gid = self._group_of.pop(path, None)
+        if gid is None:
+            return
+        group = self._groups[gid]
+        del group.members[path]
+        if not group.members:
+            del self._groups[gid]
+
+    def ready(self, now: float) -> list[Acquisition]:
+        """Release every group that is complete, or incomplete past its timeout."""
+        released: list[Acquisition] = []
+        for gid, group in list(self._groups.items()):
+            missing = group.missing()
+            quiet = not group.collects() or now - group.last_added >= self._quiet(group)
+            if quiet and not missing:
+                complete = True
+            elif now - group.created >= self._timeout_seconds(group.root):
+                complete = False
+                log.warning(
+                    "acquisition_incomplete",
+                    key=group.key,
+                    root=str(group.root),
+                    missing=sorted(missing),
+                    members=len(group.members),
+                )
+            else:
+                continue
+            log.debug("acquisition_grouped", key=group.key, members=len(group.members))
+            del self._groups[gid]
+            for path in group.members:
+                del self._group_of[path]
+            released.append(_acquisition(group, complete=complete))
+        return released
+
+    def next_due(self, now: float) -> float | None:
+        """Seconds until the earliest group may be released without another ``add``."""
+        if not self._groups:
+            return None
+        due = min(self._due(group, now) for group in self._groups.values())
+        return max(0.0, due - now)
+
+    def _quiet(self, group: _Group) -> float:
+        return self._quiet_seconds(group.root)
+
+    def _due(self, group: _Group, now: float) -> float:
+        timeout = group.created + self._timeout_seconds(group.root)
+        if group.missing():
+            # Only an add (which the caller follows with ready) or the timeout can release it.
+            return timeout
+        if group.collects():
+            return min(timeout, group.last_added + self._quiet(group))
+        return now
+
+
+def _acquisition(group: _Group, *, complete: bool) -> Acquisition:
+    members = tuple(
+        sorted(group.members.values(), key=lambda m: (m.role != "primary", m.settled.path))
+    )
+    return Acquisition(
+        key=group.key,
+        # members[0] is the primary when there is one (the same rule as Acquisition.primary).
+        adapter=members[0].adapter,
+        root=group.root,
+        members=members,
+        complete=complete,
+    )

@@ -1,0 +1,119 @@
+"""structlog setup: JSON lines for files and services, readable console output on a TTY.
+
+A redaction processor runs last before rendering: it drops keys that name secrets and
+masks any registered secret value wherever it appears, so a token can never reach a log.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import MutableMapping
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+
+_SECRET_KEYS = frozenset({"authorization", "token", "password", "secret", "api_key"})
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+MASK = "[redacted]"
+
+
+def register_secret(value: str) -> None:
+    """Mask ``value`` in every log event from now on."""
+    if value:
+        with _secrets_lock:
+            _secrets.add(value)
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, str):
+        for secret in _secrets:
+            if secret in value:
+                value = value.replace(secret, MASK)
+        return value
+    if isinstance(value, dict):
+        return {key: _mask(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_mask(item) for item in value]
+    return value
+
+
+def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: drop secret-named keys and mask registered secret values."""
+    for key in [key for key in event if key.lower() in _SECRET_KEYS]:
+        event[key] = MASK
+    if _secrets:
+        for key, value in event.items():
+            event[key] = _mask(value)
+    return event
+
+
+_SHARED: list[Any] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    structlog.processors.format_exc_info,
+    redact,
+]
+
+
+def configure(
+    level: str = "info",
+    fmt: str = "auto",
+    log_file: Path | None = None,
+    *,
+    stream: TextIO | None = None,
+) -> None:
+    """Route structlog through stdlib logging to the console and, if given, a JSON file."""
+    stream = stream or sys.stderr
+    console_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
+    console_renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if console_json
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    )
+    handlers: list[logging.Handler] = []
+    console = logging.StreamHandler(stream)
+    console.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                console_renderer,
+            ],
+            foreign_pre_chain=_SHARED,
+        )
+    )
+    handlers.append(console)
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        file_handler.setFormatter(
+            structlog.stdlib.ProcessorFormatter(
+                processors=[
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.JSONRenderer(),
+                ],
+                foreign_pre_chain=_SHARED,
+            )
+        )
+        handlers.append(file_handler)
+    root = logging.getLogger("acqharvest")
+    for old in root.handlers:
+        old.close()
+    root.handlers = handlers
+    root.setLevel(level.upper())
+    root.propagate = False
+    structlog.configure(
+        processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str = "acqharvest") -> Any:
+    """A structlog logger under the ``acqharvest`` stdlib logger tree."""
+    return structlog.get_logger(name)

@@ -1,0 +1,103 @@
+"""Builds the package document (schema v1) and its deterministic ``package_id``.
+
+The id is a digest of the instrument id, the acquisition key and the sorted list of
+(relative path, size, sha256): the same acquisition content always gives the same id,
+so re-harvesting after a crash is idempotent end to end. Knows nothing of I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from acqharvest import __version__
+from acqharvest.model import Acquisition, Deidentified, Extraction, Package
+
+SCHEMA_VERSION = "1.0"
+HARVESTER = "acqharvest"
+
+
+def relative_path(member_path: Path, root: Path) -> str:
+    """Path below the watch root with ``/`` separators, as packages name files."""
+    return member_path.relative_to(root).as_posix()
+
+
+def package_id(instrument_id: str, acquisition: Acquisition) -> str:
+    """Deterministic id of an acquisition's content on an instrument."""
+    files = sorted(
+        (relative_path(member.settled.path, acquisition.root), member.settled.size, member.sha256)
+        for member in acquisition.members
+    )
+    canonical = json.dumps([instrument_id, acquisition.key, files], separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def rfc3339(seconds: float) -> str:
+    """UTC timestamp with a ``Z`` suffix, second precision or finer when given."""
+    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def build_package(
+    extraction: Extraction,
+    deidentified: Deidentified,
+    *,
+    instrument: Mapping[str, Any],
+    acquisition_fields: Mapping[str, str],
+    replaces: str | None,
+    created: float,
+    host: str | None = None,
+) -> Package:
+    """The package document for one extracted, de-identified acquisition."""
+    acquisition = extraction.acquisition
+    identifier = package_id(str(instrument["id"]), acquisition)
+    started = extraction.started
+    if deidentified.profile is not None and "acquired" not in deidentified.metadata:
+        started = None  # the policy removed the acquisition date; don't leak it here
+    acquisition_block: dict[str, Any] = {
+        "format": extraction.format,
+        "complete": acquisition.complete,
+        **acquisition_fields,
+    }
+    if started:
+        acquisition_block["started"] = started
+    body: dict[str, Any] = {
+        "package_id": identifier,
+        "schema_version": SCHEMA_VERSION,
+        "created": rfc3339(created),
+        "instrument": dict(instrument),
+        "harvester": {
+            "name": HARVESTER,
+            "version": __version__,
+            "host": host or socket.gethostname(),
+            "adapter": extraction.adapter,
+            "adapter_version": extraction.adapter_version,
+        },
+        "acquisition": acquisition_block,
+        "files": [
+            {
+                "path": relative_path(member.settled.path, acquisition.root),
+                "size": member.settled.size,
+                "sha256": member.sha256,
+                "modified": rfc3339(member.settled.mtime_ns / 1e9),
+            }
+            for member in acquisition.members
+        ],
+        "metadata": dict(deidentified.metadata),
+        "original_metadata": dict(deidentified.original_metadata),
+        "replaces": replaces,
+        "provenance": {
+            "deidentification": {
+                "profile": deidentified.profile,
+                "options": list(deidentified.options),
+                "removed": deidentified.removed,
+            },
+            "warnings": list(extraction.warnings),
+        },
+    }
+    return Package(package_id=identifier, acquisition_key=acquisition.key, body=body)

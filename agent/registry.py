@@ -1,0 +1,180 @@
+"""Adapter discovery and claim arbitration.
+
+Loads every ``acqharvest.adapters`` entry point in isolation (a broken third-party adapter
+never stops the others), validates its ``info``, and decides which adapter claims a file.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from typing import get_args
+
+import structlog
+
+from acqharvest.adapter_api import (
+    Adapter,
+    AdapterInfo,
+    Claim,
+    FieldSpec,
+    FileProbe,
+    FormatSpec,
+    Reader,
+    Stability,
+)
+
+GROUP = "acqharvest.adapters"
+#: comma-separated adapter names to load (debugging); the empty string loads none.
+ENV_LOAD = "ACQHARVEST_LOAD_ADAPTERS"
+
+_log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadError:
+    """An entry point that could not be loaded or whose adapter is invalid."""
+
+    name: str
+    distribution: str
+    error: str
+
+
+@dataclass(slots=True)
+class Registry:
+    """The loaded adapters (sorted by name) and the entry points that failed to load."""
+
+    adapters: dict[str, Adapter] = field(default_factory=dict)
+    errors: list[LoadError] = field(default_factory=list)
+    #: adapter name -> distribution that provides it ("" when unknown).
+    distributions: dict[str, str] = field(default_factory=dict)
+
+    def listing(self) -> list[dict[str, str]]:
+        """Rows for the ``acqharvest adapters`` table, loaded adapters first."""
+        rows = [
+            {
+                "name": name,
+                "version": adapter.info.version,
+                "stability": adapter.info.stability,
+                "distribution": self.distributions.get(name, ""),
+                "formats": ", ".join(spec.name for spec in adapter.info.formats),
+                "status": "loaded",
+            }
+            for name, adapter in self.adapters.items()
+        ]
+        rows.extend(
+            {
+                "name": error.name,
+                "version": "",
+                "stability": "",
+                "distribution": error.distribution,
+                "formats": "",
+                "status": f"error: {error.error}",
+            }
+            for error in self.errors
+        )
+        return rows
+
+    def claim(
+        self, probe: FileProbe, reader: Reader, allowed: Collection[str] = ()
+    ) -> tuple[str, Claim] | None:
+        """The winning ``(adapter name, claim)`` for a file, or None when nobody claims it.
+
+        Highest confidence wins; ties go to the adapter first in registry order. An
+        adapter whose ``claim`` raises is logged and treated as not claiming.
+        """
+        best: tuple[str, Claim] | None = None
+        for name, adapter in self.adapters.items():
+            if allowed and name not in allowed:
+                continue
+            try:
+                claim: object = adapter.claim(probe, reader)
+            except Exception as exc:  # noqa: BLE001 - vendor code may raise anything; others still get asked
+                _log.warning(
+                    "adapter_claim_failed",
+                    adapter=name,
+                    path=str(probe.path),
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+                continue
+            if claim is None:
+                continue
+            if not isinstance(claim, Claim) or not isinstance(claim.group_key, str):
+                _log.warning(
+                    "adapter_claim_invalid",
+                    adapter=name,
+                    path=str(probe.path),
+                    returned=type(claim).__name__,
+                )
+                continue
+            if best is None or claim.confidence > best[1].confidence:
+                best = (name, claim)
+        return best
+
+
+def load_registry(
+    enabled: Collection[str] | None = None,
+    entry_points: Iterable[importlib.metadata.EntryPoint] | None = None,
+) -> Registry:
+    """Load the adapters named in ``enabled`` (all when None), each in isolation.
+
+    ``entry_points`` replaces discovery (for tests); by default every entry point in the
+    ``acqharvest.adapters`` group is considered. ``ACQHARVEST_LOAD_ADAPTERS`` further
+    limits which are loaded.
+    """
+    if entry_points is None:
+        entry_points = importlib.metadata.entry_points(group=GROUP)
+    wanted = _env_limit()
+    loaded: dict[str, Adapter] = {}
+    distributions: dict[str, str] = {}
+    errors: list[LoadError] = []
+    for ep in sorted(entry_points, key=lambda e: e.name):
+        if enabled is not None and ep.name not in enabled:
+            continue
+        if wanted is not None and ep.name not in wanted:
+            continue
+        distribution = ep.dist.name if ep.dist is not None else ""
+        if ep.name in loaded:
+            errors.append(
+                LoadError(ep.name, distribution, f"duplicate adapter name {ep.name!r}; ignored")
+            )
+            continue
+        try:
+            adapter = _load_one(ep)
+        except Exception as exc:  # noqa: BLE001 - a broken adapter must not stop the others loading
+            message = f"{type(exc).__name__}: {exc}"
+            _log.error("adapter_load_failed", adapter=ep.name, error=message)
+            errors.append(LoadError(ep.name, distribution, message))
+            continue
+        if adapter.info.stability != "stable":
+            _log.info("adapter_not_stable", adapter=ep.name, stability=adapter.info.stability)
+        loaded[ep.name] = adapter
+        distributions[ep.name] = distribution
+    return Registry(adapters=loaded, errors=errors, distributions=distributions)
+
+
+def _env_limit() -> set[str] | None:
+    raw = os.environ.get(ENV_LOAD)
+    if raw is None:
+        return None
+    return {part.strip() for part in raw.split(",") if part.strip()}
+
+
+def _load_one(ep: importlib.metadata.EntryPoint) -> Adapter:
+    factory = ep.load()
+    adapter = factory()
+    info = getattr(adapter, "info", None)
+    if not isinstance(info, AdapterInfo):
+        raise TypeError(f"info is {type(info).__name__}, not AdapterInfo")
+    if info.name != ep.name:
+        raise ValueError(f"info.name {info.name!r} differs from the entry-point name")
+    if info.stability not in get_args(Stability):
+        raise ValueError(f"stability {info.stability!r} is not one of {get_args(Stability)}")
+    if not all(isinstance(spec, FormatSpec) for spec in info.formats):
+        raise TypeError("info.formats must hold FormatSpec objects")
+    if not all(isinstance(spec, FieldSpec) for spec in info.fields):
+        raise TypeError("info.fields must hold FieldSpec objects")
+    if not isinstance(adapter, Adapter):
+        raise TypeError("adapter lacks callable claim/extract methods")
+    return adapter

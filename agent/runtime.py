@@ -1,0 +1,514 @@
+"""The imperative shell: threads, queues, start/stop order. The only module that knows every stage.
+
+One harvest loop thread drives the pure state machines (settle, group) with the wall
+clock, hands file reading to a worker pool, and spools packages; one delivery thread
+drains the outbox; watchdog's observer threads feed events through a bounded queue.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import math
+import multiprocessing
+import os
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from acqharvest import logs, workers
+from acqharvest.deidentify import Deidentifier
+from acqharvest.deliver import Deliverer, build_sender
+from acqharvest.group import Grouper
+from acqharvest.identity import instrument_block, path_fields
+from acqharvest.model import (
+    Acquisition,
+    Extraction,
+    ExtractionFailure,
+    FileGone,
+    FileSeen,
+    FileSettled,
+    Package,
+    ProbedFile,
+    Settings,
+    WatchSettings,
+)
+from acqharvest.outbox import Outbox
+from acqharvest.package import build_package, package_id, relative_path
+from acqharvest.package import rfc3339 as package_rfc3339
+from acqharvest.settle import Settler
+from acqharvest.state import State
+from acqharvest.watch import Watcher, file_identity
+
+log = logs.get_logger("acqharvest.runtime")
+
+T = TypeVar("T")
+_EVENT_QUEUE_SIZE = 100_000
+_IDLE_WAIT = 0.5
+
+
+def state_paths(settings: Settings) -> tuple[Path, Path, Path]:
+    """(outbox folder, registry database, per-installation secret) under the state dir."""
+    root = settings.state_dir
+    return root / "outbox", root / "state.sqlite3", root / "secret.key"
+
+
+def installation_secret(path: Path) -> bytes:
+    """The key for consistent UID replacement; created once, readable by the owner only."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        value = secrets.token_bytes(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(value)
+        return value
+
+
+class _Pool:
+    """Worker processes for probing and extraction, or the calling thread when workers is 0."""
+
+    def __init__(self, count: int) -> None:
+        self._executor: cf.Executor | None = None
+        if count > 0:
+            # spawn, not fork: watchdog threads are running and fork would copy their locks.
+            self._executor = cf.ProcessPoolExecutor(
+                max_workers=count,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=workers.init_worker,
+            )
+
+    def map(self, function: Callable[..., T], items: list[Any]) -> list[T]:
+        if self._executor is None or len(items) < 2:
+            return [function(item) for item in items]
+        chunk = max(1, len(items) // 16)
+        return list(self._executor.map(function, items, chunksize=chunk))
+
+    def shutdown(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass
+class RunReport:
+    """What a run did; ``run --once`` turns it into the exit code."""
+
+    packaged: int = 0
+    failures: list[str] = field(default_factory=list)
+    undelivered: int = 0
+    #: packages the endpoint refused during this run (kept in outbox/rejected/)
+    rejected: int = 0
+
+
+class Daemon:
+    """Watches, settles, groups, extracts, packages and delivers until told to stop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        outbox_dir, db_path, secret_path = state_paths(settings)
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self.outbox = Outbox.open(outbox_dir)
+        self.state = State.open(db_path)
+        self.deidentifier = Deidentifier(settings.deidentify, installation_secret(secret_path))
+        self.instrument = instrument_block(settings.instrument)
+        self._folders = {ws.path: ws for ws in settings.watch}
+        self._events: queue.Queue[FileSeen | FileGone] = queue.Queue(_EVENT_QUEUE_SIZE)
+        self.settler = Settler(lambda root: self._folder(root).settle_seconds)
+        self.grouper = Grouper(self._quiet_seconds, lambda root: self._folder(root).group_timeout_seconds)
+        self.watcher = Watcher(settings.watch, self._enqueue)
+        #: set when an event had to be dropped: the next loop turn rescans instead.
+        self._rescan_now = threading.Event()
+        self.report = RunReport()
+        self._wake_delivery = threading.Event()
+
+    # ------------------------------------------------------------------ configuration views
+    def _folder(self, root: Path) -> WatchSettings:
+        return self._folders[root]
+
+    def _quiet_seconds(self, root: Path) -> float:
+        folder = self._folder(root)
+        quiet = folder.group_quiet_seconds
+        return folder.settle_seconds if quiet is None else quiet
+
+    # ------------------------------------------------------------------ entry points
+    def run(self, stop: threading.Event, *, once: bool = False) -> RunReport:
+        """Run until ``stop`` is set (or, with ``once``, until what is there now is done)."""
+        pool = _Pool(self.settings.workers)
+        sender = build_sender(self.settings.endpoint)
+        deliverer = Deliverer(
+            self.outbox, sender, max_backoff=self.settings.endpoint.max_backoff_seconds
+        )
+        delivery: threading.Thread | None = None
+        rejected_before = len(self.outbox.rejected())
+        log.info(
+            "daemon_started",
+            config=self.settings.source,
+            folders=[str(ws.path) for ws in self.settings.watch],
+            endpoint=_label(self.settings),
+            state_dir=str(self.settings.state_dir),
+            once=once,
+        )
+        try:
+            if not once:
+                self.watcher.start()
+                delivery = threading.Thread(
+                    target=self._deliver_loop, args=(deliverer, stop), name="acqharvest-deliver"
+                )
+                delivery.start()
+            self._scan(self.watcher.scan())
+            if once:
+                self._harvest_until_idle(pool)
+                self._deliver_once(deliverer)
+            else:
+                self._harvest_loop(pool, stop)
+        finally:
+            stop.set()
+            self._wake_delivery.set()
+            self.watcher.stop()
+            if delivery is not None:
+                delivery.join()
+            sender.close()
+            pool.shutdown()
+            self.report.undelivered = len(self.outbox.pending())
+            self.report.rejected = len(self.outbox.rejected()) - rejected_before
+            self.state.close()
+            log.info(
+                "daemon_stopped",
+                packaged=self.report.packaged,
+                failures=len(self.report.failures),
+                undelivered=self.report.undelivered,
+                rejected=self.report.rejected,
+            )
+        return self.report
+
+    def _enqueue(self, event: FileSeen | FileGone) -> None:
+        """Called on watchdog threads; never blocks them for long, never loses a file."""
+        try:
+            self._events.put(event, timeout=1.0)
+        except queue.Full:
+            if not self._rescan_now.is_set():
+                log.warning("event_queue_full", path=str(event.path), action="rescan")
+            self._rescan_now.set()
+
+    # ------------------------------------------------------------------ harvest loop
+    def _harvest_loop(self, pool: _Pool, stop: threading.Event) -> None:
+        next_rescan = time.monotonic() + self.settings.rescan_seconds
+        while not stop.is_set():
+            self._drain_events(self._wait_time())
+            self._step(pool, time.time())
+            if time.monotonic() >= next_rescan or self._rescan_now.is_set():
+                self._rescan_now.clear()
+                for root in self.watcher.restart_dead():
+                    log.warning("watch_restarted", folder=str(root))
+                self._scan(self.watcher.scan())
+                next_rescan = time.monotonic() + self.settings.rescan_seconds
+
+    def _harvest_until_idle(self, pool: _Pool) -> None:
+        # Files still changing (or empty) after two full windows are left for the next run.
+        longest = max(ws.settle_seconds for ws in self.settings.watch)
+        deadline = time.monotonic() + 2 * longest + _IDLE_WAIT
+        while self.settler.tracked and time.monotonic() < deadline:
+            self._step(pool, time.time())
+            wait = self.settler.next_due(time.time())
+            time.sleep(min(max(wait or 0.0, 0.01), _IDLE_WAIT))
+        if self.settler.tracked:
+            log.warning("files_not_settled", count=self.settler.tracked, action="next run")
+        # Nothing else is coming in this run: release every group, complete or not.
+        self._package(pool, self.grouper.ready(math.inf))
+
+    def _wait_time(self) -> float:
+        now = time.time()
+        waits = [w for w in (self.settler.next_due(now), self.grouper.next_due(now)) if w is not None]
+        return max(0.0, min([_IDLE_WAIT, *waits]))
+
+    def _drain_events(self, timeout: float) -> None:
+        try:
+            event = self._events.get(timeout=timeout) if timeout > 0 else self._events.get_nowait()
+        except queue.Empty:
+            return
+        self._take(event)
+        for _ in range(_EVENT_QUEUE_SIZE):
+            try:
+                self._take(self._events.get_nowait())
+            except queue.Empty:
+                return
+
+    def _take(self, event: FileSeen | FileGone) -> None:
+        if isinstance(event, FileGone):
+            self.settler.forget(event.path)
+            self.grouper.remove(event.path)
+            return
+        if not self.state.is_done(event.path, event.size, event.mtime_ns):
+            self.settler.observe(event)
+
+    def _scan(self, seen: Iterable[FileSeen]) -> None:
+        for event in seen:
+            self._take(event)
+
+    def _step(self, pool: _Pool, now: float) -> None:
+        settled = self.settler.tick(now, _stat)
+        if settled:
+            self._probe(pool, settled, now)
+        self._package(pool, self.grouper.ready(now))
+
+    def _probe(self, pool: _Pool, settled: list[FileSettled], now: float) -> None:
+        for result in pool.map(workers.probe, settled):
+            if isinstance(result, ProbedFile):
+                self.grouper.add(result, now)
+                continue
+            path = result.settled.path
+            if result.changed:
+                seen = _stat(path, result.settled.root)
+                if seen is not None:
+                    self.settler.observe(seen)
+                continue
+            log.error("file_unreadable", path=str(path), reason=result.reason)
+            self.report.failures.append(result.reason)
+            self.state.record_failure(path, result.settled.size, result.settled.mtime_ns, result.reason)
+
+    def _package(self, pool: _Pool, ready: list[Acquisition]) -> None:
+        if not ready:
+            return
+        merged = [self._with_earlier_members(acquisition) for acquisition in ready]
+        packages: list[tuple[Package, Acquisition]] = []
+        for result in pool.map(workers.extract_acquisition, merged):
+            if isinstance(result, ExtractionFailure):
+                self._fail(result)
+                continue
+            packages.append((self._build(result), result.acquisition))
+        if not packages:
+            return
+        self.outbox.spool([package for package, _ in packages])
+        self.state.record_packages(
+            (package.acquisition_key, package.package_id, acquisition.adapter, acquisition.members)
+            for package, acquisition in packages
+        )
+        for package, acquisition in packages:
+            log.info(
+                "package_spooled",
+                package_id=package.package_id,
+                adapter=acquisition.adapter,
+                path=relative_path(acquisition.primary.settled.path, acquisition.root),
+                files=len(acquisition.members),
+                complete=acquisition.complete,
+            )
+        self.report.packaged += len(packages)
+        self._wake_delivery.set()
+
+    def _with_earlier_members(self, acquisition: Acquisition) -> Acquisition:
+        """A group that grows after it was packaged (a late DICOM instance) lists every file."""
+        earlier = self.state.members_of(acquisition.key)
+        present = {member.settled.path for member in acquisition.members}
+        extra: list[ProbedFile] = []
+        for record in earlier:
+            if record.path in present:
+                continue
+            seen = _stat(record.path, record.root)
+            if seen is None or (seen.size, seen.mtime_ns) != (record.size, record.mtime_ns):
+                continue
+            settled = FileSettled(record.path, record.root, record.size, record.mtime_ns, record.file_id)
+            template = acquisition.members[0]
+            extra.append(
+                ProbedFile(settled, record.sha256, template.adapter, acquisition.key,
+                           role="member", collects=template.collects)
+            )
+        if not extra:
+            return acquisition
+        members = tuple(sorted((*acquisition.members, *extra), key=lambda m: m.settled.path))
+        return Acquisition(acquisition.key, acquisition.adapter, acquisition.root, members,
+                           acquisition.complete)
+
+    def _build(self, extraction: Extraction) -> Package:
+        acquisition = extraction.acquisition
+        folder = self._folder(acquisition.root)
+        primary = relative_path(acquisition.primary.settled.path, acquisition.root)
+        clean = self.deidentifier.apply(
+            extraction.format, extraction.metadata, extraction.original_metadata
+        )
+        previous = self.state.package_of(acquisition.key)
+        new_id = package_id(self.settings.instrument.id, acquisition)
+        return build_package(
+            extraction,
+            clean,
+            instrument=self.instrument,
+            acquisition_fields=path_fields(folder.path_template, primary),
+            replaces=previous if previous not in (None, new_id) else None,
+            created=time.time(),
+        )
+
+    def _fail(self, failure: ExtractionFailure) -> None:
+        log.error(
+            "extraction_failed",
+            path=str(failure.path),
+            adapter=failure.adapter,
+            reason=failure.reason,
+        )
+        self.report.failures.append(failure.reason)
+        for member in failure.acquisition.members:
+            settled = member.settled
+            self.state.record_failure(settled.path, settled.size, settled.mtime_ns, failure.reason)
+
+    # ------------------------------------------------------------------ delivery
+    def _deliver_loop(self, deliverer: Deliverer, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                wait = deliverer.step(stop.is_set)
+            except Exception as error:  # noqa: BLE001 - the delivery thread must never die
+                log.exception("delivery_loop_error", error=str(error))
+                wait = _IDLE_WAIT
+            self._wake_delivery.wait(wait)
+            self._wake_delivery.clear()
+
+    def _deliver_once(self, deliverer: Deliverer) -> None:
+        """Send every pending package once; what the endpoint did not confirm stays pending."""
+        attempted: set[str] = set()
+        while True:
+            due = [pid for pid in self.outbox.pending() if pid not in attempted]
+            if not due:
+                return
+            attempted.update(due)
+            deliverer.step()
+
+
+def _stat(path: Path, root: Path) -> FileSeen | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return FileSeen(path, root, st.st_size, st.st_mtime_ns, file_identity(st), time.time(), "scan")
+
+
+# ---------------------------------------------------------------------- one-shot commands
+def preview(
+    paths: Iterable[Path], settings: Settings, deidentifier: Deidentifier
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Packages the daemon would build from these files now (``acqharvest extract``).
+
+    Files are taken as complete; folders are walked. Nothing is written or sent.
+    """
+    files = sorted(_expand(paths))
+    if not files:
+        return [], ["no files given"]
+    root = Path(os.path.commonpath([f.parent for f in files]))
+    grouper = Grouper(lambda _: 0.0, lambda _: 0.0)
+    errors: list[str] = []
+    for path in files:
+        seen = _stat(path, root)
+        if seen is None:
+            errors.append(f"{path}: cannot stat the file")
+            continue
+        settled = FileSettled(path, root, seen.size, seen.mtime_ns, seen.file_id)
+        result = workers.probe(settled)
+        if isinstance(result, workers.ProbeFailure):
+            errors.append(result.reason)
+        else:
+            grouper.add(result, 0.0)
+    instrument = instrument_block(settings.instrument)
+    packages: list[dict[str, Any]] = []
+    for acquisition in grouper.ready(math.inf):
+        result = workers.extract_acquisition(acquisition)
+        if isinstance(result, ExtractionFailure):
+            errors.append(f"{result.path}: {result.reason}")
+            continue
+        clean = deidentifier.apply(result.format, result.metadata, result.original_metadata)
+        package = build_package(
+            result,
+            clean,
+            instrument=instrument,
+            acquisition_fields={},
+            replaces=None,
+            created=time.time(),
+        )
+        packages.append(dict(package.body))
+    return packages, errors
+
+
+def _expand(paths: Iterable[Path]) -> Iterable[Path]:
+    for path in paths:
+        absolute = path.resolve()
+        if absolute.is_dir():
+            yield from (p for p in absolute.rglob("*") if p.is_file())
+        else:
+            yield absolute
+
+
+def check_installation(settings: Settings) -> Iterable[tuple[bool, str]]:
+    """(ok, message) lines for ``acqharvest check``: folders, state dir, adapters, endpoint."""
+    yield True, f"config {settings.source} is valid"
+    for folder in settings.watch:
+        try:
+            with os.scandir(folder.path) as entries:
+                next(entries, None)
+            yield True, f"watch folder {folder.path} is readable"
+        except OSError as error:
+            yield False, f"watch folder {folder.path}: {error.strerror or error}"
+    try:
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        probe_file = settings.state_dir / f".check-{os.getpid()}"
+        probe_file.write_bytes(b"")
+        probe_file.unlink()
+        yield True, f"state dir {settings.state_dir} is writable"
+    except OSError as error:
+        yield False, f"state dir {settings.state_dir}: {error.strerror or error}"
+    from acqharvest.registry import load_registry
+
+    registry = load_registry()
+    yield bool(registry.adapters), "adapters loaded: " + (", ".join(registry.adapters) or "none")
+    for load_error in registry.errors:
+        yield False, f"adapter {load_error.name} failed to load: {load_error.error}"
+    try:
+        sender = build_sender(settings.endpoint)
+    except Exception as error:  # noqa: BLE001 - any endpoint set-up problem is a failed check
+        yield False, f"endpoint: {error}"
+        return
+    try:
+        ok, detail = sender.probe()
+        yield ok, f"endpoint {_label(settings)}: {detail}"
+    finally:
+        sender.close()
+
+
+def _label(settings: Settings) -> str:
+    endpoint = settings.endpoint
+    return str(endpoint.path) if endpoint.type == "directory" else str(endpoint.url)
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    outbox: dict[str, int]
+    registry: dict[str, int]
+    problems: list[str]
+
+
+def read_status(settings: Settings) -> Status:
+    """Outbox counts, harvest counts and recent problems, read without changing anything."""
+    outbox_dir, db_path, _ = state_paths(settings)
+    summary = Outbox.open(outbox_dir, recover=False).summary()
+    outbox = {
+        "pending": summary.pending,
+        "delivered": summary.delivered,
+        "rejected": summary.rejected,
+        "corrupt": summary.corrupt,
+    }
+    problems = [
+        f"{p.at or '-'}  {p.state:<9} {p.package_id[:16]}  attempts={p.attempts}  "
+        f"{p.last_error or ''}"
+        for p in summary.problems
+    ]
+    registry = {"files": 0, "acquisitions": 0, "failures": 0}
+    if db_path.exists():
+        state = State.open(db_path, readonly=True)
+        try:
+            registry = state.counts()
+            problems += [
+                f"{package_rfc3339(f.at)}  failed    {f.path}: {f.reason}"
+                for f in state.failures()
+            ]
+        finally:
+            state.close()
+    return Status(outbox, registry, problems)

@@ -1,0 +1,203 @@
+"""The TIFF adapter on the OME-TIFF and vendor TIFF corpus, plus cut-short and foreign files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from acqharvest.adapter_api import HEAD_BYTES, AdapterError, Draft, FileProbe
+from acqharvest.adapters.tiff import TiffAdapter
+from acqharvest.readonly import FileReader
+
+CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
+
+
+def _listed() -> list[str]:
+    manifest = CORPUS / "MANIFEST.tsv"
+    if not manifest.is_file():
+        return []
+    return [row.split("\t", 1)[0] for row in manifest.read_text("utf-8").splitlines()[1:]]
+
+
+LISTED = _listed()
+TIFF_FILES = sorted(
+    rel
+    for rel in LISTED
+    if rel.startswith("tiff-vendor/") or (rel.startswith("ome-tiff/") and ".tif" in rel)
+)
+OME_FILES = [rel for rel in TIFF_FILES if rel.startswith("ome-tiff/")]
+
+
+def _probe(path: Path, reader: FileReader) -> FileProbe:
+    return FileProbe(path, path.stat().st_size, reader.head(path, HEAD_BYTES))
+
+
+def _extract(path: Path, reader: FileReader | None = None) -> dict[str, Any]:
+    reader = reader or FileReader()
+    adapter = TiffAdapter()
+    claim = adapter.claim(_probe(path, reader), reader)
+    assert claim is not None, f"{path} not claimed"
+    output = adapter.extract(Draft(claim.group_key, path, (path,)), reader)
+    return {
+        "format": output.format,
+        "metadata": dict(output.metadata),
+        "original": dict(output.original_metadata),
+        "started": output.started,
+        "warnings": output.warnings,
+    }
+
+
+def test_corpus_has_tiff_files():
+    assert len(TIFF_FILES) >= 30
+    assert len(OME_FILES) >= 10
+
+
+@pytest.mark.parametrize("rel", TIFF_FILES)
+def test_every_tiff_file_extracts(corpus, rel):
+    result = _extract(corpus / rel)
+    image = result["metadata"]["image"]
+    assert image["size_x"] > 0
+    assert image["size_y"] > 0
+    assert image["frames"] >= 1
+    if rel in OME_FILES:
+        assert result["format"] == "OME-TIFF"
+        assert "ome_xml" in result["original"]
+    else:
+        assert result["format"].startswith("TIFF")
+    declared = {spec.key for spec in TiffAdapter.info.fields}
+    for key, value in result["metadata"].items():
+        if isinstance(value, dict):
+            assert {f"{key}.{sub}" for sub in value} <= declared
+        else:
+            assert key in declared
+    json.dumps(result)
+
+
+def test_cross_claims_over_the_whole_corpus(corpus):
+    """TIFF claims exactly the TIFF files; not DICOM, CZI, the OME companion XML, ..."""
+    adapter, reader = TiffAdapter(), FileReader()
+    claimed = {rel for rel in LISTED if adapter.claim(_probe(corpus / rel, reader), reader)}
+    assert claimed == set(TIFF_FILES)
+    claim = adapter.claim(_probe(corpus / TIFF_FILES[0], reader), reader)
+    assert claim is not None
+    assert claim.group_key == f"tiff:{corpus / TIFF_FILES[0]}"
+    assert claim.confidence == 0.5
+
+
+def test_vendor_flavours_and_pixel_sizes(corpus):
+    lsm = _extract(corpus / "tiff-vendor/zeiss-lsm/test.lsm")
+    assert lsm["format"] == "TIFF (Zeiss LSM)"
+    assert lsm["metadata"]["pixel_size_um"]["x"] == pytest.approx(0.6919, abs=1e-4)
+    assert "z" not in lsm["metadata"]["pixel_size_um"]  # LSM's 1e-19 "no z" is ignored
+    assert lsm["metadata"]["objective"]["model"].startswith("EC Plan-Neofluar 40x")
+
+    stack = _extract(corpus / "tiff-vendor/imagej/test_loading_image_saved_with_imageJ_stack.tif")
+    assert stack["format"] == "TIFF (ImageJ)"
+    assert stack["metadata"]["pixel_size_um"]["z"] == 2.5
+    assert stack["metadata"]["image"]["size_z"] == 2
+
+    svs = _extract(corpus / "tiff-vendor/aperio-svs/CMU-1-Small-Region.svs")
+    assert svs["format"] == "TIFF (SVS)"
+    assert svs["metadata"]["pixel_size_um"] == {"x": 0.499, "y": 0.499}
+    assert svs["metadata"]["objective"]["magnification"] == 20.0
+
+    ndpi = _extract(corpus / "tiff-vendor/hamamatsu-ndpi/test3-DAPI-2-(387).ndpi")
+    assert ndpi["format"] == "TIFF (NDPI)"
+    assert ndpi["metadata"]["instrument_reported"]["manufacturer"] == "Hamamatsu"
+    # 43826 pixels per centimetre
+    assert ndpi["metadata"]["pixel_size_um"]["x"] == pytest.approx(1e4 / 43826)
+
+    fei = _extract(corpus / "tiff-vendor/fei-sem/FEI-Helios-Ebeam-16bits.tif")
+    assert fei["format"] == "TIFF (FEI SEM)"
+    assert fei["metadata"]["pixel_size_um"]["x"] == pytest.approx(3.3724)
+    assert fei["metadata"]["acquired"] == "2016-06-13T17:06:40"
+    assert "fei_metadata" in fei["original"]
+
+    sem = _extract(corpus / "tiff-vendor/zeiss-sem/test_tiff_Zeiss_SEM_512pix.tif")
+    assert sem["format"] == "TIFF (Zeiss SEM)"
+    assert sem["metadata"]["pixel_size_um"]["x"] == pytest.approx(0.005825)
+
+    plain = _extract(corpus / "tiff-vendor/zeiss-axiovision/optical_Zeiss_AxioVision_BW.tif")
+    assert plain["format"] == "TIFF"
+    assert plain["metadata"]["pixel_size_um"]["x"] == pytest.approx(25400 / 150)  # 150 dpi
+    assert plain["metadata"]["acquired"].startswith("2016-06-13T")
+
+
+def test_ome_fields(corpus):
+    result = _extract(corpus / "ome-tiff/acquisition/170918_tn_neutrophil_migration_wave.ome.tif")
+    meta = result["metadata"]
+    assert meta["image"]["dimension_order"] == "XYCZT"
+    assert meta["pixel_size_um"] == {"x": 1.0, "y": 1.0, "z": 1.0}
+    assert meta["channels"][0]["name"] == "488 TIRF left"
+    assert meta["detector"]["model"] == "Left-EMCCD"
+
+    series = _extract(corpus / "ome-tiff/single-file/multi-channel-time-series.ome.tif")
+    image = series["metadata"]["image"]
+    assert (image["size_c"], image["size_t"], image["frames"]) == (3, 7, 21)
+
+    master = _extract(corpus / "ome-tiff/multifile-master/multifile-Z1.ome.tiff")
+    assert master["metadata"]["acquired"] == "2010-03-02T15:08:59"
+    assert master["metadata"]["image"]["size_z"] == 5
+    member = _extract(corpus / "ome-tiff/multifile-master/multifile-Z2.ome.tiff")
+    assert any("BinaryOnly" in warning for warning in member["warnings"])
+
+
+@pytest.mark.parametrize(
+    "rel",
+    [
+        "tiff-vendor/aperio-svs/CMU-1-Small-Region.svs",
+        "tiff-vendor/hamamatsu-ndpi/test3-DAPI-2-(387).ndpi",
+    ],
+)
+def test_headers_only_byte_budget(corpus, rel):
+    path = corpus / rel
+    reader = FileReader()
+    TiffAdapter().extract(Draft("tiff:x", path, (path,)), reader)
+    assert reader.bytes_read < path.stat().st_size * 0.10
+
+
+@pytest.mark.parametrize(
+    "rel",
+    [
+        "tiff-vendor/aperio-svs/CMU-1-Small-Region.svs",
+        "tiff-vendor/fei-sem/FEI-Helios-Ebeam-16bits.tif",
+        "tiff-vendor/zeiss-lsm/test.lsm",
+        "tiff-vendor/imagej/test_loading_image_saved_with_imageJ_stack.tif",
+        "ome-tiff/single-file/multi-channel.ome.tif",
+        "ome-tiff/single-file/z-series.ome.tif",
+    ],
+)
+@pytest.mark.parametrize("cut", ["200 bytes", "half"])
+def test_cut_short_copies_fail_cleanly(corpus, tmp_path, rel, cut):
+    data = (corpus / rel).read_bytes()
+    copy = tmp_path / "cut.tif"
+    copy.write_bytes(data[:200] if cut == "200 bytes" else data[: len(data) // 2])
+    adapter, reader = TiffAdapter(), FileReader()
+    claim = adapter.claim(_probe(copy, reader), reader)
+    if claim is None:
+        return
+    with pytest.raises(AdapterError) as raised:
+        adapter.extract(Draft(claim.group_key, copy, (copy,)), reader)
+    assert raised.value.path == copy
+
+
+def test_zero_byte_and_foreign_files(corpus, tmp_path):
+    adapter, reader = TiffAdapter(), FileReader()
+    empty = tmp_path / "empty.tif"
+    empty.write_bytes(b"")
+    assert adapter.claim(_probe(empty, reader), reader) is None
+    with pytest.raises(AdapterError, match="empty"):
+        adapter.extract(Draft("tiff:x", empty, (empty,)), reader)
+
+    wrong = tmp_path / "wrong.tif"
+    wrong.write_bytes(b"XX*\x00" + (corpus / "tiff-vendor/imagej/xem_y32.tif").read_bytes()[4:])
+    assert adapter.claim(_probe(wrong, reader), reader) is None
+    with pytest.raises(AdapterError):
+        adapter.extract(Draft("tiff:x", wrong, (wrong,)), reader)
+
+    dicom = corpus / "dicom/ct/CT_JPEG70.dcm"
+    with pytest.raises(AdapterError):
+        adapter.extract(Draft("tiff:x", dicom, (dicom,)), reader)

@@ -1,0 +1,265 @@
+"""The whole path, for real: files written slowly into a watched folder by a writer process
+of ours, a daemon subprocess, and a loopback HTTP endpoint."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import signal
+import subprocess
+import threading
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from tests.endpoint import LoopbackEndpoint
+from tests.helpers import wait_until
+from tests.integration.conftest import (
+    ACQHARVEST,
+    TOKEN,
+    Harness,
+    tree_snapshot,
+    validate_package,
+    write_slowly,
+)
+
+pytestmark = pytest.mark.integration
+
+MR = "dicom/mr-siemens/MR-SIEMENS-DICOM-WithOverlays.dcm"
+OME = "ome-tiff/single-file/multi-channel.ome.tif"
+
+
+def series_instances(corpus: Path, count: int) -> list[bytes]:
+    """``count`` distinct instances of one series, made from a real scanner file."""
+    dataset = pydicom.dcmread(corpus / MR)
+    series_uid = generate_uid()
+    instances = []
+    for number in range(1, count + 1):
+        dataset.SeriesInstanceUID = series_uid
+        dataset.SOPInstanceUID = generate_uid()
+        dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+        dataset.InstanceNumber = number
+        buffer = io.BytesIO()
+        dataset.save_as(buffer, enforce_file_format=True)
+        instances.append(buffer.getvalue())
+    return instances
+
+
+def test_slow_write_gives_one_complete_package(harness: Harness, corpus: Path) -> None:
+    data = (corpus / OME).read_bytes()
+    target = harness.watch / "alice" / "neuro" / "cells.ome.tif"
+    target.parent.mkdir(parents=True)
+    harness.start()
+    write_slowly(data, target, chunks=5, pause=harness.settle * 0.4)
+    assert harness.endpoint.wait_for(1, timeout=30), harness.output()
+    assert harness.stop() == 0
+
+    (body,) = harness.packages().values()
+    validate_package(body)
+    assert len(harness.endpoint.received) == 1, "a package was built from a partial file"
+    (entry,) = body["files"]
+    assert entry["path"] == "alice/neuro/cells.ome.tif"
+    assert entry["size"] == len(data)
+    assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+    assert body["acquisition"]["operator"] == "alice"
+    assert body["acquisition"]["project"] == "neuro"
+    assert body["acquisition"]["format"] == "OME-TIFF"
+    assert body["instrument"]["id_type"] == "Handle"
+
+    (request,) = harness.endpoint.received
+    assert request.headers["idempotency-key"] == body["package_id"]
+    assert request.headers["authorization"] == f"Bearer {TOKEN}"
+    assert request.headers["user-agent"].startswith("acqharvest/")
+
+
+def test_dicom_series_written_file_by_file_is_one_package(
+    harness: Harness, corpus: Path
+) -> None:
+    instances = series_instances(corpus, 4)
+    folder = harness.watch / "bob" / "mri"
+    folder.mkdir(parents=True)
+    harness.start()
+    for number, data in enumerate(instances, start=1):
+        write_slowly(data, folder / f"IM{number:04d}", chunks=3, pause=0.2)
+    assert harness.endpoint.wait_for(1, timeout=30), harness.output()
+    # the group is quiet now; nothing else may arrive
+    assert not harness.endpoint.wait_for(2, timeout=3)
+    assert harness.stop() == 0
+
+    (body,) = harness.packages().values()
+    validate_package(body)
+    assert [f["path"] for f in body["files"]] == [f"bob/mri/IM{n:04d}" for n in range(1, 5)]
+    assert [f["sha256"] for f in body["files"]] == [
+        hashlib.sha256(data).hexdigest() for data in instances
+    ]
+    assert body["metadata"]["modality"] == "MR"
+    assert body["metadata"]["instances"] == 4
+
+
+def test_no_patient_identifier_reaches_a_package(harness: Harness, corpus: Path) -> None:
+    identifiers: dict[str, set[str]] = {}
+    device: set[str] = set()  # kept on purpose (Retain Device Identity), even if equal
+    for source in sorted((corpus / "dicom").rglob("*.dcm")):
+        dataset = pydicom.dcmread(source, stop_before_pixels=True, force=True)
+        relative = source.relative_to(corpus).as_posix()
+        identifiers[relative] = set()
+        for keyword in ("PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs"):
+            value = str(dataset.get(keyword, "") or "").strip()
+            if len(value) >= 3:
+                identifiers[relative].add(value)
+        for keyword in ("DeviceSerialNumber", "StationName", "ManufacturerModelName"):
+            device.add(str(dataset.get(keyword, "") or "").strip())
+        target = harness.watch / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+    identifiers = {path: values - device for path, values in identifiers.items()}
+    every_identifier = set().union(*identifiers.values())
+    assert len(every_identifier) > 10, "the corpus should carry patient identifiers to remove"
+
+    result = harness.run_once()
+    assert result.returncode == 0, result.stderr + harness.output()
+    packages = harness.packages()
+    assert len(packages) >= 20
+    for body in packages.values():
+        validate_package(body)
+        text = json.dumps(body, ensure_ascii=False)
+        # short values ("0010") also occur by chance; match those only as whole JSON strings
+        leaked = [
+            value
+            for value in every_identifier
+            if json.dumps(value, ensure_ascii=False) in text or (len(value) >= 6 and value in text)
+        ]
+        assert not leaked, f"{body['files'][0]['path']} leaks {leaked}"
+        if any(identifiers[entry["path"]] for entry in body["files"]):
+            assert body["provenance"]["deidentification"]["removed"] > 0
+
+
+def test_sigterm_then_restart_resends_nothing(harness: Harness, corpus: Path) -> None:
+    shutil.copyfile(corpus / OME, harness.watch / "first.ome.tif")
+    harness.start()
+    assert harness.endpoint.wait_for(1, timeout=30), harness.output()
+    assert harness.stop(signal.SIGTERM) == 0
+    assert harness.wait_log("daemon_stopped", timeout=1)
+
+    harness.start()
+    shutil.copyfile(corpus / MR, harness.watch / "second.dcm")
+    assert harness.endpoint.wait_for(2, timeout=30), harness.output()
+    assert harness.wait_log("daemon_started", count=2)
+    # one rescan cycle after the restart, the first package is still sent only once
+    assert harness.wait_log("package_delivered", count=2, timeout=10)
+    assert harness.stop() == 0
+    assert len(harness.endpoint.received) == 2
+    keys = [r.headers["idempotency-key"] for r in harness.endpoint.received]
+    assert len(set(keys)) == 2
+
+
+def test_endpoint_down_then_up_receives_everything(
+    harness: Harness, corpus: Path, endpoint: LoopbackEndpoint
+) -> None:
+    endpoint.stop()
+    harness.start()
+    for index, source in enumerate([OME, MR, "tiff-vendor/zeiss-lsm/test.lsm"]):
+        shutil.copyfile(corpus / source, harness.watch / f"{index}_{Path(source).name}")
+    assert harness.wait_log("package_spooled", count=3, timeout=30), harness.output()
+    assert harness.wait_log("delivery_failed", timeout=15), harness.output()
+    endpoint.start()
+    assert endpoint.wait_for(3, timeout=30), harness.output()
+    assert harness.stop() == 0
+    assert len(endpoint.unique) == 3
+
+
+def test_files_written_while_stopped_are_harvested_at_start(
+    harness: Harness, corpus: Path
+) -> None:
+    harness.start()
+    assert harness.stop() == 0
+    shutil.copyfile(corpus / OME, harness.watch / "while-down.ome.tif")
+    harness.start()
+    assert harness.endpoint.wait_for(1, timeout=30), harness.output()
+    assert harness.stop() == 0
+    (body,) = harness.packages().values()
+    assert body["files"][0]["path"] == "while-down.ome.tif"
+
+
+def test_daemon_never_writes_to_the_instrument_folder(harness: Harness, corpus: Path) -> None:
+    for source in (OME, MR):
+        shutil.copyfile(corpus / source, harness.watch / Path(source).name)
+    before = tree_snapshot(harness.watch)
+    harness.start()
+    assert harness.endpoint.wait_for(2, timeout=30), harness.output()
+    assert harness.stop() == 0
+    assert tree_snapshot(harness.watch) == before
+
+
+def test_rewritten_file_is_harvested_again_with_replaces(harness: Harness, corpus: Path) -> None:
+    target = harness.watch / "image.ome.tif"
+    shutil.copyfile(corpus / OME, target)
+    harness.start()
+    assert harness.endpoint.wait_for(1, timeout=30), harness.output()
+    shutil.copyfile(corpus / "ome-tiff/single-file/z-series.ome.tif", target)
+    assert harness.endpoint.wait_for(2, timeout=30), harness.output()
+    assert harness.stop() == 0
+    first, second = (request.json for request in harness.endpoint.received)
+    assert second["replaces"] == first["package_id"]
+    assert first["replaces"] is None
+
+
+def test_run_once_exit_codes(harness: Harness, corpus: Path, endpoint: LoopbackEndpoint) -> None:
+    shutil.copyfile(corpus / OME, harness.watch / "a.ome.tif")
+    result = harness.run_once()
+    assert result.returncode == 0, result.stderr
+    assert len(endpoint.unique) == 1
+
+    shutil.copyfile(corpus / MR, harness.watch / "b.dcm")
+    endpoint.behave("reject", text="instrument not registered")
+    result = harness.run_once()
+    assert result.returncode == 1
+    assert "undelivered" in result.stderr or "failed" in result.stderr
+
+
+def test_worker_processes_give_the_same_packages(harness: Harness, corpus: Path) -> None:
+    token_file = harness.tmp / "token"
+    harness.write_config(token_file, workers=2)
+    for source in (OME, MR, "tiff-vendor/zeiss-lsm/test.lsm"):
+        shutil.copyfile(corpus / source, harness.watch / Path(source).name)
+    result = harness.run_once()
+    assert result.returncode == 0, result.stderr + harness.output()
+    formats = sorted(body["acquisition"]["format"] for body in harness.packages().values())
+    assert formats == ["DICOM", "OME-TIFF", "TIFF (Zeiss LSM)"]
+
+
+def test_directory_endpoint_and_concurrent_writers(tmp_path: Path, corpus: Path) -> None:
+    watch, out = tmp_path / "watch", tmp_path / "out"
+    watch.mkdir()
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"instrument: {{id: local-1}}\nwatch: [{{path: {watch}, settle_seconds: 0.5}}]\n"
+        f"endpoint: {{type: directory, path: {out}}}\nstate_dir: {tmp_path / 'state'}\n"
+        "workers: 0\n"
+    )
+    sources = sorted((corpus / "tiff-vendor").rglob("*.tif"))[:6]
+    threads = [
+        threading.Thread(
+            target=write_slowly,
+            args=(s.read_bytes(), watch / s.name),
+            kwargs={"chunks": 3, "pause": 0.1},
+        )
+        for s in sources
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    result = subprocess.run(
+        [ACQHARVEST, "run", "--once", "--config", str(config)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert wait_until(lambda: len(list(out.glob("*.json"))) == len(sources), timeout=5)
+    for path in out.glob("*.json"):
+        body = json.loads(path.read_text())
+        validate_package(body)
+        assert path.name == f"{body['package_id']}.json"

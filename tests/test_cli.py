@@ -1,0 +1,128 @@
+"""The command line as a user meets it: real subprocesses, real files, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import wait_until
+
+ACQHARVEST = str(Path(sys.executable).parent / "acqharvest")
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "ACQHARVEST_CONFIG"}
+    return subprocess.run(
+        [ACQHARVEST, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120
+    )
+
+
+def test_bad_config_reports_every_problem_with_line_and_exit_2(tmp_path: Path) -> None:
+    watch = tmp_path / "watch"
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        "instrument:\n"
+        "  name: no id here\n"
+        "watch:\n"
+        f"  - path: {watch}\n"
+        "    settle_seconds: soon\n"
+        "    colour: blue\n"
+        "endpoint: {type: directory, path: out}\n"
+        f"state_dir: {watch / 'state'}\n"
+    )
+    result = run("run", "--config", str(config))
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("config error:")]
+    assert len(lines) >= 4, result.stderr
+    text = result.stderr
+    assert "instrument.id" in text
+    assert "watch[0].settle_seconds" in text and "bad.yaml:5" in text
+    assert "watch[0].colour" in text and "bad.yaml:6" in text
+    assert "state_dir" in text and "bad.yaml:8" in text
+    assert run("check", "--config", str(config)).returncode == 2
+
+
+def test_extract_prints_packages_without_config_or_writes(corpus: Path, tmp_path: Path) -> None:
+    source = corpus / "dicom" / "pt" / "ACRIN-FLT-Breast_1.dcm"
+    result = run("extract", "--json", str(source), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (line,) = result.stdout.splitlines()
+    body = json.loads(line)
+    assert body["metadata"]["modality"] == "PT"
+    assert body["harvester"]["adapter"] == "dicom"
+    assert list(tmp_path.iterdir()) == [], "extract must write nothing"
+
+
+def test_extract_names_a_bad_file_without_a_traceback(tmp_path: Path, corpus: Path) -> None:
+    truncated = tmp_path / "truncated.dcm"
+    truncated.write_bytes((corpus / "dicom" / "ct" / "CT_JPEG70.dcm").read_bytes()[:700])
+    result = run("extract", str(truncated))
+    assert result.returncode == 1
+    assert "truncated.dcm" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_adapters_lists_the_built_ins() -> None:
+    result = run("adapters")
+    assert result.returncode == 0, result.stderr
+    assert "name=dicom" in result.stdout
+    assert "name=tiff" in result.stdout
+
+
+def test_config_schema_matches_the_committed_schema() -> None:
+    result = run("config", "schema")
+    committed = Path(__file__).resolve().parents[1] / "config" / "acqharvest.schema.json"
+    assert json.loads(result.stdout) == json.loads(committed.read_text())
+
+
+def test_check_and_status_on_a_directory_endpoint(tmp_path: Path) -> None:
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    config = tmp_path / "ok.yaml"
+    config.write_text(
+        f"instrument: {{id: local-1}}\nwatch: [{{path: {watch}}}]\n"
+        f"endpoint: {{type: directory, path: {tmp_path / 'out'}}}\n"
+        f"state_dir: {tmp_path / 'state'}\n"
+    )
+    checked = run("check", "--config", str(config))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "FAIL" not in checked.stdout
+    status = run("status", "--config", str(config))
+    assert status.returncode == 0, status.stderr
+    assert "pending 0" in status.stdout
+
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(config.read_text().replace(str(watch), str(tmp_path / "nope")))
+    checked = run("check", "--config", str(missing))
+    assert checked.returncode == 1
+    assert "nope" in checked.stdout
+
+
+@pytest.mark.integration
+def test_embedded_default_harvests_the_demo_folder(tmp_path: Path, corpus: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ACQHARVEST_CONFIG"}
+    process = subprocess.Popen(
+        [ACQHARVEST, "run"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert wait_until(lambda: (tmp_path / "acquisitions").is_dir(), timeout=20)
+        shutil.copyfile(
+            corpus / "ome-tiff" / "single-file" / "z-series.ome.tif",
+            tmp_path / "acquisitions" / "z.ome.tif",
+        )
+        harvested = tmp_path / "harvested"
+        assert wait_until(lambda: any(harvested.glob("*.json")), timeout=30)
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=15)
+    assert process.returncode == 0, stderr
+    assert "embedded default" in stderr
+    (package,) = harvested.glob("*.json")
+    assert json.loads(package.read_text())["files"][0]["path"] == "z.ome.tif"

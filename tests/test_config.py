@@ -1,0 +1,449 @@
+"""Config loading: YAML to frozen Settings, and every error naming file, line and key path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from acqharvest.config import (
+    CONFIG_ENV,
+    DEFAULT_EXCLUDE,
+    EMBEDDED_SOURCE,
+    ConfigError,
+    is_embedded_default,
+    load_settings,
+    parse_settings,
+)
+from acqharvest.model import (
+    DeidentifySettings,
+    EndpointSettings,
+    InstrumentSettings,
+    LogSettings,
+    Settings,
+    WatchSettings,
+)
+
+# The smallest valid config; the error tests change one line of it.
+MINIMAL = """\
+instrument:
+  id: urn:test:instrument
+watch:
+  - path: acquisitions
+endpoint:
+  type: directory
+  path: harvested
+state_dir: state
+"""
+
+FULL = """\
+instrument:
+  id: urn:test:instrument
+  name: Test scope
+  manufacturer: ACME
+  model: 9000
+  serial_number: 12345
+  type: microscope
+  owner: Imaging facility
+watch:
+  - path: /data/scope
+    include: ["*.tif", "*.dcm"]
+    exclude: []
+    recursive: false
+    settle_seconds: 2.5
+    mode: polling
+    path_template: "{operator}/{project}"
+    group_quiet_seconds: 30
+    group_timeout_seconds: 600
+    adapters: [dicom]
+  - path: second
+endpoint:
+  type: http
+  url: https://harvest.example.org/packages
+  token_file: secrets/token
+  ca_bundle: /etc/ssl/ca.pem
+  timeout_seconds: 5
+  max_backoff_seconds: 60
+state_dir: /var/lib/acqharvest
+deidentify:
+  enabled: false
+  retain_uids: true
+  retain_dates: true
+  retain_patient_characteristics: true
+log:
+  level: debug
+  format: json
+  file: logs/agent.log
+workers: 0
+rescan_seconds: 30
+"""
+
+
+def parse(text: str, base_dir: Path = Path("/etc/acqharvest")) -> Settings:
+    return parse_settings(text, source="acqharvest.yaml", base_dir=base_dir)
+
+
+def errors_of(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse(text)
+    assert str(caught.value) == "\n".join(caught.value.messages)
+    return caught.value.messages
+
+
+def test_full_config_becomes_exactly_these_settings(tmp_path: Path) -> None:
+    config = tmp_path / "etc" / "acqharvest.yaml"
+    config.parent.mkdir()
+    config.write_text(FULL, encoding="utf-8")
+
+    settings = load_settings(config)
+
+    assert settings == Settings(
+        instrument=InstrumentSettings(
+            id="urn:test:instrument",
+            name="Test scope",
+            manufacturer="ACME",
+            model="9000",
+            serial_number="12345",
+            type="microscope",
+            owner="Imaging facility",
+        ),
+        watch=(
+            WatchSettings(
+                path=Path("/data/scope"),
+                include=("*.tif", "*.dcm"),
+                exclude=(),
+                recursive=False,
+                settle_seconds=2.5,
+                mode="polling",
+                path_template="{operator}/{project}",
+                group_quiet_seconds=30.0,
+                group_timeout_seconds=600.0,
+                adapters=("dicom",),
+            ),
+            WatchSettings(path=config.parent / "second", exclude=DEFAULT_EXCLUDE),
+        ),
+        endpoint=EndpointSettings(
+            type="http",
+            url="https://harvest.example.org/packages",
+            token_file=config.parent / "secrets" / "token",
+            ca_bundle=Path("/etc/ssl/ca.pem"),
+            timeout_seconds=5.0,
+            max_backoff_seconds=60.0,
+        ),
+        state_dir=Path("/var/lib/acqharvest"),
+        deidentify=DeidentifySettings(
+            enabled=False,
+            retain_uids=True,
+            retain_dates=True,
+            retain_patient_characteristics=True,
+        ),
+        log=LogSettings(level="debug", format="json", file=config.parent / "logs" / "agent.log"),
+        workers=0,
+        rescan_seconds=30.0,
+        source=str(config),
+    )
+
+
+def test_defaults_fill_every_optional_key() -> None:
+    settings = parse(MINIMAL)
+
+    (watch,) = settings.watch
+    assert watch.exclude == DEFAULT_EXCLUDE
+    assert watch.include == ("*",)
+    assert watch.settle_seconds == 10.0
+    assert watch.mode == "auto"
+    assert watch.recursive is True
+    assert settings.deidentify == DeidentifySettings()
+    assert settings.log == LogSettings()
+    assert (settings.workers, settings.rescan_seconds) == (2, 300.0)
+
+
+def test_default_exclude_skips_partial_files_but_keeps_zarr_metadata() -> None:
+    assert {"*.tmp", "*.part", "*.crdownload", "~$*", ".DS_Store"} <= set(DEFAULT_EXCLUDE)
+    assert not any(pattern in (".*", "*") for pattern in DEFAULT_EXCLUDE)
+
+
+def test_relative_paths_resolve_against_the_config_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    (folder / "acqharvest.yaml").write_text(MINIMAL, encoding="utf-8")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+
+    settings = load_settings(Path("../conf/acqharvest.yaml"))
+
+    assert settings.watch[0].path == folder / "acquisitions"
+    assert settings.endpoint.path == folder / "harvested"
+    assert settings.state_dir == folder / "state"
+    assert settings.source == "../conf/acqharvest.yaml"
+
+
+def test_embedded_default_resolves_against_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(CONFIG_ENV, raising=False)
+
+    settings = load_settings(None, cwd=tmp_path)
+
+    assert is_embedded_default(settings)
+    assert settings.source == EMBEDDED_SOURCE
+    assert settings.instrument == InstrumentSettings(
+        id="urn:acqharvest:demo-instrument", name="Demo instrument"
+    )
+    assert [w.path for w in settings.watch] == [tmp_path / "acquisitions"]
+    assert settings.watch[0].settle_seconds == 2.0
+    assert settings.endpoint.type == "directory"
+    assert settings.endpoint.path == tmp_path / "harvested"
+    assert settings.state_dir == tmp_path / ".acqharvest"
+
+
+def test_environment_variable_names_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "from-env.yaml"
+    config.write_text(MINIMAL.replace("urn:test:instrument", "urn:test:env"), encoding="utf-8")
+    monkeypatch.setenv(CONFIG_ENV, str(config))
+
+    settings = load_settings(None)
+
+    assert settings.instrument.id == "urn:test:env"
+    assert settings.source == str(config)
+    assert not is_embedded_default(settings)
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(missing)
+
+    (message,) = caught.value.messages
+    assert message.startswith(f"{missing}: cannot read config file: ")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        pytest.param(
+            "state_dir: state",
+            "state_dir: state\nsettle_seconds: 3",
+            "acqharvest.yaml:9: settle_seconds: unknown key (allowed: instrument, watch, "
+            "endpoint, state_dir, deidentify, log, workers, rescan_seconds)",
+            id="unknown-top-level-key",
+        ),
+        pytest.param(
+            "  - path: acquisitions",
+            "  - path: acquisitions\n    settle_second: 3",
+            "acqharvest.yaml:5: watch[0].settle_second: unknown key (did you mean "
+            "'settle_seconds'? allowed: path, include, exclude, recursive, settle_seconds, "
+            "mode, path_template, group_quiet_seconds, group_timeout_seconds, adapters)",
+            id="unknown-nested-key",
+        ),
+        pytest.param(
+            "  - path: acquisitions",
+            "  - path: acquisitions\n    settle_seconds: ten",
+            "acqharvest.yaml:5: watch[0].settle_seconds: Input should be a valid number, "
+            "unable to parse string as a number",
+            id="wrong-type",
+        ),
+        pytest.param(
+            "  id: urn:test:instrument",
+            "  name: no id here",
+            "acqharvest.yaml:1: instrument.id: required key is missing",
+            id="missing-instrument-id",
+        ),
+        pytest.param(
+            "  id: urn:test:instrument",
+            '  id: "  "',
+            "acqharvest.yaml:2: instrument.id: must not be empty",
+            id="blank-instrument-id",
+        ),
+        pytest.param(
+            "state_dir: state",
+            "state_dir: acquisitions/.acqharvest",
+            "acqharvest.yaml:8: state_dir: /etc/acqharvest/acquisitions/.acqharvest is inside "
+            "watch[0].path (/etc/acqharvest/acquisitions); the state folder must be outside "
+            "every watched folder",
+            id="state-dir-inside-watch",
+        ),
+        pytest.param(
+            "state_dir: state",
+            "state_dir: ./acquisitions/",
+            "acqharvest.yaml:8: state_dir: /etc/acqharvest/acquisitions is the same folder as "
+            "watch[0].path (/etc/acqharvest/acquisitions); the state folder must be outside "
+            "every watched folder",
+            id="state-dir-is-watch",
+        ),
+        pytest.param(
+            "state_dir: state",
+            "state_dir: /etc",
+            "acqharvest.yaml:8: state_dir: /etc contains watch[0].path "
+            "(/etc/acqharvest/acquisitions); the state folder must be outside every watched "
+            "folder",
+            id="state-dir-contains-watch",
+        ),
+        pytest.param(
+            "  path: harvested",
+            "  path: acquisitions/out",
+            "acqharvest.yaml:7: endpoint.path: /etc/acqharvest/acquisitions/out is inside "
+            "watch[0].path (/etc/acqharvest/acquisitions); delivered packages would be "
+            "harvested again",
+            id="endpoint-dir-inside-watch",
+        ),
+        pytest.param(
+            "  type: directory\n  path: harvested",
+            "  type: http\n  url: http://harvest.example.org/packages",
+            "acqharvest.yaml:7: endpoint.url: plain http:// to a host other than loopback "
+            "would send packages and the token unencrypted; use https:// or set "
+            "endpoint.allow_plaintext: true",
+            id="plaintext-http",
+        ),
+        pytest.param(
+            "  type: directory\n  path: harvested",
+            "  type: http\n  url: https://h.example.org\n  token_file: t\n  token_env: TOKEN",
+            "acqharvest.yaml:9: endpoint.token_env: token_file and token_env are mutually "
+            "exclusive; set only one",
+            id="two-token-sources",
+        ),
+        pytest.param(
+            "  type: directory\n  path: harvested",
+            "  type: http",
+            "acqharvest.yaml:5: endpoint.url: required when type is http",
+            id="http-without-url",
+        ),
+        pytest.param(
+            "  type: directory\n  path: harvested",
+            "  type: http\n  url: ftp://h.example.org/in",
+            "acqharvest.yaml:7: endpoint.url: must be an http:// or https:// URL with a host name",
+            id="not-an-http-url",
+        ),
+        pytest.param(
+            "  path: harvested",
+            "  url: https://h.example.org",
+            "acqharvest.yaml:5: endpoint.path: required when type is directory",
+            id="directory-without-path",
+        ),
+        pytest.param(
+            "  - path: acquisitions",
+            "  - path: acquisitions\n    mode: fast",
+            "acqharvest.yaml:5: watch[0].mode: Input should be 'auto', 'native' or 'polling'",
+            id="bad-mode",
+        ),
+        pytest.param(
+            "  - path: acquisitions",
+            "  - path: acquisitions\n    settle_seconds: -1",
+            "acqharvest.yaml:5: watch[0].settle_seconds: Input should be greater than or "
+            "equal to 0",
+            id="negative-settle",
+        ),
+        pytest.param(
+            "state_dir: state",
+            "state_dir: state\nworkers: -2",
+            "acqharvest.yaml:9: workers: Input should be greater than or equal to 0",
+            id="negative-workers",
+        ),
+        pytest.param(
+            "watch:\n  - path: acquisitions",
+            "watch: []",
+            "acqharvest.yaml:3: watch: must not be empty",
+            id="no-watch-folder",
+        ),
+        pytest.param(
+            "state_dir: state",
+            "state_dir: state\nlog: info",
+            "acqharvest.yaml:9: log: should be a mapping of keys to values",
+            id="section-not-a-mapping",
+        ),
+        pytest.param(
+            "  type: directory",
+            "  type: directory\n  type: directory",
+            "acqharvest.yaml:7: endpoint.type: duplicate key (first set on line 6)",
+            id="duplicate-key",
+        ),
+    ],
+)
+def test_one_mistake_gives_one_message_with_line_and_key_path(
+    old: str, new: str, expected: str
+) -> None:
+    assert old in MINIMAL
+    assert errors_of(MINIMAL.replace(old, new)) == [expected]
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://localhost:8080/in", "http://127.0.0.1/in", "http://[::1]:9000/in"],
+)
+def test_plain_http_to_loopback_is_allowed(url: str) -> None:
+    text = MINIMAL.replace("  type: directory\n  path: harvested", f"  type: http\n  url: {url}")
+
+    assert parse(text).endpoint.url == url
+
+
+def test_plain_http_to_a_remote_host_needs_the_opt_in() -> None:
+    text = MINIMAL.replace(
+        "  type: directory\n  path: harvested",
+        "  type: http\n  url: http://lab-server/in\n  allow_plaintext: true",
+    )
+
+    endpoint = parse(text).endpoint
+    assert (endpoint.url, endpoint.allow_plaintext) == ("http://lab-server/in", True)
+
+
+def test_every_mistake_in_a_file_is_reported_at_once() -> None:
+    text = """\
+instrument:
+  name: no id
+watch:
+  - path: data
+    settle_seconds: soon
+    colour: blue
+endpoint:
+  type: http
+  url: http://remote.example.org/in
+  token_file: token
+  token_env: TOKEN
+state_dir: data/state
+workers: many
+"""
+    assert errors_of(text) == [
+        "acqharvest.yaml:1: instrument.id: required key is missing",
+        "acqharvest.yaml:5: watch[0].settle_seconds: Input should be a valid number, "
+        "unable to parse string as a number",
+        "acqharvest.yaml:6: watch[0].colour: unknown key (allowed: path, include, exclude, "
+        "recursive, settle_seconds, mode, path_template, group_quiet_seconds, "
+        "group_timeout_seconds, adapters)",
+        "acqharvest.yaml:9: endpoint.url: plain http:// to a host other than loopback would "
+        "send packages and the token unencrypted; use https:// or set "
+        "endpoint.allow_plaintext: true",
+        "acqharvest.yaml:11: endpoint.token_env: token_file and token_env are mutually "
+        "exclusive; set only one",
+        "acqharvest.yaml:12: state_dir: /etc/acqharvest/data/state is inside watch[0].path "
+        "(/etc/acqharvest/data); the state folder must be outside every watched folder",
+        "acqharvest.yaml:13: workers: Input should be a valid integer, unable to parse "
+        "string as an integer",
+    ]
+
+
+def test_yaml_syntax_error_names_the_line() -> None:
+    text = MINIMAL.replace("  type: directory", "  type: [directory")
+
+    (message,) = errors_of(text)
+
+    assert message.startswith("acqharvest.yaml:7: YAML syntax error: ")
+    assert "flow sequence" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", "acqharvest.yaml: the config file is empty"),
+        ("# only a comment\n", "acqharvest.yaml: the config file is empty"),
+        ("\n- a\n- b\n", "acqharvest.yaml:2: the config must be a mapping of keys to values"),
+        ("just words\n", "acqharvest.yaml:1: the config must be a mapping of keys to values"),
+    ],
+)
+def test_a_file_that_is_not_a_mapping_is_refused(text: str, expected: str) -> None:
+    assert errors_of(text) == [expected]

@@ -1,0 +1,152 @@
+"""Drift checks: committed docs and generated files must match the code (the datasette pattern)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from acqharvest.config import (
+    DEFAULT_EXCLUDE,
+    ConfigError,
+    json_schema,
+    json_schema_text,
+    load_settings,
+    parse_settings,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "config" / "acqharvest.example.yaml"
+SCHEMA = REPO / "config" / "acqharvest.schema.json"
+DEMO = REPO / "agent" / "demo.yaml"
+
+# In the example, "## text" is prose and "# key: value" an optional setting shown at its
+# default, with the "#" where the key would start.
+_KEY = re.compile(r"(?P<indent> *)(?P<dash>- )?(?P<key>[a-z_]+):(?: |$)")
+
+
+def test_committed_schema_is_generated_from_the_config_models() -> None:
+    assert SCHEMA.read_text(encoding="utf-8") == json_schema_text(), (
+        f"{SCHEMA.relative_to(REPO)} is stale; regenerate it with\n"
+        "  acqharvest config schema > config/acqharvest.schema.json\n"
+        "or\n"
+        '  python -c "import sys; from acqharvest.config import json_schema_text; '
+        'sys.stdout.write(json_schema_text())" > config/acqharvest.schema.json'
+    )
+
+
+def test_every_schema_key_is_documented_in_the_example() -> None:
+    documented = {path for path, _, _ in _example_keys(EXAMPLE.read_text(encoding="utf-8"))}
+    in_schema = {path for path, _ in _schema_properties(json_schema())}
+
+    assert len(in_schema) > 30
+    assert sorted(in_schema - documented) == [], "add these keys to acqharvest.example.yaml"
+    assert sorted(documented - in_schema) == [], "the example documents keys that do not exist"
+
+
+def test_every_optional_setting_is_shown_commented_out_at_its_real_default() -> None:
+    defaults = {
+        path: prop["default"]
+        for path, prop in _schema_properties(json_schema())
+        # sections are compared key by key; their null-default keys may show an example
+        if prop.get("default") is not None and "$ref" not in prop
+    }
+    shown = {
+        path: value
+        for path, commented, value in _example_keys(EXAMPLE.read_text(encoding="utf-8"))
+        if commented and path in defaults
+    }
+
+    assert defaults["watch.exclude"] == list(DEFAULT_EXCLUDE)
+    assert shown == defaults
+
+
+def test_example_and_demo_load_and_match_the_committed_schema() -> None:
+    schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator.check_schema(schema)
+    for config in (EXAMPLE, DEMO):
+        jsonschema.validate(
+            yaml.safe_load(config.read_text(encoding="utf-8")),
+            schema,
+            cls=jsonschema.Draft202012Validator,
+        )
+        assert load_settings(config).source == str(config)
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        {"type": "http"},
+        {"type": "directory"},
+        {"type": "http", "url": "https://h.example.org", "token_file": "t", "token_env": "T"},
+    ],
+)
+def test_committed_schema_carries_the_endpoint_rules(endpoint: dict[str, str]) -> None:
+    data = yaml.safe_load(DEMO.read_text(encoding="utf-8"))
+    data["endpoint"] = endpoint
+
+    schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    assert not jsonschema.Draft202012Validator(schema).is_valid(data)
+    with pytest.raises(ConfigError):
+        parse_settings(yaml.safe_dump(data), source="x.yaml", base_dir=REPO)
+
+
+def _schema_properties(schema: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every key path in the schema ("watch.path": list items add no segment) and its property."""
+
+    def walk(node: dict[str, Any], prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        if "$ref" in node:
+            node = schema["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+        if node.get("type") == "array":
+            yield from walk(node["items"], prefix)
+            return
+        for key, prop in node.get("properties", {}).items():
+            path = f"{prefix}.{key}" if prefix else key
+            yield path, prop
+            yield from walk(prop, path)
+
+    yield from walk(schema, "")
+
+
+def _uncomment(line: str) -> tuple[bool, str] | None:
+    """(commented out, line without its "# "), or None for prose and blank lines."""
+    stripped = line.lstrip(" ")
+    if not stripped or stripped.startswith("##"):
+        return None
+    if stripped.startswith("# "):
+        return True, line[: len(line) - len(stripped)] + stripped[2:]
+    return False, line
+
+
+def _example_keys(text: str) -> Iterator[tuple[str, bool, Any]]:
+    """(key path, commented out, value) for every key, commented out or not."""
+    lines = [_uncomment(line) for line in text.splitlines()]
+    stack: list[tuple[int, str]] = []
+    for index, parsed in enumerate(lines):
+        match = _KEY.match(parsed[1]) if parsed else None
+        if parsed is None or match is None:
+            continue
+        indent = len(match["indent"]) + (2 if match["dash"] else 0)
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, match["key"]))
+        # the value is this line plus the more-indented lines under it
+        block = [parsed[1][match.start("key") :]]
+        for later in lines[index + 1 :]:
+            if later is None:
+                continue
+            if later[0] != parsed[0] or _indent(later[1]) <= indent:
+                break
+            block.append(later[1])
+        value = yaml.safe_load("\n".join(block))[match["key"]]
+        yield ".".join(key for _, key in stack), parsed[0], value
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))

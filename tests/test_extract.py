@@ -1,0 +1,208 @@
+"""The extract stage: failures become ExtractionFailure, output is JSON-safe and declared-only."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy
+
+from acqharvest.adapter_api import (
+    AdapterError,
+    AdapterInfo,
+    AdapterOutput,
+    Draft,
+    FieldSpec,
+    Reader,
+    Role,
+)
+from acqharvest.adapters.dicom import DicomAdapter
+from acqharvest.extract import ORIGINAL_METADATA_CAP, extract
+from acqharvest.model import (
+    Acquisition,
+    Extraction,
+    ExtractionFailure,
+    FileSettled,
+    ProbedFile,
+)
+from acqharvest.readonly import FileReader
+
+
+def _acquisition(root: Path, names: list[str], primary: str, key: str = "k") -> Acquisition:
+    members = []
+    for name in names:
+        path = root / name
+        if not path.exists():
+            path.write_bytes(b"data")
+        stat = path.stat()
+        settled = FileSettled(path, root, stat.st_size, stat.st_mtime_ns, f"0:{stat.st_ino}")
+        role: Role = "primary" if name == primary else "member"
+        members.append(ProbedFile(settled, "0" * 64, "fake", key, role=role))
+    return Acquisition(key=key, adapter="fake", root=root, members=tuple(members))
+
+
+class FakeAdapter:
+    """Returns whatever output it was built with, or raises what it was given."""
+
+    info = AdapterInfo(
+        name="fake",
+        title="Fake",
+        version="2.0",
+        stability="experimental",
+        formats=(),
+        fields=(
+            FieldSpec("image.size_x", "integer"),
+            FieldSpec("channels", "list"),
+            FieldSpec("modality", "string"),
+            FieldSpec("stats.mean", "number"),
+        ),
+    )
+
+    def __init__(self, output: Any = None, error: Exception | None = None) -> None:
+        self.output = output
+        self.error = error
+        self.drafts: list[Draft] = []
+
+    def claim(self, probe: Any, reader: Reader) -> None:
+        return None
+
+    def extract(self, draft: Draft, reader: Reader) -> AdapterOutput:
+        self.drafts.append(draft)
+        if self.error is not None:
+            raise self.error
+        return self.output  # type: ignore[no-any-return]
+
+
+def test_no_adapter_gives_an_empty_unknown_extraction(tmp_path):
+    acquisition = _acquisition(tmp_path, ["a.bin"], "a.bin")
+    result = extract(acquisition, None, FileReader())
+    assert isinstance(result, Extraction)
+    assert (result.adapter, result.adapter_version, result.format) == ("none", "", "unknown")
+    assert result.metadata == {}
+    assert result.original_metadata == {}
+
+
+def test_a_crashing_adapter_becomes_a_failure_naming_the_file(tmp_path):
+    acquisition = _acquisition(tmp_path, ["m.bin", "p.bin"], "p.bin")
+    result = extract(acquisition, FakeAdapter(error=ValueError("bad header")), FileReader())
+    assert isinstance(result, ExtractionFailure)
+    assert result.path == tmp_path / "p.bin"
+    assert result.adapter == "fake"
+    assert result.reason == "adapter fake crashed: ValueError: bad header"
+
+
+def test_an_adapter_error_keeps_its_path_and_reason(tmp_path):
+    acquisition = _acquisition(tmp_path, ["p.bin", "m.bin"], "p.bin")
+    error = AdapterError(tmp_path / "m.bin", "truncated")
+    result = extract(acquisition, FakeAdapter(error=error), FileReader())
+    assert isinstance(result, ExtractionFailure)
+    assert (result.path, result.reason) == (tmp_path / "m.bin", "truncated")
+
+
+def test_a_wrong_return_type_is_a_failure(tmp_path):
+    acquisition = _acquisition(tmp_path, ["p.bin"], "p.bin")
+    result = extract(acquisition, FakeAdapter(output={"format": "x"}), FileReader())
+    assert isinstance(result, ExtractionFailure)
+    assert "returned dict" in result.reason
+
+
+def test_draft_lists_the_primary_first(tmp_path):
+    acquisition = _acquisition(tmp_path, ["b.bin", "a.bin", "c.bin"], "a.bin", key="grp")
+    adapter = FakeAdapter(output=AdapterOutput(format="x", metadata={}))
+    extract(acquisition, adapter, FileReader())
+    draft = adapter.drafts[0]
+    assert draft.key == "grp"
+    assert draft.primary == tmp_path / "a.bin"
+    assert draft.members == (tmp_path / "a.bin", tmp_path / "b.bin", tmp_path / "c.bin")
+
+
+def test_undeclared_keys_are_dropped_with_a_warning(tmp_path):
+    acquisition = _acquisition(tmp_path, ["p.bin"], "p.bin")
+    output = AdapterOutput(
+        format="x",
+        metadata={
+            "modality": "MR",
+            "image": {"size_x": 4, "size_y": 5},
+            "channels": [{"name": "DAPI", "anything": 1}],
+            "secret": "x",
+        },
+        warnings=("from the adapter",),
+    )
+    result = extract(acquisition, FakeAdapter(output=output), FileReader())
+    assert isinstance(result, Extraction)
+    assert result.metadata == {
+        "modality": "MR",
+        "image": {"size_x": 4},
+        "channels": [{"name": "DAPI", "anything": 1}],
+    }
+    assert result.warnings[0] == "from the adapter"
+    assert any("'image.size_y'" in w for w in result.warnings)
+    assert any("'secret'" in w for w in result.warnings)
+    assert (result.adapter, result.adapter_version) == ("fake", "2.0")
+
+
+def test_values_are_made_json_safe(tmp_path):
+    acquisition = _acquisition(tmp_path, ["p.bin"], "p.bin")
+    output = AdapterOutput(
+        format="x",
+        metadata={"stats": {"mean": numpy.float32(1.5)}},
+        original_metadata={
+            "blob": b"\x00\x01",
+            "count": numpy.int64(3),
+            "array": numpy.arange(3),
+            "path": Path("/x/y"),
+            "nan": float("nan"),
+            "other": object,
+            "nested": {"raw": b"zz", "ok": (1, 2)},
+        },
+    )
+    result = extract(acquisition, FakeAdapter(output=output), FileReader())
+    assert isinstance(result, Extraction)
+    assert result.metadata == {"stats": {"mean": 1.5}}
+    original = dict(result.original_metadata)
+    assert "blob" not in original
+    assert original["count"] == 3
+    assert original["array"] == [0, 1, 2]
+    assert original["path"] == "/x/y"
+    assert original["nan"] == "nan"
+    assert original["other"] == str(object)
+    assert original["nested"] == {"ok": [1, 2]}
+    assert any("blob: binary value dropped" in w for w in result.warnings)
+    json.dumps({"m": result.metadata, "o": original}, allow_nan=False)
+
+
+def test_original_metadata_is_capped_largest_first(tmp_path):
+    acquisition = _acquisition(tmp_path, ["p.bin"], "p.bin")
+    original = {"huge": "x" * ORIGINAL_METADATA_CAP, "big": "y" * 1000, "small": "z"}
+    output = AdapterOutput(format="x", metadata={}, original_metadata=original)
+    result = extract(acquisition, FakeAdapter(output=output), FileReader())
+    assert isinstance(result, Extraction)
+    assert set(result.original_metadata) == {"big", "small"}
+    assert len(json.dumps(dict(result.original_metadata))) <= ORIGINAL_METADATA_CAP
+    assert any("dropped largest entries: huge" in w for w in result.warnings)
+
+
+def test_a_real_dicom_acquisition(corpus, tmp_path):
+    for index in range(2):
+        shutil.copy(corpus / "dicom/ct/CT_JPEG70.dcm", tmp_path / f"{index}.dcm")
+    acquisition = _acquisition(tmp_path, ["0.dcm", "1.dcm"], "0.dcm", key="dicom:series")
+    result = extract(acquisition, DicomAdapter(), FileReader())
+    assert isinstance(result, Extraction)
+    assert (result.adapter, result.format) == ("dicom", "DICOM")
+    assert result.metadata["modality"] == "CT"
+    assert result.metadata["instances"] == 2
+    assert result.started == "1999-05-24T11:42:43.309512"
+    assert not [w for w in result.warnings if "not declared" in w]
+    json.dumps({"m": result.metadata, "o": result.original_metadata}, allow_nan=False)
+
+
+def test_a_truncated_dicom_is_a_failure(corpus, tmp_path):
+    data = (corpus / "dicom/ct/CT_JPEG70.dcm").read_bytes()
+    (tmp_path / "cut.dcm").write_bytes(data[: len(data) // 2])
+    acquisition = _acquisition(tmp_path, ["cut.dcm"], "cut.dcm")
+    result = extract(acquisition, DicomAdapter(), FileReader())
+    assert isinstance(result, ExtractionFailure)
+    assert result.path == tmp_path / "cut.dcm"
+    assert "truncated" in result.reason

@@ -1,0 +1,183 @@
+"""Group state machine with an injected clock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from acqharvest.group import Grouper
+from acqharvest.model import Acquisition, FileSettled, ProbedFile
+
+ROOT = Path("/data/instrument")
+QUIET = 30.0
+TIMEOUT = 3600.0
+T0 = 1_000_000.0
+
+
+def probed(
+    name: str,
+    key: str,
+    *,
+    adapter: str | None = "dicom",
+    role: Literal["primary", "member", "sidecar"] = "primary",
+    expects: tuple[str, ...] = (),
+    collects: bool = False,
+    size: int = 100,
+    root: Path = ROOT,
+) -> ProbedFile:
+    settled = FileSettled(
+        path=root / name, root=root, size=size, mtime_ns=1, file_id=f"1:{hash(name)}"
+    )
+    return ProbedFile(
+        settled=settled,
+        sha256="0" * 64,
+        adapter=adapter,
+        group_key=key,
+        role=role,
+        expects=expects,
+        collects=collects,
+    )
+
+
+@pytest.fixture
+def grouper() -> Grouper:
+    return Grouper(lambda root: QUIET, lambda root: TIMEOUT)
+
+
+def test_single_file_group_is_released_immediately(grouper: Grouper) -> None:
+    member = probed("img.tif", "tiff:img", adapter="tiff")
+    grouper.add(member, T0)
+    assert grouper.next_due(T0) == 0.0
+    [acq] = grouper.ready(T0)
+    assert (acq.key, acq.adapter, acq.root, acq.members, acq.complete) == (
+        "tiff:img",
+        "tiff",
+        ROOT,
+        (member,),
+        True,
+    )
+    assert grouper.pending == 0
+    assert grouper.ready(T0 + 1) == []
+    assert grouper.next_due(T0 + 1) is None
+
+
+def test_collecting_group_waits_for_quiet_window(grouper: Grouper) -> None:
+    key = "dicom:1.2.3"
+    names = [f"series/IM{i:04d}.dcm" for i in (4, 2, 0, 3, 1)]
+    for step, name in enumerate(names):
+        now = T0 + step * 10
+        grouper.add(probed(name, key, role="member", collects=True), now)
+        assert grouper.ready(now) == []
+        assert grouper.ready(now + QUIET - 0.1) == []
+    last = T0 + 40
+    assert grouper.pending == 1
+    assert grouper.next_due(last) == pytest.approx(QUIET)
+    [acq] = grouper.ready(last + QUIET)
+    assert acq.complete
+    assert [m.settled.path.name for m in acq.members] == [f"IM{i:04d}.dcm" for i in range(5)]
+    assert grouper.pending == 0
+
+
+def test_members_are_sorted_primary_first(grouper: Grouper) -> None:
+    grouper.add(probed("a_info.txt", "mrc:x", adapter=None, role="sidecar"), T0)
+    grouper.add(probed("b.mrc", "mrc:x", adapter="mrc", collects=True), T0)
+    grouper.add(probed("a_1.mrc", "mrc:x", adapter="mrc", role="member"), T0)
+    [acq] = grouper.ready(T0 + QUIET)
+    assert [m.settled.path.name for m in acq.members] == ["b.mrc", "a_1.mrc", "a_info.txt"]
+    assert acq.adapter == "mrc"
+    assert acq.primary.settled.path.name == "b.mrc"
+
+
+def test_expected_companion_arrives(grouper: Grouper) -> None:
+    grouper.add(probed("run/a.emi", "tia:a", adapter="tia", expects=("run/a_1.ser",)), T0)
+    assert grouper.ready(T0 + 100) == []
+    # Only the timeout can release it without an add: no busy loop on the quiet window.
+    assert grouper.next_due(T0 + 100) == pytest.approx(TIMEOUT - 100)
+    grouper.add(probed("run/a_1.ser", "tia:a", adapter="tia", role="member"), T0 + 200)
+    [acq] = grouper.ready(T0 + 200)
+    assert acq.complete
+    assert [m.settled.path.name for m in acq.members] == ["a.emi", "a_1.ser"]
+
+
+def test_expects_not_met_times_out_incomplete(grouper: Grouper) -> None:
+    grouper.add(probed("a.imzML", "imzml:u", adapter="imzml", expects=("a.ibd",)), T0)
+    assert grouper.ready(T0 + TIMEOUT - 1) == []
+    assert grouper.pending == 1
+    [acq] = grouper.ready(T0 + TIMEOUT)
+    assert not acq.complete
+    assert [m.settled.path.name for m in acq.members] == ["a.imzML"]
+    assert grouper.pending == 0
+
+
+def test_collecting_group_that_never_goes_quiet_times_out(grouper: Grouper) -> None:
+    now = T0
+    released: list[Acquisition] = []
+    while not released:
+        grouper.add(probed(f"IM{int(now - T0)}.dcm", "dicom:busy", collects=True), now)
+        released = grouper.ready(now)
+        now += QUIET / 2
+    [acq] = released
+    assert not acq.complete
+    assert now - QUIET / 2 - T0 >= TIMEOUT
+    assert len(acq.members) == int(TIMEOUT / (QUIET / 2)) + 1
+
+
+def test_re_add_replaces_the_earlier_member(grouper: Grouper) -> None:
+    grouper.add(probed("IM1.dcm", "dicom:s", collects=True, size=10), T0)
+    grouper.add(probed("IM1.dcm", "dicom:s", collects=True, size=20), T0 + 5)
+    assert grouper.ready(T0 + QUIET) == []  # the re-add counts as activity
+    [acq] = grouper.ready(T0 + 5 + QUIET)
+    assert [m.settled.size for m in acq.members] == [20]
+
+
+def test_re_add_under_another_key_moves_the_file(grouper: Grouper) -> None:
+    grouper.add(probed("IM1.dcm", "dicom:old", collects=True), T0)
+    grouper.add(probed("IM2.dcm", "dicom:old", collects=True), T0)
+    grouper.add(probed("IM1.dcm", "dicom:new", collects=True), T0 + 1)
+    released = grouper.ready(T0 + 1 + QUIET)
+    assert {a.key: [m.settled.path.name for m in a.members] for a in released} == {
+        "dicom:old": ["IM2.dcm"],
+        "dicom:new": ["IM1.dcm"],
+    }
+
+
+def test_remove(grouper: Grouper) -> None:
+    grouper.add(probed("IM1.dcm", "dicom:s", collects=True), T0)
+    grouper.add(probed("IM2.dcm", "dicom:s", collects=True), T0)
+    grouper.remove(ROOT / "IM1.dcm")
+    grouper.remove(ROOT / "unknown.dcm")
+    [acq] = grouper.ready(T0 + QUIET)
+    assert [m.settled.path.name for m in acq.members] == ["IM2.dcm"]
+
+
+def test_removing_the_last_member_drops_the_group(grouper: Grouper) -> None:
+    grouper.add(probed("a.imzML", "imzml:u", expects=("a.ibd",)), T0)
+    grouper.remove(ROOT / "a.imzML")
+    assert grouper.pending == 0
+    assert grouper.ready(T0 + TIMEOUT) == []
+    assert grouper.next_due(T0) is None
+
+
+def test_same_key_under_two_roots_is_two_acquisitions(grouper: Grouper) -> None:
+    other = Path("/data/other")
+    grouper.add(probed("IM1.dcm", "dicom:s"), T0)
+    grouper.add(probed("IM1.dcm", "dicom:s", root=other), T0)
+    released = grouper.ready(T0)
+    assert sorted(a.root for a in released) == sorted([ROOT, other])
+
+
+def test_quiet_and_timeout_are_per_root() -> None:
+    fast = Path("/data/fast")
+    grouper = Grouper(
+        lambda root: 1.0 if root == fast else QUIET,
+        lambda root: 5.0 if root == fast else TIMEOUT,
+    )
+    grouper.add(probed("IM1.dcm", "dicom:a", collects=True, root=fast), T0)
+    grouper.add(probed("IM1.dcm", "dicom:b", collects=True), T0)
+    grouper.add(probed("x.imzML", "imzml:c", expects=("x.ibd",), root=fast), T0)
+    assert grouper.next_due(T0) == pytest.approx(1.0)
+    assert [a.key for a in grouper.ready(T0 + 1)] == ["dicom:a"]
+    assert [(a.key, a.complete) for a in grouper.ready(T0 + 5)] == [("imzml:c", False)]
+    assert [a.key for a in grouper.ready(T0 + QUIET)] == ["dicom:b"]

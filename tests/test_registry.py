@@ -1,0 +1,158 @@
+"""Adapter discovery through real entry points, isolation of broken ones, claim arbitration."""
+
+from __future__ import annotations
+
+from importlib.metadata import EntryPoint
+from pathlib import Path
+
+import pytest
+
+from acqharvest.adapter_api import (
+    HEAD_BYTES,
+    AdapterInfo,
+    AdapterOutput,
+    Claim,
+    Draft,
+    FileProbe,
+    Reader,
+)
+from acqharvest.readonly import FileReader
+from acqharvest.registry import ENV_LOAD, GROUP, load_registry
+
+BUILTINS = [
+    EntryPoint(name="dicom", value="acqharvest.adapters.dicom:DicomAdapter", group=GROUP),
+    EntryPoint(name="tiff", value="acqharvest.adapters.tiff:TiffAdapter", group=GROUP),
+]
+
+
+def _info(name: str) -> AdapterInfo:
+    return AdapterInfo(
+        name=name, title=name, version="0.0.1", stability="experimental", formats=(), fields=()
+    )
+
+
+class ExplodingAdapter:
+    """Claims by raising, as a buggy vendor adapter might."""
+
+    info = _info("explodes")
+
+    def claim(self, probe: FileProbe, reader: Reader) -> Claim | None:
+        raise RuntimeError("boom")
+
+    def extract(self, draft: Draft, reader: Reader) -> AdapterOutput:
+        raise RuntimeError("boom")
+
+
+class _Everything:
+    def claim(self, probe: FileProbe, reader: Reader) -> Claim | None:
+        return Claim(group_key=f"{self.info.name}:{probe.path}", confidence=0.5)  # type: ignore[attr-defined]
+
+    def extract(self, draft: Draft, reader: Reader) -> AdapterOutput:
+        return AdapterOutput(format="any", metadata={})
+
+
+class AaaAdapter(_Everything):
+    info = _info("aaa")
+
+
+class ZzzAdapter(_Everything):
+    info = _info("zzz")
+
+
+class BadStability(_Everything):
+    info = AdapterInfo(
+        name="bad",
+        title="bad",
+        version="1",
+        stability="gold",  # type: ignore[arg-type]
+        formats=(),
+        fields=(),
+    )
+
+
+def _ep(name: str, target: str) -> EntryPoint:
+    return EntryPoint(name=name, value=f"tests.test_registry:{target}", group=GROUP)
+
+
+def _probe(path: Path, reader: FileReader) -> FileProbe:
+    return FileProbe(path, path.stat().st_size, reader.head(path, HEAD_BYTES))
+
+
+@pytest.fixture(autouse=True)
+def _no_env_limit(monkeypatch):
+    monkeypatch.delenv(ENV_LOAD, raising=False)
+
+
+def test_builtins_load_from_installed_metadata():
+    registry = load_registry()
+    assert {"dicom", "tiff"} <= set(registry.adapters)
+    assert not [e for e in registry.errors if e.name in ("dicom", "tiff")]
+    assert list(registry.adapters) == sorted(registry.adapters)
+    assert registry.distributions["dicom"] == "acqharvest"
+    rows = {row["name"]: row for row in registry.listing()}
+    assert rows["tiff"]["status"] == "loaded"
+    assert "OME-TIFF" in rows["tiff"]["formats"]
+    assert rows["dicom"]["version"] == "1.0.0"
+
+
+def test_env_var_limits_loading(monkeypatch):
+    monkeypatch.setenv(ENV_LOAD, "tiff")
+    assert list(load_registry(entry_points=BUILTINS).adapters) == ["tiff"]
+    monkeypatch.setenv(ENV_LOAD, "")
+    assert load_registry(entry_points=BUILTINS).adapters == {}
+    monkeypatch.setenv(ENV_LOAD, " dicom , tiff ")
+    assert list(load_registry(entry_points=BUILTINS).adapters) == ["dicom", "tiff"]
+
+
+def test_enabled_limits_loading():
+    assert list(load_registry(enabled=["dicom"], entry_points=BUILTINS).adapters) == ["dicom"]
+
+
+def test_a_broken_entry_point_is_reported_and_the_others_load():
+    broken = EntryPoint(name="broken", value="nonexistent.module:X", group=GROUP)
+    misnamed = EntryPoint(name="other", value="acqharvest.adapters.dicom:DicomAdapter", group=GROUP)
+    registry = load_registry(entry_points=[broken, *BUILTINS, misnamed, _ep("bad", "BadStability")])
+    assert list(registry.adapters) == ["dicom", "tiff"]
+    errors = {e.name: e for e in registry.errors}
+    assert set(errors) == {"broken", "other", "bad"}
+    assert errors["broken"].error.startswith("ModuleNotFoundError")
+    assert errors["broken"].distribution == ""
+    assert "differs from the entry-point name" in errors["other"].error
+    assert "stability" in errors["bad"].error
+    statuses = {row["name"]: row["status"] for row in registry.listing()}
+    assert statuses["broken"].startswith("error: ModuleNotFoundError")
+
+
+def test_claim_picks_the_right_builtin(corpus):
+    registry = load_registry(entry_points=BUILTINS)
+    reader = FileReader()
+    dicom = registry.claim(_probe(corpus / "dicom/ct/CT_JPEG70.dcm", reader), reader)
+    assert dicom is not None
+    assert dicom[0] == "dicom"
+    tiff = registry.claim(_probe(corpus / "tiff-vendor/zeiss-lsm/test.lsm", reader), reader)
+    assert tiff is not None
+    assert tiff[0] == "tiff"
+    assert registry.claim(_probe(corpus / "czi/testTinyCzi.czi", reader), reader) is None
+    limited = _probe(corpus / "dicom/ct/CT_JPEG70.dcm", reader)
+    assert registry.claim(limited, reader, allowed=["tiff"]) is None
+
+
+def test_a_raising_claim_is_ignored_and_confidence_wins(corpus):
+    registry = load_registry(
+        entry_points=[*BUILTINS, _ep("explodes", "ExplodingAdapter"), _ep("zzz", "ZzzAdapter")]
+    )
+    reader = FileReader()
+    dicom = registry.claim(_probe(corpus / "dicom/dx/dx_image.dcm", reader), reader)
+    assert dicom is not None
+    assert dicom[0] == "dicom"  # 0.9 beats zzz's 0.5; explodes' exception is swallowed
+    other = registry.claim(_probe(corpus / "czi/testTinyCzi.czi", reader), reader)
+    assert other is not None
+    assert other[0] == "zzz"
+
+
+def test_ties_go_to_registry_order(corpus):
+    registry = load_registry(entry_points=[_ep("zzz", "ZzzAdapter"), _ep("aaa", "AaaAdapter")])
+    reader = FileReader()
+    result = registry.claim(_probe(corpus / "czi/testTinyCzi.czi", reader), reader)
+    assert result is not None
+    assert result[0] == "aaa"

@@ -1,0 +1,270 @@
+"""Settle state machine: injected clock and a dict of file states, plus one real-file run."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from acqharvest.model import FileSeen, FileSettled
+from acqharvest.settle import Settler
+
+ROOT = Path("/data/instrument")
+SETTLE = 10.0
+T0 = 1_000_000.0
+
+
+class FakeFs:
+    """File states by path; ``stat`` answers like the real one, ``None`` once deleted."""
+
+    def __init__(self) -> None:
+        self.files: dict[Path, FileSeen] = {}
+        self.stats: list[Path] = []
+
+    def write(
+        self,
+        name: str,
+        size: int,
+        at: float,
+        *,
+        mtime: float | None = None,
+        source: Literal["event", "scan", "closed"] = "event",
+        file_id: str = "1:1",
+    ) -> FileSeen:
+        seen = FileSeen(
+            path=ROOT / name,
+            root=ROOT,
+            size=size,
+            mtime_ns=int((at if mtime is None else mtime) * 1e9),
+            file_id=file_id,
+            seen_at=at,
+            source=source,
+        )
+        self.files[seen.path] = seen
+        return seen
+
+    def stat(self, path: Path, root: Path) -> FileSeen | None:
+        assert root == ROOT
+        self.stats.append(path)
+        return self.files.get(path)
+
+
+@pytest.fixture
+def fs() -> FakeFs:
+    return FakeFs()
+
+
+@pytest.fixture
+def settler() -> Settler:
+    return Settler(lambda root: SETTLE, confirm_seconds=1.0)
+
+
+def test_growing_file_never_settles_while_it_grows(fs: FakeFs, settler: Settler) -> None:
+    now = T0
+    settler.observe(fs.write("a.dcm", 100, now))
+    for step in range(1, 60):
+        now = T0 + step * 4.0  # grows every 4 s, well inside the 10 s window
+        settler.observe(fs.write("a.dcm", 100 + step, now))
+        assert settler.tick(now, fs.stat) == []
+    assert settler.tracked == 1
+
+
+def test_growth_seen_only_by_stat_restarts_the_window(fs: FakeFs, settler: Settler) -> None:
+    settler.observe(fs.write("a.dcm", 100, T0))
+    fs.write("a.dcm", 200, T0 + 5)  # no event: only the confirming stat sees it
+    assert settler.tick(T0 + SETTLE, fs.stat) == []
+    assert settler.tick(T0 + 2 * SETTLE - 0.1, fs.stat) == []
+    assert [s.size for s in settler.tick(T0 + 2 * SETTLE, fs.stat)] == [200]
+
+
+def test_settles_after_the_window(fs: FakeFs, settler: Settler) -> None:
+    seen = fs.write("a.dcm", 4096, T0)
+    settler.observe(seen)
+    assert settler.tick(T0 + SETTLE - 0.01, fs.stat) == []
+    assert fs.stats == []  # nothing is due, so nothing is stat-ed
+    settled = settler.tick(T0 + SETTLE, fs.stat)
+    assert settled == [
+        FileSettled(
+            path=seen.path, root=ROOT, size=4096, mtime_ns=seen.mtime_ns, file_id=seen.file_id
+        )
+    ]
+    assert settler.tracked == 0
+    assert settler.tick(T0 + 3 * SETTLE, fs.stat) == []
+
+
+def test_rewrite_restarts_the_window(fs: FakeFs, settler: Settler) -> None:
+    settler.observe(fs.write("a.dcm", 4096, T0))
+    # Same size, new mtime: the acquisition software rewrote the file.
+    settler.observe(fs.write("a.dcm", 4096, T0 + 8))
+    assert settler.tick(T0 + SETTLE, fs.stat) == []
+    assert len(settler.tick(T0 + 8 + SETTLE, fs.stat)) == 1
+
+
+def test_replaced_file_new_identity_restarts_the_window(fs: FakeFs, settler: Settler) -> None:
+    settler.observe(fs.write("a.dcm", 4096, T0, file_id="1:1"))
+    settler.observe(fs.write("a.dcm", 4096, T0 + 8, mtime=T0, file_id="1:2"))
+    assert settler.tick(T0 + SETTLE, fs.stat) == []
+    assert [s.file_id for s in settler.tick(T0 + 8 + SETTLE, fs.stat)] == ["1:2"]
+
+
+def test_repeated_unchanged_events_do_not_delay(fs: FakeFs, settler: Settler) -> None:
+    seen = fs.write("a.dcm", 4096, T0)
+    settler.observe(seen)
+    settler.observe(replace(seen, seen_at=T0 + 9))
+    assert len(settler.tick(T0 + SETTLE, fs.stat)) == 1
+
+
+def test_close_hint_shortens_the_window(fs: FakeFs, settler: Settler) -> None:
+    settler.observe(fs.write("a.dcm", 100, T0))
+    settler.observe(fs.write("a.dcm", 5000, T0 + 2, source="closed"))
+    assert settler.next_due(T0 + 2) == pytest.approx(1.0)
+    assert settler.tick(T0 + 2.5, fs.stat) == []
+    assert [s.size for s in settler.tick(T0 + 3, fs.stat)] == [5000]
+
+
+def test_close_hint_still_needs_an_agreeing_stat(fs: FakeFs, settler: Settler) -> None:
+    settler.observe(fs.write("a.dcm", 5000, T0, source="closed"))
+    fs.write("a.dcm", 6000, T0 + 0.5)  # reopened and appended, no event seen
+    assert settler.tick(T0 + 1, fs.stat) == []
+    # The change voids the hint: the full window applies from the stat that saw it.
+    assert settler.tick(T0 + 1 + SETTLE - 0.1, fs.stat) == []
+    assert [s.size for s in settler.tick(T0 + 1 + SETTLE, fs.stat)] == [6000]
+
+
+def test_close_hint_after_data_without_change(fs: FakeFs, settler: Settler) -> None:
+    seen = fs.write("a.dcm", 5000, T0)
+    settler.observe(seen)
+    settler.observe(replace(seen, seen_at=T0 + 0.2, source="closed"))
+    assert len(settler.tick(T0 + 1, fs.stat)) == 1
+
+
+def test_old_file_at_first_sight_settles_after_confirm(fs: FakeFs, settler: Settler) -> None:
+    # Written an hour before the daemon started; found by the start-up scan.
+    settler.observe(fs.write("old.dcm", 4096, T0, mtime=T0 - 3600, source="scan"))
+    assert settler.tick(T0 + 0.5, fs.stat) == []
+    assert fs.stats == []  # the confirming stat waits for confirm_seconds
+    assert len(settler.tick(T0 + 1.0, fs.stat)) == 1
+    assert fs.stats == [ROOT / "old.dcm"]
+
+
+def test_old_file_that_changes_loses_the_shortcut(fs: FakeFs, settler: Settler) -> None:
+    settler.observe(fs.write("old.dcm", 4096, T0, mtime=T0 - 3600, source="scan"))
+    fs.write("old.dcm", 8192, T0 + 0.5)
+    assert settler.tick(T0 + 1, fs.stat) == []
+    assert settler.tick(T0 + 2, fs.stat) == []
+    assert len(settler.tick(T0 + 1 + SETTLE, fs.stat)) == 1
+
+
+def test_future_mtime_counts_as_fresh(fs: FakeFs, settler: Settler) -> None:
+    settler.observe(fs.write("skew.dcm", 4096, T0, mtime=T0 + 7200, source="scan"))
+    assert settler.tick(T0 + 1, fs.stat) == []
+    assert len(settler.tick(T0 + SETTLE, fs.stat)) == 1
+
+
+def test_zero_size_file_waits_until_it_has_data(fs: FakeFs, settler: Settler) -> None:
+    settler.observe(fs.write("empty.dcm", 0, T0, mtime=T0 - 3600, source="closed"))
+    for k in range(1, 10):
+        assert settler.tick(T0 + k * SETTLE, fs.stat) == []
+    assert settler.tracked == 1
+    now = T0 + 10 * SETTLE
+    settler.observe(fs.write("empty.dcm", 10, now))
+    assert [s.size for s in settler.tick(now + SETTLE, fs.stat)] == [10]
+
+
+def test_gone_file_is_dropped(fs: FakeFs, settler: Settler) -> None:
+    settler.observe(fs.write("a.dcm", 4096, T0))
+    del fs.files[ROOT / "a.dcm"]
+    assert settler.tick(T0 + SETTLE, fs.stat) == []
+    assert settler.tracked == 0
+    assert settler.next_due(T0 + SETTLE) is None
+
+
+def test_forget(fs: FakeFs, settler: Settler) -> None:
+    settler.observe(fs.write("a.dcm", 4096, T0))
+    settler.forget(ROOT / "a.dcm")
+    settler.forget(ROOT / "never-seen.dcm")
+    assert settler.tracked == 0
+    assert settler.tick(T0 + SETTLE, fs.stat) == []
+    assert fs.stats == []
+
+
+def test_next_due(fs: FakeFs, settler: Settler) -> None:
+    assert settler.next_due(T0) is None
+    settler.observe(fs.write("a.dcm", 1, T0))
+    settler.observe(fs.write("b.dcm", 1, T0 + 3))
+    assert settler.next_due(T0) == pytest.approx(SETTLE)
+    assert settler.next_due(T0 + 4) == pytest.approx(SETTLE - 4)
+    settler.observe(fs.write("c.dcm", 1, T0 + 4, source="closed"))
+    assert settler.next_due(T0 + 4) == pytest.approx(1.0)
+    assert settler.next_due(T0 + 100) == 0.0
+
+
+def test_settle_seconds_is_per_root(fs: FakeFs) -> None:
+    fast_root = Path("/data/fast")
+    settler = Settler(lambda root: 2.0 if root == fast_root else SETTLE)
+    fast = replace(fs.write("f.dcm", 1, T0), path=fast_root / "f.dcm", root=fast_root)
+    settler.observe(fast)
+    settler.observe(fs.write("slow.dcm", 1, T0))
+
+    def stat(path: Path, root: Path) -> FileSeen | None:
+        return fast if path == fast.path else fs.files.get(path)
+
+    assert [s.path for s in settler.tick(T0 + 2, stat)] == [fast.path]
+    assert [s.path.name for s in settler.tick(T0 + SETTLE, stat)] == ["slow.dcm"]
+
+
+def _real_stat(path: Path, root: Path) -> FileSeen | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return FileSeen(
+        path=path,
+        root=root,
+        size=st.st_size,
+        mtime_ns=st.st_mtime_ns,
+        file_id=f"{st.st_dev}:{st.st_ino}",
+        seen_at=time.time(),
+        source="scan",
+    )
+
+
+def test_real_file_appended_in_chunks_settles_only_when_done(tmp_path: Path) -> None:
+    window = 1.0
+    chunks, pause, chunk = 12, 0.1, b"x" * 4096  # pauses a tenth of the window
+    target = tmp_path / "series.dcm"
+    target.write_bytes(chunk)
+    done = threading.Event()
+
+    def writer() -> None:
+        with target.open("ab") as fh:
+            for _ in range(chunks - 1):
+                time.sleep(pause)
+                fh.write(chunk)
+                fh.flush()
+        done.set()
+
+    settler = Settler(lambda root: window)
+    first = _real_stat(target, tmp_path)
+    assert first is not None
+    settler.observe(first)
+    thread = threading.Thread(target=writer)
+    thread.start()
+    settled: list[FileSettled] = []
+    deadline = time.monotonic() + 60
+    try:
+        while not settled and time.monotonic() < deadline:
+            finished_before_tick = done.is_set()
+            settled = settler.tick(time.time(), _real_stat)
+            if settled:
+                assert finished_before_tick, "settled while the writer was still appending"
+            time.sleep(min(0.02, settler.next_due(time.time()) or 0.02))
+    finally:
+        thread.join()
+    assert [s.size for s in settled] == [len(chunk) * chunks]
+    assert settled[0].size == target.stat().st_size
