@@ -181,10 +181,7 @@ def _status(args: argparse.Namespace) -> int:
     print(f"config: {settings.source}")
     print(f"state:  {settings.state_dir}")
     print("outbox: " + ", ".join(f"{state} {count}" for state, count in status.outbox.items()))
-    print(
-        "harvested: "
-        + ", ".join(f"{name} {count}" for name, count in status.registry.items())
-    )
+    print("harvested: " + ", ".join(f"{name} {count}" for name, count in status.registry.items()))
     if status.problems:
         print("last problems:")
         for line in status.problems:

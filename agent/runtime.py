@@ -119,7 +119,9 @@ class Daemon:
         self._folders = {ws.path: ws for ws in settings.watch}
         self._events: queue.Queue[FileSeen | FileGone] = queue.Queue(_EVENT_QUEUE_SIZE)
         self.settler = Settler(lambda root: self._folder(root).settle_seconds)
-        self.grouper = Grouper(self._quiet_seconds, lambda root: self._folder(root).group_timeout_seconds)
+        self.grouper = Grouper(
+            self._quiet_seconds, lambda root: self._folder(root).group_timeout_seconds
+        )
         self.watcher = Watcher(settings.watch, self._enqueue)
         #: set when an event had to be dropped: the next loop turn rescans instead.
         self._rescan_now = threading.Event()
@@ -223,7 +225,9 @@ class Daemon:
 
     def _wait_time(self) -> float:
         now = time.time()
-        waits = [w for w in (self.settler.next_due(now), self.grouper.next_due(now)) if w is not None]
+        waits = [
+            w for w in (self.settler.next_due(now), self.grouper.next_due(now)) if w is not None
+        ]
         return max(0.0, min([_IDLE_WAIT, *waits]))
 
     def _drain_events(self, timeout: float) -> None:
@@ -269,7 +273,9 @@ class Daemon:
                 continue
             log.error("file_unreadable", path=str(path), reason=result.reason)
             self.report.failures.append(result.reason)
-            self.state.record_failure(path, result.settled.size, result.settled.mtime_ns, result.reason)
+            self.state.record_failure(
+                path, result.settled.size, result.settled.mtime_ns, result.reason
+            )
 
     def _package(self, pool: _Pool, ready: list[Acquisition]) -> None:
         if not ready:
@@ -311,17 +317,26 @@ class Daemon:
             seen = _stat(record.path, record.root)
             if seen is None or (seen.size, seen.mtime_ns) != (record.size, record.mtime_ns):
                 continue
-            settled = FileSettled(record.path, record.root, record.size, record.mtime_ns, record.file_id)
+            settled = FileSettled(
+                record.path, record.root, record.size, record.mtime_ns, record.file_id
+            )
             template = acquisition.members[0]
             extra.append(
-                ProbedFile(settled, record.sha256, template.adapter, acquisition.key,
-                           role="member", collects=template.collects)
+                ProbedFile(
+                    settled,
+                    record.sha256,
+                    template.adapter,
+                    acquisition.key,
+                    role="member",
+                    collects=template.collects,
+                )
             )
         if not extra:
             return acquisition
         members = tuple(sorted((*acquisition.members, *extra), key=lambda m: m.settled.path))
-        return Acquisition(acquisition.key, acquisition.adapter, acquisition.root, members,
-                           acquisition.complete)
+        return Acquisition(
+            acquisition.key, acquisition.adapter, acquisition.root, members, acquisition.complete
+        )
 
     def _build(self, extraction: Extraction) -> Package:
         acquisition = extraction.acquisition
@@ -358,7 +373,7 @@ class Daemon:
         while not stop.is_set():
             try:
                 wait = deliverer.step(stop.is_set)
-            except Exception as error:  # noqa: BLE001 - the delivery thread must never die
+            except Exception as error:
                 log.exception("delivery_loop_error", error=str(error))
                 wait = _IDLE_WAIT
             self._wake_delivery.wait(wait)
@@ -411,13 +426,15 @@ def preview(
     instrument = instrument_block(settings.instrument)
     packages: list[dict[str, Any]] = []
     for acquisition in grouper.ready(math.inf):
-        result = workers.extract_acquisition(acquisition)
-        if isinstance(result, ExtractionFailure):
-            errors.append(f"{result.path}: {result.reason}")
+        extraction = workers.extract_acquisition(acquisition)
+        if isinstance(extraction, ExtractionFailure):
+            errors.append(f"{extraction.path}: {extraction.reason}")
             continue
-        clean = deidentifier.apply(result.format, result.metadata, result.original_metadata)
+        clean = deidentifier.apply(
+            extraction.format, extraction.metadata, extraction.original_metadata
+        )
         package = build_package(
-            result,
+            extraction,
             clean,
             instrument=instrument,
             acquisition_fields={},
@@ -506,8 +523,7 @@ def read_status(settings: Settings) -> Status:
         try:
             registry = state.counts()
             problems += [
-                f"{package_rfc3339(f.at)}  failed    {f.path}: {f.reason}"
-                for f in state.failures()
+                f"{package_rfc3339(f.at)}  failed    {f.path}: {f.reason}" for f in state.failures()
             ]
         finally:
             state.close()

@@ -23,7 +23,7 @@ _registry: Registry | None = None
 
 def init_worker(enabled: Collection[str] | None = None) -> None:
     """Process initializer: load the adapters once per worker."""
-    global _registry  # noqa: PLW0603 - one registry per worker process, set once at start
+    global _registry
     _registry = load_registry(enabled)
 
 
@@ -93,6 +93,8 @@ def probe_paths(paths: Collection[Path]) -> list[ProbedFile | ProbeFailure]:
     results: list[ProbedFile | ProbeFailure] = []
     for path in paths:
         st = os.stat(path)
-        settled = FileSettled(path, path.parent, st.st_size, st.st_mtime_ns, f"{st.st_dev}:{st.st_ino}")
+        settled = FileSettled(
+            path, path.parent, st.st_size, st.st_mtime_ns, f"{st.st_dev}:{st.st_ino}"
+        )
         results.append(probe(settled))
     return results

@@ -72,7 +72,13 @@ log: {{level: warning}}
     try:
         start = time.perf_counter()
         subprocess.run(
-            [str(Path(sys.executable).parent / "acqharvest"), "run", "--once", "--config", str(config)],
+            [
+                str(Path(sys.executable).parent / "acqharvest"),
+                "run",
+                "--once",
+                "--config",
+                str(config),
+            ],
             check=True,
         )
         elapsed = time.perf_counter() - start

@@ -43,9 +43,12 @@ def test_bad_config_reports_every_problem_with_line_and_exit_2(tmp_path: Path) -
     assert len(lines) >= 4, result.stderr
     text = result.stderr
     assert "instrument.id" in text
-    assert "watch[0].settle_seconds" in text and "bad.yaml:5" in text
-    assert "watch[0].colour" in text and "bad.yaml:6" in text
-    assert "state_dir" in text and "bad.yaml:8" in text
+    assert "watch[0].settle_seconds" in text
+    assert "bad.yaml:5" in text
+    assert "watch[0].colour" in text
+    assert "bad.yaml:6" in text
+    assert "state_dir" in text
+    assert "bad.yaml:8" in text
     assert run("check", "--config", str(config)).returncode == 2
 
 

@@ -485,6 +485,9 @@ def test_a_crashing_sender_does_not_stop_the_loop(outbox: Outbox, clock: FakeClo
         def send(self, package_id: str, body: bytes) -> Receipt:
             raise RuntimeError("bug")
 
+        def probe(self) -> tuple[bool, str]:
+            return True, "never asked"
+
         def close(self) -> None:
             pass
 

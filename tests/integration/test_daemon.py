@@ -76,9 +76,7 @@ def test_slow_write_gives_one_complete_package(harness: Harness, corpus: Path) -
     assert request.headers["user-agent"].startswith("acqharvest/")
 
 
-def test_dicom_series_written_file_by_file_is_one_package(
-    harness: Harness, corpus: Path
-) -> None:
+def test_dicom_series_written_file_by_file_is_one_package(harness: Harness, corpus: Path) -> None:
     instances = series_instances(corpus, 4)
     folder = harness.watch / "bob" / "mri"
     folder.mkdir(parents=True)
@@ -172,9 +170,7 @@ def test_endpoint_down_then_up_receives_everything(
     assert len(endpoint.unique) == 3
 
 
-def test_files_written_while_stopped_are_harvested_at_start(
-    harness: Harness, corpus: Path
-) -> None:
+def test_files_written_while_stopped_are_harvested_at_start(harness: Harness, corpus: Path) -> None:
     harness.start()
     assert harness.stop() == 0
     shutil.copyfile(corpus / OME, harness.watch / "while-down.ome.tif")
