@@ -91,7 +91,7 @@ def _run(args: argparse.Namespace) -> int:
     if settings is None:
         return EXIT_CONFIG
     from acqharvest.config import is_embedded_default
-    from acqharvest.runtime import Daemon
+    from acqharvest.runtime import Daemon, log_file_of
 
     if is_embedded_default(settings):
         for folder in (settings.watch[0].path, settings.endpoint.path):
@@ -103,8 +103,7 @@ def _run(args: argparse.Namespace) -> int:
             "Ctrl-C stops.",
             file=sys.stderr,
         )
-    log_file = settings.log.file or settings.state_dir / "acqharvest.log"
-    logs.configure(settings.log.level, settings.log.format, log_file)
+    logs.configure(settings.log.level, settings.log.format, log_file_of(settings))
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -114,8 +113,7 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        daemon = Daemon(settings)
-        report = daemon.run(stop, once=args.once)
+        report = Daemon(settings, once=args.once).run(stop)
     except Exception as error:  # noqa: BLE001 - report any start-up failure in one clear line
         print(f"acqharvest: cannot run: {error}", file=sys.stderr)
         return EXIT_FAILED

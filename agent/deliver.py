@@ -405,6 +405,8 @@ class Deliverer:
         self._idle_wait = idle_wait
         #: next attempt time (in ``clock``) of every pending package this deliverer knows.
         self._due: dict[str, float] = {}
+        #: every package this deliverer has tried to send, whatever the outcome.
+        self.attempted: set[str] = set()
 
     def next_attempt_at(self, package_id: str) -> float | None:
         """When the package is next tried, in the injected clock; None if not scheduled."""
@@ -434,6 +436,7 @@ class Deliverer:
         return max(0.0, min(min(self._due.values()) - self._clock(), self._idle_wait))
 
     def _deliver(self, package_id: str) -> None:
+        self.attempted.add(package_id)
         try:
             body = self._outbox.body(package_id)
         # The outbox raises its own OutboxError, which this stage may not import.

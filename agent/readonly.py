@@ -111,6 +111,9 @@ class _CountingFile:
     def __init__(self, handle: BinaryIO, reader: FileReader) -> None:
         self._handle = handle
         self._reader = reader
+        # Bound once: header parsers call these per element, __getattr__ would run each time.
+        self.seek = handle.seek
+        self.tell = handle.tell
 
     def read(self, size: int = -1) -> bytes:
         data = self._handle.read(size)

@@ -8,17 +8,21 @@ drains the outbox; watchdog's observer threads feed events through a bounded que
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import math
 import multiprocessing
 import os
 import queue
 import secrets
+import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from acqharvest import logs, workers
 from acqharvest.deidentify import Deidentifier
@@ -47,8 +51,19 @@ from acqharvest.watch import Watcher, file_identity
 log = logs.get_logger("acqharvest.runtime")
 
 T = TypeVar("T")
+A = TypeVar("A")
+R = TypeVar("R")
 _EVENT_QUEUE_SIZE = 100_000
 _IDLE_WAIT = 0.5
+#: packages spooled with one fsync round; small enough that delivery starts early.
+_SPOOL_BATCH = 16
+#: files per probe task and acquisitions per extraction task sent to a worker
+_PROBE_BATCH = 32
+_EXTRACT_BATCH = 4
+
+
+def log_file_of(settings: Settings) -> Path:
+    return settings.log.file or settings.state_dir / "acqharvest.log"
 
 
 def state_paths(settings: Settings) -> tuple[Path, Path, Path]:
@@ -73,25 +88,48 @@ def installation_secret(path: Path) -> bytes:
 class _Pool:
     """Worker processes for probing and extraction, or the calling thread when workers is 0."""
 
-    def __init__(self, count: int) -> None:
-        self._executor: cf.Executor | None = None
-        if count > 0:
-            # spawn, not fork: watchdog threads are running and fork would copy their locks.
-            self._executor = cf.ProcessPoolExecutor(
-                max_workers=count,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=workers.init_worker,
-            )
+    def __init__(self, count: int, setup: workers.WorkerSetup) -> None:
+        self._count = count
+        self._setup = setup
+        self._executor: cf.ProcessPoolExecutor | None = None
+        if count == 0:
+            workers.init_worker(replace(setup, log=None))
+        else:
+            self._start()
 
-    def map(self, function: Callable[..., T], items: list[Any]) -> list[T]:
-        if self._executor is None or len(items) < 2:
-            return [function(item) for item in items]
-        chunk = max(1, len(items) // 16)
-        return list(self._executor.map(function, items, chunksize=chunk))
+    def _start(self) -> None:
+        # spawn, not fork: watchdog threads are running and fork would copy their locks.
+        self._executor = cf.ProcessPoolExecutor(
+            max_workers=self._count,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=workers.init_worker,
+            initargs=(self._setup,),
+        )
+        # Start the workers now: their imports then overlap the start-up scan.
+        for _ in range(self._count):
+            self._executor.submit(os.getpid)
+
+    def submit(self, function: Callable[[list[Any]], list[T]], batch: list[Any]) -> Future[list[T]]:
+        if self._executor is None:
+            future: Future[list[T]] = Future()
+            future.set_result(function(batch))
+            return future
+        return self._executor.submit(function, batch)
+
+    def restart(self) -> None:
+        """After a worker died (a crashing adapter): a fresh pool for the work that remains."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._start()
 
     def shutdown(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _batches(items: list[T], size: int) -> Iterator[list[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 @dataclass
@@ -106,27 +144,37 @@ class RunReport:
 
 
 class Daemon:
-    """Watches, settles, groups, extracts, packages and delivers until told to stop."""
+    """Watches, settles, groups, extracts, packages and delivers until told to stop.
 
-    def __init__(self, settings: Settings) -> None:
+    With ``once``, it harvests what is in the folders now, delivers, and returns.
+    """
+
+    def __init__(self, settings: Settings, *, once: bool = False) -> None:
         self.settings = settings
+        self.once = once
         outbox_dir, db_path, secret_path = state_paths(settings)
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.outbox = Outbox.open(outbox_dir)
         self.state = State.open(db_path)
         self.deidentifier = Deidentifier(settings.deidentify, installation_secret(secret_path))
         self.instrument = instrument_block(settings.instrument)
+        self._host = socket.gethostname()
         self._folders = {ws.path: ws for ws in settings.watch}
-        self._events: queue.Queue[FileSeen | FileGone] = queue.Queue(_EVENT_QUEUE_SIZE)
+        #: watch events, plus None as a wake-up when work comes back from a worker
+        self._events: queue.Queue[FileSeen | FileGone | None] = queue.Queue(_EVENT_QUEUE_SIZE)
         self.settler = Settler(lambda root: self._folder(root).settle_seconds)
         self.grouper = Grouper(
-            self._quiet_seconds, lambda root: self._folder(root).group_timeout_seconds
+            # In a one-shot run nothing more will arrive: groups wait for the end instead.
+            (lambda _: math.inf) if once else self._quiet_seconds,
+            (lambda _: math.inf) if once else self._group_timeout,
         )
         self.watcher = Watcher(settings.watch, self._enqueue)
         #: set when an event had to be dropped: the next loop turn rescans instead.
         self._rescan_now = threading.Event()
         self.report = RunReport()
         self._wake_delivery = threading.Event()
+        self._probing: list[tuple[Future[list[workers.ProbeOutcome]], list[FileSettled]]] = []
+        self._extracting: list[tuple[Future[list[workers.ExtractOutcome]], list[Acquisition]]] = []
 
     # ------------------------------------------------------------------ configuration views
     def _folder(self, root: Path) -> WatchSettings:
@@ -137,15 +185,25 @@ class Daemon:
         quiet = folder.group_quiet_seconds
         return folder.settle_seconds if quiet is None else quiet
 
-    # ------------------------------------------------------------------ entry points
-    def run(self, stop: threading.Event, *, once: bool = False) -> RunReport:
+    def _group_timeout(self, root: Path) -> float:
+        return self._folder(root).group_timeout_seconds
+
+    # ------------------------------------------------------------------ entry point
+    def run(self, stop: threading.Event) -> RunReport:
         """Run until ``stop`` is set (or, with ``once``, until what is there now is done)."""
-        pool = _Pool(self.settings.workers)
+        setup = workers.WorkerSetup(
+            log=self.settings.log,
+            log_file=log_file_of(self.settings),
+            adapters_by_root={ws.path: ws.adapters for ws in self.settings.watch},
+        )
+        pool = _Pool(self.settings.workers, setup)
         sender = build_sender(self.settings.endpoint)
         deliverer = Deliverer(
             self.outbox, sender, max_backoff=self.settings.endpoint.max_backoff_seconds
         )
-        delivery: threading.Thread | None = None
+        delivery = threading.Thread(
+            target=self._deliver_loop, args=(deliverer, stop), name="acqharvest-deliver"
+        )
         rejected_before = len(self.outbox.rejected())
         log.info(
             "daemon_started",
@@ -153,26 +211,23 @@ class Daemon:
             folders=[str(ws.path) for ws in self.settings.watch],
             endpoint=_label(self.settings),
             state_dir=str(self.settings.state_dir),
-            once=once,
+            once=self.once,
         )
         try:
-            if not once:
+            if not self.once:
                 self.watcher.start()
-                delivery = threading.Thread(
-                    target=self._deliver_loop, args=(deliverer, stop), name="acqharvest-deliver"
-                )
-                delivery.start()
+            delivery.start()
             self._scan(self.watcher.scan())
-            if once:
-                self._harvest_until_idle(pool)
-                self._deliver_once(deliverer)
+            if self.once:
+                self._harvest_until_idle(pool, stop)
+                self._wait_for_attempts(deliverer, stop)
             else:
                 self._harvest_loop(pool, stop)
         finally:
             stop.set()
             self._wake_delivery.set()
             self.watcher.stop()
-            if delivery is not None:
+            if delivery.is_alive():
                 delivery.join()
             sender.close()
             pool.shutdown()
@@ -197,6 +252,10 @@ class Daemon:
                 log.warning("event_queue_full", path=str(event.path), action="rescan")
             self._rescan_now.set()
 
+    def _wake(self, _: object) -> None:
+        with contextlib.suppress(queue.Full):
+            self._events.put_nowait(None)
+
     # ------------------------------------------------------------------ harvest loop
     def _harvest_loop(self, pool: _Pool, stop: threading.Event) -> None:
         next_rescan = time.monotonic() + self.settings.rescan_seconds
@@ -210,18 +269,23 @@ class Daemon:
                 self._scan(self.watcher.scan())
                 next_rescan = time.monotonic() + self.settings.rescan_seconds
 
-    def _harvest_until_idle(self, pool: _Pool) -> None:
+    def _harvest_until_idle(self, pool: _Pool, stop: threading.Event) -> None:
         # Files still changing (or empty) after two full windows are left for the next run.
         longest = max(ws.settle_seconds for ws in self.settings.watch)
         deadline = time.monotonic() + 2 * longest + _IDLE_WAIT
-        while self.settler.tracked and time.monotonic() < deadline:
+        while not stop.is_set():
             self._step(pool, time.time())
-            wait = self.settler.next_due(time.time())
-            time.sleep(min(max(wait or 0.0, 0.01), _IDLE_WAIT))
+            settling = self.settler.tracked and time.monotonic() < deadline
+            if not settling and not self._probing:
+                break
+            self._drain_events(self._wait_time())
         if self.settler.tracked:
             log.warning("files_not_settled", count=self.settler.tracked, action="next run")
         # Nothing else is coming in this run: release every group, complete or not.
-        self._package(pool, self.grouper.ready(math.inf))
+        self._extract(pool, self.grouper.ready(math.inf))
+        while self._extracting and not stop.is_set():
+            self._drain_events(_IDLE_WAIT)
+            self._collect(pool, time.time())
 
     def _wait_time(self) -> float:
         now = time.time()
@@ -242,7 +306,9 @@ class Daemon:
             except queue.Empty:
                 return
 
-    def _take(self, event: FileSeen | FileGone) -> None:
+    def _take(self, event: FileSeen | FileGone | None) -> None:
+        if event is None:
+            return  # a wake-up: finished work is collected by the next step
         if isinstance(event, FileGone):
             self.settler.forget(event.path)
             self.grouper.remove(event.path)
@@ -255,55 +321,105 @@ class Daemon:
             self._take(event)
 
     def _step(self, pool: _Pool, now: float) -> None:
-        settled = self.settler.tick(now, _stat)
-        if settled:
-            self._probe(pool, settled, now)
-        self._package(pool, self.grouper.ready(now))
+        """Hand settled files to the workers, collect what they finished, release groups."""
+        for batch in _batches(self.settler.tick(now, _stat), _PROBE_BATCH):
+            self._submit(pool, self._probing, workers.probe_many, batch)
+        self._collect(pool, now)
+        self._extract(pool, self.grouper.ready(now))
 
-    def _probe(self, pool: _Pool, settled: list[FileSettled], now: float) -> None:
-        for result in pool.map(workers.probe, settled):
-            if isinstance(result, ProbedFile):
-                self.grouper.add(result, now)
-                continue
-            path = result.settled.path
-            if result.changed:
-                seen = _stat(path, result.settled.root)
-                if seen is not None:
-                    self.settler.observe(seen)
-                continue
-            log.error("file_unreadable", path=str(path), reason=result.reason)
-            self.report.failures.append(result.reason)
-            self.state.record_failure(
-                path, result.settled.size, result.settled.mtime_ns, result.reason
-            )
-
-    def _package(self, pool: _Pool, ready: list[Acquisition]) -> None:
-        if not ready:
-            return
+    def _extract(self, pool: _Pool, ready: list[Acquisition]) -> None:
         merged = [self._with_earlier_members(acquisition) for acquisition in ready]
+        for batch in _batches(merged, _EXTRACT_BATCH):
+            self._submit(pool, self._extracting, workers.extract_many, batch)
+
+    def _submit(
+        self,
+        pool: _Pool,
+        in_flight: list[tuple[Future[list[R]], list[A]]],
+        function: Callable[[list[A]], list[R]],
+        batch: list[A],
+    ) -> None:
+        future = pool.submit(function, batch)
+        future.add_done_callback(self._wake)
+        in_flight.append((future, batch))
+
+    def _collect(self, pool: _Pool, now: float) -> None:
+        """Take every finished worker task; a batch whose worker died is retried file by file."""
+        for probed in self._finished(pool, self._probing, workers.probe_many):
+            for result in probed:
+                self._probed(result, now)
         packages: list[tuple[Package, Acquisition]] = []
-        for result in pool.map(workers.extract_acquisition, merged):
-            if isinstance(result, ExtractionFailure):
-                self._fail(result)
-                continue
-            packages.append((self._build(result), result.acquisition))
-        if not packages:
+        for extracted in self._finished(pool, self._extracting, workers.extract_many):
+            for extraction in extracted:
+                if isinstance(extraction, ExtractionFailure):
+                    self._fail(extraction)
+                else:
+                    packages.append((self._build(extraction), extraction.acquisition))
+        for batch in _batches(packages, _SPOOL_BATCH):
+            self._spool(batch)
+
+    def _finished(
+        self,
+        pool: _Pool,
+        in_flight: list[tuple[Future[list[R]], list[A]]],
+        function: Callable[[list[A]], list[R]],
+    ) -> list[list[R]]:
+        done = [(future, batch) for future, batch in in_flight if future.done()]
+        in_flight[:] = [(future, batch) for future, batch in in_flight if not future.done()]
+        results: list[list[R]] = []
+        for future, batch in done:
+            try:
+                results.append(future.result())
+            except BrokenProcessPool:
+                pool.restart()
+                if len(batch) == 1:
+                    results.append([self._crashed(function, batch[0])])
+                else:
+                    for item in batch:
+                        self._submit(pool, in_flight, function, [item])
+        return results
+
+    def _crashed(self, function: Callable[[list[A]], list[R]], item: A) -> R:
+        """The outcome for the one item a worker process died on: a failure naming it."""
+        reason = "a worker process died while reading this file"
+        if function is workers.probe_many:
+            assert isinstance(item, FileSettled)
+            return cast(R, workers.ProbeFailure(item, f"{item.path}: {reason}"))
+        assert isinstance(item, Acquisition)
+        primary = item.primary.settled.path
+        return cast(R, ExtractionFailure(item, item.adapter, primary, f"{primary}: {reason}"))
+
+    def _probed(self, result: workers.ProbeOutcome, now: float) -> None:
+        if isinstance(result, ProbedFile):
+            self.grouper.add(result, now)
             return
-        self.outbox.spool([package for package, _ in packages])
+        path = result.settled.path
+        if result.changed:
+            seen = _stat(path, result.settled.root)
+            if seen is not None:
+                self.settler.observe(seen)
+            return
+        log.error("file_unreadable", path=str(path), reason=result.reason)
+        self.report.failures.append(result.reason)
+        self.state.record_failure(path, result.settled.size, result.settled.mtime_ns, result.reason)
+
+    def _spool(self, batch: list[tuple[Package, Acquisition]]) -> None:
+        """One fsync round for many packages; delivery starts on them at once."""
+        self.outbox.spool([package for package, _ in batch])
         self.state.record_packages(
             (package.acquisition_key, package.package_id, acquisition.adapter, acquisition.members)
-            for package, acquisition in packages
+            for package, acquisition in batch
         )
-        for package, acquisition in packages:
+        for package, acquisition in batch:
             log.info(
-                "package_spooled",
+                "acquisition_packaged",
                 package_id=package.package_id,
                 adapter=acquisition.adapter,
                 path=relative_path(acquisition.primary.settled.path, acquisition.root),
                 files=len(acquisition.members),
                 complete=acquisition.complete,
             )
-        self.report.packaged += len(packages)
+        self.report.packaged += len(batch)
         self._wake_delivery.set()
 
     def _with_earlier_members(self, acquisition: Acquisition) -> Acquisition:
@@ -354,6 +470,7 @@ class Daemon:
             acquisition_fields=path_fields(folder.path_template, primary),
             replaces=previous if previous not in (None, new_id) else None,
             created=time.time(),
+            host=self._host,
         )
 
     def _fail(self, failure: ExtractionFailure) -> None:
@@ -379,15 +496,14 @@ class Daemon:
             self._wake_delivery.wait(wait)
             self._wake_delivery.clear()
 
-    def _deliver_once(self, deliverer: Deliverer) -> None:
-        """Send every pending package once; what the endpoint did not confirm stays pending."""
-        attempted: set[str] = set()
-        while True:
-            due = [pid for pid in self.outbox.pending() if pid not in attempted]
-            if not due:
+    def _wait_for_attempts(self, deliverer: Deliverer, stop: threading.Event) -> None:
+        """``run --once``: wait until every pending package was tried at least once."""
+        self._wake_delivery.set()
+        while not stop.is_set():
+            untried = [pid for pid in self.outbox.pending() if pid not in deliverer.attempted]
+            if not untried:
                 return
-            attempted.update(due)
-            deliverer.step()
+            stop.wait(0.05)
 
 
 def _stat(path: Path, root: Path) -> FileSeen | None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import os
+import re
 import stat
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -45,12 +47,26 @@ def matches(relpath: str, include: Sequence[str], exclude: Sequence[str]) -> boo
     match any parent folder, by name or by path, so excluding ``.git`` excludes its files.
     """
     name = relpath.rsplit("/", 1)[-1]
-    if not any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(relpath, p) for p in include):
+    included = _compiled(tuple(include))
+    if not (included.match(name) or included.match(relpath)):
         return False
+    if not exclude:
+        return True
+    excluded = _compiled(tuple(exclude))
     parts = relpath.split("/")
     candidates = {name, relpath, *parts[:-1]}
     candidates.update("/".join(parts[:i]) for i in range(1, len(parts)))
-    return not any(fnmatch.fnmatch(c, p) for c in candidates for p in exclude)
+    return not any(excluded.match(candidate) for candidate in candidates)
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """All patterns as one regex: scans test every file, so this runs millions of times."""
+    if not patterns:
+        return re.compile(r"(?!)")
+    # Windows file names are case-insensitive, as fnmatch.fnmatch treats them there.
+    flags = re.IGNORECASE if os.name == "nt" else 0
+    return re.compile("|".join(fnmatch.translate(p) for p in patterns), flags)
 
 
 def _relpath(path: str, root: Path) -> str | None:

@@ -8,29 +8,58 @@ registry once; the functions here take and return only picklable model objects.
 from __future__ import annotations
 
 import os
-from collections.abc import Collection
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
+from acqharvest import logs
 from acqharvest.adapter_api import HEAD_BYTES, FileProbe
 from acqharvest.extract import extract
-from acqharvest.model import Acquisition, Extraction, ExtractionFailure, FileSettled, ProbedFile
+from acqharvest.model import (
+    Acquisition,
+    Extraction,
+    ExtractionFailure,
+    FileSettled,
+    LogSettings,
+    ProbedFile,
+)
 from acqharvest.readonly import FileReader
 from acqharvest.registry import Registry, load_registry
 
+
+@dataclass(frozen=True, slots=True)
+class WorkerSetup:
+    """What every worker needs to know: logging, and which adapters each folder allows."""
+
+    log: LogSettings | None = None
+    log_file: Path | None = None
+    #: watch root -> adapter names allowed there (empty: all).
+    adapters_by_root: Mapping[Path, tuple[str, ...]] | None = None
+
+
 _registry: Registry | None = None
+_setup = WorkerSetup()
 
 
-def init_worker(enabled: Collection[str] | None = None) -> None:
-    """Process initializer: load the adapters once per worker."""
-    global _registry
-    _registry = load_registry(enabled)
+def init_worker(setup: WorkerSetup) -> None:
+    """Process initializer (also called in-process when workers is 0)."""
+    global _registry, _setup  # per-process state, set once at start
+    _setup = setup
+    if setup.log is not None:
+        # A worker process: JSON into the shared log file; the console is the parent's.
+        logs.configure(setup.log.level, "json", setup.log_file, stream=_devnull())
+    _registry = load_registry()
+
+
+def _devnull() -> TextIO:
+    return open(os.devnull, "w", encoding="utf-8")  # lives as long as the worker
 
 
 def _current_registry() -> Registry:
+    global _registry  # loaded lazily for one-shot commands
     if _registry is None:
-        init_worker()
-    assert _registry is not None
+        _registry = load_registry()
     return _registry
 
 
@@ -44,10 +73,11 @@ class ProbeFailure:
     changed: bool = False
 
 
-def probe(settled: FileSettled, allowed: tuple[str, ...] = ()) -> ProbedFile | ProbeFailure:
+def probe(settled: FileSettled) -> ProbedFile | ProbeFailure:
     """Head bytes, adapter claim and sha256 of one settled file."""
     reader = FileReader()
     path = settled.path
+    allowed = (_setup.adapters_by_root or {}).get(settled.root, ())
     try:
         head = reader.head(path, HEAD_BYTES)
         found = _current_registry().claim(FileProbe(path, settled.size, head), reader, allowed)
@@ -88,13 +118,14 @@ def extract_acquisition(acquisition: Acquisition) -> Extraction | ExtractionFail
     return extract(acquisition, adapter, FileReader())
 
 
-def probe_paths(paths: Collection[Path]) -> list[ProbedFile | ProbeFailure]:
-    """Probe files given on the command line (no settling: they are taken as complete)."""
-    results: list[ProbedFile | ProbeFailure] = []
-    for path in paths:
-        st = os.stat(path)
-        settled = FileSettled(
-            path, path.parent, st.st_size, st.st_mtime_ns, f"{st.st_dev}:{st.st_ino}"
-        )
-        results.append(probe(settled))
-    return results
+ProbeOutcome = ProbedFile | ProbeFailure
+ExtractOutcome = Extraction | ExtractionFailure
+
+
+def probe_many(batch: list[FileSettled]) -> list[ProbeOutcome]:
+    """``probe`` over a batch: one round trip to a worker process for many small files."""
+    return [probe(settled) for settled in batch]
+
+
+def extract_many(batch: list[Acquisition]) -> list[ExtractOutcome]:
+    return [extract_acquisition(acquisition) for acquisition in batch]

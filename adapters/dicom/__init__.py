@@ -48,6 +48,7 @@ from acqharvest.adapter_api import (
 )
 from acqharvest.adapters.dicom.reader import (
     Header,
+    Undecided,
     dataset_json,
     first_item,
     has_preamble,
@@ -56,6 +57,7 @@ from acqharvest.adapters.dicom.reader import (
     read_series_uid,
     rfc3339,
     rfc3339_dt,
+    series_uid_in_head,
     value,
 )
 
@@ -127,12 +129,15 @@ class DicomAdapter:
         if not (has_preamble(probe.head) or looks_headless(probe.head)):
             return None
         uid: str | None = None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                uid = read_series_uid(probe.path, reader)
-            except Exception:  # noqa: BLE001 - pydicom raises many types on bad input; extract reports it
-                uid = None
+        try:
+            uid = series_uid_in_head(probe.head)
+        except Undecided:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    uid = read_series_uid(probe.path, reader)
+                except Exception:  # noqa: BLE001 - pydicom raises many types on bad input; extract reports it
+                    uid = None
         if uid is None:
             return Claim(group_key=f"dicom:file:{probe.path}", role="primary", confidence=0.9)
         return Claim(group_key=f"dicom:{uid}", role="member", confidence=0.9, collects=True)

@@ -162,7 +162,7 @@ def test_endpoint_down_then_up_receives_everything(
     harness.start()
     for index, source in enumerate([OME, MR, "tiff-vendor/zeiss-lsm/test.lsm"]):
         shutil.copyfile(corpus / source, harness.watch / f"{index}_{Path(source).name}")
-    assert harness.wait_log("package_spooled", count=3, timeout=30), harness.output()
+    assert harness.wait_log("acquisition_packaged", count=3, timeout=30), harness.output()
     assert harness.wait_log("delivery_failed", timeout=15), harness.output()
     endpoint.start()
     assert endpoint.wait_for(3, timeout=30), harness.output()
