@@ -6,7 +6,6 @@ No threads and no sleeps here: the runtime calls ``Deliverer.step()`` in its own
 
 from __future__ import annotations
 
-import contextlib
 import email.utils
 import ipaddress
 import json
@@ -26,6 +25,7 @@ import httpx
 import structlog
 
 from acqharvest import __version__, logs
+from acqharvest.durable import fsync_dir, replace_durably
 from acqharvest.model import EndpointSettings, Receipt
 
 #: response text kept in a rejection reason or a retry detail.
@@ -319,16 +319,6 @@ class HttpSender:
         self._client.close()
 
 
-def _fsync_dir(path: Path) -> None:
-    if os.name == "nt":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class DirectorySender:
     """Delivers by writing ``<package_id>.json`` atomically into a folder (a share, a drop box)."""
 
@@ -343,15 +333,9 @@ class DirectorySender:
         tmp = self.path / f".{package_id}.{secrets.token_hex(4)}.tmp"
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "xb") as handle:
-                handle.write(body)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-            _fsync_dir(self.path)
+            replace_durably(tmp, target, body)
+            fsync_dir(self.path)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             return Receipt(package_id, "retry", None, f"cannot write {target}: {exc}")
         return Receipt(package_id, "confirmed", None, f"written to {target}")
 

@@ -80,6 +80,7 @@ from typing import Any, Literal
 
 import structlog
 
+from acqharvest.durable import fsync_dir
 from acqharvest.model import Package
 
 OutboxState = Literal["pending", "delivered", "rejected"]
@@ -139,17 +140,6 @@ def _now_rfc3339() -> str:
 def _check_id(package_id: str) -> None:
     if not _ID.fullmatch(package_id) or package_id.endswith(".reason"):
         raise OutboxError(f"invalid package_id {package_id!r}: not a safe file name")
-
-
-def _fsync_dir(path: Path) -> None:
-    # Windows cannot open a directory for fsync; NTFS journals the rename metadata itself.
-    if os.name == "nt":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _unlink_quietly(path: Path) -> None:
@@ -223,7 +213,7 @@ class Outbox:
         for record in self._attempts_dir.iterdir():
             if not (self._pending / record.name).exists():
                 record.unlink()
-        _fsync_dir(self._pending)
+        fsync_dir(self._pending)
         if discarded or moved or removed:
             log.info(
                 "outbox_recovered",
@@ -341,7 +331,7 @@ class Outbox:
                 os.replace(path, self._pending / f"{package_id}.json")
                 self._stamps[f"{package_id}.json"] = stamp
                 spooled.append(package_id)
-            _fsync_dir(self._pending)
+            fsync_dir(self._pending)
         except OSError as exc:
             for _, path, _ in written:
                 _unlink_quietly(path)
@@ -361,10 +351,10 @@ class Outbox:
         }
         try:
             self._write_record(self._delivered, f"{package_id}.json", receipt)
-            _fsync_dir(self._delivered)
+            fsync_dir(self._delivered)
             _unlink_quietly(self._pending / f"{package_id}.json")
             self._forget_attempts(package_id)
-            _fsync_dir(self._pending)
+            fsync_dir(self._pending)
         except OSError as exc:
             raise OutboxError(f"cannot record delivery in {self._delivered}: {exc}") from exc
         self._stamps.pop(f"{package_id}.json", None)
@@ -384,8 +374,8 @@ class Outbox:
             self._write_record(self._rejected, package_id + _REASON_SUFFIX, reason)
             os.replace(self._pending / f"{package_id}.json", self._rejected / f"{package_id}.json")
             self._forget_attempts(package_id)
-            _fsync_dir(self._rejected)
-            _fsync_dir(self._pending)
+            fsync_dir(self._rejected)
+            fsync_dir(self._pending)
         except OSError as exc:
             raise OutboxError(f"cannot move {package_id} into {self._rejected}: {exc}") from exc
         self._stamps.pop(f"{package_id}.json", None)
@@ -400,9 +390,9 @@ class Outbox:
         try:
             os.utime(source, ns=(stamp, stamp))
             os.replace(source, self._pending / f"{package_id}.json")
-            _fsync_dir(self._pending)
+            fsync_dir(self._pending)
             _unlink_quietly(self._rejected / (package_id + _REASON_SUFFIX))
-            _fsync_dir(self._rejected)
+            fsync_dir(self._rejected)
         except OSError as exc:
             raise OutboxError(f"cannot move {package_id} back into {self._pending}: {exc}") from exc
         self._stamps[f"{package_id}.json"] = stamp

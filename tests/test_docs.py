@@ -150,3 +150,60 @@ def _example_keys(text: str) -> Iterator[tuple[str, bool, Any]]:
 
 def _indent(line: str) -> int:
     return len(line) - len(line.lstrip(" "))
+
+
+# --------------------------------------------------------------------------- README
+
+
+def _readme_commands() -> list[str]:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    before_prose = readme.split("---", 1)[0]
+    return re.findall(r"```sh\n(.+?)\n```", before_prose)
+
+
+def test_readme_opens_with_the_demo_and_the_test_command() -> None:
+    demo, tests = _readme_commands()
+    assert demo.endswith("acqharvest run"), "first command: install and run the demo daemon"
+    assert "pip install" in demo
+    assert "pytest" in tests
+    assert "pip install" in tests
+
+
+def test_ci_runs_the_readmes_test_command() -> None:
+    _, tests = _readme_commands()
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    assert tests in ci
+
+
+def test_readme_documents_every_top_level_config_key_and_command() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for key in json_schema()["properties"]:
+        assert f"`{key}" in readme, f"README's configuration table lacks {key}"
+    for command in ("run", "run --once", "extract", "check", "status", "adapters"):
+        assert f"`acqharvest {command}" in readme, f"README's command table lacks {command}"
+
+
+def test_every_builtin_adapter_has_a_readme_with_the_required_sections() -> None:
+    for folder in sorted((REPO / "adapters").iterdir()):
+        if not (folder / "__init__.py").is_file():
+            continue
+        text = (folder / "README.md").read_text(encoding="utf-8")
+        for section in ("## Formats and variants", "## Fields", "## Limitations"):
+            assert section in text, f"adapters/{folder.name}/README.md lacks {section}"
+
+
+def test_readme_http_contract_names_the_headers_the_sender_sends(endpoint: Any) -> None:
+    """The documented request headers are the ones a real endpoint receives."""
+    from acqharvest.deliver import HttpSender
+    from acqharvest.model import EndpointSettings
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    sender = HttpSender(EndpointSettings(type="http", url=endpoint.url), "t0ken")
+    try:
+        assert sender.send("a" * 64, b"{}").outcome == "confirmed"
+    finally:
+        sender.close()
+    (request,) = endpoint.received
+    for header in ("Content-Type", "Idempotency-Key", "Authorization", "User-Agent"):
+        assert header.lower() in request.headers
+        assert f"{header}: " in readme

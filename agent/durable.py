@@ -1,0 +1,40 @@
+"""Crash-safe writes in acqharvest's own folders (state dir, directory endpoint).
+
+Never used on instrument folders: those are only ever read, through ``readonly``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable (POSIX)."""
+    # Windows cannot open a directory for fsync; NTFS journals the rename metadata itself.
+    if os.name == "nt":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_durably(tmp: Path, target: Path, data: bytes) -> None:
+    """Write ``data`` to the new file ``tmp``, fsync it, then rename it over ``target``.
+
+    Readers see the old file or the whole new one, never a part; ``tmp`` is removed on
+    failure. The caller fsyncs the folder (once for many files, when it batches).
+    """
+    try:
+        with open(tmp, "xb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
