@@ -43,6 +43,13 @@ def rfc3339(seconds: float) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
+def rfc3339_ns(nanoseconds: int) -> str:
+    """A file mtime in nanoseconds, truncated (never rounded up) to microseconds."""
+    seconds, remainder = divmod(nanoseconds, 1_000_000_000)
+    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+    return moment.replace(microsecond=remainder // 1000).isoformat().replace("+00:00", "Z")
+
+
 def build_package(
     extraction: Extraction,
     deidentified: Deidentified,
@@ -84,7 +91,7 @@ def build_package(
                 "path": relative_path(member.settled.path, acquisition.root),
                 "size": member.settled.size,
                 "sha256": member.sha256,
-                "modified": rfc3339(member.settled.mtime_ns / 1e9),
+                "modified": rfc3339_ns(member.settled.mtime_ns),
             }
             for member in acquisition.members
         ],

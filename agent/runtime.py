@@ -41,7 +41,7 @@ from acqharvest.model import (
     Settings,
     WatchSettings,
 )
-from acqharvest.outbox import Outbox
+from acqharvest.outbox import Outbox, OutboxError
 from acqharvest.package import build_package, package_id, relative_path
 from acqharvest.package import rfc3339 as package_rfc3339
 from acqharvest.settle import Settler
@@ -55,6 +55,8 @@ A = TypeVar("A")
 R = TypeVar("R")
 _EVENT_QUEUE_SIZE = 100_000
 _IDLE_WAIT = 0.5
+#: how long a stop waits for a send in progress before leaving it to the next start
+_STOP_DELIVERY_SECONDS = 5.0
 #: packages spooled with one fsync round; small enough that delivery starts early.
 _SPOOL_BATCH = 16
 #: files per probe task and acquisitions per extraction task sent to a worker
@@ -201,8 +203,13 @@ class Daemon:
         deliverer = Deliverer(
             self.outbox, sender, max_backoff=self.settings.endpoint.max_backoff_seconds
         )
+        # A daemon thread: a POST hanging on a dead endpoint must not hold up a stop; the
+        # package it carried stays pending and is sent again at the next start.
         delivery = threading.Thread(
-            target=self._deliver_loop, args=(deliverer, stop), name="acqharvest-deliver"
+            target=self._deliver_loop,
+            args=(deliverer, stop),
+            name="acqharvest-deliver",
+            daemon=True,
         )
         rejected_before = len(self.outbox.rejected())
         log.info(
@@ -228,8 +235,9 @@ class Daemon:
             self._wake_delivery.set()
             self.watcher.stop()
             if delivery.is_alive():
-                delivery.join()
-            sender.close()
+                delivery.join(timeout=_STOP_DELIVERY_SECONDS)
+            if not delivery.is_alive():
+                sender.close()
             pool.shutdown()
             self.report.undelivered = len(self.outbox.pending())
             self.report.rejected = len(self.outbox.rejected()) - rejected_before
@@ -261,7 +269,14 @@ class Daemon:
         next_rescan = time.monotonic() + self.settings.rescan_seconds
         while not stop.is_set():
             self._drain_events(self._wait_time())
-            self._step(pool, time.time())
+            try:
+                self._step(pool, time.time())
+            except Exception as error:  # the daemon outlives any one bad turn
+                # Nothing is lost: files are marked done only after their package is on
+                # disk, so the next scan picks up whatever this turn dropped.
+                log.exception("harvest_step_failed", error=str(error))
+                self._rescan_now.set()
+                stop.wait(_IDLE_WAIT)
             if time.monotonic() >= next_rescan or self._rescan_now.is_set():
                 self._rescan_now.clear()
                 for root in self.watcher.restart_dead():
@@ -405,7 +420,13 @@ class Daemon:
 
     def _spool(self, batch: list[tuple[Package, Acquisition]]) -> None:
         """One fsync round for many packages; delivery starts on them at once."""
-        self.outbox.spool([package for package, _ in batch])
+        try:
+            self.outbox.spool([package for package, _ in batch])
+        except OutboxError as error:
+            # Not recorded as harvested, so the files are packaged again on a later scan.
+            log.error("spool_failed", error=str(error), packages=len(batch))
+            self.report.failures.append(str(error))
+            return
         self.state.record_packages(
             (package.acquisition_key, package.package_id, acquisition.adapter, acquisition.members)
             for package, acquisition in batch

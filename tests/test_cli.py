@@ -10,11 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from tests.helpers import wait_until
 
 ACQHARVEST = str(Path(sys.executable).parent / "acqharvest")
+PACKAGE_SCHEMA = Path(__file__).resolve().parents[1] / "config" / "package.schema.json"
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -58,6 +60,7 @@ def test_extract_prints_packages_without_config_or_writes(corpus: Path, tmp_path
     assert result.returncode == 0, result.stderr
     (line,) = result.stdout.splitlines()
     body = json.loads(line)
+    jsonschema.validate(body, json.loads(PACKAGE_SCHEMA.read_text()))
     assert body["metadata"]["modality"] == "PT"
     assert body["harvester"]["adapter"] == "dicom"
     assert list(tmp_path.iterdir()) == [], "extract must write nothing"

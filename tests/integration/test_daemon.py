@@ -170,6 +170,26 @@ def test_endpoint_down_then_up_receives_everything(
     assert len(endpoint.unique) == 3
 
 
+def test_restart_resumes_what_the_endpoint_had_not_confirmed(
+    harness: Harness, corpus: Path, endpoint: LoopbackEndpoint
+) -> None:
+    endpoint.stop()
+    shutil.copyfile(corpus / OME, harness.watch / "queued.ome.tif")
+    harness.start()
+    assert harness.wait_log("delivery_failed", timeout=30), harness.output()
+    assert harness.stop() == 0
+    pending = list((harness.state / "outbox" / "pending").glob("*.json"))
+    assert len(pending) == 1, "the package must wait on disk while the endpoint is down"
+
+    endpoint.start()
+    harness.start()
+    assert endpoint.wait_for(1, timeout=30), harness.output()
+    assert harness.stop() == 0
+    (key,) = endpoint.unique
+    assert pending[0].name == f"{key}.json"
+    assert not list((harness.state / "outbox" / "pending").glob("*.json"))
+
+
 def test_files_written_while_stopped_are_harvested_at_start(harness: Harness, corpus: Path) -> None:
     harness.start()
     assert harness.stop() == 0
@@ -214,7 +234,14 @@ def test_run_once_exit_codes(harness: Harness, corpus: Path, endpoint: LoopbackE
     endpoint.behave("reject", text="instrument not registered")
     result = harness.run_once()
     assert result.returncode == 1
-    assert "undelivered" in result.stderr or "failed" in result.stderr
+    assert "1 rejected by the endpoint" in result.stderr
+
+    status = subprocess.run(
+        [ACQHARVEST, "status", "--config", str(harness.config)], capture_output=True, text=True
+    )
+    assert status.returncode == 0, status.stderr
+    assert "rejected 1" in status.stdout
+    assert "instrument not registered" in status.stdout
 
 
 def test_worker_processes_give_the_same_packages(harness: Harness, corpus: Path) -> None:

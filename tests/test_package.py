@@ -1,0 +1,61 @@
+"""The package document and its deterministic id."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+
+from acqharvest.model import Acquisition, Deidentified, Extraction, FileSettled, ProbedFile
+from acqharvest.package import build_package, package_id
+
+SCHEMA = json.loads(
+    (Path(__file__).resolve().parents[1] / "config" / "package.schema.json").read_text()
+)
+ROOT = Path("/instrument")
+
+
+def member(name: str, digest: str, size: int = 10) -> ProbedFile:
+    settled = FileSettled(ROOT / name, ROOT, size, 1_700_000_000_123_456_789, "1:2")
+    return ProbedFile(settled, digest, "dicom", "dicom:1.2.3", role="member", collects=True)
+
+
+def acquisition(*members: ProbedFile) -> Acquisition:
+    return Acquisition("dicom:1.2.3", "dicom", ROOT, members)
+
+
+def test_package_id_depends_on_content_not_order_or_time() -> None:
+    a, b = member("s/IM1", "a" * 64), member("s/IM2", "b" * 64)
+    assert package_id("inst", acquisition(a, b)) == package_id("inst", acquisition(b, a))
+    assert package_id("inst", acquisition(a, b)) != package_id("other", acquisition(a, b))
+    changed = member("s/IM2", "c" * 64)
+    assert package_id("inst", acquisition(a, b)) != package_id("inst", acquisition(a, changed))
+
+
+def test_built_package_matches_the_schema_and_carries_provenance() -> None:
+    acq = acquisition(member("bob/mri/IM1", "a" * 64), member("bob/mri/IM2", "b" * 64, 20))
+    extraction = Extraction(
+        acq, "dicom", "1.0.0", "DICOM", {"modality": "MR"}, {}, "2024-01-02T10:15:00", ("w",)
+    )
+    clean = Deidentified({"modality": "MR"}, {"Manufacturer": "X"}, "profile", ("opt",), 3)
+    package = build_package(
+        extraction,
+        clean,
+        instrument={"id": "urn:x", "id_type": "URN"},
+        acquisition_fields={"operator": "bob"},
+        replaces="f" * 64,
+        created=1_700_000_000.5,
+        host="scope-pc",
+    )
+    body = dict(package.body)
+    jsonschema.validate(body, SCHEMA)
+    assert body["package_id"] == package.package_id == package_id("urn:x", acq)
+    assert body["created"] == "2023-11-14T22:13:20.500000Z"
+    assert [f["path"] for f in body["files"]] == ["bob/mri/IM1", "bob/mri/IM2"]
+    assert body["files"][0]["modified"].startswith("2023-11-14T22:13:20.123456")
+    assert body["acquisition"] == {"format": "DICOM", "complete": True, "operator": "bob"}
+    assert body["harvester"]["host"] == "scope-pc"
+    assert body["replaces"] == "f" * 64
+    assert body["provenance"]["deidentification"]["removed"] == 3
+    assert body["provenance"]["warnings"] == ["w"]
