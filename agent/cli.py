@@ -54,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     with_config(check)
     status = commands.add_parser("status", help="show the outbox by state and the last errors")
     with_config(status)
+    retry = commands.add_parser(
+        "retry", help="send rejected packages again (after the endpoint was fixed)"
+    )
+    with_config(retry)
+    retry.add_argument("package_ids", nargs="*", metavar="PACKAGE_ID")
+    retry.add_argument("--all", action="store_true", help="every rejected package")
     commands.add_parser("adapters", help="list installed adapters and load errors")
     config = commands.add_parser("config", help="print the config's JSON Schema")
     config.add_argument("what", choices=["schema"])
@@ -67,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "extract": _extract,
         "check": _check,
         "status": _status,
+        "retry": _retry,
         "adapters": _adapters,
         "config": _config,
     }
@@ -185,6 +192,31 @@ def _status(args: argparse.Namespace) -> int:
         for line in status.problems:
             print(f"  {line}")
     return EXIT_OK
+
+
+def _retry(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    if settings is None:
+        return EXIT_CONFIG
+    from acqharvest.outbox import Outbox, OutboxError
+    from acqharvest.runtime import state_paths
+
+    outbox = Outbox.open(state_paths(settings)[0], recover=False)
+    wanted = outbox.rejected() if args.all else args.package_ids
+    if not wanted:
+        print("nothing to retry: name package ids or pass --all", file=sys.stderr)
+        return EXIT_FAILED
+    failed = 0
+    for package_id in wanted:
+        try:
+            moved = outbox.retry_rejected(package_id)
+        except OutboxError as error:
+            moved, failed = False, failed + 1
+            print(f"{package_id}: {error}", file=sys.stderr)
+            continue
+        print(f"{package_id}: {'queued again' if moved else 'not rejected, left alone'}")
+        failed += not moved
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def _adapters(_: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pydicom
@@ -243,6 +244,17 @@ def test_run_once_exit_codes(harness: Harness, corpus: Path, endpoint: LoopbackE
     assert "rejected 1" in status.stdout
     assert "instrument not registered" in status.stdout
 
+    endpoint.behave("ok")
+    retried = subprocess.run(
+        [ACQHARVEST, "retry", "--all", "--config", str(harness.config)],
+        capture_output=True,
+        text=True,
+    )
+    assert retried.returncode == 0, retried.stderr
+    assert "queued again" in retried.stdout
+    assert harness.run_once().returncode == 0
+    assert len(endpoint.unique) == 2
+
 
 def test_worker_processes_give_the_same_packages(harness: Harness, corpus: Path) -> None:
     token_file = harness.tmp / "token"
@@ -286,3 +298,21 @@ def test_directory_endpoint_and_concurrent_writers(tmp_path: Path, corpus: Path)
         body = json.loads(path.read_text())
         validate_package(body)
         assert path.name == f"{body['package_id']}.json"
+
+
+def test_stop_does_not_wait_for_a_hung_endpoint(
+    harness: Harness, corpus: Path, endpoint: LoopbackEndpoint
+) -> None:
+    endpoint.behave("slow", seconds=120)
+    shutil.copyfile(corpus / OME, harness.watch / "hung.ome.tif")
+    harness.start()
+    assert wait_until(lambda: len(endpoint.received) >= 1, timeout=30), harness.output()
+    started = time.monotonic()
+    assert harness.stop(timeout=20) == 0
+    assert time.monotonic() - started < 15
+    assert len(list((harness.state / "outbox" / "pending").glob("*.json"))) == 1
+
+    endpoint.behave("ok")
+    harness.start()
+    assert endpoint.wait_for(1, timeout=30), harness.output()
+    assert harness.stop() == 0
