@@ -7,7 +7,6 @@ name the file, line and key path, and the embedded demo default.
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -28,6 +27,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from acqharvest.deliver import is_loopback
 from acqharvest.model import (
     DeidentifySettings,
     EndpointSettings,
@@ -246,7 +246,7 @@ class EndpointConfig(_Section):
             raise PydanticCustomError("url", "must be an http:// or https:// URL with a host name")
         if (
             parts.scheme == "http"
-            and not _is_loopback(parts.hostname)
+            and not is_loopback(parts.hostname)
             and not info.data.get("allow_plaintext", False)
         ):
             raise PydanticCustomError(
@@ -421,15 +421,6 @@ def json_schema_text() -> str:
 def _resolve(raw: str, base_dir: Path) -> Path:
     # lexical, not Path.resolve(): folders need not exist yet and symlinks stay as written
     return Path(os.path.normpath(base_dir / os.path.expanduser(raw)))
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _overlaps(data: Mapping[Any, Any], base_dir: Path) -> list[tuple[_Loc, str]]:

@@ -162,8 +162,9 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 # --------------------------------------------------------------------------- senders
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine (where plain http is acceptable)."""
+    if host.lower() == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -217,7 +218,7 @@ class HttpSender:
         if (
             parts.scheme == "http"
             and not settings.allow_plaintext
-            and not _is_loopback(parts.hostname)
+            and not is_loopback(parts.hostname)
         ):
             raise DeliveryConfigError(
                 f"endpoint.url {_safe_url(settings.url)} is plain http to a remote host; "

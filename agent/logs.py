@@ -7,6 +7,7 @@ masks any registered secret value wherever it appears, so a token can never reac
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import sys
 import threading
 from collections.abc import MutableMapping
@@ -19,6 +20,8 @@ _SECRET_KEYS = frozenset({"authorization", "token", "password", "secret", "api_k
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
 MASK = "[redacted]"
+LOG_FILE_BYTES = 10 * 1024 * 1024
+LOG_FILE_BACKUPS = 5
 
 
 def register_secret(value: str) -> None:
@@ -89,7 +92,10 @@ def configure(
     handlers.append(console)
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        # Rotated, so a daemon left alone for years never fills the state disk.
+        file_handler = logging.handlers.RotatingFileHandler(
+            log_file, maxBytes=LOG_FILE_BYTES, backupCount=LOG_FILE_BACKUPS, encoding="utf-8"
+        )
         file_handler.setFormatter(
             structlog.stdlib.ProcessorFormatter(
                 processors=[

@@ -195,7 +195,6 @@ class Daemon:
         """Run until ``stop`` is set (or, with ``once``, until what is there now is done)."""
         setup = workers.WorkerSetup(
             log=self.settings.log,
-            log_file=log_file_of(self.settings),
             adapters_by_root={ws.path: ws.adapters for ws in self.settings.watch},
         )
         pool = _Pool(self.settings.workers, setup)

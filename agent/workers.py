@@ -8,10 +8,10 @@ registry once; the functions here take and return only picklable model objects.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
 
 from acqharvest import logs
 from acqharvest.adapter_api import HEAD_BYTES, FileProbe
@@ -33,7 +33,6 @@ class WorkerSetup:
     """What every worker needs to know: logging, and which adapters each folder allows."""
 
     log: LogSettings | None = None
-    log_file: Path | None = None
     #: watch root -> adapter names allowed there (empty: all).
     adapters_by_root: Mapping[Path, tuple[str, ...]] | None = None
 
@@ -47,13 +46,12 @@ def init_worker(setup: WorkerSetup) -> None:
     global _registry, _setup  # per-process state, set once at start
     _setup = setup
     if setup.log is not None:
-        # A worker process: JSON into the shared log file; the console is the parent's.
-        logs.configure(setup.log.level, "json", setup.log_file, stream=_devnull())
+        # A worker process: JSON lines on the inherited stderr (the service's journal).
+        # Only the parent writes the log file, so that its rotation stays safe.
+        # Start-up notices are the parent's to give: workers speak only of problems.
+        level = "debug" if setup.log.level == "debug" else "warning"
+        logs.configure(level, "json", None, stream=sys.stderr)
     _registry = load_registry()
-
-
-def _devnull() -> TextIO:
-    return open(os.devnull, "w", encoding="utf-8")  # lives as long as the worker
 
 
 def _current_registry() -> Registry:
