@@ -19,12 +19,6 @@ from typing import BinaryIO
 CHUNK = 1 << 20
 
 
-def _open_fd(path: Path) -> int:
-    if sys.platform == "win32":
-        return _open_fd_windows(path)
-    return os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-
-
 if sys.platform == "win32":
     import ctypes
     import msvcrt
@@ -48,7 +42,7 @@ if sys.platform == "win32":
         wintypes.HANDLE,
     ]
 
-    def _open_fd_windows(path: Path) -> int:
+    def _open_fd(path: Path) -> int:
         handle = _kernel32.CreateFileW(
             str(path),
             _GENERIC_READ,
@@ -65,8 +59,8 @@ if sys.platform == "win32":
 
 else:
 
-    def _open_fd_windows(path: Path) -> int:
-        raise NotImplementedError("only used on Windows")
+    def _open_fd(path: Path) -> int:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
 
 
 class FileReader:
