@@ -1,0 +1,418 @@
+"""Reading TIFF headers with tifffile: page-0 tags, OME-XML, ImageJ and vendor metadata."""
+
+from __future__ import annotations
+
+import re
+import struct
+import warnings
+from pathlib import Path
+from typing import Any
+
+import tifffile
+from tifffile.tifffile import svs_description_metadata
+
+from acqharvest.adapter_api import AdapterError, AdapterOutput, Reader
+from acqharvest.adapters.tiff import FLAVOURS, ome
+from acqharvest.adapters.tiff.values import jsonable, tag_value
+
+#: the OME-XML text kept in ``original_metadata`` is cut at this many characters.
+OME_XML_CAP = 64 * 1024
+
+
+def read_tiff(path: Path, reader: Reader) -> AdapterOutput:
+    """Tags, OME-XML and vendor metadata of one TIFF file; never its pixel data."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with reader.open(path) as handle:
+                size = handle.seek(0, 2)
+                handle.seek(0)
+                if size == 0:
+                    raise AdapterError(path, "empty file")
+                with tifffile.TiffFile(handle, name=path.name) as tif:
+                    output = _read(path, tif, size)
+        except AdapterError:
+            raise
+        except Exception as exc:  # tifffile raises many unrelated types on bad input
+            raise AdapterError(path, f"unreadable TIFF: {type(exc).__name__}: {exc}") from exc
+    notes = tuple(dict.fromkeys(f"tifffile: {w.message}" for w in caught))
+    return AdapterOutput(
+        format=output.format,
+        metadata=output.metadata,
+        original_metadata=output.original_metadata,
+        started=output.started,
+        warnings=(*output.warnings, *notes),
+    )
+
+
+def _read(path: Path, tif: tifffile.TiffFile, size: int) -> AdapterOutput:
+    page = tif.pages.first
+    frames = len(tif.pages)
+    _check_extent(path, page, size)
+    _check_ifd(path, tif, page, size)
+    last = tif.pages[-1] if frames > 1 else page
+    if isinstance(last, tifffile.TiffPage) and last is not page:
+        _check_extent(path, last, size)
+        _check_ifd(path, tif, last, size)
+    flags = tif.flags
+    notes: list[str] = []
+    meta: dict[str, Any] = {}
+    original: dict[str, Any] = {"tags": _tags(page)}
+
+    ome_xml = tif.ome_metadata if "ome" in flags else None
+    fmt = "OME-TIFF" if ome_xml else "TIFF"
+    if ome_xml:
+        parsed, ome_notes = ome.parse(ome_xml)
+        notes.extend(ome_notes)
+        meta = parsed
+        original["ome_xml"] = ome_xml[:OME_XML_CAP]
+        if len(ome_xml) > OME_XML_CAP:
+            notes.append(f"OME-XML is {len(ome_xml)} characters; kept the first {OME_XML_CAP}")
+    vendor: dict[str, Any] = {}
+    for flag, name, prop in FLAVOURS:
+        if flag not in flags:
+            continue
+        if fmt == "TIFF":
+            fmt = name
+        if prop is not None:
+            data = getattr(tif, prop, None)
+            if data:
+                vendor[flag] = data
+                original[prop] = jsonable(data)
+    if "svs" in flags and page.description:
+        vendor["svs"] = svs_description_metadata(page.description)
+        original["svs_metadata"] = jsonable(vendor["svs"])
+    if "ndpi" in flags:
+        vendor["ndpi"] = page.ndpi_tags or {}
+        original["ndpi_metadata"] = jsonable(vendor["ndpi"])
+
+    _fill_image(meta, page, frames, vendor)
+    _fill_pixel_size(meta, page, vendor)
+    _fill_instrument(meta, page, vendor)
+    _fill_acquired(meta, page, vendor)
+    _fill_vendor_extras(meta, vendor)
+    return AdapterOutput(
+        format=fmt,
+        metadata=meta,
+        original_metadata=original,
+        started=meta.get("acquired"),
+        warnings=tuple(notes),
+    )
+
+
+def _check_extent(path: Path, page: Any, size: int) -> None:
+    """Pixel data the tags point to must lie inside the file (tags only; nothing is read)."""
+    offsets = page.dataoffsets
+    counts = page.databytecounts
+    ends = [o + c for o, c in zip(offsets, counts, strict=False) if o and c]
+    if ends and max(ends) > size:
+        raise AdapterError(path, f"truncated: image data runs to byte {max(ends)}, file has {size}")
+
+
+_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
+_TYPE_SIZES.update({16: 8, 17: 8, 18: 8})
+
+
+def _check_ifd(path: Path, tif: tifffile.TiffFile, page: tifffile.TiffPage, size: int) -> None:
+    """Every tag value and the next-IFD link of ``page`` must lie inside the file.
+
+    tifffile skips tags whose values lie past the end of the file, and stops the page
+    list at an IFD it cannot reach, so a cut-short file would otherwise read as valid.
+    """
+    layout = tif.tiff
+    handle = tif.filehandle
+    handle.seek(page.offset)
+    (count,) = struct.unpack(layout.tagnoformat, handle.read(layout.tagnosize))
+    entries = handle.read(count * layout.tagsize + layout.offsetsize)
+    if len(entries) < count * layout.tagsize + layout.offsetsize:
+        raise AdapterError(path, f"truncated: IFD at byte {page.offset} is cut short")
+    parsed = {tag.code for tag in page.tags.values()}
+    for index in range(count):
+        code, dtype, number, value = struct.unpack_from(
+            layout.tagheaderformat, entries, index * layout.tagsize
+        )
+        length = number * _TYPE_SIZES.get(dtype, 0)
+        # only tags tifffile dropped are suspects; it reads quirky vendor offsets (NDPI) itself
+        if code not in parsed and length > layout.tagoffsetthreshold:
+            (offset,) = struct.unpack(layout.offsetformat, value)
+            if offset + length > size:
+                raise AdapterError(path, f"truncated: a tag value runs past byte {size}")
+    (following,) = struct.unpack_from(layout.offsetformat, entries, count * layout.tagsize)
+    if following >= size:
+        raise AdapterError(path, f"truncated: next IFD at byte {following}, file has {size}")
+
+
+def _tags(page: tifffile.TiffPage) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for tag in page.tags.values():
+        converted = tag_value(tag)
+        if converted is not None:
+            out[tag.name] = converted
+    return out
+
+
+# --------------------------------------------------------------------------- normalized
+
+
+def _fill_image(
+    meta: dict[str, Any], page: tifffile.TiffPage, frames: int, vendor: dict[str, Any]
+) -> None:
+    image = dict(meta.get("image", {}))
+    image.setdefault("size_x", int(page.imagewidth))
+    image.setdefault("size_y", int(page.imagelength))
+    imagej = vendor.get("imagej") or {}
+    lsm = vendor.get("lsm") or {}
+    for key, ij_key, lsm_key in (
+        ("size_z", "slices", "DimensionZ"),
+        ("size_c", "channels", "DimensionChannels"),
+        ("size_t", "frames", "DimensionTime"),
+    ):
+        found = imagej.get(ij_key) or lsm.get(lsm_key)
+        if found and key not in image:
+            image[key] = int(found)
+    if "size_c" not in image and page.samplesperpixel > 1:
+        image["size_c"] = int(page.samplesperpixel)
+    image["bits"] = int(page.bitspersample)
+    image.setdefault("pixel_type", str(page.dtype) if page.dtype is not None else None)
+    image["frames"] = frames
+    meta["image"] = {k: v for k, v in image.items() if v is not None}
+
+
+def _fill_pixel_size(meta: dict[str, Any], page: tifffile.TiffPage, vendor: dict[str, Any]) -> None:
+    size = dict(meta.get("pixel_size_um", {}))
+    for candidate in (
+        _lsm_size(vendor.get("lsm")),
+        _fei_size(vendor.get("fei")),
+        _zeiss_sem_size(vendor.get("sem")),
+        _svs_size(vendor.get("svs")),
+        _imagej_size(page, vendor.get("imagej")),
+        _resolution_size(page),
+    ):
+        for axis, value in candidate.items():
+            size.setdefault(axis, value)
+    if size:
+        meta["pixel_size_um"] = size
+
+
+def _lsm_size(lsm: dict[str, Any] | None) -> dict[str, float]:
+    if not lsm:
+        return {}
+    out = {}
+    for axis in ("X", "Y", "Z"):
+        metres = lsm.get(f"VoxelSize{axis}")
+        # LSM writes 1e-19 for "no Z"; anything under a picometre is not a real spacing
+        if isinstance(metres, (int, float)) and metres > 1e-12:
+            out[axis.lower()] = round(float(metres) * 1e6, 9)
+    return out
+
+
+def _fei_size(fei: dict[str, Any] | None) -> dict[str, float]:
+    scan = (fei or {}).get("Scan") or {}
+    out = {}
+    for axis, key in (("x", "PixelWidth"), ("y", "PixelHeight")):
+        metres = scan.get(key)
+        if isinstance(metres, (int, float)) and metres > 0:
+            out[axis] = round(float(metres) * 1e6, 9)
+    return out
+
+
+def _zeiss_sem_size(sem: dict[str, Any] | None) -> dict[str, float]:
+    entry = (sem or {}).get("ap_pixel_size")
+    if isinstance(entry, tuple) and len(entry) >= 3:
+        um = ome.to_um(entry[1], str(entry[2]))
+        if um is not None:
+            return {"x": um, "y": um}
+    return {}
+
+
+def _svs_size(svs: dict[str, Any] | None) -> dict[str, float]:
+    mpp = (svs or {}).get("MPP")
+    if isinstance(mpp, (int, float)) and mpp > 0:
+        return {"x": float(mpp), "y": float(mpp)}
+    return {}
+
+
+def _imagej_size(page: tifffile.TiffPage, imagej: dict[str, Any] | None) -> dict[str, float]:
+    if not imagej:
+        return {}
+    unit = str(imagej.get("unit", "")).replace("\\u00B5", "µ")
+    factor = ome.UNITS_UM.get(unit)
+    if factor is None:
+        return {}
+    out: dict[str, float] = {}
+    spacing = imagej.get("spacing")
+    if isinstance(spacing, (int, float)) and spacing > 0:
+        out["z"] = round(float(spacing) * factor, 9)
+    if _resolution_unit(page) == 1:
+        for axis, name in (("x", "XResolution"), ("y", "YResolution")):
+            per_unit = _rational(page, name)
+            if per_unit:
+                out[axis] = round(factor / per_unit, 9)
+    return out
+
+
+def _resolution_size(page: tifffile.TiffPage) -> dict[str, float]:
+    um_per_unit = {2: 25400.0, 3: 10000.0}.get(_resolution_unit(page))
+    if um_per_unit is None:
+        return {}
+    out = {}
+    for axis, name in (("x", "XResolution"), ("y", "YResolution")):
+        per_unit = _rational(page, name)
+        if per_unit:
+            out[axis] = round(um_per_unit / per_unit, 9)
+    return out
+
+
+def _resolution_unit(page: tifffile.TiffPage) -> int:
+    tag = page.tags.get("ResolutionUnit")
+    try:
+        return int(tag.value) if tag is not None else 2  # TIFF default: inch
+    except (TypeError, ValueError):
+        return 0
+
+
+def _rational(page: tifffile.TiffPage, name: str) -> float | None:
+    tag = page.tags.get(name)
+    if tag is None:
+        return None
+    value = tag.value
+    try:
+        numerator, denominator = (value[0], value[1]) if isinstance(value, tuple) else (value, 1)
+        ratio = float(numerator) / float(denominator)
+    except (TypeError, ValueError, ZeroDivisionError, IndexError):
+        return None
+    # 1 pixel per unit is the "not set" placeholder many writers leave
+    return ratio if ratio > 0 and ratio != 1 else None
+
+
+def _fill_instrument(meta: dict[str, Any], page: tifffile.TiffPage, vendor: dict[str, Any]) -> None:
+    instrument = dict(meta.get("instrument_reported", {}))
+    fei_system = (vendor.get("fei") or {}).get("System") or {}
+    sem = vendor.get("sem") or {}
+    ndpi = vendor.get("ndpi") or {}
+    svs = vendor.get("svs") or {}
+    candidates = {
+        "manufacturer": (_tag_text(page, "Make"),),
+        "model": (_tag_text(page, "Model"), fei_system.get("SystemType")),
+        "serial_number": (
+            fei_system.get("Dnumber"),
+            _sem_value(sem, "sv_serial_number"),
+            ndpi.get("ScannerSerialNumber"),
+            svs.get("ScanScope ID"),
+        ),
+        "software": (
+            _tag_text(page, "Software"),
+            fei_system.get("Software"),
+            _sem_value(sem, "sv_version"),
+        ),
+    }
+    for key, values in candidates.items():
+        for found in values:
+            if key not in instrument and found not in (None, ""):
+                instrument[key] = str(found).strip()
+    if instrument:
+        meta["instrument_reported"] = instrument
+
+
+def _fill_acquired(meta: dict[str, Any], page: tifffile.TiffPage, vendor: dict[str, Any]) -> None:
+    if "acquired" in meta:
+        return
+    fei_user = (vendor.get("fei") or {}).get("User") or {}
+    svs = vendor.get("svs") or {}
+    stamp = (
+        _us_datetime(fei_user.get("Date"), fei_user.get("Time"))
+        or _us_datetime(svs.get("Date"), svs.get("Time"))
+        or _tiff_datetime(_tag_text(page, "DateTime"))
+    )
+    if stamp:
+        meta["acquired"] = stamp
+
+
+def _fill_vendor_extras(meta: dict[str, Any], vendor: dict[str, Any]) -> None:
+    objective = dict(meta.get("objective", {}))
+    scan_info = (vendor.get("lsm") or {}).get("ScanInformation") or {}
+    if scan_info.get("Objective"):
+        objective.setdefault("model", str(scan_info["Objective"]))
+    for magnification in (
+        (vendor.get("svs") or {}).get("AppMag"),
+        (vendor.get("ndpi") or {}).get("Magnification"),
+    ):
+        if isinstance(magnification, (int, float)) and magnification > 0:
+            objective.setdefault("magnification", float(magnification))
+    if objective:
+        meta["objective"] = objective
+
+    detector = dict(meta.get("detector", {}))
+    fei_detectors = (vendor.get("fei") or {}).get("Detectors") or {}
+    if fei_detectors.get("Name"):
+        detector.setdefault("model", str(fei_detectors["Name"]))
+        if fei_detectors.get("Mode"):
+            detector.setdefault("type", str(fei_detectors["Mode"]))
+    sem_detector = _sem_value(vendor.get("sem") or {}, "dp_detector_channel")
+    if sem_detector:
+        detector.setdefault("model", str(sem_detector))
+    camera = (vendor.get("streak") or {}).get("Camera") or {}
+    if camera.get("CameraName"):
+        detector.setdefault("model", str(camera["CameraName"]))
+    if detector:
+        meta["detector"] = detector
+
+    if "operator" not in meta:
+        for operator in (
+            ((vendor.get("fei") or {}).get("User") or {}).get("User"),
+            _sem_value(vendor.get("sem") or {}, "sv_user_name"),
+            scan_info.get("User"),
+        ):
+            if operator:
+                meta["operator"] = str(operator)
+                break
+
+
+def _sem_value(sem: dict[str, Any], key: str) -> Any:
+    entry = sem.get(key)
+    return entry[1] if isinstance(entry, tuple) and len(entry) >= 2 and entry[1] != "" else None
+
+
+def _tag_text(page: tifffile.TiffPage, name: str) -> str | None:
+    tag = page.tags.get(name)
+    if tag is None or not isinstance(tag.value, str):
+        return None
+    return tag.value.strip("\x00 ").strip() or None
+
+
+_TIFF_DT = re.compile(r"^(\d{4}):(\d{2}):(\d{2})[ T](\d{2}):(\d{2}):(\d{2})")
+_US_DATE = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{2}|\d{4})$")
+_US_TIME = re.compile(r"^(\d{1,2}):(\d{2}):(\d{2})(?:\.\d+)?\s*([AP]M)?$", re.IGNORECASE)
+
+
+def _tiff_datetime(text: str | None) -> str | None:
+    match = _TIFF_DT.match(text or "")
+    if not match:
+        return None
+    y, mo, d, hh, mm, ss = match.groups()
+    if y == "0000" or not 1 <= int(mo) <= 12:
+        return None
+    return f"{y}-{mo}-{d}T{hh}:{mm}:{ss}"
+
+
+def _us_datetime(date: Any, time: Any) -> str | None:
+    """``MM/DD/YY[YY]`` plus ``HH:MM:SS [AM|PM]`` (FEI, Aperio) as ISO 8601."""
+    dmatch = _US_DATE.match(str(date or "").strip())
+    if not dmatch:
+        return None
+    month, day, year = (int(p) for p in dmatch.groups())
+    if year < 100:
+        year += 2000 if year < 70 else 1900
+    if not (1 <= month <= 12 and 1 <= day <= 31):
+        return None
+    stamp = f"{year:04d}-{month:02d}-{day:02d}"
+    tmatch = _US_TIME.match(str(time or "").strip())
+    if not tmatch:
+        return stamp
+    hour, minute, second = (int(p) for p in tmatch.groups()[:3])
+    meridiem = (tmatch.group(4) or "").upper()
+    if meridiem == "PM" and hour < 12:
+        hour += 12
+    elif meridiem == "AM" and hour == 12:
+        hour = 0
+    return f"{stamp}T{hour:02d}:{minute:02d}:{second:02d}"
