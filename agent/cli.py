@@ -68,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command != "run":
+        logs.configure("warning", "auto")  # one-shot commands print results, not notices
     handlers = {
         "run": _run,
         "extract": _extract,
@@ -140,7 +142,6 @@ def _extract(args: argparse.Namespace) -> int:
     from acqharvest.deidentify import Deidentifier
     from acqharvest.runtime import preview
 
-    logs.configure("error", "console")
     settings = load_settings(None)
     deidentifier = Deidentifier(settings.deidentify, secrets.token_bytes(32))
     results, errors = preview(args.paths, settings, deidentifier)
@@ -224,8 +225,12 @@ def _adapters(_: argparse.Namespace) -> int:
 
     registry = load_registry()
     rows = registry.listing()
-    for row in rows:
-        print("  ".join(f"{key}={value}" for key, value in row.items()))
+    if rows:
+        columns = list(rows[0])
+        widths = {c: max(len(c), *(len(str(row[c])) for row in rows)) for c in columns}
+        print("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
+        for row in rows:
+            print("  ".join(str(row[c]).ljust(widths[c]) for c in columns).rstrip())
     for error in registry.errors:
         print(f"load error: {error.name} ({error.distribution}): {error.error}", file=sys.stderr)
     return EXIT_OK

@@ -13,6 +13,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from tests.endpoint import LoopbackEndpoint
 from tests.helpers import wait_until
 
 ACQHARVEST = str(Path(sys.executable).parent / "acqharvest")
@@ -78,8 +79,10 @@ def test_extract_names_a_bad_file_without_a_traceback(tmp_path: Path, corpus: Pa
 def test_adapters_lists_the_built_ins() -> None:
     result = run("adapters")
     assert result.returncode == 0, result.stderr
-    assert "name=dicom" in result.stdout
-    assert "name=tiff" in result.stdout
+    header, *rows = result.stdout.splitlines()
+    assert header.split()[:3] == ["NAME", "VERSION", "STABILITY"]
+    assert sorted(row.split()[0] for row in rows) == ["dicom", "tiff"]
+    assert "adapter_not_stable" not in result.stderr
 
 
 def test_config_schema_matches_the_committed_schema() -> None:
@@ -132,3 +135,26 @@ def test_embedded_default_harvests_the_demo_folder(tmp_path: Path, corpus: Path)
     assert "embedded default" in stderr
     (package,) = harvested.glob("*.json")
     assert json.loads(package.read_text())["files"][0]["path"] == "z.ome.tif"
+
+
+def test_check_probes_an_http_endpoint(tmp_path: Path, endpoint: LoopbackEndpoint) -> None:
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    token = tmp_path / "token"
+    token.write_text("check-token\n")
+    token.chmod(0o600)
+    config = tmp_path / "http.yaml"
+    config.write_text(
+        f"instrument: {{id: local-1}}\nwatch: [{{path: {watch}}}]\n"
+        f"endpoint: {{type: http, url: '{endpoint.url}', token_file: {token}}}\n"
+        f"state_dir: {tmp_path / 'state'}\n"
+    )
+    checked = run("check", "--config", str(config))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"endpoint {endpoint.url}: answered HTTP" in checked.stdout
+    assert "check-token" not in checked.stdout + checked.stderr
+
+    endpoint.stop()
+    checked = run("check", "--config", str(config))
+    assert checked.returncode == 1
+    assert "FAIL" in checked.stdout
