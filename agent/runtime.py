@@ -46,7 +46,7 @@ from acqharvest.package import build_package, package_id, relative_path
 from acqharvest.package import rfc3339 as package_rfc3339
 from acqharvest.settle import Settler
 from acqharvest.state import State
-from acqharvest.watch import Watcher, file_identity
+from acqharvest.watch import Watcher, stat_file
 
 log = logs.get_logger("acqharvest.runtime")
 
@@ -527,11 +527,7 @@ class Daemon:
 
 
 def _stat(path: Path, root: Path) -> FileSeen | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return FileSeen(path, root, st.st_size, st.st_mtime_ns, file_identity(st), time.time(), "scan")
+    return stat_file(path, root, "scan")
 
 
 # ---------------------------------------------------------------------- one-shot commands

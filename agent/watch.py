@@ -76,7 +76,7 @@ def _relpath(path: str, root: Path) -> str | None:
         return None
 
 
-def _stat_seen(
+def stat_file(
     path: Path, root: Path, source: Literal["event", "scan", "closed"]
 ) -> FileSeen | None:
     """FileSeen for a regular file, None for anything else or a file already gone."""
@@ -128,7 +128,7 @@ class _Handler(FileSystemEventHandler):
     def _seen(self, path: bytes | str, source: Literal["event", "closed"]) -> None:
         target = self._watched(path)
         if target is not None:
-            seen = _stat_seen(target, self._ws.path, source)
+            seen = stat_file(target, self._ws.path, source)
             if seen is not None:
                 self._emit(seen)
 
@@ -237,7 +237,7 @@ class Watcher:
                             if ws.recursive and matches(rel, ("*",), ws.exclude):
                                 pending.append((entry.path, rel + "/"))
                         elif matches(rel, ws.include, ws.exclude):
-                            seen = _stat_seen(Path(entry.path), root, "scan")
+                            seen = stat_file(Path(entry.path), root, "scan")
                             if seen is not None:
                                 yield seen
             except OSError as exc:

@@ -27,6 +27,18 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
     )
 
 
+def write_config(tmp_path: Path, endpoint: str, name: str = "acqharvest.yaml") -> Path:
+    """A minimal valid config watching ``tmp_path/watch``, with the given endpoint mapping."""
+    watch = tmp_path / "watch"
+    watch.mkdir(exist_ok=True)
+    config = tmp_path / name
+    config.write_text(
+        f"instrument: {{id: local-1}}\nwatch: [{{path: {watch}}}]\n"
+        f"endpoint: {endpoint}\nstate_dir: {tmp_path / 'state'}\n"
+    )
+    return config
+
+
 def test_bad_config_reports_every_problem_with_line_and_exit_2(tmp_path: Path) -> None:
     watch = tmp_path / "watch"
     config = tmp_path / "bad.yaml"
@@ -92,14 +104,7 @@ def test_config_schema_matches_the_committed_schema() -> None:
 
 
 def test_check_and_status_on_a_directory_endpoint(tmp_path: Path) -> None:
-    watch = tmp_path / "watch"
-    watch.mkdir()
-    config = tmp_path / "ok.yaml"
-    config.write_text(
-        f"instrument: {{id: local-1}}\nwatch: [{{path: {watch}}}]\n"
-        f"endpoint: {{type: directory, path: {tmp_path / 'out'}}}\n"
-        f"state_dir: {tmp_path / 'state'}\n"
-    )
+    config = write_config(tmp_path, f"{{type: directory, path: {tmp_path / 'out'}}}")
     checked = run("check", "--config", str(config))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "FAIL" not in checked.stdout
@@ -108,7 +113,7 @@ def test_check_and_status_on_a_directory_endpoint(tmp_path: Path) -> None:
     assert "pending 0" in status.stdout
 
     missing = tmp_path / "missing.yaml"
-    missing.write_text(config.read_text().replace(str(watch), str(tmp_path / "nope")))
+    missing.write_text(config.read_text().replace(str(tmp_path / "watch"), str(tmp_path / "nope")))
     checked = run("check", "--config", str(missing))
     assert checked.returncode == 1
     assert "nope" in checked.stdout
@@ -138,17 +143,10 @@ def test_embedded_default_harvests_the_demo_folder(tmp_path: Path, corpus: Path)
 
 
 def test_check_probes_an_http_endpoint(tmp_path: Path, endpoint: LoopbackEndpoint) -> None:
-    watch = tmp_path / "watch"
-    watch.mkdir()
     token = tmp_path / "token"
     token.write_text("check-token\n")
     token.chmod(0o600)
-    config = tmp_path / "http.yaml"
-    config.write_text(
-        f"instrument: {{id: local-1}}\nwatch: [{{path: {watch}}}]\n"
-        f"endpoint: {{type: http, url: '{endpoint.url}', token_file: {token}}}\n"
-        f"state_dir: {tmp_path / 'state'}\n"
-    )
+    config = write_config(tmp_path, f"{{type: http, url: '{endpoint.url}', token_file: {token}}}")
     checked = run("check", "--config", str(config))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert f"endpoint {endpoint.url}: answered HTTP" in checked.stdout
