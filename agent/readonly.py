@@ -71,11 +71,14 @@ class FileReader:
 
     @contextmanager
     def open(self, path: Path) -> Iterator[BinaryIO]:
-        fd = _open_fd(path)
-        handle = os.fdopen(fd, "rb", buffering=64 * 1024)
-        counted = _CountingFile(handle, self)
-        try:
+        with self._counting(path) as counted:
             yield counted  # type: ignore[misc]
+
+    @contextmanager
+    def _counting(self, path: Path) -> Iterator[_CountingFile]:
+        handle = os.fdopen(_open_fd(path), "rb", buffering=64 * 1024)
+        try:
+            yield _CountingFile(handle, self)
         finally:
             handle.close()
 
@@ -87,12 +90,21 @@ class FileReader:
     def head(self, path: Path, length: int) -> bytes:
         return self.read(path, 0, length)
 
-    def sha256(self, path: Path) -> str:
+    def head_and_sha256(self, path: Path, head_length: int) -> tuple[bytes, str]:
+        """The first ``head_length`` bytes and the sha256 of the whole file, in one pass.
+
+        One open per file: on a network share every open is a round trip.
+        """
         digest = hashlib.sha256()
-        with self.open(path) as handle:
-            while chunk := handle.read(CHUNK):
-                digest.update(chunk)
-        return digest.hexdigest()
+        buffer = bytearray(CHUNK)
+        view = memoryview(buffer)
+        head = b""
+        with self._counting(path) as handle:
+            while count := handle.readinto(view):
+                if len(head) < head_length:
+                    head += bytes(view[: min(count, head_length - len(head))])
+                digest.update(view[:count])
+        return head, digest.hexdigest()
 
 
 class _CountingFile:

@@ -77,9 +77,8 @@ def probe(settled: FileSettled) -> ProbedFile | ProbeFailure:
     path = settled.path
     allowed = (_setup.adapters_by_root or {}).get(settled.root, ())
     try:
-        head = reader.head(path, HEAD_BYTES)
+        head, digest = reader.head_and_sha256(path, HEAD_BYTES)
         found = _current_registry().claim(FileProbe(path, settled.size, head), reader, allowed)
-        digest = reader.sha256(path)
         after = os.stat(path)
     except OSError as error:
         return ProbeFailure(settled, f"cannot read {path}: {error.strerror or error}")
