@@ -67,16 +67,18 @@ state, may ``retry_rejected``, and never delete another process's in-progress wr
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
 import secrets
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 import structlog
 
@@ -147,6 +149,20 @@ def _unlink_quietly(path: Path) -> None:
         path.unlink()
 
 
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _locked(method: _Method) -> _Method:
+    """Run an Outbox method under its lock."""
+
+    @functools.wraps(method)
+    def wrapper(self: Outbox, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return cast(_Method, wrapper)
+
+
 class Outbox:
     """A spool folder; see the module docstring for the format and its guarantees."""
 
@@ -163,6 +179,8 @@ class Outbox:
         #: mtime_ns of pending files by name, so listing stats only names it has not seen.
         self._stamps: dict[str, int] = {}
         self._attempts: dict[str, _Attempts] = {}
+        # The harvest thread spools while the delivery thread confirms and lists.
+        self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ opening
 
@@ -294,6 +312,7 @@ class Outbox:
             _unlink_quietly(tmp)
             raise
 
+    @_locked
     def spool(self, packages: Sequence[Package]) -> list[str]:
         """Durably add packages to ``pending/``; returns the ids newly spooled.
 
@@ -340,6 +359,7 @@ class Outbox:
             log.info("package_spooled", package_id=package_id)
         return spooled
 
+    @_locked
     def confirm(self, package_id: str, http_status: int | None, detail: str) -> None:
         """Record a confirmed delivery: write the receipt, then drop the pending file."""
         _check_id(package_id)
@@ -359,6 +379,7 @@ class Outbox:
             raise OutboxError(f"cannot record delivery in {self._delivered}: {exc}") from exc
         self._stamps.pop(f"{package_id}.json", None)
 
+    @_locked
     def reject(self, package_id: str, http_status: int | None, detail: str) -> None:
         """Move a pending package to ``rejected/`` with the endpoint's reason beside it."""
         _check_id(package_id)
@@ -380,6 +401,7 @@ class Outbox:
             raise OutboxError(f"cannot move {package_id} into {self._rejected}: {exc}") from exc
         self._stamps.pop(f"{package_id}.json", None)
 
+    @_locked
     def retry_rejected(self, package_id: str) -> bool:
         """Put a rejected package back at the end of the queue; False if it is not rejected."""
         _check_id(package_id)
@@ -398,6 +420,7 @@ class Outbox:
         self._stamps[f"{package_id}.json"] = stamp
         return True
 
+    @_locked
     def note_failure(self, package_id: str, detail: str, next_attempt_at: float) -> None:
         """Count a failed attempt and remember its error (see ``attempts``).
 
@@ -437,6 +460,7 @@ class Outbox:
         self._attempts.pop(package_id, None)
         _unlink_quietly(self._attempts_dir / f"{package_id}.json")
 
+    @_locked
     def prune_delivered(self, older_than_seconds: float) -> int:
         """Delete receipts older than the given age; returns how many were removed.
 
@@ -466,6 +490,7 @@ class Outbox:
             self._stamps[name] = stamp
         return stamp
 
+    @_locked
     def pending(self) -> list[str]:
         """Pending package ids, oldest first (spool order, stable across restarts)."""
         names = self._pending_names()
@@ -481,6 +506,7 @@ class Outbox:
         ordered.sort()
         return [name[: -len(".json")] for _, name in ordered]
 
+    @_locked
     def rejected(self) -> list[str]:
         """Rejected package ids, sorted by id."""
         return sorted(
@@ -489,6 +515,7 @@ class Outbox:
             if not path.name.endswith(_REASON_SUFFIX)
         )
 
+    @_locked
     def body(self, package_id: str) -> bytes:
         """The spooled bytes of a pending (or else rejected) package."""
         _check_id(package_id)
@@ -499,6 +526,7 @@ class Outbox:
                 continue
         raise OutboxError(f"package {package_id} is neither pending nor rejected in {self.root}")
 
+    @_locked
     def state_of(self, package_id: str) -> OutboxState | None:
         """Which state folder holds the package, or None when the outbox does not know it."""
         _check_id(package_id)
@@ -511,11 +539,13 @@ class Outbox:
             return "rejected"
         return None
 
+    @_locked
     def attempts(self, package_id: str) -> int:
         """Failed attempts of a pending package so far (survives restarts)."""
         record = self._attempts.get(package_id)
         return record.count if record else 0
 
+    @_locked
     def summary(self, limit: int = 20) -> OutboxSummary:
         """Counts per state and up to ``limit`` recent problems, newest first."""
         pending = self.pending()

@@ -427,3 +427,37 @@ class OutboxMachine(RuleBasedStateMachine):
 
 OutboxMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=25, deadline=None)
 test_outbox_matches_model = OutboxMachine.TestCase
+
+
+def test_spooling_and_delivering_threads_share_one_outbox(outbox: Outbox) -> None:
+    """The runtime spools on one thread while the delivery thread lists and confirms."""
+    import threading
+
+    ids = [f"p{n:04d}" for n in range(300)]
+    errors: list[BaseException] = []
+    spooled = threading.Event()
+
+    def spool() -> None:
+        try:
+            for start in range(0, len(ids), 10):
+                outbox.spool([package(pid) for pid in ids[start : start + 10]])
+        except Exception as error:  # noqa: BLE001 - reported to the test thread
+            errors.append(error)
+        finally:
+            spooled.set()
+
+    def deliver() -> None:
+        try:
+            while not (spooled.is_set() and not outbox.pending()):
+                for pid in outbox.pending():
+                    outbox.confirm(pid, 200, "ok")
+        except Exception as error:  # noqa: BLE001 - reported to the test thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=spool), threading.Thread(target=deliver)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors
+    assert all(outbox.state_of(pid) == "delivered" for pid in ids)
