@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from acqharvest.deliver import is_loopback
+from acqharvest.identity import template_problem
 from acqharvest.model import (
     DeidentifySettings,
     EndpointSettings,
@@ -144,9 +145,19 @@ class WatchConfig(_Section):
     )
     path_template: str | None = Field(
         default=None,
-        description="Folder-naming convention below this folder from which the operator and "
-        "project are read, for example '{operator}/{project}'; null reads neither.",
+        description="Folder-naming convention below this folder from which fields such as "
+        "the operator and project are read, for example '{operator}/{project}/**': {name} "
+        "matches within one folder level, * any text within one level, ** any number of "
+        "levels; the file name is never used. Null reads none.",
     )
+
+    @field_validator("path_template")
+    @classmethod
+    def _usable_template(cls, template: str | None) -> str | None:
+        if template is not None and (problem := template_problem(template)):
+            raise PydanticCustomError("template", problem)
+        return template
+
     group_quiet_seconds: float | None = Field(
         default=None,
         ge=0,
@@ -285,6 +296,11 @@ class DeidentifyConfig(_Section):
     retain_dates: bool = Field(default=False, description="Keep dates and times unchanged.")
     retain_patient_characteristics: bool = Field(
         default=False, description="Keep age, sex, size and weight of the patient."
+    )
+    retain_descriptions: bool = Field(
+        default=False,
+        description="Keep free-text descriptions (study, series and protocol names, comments); "
+        "they help find data but may hold a name or a case number.",
     )
 
 
@@ -455,17 +471,25 @@ def _overlaps(data: Mapping[Any, Any], base_dir: Path) -> list[tuple[_Loc, str]]
                 )
             )
     endpoint = data.get("endpoint")
-    out_dir = endpoint.get("path") if isinstance(endpoint, dict) else None
-    if isinstance(out_dir, str) and out_dir:
-        out = _resolve(out_dir, base_dir)
+    log = data.get("log")
+    endpoint = endpoint if isinstance(endpoint, dict) else {}
+    log = log if isinstance(log, dict) else {}
+    # Paths the daemon writes, or secrets it reads: inside a watched folder they would be
+    # harvested (a log would even be harvested again every time it grows).
+    inside_rules = (
+        (("endpoint", "path"), endpoint.get("path"), "delivered packages would be harvested again"),
+        (("log", "file"), log.get("file"), "the log would be harvested as it grows"),
+        (("endpoint", "token_file"), endpoint.get("token_file"), "the secret would be harvested"),
+        (("endpoint", "ca_bundle"), endpoint.get("ca_bundle"), "it would be harvested"),
+    )
+    for loc, raw, consequence in inside_rules:
+        if not isinstance(raw, str) or not raw:
+            continue
+        target = _resolve(raw, base_dir)
         problems += [
-            (
-                ("endpoint", "path"),
-                f"{out} is inside watch[{i}].path ({root}); delivered packages would be "
-                "harvested again",
-            )
+            (loc, f"{target} is inside watch[{i}].path ({root}); {consequence}")
             for i, root in roots
-            if out.is_relative_to(root)
+            if target.is_relative_to(root)
         ]
     return problems
 
@@ -612,6 +636,7 @@ def _to_settings(config: ConfigFile, *, source: str, base_dir: Path) -> Settings
             retain_uids=config.deidentify.retain_uids,
             retain_dates=config.deidentify.retain_dates,
             retain_patient_characteristics=config.deidentify.retain_patient_characteristics,
+            retain_descriptions=config.deidentify.retain_descriptions,
         ),
         log=LogSettings(
             level=config.log.level,

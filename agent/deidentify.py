@@ -1,19 +1,25 @@
 """Patient-data policy, applied by the agent to every extraction (adapters never decide it).
 
 A subset of the DICOM PS3.15 Annex E Basic Application Level Confidentiality Profile with
-the Retain Device Identity option: attributes that identify a person are removed, dates
-and times of DICOM data are removed unless ``retain_dates``, patient characteristics
-unless ``retain_patient_characteristics``, and UIDs are replaced by a keyed hash (same
-input, same replacement, per installation) unless ``retain_uids``, so series stay
-linkable without revealing the original UID. The package records what was done.
+the Retain Device Identity option. Removed: attributes that name, number or locate a
+person, an institution, a visit or a specimen; every person-name (PN) attribute whatever
+its keyword; for DICOM data, every date and time (DA/DT/TM) unless ``retain_dates``,
+free-text descriptions unless ``retain_descriptions`` and patient characteristics unless
+``retain_patient_characteristics``. UIDs are replaced by a keyed hash (same input, same
+replacement, per installation) unless ``retain_uids``, so series stay linkable without
+revealing the original UID. The package records what was done. File and folder names
+are not changed.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Mapping
 from typing import Any
+
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from acqharvest.model import Deidentified, DeidentifySettings
 
@@ -35,12 +41,17 @@ IDENTIFYING = frozenset(
         "CurveData",
         "DataSetTrailingPadding",
         "DerivationDescription",
+        "ClinicalTrialSubjectID",
+        "ClinicalTrialSubjectReadingID",
+        "ContainerIdentifier",
         "ImageComments",
         "InstitutionAddress",
+        "InstitutionCodeSequence",
         "InstitutionName",
         "InstitutionalDepartmentName",
         "IssuerOfAdmissionID",
         "IssuerOfPatientID",
+        "IssuerOfPatientIDQualifiersSequence",
         "MedicalAlerts",
         "MedicalRecordLocator",
         "MilitaryRank",
@@ -65,6 +76,7 @@ IDENTIFYING = frozenset(
         "PatientState",
         "PatientTelephoneNumbers",
         "PatientTelecomInformation",
+        "PatientTransportArrangements",
         "PerformedProcedureStepID",
         "PerformingPhysicianIdentificationSequence",
         "PerformingPhysicianName",
@@ -88,6 +100,9 @@ IDENTIFYING = frozenset(
         "ResponsiblePerson",
         "ScheduledPerformingPhysicianName",
         "ScheduledProcedureStepID",
+        "ServiceEpisodeID",
+        "SpecialNeeds",
+        "SpecimenIdentifier",
         "StudyID",
         "TextComments",
         "VerifyingObserverName",
@@ -109,10 +124,47 @@ CHARACTERISTICS = frozenset(
     }
 )
 
-#: Normalized fields that carry DICOM dates or UIDs.
+#: Free text that helps find data but may hold a name or case number (Clean Descriptors
+#: is the profile option that would keep them cleaned; here they go unless retained).
+DESCRIPTIONS = frozenset(
+    {
+        "AcquisitionComments",
+        "PerformedProcedureStepDescription",
+        "PerformedProtocolCodeSequence",
+        "ProcedureCodeSequence",
+        "ProtocolName",
+        "ReasonForStudy",
+        "RequestedProcedureCodeSequence",
+        "RequestedProcedureDescription",
+        "ScheduledProcedureStepDescription",
+        "ScheduledProtocolCodeSequence",
+        "SeriesDescription",
+        "ServiceEpisodeDescription",
+        "StudyComments",
+        "StudyDescription",
+        "TextValue",
+        "VisitComments",
+    }
+)
+
+#: Normalized fields that carry DICOM dates, UIDs or descriptions.
 _NORMALIZED_DATES = frozenset({"acquired"})
 _NORMALIZED_UIDS = frozenset({"study_uid", "series_uid"})
+_NORMALIZED_DESCRIPTIONS = frozenset({"series_description", "protocol_name"})
+_DATE_VRS = frozenset({"DA", "DT", "TM"})
 _UID_ROOT = "2.25."  # UUID-derived UID root (PS3.5 B.2): needs no registered org root.
+
+
+@functools.lru_cache(maxsize=4096)
+def _dictionary_vr(keyword: str) -> str | None:
+    """The VR the DICOM dictionary gives a keyword, None for names it does not know."""
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        return None
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return None
 
 
 def _is_date_keyword(keyword: str) -> bool:
@@ -141,6 +193,8 @@ class Deidentifier:
             options.append("retain_dates")
         if settings.retain_patient_characteristics:
             options.append("retain_patient_characteristics")
+        if settings.retain_descriptions:
+            options.append("retain_descriptions")
         self._options = tuple(options)
 
     def replace_uid(self, uid: str) -> str:
@@ -170,6 +224,9 @@ class Deidentifier:
                 cleaned[key] = self.replace_uid(str(value))
                 continue
             if dicom and key == "operator":
+                counter[0] += 1
+                continue
+            if dicom and key in _NORMALIZED_DESCRIPTIONS and not self._settings.retain_descriptions:
                 counter[0] += 1
                 continue
             cleaned[key] = value
@@ -204,11 +261,17 @@ class Deidentifier:
             return "remove"
         if not dicom:
             return "keep"
+        vr = _dictionary_vr(keyword)
+        if vr == "PN":
+            return "remove"  # a person's name, whatever the attribute is called
+        if keyword in DESCRIPTIONS and not settings.retain_descriptions:
+            return "remove"
         if keyword.endswith("UID") and not settings.retain_uids:
             # Class and syntax UIDs name a standard, not a patient; keep them readable.
             if keyword.endswith(("ClassUID", "TransferSyntaxUID", "ImplementationClassUID")):
                 return "keep"
             return "uid"
-        if _is_date_keyword(keyword) and not settings.retain_dates:
+        is_date = vr in _DATE_VRS if vr is not None else _is_date_keyword(keyword)
+        if is_date and not settings.retain_dates:
             return "remove"
         return "keep"

@@ -172,7 +172,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
     """The URL without user:password, for messages."""
     parts = urlsplit(url)
     netloc = parts.netloc.rsplit("@", 1)[-1]
@@ -213,7 +213,7 @@ class HttpSender:
         parts = urlsplit(settings.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise DeliveryConfigError(
-                f"endpoint.url {_safe_url(settings.url)} is not an http(s) URL"
+                f"endpoint.url {safe_url(settings.url)} is not an http(s) URL"
             )
         if (
             parts.scheme == "http"
@@ -221,7 +221,7 @@ class HttpSender:
             and not is_loopback(parts.hostname)
         ):
             raise DeliveryConfigError(
-                f"endpoint.url {_safe_url(settings.url)} is plain http to a remote host; "
+                f"endpoint.url {safe_url(settings.url)} is plain http to a remote host; "
                 "use https or set endpoint.allow_plaintext"
             )
         verify: ssl.SSLContext | bool = True
@@ -233,7 +233,7 @@ class HttpSender:
                     f"cannot load endpoint.ca_bundle {settings.ca_bundle}: {exc}"
                 ) from None
         self._url = settings.url
-        self._display_url = _safe_url(settings.url)
+        self._display_url = safe_url(settings.url)
         self._host = parts.hostname
         self._timeout = settings.timeout_seconds
         self._token = token

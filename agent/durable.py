@@ -22,14 +22,16 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def replace_durably(tmp: Path, target: Path, data: bytes) -> None:
+def replace_durably(tmp: Path, target: Path, data: bytes, *, mode: int = 0o666) -> None:
     """Write ``data`` to the new file ``tmp``, fsync it, then rename it over ``target``.
 
     Readers see the old file or the whole new one, never a part; ``tmp`` is removed on
-    failure. The caller fsyncs the folder (once for many files, when it batches).
+    failure. ``mode`` is filtered by the umask, as for ``open``. The caller fsyncs the
+    folder (once for many files, when it batches).
     """
     try:
-        with open(tmp, "xb") as handle:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), mode)
+        with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

@@ -59,8 +59,10 @@ def _template_pattern(template: str) -> re.Pattern[str]:
             position = match.end()
         pieces.append(_glob_to_regex(segment[position:]))
         parts.append("".join(pieces))
-    # "a/**" must also match "a/file": the separator before ** is optional content.
+    # "**" may stand for no folder at all, at the end ("a/**") and at the start ("**/a").
     pattern = "/".join(parts).replace("/(?:.*)", "(?:/.*)?")
+    if pattern.startswith("(?:.*)/"):
+        pattern = "(?:.*/)?" + pattern[len("(?:.*)/") :]
     return re.compile(pattern)
 
 
@@ -83,6 +85,21 @@ def path_fields(template: str | None, relative_path: str) -> dict[str, str]:
     if match is None:
         return {}
     return {name: value for name, value in match.groupdict().items() if value}
+
+
+def template_problem(template: str) -> str | None:
+    """Why a ``path_template`` cannot work, or None when it can."""
+    names = template_names(template)
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        return f"each field may appear once; repeated: {', '.join(repeated)}"
+    if not names:
+        return "names no field; write fields in braces, e.g. {operator}/{project}/**"
+    try:
+        _template_pattern(template)
+    except re.error as error:
+        return f"is not a usable pattern: {error}"
+    return None
 
 
 def template_names(template: str) -> tuple[str, ...]:

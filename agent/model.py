@@ -81,6 +81,7 @@ class DeidentifySettings:
     retain_uids: bool = False
     retain_dates: bool = False
     retain_patient_characteristics: bool = False
+    retain_descriptions: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,16 +17,18 @@ import secrets
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar
 
 from acqharvest import logs, workers
 from acqharvest.deidentify import Deidentifier
-from acqharvest.deliver import Deliverer, build_sender
+from acqharvest.deliver import Deliverer, build_sender, safe_url
+from acqharvest.durable import fsync_dir, replace_durably
 from acqharvest.group import Grouper
 from acqharvest.identity import instrument_block, path_fields
 from acqharvest.model import (
@@ -51,10 +53,15 @@ from acqharvest.watch import Watcher, stat_file
 log = logs.get_logger("acqharvest.runtime")
 
 T = TypeVar("T")
-A = TypeVar("A")
-R = TypeVar("R")
+_Kind = Literal["probe", "extract"]
+_TASKS: dict[_Kind, Callable[[list[Any]], list[Any]]] = {
+    "probe": workers.probe_many,
+    "extract": workers.extract_many,
+}
 _EVENT_QUEUE_SIZE = 100_000
 _IDLE_WAIT = 0.5
+_SECRET_BYTES = 32
+_RECEIPT_RETENTION_SECONDS = 90 * 24 * 3600
 #: how long a stop waits for a send in progress before leaving it to the next start
 _STOP_DELIVERY_SECONDS = 5.0
 #: packages spooled with one fsync round; small enough that delivery starts early.
@@ -76,15 +83,20 @@ def state_paths(settings: Settings) -> tuple[Path, Path, Path]:
 
 def installation_secret(path: Path) -> bytes:
     """The key for consistent UID replacement; created once, readable by the owner only."""
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        value = secrets.token_bytes(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(value)
-        return value
+    with contextlib.suppress(FileNotFoundError):
+        value = path.read_bytes()
+        if len(value) == _SECRET_BYTES:
+            return value
+        # Only a crash while creating it leaves a short key, before any package used it.
+        log.warning("secret_replaced", path=str(path), reason="incomplete key file")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_bytes(_SECRET_BYTES)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    replace_durably(tmp, path, value, mode=0o600)
+    fsync_dir(path.parent)
+    return value
 
 
 class _Pool:
@@ -116,13 +128,13 @@ class _Pool:
             future: Future[list[T]] = Future()
             future.set_result(function(batch))
             return future
-        return self._executor.submit(function, batch)
-
-    def restart(self) -> None:
-        """After a worker died (a crashing adapter): a fresh pool for the work that remains."""
-        if self._executor is not None:
+        try:
+            return self._executor.submit(function, batch)
+        except BrokenProcessPool:
+            # A worker died (a crashing adapter): a fresh pool for the work that remains.
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._start()
+            return self._executor.submit(function, batch)
 
     def shutdown(self) -> None:
         if self._executor is not None:
@@ -175,8 +187,14 @@ class Daemon:
         self._rescan_now = threading.Event()
         self.report = RunReport()
         self._wake_delivery = threading.Event()
-        self._probing: list[tuple[Future[list[workers.ProbeOutcome]], list[FileSettled]]] = []
-        self._extracting: list[tuple[Future[list[workers.ExtractOutcome]], list[Acquisition]]] = []
+        self._in_flight: list[tuple[Future[list[Any]], _Kind, list[Any]]] = []
+        #: items of batches whose worker died, re-run one at a time to find the culprit
+        self._suspects: deque[tuple[_Kind, Any]] = deque()
+        self._quarantine: tuple[Future[list[Any]], _Kind, Any] | None = None
+        self._quarantine_pool: _Pool | None = None
+        self._setup = workers.WorkerSetup()
+        #: settled files not yet packaged or failed, so rescans don't feed them in again
+        self._in_progress: dict[Path, tuple[int, int]] = {}
 
     # ------------------------------------------------------------------ configuration views
     def _folder(self, root: Path) -> WatchSettings:
@@ -193,11 +211,11 @@ class Daemon:
     # ------------------------------------------------------------------ entry point
     def run(self, stop: threading.Event) -> RunReport:
         """Run until ``stop`` is set (or, with ``once``, until what is there now is done)."""
-        setup = workers.WorkerSetup(
+        self._setup = workers.WorkerSetup(
             log=self.settings.log,
             adapters_by_root={ws.path: ws.adapters for ws in self.settings.watch},
         )
-        pool = _Pool(self.settings.workers, setup)
+        pool = _Pool(self.settings.workers, self._setup)
         sender = build_sender(self.settings.endpoint)
         deliverer = Deliverer(
             self.outbox, sender, max_backoff=self.settings.endpoint.max_backoff_seconds
@@ -238,6 +256,8 @@ class Daemon:
             if not delivery.is_alive():
                 sender.close()
             pool.shutdown()
+            if self._quarantine_pool is not None:
+                self._quarantine_pool.shutdown()
             self.report.undelivered = len(self.outbox.pending())
             self.report.rejected = len(self.outbox.rejected()) - rejected_before
             self.state.close()
@@ -268,38 +288,54 @@ class Daemon:
         next_rescan = time.monotonic() + self.settings.rescan_seconds
         while not stop.is_set():
             self._drain_events(self._wait_time())
-            try:
-                self._step(pool, time.time())
-            except Exception as error:  # the daemon outlives any one bad turn
-                # Nothing is lost: files are marked done only after their package is on
-                # disk, so the next scan picks up whatever this turn dropped.
-                log.exception("harvest_step_failed", error=str(error))
-                self._rescan_now.set()
-                stop.wait(_IDLE_WAIT)
+            self._turn(stop, self._step, pool, time.time())
             if time.monotonic() >= next_rescan or self._rescan_now.is_set():
                 self._rescan_now.clear()
-                for root in self.watcher.restart_dead():
-                    log.warning("watch_restarted", folder=str(root))
-                self._scan(self.watcher.scan())
+                self._turn(stop, self._rescan)
                 next_rescan = time.monotonic() + self.settings.rescan_seconds
+
+    def _turn(self, stop: threading.Event, action: Callable[..., None], *args: Any) -> None:
+        """One unit of harvest work; the daemon outlives any one that fails."""
+        try:
+            action(*args)
+        except Exception as error:
+            # Nothing is lost: files are marked done only after their package is on disk,
+            # so a rescan picks up whatever this turn dropped.
+            log.exception("harvest_step_failed", error=str(error))
+            self._in_progress.clear()
+            self._rescan_now.set()
+            stop.wait(_IDLE_WAIT)
+
+    def _rescan(self) -> None:
+        for root in self.watcher.restart_dead():
+            log.warning("watch_restarted", folder=str(root))
+        self._scan(self.watcher.scan())
 
     def _harvest_until_idle(self, pool: _Pool, stop: threading.Event) -> None:
         # Files still changing (or empty) after two full windows are left for the next run.
         longest = max(ws.settle_seconds for ws in self.settings.watch)
         deadline = time.monotonic() + 2 * longest + _IDLE_WAIT
         while not stop.is_set():
-            self._step(pool, time.time())
+            self._turn(stop, self._step, pool, time.time())
             settling = self.settler.tracked and time.monotonic() < deadline
-            if not settling and not self._probing:
+            if not settling and not self._busy("probe"):
                 break
             self._drain_events(self._wait_time())
         if self.settler.tracked:
             log.warning("files_not_settled", count=self.settler.tracked, action="next run")
         # Nothing else is coming in this run: release every group, complete or not.
-        self._extract(pool, self.grouper.ready(math.inf))
-        while self._extracting and not stop.is_set():
+        self._turn(stop, self._extract, pool, self.grouper.ready(math.inf))
+        while self._busy("extract") and not stop.is_set():
             self._drain_events(_IDLE_WAIT)
-            self._collect(pool, time.time())
+            self._turn(stop, self._collect, pool, time.time())
+
+    def _busy(self, kind: _Kind) -> bool:
+        quarantined = self._quarantine is not None and self._quarantine[1] == kind
+        return (
+            quarantined
+            or any(k == kind for _, k, _ in self._in_flight)
+            or any(k == kind for k, _ in self._suspects)
+        )
 
     def _wait_time(self) -> float:
         now = time.time()
@@ -326,7 +362,10 @@ class Daemon:
         if isinstance(event, FileGone):
             self.settler.forget(event.path)
             self.grouper.remove(event.path)
+            self._in_progress.pop(event.path, None)
             return
+        if self._in_progress.get(event.path) == (event.size, event.mtime_ns):
+            return  # settled already; its package is on the way
         if not self.state.is_done(event.path, event.size, event.mtime_ns):
             self.settler.observe(event)
 
@@ -336,86 +375,108 @@ class Daemon:
 
     def _step(self, pool: _Pool, now: float) -> None:
         """Hand settled files to the workers, collect what they finished, release groups."""
-        for batch in _batches(self.settler.tick(now, _stat), _PROBE_BATCH):
-            self._submit(pool, self._probing, workers.probe_many, batch)
+        settled = self.settler.tick(now, _stat)
+        for file in settled:
+            self._in_progress[file.path] = (file.size, file.mtime_ns)
+        for batch in _batches(settled, _PROBE_BATCH):
+            self._submit(pool, "probe", batch)
         self._collect(pool, now)
         self._extract(pool, self.grouper.ready(now))
 
     def _extract(self, pool: _Pool, ready: list[Acquisition]) -> None:
         merged = [self._with_earlier_members(acquisition) for acquisition in ready]
         for batch in _batches(merged, _EXTRACT_BATCH):
-            self._submit(pool, self._extracting, workers.extract_many, batch)
+            self._submit(pool, "extract", batch)
 
-    def _submit(
-        self,
-        pool: _Pool,
-        in_flight: list[tuple[Future[list[R]], list[A]]],
-        function: Callable[[list[A]], list[R]],
-        batch: list[A],
-    ) -> None:
-        future = pool.submit(function, batch)
+    def _submit(self, pool: _Pool, kind: _Kind, batch: list[Any]) -> None:
+        future = pool.submit(_TASKS[kind], batch)
         future.add_done_callback(self._wake)
-        in_flight.append((future, batch))
+        self._in_flight.append((future, kind, batch))
 
     def _collect(self, pool: _Pool, now: float) -> None:
-        """Take every finished worker task; a batch whose worker died is retried file by file."""
-        for probed in self._finished(pool, self._probing, workers.probe_many):
-            for result in probed:
-                self._probed(result, now)
+        """Take every finished worker task, then act on probes first, extractions second."""
+        finished: list[tuple[_Kind, list[Any]]] = []
+        running: list[tuple[Future[list[Any]], _Kind, list[Any]]] = []
+        for future, kind, batch in self._in_flight:
+            if not future.done():
+                running.append((future, kind, batch))
+                continue
+            try:
+                finished.append((kind, future.result()))
+            except (BrokenProcessPool, CancelledError):
+                # Which item killed the worker is unknown: each is re-run on its own.
+                self._suspects.extend((kind, item) for item in batch)
+        self._in_flight = running
+        finished.extend(self._run_suspects())
+        for kind, results in finished:
+            if kind == "probe":
+                for result in results:
+                    self._probed(result, now)
         packages: list[tuple[Package, Acquisition]] = []
-        for extracted in self._finished(pool, self._extracting, workers.extract_many):
-            for extraction in extracted:
-                if isinstance(extraction, ExtractionFailure):
-                    self._fail(extraction)
-                else:
-                    packages.append((self._build(extraction), extraction.acquisition))
+        for kind, results in finished:
+            if kind == "extract":
+                for extraction in results:
+                    package = self._package(extraction)
+                    if package is not None:
+                        packages.append((package, extraction.acquisition))
         for batch in _batches(packages, _SPOOL_BATCH):
             self._spool(batch)
 
-    def _finished(
-        self,
-        pool: _Pool,
-        in_flight: list[tuple[Future[list[R]], list[A]]],
-        function: Callable[[list[A]], list[R]],
-    ) -> list[list[R]]:
-        done = [(future, batch) for future, batch in in_flight if future.done()]
-        in_flight[:] = [(future, batch) for future, batch in in_flight if not future.done()]
-        results: list[list[R]] = []
-        for future, batch in done:
+    def _run_suspects(self) -> list[tuple[_Kind, list[Any]]]:
+        """Re-run suspects one at a time in their own worker: a crash then names its file."""
+        finished: list[tuple[_Kind, list[Any]]] = []
+        if self._quarantine is not None and self._quarantine[0].done():
+            future, kind, item = self._quarantine
+            self._quarantine = None
             try:
-                results.append(future.result())
-            except BrokenProcessPool:
-                pool.restart()
-                if len(batch) == 1:
-                    results.append([self._crashed(function, batch[0])])
-                else:
-                    for item in batch:
-                        self._submit(pool, in_flight, function, [item])
-        return results
+                finished.append((kind, future.result()))
+            except (BrokenProcessPool, CancelledError):
+                finished.append((kind, [_crashed(kind, item)]))
+        if self._quarantine is None and self._suspects:
+            kind, item = self._suspects.popleft()
+            if self._quarantine_pool is None:
+                self._quarantine_pool = _Pool(1, self._setup)
+            future = self._quarantine_pool.submit(_TASKS[kind], [item])
+            future.add_done_callback(self._wake)
+            self._quarantine = (future, kind, item)
+        return finished
 
-    def _crashed(self, function: Callable[[list[A]], list[R]], item: A) -> R:
-        """The outcome for the one item a worker process died on: a failure naming it."""
-        reason = "a worker process died while reading this file"
-        if function is workers.probe_many:
-            assert isinstance(item, FileSettled)
-            return cast(R, workers.ProbeFailure(item, f"{item.path}: {reason}"))
-        assert isinstance(item, Acquisition)
-        primary = item.primary.settled.path
-        return cast(R, ExtractionFailure(item, item.adapter, primary, f"{primary}: {reason}"))
+    def _package(self, extraction: workers.ExtractOutcome) -> Package | None:
+        """The package of one extraction, or None after recording why there is none."""
+        if isinstance(extraction, ExtractionFailure):
+            self._fail(extraction)
+            return None
+        try:
+            return self._build(extraction)
+        except Exception as error:  # noqa: BLE001 - one bad acquisition must not stop the rest
+            primary = extraction.acquisition.primary.settled.path
+            self._fail(
+                ExtractionFailure(
+                    extraction.acquisition,
+                    extraction.adapter,
+                    primary,
+                    f"{primary}: cannot build the package: {type(error).__name__}: {error}",
+                )
+            )
+            return None
 
     def _probed(self, result: workers.ProbeOutcome, now: float) -> None:
         if isinstance(result, ProbedFile):
             self.grouper.add(result, now)
             return
         path = result.settled.path
+        self._in_progress.pop(path, None)
         if result.changed:
             seen = _stat(path, result.settled.root)
             if seen is not None:
                 self.settler.observe(seen)
             return
-        log.error("file_unreadable", path=str(path), reason=result.reason)
+        log.error("file_unreadable", path=str(path), reason=result.reason, retried=not result.final)
         self.report.failures.append(result.reason)
-        self.state.record_failure(path, result.settled.size, result.settled.mtime_ns, result.reason)
+        settled = result.settled
+        self.state.record_failure(
+            path, settled.size, settled.mtime_ns, result.reason, final=result.final
+        )
 
     def _spool(self, batch: list[tuple[Package, Acquisition]]) -> None:
         """One fsync round for many packages; delivery starts on them at once."""
@@ -425,11 +486,13 @@ class Daemon:
             # Not recorded as harvested, so the files are packaged again on a later scan.
             log.error("spool_failed", error=str(error), packages=len(batch))
             self.report.failures.append(str(error))
+            self._release(acquisition for _, acquisition in batch)
             return
         self.state.record_packages(
             (package.acquisition_key, package.package_id, acquisition.adapter, acquisition.members)
             for package, acquisition in batch
         )
+        self._release(acquisition for _, acquisition in batch)
         for package, acquisition in batch:
             log.info(
                 "acquisition_packaged",
@@ -448,7 +511,7 @@ class Daemon:
         present = {member.settled.path for member in acquisition.members}
         extra: list[ProbedFile] = []
         for record in earlier:
-            if record.path in present:
+            if record.path in present or record.root != acquisition.root:
                 continue
             seen = _stat(record.path, record.root)
             if seen is None or (seen.size, seen.mtime_ns) != (record.size, record.mtime_ns):
@@ -504,12 +567,24 @@ class Daemon:
         for member in failure.acquisition.members:
             settled = member.settled
             self.state.record_failure(settled.path, settled.size, settled.mtime_ns, failure.reason)
+        self._release([failure.acquisition])
+
+    def _release(self, acquisitions: Iterable[Acquisition]) -> None:
+        """Files that left the pipeline (packaged or failed) may be seen by scans again."""
+        for acquisition in acquisitions:
+            for member in acquisition.members:
+                self._in_progress.pop(member.settled.path, None)
 
     # ------------------------------------------------------------------ delivery
     def _deliver_loop(self, deliverer: Deliverer, stop: threading.Event) -> None:
+        next_prune = time.monotonic()
         while not stop.is_set():
             try:
                 wait = deliverer.step(stop.is_set)
+                if time.monotonic() >= next_prune:
+                    # Receipts only answer "was it sent?"; old ones need not pile up.
+                    self.outbox.prune_delivered(_RECEIPT_RETENTION_SECONDS)
+                    next_prune = time.monotonic() + 3600
             except Exception as error:
                 log.exception("delivery_loop_error", error=str(error))
                 wait = _IDLE_WAIT
@@ -524,6 +599,15 @@ class Daemon:
             if not untried:
                 return
             stop.wait(0.05)
+
+
+def _crashed(kind: _Kind, item: Any) -> workers.ProbeOutcome | workers.ExtractOutcome:
+    """The outcome for the one item a worker process died on: a failure naming it."""
+    reason = "a worker process died while reading this file"
+    if kind == "probe":
+        return workers.ProbeFailure(item, f"{item.path}: {reason}")
+    primary = item.primary.settled.path
+    return ExtractionFailure(item, item.adapter, primary, f"{primary}: {reason}")
 
 
 def _stat(path: Path, root: Path) -> FileSeen | None:
@@ -624,7 +708,7 @@ def check_installation(settings: Settings) -> Iterable[tuple[bool, str]]:
 
 def _label(settings: Settings) -> str:
     endpoint = settings.endpoint
-    return str(endpoint.path) if endpoint.type == "directory" else str(endpoint.url)
+    return str(endpoint.path) if endpoint.type == "directory" else safe_url(str(endpoint.url))
 
 
 @dataclass(frozen=True, slots=True)

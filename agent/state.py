@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS failures (
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
     reason TEXT NOT NULL,
-    at REAL NOT NULL
+    at REAL NOT NULL,
+    final INTEGER NOT NULL
 );
 """
 
@@ -94,10 +95,11 @@ class State:
         self._db.close()
 
     def is_done(self, path: Path, size: int, mtime_ns: int) -> bool:
-        """True when this exact version of the file was packaged or failed already."""
+        """True when this exact version of the file was packaged, or failed for good."""
         row = self._db.execute(
             "SELECT 1 FROM files WHERE path = ? AND size = ? AND mtime_ns = ? "
-            "UNION ALL SELECT 1 FROM failures WHERE path = ? AND size = ? AND mtime_ns = ?",
+            "UNION ALL SELECT 1 FROM failures "
+            "WHERE path = ? AND size = ? AND mtime_ns = ? AND final",
             (str(path), size, mtime_ns, str(path), size, mtime_ns),
         ).fetchone()
         return row is not None
@@ -155,12 +157,19 @@ class State:
         except sqlite3.Error as error:
             raise StateError(f"{self.path}: cannot record packages: {error}") from error
 
-    def record_failure(self, path: Path, size: int, mtime_ns: int, reason: str) -> None:
+    def record_failure(
+        self, path: Path, size: int, mtime_ns: int, reason: str, *, final: bool = True
+    ) -> None:
+        """Remember a failure for ``status``; a ``final`` one also stops retries of this version.
+
+        Not final: the file could not be read right now (permissions, a sharing
+        violation, a network error); the next scan tries it again.
+        """
         try:
             with self._db:
                 self._db.execute(
-                    "INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?)",
-                    (str(path), size, mtime_ns, reason, time.time()),
+                    "INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?, ?)",
+                    (str(path), size, mtime_ns, reason, time.time(), int(final)),
                 )
         except sqlite3.Error as error:
             raise StateError(f"{self.path}: cannot record a failure: {error}") from error

@@ -69,6 +69,18 @@ def _compiled(patterns: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile("|".join(fnmatch.translate(p) for p in patterns), flags)
 
 
+def _is_folder(path: Path) -> bool:
+    """False for a missing folder and for one that cannot be reached right now.
+
+    ``Path.is_dir`` raises on EACCES, ESTALE or EIO (a share that dropped); here any of
+    those means "unavailable for now", never a reason to stop.
+    """
+    try:
+        return os.path.isdir(path)
+    except OSError:
+        return False
+
+
 def _relpath(path: str, root: Path) -> str | None:
     try:
         return Path(path).relative_to(root).as_posix()
@@ -219,7 +231,7 @@ class Watcher:
     def scan_folder(self, ws: WatchSettings) -> Iterator[FileSeen]:
         """Every watched file under one folder; never follows symlinks into directories."""
         root = ws.path
-        if not root.is_dir():
+        if not _is_folder(root):
             log.warning("watch_folder_unavailable", folder=str(root), reason="missing")
             return
         pending: list[tuple[str, str]] = [(str(root), "")]
@@ -251,7 +263,7 @@ class Watcher:
         return bool(observer.emitters) and all(e.is_alive() for e in observer.emitters)
 
     def _start_folder(self, ws: WatchSettings) -> bool:
-        if not ws.path.is_dir():
+        if not _is_folder(ws.path):
             if ws.path not in self._down:
                 log.warning("watch_folder_unavailable", folder=str(ws.path), reason="missing")
             self._down.add(ws.path)

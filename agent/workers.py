@@ -69,6 +69,8 @@ class ProbeFailure:
     reason: str
     #: True when the file changed while being read: observe it again rather than fail it.
     changed: bool = False
+    #: False for errors that may pass (permissions, sharing violations): retried on rescan.
+    final: bool = True
 
 
 def probe(settled: FileSettled) -> ProbedFile | ProbeFailure:
@@ -81,7 +83,7 @@ def probe(settled: FileSettled) -> ProbedFile | ProbeFailure:
         found = _current_registry().claim(FileProbe(path, settled.size, head), reader, allowed)
         after = os.stat(path)
     except OSError as error:
-        return ProbeFailure(settled, f"cannot read {path}: {error.strerror or error}")
+        return ProbeFailure(settled, f"cannot read {path}: {error.strerror or error}", final=False)
     if after.st_size != settled.size or after.st_mtime_ns != settled.mtime_ns:
         return ProbeFailure(settled, f"{path} changed while it was read", changed=True)
     if found is None:

@@ -447,3 +447,20 @@ def test_yaml_syntax_error_names_the_line() -> None:
 )
 def test_a_file_that_is_not_a_mapping_is_refused(text: str, expected: str) -> None:
     assert errors_of(text) == [expected]
+
+
+def test_log_file_and_token_file_inside_a_watch_folder_are_refused(tmp_path: Path) -> None:
+    watch = tmp_path / "watch"
+    text = (
+        "instrument: {id: x}\n"
+        f"watch: [{{path: {watch}}}]\n"
+        f"endpoint: {{type: http, url: 'https://h.example/p', token_file: {watch / 't'}}}\n"
+        f"state_dir: {tmp_path / 'state'}\n"
+        f"log: {{file: {watch / 'acq.log'}}}\n"
+    )
+    with pytest.raises(ConfigError) as raised:
+        parse_settings(text, source="c.yaml", base_dir=tmp_path)
+    joined = "\n".join(raised.value.messages)
+    assert "c.yaml:3: endpoint.token_file:" in joined
+    assert "c.yaml:5: log.file:" in joined
+    assert "the log would be harvested as it grows" in joined

@@ -18,8 +18,18 @@ ORIGINAL = {
     "DeviceSerialNumber": "12345",
     "RequestAttributesSequence": [{"RequestedProcedureID": "RQ1"}],
     "ReferencedSeriesSequence": [{"SeriesInstanceUID": "1.2.3.4", "PatientName": "X"}],
+    "ReviewerName": "SMITH^ANNA",
+    "DateOfLastCalibration": "19961202",
+    "StudyDescription": "DR DARBOIS",
+    "ContainerIdentifier": "S19-1_A_1_1",
+    "ContentSequence": [{"TextValue": "biopsy of J. Doe", "ValueType": "TEXT"}],
 }
-METADATA = {"modality": "MR", "acquired": "2024-01-02T10:15:00", "series_uid": "1.2.3.4"}
+METADATA = {
+    "modality": "MR",
+    "acquired": "2024-01-02T10:15:00",
+    "series_uid": "1.2.3.4",
+    "series_description": "t1_mprage DOE",
+}
 
 
 def test_dicom_identifiers_dates_and_characteristics_go_device_identity_stays() -> None:
@@ -35,7 +45,16 @@ def test_dicom_identifiers_dates_and_characteristics_go_device_identity_stays() 
     assert original["SeriesInstanceUID"].startswith("2.25.")
     nested = original["ReferencedSeriesSequence"][0]
     assert nested == {"SeriesInstanceUID": original["SeriesInstanceUID"]}
+    for gone in (
+        "ReviewerName",
+        "DateOfLastCalibration",
+        "StudyDescription",
+        "ContainerIdentifier",
+    ):
+        assert gone not in original
+    assert original["ContentSequence"] == [{"ValueType": "TEXT"}]
     assert "acquired" not in result.metadata
+    assert "series_description" not in result.metadata
     assert result.metadata["series_uid"] == original["SeriesInstanceUID"]
     assert result.profile == PROFILE
     assert result.removed >= 7
@@ -52,14 +71,25 @@ def test_uid_replacement_is_stable_per_installation_and_differs_between_them() -
 
 def test_options_retain_what_they_name() -> None:
     settings = DeidentifySettings(
-        retain_uids=True, retain_dates=True, retain_patient_characteristics=True
+        retain_uids=True,
+        retain_dates=True,
+        retain_patient_characteristics=True,
+        retain_descriptions=True,
     )
     result = Deidentifier(settings, b"k" * 32).apply("DICOM", METADATA, ORIGINAL)
     assert result.original_metadata["StudyDate"] == "20240102"
     assert result.original_metadata["PatientAge"] == "042Y"
     assert result.original_metadata["SeriesInstanceUID"] == "1.2.3.4"
+    assert result.original_metadata["StudyDescription"] == "DR DARBOIS"
+    assert result.metadata["series_description"] == "t1_mprage DOE"
     assert "PatientName" not in result.original_metadata
-    assert set(result.options) >= {"retain_uids", "retain_dates", "retain_patient_characteristics"}
+    assert "ReviewerName" not in result.original_metadata  # names go, whatever the options
+    assert set(result.options) >= {
+        "retain_uids",
+        "retain_dates",
+        "retain_patient_characteristics",
+        "retain_descriptions",
+    }
 
 
 def test_non_dicom_dates_stay_and_disabled_policy_changes_nothing() -> None:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from acqharvest.identity import identifier_type, instrument_block, path_fields, template_names
+from acqharvest.identity import (
+    identifier_type,
+    instrument_block,
+    path_fields,
+    template_names,
+    template_problem,
+)
 from acqharvest.model import InstrumentSettings
 
 
@@ -46,6 +52,8 @@ def test_instrument_block_leaves_out_empty_fields() -> None:
         ("data/{operator}/**", "data/bob/a/b/c.dcm", {"operator": "bob"}),
         ("data/{operator}/**", "other/bob/c.dcm", {}),
         ("*/{project}", "scope1/neuro/x.ome.tif", {"project": "neuro"}),
+        ("**/{operator}", "alice/f.tif", {"operator": "alice"}),
+        ("**/{operator}", "a/b/alice/f.tif", {"operator": "alice"}),
         (None, "alice/p1/img.tif", {}),
     ],
 )
@@ -57,3 +65,9 @@ def test_path_fields_come_from_folders_never_the_file_name(
 
 def test_template_names_in_order() -> None:
     assert template_names("{operator}/{date}_{sample}/**") == ("operator", "date", "sample")
+
+
+def test_template_problems_are_named() -> None:
+    assert template_problem("{operator}/{project}/**") is None
+    assert "repeated: operator" in str(template_problem("{operator}/{operator}/**"))
+    assert "names no field" in str(template_problem("data/**"))

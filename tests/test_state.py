@@ -44,6 +44,14 @@ def test_failures_are_remembered_per_version_and_cleared_by_a_package(tmp_path: 
     assert state.failures() == []
 
 
+def test_a_passing_read_error_is_shown_but_retried(tmp_path: Path) -> None:
+    state = State.open(tmp_path / "s.sqlite3")
+    path = tmp_path / "watch" / "locked.tif"
+    state.record_failure(path, 5, 7, "permission denied", final=False)
+    assert not state.is_done(path, 5, 7)
+    assert [f.reason for f in state.failures()] == ["permission denied"]
+
+
 def test_a_corrupt_database_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "state.sqlite3"
     path.write_bytes(b"this is not a database" * 100)

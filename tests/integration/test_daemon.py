@@ -11,6 +11,7 @@ import signal
 import subprocess
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import pydicom
@@ -99,17 +100,27 @@ def test_dicom_series_written_file_by_file_is_one_package(harness: Harness, corp
     assert body["metadata"]["instances"] == 4
 
 
+def _identifying_values(dataset: pydicom.Dataset) -> set[str]:
+    """Every person name, date and identifier in a dataset, nested sequences included."""
+    keywords = {"PatientID", "OtherPatientIDs", "AccessionNumber", "StudyDescription"}
+    values: set[str] = set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # old corpus files break VR length rules
+        for element in dataset.iterall():
+            if element.VR in ("PN", "DA", "DT") or element.keyword in keywords:
+                text = str(element.value or "").strip()
+                if len(text) >= 3:
+                    values.add(text)
+    return values
+
+
 def test_no_patient_identifier_reaches_a_package(harness: Harness, corpus: Path) -> None:
     identifiers: dict[str, set[str]] = {}
     device: set[str] = set()  # kept on purpose (Retain Device Identity), even if equal
     for source in sorted((corpus / "dicom").rglob("*.dcm")):
         dataset = pydicom.dcmread(source, stop_before_pixels=True, force=True)
         relative = source.relative_to(corpus).as_posix()
-        identifiers[relative] = set()
-        for keyword in ("PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs"):
-            value = str(dataset.get(keyword, "") or "").strip()
-            if len(value) >= 3:
-                identifiers[relative].add(value)
+        identifiers[relative] = _identifying_values(dataset)
         for keyword in ("DeviceSerialNumber", "StationName", "ManufacturerModelName"):
             device.add(str(dataset.get(keyword, "") or "").strip())
         target = harness.watch / relative
@@ -117,7 +128,7 @@ def test_no_patient_identifier_reaches_a_package(harness: Harness, corpus: Path)
         shutil.copyfile(source, target)
     identifiers = {path: values - device for path, values in identifiers.items()}
     every_identifier = set().union(*identifiers.values())
-    assert len(every_identifier) > 10, "the corpus should carry patient identifiers to remove"
+    assert len(every_identifier) > 30, "the corpus should carry patient identifiers to remove"
 
     result = harness.run_once()
     assert result.returncode == 0, result.stderr + harness.output()
