@@ -138,11 +138,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from acqharvest.config import load_settings
+    from acqharvest.config import embedded_settings
     from acqharvest.deidentify import Deidentifier
     from acqharvest.runtime import preview
 
-    settings = load_settings(None)
+    logs.configure("error", "auto")  # the errors are printed below, one line each
+    # The default policy, never a site config: extract shows what adapters read.
+    settings = embedded_settings()
     deidentifier = Deidentifier(settings.deidentify, secrets.token_bytes(32))
     results, errors = preview(args.paths, settings, deidentifier)
     for package in results:
@@ -205,8 +207,9 @@ def _retry(args: argparse.Namespace) -> int:
     outbox = Outbox.open(state_paths(settings)[0], recover=False)
     wanted = outbox.rejected() if args.all else args.package_ids
     if not wanted:
-        print("nothing to retry: name package ids or pass --all", file=sys.stderr)
-        return EXIT_FAILED
+        message = "no rejected packages" if args.all else "name package ids, or pass --all"
+        print(f"nothing to retry: {message}", file=sys.stderr)
+        return EXIT_OK if args.all else EXIT_FAILED
     failed = 0
     for package_id in wanted:
         try:
@@ -215,7 +218,13 @@ def _retry(args: argparse.Namespace) -> int:
             moved, failed = False, failed + 1
             print(f"{package_id}: {error}", file=sys.stderr)
             continue
-        print(f"{package_id}: {'queued again' if moved else 'not rejected, left alone'}")
+        state = outbox.state_of(package_id) if not moved else None
+        if moved:
+            print(f"{package_id}: queued again")
+        elif state is None:
+            print(f"{package_id}: no such package in the outbox")
+        else:
+            print(f"{package_id}: {state}, not rejected; left alone")
         failed += not moved
     return EXIT_FAILED if failed else EXIT_OK
 

@@ -366,8 +366,7 @@ def load_settings(path: Path | None, *, cwd: Path | None = None) -> Settings:
     if path is None and os.environ.get(CONFIG_ENV):
         path = Path(os.environ[CONFIG_ENV])
     if path is None:
-        text = resources.files("acqharvest").joinpath("demo.yaml").read_text(encoding="utf-8")
-        return parse_settings(text, source=EMBEDDED_SOURCE, base_dir=base)
+        return embedded_settings(cwd=base)
     file = base / path
     try:
         # utf-8-sig: editors on Windows instrument PCs like to write a byte-order mark
@@ -377,6 +376,12 @@ def load_settings(path: Path | None, *, cwd: Path | None = None) -> Settings:
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{path}: config file is not UTF-8 text: {exc.reason}"]) from exc
     return parse_settings(text, source=str(path), base_dir=file.parent)
+
+
+def embedded_settings(*, cwd: Path | None = None) -> Settings:
+    """The embedded demo default, whatever ``$ACQHARVEST_CONFIG`` says."""
+    text = resources.files("acqharvest").joinpath("demo.yaml").read_text(encoding="utf-8")
+    return parse_settings(text, source=EMBEDDED_SOURCE, base_dir=(cwd or Path.cwd()).absolute())
 
 
 def parse_settings(text: str, *, source: str, base_dir: Path) -> Settings:

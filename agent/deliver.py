@@ -25,7 +25,7 @@ import httpx
 import structlog
 
 from acqharvest import __version__, logs
-from acqharvest.durable import fsync_dir, replace_durably
+from acqharvest.durable import fsync_dir, replace_durably, writable_folder
 from acqharvest.model import EndpointSettings, Receipt
 
 #: response text kept in a rejection reason or a retry detail.
@@ -341,14 +341,7 @@ class DirectorySender:
         return Receipt(package_id, "confirmed", None, f"written to {target}")
 
     def probe(self) -> tuple[bool, str]:
-        probe_file = self.path / f".acqharvest-check-{secrets.token_hex(4)}.tmp"
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            probe_file.write_bytes(b"")
-            probe_file.unlink()
-        except OSError as exc:
-            return False, f"cannot write to {self.path}: {exc.strerror or exc}"
-        return True, "folder is writable"
+        return writable_folder(self.path)
 
     def close(self) -> None:
         """Nothing to release; present for the Sender protocol."""

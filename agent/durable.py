@@ -40,3 +40,15 @@ def replace_durably(tmp: Path, target: Path, data: bytes, *, mode: int = 0o666) 
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def writable_folder(folder: Path) -> tuple[bool, str]:
+    """(ok, detail): can this user write ``folder``, or create it? Creates nothing."""
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        return False, f"{existing} is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return False, f"{existing} is not writable by this user"
+    return True, "writable" if existing == folder else "can be created"

@@ -28,7 +28,7 @@ from typing import Any, Literal, TypeVar
 from acqharvest import logs, workers
 from acqharvest.deidentify import Deidentifier
 from acqharvest.deliver import Deliverer, build_sender, safe_url
-from acqharvest.durable import fsync_dir, replace_durably
+from acqharvest.durable import fsync_dir, replace_durably, writable_folder
 from acqharvest.group import Grouper
 from acqharvest.identity import instrument_block, path_fields
 from acqharvest.model import (
@@ -680,20 +680,24 @@ def check_installation(settings: Settings) -> Iterable[tuple[bool, str]]:
             yield True, f"watch folder {folder.path} is readable"
         except OSError as error:
             yield False, f"watch folder {folder.path}: {error.strerror or error}"
-    try:
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
-        probe_file = settings.state_dir / f".check-{os.getpid()}"
-        probe_file.write_bytes(b"")
-        probe_file.unlink()
-        yield True, f"state dir {settings.state_dir} is writable"
-    except OSError as error:
-        yield False, f"state dir {settings.state_dir}: {error.strerror or error}"
+    ok, detail = writable_folder(settings.state_dir)
+    yield ok, f"state dir {settings.state_dir}: {detail}"
     from acqharvest.registry import load_registry
 
     registry = load_registry()
     yield bool(registry.adapters), "adapters loaded: " + (", ".join(registry.adapters) or "none")
     for load_error in registry.errors:
         yield False, f"adapter {load_error.name} failed to load: {load_error.error}"
+    for index, folder in enumerate(settings.watch):
+        unknown = [name for name in folder.adapters if name not in registry.adapters]
+        if unknown:
+            yield (
+                False,
+                (
+                    f"watch[{index}].adapters names adapters that are not installed: "
+                    f"{', '.join(unknown)} (installed: {', '.join(registry.adapters) or 'none'})"
+                ),
+            )
     try:
         sender = build_sender(settings.endpoint)
     except Exception as error:  # noqa: BLE001 - any endpoint set-up problem is a failed check
@@ -721,18 +725,21 @@ class Status:
 def read_status(settings: Settings) -> Status:
     """Outbox counts, harvest counts and recent problems, read without changing anything."""
     outbox_dir, db_path, _ = state_paths(settings)
-    summary = Outbox.open(outbox_dir, recover=False).summary()
-    outbox = {
-        "pending": summary.pending,
-        "delivered": summary.delivered,
-        "rejected": summary.rejected,
-        "corrupt": summary.corrupt,
-    }
-    problems = [
-        f"{p.at or '-'}  {p.state:<9} {p.package_id[:16]}  attempts={p.attempts}  "
-        f"{p.last_error or ''}"
-        for p in summary.problems
-    ]
+    outbox = {"pending": 0, "delivered": 0, "rejected": 0, "corrupt": 0}
+    problems: list[str] = []
+    if outbox_dir.is_dir():  # else the daemon never ran here; create nothing
+        summary = Outbox.open(outbox_dir, recover=False).summary()
+        outbox = {
+            "pending": summary.pending,
+            "delivered": summary.delivered,
+            "rejected": summary.rejected,
+            "corrupt": summary.corrupt,
+        }
+        problems = [
+            f"{p.at or '-'}  {p.state:<9} {p.package_id[:16]}  attempts={p.attempts}  "
+            f"{p.last_error or ''}"
+            for p in summary.problems
+        ]
     registry = {"files": 0, "acquisitions": 0, "failures": 0}
     if db_path.exists():
         state = State.open(db_path, readonly=True)

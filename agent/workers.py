@@ -8,6 +8,7 @@ registry once; the functions here take and return only picklable model objects.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,12 +47,20 @@ def init_worker(setup: WorkerSetup) -> None:
     global _registry, _setup  # per-process state, set once at start
     _setup = setup
     if setup.log is not None:
-        # A worker process: JSON lines on the inherited stderr (the service's journal).
+        # A worker process: Ctrl-C and SIGTERM are for the parent, which stops the pool.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # JSON lines on the inherited stderr (the service's journal).
         # Only the parent writes the log file, so that its rotation stays safe.
         # Start-up notices are the parent's to give: workers speak only of problems.
         level = "debug" if setup.log.level == "debug" else "warning"
         logs.configure(level, "json", None, stream=sys.stderr)
     _registry = load_registry()
+    for root, names in (setup.adapters_by_root or {}).items():
+        unknown = [name for name in names if name not in _registry.adapters]
+        if unknown:
+            logs.get_logger().warning(
+                "watch_adapters_unknown", folder=str(root), adapters=unknown, effect="ignored"
+            )
 
 
 def _current_registry() -> Registry:

@@ -79,6 +79,22 @@ def test_extract_prints_packages_without_config_or_writes(corpus: Path, tmp_path
     assert list(tmp_path.iterdir()) == [], "extract must write nothing"
 
 
+def test_extract_ignores_a_site_config(corpus: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("instrument: [\n")
+    env = {**os.environ, "ACQHARVEST_CONFIG": str(broken)}
+    source = corpus / "dicom" / "pt" / "ACRIN-FLT-Breast_1.dcm"
+    result = subprocess.run(
+        [ACQHARVEST, "extract", "--json", str(source)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["provenance"]["deidentification"]["removed"] > 0
+
+
 def test_extract_names_a_bad_file_without_a_traceback(tmp_path: Path, corpus: Path) -> None:
     truncated = tmp_path / "truncated.dcm"
     truncated.write_bytes((corpus / "dicom" / "ct" / "CT_JPEG70.dcm").read_bytes()[:700])
@@ -111,6 +127,21 @@ def test_check_and_status_on_a_directory_endpoint(tmp_path: Path) -> None:
     status = run("status", "--config", str(config))
     assert status.returncode == 0, status.stderr
     assert "pending 0" in status.stdout
+    assert not (tmp_path / "state").exists(), "check and status must create nothing"
+    assert not (tmp_path / "out").exists()
+    retried = run("retry", "--all", "--config", str(config))
+    assert retried.returncode == 0
+    assert "no rejected packages" in retried.stderr
+
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(
+        config.read_text().replace(
+            f"{{path: {tmp_path / 'watch'}}}", f"{{path: {tmp_path / 'watch'}, adapters: [dicm]}}"
+        )
+    )
+    checked = run("check", "--config", str(typo))
+    assert checked.returncode == 1
+    assert "not installed: dicm" in checked.stdout
 
     missing = tmp_path / "missing.yaml"
     missing.write_text(config.read_text().replace(str(tmp_path / "watch"), str(tmp_path / "nope")))
@@ -122,8 +153,14 @@ def test_check_and_status_on_a_directory_endpoint(tmp_path: Path) -> None:
 @pytest.mark.integration
 def test_embedded_default_harvests_the_demo_folder(tmp_path: Path, corpus: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "ACQHARVEST_CONFIG"}
+    # its own process group, so that SIGINT reaches the workers too, as Ctrl-C does
     process = subprocess.Popen(
-        [ACQHARVEST, "run"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True
+        [ACQHARVEST, "run"],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     try:
         assert wait_until(lambda: (tmp_path / "acquisitions").is_dir(), timeout=20)
@@ -134,10 +171,11 @@ def test_embedded_default_harvests_the_demo_folder(tmp_path: Path, corpus: Path)
         harvested = tmp_path / "harvested"
         assert wait_until(lambda: any(harvested.glob("*.json")), timeout=30)
     finally:
-        process.send_signal(signal.SIGINT)
+        os.killpg(process.pid, signal.SIGINT)
         _, stderr = process.communicate(timeout=15)
     assert process.returncode == 0, stderr
     assert "embedded default" in stderr
+    assert "Traceback" not in stderr
     (package,) = harvested.glob("*.json")
     assert json.loads(package.read_text())["files"][0]["path"] == "z.ome.tif"
 

@@ -8,7 +8,7 @@ Hamamatsu streak, Olympus SIS/FluoView, MetaMorph STK and Micro-Manager.
 Fields filled: image geometry (size x/y/z/c/t, bits, pixel type, dimension order,
 number of pages), pixel size in micrometres (OME PhysicalSize*, LSM voxel size, FEI and
 Zeiss SEM pixel size, Aperio MPP, ImageJ spacing/unit, else X/YResolution in
-centimetre or inch units), acquisition time, instrument as reported (Make, Model, Software
+centimetre units), acquisition time, instrument as reported (Make, Model, Software
 tags, OME Microscope, vendor headers), OME channels, objective, detector and operator.
 ``original_metadata`` holds page-0 tags, the OME-XML text, ImageJ metadata and the vendor
 metadata tifffile parses from tags.

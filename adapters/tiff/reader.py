@@ -252,9 +252,11 @@ def _imagej_size(page: tifffile.TiffPage, imagej: dict[str, Any] | None) -> dict
 
 
 def _resolution_size(page: tifffile.TiffPage) -> dict[str, float]:
-    um_per_unit = {2: 25400.0, 3: 10000.0}.get(_resolution_unit(page))
-    if um_per_unit is None:
+    # Only centimetre units: an inch resolution (also the TIFF default) is the print or
+    # screen DPI (72, 96, 150...) in every instrument file seen, not the sampling.
+    if _resolution_unit(page) != 3:
         return {}
+    um_per_unit = 10000.0
     out = {}
     for axis, name in (("x", "XResolution"), ("y", "YResolution")):
         per_unit = _rational(page, name)
