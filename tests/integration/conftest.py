@@ -77,7 +77,7 @@ instrument:
 watch:
   - path: {self.watch}
     settle_seconds: {self.settle}
-    group_quiet_seconds: 1.5
+    group_quiet_seconds: {extra.get("group_quiet_seconds", 1.5)}
     path_template: "{{operator}}/{{project}}/**"
 endpoint:
   type: http
@@ -87,7 +87,7 @@ endpoint:
   max_backoff_seconds: 1
 state_dir: {self.state}
 workers: {extra.get("workers", 0)}
-rescan_seconds: 2
+rescan_seconds: {extra.get("rescan_seconds", 2)}
 log: {{level: debug, format: json}}
 """,
             encoding="utf-8",

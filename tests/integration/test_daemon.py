@@ -114,6 +114,20 @@ def _identifying_values(dataset: pydicom.Dataset) -> set[str]:
     return values
 
 
+def test_frequent_rescans_do_not_keep_a_series_from_going_quiet(
+    harness: Harness, corpus: Path
+) -> None:
+    harness.write_config(harness.tmp / "token", rescan_seconds=0.3, group_quiet_seconds=2)
+    for number, data in enumerate(series_instances(corpus, 3), start=1):
+        (harness.watch / f"IM{number}").write_bytes(data)
+    harness.start()
+    assert harness.endpoint.wait_for(1, timeout=30), harness.output()
+    assert harness.stop() == 0
+    (body,) = harness.packages().values()
+    assert body["acquisition"]["complete"] is True
+    assert len(body["files"]) == 3
+
+
 def test_no_patient_identifier_reaches_a_package(harness: Harness, corpus: Path) -> None:
     identifiers: dict[str, set[str]] = {}
     device: set[str] = set()  # kept on purpose (Retain Device Identity), even if equal
