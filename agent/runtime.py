@@ -64,6 +64,8 @@ _SECRET_BYTES = 32
 _RECEIPT_RETENTION_SECONDS = 90 * 24 * 3600
 #: how long a stop waits for a send in progress before leaving it to the next start
 _STOP_DELIVERY_SECONDS = 5.0
+#: how long a stop waits for workers to finish the file they are reading
+_STOP_WORKERS_SECONDS = 5.0
 #: packages spooled with one fsync round; small enough that delivery starts early.
 _SPOOL_BATCH = 16
 #: files per probe task and acquisitions per extraction task sent to a worker
@@ -136,9 +138,23 @@ class _Pool:
             self._start()
             return self._executor.submit(function, batch)
 
-    def shutdown(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
+    def shutdown(self, grace: float = _STOP_WORKERS_SECONDS) -> None:
+        """Stop the workers; one stuck in a hung adapter is terminated after ``grace``.
+
+        Its file was not recorded as harvested, so it is read again at the next start.
+        """
+        if self._executor is None:
+            return
+        # Private but stable since 3.2 (3.14 adds terminate_workers() for this).
+        processes = list(getattr(self._executor, "_processes", {}).values())
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + grace
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                log.warning("worker_terminated", pid=process.pid, reason="still busy at stop")
+                process.terminate()
+                process.join(1.0)
 
 
 def _batches(items: list[T], size: int) -> Iterator[list[T]]:

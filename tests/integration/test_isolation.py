@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,11 +18,13 @@ import pytest
 from acqharvest.config import parse_settings
 from acqharvest.runtime import Daemon
 from acqharvest.state import State
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
 
 ADAPTER = """
 import os
+import time
 from acqharvest.adapter_api import AdapterInfo, AdapterOutput, Claim, FieldSpec, FormatSpec
 
 
@@ -42,8 +45,13 @@ class CrashyAdapter:
 
     def extract(self, draft, reader):
         with reader.open(draft.primary) as handle:
-            if b"BOOM" in handle.read():
-                os._exit(3)  # what a segfaulting native reader looks like from outside
+            data = handle.read()
+        if b"BOOM" in data:
+            os._exit(3)  # what a segfaulting native reader looks like from outside
+        if b"HANG" in data:
+            with open(os.environ["CRASHY_HANGING"], "w"):
+                pass  # tells the test the worker is stuck now
+            time.sleep(600)  # a reader stuck on a dead network share
         return AdapterOutput(format="CRASHY", metadata={"note": "fine"})
 """
 
@@ -90,3 +98,29 @@ def test_a_file_that_kills_its_worker_fails_alone(tmp_path: Path, crashy_on_path
         assert failure.path == watch / "b.crashy"
     finally:
         registry.close()
+
+
+def test_stop_does_not_wait_for_a_hung_adapter(
+    tmp_path: Path, crashy_on_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    watch, out, hanging = tmp_path / "watch", tmp_path / "out", tmp_path / "hanging"
+    watch.mkdir()
+    (watch / "stuck.crashy").write_bytes(b"CRASHY HANG")
+    monkeypatch.setenv("CRASHY_HANGING", str(hanging))
+    settings = parse_settings(
+        f"instrument: {{id: local-1}}\nwatch: [{{path: {watch}, settle_seconds: 0}}]\n"
+        f"endpoint: {{type: directory, path: {out}}}\nstate_dir: {tmp_path / 'state'}\n"
+        "workers: 2\n",
+        source="test.yaml",
+        base_dir=tmp_path,
+    )
+    stop = threading.Event()
+    # built on its own thread: the registry's SQLite connection belongs to the harvest thread
+    daemon = threading.Thread(target=lambda: Daemon(settings).run(stop))
+    daemon.start()
+    assert wait_until(hanging.exists, timeout=30), "the adapter never started"
+    started = time.monotonic()
+    stop.set()
+    daemon.join(timeout=30)
+    assert not daemon.is_alive(), "the daemon waited for a hung adapter"
+    assert time.monotonic() - started < 20
