@@ -61,7 +61,7 @@ def build_package(
     *,
     instrument: Mapping[str, Any],
     acquisition_fields: Mapping[str, str],
-    replaces: str | None,
+    previous: str | None,
     created: float,
     host: str | None = None,
 ) -> Package:
@@ -102,7 +102,8 @@ def build_package(
         ],
         "metadata": dict(deidentified.metadata),
         "original_metadata": dict(deidentified.original_metadata),
-        "replaces": replaces,
+        # the earlier package of this acquisition, unless this is the same one rebuilt
+        "replaces": previous if previous != identifier else None,
         "provenance": {
             "deidentification": {
                 "profile": deidentified.profile,

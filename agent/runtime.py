@@ -44,7 +44,7 @@ from acqharvest.model import (
     WatchSettings,
 )
 from acqharvest.outbox import Outbox, OutboxError
-from acqharvest.package import build_package, package_id, relative_path
+from acqharvest.package import build_package, relative_path
 from acqharvest.package import rfc3339 as package_rfc3339
 from acqharvest.settle import Settler
 from acqharvest.state import State
@@ -560,14 +560,12 @@ class Daemon:
         clean = self.deidentifier.apply(
             extraction.format, extraction.metadata, extraction.original_metadata
         )
-        previous = self.state.package_of(acquisition.key)
-        new_id = package_id(self.settings.instrument.id, acquisition)
         return build_package(
             extraction,
             clean,
             instrument=self.instrument,
             acquisition_fields=path_fields(folder.path_template, primary),
-            replaces=previous if previous not in (None, new_id) else None,
+            previous=self.state.package_of(acquisition.key),
             created=time.time(),
             host=self._host,
         )
@@ -670,7 +668,7 @@ def preview(
             clean,
             instrument=instrument,
             acquisition_fields={},
-            replaces=None,
+            previous=None,
             created=time.time(),
         )
         packages.append(dict(package.body))

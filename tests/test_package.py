@@ -44,7 +44,7 @@ def test_built_package_matches_the_schema_and_carries_provenance() -> None:
         clean,
         instrument={"id": "urn:x", "id_type": "URN"},
         acquisition_fields={"operator": "bob"},
-        replaces="f" * 64,
+        previous="f" * 64,
         created=1_700_000_000.5,
         host="scope-pc",
     )
@@ -59,3 +59,20 @@ def test_built_package_matches_the_schema_and_carries_provenance() -> None:
     assert body["replaces"] == "f" * 64
     assert body["provenance"]["deidentification"]["removed"] == 3
     assert body["provenance"]["warnings"] == ["w"]
+
+
+def test_a_rebuilt_package_does_not_replace_itself() -> None:
+    acq = acquisition(member("IM1", "a" * 64))
+    extraction = Extraction(acq, "dicom", "1.0.0", "DICOM", {}, {})
+    clean = Deidentified({}, {}, None, (), 0)
+    same = package_id("urn:x", acq)
+    package = build_package(
+        extraction,
+        clean,
+        instrument={"id": "urn:x", "id_type": "URN"},
+        acquisition_fields={},
+        previous=same,
+        created=0.0,
+        host="h",
+    )
+    assert package.body["replaces"] is None
