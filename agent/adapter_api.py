@@ -16,6 +16,7 @@ the file says and the agent applies the site's policy.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -45,9 +46,81 @@ class FieldSpec:
     """One normalized metadata field an adapter may emit (dotted key, e.g. ``image.size_x``)."""
 
     key: str
+    #: one of ``string``, ``integer``, ``number``, ``datetime``, ``list``.
     type: str
     unit: str | None = None
+    #: what the field means, the same for every adapter.
     description: str = ""
+    #: where this adapter reads it (a tag, element or XML path); shown in its README.
+    source: str = ""
+
+
+def _spec(key: str, type_: str, unit: str | None, description: str) -> FieldSpec:
+    return FieldSpec(key=key, type=type_, unit=unit, description=description)
+
+
+#: The normalized metadata vocabulary every package uses. An adapter fills the keys its
+#: files hold, with these types and units; keys outside it are allowed when declared.
+NORMALIZED_FIELDS: Mapping[str, FieldSpec] = {
+    spec.key: spec
+    for spec in (
+        _spec("modality", "string", None, "DICOM modality code, or the imaging technique"),
+        _spec("acquired", "datetime", None, "acquisition start, RFC 3339, offset when known"),
+        _spec("operator", "string", None, "the person the file names as operator"),
+        _spec("instrument_reported.manufacturer", "string", None, "instrument maker"),
+        _spec("instrument_reported.model", "string", None, "instrument model name"),
+        _spec("instrument_reported.serial_number", "string", None, "instrument serial"),
+        _spec("instrument_reported.software", "string", None, "acquisition software name"),
+        _spec("instrument_reported.software_version", "string", None, "its version"),
+        _spec("instrument_reported.station_name", "string", None, "station or host name"),
+        _spec("instrument_reported.type", "string", None, "instrument type, e.g. Inverted"),
+        _spec("image.size_x", "integer", "px", "image width"),
+        _spec("image.size_y", "integer", "px", "image height"),
+        _spec("image.size_z", "integer", None, "number of focal planes or slices"),
+        _spec("image.size_c", "integer", None, "number of channels"),
+        _spec("image.size_t", "integer", None, "number of time points"),
+        _spec("image.frames", "integer", None, "number of 2-D frames (pages) stored"),
+        _spec("image.bits", "integer", "bit", "bits per sample"),
+        _spec("image.pixel_type", "string", None, "e.g. uint8, uint16, int16, float32, bit"),
+        _spec("image.dimension_order", "string", None, "OME dimension order, e.g. XYCZT"),
+        _spec("image.samples_per_pixel", "integer", None, "samples per pixel (3 for RGB)"),
+        _spec("image.photometric", "string", None, "photometric interpretation"),
+        _spec("pixel_size_um.x", "number", "um", "pixel width in micrometres"),
+        _spec("pixel_size_um.y", "number", "um", "pixel height in micrometres"),
+        _spec("pixel_size_um.z", "number", "um", "section spacing in micrometres"),
+        _spec("channels", "list", None, "name, excitation_nm, emission_nm, fluor, exposure_s"),
+        _spec("objective.model", "string", None, "objective model"),
+        _spec("objective.manufacturer", "string", None, "objective maker"),
+        _spec("objective.magnification", "number", None, "nominal magnification"),
+        _spec("objective.na", "number", None, "numerical aperture"),
+        _spec("objective.immersion", "string", None, "immersion medium, e.g. Oil, Water, Air"),
+        _spec("detector.model", "string", None, "detector model or name"),
+        _spec("detector.manufacturer", "string", None, "detector maker"),
+        _spec("detector.type", "string", None, "detector type, e.g. CCD, PMT, SE, BSE"),
+        _spec("study_uid", "string", None, "DICOM StudyInstanceUID"),
+        _spec("series_uid", "string", None, "DICOM SeriesInstanceUID"),
+        _spec("series_description", "string", None, "DICOM SeriesDescription"),
+        _spec("protocol_name", "string", None, "DICOM ProtocolName"),
+        _spec("body_part", "string", None, "DICOM BodyPartExamined"),
+        _spec("sop_class", "string", None, "DICOM SOP class, as its registered name"),
+        _spec("transfer_syntax", "string", None, "DICOM transfer syntax, as its name"),
+        _spec("magnetic_field_t", "number", "T", "MR field strength in tesla"),
+        _spec("slice_thickness_mm", "number", "mm", "slice thickness in millimetres"),
+        _spec("instances", "integer", None, "number of files in the acquisition"),
+    )
+}
+
+
+def normalized_fields(sources: Mapping[str, str]) -> tuple[FieldSpec, ...]:
+    """The catalogue's specs for the keys an adapter fills, each with where it reads them.
+
+    ``sources`` maps a key of :data:`NORMALIZED_FIELDS` to the tag or element it comes from;
+    an unknown key raises ``KeyError`` at import, so a typo never ships.
+    """
+    return tuple(
+        dataclasses.replace(NORMALIZED_FIELDS[key], source=source)
+        for key, source in sources.items()
+    )
 
 
 @dataclass(frozen=True, slots=True)
