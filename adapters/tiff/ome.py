@@ -1,16 +1,30 @@
-"""OME-XML (as found in an OME-TIFF ImageDescription) to the TIFF adapter's normalized fields.
+"""OME-XML (an OME-TIFF ImageDescription or a ``.companion.ome`` file) to normalized fields.
 
-Parsed with the standard library's ElementTree; namespaces are ignored so every OME
-schema year reads the same way.
+Parsed with :mod:`acqharvest.adapters.tiff.safexml` (DTDs and entities refused, depth and
+size capped); namespaces are ignored so every OME schema year reads the same way.
+Every quantity honours its OME unit attribute (``PhysicalSizeXUnit``,
+``EmissionWavelengthUnit``, ``ExposureTimeUnit``...) and falls back to the schema's
+default unit when the attribute is absent.
 """
 
 from __future__ import annotations
 
+import posixpath
+import re
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from typing import Any
 
-#: length units OME and ImageJ use, as micrometres per unit.
+from acqharvest.adapters.tiff.safexml import local
+from acqharvest.adapters.tiff.safexml import parse as parse_xml
+
+__all__ = ["OmeLinks", "links", "normalized", "parse_xml", "plane_count", "to_um"]
+
+#: OME UnitsLength symbols (and ImageJ's spellings), as micrometres per unit.
 UNITS_UM = {
+    "km": 1e9,
+    "hm": 1e8,
+    "dam": 1e7,
     "m": 1e6,
     "dm": 1e5,
     "cm": 1e4,
@@ -20,46 +34,73 @@ UNITS_UM = {
     "um": 1.0,
     "micron": 1.0,
     "microns": 1.0,
+    "micrometer": 1.0,
+    "micrometre": 1.0,
     "nm": 1e-3,
+    "nanometer": 1e-3,
     "pm": 1e-6,
+    "fm": 1e-9,
     "Å": 1e-4,
     "angstrom": 1e-4,
+    "thou": 25.4,
     "in": 25400.0,
     "inch": 25400.0,
+    "ft": 304800.0,
+    "yd": 914400.0,
+    "pt": 25400.0 / 72,
 }
+#: OME UnitsTime symbols as seconds per unit.
 _SECONDS = {
+    "d": 86400.0,
+    "h": 3600.0,
+    "min": 60.0,
     "s": 1.0,
+    "ds": 1e-1,
+    "cs": 1e-2,
     "ms": 1e-3,
     "µs": 1e-6,
     "μs": 1e-6,
     "us": 1e-6,
     "ns": 1e-9,
-    "min": 60.0,
-    "h": 3600.0,
+    "ps": 1e-12,
 }
-_NANOMETRES = {"nm": 1.0, "µm": 1e3, "μm": 1e3, "um": 1e3, "pm": 1e-3, "Å": 0.1, "m": 1e9}
+_NANOMETRES = {unit: factor * 1e3 for unit, factor in UNITS_UM.items()}
+#: bits per sample of each OME PixelType, for when SignificantBits is absent.
+_TYPE_BITS = {
+    "bit": 1,
+    "int8": 8,
+    "uint8": 8,
+    "int16": 16,
+    "uint16": 16,
+    "int32": 32,
+    "uint32": 32,
+    "float": 32,
+    "double": 64,
+    "complex": 64,
+    "double-complex": 128,
+}
 
 
 def to_um(number: Any, unit: str | None) -> float | None:
-    """``number`` in ``unit`` as micrometres; None when missing, degenerate or unknown."""
+    """``number`` in ``unit`` (µm when None) as micrometres; None when unknown or not > 0."""
+    return _scaled(number, unit, UNITS_UM, "µm")
+
+
+def _scaled(number: Any, unit: str | None, table: dict[str, float], default: str) -> float | None:
     try:
         amount = float(number)
     except (TypeError, ValueError):
         return None
-    factor = UNITS_UM.get((unit or "µm").strip())
+    factor = table.get((unit or default).strip())
     if factor is None or not amount > 0:
         return None
     return round(amount * factor, 9)
 
 
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
-
-
 def _children(element: ET.Element | None, name: str) -> list[ET.Element]:
     if element is None:
         return []
-    return [child for child in element if _local(child.tag) == name]
+    return [child for child in element if local(child.tag) == name]
 
 
 def _child(element: ET.Element | None, name: str) -> ET.Element | None:
@@ -67,65 +108,57 @@ def _child(element: ET.Element | None, name: str) -> ET.Element | None:
     return found[0] if found else None
 
 
-def _by_id(root: ET.Element, name: str, ref: ET.Element | None) -> ET.Element | None:
-    """The element called ``name`` whose ID the reference names, else the first one."""
-    candidates = [e for e in root.iter() if _local(e.tag) == name]
+def _referenced(
+    candidates: list[ET.Element], ref: ET.Element | None, fallback: bool
+) -> ET.Element | None:
+    """The candidate whose ID the reference names; else the only (or first) one."""
     wanted = ref.get("ID") if ref is not None else None
     for element in candidates:
         if wanted is not None and element.get("ID") == wanted:
             return element
-    return candidates[0] if candidates else None
+    if fallback and (len(candidates) == 1 or (candidates and wanted is None)):
+        return candidates[0]
+    return None
 
 
-def _number(text: str | None, integer: bool = False) -> float | int | None:
-    if text is None:
-        return None
+def _integer(text: str | None) -> int | None:
     try:
-        return int(text) if integer else float(text)
+        return int(text) if text is not None else None
     except ValueError:
         return None
 
 
-def _scaled(
-    text: str | None, unit: str | None, table: dict[str, float], default: str
-) -> float | None:
-    amount = _number(text)
-    factor = table.get((unit or default).strip())
-    if amount is None or factor is None:
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
         return None
-    return round(float(amount) * factor, 9)
 
 
 def _compact(mapping: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in mapping.items() if v not in (None, "", {}, [])}
 
 
-def parse(xml: str) -> tuple[dict[str, Any], list[str]]:
-    """Normalized fields from OME-XML, and warnings about what could not be read."""
+def normalized(root: ET.Element) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """Normalized fields, an ``original_metadata`` summary, and notes, from an OME root."""
     notes: list[str] = []
-    try:
-        root = ET.fromstring(xml)  # noqa: S314 - see the import note
-    except ET.ParseError as exc:
-        return {}, [f"OME-XML does not parse: {exc}"]
+    summary: dict[str, Any] = {}
     meta: dict[str, Any] = {}
-    if _child(root, "BinaryOnly") is not None:
-        reference = _child(root, "BinaryOnly")
-        name = reference.get("MetadataFile") if reference is not None else None
-        notes.append(f"OME-XML is BinaryOnly; the metadata is in {name or 'another file'}")
-    image = _child(root, "Image")
+    binary_only = _child(root, "BinaryOnly")
+    if binary_only is not None:
+        name = binary_only.get("MetadataFile") or "another file"
+        notes.append(f"OME-XML is BinaryOnly; the metadata is in {name}")
+    images = _children(root, "Image")
+    if len(images) > 1:
+        notes.append(f"OME-XML describes {len(images)} images; fields are from the first")
+        summary["ome_images"] = [
+            _compact({"id": i.get("ID"), "name": i.get("Name")}) for i in images
+        ]
+    image = images[0] if images else None
     pixels = _child(image, "Pixels")
+    instrument = _referenced(_children(root, "Instrument"), _child(image, "InstrumentRef"), True)
     if pixels is not None:
-        meta["image"] = _compact(
-            {
-                "size_x": _number(pixels.get("SizeX"), integer=True),
-                "size_y": _number(pixels.get("SizeY"), integer=True),
-                "size_z": _number(pixels.get("SizeZ"), integer=True),
-                "size_c": _number(pixels.get("SizeC"), integer=True),
-                "size_t": _number(pixels.get("SizeT"), integer=True),
-                "pixel_type": pixels.get("Type"),
-                "dimension_order": pixels.get("DimensionOrder"),
-            }
-        )
+        meta["image"] = _image(pixels)
         meta["pixel_size_um"] = _compact(
             {
                 axis.lower(): to_um(
@@ -135,10 +168,10 @@ def parse(xml: str) -> tuple[dict[str, Any], list[str]]:
             }
         )
         meta["channels"] = _channels(pixels)
+        summary["ome_planes"] = _planes(pixels)
     acquired = _child(image, "AcquisitionDate")
     if acquired is not None and acquired.text:
         meta["acquired"] = acquired.text.strip()
-    instrument = _by_id(root, "Instrument", _child(image, "InstrumentRef"))
     microscope = _child(instrument, "Microscope")
     if microscope is not None:
         meta["instrument_reported"] = _compact(
@@ -149,7 +182,9 @@ def parse(xml: str) -> tuple[dict[str, Any], list[str]]:
                 "type": microscope.get("Type"),
             }
         )
-    objective = _pick(instrument, "Objective", _child(image, "ObjectiveSettings"))
+    objective = _referenced(
+        _children(instrument, "Objective"), _child(image, "ObjectiveSettings"), True
+    )
     if objective is not None:
         meta["objective"] = _compact(
             {
@@ -160,7 +195,7 @@ def parse(xml: str) -> tuple[dict[str, Any], list[str]]:
                 "immersion": objective.get("Immersion"),
             }
         )
-    detector = _pick(instrument, "Detector", None)
+    detector = _detector(instrument, pixels)
     if detector is not None:
         meta["detector"] = _compact(
             {
@@ -169,24 +204,54 @@ def parse(xml: str) -> tuple[dict[str, Any], list[str]]:
                 "type": detector.get("Type"),
             }
         )
-    experimenter = _by_id(root, "Experimenter", _child(image, "ExperimenterRef"))
+    experimenter = _referenced(
+        _children(root, "Experimenter"), _child(image, "ExperimenterRef"), True
+    )
     if experimenter is not None:
         name = " ".join(
-            part for part in (experimenter.get("FirstName"), experimenter.get("LastName")) if part
+            p for p in (experimenter.get("FirstName"), experimenter.get("LastName")) if p
         )
-        operator = name or experimenter.get("UserName")
-        if operator:
-            meta["operator"] = operator
-    return _compact(meta), notes
+        if name or experimenter.get("UserName"):
+            meta["operator"] = name or experimenter.get("UserName")
+    return (
+        _compact({k: _compact(v) if isinstance(v, dict) else v for k, v in meta.items()}),
+        (_compact(summary)),
+        notes,
+    )
 
 
-def _pick(instrument: ET.Element | None, name: str, ref: ET.Element | None) -> ET.Element | None:
-    found = _children(instrument, name)
-    wanted = ref.get("ID") if ref is not None else None
-    for element in found:
-        if wanted is not None and element.get("ID") == wanted:
-            return element
-    return found[0] if found else None
+def _image(pixels: ET.Element) -> dict[str, Any]:
+    pixel_type = pixels.get("Type")
+    return {
+        "size_x": _integer(pixels.get("SizeX")),
+        "size_y": _integer(pixels.get("SizeY")),
+        "size_z": _integer(pixels.get("SizeZ")),
+        "size_c": _integer(pixels.get("SizeC")),
+        "size_t": _integer(pixels.get("SizeT")),
+        "bits": _integer(pixels.get("SignificantBits")) or _TYPE_BITS.get(pixel_type or ""),
+        "pixel_type": pixel_type,
+        "dimension_order": pixels.get("DimensionOrder"),
+    }
+
+
+def plane_count(root: ET.Element) -> int | None:
+    """2-D planes in the first image: SizeZ x SizeT x (SizeC / samples per pixel)."""
+    pixels = _child(_child(root, "Image"), "Pixels")
+    if pixels is None:
+        return None
+    sizes = [_integer(pixels.get(f"Size{axis}")) or 1 for axis in "ZCT"]
+    samples = _integer((_child(pixels, "Channel") or ET.Element("x")).get("SamplesPerPixel")) or 1
+    return sizes[0] * sizes[2] * max(1, sizes[1] // samples)
+
+
+def _detector(instrument: ET.Element | None, pixels: ET.Element | None) -> ET.Element | None:
+    """The detector the first channel's DetectorSettings names, else the instrument's only one."""
+    detectors = _children(instrument, "Detector")
+    for channel in _children(pixels, "Channel"):
+        settings = _child(channel, "DetectorSettings")
+        if settings is not None:
+            return _referenced(detectors, settings, False)
+    return _referenced(detectors, None, True)
 
 
 def _plain_id(identifier: str | None) -> str | None:
@@ -201,31 +266,114 @@ def _plain_id(identifier: str | None) -> str | None:
 def _channels(pixels: ET.Element) -> list[dict[str, Any]]:
     exposures: dict[int, float] = {}
     for plane in _children(pixels, "Plane"):
-        index = _number(plane.get("TheC"), integer=True)
+        index = _integer(plane.get("TheC"))
         seconds = _scaled(plane.get("ExposureTime"), plane.get("ExposureTimeUnit"), _SECONDS, "s")
-        if isinstance(index, int) and seconds is not None and index not in exposures:
+        if index is not None and seconds is not None and index not in exposures:
             exposures[index] = seconds
     channels = []
     for index, channel in enumerate(_children(pixels, "Channel")):
+        wavelengths = {
+            f"{kind.lower()}_nm": _scaled(
+                channel.get(f"{kind}Wavelength"),
+                channel.get(f"{kind}WavelengthUnit"),
+                _NANOMETRES,
+                "nm",
+            )
+            for kind in ("Excitation", "Emission")
+        }
         channels.append(
             _compact(
                 {
                     "name": channel.get("Name"),
-                    "excitation_nm": _scaled(
-                        channel.get("ExcitationWavelength"),
-                        channel.get("ExcitationWavelengthUnit"),
-                        _NANOMETRES,
-                        "nm",
-                    ),
-                    "emission_nm": _scaled(
-                        channel.get("EmissionWavelength"),
-                        channel.get("EmissionWavelengthUnit"),
-                        _NANOMETRES,
-                        "nm",
-                    ),
+                    **wavelengths,
                     "fluor": channel.get("Fluor"),
                     "exposure_s": exposures.get(index),
                 }
             )
         )
     return [c for c in channels if c]
+
+
+def _planes(pixels: ET.Element) -> dict[str, Any]:
+    """How many Plane elements there are and the stage range they cover, in micrometres.
+
+    Positions without a unit are in the schema's "reference frame" and are not converted.
+    """
+    planes = _children(pixels, "Plane")
+    ranges: dict[str, list[float]] = {}
+    for plane in planes:
+        for axis in ("X", "Y", "Z"):
+            unit = plane.get(f"Position{axis}Unit")
+            value = _number(plane.get(f"Position{axis}"))
+            factor = UNITS_UM.get(unit) if unit else None
+            if value is None or factor is None:
+                continue
+            um = round(value * factor, 9)
+            low_high = ranges.setdefault(axis.lower(), [um, um])
+            low_high[0], low_high[1] = min(low_high[0], um), max(low_high[1], um)
+    return _compact({"count": len(planes), "position_um_range": ranges})
+
+
+@dataclass(frozen=True, slots=True)
+class OmeLinks:
+    """The files an OME-XML block ties together, as names relative to its folder."""
+
+    #: BinaryOnly MetadataFile: where this file's metadata lives (None: it is here).
+    metadata_file: str | None
+    #: every file the TiffData elements name, this one included.
+    files: tuple[str, ...]
+
+
+def links(root: ET.Element, own_name: str) -> OmeLinks:
+    """The metadata file a BinaryOnly block names, or the files TiffData references.
+
+    A UUID equal to this document's own UUID names this file whatever its FileName says,
+    so a renamed single-file OME-TIFF does not wait for its old name.
+    """
+    binary_only = _child(root, "BinaryOnly")
+    if binary_only is not None:
+        return OmeLinks(_relative(binary_only.get("MetadataFile")), ())
+    own_uuid = root.get("UUID")
+    files: dict[str, None] = {}
+    for element in root.iter():
+        if local(element.tag) != "TiffData":
+            continue
+        uuid = _child(element, "UUID")
+        if uuid is None or (own_uuid and (uuid.text or "").strip() == own_uuid):
+            files[own_name] = None
+            continue
+        name = _relative(uuid.get("FileName"))
+        if name:
+            files[name] = None
+    return OmeLinks(None, tuple(files))
+
+
+_UUID_REF = re.compile(r"<(?:\w+:)?UUID\b([^>]*)>([^<]*)<")
+_FILE_NAME = re.compile(r"""FileName\s*=\s*["']([^"']+)["']""")
+_METADATA_FILE = re.compile(r"""MetadataFile\s*=\s*["']([^"']+)["']""")
+_OWN_UUID = re.compile(r"""<(?:\w+:)?OME\b[^>]*?\sUUID\s*=\s*["']([^"']+)["']""")
+
+
+def links_from_prefix(prefix: str, own_name: str) -> OmeLinks:
+    """Best-effort links from the start of an OME-XML block too large to parse in a claim."""
+    if "<BinaryOnly" in prefix and (found := _METADATA_FILE.search(prefix)):
+        return OmeLinks(_relative(found.group(1)), ())
+    own = _OWN_UUID.search(prefix)
+    files: dict[str, None] = {own_name: None}
+    for match in _UUID_REF.finditer(prefix):
+        named = _FILE_NAME.search(match.group(1))
+        if own is not None and match.group(2).strip() == own.group(1):
+            continue
+        if named and (name := _relative(named.group(1))):
+            files[name] = None
+    return OmeLinks(None, tuple(files))
+
+
+def _relative(name: str | None) -> str | None:
+    """A referenced name as a normalized relative POSIX path (``..`` kept); None if absolute."""
+    if not name:
+        return None
+    cleaned = posixpath.normpath(name.replace("\\", "/"))
+    if cleaned.startswith("/") or cleaned == "." or ":" in cleaned:
+        return None
+    return cleaned

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import struct
 import warnings
@@ -11,16 +12,16 @@ from typing import Any
 import tifffile
 from tifffile.tifffile import svs_description_metadata
 
-from acqharvest.adapter_api import AdapterError, AdapterOutput, Reader
-from acqharvest.adapters.tiff import FLAVOURS, ome
+from acqharvest.adapter_api import AdapterError, AdapterOutput, Draft, Reader
+from acqharvest.adapters.tiff import FLAVOURS, ome, omeset, vendors
+from acqharvest.adapters.tiff.omeset import OME_XML_CAP
+from acqharvest.adapters.tiff.safexml import MAX_BYTES, XmlBroken, XmlRefused
 from acqharvest.adapters.tiff.values import jsonable, tag_value
 
-#: the OME-XML text kept in ``original_metadata`` is cut at this many characters.
-OME_XML_CAP = 64 * 1024
 
-
-def read_tiff(path: Path, reader: Reader) -> AdapterOutput:
-    """Tags, OME-XML and vendor metadata of one TIFF file; never its pixel data."""
+def read_tiff(draft: Draft, reader: Reader) -> AdapterOutput:
+    """Tags, OME-XML and vendor metadata of a TIFF (and its OME set); never pixel data."""
+    path = draft.primary
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -30,7 +31,7 @@ def read_tiff(path: Path, reader: Reader) -> AdapterOutput:
                 if size == 0:
                     raise AdapterError(path, "empty file")
                 with tifffile.TiffFile(handle, name=path.name) as tif:
-                    output = _read(path, tif, size)
+                    output = _read(draft, reader, tif, size)
         except AdapterError:
             raise
         except Exception as exc:  # tifffile raises many unrelated types on bad input
@@ -45,7 +46,8 @@ def read_tiff(path: Path, reader: Reader) -> AdapterOutput:
     )
 
 
-def _read(path: Path, tif: tifffile.TiffFile, size: int) -> AdapterOutput:
+def _read(draft: Draft, reader: Reader, tif: tifffile.TiffFile, size: int) -> AdapterOutput:
+    path = draft.primary
     page = tif.pages.first
     frames = len(tif.pages)
     _check_extent(path, page, size)
@@ -62,12 +64,7 @@ def _read(path: Path, tif: tifffile.TiffFile, size: int) -> AdapterOutput:
     ome_xml = tif.ome_metadata if "ome" in flags else None
     fmt = "OME-TIFF" if ome_xml else "TIFF"
     if ome_xml:
-        parsed, ome_notes = ome.parse(ome_xml)
-        notes.extend(ome_notes)
-        meta = parsed
-        original["ome_xml"] = ome_xml[:OME_XML_CAP]
-        if len(ome_xml) > OME_XML_CAP:
-            notes.append(f"OME-XML is {len(ome_xml)} characters; kept the first {OME_XML_CAP}")
+        meta = _read_ome(draft, reader, ome_xml, original, notes)
     vendor: dict[str, Any] = {}
     for flag, name, prop in FLAVOURS:
         if flag not in flags:
@@ -86,8 +83,19 @@ def _read(path: Path, tif: tifffile.TiffFile, size: int) -> AdapterOutput:
         vendor["ndpi"] = page.ndpi_tags or {}
         original["ndpi_metadata"] = jsonable(vendor["ndpi"])
 
+    for name, found in (
+        ("TIFF (Gatan DigitalMicrograph)", vendors.gatan(page)),
+        ("TIFF (JEOL SightX)", vendors.jeol_sightx(page)),
+        ("TIFF (Olympus SIS)", vendors.olympus_sis(tif)),
+        ("TIFF (TVIPS)", vendors.tvips(vendor.get("tvips"))),
+        ("TIFF (Micro-Manager)", vendors.micromanager(page)),
+        ("TIFF (Leica SCN)", vendors.leica_scn(tif.scn_metadata if "scn" in flags else None)),
+    ):
+        if found:
+            fmt = name if fmt == "TIFF" else fmt
+            _merge(meta, found)
     _fill_image(meta, page, frames, vendor)
-    _fill_pixel_size(meta, page, vendor)
+    _fill_pixel_size(meta, page, vendor, trust_resolution=fmt != "OME-TIFF")
     _fill_instrument(meta, page, vendor)
     _fill_acquired(meta, page, vendor)
     _fill_vendor_extras(meta, vendor)
@@ -98,6 +106,47 @@ def _read(path: Path, tif: tifffile.TiffFile, size: int) -> AdapterOutput:
         started=meta.get("acquired"),
         warnings=tuple(notes),
     )
+
+
+def _read_ome(
+    draft: Draft, reader: Reader, xml: str, original: dict[str, Any], notes: list[str]
+) -> dict[str, Any]:
+    """Normalized fields from the OME-XML, with the set's files when it names others."""
+    original["ome_xml"] = xml[:OME_XML_CAP]
+    if len(xml) > OME_XML_CAP:
+        notes.append(f"OME-XML is {len(xml)} characters; kept the first {OME_XML_CAP}")
+    if len(xml.encode("utf-8")) > MAX_BYTES:
+        notes.append(f"OME-XML is over {MAX_BYTES} bytes; not parsed, TIFF tags only")
+        return {}
+    try:
+        root = ome.parse_xml(xml)
+    except XmlRefused as exc:
+        raise AdapterError(draft.primary, f"OME-XML refused: {exc}") from exc
+    except XmlBroken as exc:
+        notes.append(f"OME-XML {exc}")
+        return {}
+    meta, summary, ome_notes = ome.normalized(root)
+    original.update(summary)
+    notes.extend(ome_notes)
+    links = ome.links(root, draft.primary.name)
+    if links.metadata_file is None and (len(draft.members) > 1 or len(links.files) > 1):
+        original["ome_files"], set_notes = omeset.report(draft, reader, root, meta)
+        notes.extend(set_notes)
+    return meta
+
+
+def _merge(meta: dict[str, Any], found: dict[str, Any]) -> None:
+    """Add ``found``'s non-empty values to ``meta`` where ``meta`` has none yet."""
+    for key, value in found.items():
+        if isinstance(value, dict):
+            section = meta.setdefault(key, {})
+            for sub, item in value.items():
+                if item not in (None, ""):
+                    section.setdefault(sub, item)
+            if not section:
+                del meta[key]
+        elif value not in (None, "", []):
+            meta.setdefault(key, value)
 
 
 def _check_extent(path: Path, page: Any, size: int) -> None:
@@ -174,11 +223,14 @@ def _fill_image(
         image["size_c"] = int(page.samplesperpixel)
     image["bits"] = int(page.bitspersample)
     image.setdefault("pixel_type", str(page.dtype) if page.dtype is not None else None)
-    image["frames"] = frames
+    image.setdefault("frames", frames)
     meta["image"] = {k: v for k, v in image.items() if v is not None}
 
 
-def _fill_pixel_size(meta: dict[str, Any], page: tifffile.TiffPage, vendor: dict[str, Any]) -> None:
+def _fill_pixel_size(
+    meta: dict[str, Any], page: tifffile.TiffPage, vendor: dict[str, Any], trust_resolution: bool
+) -> None:
+    """Vendor calibrations, then resolution tags unless OME-XML (the authority) is present."""
     size = dict(meta.get("pixel_size_um", {}))
     for candidate in (
         _lsm_size(vendor.get("lsm")),
@@ -186,7 +238,7 @@ def _fill_pixel_size(meta: dict[str, Any], page: tifffile.TiffPage, vendor: dict
         _zeiss_sem_size(vendor.get("sem")),
         _svs_size(vendor.get("svs")),
         _imagej_size(page, vendor.get("imagej")),
-        _resolution_size(page),
+        _resolution_size(page) if trust_resolution else {},
     ):
         for axis, value in candidate.items():
             size.setdefault(axis, value)
@@ -307,6 +359,7 @@ def _fill_instrument(meta: dict[str, Any], page: tifffile.TiffPage, vendor: dict
             fei_system.get("Software"),
             _sem_value(sem, "sv_version"),
         ),
+        "station_name": (_tag_text(page, "HostComputer"),),
     }
     for key, values in candidates.items():
         for found in values:
@@ -321,9 +374,11 @@ def _fill_acquired(meta: dict[str, Any], page: tifffile.TiffPage, vendor: dict[s
         return
     fei_user = (vendor.get("fei") or {}).get("User") or {}
     svs = vendor.get("svs") or {}
+    sem = vendor.get("sem") or {}
     stamp = (
         _us_datetime(fei_user.get("Date"), fei_user.get("Time"))
         or _us_datetime(svs.get("Date"), svs.get("Time"))
+        or _day_month_datetime(_sem_value(sem, "ap_date"), _sem_value(sem, "ap_time"))
         or _tiff_datetime(_tag_text(page, "DateTime"))
     )
     if stamp:
@@ -348,7 +403,7 @@ def _fill_vendor_extras(meta: dict[str, Any], vendor: dict[str, Any]) -> None:
     fei_detectors = (vendor.get("fei") or {}).get("Detectors") or {}
     if fei_detectors.get("Name"):
         detector.setdefault("model", str(fei_detectors["Name"]))
-        if fei_detectors.get("Mode"):
+        if fei_detectors.get("Mode") not in (None, "", "None"):
             detector.setdefault("type", str(fei_detectors["Mode"]))
     sem_detector = _sem_value(vendor.get("sem") or {}, "dp_detector_channel")
     if sem_detector:
@@ -418,3 +473,14 @@ def _us_datetime(date: Any, time: Any) -> str | None:
     elif meridiem == "AM" and hour == 12:
         hour = 0
     return f"{stamp}T{hour:02d}:{minute:02d}:{second:02d}"
+
+
+def _day_month_datetime(date: Any, time: Any) -> str | None:
+    """Zeiss SEM ``23 Dec 2015`` plus ``9:40:32`` as ISO 8601."""
+    try:
+        # the file gives no offset: local instrument time, reported as written
+        day = dt.datetime.strptime(str(date).strip(), "%d %b %Y").date()  # noqa: DTZ007
+        clock = dt.datetime.strptime(str(time).strip(), "%H:%M:%S").time()  # noqa: DTZ007
+    except ValueError:
+        return None
+    return dt.datetime.combine(day, clock).isoformat()

@@ -76,15 +76,19 @@ def test_every_tiff_file_extracts(corpus, rel):
     json.dumps(result)
 
 
+COMPANION = "ome-tiff/multifile-companion/multifile.companion.ome"
+
+
 def test_cross_claims_over_the_whole_corpus(corpus):
-    """TIFF claims exactly the TIFF files; not DICOM, CZI, the OME companion XML, ..."""
+    """TIFF claims the TIFF files and the OME companion; not DICOM, CZI, OME-Zarr XML, ..."""
     adapter, reader = TiffAdapter(), FileReader()
     claimed = {rel for rel in LISTED if adapter.claim(_probe(corpus / rel, reader), reader)}
-    assert claimed == set(TIFF_FILES)
-    claim = adapter.claim(_probe(corpus / TIFF_FILES[0], reader), reader)
+    assert claimed == {*TIFF_FILES, COMPANION}
+    plain = "tiff-vendor/zeiss-lsm/test.lsm"
+    claim = adapter.claim(_probe(corpus / plain, reader), reader)
     assert claim is not None
-    assert claim.group_key == f"tiff:{corpus / TIFF_FILES[0]}"
-    assert claim.confidence == 0.5
+    assert claim.group_key == f"tiff:{corpus / plain}"
+    assert (claim.role, claim.confidence, claim.expects) == ("primary", 0.5, ())
 
 
 def test_vendor_flavours_and_pixel_sizes(corpus):
@@ -120,10 +124,54 @@ def test_vendor_flavours_and_pixel_sizes(corpus):
     assert sem["format"] == "TIFF (Zeiss SEM)"
     assert sem["metadata"]["pixel_size_um"]["x"] == pytest.approx(0.005825)
 
+    assert sem["metadata"]["acquired"] == "2018-09-25T08:20:42"
+    assert sem["metadata"]["detector"]["model"] == "InLens"
+    sem_1k = _extract(corpus / "tiff-vendor/zeiss-sem/test_tiff_Zeiss_SEM_1k.tif")
+    # ap_pixel_size 2.615 µm; ap_width 2.677 mm over 1024 px agrees
+    assert sem_1k["metadata"]["pixel_size_um"]["x"] == 2.615
+    assert sem_1k["metadata"]["acquired"] == "2015-12-23T09:40:32"
+
     plain = _extract(corpus / "tiff-vendor/zeiss-axiovision/optical_Zeiss_AxioVision_BW.tif")
     assert plain["format"] == "TIFF"
     assert "pixel_size_um" not in plain["metadata"]  # 150 dpi is print resolution, not sampling
     assert plain["metadata"]["acquired"].startswith("2016-06-13T")
+    assert plain["metadata"]["instrument_reported"] == {
+        "model": "AxioCamERc5s",
+        "station_name": "E-D07MNJME25PJ",
+    }
+
+
+def test_electron_microscopy_calibrations(corpus):
+    """Pixel sizes checked by hand against the tags (and RosettaSciIO's expectations)."""
+    dm = _extract(corpus / "tiff-vendor/gatan-dm-tiff/test_loading_image_saved_with_DM.tif")
+    assert dm["format"] == "TIFF (Gatan DigitalMicrograph)"
+    # tags 65009/65010 = 0.16867469 with units 65003/65004 = "µm"
+    assert dm["metadata"]["pixel_size_um"] == pytest.approx({"x": 0.1686747, "y": 0.1686747})
+
+    jeol = _extract(corpus / "tiff-vendor/jeol-sightx/JEOL-SightX-TEM-mag-dummy.tif")
+    assert jeol["format"] == "TIFF (JEOL SightX)"
+    # MAG mode: 93 px/inch detector pitch (273.1 µm) over magnification 150000 = 1.8208 nm
+    assert jeol["metadata"]["pixel_size_um"]["x"] == pytest.approx(0.0018208, rel=1e-4)
+    assert jeol["metadata"]["instrument_reported"] == {
+        "manufacturer": "JEOL Ltd.",
+        "model": "JEM-ARM200F",
+    }
+    assert jeol["metadata"]["acquired"] == "2019-11-27T16:11:26.6205405+09:00"
+
+    sis = _extract(corpus / "tiff-vendor/olympus-sis/olympus_SIS.tif")
+    assert sis["format"] == "TIFF (Olympus SIS)"
+    # SIS tag 33560 on the second IFD: pixelsizex 2.3928e-11 m
+    assert sis["metadata"]["pixel_size_um"]["x"] == pytest.approx(2.3928e-5, rel=1e-4)
+    assert sis["metadata"]["instrument_reported"]["model"] == "Quemesa"
+
+    tvips = _extract(corpus / "tiff-vendor/tvips/TVIPS_bin4.tif")
+    assert tvips["format"] == "TIFF (TVIPS)"
+    # PixelSizeX 1.4208 nm, and XResolution 7038270 px/cm says the same
+    assert tvips["metadata"]["pixel_size_um"]["x"] == pytest.approx(1e4 / 7038270, rel=1e-6)
+    assert tvips["metadata"]["detector"] == {"model": "F416", "manufacturer": "TVIPS"}
+
+    navcam = _extract(corpus / "tiff-vendor/fei-sem/FEI-Helios-navcam.tif")
+    assert navcam["metadata"]["detector"] == {"model": "Nav-Cam"}  # Mode "None" is not a type
 
 
 def test_ome_fields(corpus):
@@ -141,6 +189,11 @@ def test_ome_fields(corpus):
     master = _extract(corpus / "ome-tiff/multifile-master/multifile-Z1.ome.tiff")
     assert master["metadata"]["acquired"] == "2010-03-02T15:08:59"
     assert master["metadata"]["image"]["size_z"] == 5
+    # no PhysicalSize in the OME-XML: Bio-Formats' placeholder resolution is not a pixel size
+    assert "pixel_size_um" not in master["metadata"]
+    assert any(
+        "multifile-Z2.ome.tiff" in w and "not in the acquisition" in w for w in master["warnings"]
+    )
     member = _extract(corpus / "ome-tiff/multifile-master/multifile-Z2.ome.tiff")
     assert any("BinaryOnly" in warning for warning in member["warnings"])
 

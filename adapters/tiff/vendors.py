@@ -1,0 +1,199 @@
+"""Calibration and instrument fields from vendor TIFF variants tifffile has no flag for,
+or whose useful part tifffile leaves as raw tags or text.
+
+Each reader takes page 0 (and the file, for readers that need a second IFD) and returns
+normalized fields as nested dicts, or ``{}`` when the file is not that vendor's. The
+caller merges them with ``setdefault`` semantics: earlier sources win.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import tifffile
+
+from acqharvest.adapters.tiff import ome
+from acqharvest.adapters.tiff.safexml import XmlBroken, XmlRefused, local
+
+#: Gatan DigitalMicrograph private tags: (scale x, y, z) and their unit tags.
+_DM_SCALES = {"x": (65009, 65003), "y": (65010, 65004), "z": (65011, 65005)}
+#: ResolutionUnit code to metres per unit (JEOL SightX writes the detector pitch there).
+_METRES_PER_UNIT = {2: 0.0254, 3: 0.01}
+
+
+def gatan(page: tifffile.TiffPage) -> dict[str, Any]:
+    """DigitalMicrograph-exported TIFF: pixel size from tags 65009-65011 in 65003-65005 units."""
+    size = {}
+    for axis, (scale_code, unit_code) in _DM_SCALES.items():
+        scale, unit = page.tags.valueof(scale_code), page.tags.valueof(unit_code)
+        if isinstance(scale, (int, float)) and isinstance(unit, str):
+            um = ome.to_um(scale, unit.strip("\x00 "))
+            if um is not None:
+                size[axis] = um
+    return {"pixel_size_um": size} if size else {}
+
+
+def jeol_sightx(page: tifffile.TiffPage) -> dict[str, Any]:
+    """JEOL SightX TEM: the TemReporter XML in ImageDescription; MAG-mode pixel size.
+
+    In MAG mode the specimen pixel is the detector pitch (written as the resolution tags)
+    divided by the magnification (ImageFormingSystem SelectorValue).
+    """
+    text = page.description or ""
+    if "<TemReporter" not in text[:512]:
+        return {}
+    try:
+        root = ome.parse_xml(text)
+    except (XmlRefused, XmlBroken):
+        return {}
+    values = {local(e.tag): (e.text or "").strip() for e in root}
+    forming = next((e for e in root.iter() if local(e.tag) == "ImageFormingSystem"), None)
+    forming_values = {local(e.tag): (e.text or "").strip() for e in forming or ()}
+    meta: dict[str, Any] = {
+        "instrument_reported": {
+            "manufacturer": values.get("Manufacturer"),
+            "model": values.get("Instruments"),
+        },
+        "acquired": values.get("DateTime"),
+        "operator": values.get("Operator"),
+    }
+    magnification = _float(forming_values.get("SelectorValue"))
+    pitch = _detector_pitch_um(page)
+    if forming_values.get("ModeString") == "MAG" and magnification and pitch:
+        um = round(pitch / magnification, 9)
+        meta["pixel_size_um"] = {"x": um, "y": um}
+    return meta
+
+
+def _detector_pitch_um(page: tifffile.TiffPage) -> float | None:
+    unit = page.tags.valueof(296)
+    resolution = page.tags.valueof(282)
+    metres = _METRES_PER_UNIT.get(int(unit)) if unit is not None else None
+    if metres is None or not isinstance(resolution, tuple) or not resolution[0]:
+        return None
+    return float(metres * 1e6 * resolution[1] / resolution[0])
+
+
+def olympus_sis(tif: tifffile.TiffFile) -> dict[str, Any]:
+    """Olympus Soft Imaging Solutions: tag 33560/33471, on page 0 or (after a preview) 1."""
+    for index in range(min(2, len(tif.pages))):
+        page = tif.pages[index]
+        sis = None
+        if isinstance(page, tifffile.TiffPage):
+            sis = page.tags.valueof(33560) or page.tags.valueof(33471)
+        if isinstance(sis, dict):
+            return {
+                "pixel_size_um": {
+                    axis: um
+                    for axis in ("x", "y")
+                    if (um := ome.to_um(sis.get(f"pixelsize{axis}"), "m")) is not None
+                },
+                "detector": {"model": sis.get("cameraname")},
+                "acquired": _iso(sis.get("datetime")),
+            }
+    return {}
+
+
+def tvips(data: dict[str, Any] | None) -> dict[str, Any]:
+    """TVIPS camera header (tag 37706): pixel size in nm, camera type."""
+    if not data:
+        return {}
+    return {
+        "pixel_size_um": {
+            axis: um
+            for axis in ("x", "y")
+            if (um := ome.to_um(data.get(f"PixelSize{axis.upper()}"), "nm")) is not None
+        },
+        "detector": {"model": data.get("CameraType"), "manufacturer": "TVIPS"},
+    }
+
+
+def micromanager(page: tifffile.TiffPage) -> dict[str, Any]:
+    """Micro-Manager per-image JSON (tag 51123): pixel size, camera, exposure, time, user."""
+    data = page.tags.valueof(51123)
+    if not isinstance(data, dict):
+        return {}
+    exposure_ms = _float(data.get("Exposure-ms"))
+    channel = {
+        "name": data.get("Channel"),
+        "exposure_s": round(exposure_ms / 1000, 9) if exposure_ms else None,
+    }
+    size = ome.to_um(data.get("PixelSizeUm"), "µm")
+    return {
+        "pixel_size_um": {"x": size, "y": size} if size else {},
+        "detector": {"model": data.get("Camera") or data.get("Core-Camera")},
+        "channels": [channel] if any(channel.values()) else [],
+        "acquired": _micromanager_time(data.get("Time")),
+        "operator": data.get("UserName"),
+        "instrument_reported": {
+            "station_name": data.get("ComputerName"),
+            "software": "Micro-Manager" if data.get("MicroManagerVersion") else None,
+            "software_version": data.get("MicroManagerVersion"),
+        },
+    }
+
+
+def leica_scn(text: str | None) -> dict[str, Any]:
+    """Leica SCN slide XML: scanner, objective, creation date, and pixel size of image 0.
+
+    The view is given in nanometres; the full-resolution ``dimension`` (r=0) in pixels.
+    """
+    if not text:
+        return {}
+    try:
+        root = ome.parse_xml(text)
+    except (XmlRefused, XmlBroken):
+        return {}
+    elements = {local(e.tag): e for e in reversed(list(root.iter()))}
+    device, view = elements.get("device"), elements.get("view")
+    dimensions = [e for e in root.iter() if local(e.tag) == "dimension" and e.get("r") == "0"]
+    meta: dict[str, Any] = {
+        "instrument_reported": {
+            "manufacturer": "Leica" if device is not None else None,
+            "model": device.get("model") if device is not None else None,
+            "software_version": device.get("version") if device is not None else None,
+        },
+        "objective": {
+            "magnification": _float(_text(elements.get("objective"))),
+            "na": _float(_text(elements.get("numericalAperture"))),
+        },
+        "acquired": _text(elements.get("creationDate")),
+    }
+    if view is not None and dimensions:
+        for axis in ("x", "y"):
+            pixels = _float(dimensions[0].get(f"size{axis.upper()}"))
+            extent = ome.to_um(view.get(f"size{axis.upper()}"), "nm")
+            if pixels and extent:
+                meta.setdefault("pixel_size_um", {})[axis] = round(extent / pixels, 9)
+    return meta
+
+
+def _text(element: Any) -> str | None:
+    return (element.text or "").strip() or None if element is not None else None
+
+
+def _float(text: Any) -> float | None:
+    try:
+        number = float(text)
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if hasattr(value, "isoformat") else None
+
+
+_MM_TIME = re.compile(
+    r"^(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2}(?:\.\d+)?)(?: ([+-]\d{2})(\d{2}))?$"
+)
+
+
+def _micromanager_time(value: Any) -> str | None:
+    """``2017-09-18 14:20:46.123 -0700`` as RFC 3339."""
+    match = _MM_TIME.match(str(value or "").strip())
+    if not match:
+        return None
+    date, time, hours, minutes = match.groups()
+    return f"{date}T{time}{f'{hours}:{minutes}' if hours else ''}"
