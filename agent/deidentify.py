@@ -1,14 +1,28 @@
 """Patient-data policy, applied by the agent to every extraction (adapters never decide it).
 
-A subset of the DICOM PS3.15 Annex E Basic Application Level Confidentiality Profile with
-the Retain Device Identity option. Removed: attributes that name, number or locate a
-person, an institution, a visit or a specimen; every person-name (PN) attribute whatever
-its keyword; for DICOM data, every date and time (DA/DT/TM) unless ``retain_dates``,
-free-text descriptions unless ``retain_descriptions`` and patient characteristics unless
-``retain_patient_characteristics``. UIDs are replaced by a keyed hash (same input, same
-replacement, per installation) unless ``retain_uids``, so series stay linkable without
-revealing the original UID. The package records what was done. File and folder names
-are not changed.
+The DICOM PS3.15 Annex E Basic Application Level Confidentiality Profile, read as data
+from ``confidentiality_profile.tsv`` (Table E.1-1: every attribute, its action and the
+action each profile option gives it), with the Retain Device Identity option on by
+default. Config options map onto the profile's options: ``retain_uids`` (Retain UIDs),
+``retain_device_identity`` (Retain Device Identity), ``retain_dates`` (Retain
+Longitudinal Temporal Information with Full Dates), ``retain_patient_characteristics``
+(Retain Patient Characteristics) and ``retain_descriptions`` (Clean Descriptors, Clean
+Structured Content and Clean Graphics). Institution Identity and Safe Private are never
+retained.
+
+A package is JSON, not a DICOM object, so there are no Type 1/2 attributes to keep
+present: D (dummy), Z (zero length), X (remove) and their combinations all remove the
+attribute; U replaces a UID by a keyed hash (same input, same replacement, per
+installation) so series stay linkable; U* on a sequence keeps it and replaces the UIDs
+inside. An option's K keeps the value; its C (clean) keeps it too, because free text
+cannot be cleaned reliably by a program: setting the option is the site's statement that
+those values carry no identity. Beyond the table, for DICOM data: private attributes,
+every person-name (PN) attribute and, unless ``retain_dates``, every date or time
+(DA/DT/TM) attribute are removed, and every other UID that is not a registered DICOM UID
+(SOP classes, transfer syntaxes) is replaced. For other formats only the table's
+removals apply, to keys that are DICOM keywords; their dates are kept. The package
+records the profile, the options in force and how many attributes were removed. File and
+folder names are not changed.
 """
 
 from __future__ import annotations
@@ -16,143 +30,106 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Literal
 
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.uid import UID
 
 from acqharvest.model import Deidentified, DeidentifySettings
 
-PROFILE = "DICOM PS3.15 Annex E Basic Application Level Confidentiality Profile (subset)"
+PROFILE = "DICOM PS3.15 Annex E Basic Application Level Confidentiality Profile"
+_TABLE = "confidentiality_profile.tsv"
 
-#: Attributes that name, number or locate a person, an institution or a visit.
-IDENTIFYING = frozenset(
-    {
-        "AccessionNumber",
-        "AdmissionID",
-        "AdmittingDiagnosesDescription",
-        "AdditionalPatientHistory",
-        "Allergies",
-        "BranchOfService",
-        "ConsultingPhysicianName",
-        "ContentCreatorName",
-        "CountryOfResidence",
-        "CurrentPatientLocation",
-        "CurveData",
-        "DataSetTrailingPadding",
-        "DerivationDescription",
-        "ClinicalTrialSubjectID",
-        "ClinicalTrialSubjectReadingID",
-        "ContainerIdentifier",
-        "ImageComments",
-        "InstitutionAddress",
-        "InstitutionCodeSequence",
-        "InstitutionName",
-        "InstitutionalDepartmentName",
-        "IssuerOfAdmissionID",
-        "IssuerOfPatientID",
-        "IssuerOfPatientIDQualifiersSequence",
-        "MedicalAlerts",
-        "MedicalRecordLocator",
-        "MilitaryRank",
-        "NameOfPhysiciansReadingStudy",
-        "NamesOfIntendedRecipientsOfResults",
-        "Occupation",
-        "OperatorIdentificationSequence",
-        "OperatorsName",
-        "OtherPatientIDs",
-        "OtherPatientIDsSequence",
-        "OtherPatientNames",
-        "PatientAddress",
-        "PatientBirthDate",
-        "PatientBirthName",
-        "PatientBirthTime",
-        "PatientComments",
-        "PatientID",
-        "PatientInsurancePlanCodeSequence",
-        "PatientMotherBirthName",
-        "PatientName",
-        "PatientReligiousPreference",
-        "PatientState",
-        "PatientTelephoneNumbers",
-        "PatientTelecomInformation",
-        "PatientTransportArrangements",
-        "PerformedProcedureStepID",
-        "PerformingPhysicianIdentificationSequence",
-        "PerformingPhysicianName",
-        "PersonAddress",
-        "PersonName",
-        "PersonTelephoneNumbers",
-        "PhysiciansOfRecord",
-        "PhysiciansOfRecordIdentificationSequence",
-        "PhysiciansReadingStudyIdentificationSequence",
-        "ReferencedPatientSequence",
-        "ReferringPhysicianAddress",
-        "ReferringPhysicianIdentificationSequence",
-        "ReferringPhysicianName",
-        "ReferringPhysicianTelephoneNumbers",
-        "RegionOfResidence",
-        "RequestAttributesSequence",
-        "RequestedProcedureID",
-        "RequestingPhysician",
-        "RequestingService",
-        "ResponsibleOrganization",
-        "ResponsiblePerson",
-        "ScheduledPerformingPhysicianName",
-        "ScheduledProcedureStepID",
-        "ServiceEpisodeID",
-        "SpecialNeeds",
-        "SpecimenIdentifier",
-        "StudyID",
-        "TextComments",
-        "VerifyingObserverName",
-        "VerifyingObserverSequence",
-    }
-)
+Action = Literal["keep", "remove", "uid"]
 
-#: Patient characteristics, kept only with ``retain_patient_characteristics``.
-CHARACTERISTICS = frozenset(
-    {
-        "EthnicGroup",
-        "PatientAge",
-        "PatientSex",
-        "PatientSexNeutered",
-        "PatientSize",
-        "PatientWeight",
-        "PregnancyStatus",
-        "SmokingStatus",
-    }
-)
 
-#: Free text that helps find data but may hold a name or case number (Clean Descriptors
-#: is the profile option that would keep them cleaned; here they go unless retained).
-DESCRIPTIONS = frozenset(
-    {
-        "AcquisitionComments",
-        "PerformedProcedureStepDescription",
-        "PerformedProtocolCodeSequence",
-        "ProcedureCodeSequence",
-        "ProtocolName",
-        "ReasonForStudy",
-        "RequestedProcedureCodeSequence",
-        "RequestedProcedureDescription",
-        "ScheduledProcedureStepDescription",
-        "ScheduledProtocolCodeSequence",
-        "SeriesDescription",
-        "ServiceEpisodeDescription",
-        "StudyComments",
-        "StudyDescription",
-        "TextValue",
-        "VisitComments",
-    }
-)
+@dataclass(frozen=True, slots=True)
+class ProfileRule:
+    """One line of Table E.1-1."""
 
-#: Normalized fields that carry DICOM dates, UIDs or descriptions.
-_NORMALIZED_DATES = frozenset({"acquired"})
-_NORMALIZED_UIDS = frozenset({"study_uid", "series_uid"})
-_NORMALIZED_DESCRIPTIONS = frozenset({"series_description", "protocol_name"})
+    tag: str
+    name: str
+    #: the Basic Profile action as the table writes it, e.g. ``X/Z/D`` or ``U``.
+    action: str
+    #: profile option -> its action for this attribute (``K``, ``C`` or ``X``).
+    options: Mapping[str, str]
+
+
+def _repeater_keywords(mask: str) -> list[str]:
+    """Keywords of the repeating-group attributes a ``50xxxxxx``-style tag stands for."""
+    from pydicom._dicom_dict import RepeatersDictionary
+
+    def matches(entry: str) -> bool:
+        return all(m in ("x", e) for m, e in zip(mask.lower(), entry.lower(), strict=True))
+
+    return [str(v[4]) for k, v in RepeatersDictionary.items() if matches(k) and v[4]]
+
+
+def _load_profile() -> dict[str, ProfileRule]:
+    """Keyword -> rule for every attribute of the table."""
+    text = resources.files("acqharvest").joinpath(_TABLE).read_text(encoding="utf-8")
+    rules: dict[str, ProfileRule] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        tag, action, options, name = line.split("\t")
+        rule = ProfileRule(tag, name, action, dict(item.split("=") for item in options.split()))
+        keywords = _repeater_keywords(tag) if "x" in tag else [keyword_for_tag(int(tag, 16))]
+        for keyword in keywords:
+            rules[keyword] = rule
+    return rules
+
+
+#: Keyword -> Table E.1-1 rule.
+BASIC_PROFILE: Mapping[str, ProfileRule] = _load_profile()
+
+#: Which setting retains each profile option (institution identity is never retained).
+_OPTION_SETTINGS = {
+    "uids": "retain_uids",
+    "device": "retain_device_identity",
+    "dates": "retain_dates",
+    "patient": "retain_patient_characteristics",
+    "descriptors": "retain_descriptions",
+    "structured": "retain_descriptions",
+    "graphics": "retain_descriptions",
+}
+
+#: Attributes the table does not name that identify just as well, with the option that
+#: retains them (None: always removed).
+_BEYOND_TABLE: Mapping[str, str | None] = {
+    "IssuerOfAccessionNumberSequence": None,  # X in later editions of the table
+    "IssuerOfPatientIDQualifiersSequence": None,
+    # Coded procedures whose CodeMeaning repeats the study description word for word.
+    "PerformedProtocolCodeSequence": "descriptors",
+    "ProcedureCodeSequence": "descriptors",
+    "RequestedProcedureCodeSequence": "descriptors",
+    "ScheduledProtocolCodeSequence": "descriptors",
+    "TextValue": "descriptors",  # SR free text, wherever the content tree puts it
+}
+
+#: Normalized fields read from a DICOM attribute follow that attribute's rule.
+_NORMALIZED_SOURCES: Mapping[str, str] = {
+    "acquired": "AcquisitionDateTime",
+    "operator": "OperatorsName",
+    "study_uid": "StudyInstanceUID",
+    "series_uid": "SeriesInstanceUID",
+    "series_description": "SeriesDescription",
+    "protocol_name": "ProtocolName",
+    "instrument_reported.serial_number": "DeviceSerialNumber",
+    "instrument_reported.station_name": "StationName",
+    "detector.model": "DetectorID",
+}
+
 _DATE_VRS = frozenset({"DA", "DT", "TM"})
 _UID_ROOT = "2.25."  # UUID-derived UID root (PS3.5 B.2): needs no registered org root.
+#: ``dataset_json`` names a repeated keyword ``Keyword_GGGG``; private tags look like
+#: ``(0019,100A)``.
+_SUFFIXED = re.compile(r"^(?P<keyword>[A-Za-z0-9]+)_[0-9A-Fa-f]{4}$")
+_PRIVATE_TAG = re.compile(r"^\(?[0-9A-Fa-f]{3}[13579BDFbdf],?\s*[0-9A-Fa-f]{4}\)?$")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -167,17 +144,9 @@ def _dictionary_vr(keyword: str) -> str | None:
         return None
 
 
-def _is_date_keyword(keyword: str) -> bool:
-    return keyword.endswith(("Date", "Time", "DateTime")) and not keyword.endswith(
-        (
-            "ExposureTime",
-            "RepetitionTime",
-            "EchoTime",
-            "InversionTime",
-            "FrameTime",
-            "TriggerTime",
-        )
-    )
+def _registered(uid: str) -> bool:
+    """True for a UID the DICOM standard registers (SOP classes, transfer syntaxes...)."""
+    return UID(uid).name != uid
 
 
 class Deidentifier:
@@ -186,16 +155,21 @@ class Deidentifier:
     def __init__(self, settings: DeidentifySettings, secret: bytes) -> None:
         self._settings = settings
         self._secret = secret
-        options = ["retain_device_identity"]
-        if settings.retain_uids:
-            options.append("retain_uids")
-        if settings.retain_dates:
-            options.append("retain_dates")
-        if settings.retain_patient_characteristics:
-            options.append("retain_patient_characteristics")
-        if settings.retain_descriptions:
-            options.append("retain_descriptions")
-        self._options = tuple(options)
+        self._options = tuple(
+            name
+            for name in (
+                "retain_device_identity",
+                "retain_uids",
+                "retain_dates",
+                "retain_patient_characteristics",
+                "retain_descriptions",
+            )
+            if getattr(settings, name)
+        )
+        self._retained = frozenset(
+            option for option, name in _OPTION_SETTINGS.items() if name in self._options
+        )
+        self._actions: dict[tuple[str, bool], Action] = {}
 
     def replace_uid(self, uid: str) -> str:
         digest = hmac.new(self._secret, uid.encode(), hashlib.sha256).digest()
@@ -208,35 +182,39 @@ class Deidentifier:
             return Deidentified(metadata, original, None, (), 0)
         counter = [0]
         dicom = fmt.upper().startswith("DICOM")
-        clean_meta = self._clean_normalized(metadata, dicom, counter)
+        clean_meta = self._clean_normalized(metadata, "", dicom, counter)
         clean_original = self._clean(original, dicom, counter)
         return Deidentified(clean_meta, clean_original, PROFILE, self._options, counter[0])
 
+    def action(self, keyword: str, dicom: bool = True) -> Action:
+        """What the policy does to an attribute (a DICOM keyword, or any metadata key)."""
+        cached = self._actions.get((keyword, dicom))
+        if cached is None:
+            cached = self._actions[(keyword, dicom)] = self._decide(keyword, dicom)
+        return cached
+
     def _clean_normalized(
-        self, metadata: Mapping[str, Any], dicom: bool, counter: list[int]
+        self, metadata: Mapping[str, Any], prefix: str, dicom: bool, counter: list[int]
     ) -> dict[str, Any]:
         cleaned: dict[str, Any] = {}
         for key, value in metadata.items():
-            if dicom and key in _NORMALIZED_DATES and not self._settings.retain_dates:
+            source = _NORMALIZED_SOURCES.get(prefix + key) if dicom else None
+            action = self.action(source) if source else "keep"
+            if action == "remove":
                 counter[0] += 1
-                continue
-            if dicom and key in _NORMALIZED_UIDS and not self._settings.retain_uids:
-                cleaned[key] = self.replace_uid(str(value))
-                continue
-            if dicom and key == "operator":
-                counter[0] += 1
-                continue
-            if dicom and key in _NORMALIZED_DESCRIPTIONS and not self._settings.retain_descriptions:
-                counter[0] += 1
-                continue
-            cleaned[key] = value
+            elif action == "uid":
+                cleaned[key] = self._replace_uids(value)
+            elif isinstance(value, Mapping) and dicom:
+                cleaned[key] = self._clean_normalized(value, f"{key}.", dicom, counter)
+            else:
+                cleaned[key] = value
         return cleaned
 
     def _clean(self, value: Any, dicom: bool, counter: list[int]) -> Any:
         if isinstance(value, Mapping):
             cleaned: dict[str, Any] = {}
             for key, item in value.items():
-                action = self._action(str(key), dicom)
+                action = self.action(str(key), dicom)
                 if action == "remove":
                     counter[0] += 1
                 elif action == "uid":
@@ -251,27 +229,42 @@ class Deidentifier:
     def _replace_uids(self, value: Any) -> Any:
         if isinstance(value, list):
             return [self._replace_uids(item) for item in value]
-        return self.replace_uid(str(value)) if value not in (None, "") else value
+        if value in (None, "") or _registered(str(value)):
+            return value  # a UID the standard registers names a kind of thing, not a person
+        return self.replace_uid(str(value))
 
-    def _action(self, keyword: str, dicom: bool) -> str:
-        settings = self._settings
-        if keyword in IDENTIFYING:
-            return "remove"
-        if keyword in CHARACTERISTICS and not settings.retain_patient_characteristics:
-            return "remove"
+    def _decide(self, key: str, dicom: bool) -> Action:
+        suffixed = _SUFFIXED.match(key)
+        keyword = suffixed.group("keyword") if suffixed else key
+        rule = BASIC_PROFILE.get(keyword)
+        if rule is not None:
+            return self._by_rule(rule, dicom)
+        if keyword in _BEYOND_TABLE:
+            option = _BEYOND_TABLE[keyword]
+            return "keep" if option in self._retained else "remove"
         if not dicom:
             return "keep"
+        if _PRIVATE_TAG.match(keyword):
+            return "remove"  # the profile removes private attributes; Safe Private is off
         vr = _dictionary_vr(keyword)
         if vr == "PN":
             return "remove"  # a person's name, whatever the attribute is called
-        if keyword in DESCRIPTIONS and not settings.retain_descriptions:
+        if vr in _DATE_VRS and "dates" not in self._retained:
             return "remove"
-        if keyword.endswith("UID") and not settings.retain_uids:
-            # Class and syntax UIDs name a standard, not a patient; keep them readable.
-            if keyword.endswith(("ClassUID", "TransferSyntaxUID", "ImplementationClassUID")):
-                return "keep"
-            return "uid"
-        is_date = vr in _DATE_VRS if vr is not None else _is_date_keyword(keyword)
-        if is_date and not settings.retain_dates:
-            return "remove"
+        if vr == "UI" and "uids" not in self._retained:
+            # Class UIDs name a kind of object or an implementation, not a patient.
+            return "keep" if keyword.endswith(("ClassUID", "TransferSyntaxUID")) else "uid"
         return "keep"
+
+    def _by_rule(self, rule: ProfileRule, dicom: bool) -> Action:
+        for option, code in rule.options.items():
+            if option in self._retained:
+                return "remove" if code == "X" else "keep"
+        if not dicom:
+            # Outside DICOM only the removals apply, and a format's own dates are its own.
+            return "keep" if "U" in rule.action or "dates" in rule.options else "remove"
+        if rule.action == "U":
+            return "uid"
+        if "U*" in rule.action:
+            return "keep"  # the sequence stays; the UIDs in its items are replaced
+        return "remove"

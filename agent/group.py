@@ -1,6 +1,7 @@
 """Which settled files form one acquisition: a pure state machine from ProbedFile to Acquisition.
 
-Owns group release rules (quiet window for collecting groups, expected companions, timeout).
+Owns group release rules (quiet window for collecting groups, or as soon as the number of
+files the header announced is there; expected companions; timeout).
 No threads, sleeps or I/O: the caller passes ``now``. Not thread-safe: one owner drives it.
 """
 
@@ -30,6 +31,15 @@ class _Group:
 
     def collects(self) -> bool:
         return any(m.collects for m in self.members.values())
+
+    def counted_out(self) -> bool:
+        """True when the header's expected number of distinct files are all here."""
+        expected = [m.expected_instances for m in self.members.values() if m.expected_instances]
+        # Members that disagree: trust the largest count, never release early on the smallest.
+        return bool(expected) and len(self.members) >= max(expected)
+
+    def waits_for_quiet(self) -> bool:
+        return self.collects() and not self.counted_out()
 
     def missing(self) -> set[str]:
         expected = {name for m in self.members.values() for name in m.expects}
@@ -84,7 +94,7 @@ class Grouper:
         released: list[Acquisition] = []
         for gid, group in list(self._groups.items()):
             missing = group.missing()
-            quiet = not group.collects() or now - group.last_added >= self._quiet(group)
+            quiet = not group.waits_for_quiet() or now - group.last_added >= self._quiet(group)
             if quiet and not missing:
                 complete = True
             elif now - group.created >= self._timeout_seconds(group.root):
@@ -120,7 +130,7 @@ class Grouper:
         if group.missing():
             # Only an add (which the caller follows with ready) or the timeout can release it.
             return timeout
-        if group.collects():
+        if group.waits_for_quiet():
             return min(timeout, group.last_added + self._quiet(group))
         return now
 

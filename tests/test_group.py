@@ -24,6 +24,7 @@ def probed(
     role: Literal["primary", "member", "sidecar"] = "primary",
     expects: tuple[str, ...] = (),
     collects: bool = False,
+    expected_instances: int | None = None,
     size: int = 100,
     root: Path = ROOT,
 ) -> ProbedFile:
@@ -38,6 +39,7 @@ def probed(
         role=role,
         expects=expects,
         collects=collects,
+        expected_instances=expected_instances,
     )
 
 
@@ -78,6 +80,42 @@ def test_collecting_group_waits_for_quiet_window(grouper: Grouper) -> None:
     assert acq.complete
     assert [m.settled.path.name for m in acq.members] == [f"IM{i:04d}.dcm" for i in range(5)]
     assert grouper.pending == 0
+
+
+def series_file(name: str, expected: int | None, key: str = "dicom:1.2.3") -> ProbedFile:
+    return probed(name, key, role="member", collects=True, expected_instances=expected)
+
+
+def test_series_is_released_as_soon_as_the_announced_count_is_there(grouper: Grouper) -> None:
+    grouper.add(series_file("IM1.dcm", 3), T0)
+    grouper.add(series_file("IM2.dcm", 3), T0 + 1)
+    grouper.add(series_file("IM2.dcm", 3), T0 + 2)  # the same file again is not a third
+    assert grouper.ready(T0 + 2) == []
+    assert grouper.next_due(T0 + 2) == pytest.approx(QUIET)
+    grouper.add(series_file("IM3.dcm", 3), T0 + 3)
+    assert grouper.next_due(T0 + 3) == 0.0
+    [acq] = grouper.ready(T0 + 3)
+    assert acq.complete
+    assert [m.settled.path.name for m in acq.members] == ["IM1.dcm", "IM2.dcm", "IM3.dcm"]
+
+
+def test_short_series_falls_back_to_the_quiet_window(grouper: Grouper) -> None:
+    grouper.add(series_file("IM1.dcm", 5), T0)
+    grouper.add(series_file("IM2.dcm", 5), T0 + 1)
+    assert grouper.ready(T0 + QUIET) == []
+    [acq] = grouper.ready(T0 + 1 + QUIET)
+    assert acq.complete
+    assert len(acq.members) == 2
+
+
+def test_members_that_disagree_wait_for_the_largest_count(grouper: Grouper) -> None:
+    grouper.add(series_file("IM1.dcm", 2), T0)
+    grouper.add(series_file("IM2.dcm", None), T0)
+    grouper.add(series_file("IM3.dcm", 4), T0)
+    assert grouper.ready(T0) == []  # three files: two said 2, but one says 4
+    grouper.add(series_file("IM4.dcm", 4), T0 + 1)
+    [acq] = grouper.ready(T0 + 1)
+    assert len(acq.members) == 4
 
 
 def test_members_are_sorted_primary_first(grouper: Grouper) -> None:

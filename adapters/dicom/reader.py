@@ -117,6 +117,20 @@ def series_uid_in_head(head: bytes) -> str | None:
     :class:`Undecided` whenever the head is not enough or the encoding is one it does not
     walk (big endian, deflated); the claim then falls back to pydicom.
     """
+    values, reached = head_values(head, frozenset({SERIES_UID_TAG}))
+    if SERIES_UID_TAG in values:
+        return values[SERIES_UID_TAG].rstrip(b"\x00 ").decode("ascii", "replace") or None
+    if reached > SERIES_UID_TAG:
+        return None
+    raise Undecided
+
+
+def head_values(head: bytes, tags: frozenset[int]) -> tuple[dict[int, bytes], int]:
+    """Raw values of the top-level ``tags`` in the head, and the last tag walked past.
+
+    Stops at the last wanted tag or where the head ends; raises :class:`Undecided` when the
+    encoding is not one it walks, or the elements are out of order.
+    """
     if has_preamble(head):
         pos, syntax = _file_meta(head, 132)
         if syntax is None or syntax in _UNDECIDABLE:
@@ -125,20 +139,23 @@ def series_uid_in_head(head: bytes) -> str | None:
     else:
         pos = 0
         explicit = head[4:6].isalpha() and head[4:6].isupper()
-    last = -1
-    while True:
-        tag, length, value = _element(head, pos, explicit)
-        if tag <= last:
-            raise Undecided  # out of order: a misread, not a DICOM dataset we understand
-        last = tag
-        if tag == SERIES_UID_TAG:
-            uid = head[value : value + length].rstrip(b"\x00 ").decode("ascii", "replace")
-            if value + length > len(head):
-                raise Undecided
-            return uid or None
-        if tag > SERIES_UID_TAG:
-            return None
-        pos = _skip_sequence(head, value, explicit) if length == _UNDEFINED else value + length
+    found: dict[int, bytes] = {}
+    last, stop = -1, max(tags)
+    try:
+        while last < stop:
+            tag, length, value = _element(head, pos, explicit)
+            if tag <= last:
+                raise Undecided  # out of order: a misread, not a DICOM dataset we understand
+            if tag in tags and length != _UNDEFINED:
+                if value + length > len(head):
+                    break
+                found[tag] = head[value : value + length]
+            pos = _skip_sequence(head, value, explicit) if length == _UNDEFINED else value + length
+            last = tag
+    except Undecided:
+        if last < 0:
+            raise
+    return found, last
 
 
 def _file_meta(head: bytes, pos: int) -> tuple[int, str | None]:
