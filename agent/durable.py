@@ -6,8 +6,31 @@ Never used on instrument folders: those are only ever read, through ``readonly``
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from pathlib import Path
+
+
+class StorageError(Exception):
+    """A write in acqharvest's own folders failed: names the path and the system's code.
+
+    ``code`` is the errno name (``ENOSPC``, ``EROFS``, ``ENOENT``...) or SQLite's error
+    name (``SQLITE_FULL``, ``SQLITE_READONLY``...), or None when not a system error.
+    """
+
+    def __init__(self, message: str, path: Path, code: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.code = code
+
+
+def error_code(error: BaseException) -> str | None:
+    """The errno name of an OSError, SQLite's name of a sqlite3 error, else None."""
+    number = getattr(error, "errno", None)
+    if isinstance(number, int):
+        return errno.errorcode.get(number, str(number))
+    name = getattr(error, "sqlite_errorname", None)
+    return name if isinstance(name, str) else None
 
 
 def fsync_dir(path: Path) -> None:

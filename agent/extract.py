@@ -40,9 +40,17 @@ def draft_for(acquisition: Acquisition) -> Draft:
 
 
 def extract(
-    acquisition: Acquisition, adapter: Adapter | None, reader: Reader
+    acquisition: Acquisition,
+    adapter: Adapter | None,
+    reader: Reader,
+    *,
+    memory_limit: int | None = None,
 ) -> Extraction | ExtractionFailure:
-    """Run ``adapter.extract`` on ``acquisition``; every failure becomes an ExtractionFailure."""
+    """Run ``adapter.extract`` on ``acquisition``; every failure becomes an ExtractionFailure.
+
+    ``memory_limit`` is the budget this process runs under, named in the failure when
+    the adapter runs out of memory.
+    """
     draft = draft_for(acquisition)
     if adapter is None:
         return Extraction(
@@ -59,6 +67,11 @@ def extract(
     except AdapterError as exc:
         _log.warning("extraction_failed", adapter=name, path=str(exc.path), reason=exc.reason)
         return ExtractionFailure(acquisition, name, exc.path, exc.reason)
+    except MemoryError:
+        budget = "" if memory_limit is None else f" (memory budget {memory_limit // 2**20} MiB)"
+        reason = f"{draft.primary}: adapter {name} ran out of memory reading it{budget}"
+        _log.error("extraction_out_of_memory", adapter=name, path=str(draft.primary))
+        return ExtractionFailure(acquisition, name, draft.primary, reason)
     except Exception as exc:  # noqa: BLE001 - a vendor adapter may raise anything; the daemon goes on
         reason = f"adapter {name} crashed: {type(exc).__name__}: {exc}"
         _log.error("extraction_crashed", adapter=name, path=str(draft.primary), reason=reason)

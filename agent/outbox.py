@@ -82,7 +82,7 @@ from typing import Any, Literal, TypeVar, cast
 
 import structlog
 
-from acqharvest.durable import fsync_dir
+from acqharvest.durable import StorageError, error_code, fsync_dir
 from acqharvest.model import Package
 
 OutboxState = Literal["pending", "delivered", "rejected"]
@@ -95,8 +95,11 @@ _DETAIL_CAP = 4096
 log = structlog.get_logger(__name__)
 
 
-class OutboxError(Exception):
+class OutboxError(StorageError):
     """The outbox could not write or move a file (disk full, permissions, bad id)."""
+
+    def __init__(self, message: str, path: Path | None = None, cause: BaseException | None = None):
+        super().__init__(message, path or Path(), None if cause is None else error_code(cause))
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,25 +191,34 @@ class Outbox:
     def open(cls, root: Path, *, recover: bool = True) -> Outbox:
         """Create the folders, recover from a crash (when ``recover``) and load attempts."""
         outbox = cls(root)
+        outbox.ensure_folders()
+        if recover:
+            try:
+                outbox._recover()
+            except OSError as exc:
+                raise OutboxError(f"cannot recover the outbox in {root}: {exc}", root, exc) from exc
+        outbox._load_attempts()
+        for name in outbox._pending_names():
+            outbox._last_stamp = max(outbox._last_stamp, outbox._stamp_of(name))
+        return outbox
+
+    def ensure_folders(self) -> None:
+        """Create the layout's folders that are missing (all of them, the first time)."""
         folders = (
-            outbox._tmp,
-            outbox._pending,
-            outbox._delivered,
-            outbox._rejected,
-            outbox._attempts_dir,
-            outbox._corrupt,
+            self._tmp,
+            self._pending,
+            self._delivered,
+            self._rejected,
+            self._attempts_dir,
+            self._corrupt,
         )
         try:
             for folder in folders:
                 folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise OutboxError(f"cannot create outbox folder under {root}: {exc}") from exc
-        if recover:
-            outbox._recover()
-        outbox._load_attempts()
-        for name in outbox._pending_names():
-            outbox._last_stamp = max(outbox._last_stamp, outbox._stamp_of(name))
-        return outbox
+            raise OutboxError(
+                f"cannot create outbox folder under {self.root}: {exc}", self.root, exc
+            ) from exc
 
     def _recover(self) -> None:
         discarded = 0
@@ -342,7 +354,9 @@ class Outbox:
         except OSError as exc:
             for _, path, _ in written:
                 _unlink_quietly(path)
-            raise OutboxError(f"cannot write package to {self._tmp}: {exc}") from exc
+            raise OutboxError(
+                f"cannot write package to {self._tmp}: {exc}", self._tmp, exc
+            ) from exc
 
         spooled: list[str] = []
         try:
@@ -354,7 +368,9 @@ class Outbox:
         except OSError as exc:
             for _, path, _ in written:
                 _unlink_quietly(path)
-            raise OutboxError(f"cannot move packages into {self._pending}: {exc}") from exc
+            raise OutboxError(
+                f"cannot move packages into {self._pending}: {exc}", self._pending, exc
+            ) from exc
         for package_id in spooled:
             log.info("package_spooled", package_id=package_id)
         return spooled
@@ -376,7 +392,9 @@ class Outbox:
             self._forget_attempts(package_id)
             fsync_dir(self._pending)
         except OSError as exc:
-            raise OutboxError(f"cannot record delivery in {self._delivered}: {exc}") from exc
+            raise OutboxError(
+                f"cannot record delivery in {self._delivered}: {exc}", self._delivered, exc
+            ) from exc
         self._stamps.pop(f"{package_id}.json", None)
 
     @_locked
@@ -398,7 +416,9 @@ class Outbox:
             fsync_dir(self._rejected)
             fsync_dir(self._pending)
         except OSError as exc:
-            raise OutboxError(f"cannot move {package_id} into {self._rejected}: {exc}") from exc
+            raise OutboxError(
+                f"cannot move {package_id} into {self._rejected}: {exc}", self._rejected, exc
+            ) from exc
         self._stamps.pop(f"{package_id}.json", None)
 
     @_locked
@@ -416,7 +436,9 @@ class Outbox:
             _unlink_quietly(self._rejected / (package_id + _REASON_SUFFIX))
             fsync_dir(self._rejected)
         except OSError as exc:
-            raise OutboxError(f"cannot move {package_id} back into {self._pending}: {exc}") from exc
+            raise OutboxError(
+                f"cannot move {package_id} back into {self._pending}: {exc}", self._pending, exc
+            ) from exc
         self._stamps[f"{package_id}.json"] = stamp
         return True
 

@@ -5,17 +5,31 @@ restart skip files already harvested, lets a late DICOM instance rejoin its seri
 gives ``replaces`` its value. It is separate from the outbox: a crash between spooling a
 package and recording it here only makes the next start rebuild the same package, whose
 deterministic id the outbox already holds.
+
+A database found corrupt when the daemon opens it is renamed aside
+(``state.sqlite3.corrupt-<UTC time>``, with its ``-wal``/``-shm`` files) and a new, empty
+one is created: every file in the watched folders is then harvested again and its package
+sent again, which the endpoint deduplicates by ``Idempotency-Key``. Nothing is lost, and a
+damaged registry never becomes a crash loop.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
+import structlog
+
+from acqharvest.durable import StorageError, error_code
 from acqharvest.model import ProbedFile
+
+_CORRUPT = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
+_log = structlog.get_logger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -47,6 +61,21 @@ CREATE TABLE IF NOT EXISTS failures (
 """
 
 
+def same_file(recorded: str, seen: str) -> bool:
+    """Whether two identities (``device:inode:ctime_ns``, see watch) name one unchanged file.
+
+    The ctime must match, and so must the inode on the same device. On another device (a
+    remount) inode numbers may be renumbered (SMB), so the ctime alone decides. Identities
+    recorded before they held a ctime compare device and inode only.
+    """
+    old, new = recorded.split(":"), seen.split(":")
+    if len(old) < 3 or len(new) < 3:
+        return old[:2] == new[:2]
+    if old[2] != new[2]:
+        return False
+    return old[0] != new[0] or old[1] == new[1]
+
+
 @dataclass(frozen=True, slots=True)
 class HarvestedFile:
     path: Path
@@ -64,8 +93,11 @@ class Failure:
     at: float
 
 
-class StateError(Exception):
+class StateError(StorageError):
     """The registry cannot be opened or written; names the database file."""
+
+    def __init__(self, message: str, path: Path, cause: sqlite3.Error | OSError) -> None:
+        super().__init__(message, path, error_code(cause))
 
 
 class State:
@@ -77,32 +109,83 @@ class State:
 
     @classmethod
     def open(cls, path: Path, *, readonly: bool = False) -> State:
+        """Open (or create) the registry; a writable open moves a corrupt database aside."""
         try:
-            if readonly:
-                connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
-            else:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                connection = sqlite3.connect(path)
-                connection.execute("PRAGMA journal_mode=WAL")
-                connection.execute("PRAGMA synchronous=NORMAL")
-                connection.executescript(_SCHEMA)
-            connection.execute("SELECT count(*) FROM files").fetchone()
+            return cls(_connect(path, readonly), path)
         except sqlite3.DatabaseError as error:
-            raise StateError(f"{path}: cannot open the state database: {error}") from error
-        return cls(connection, path)
+            if readonly or error_code(error) not in _CORRUPT:
+                raise StateError(
+                    f"{path}: cannot open the state database: {error}", path, error
+                ) from error
+            aside = _move_aside(path)
+            _log.error(
+                "state_database_corrupt",
+                path=str(path),
+                moved_to=str(aside),
+                error=str(error),
+                effect="a new registry was created; files already harvested are harvested and "
+                "sent again (the endpoint deduplicates them by Idempotency-Key)",
+            )
+        try:
+            return cls(_connect(path, readonly), path)
+        except sqlite3.DatabaseError as error:
+            raise StateError(
+                f"{path}: cannot create the state database: {error}", path, error
+            ) from error
+        except OSError as error:
+            raise StateError(
+                f"{path}: cannot create the state database: {error}", path, error
+            ) from error
+
+    @property
+    def file_id(self) -> tuple[int, int] | None:
+        """(device, inode) of the database file now at ``path``; None when it is gone."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
 
     def close(self) -> None:
         self._db.close()
 
-    def is_done(self, path: Path, size: int, mtime_ns: int) -> bool:
-        """True when this exact version of the file was packaged, or failed for good."""
+    def is_done(self, path: Path, size: int, mtime_ns: int, file_id: str | None = None) -> bool:
+        """True when this version of the file was packaged, or failed for good.
+
+        Size and mtime must match; so must ``file_id`` when given (see ``same_file``): a
+        file replaced by another of the same size and mtime is not the version packaged.
+        """
+        key = (str(path), size, mtime_ns)
         row = self._db.execute(
-            "SELECT 1 FROM files WHERE path = ? AND size = ? AND mtime_ns = ? "
-            "UNION ALL SELECT 1 FROM failures "
-            "WHERE path = ? AND size = ? AND mtime_ns = ? AND final",
-            (str(path), size, mtime_ns, str(path), size, mtime_ns),
+            "SELECT file_id FROM files WHERE path = ? AND size = ? AND mtime_ns = ?", key
         ).fetchone()
-        return row is not None
+        if row is not None and (file_id is None or same_file(str(row[0]), file_id)):
+            return True
+        failed = self._db.execute(
+            "SELECT 1 FROM failures WHERE path = ? AND size = ? AND mtime_ns = ? AND final", key
+        ).fetchone()
+        return failed is not None
+
+    def refresh_unchanged(self, probed: ProbedFile) -> bool:
+        """Record a new identity for a file whose content is the version packaged; True if so.
+
+        A touched, copied-over or remounted file looks changed until its sha256 is known;
+        when that matches, nothing is packaged again.
+        """
+        settled = probed.settled
+        row = (settled.mtime_ns, settled.file_id, str(settled.path), settled.size, probed.sha256)
+        try:
+            with self._db:
+                updated = self._db.execute(
+                    "UPDATE files SET mtime_ns = ?, file_id = ? "
+                    "WHERE path = ? AND size = ? AND sha256 = ?",
+                    row,
+                ).rowcount
+        except sqlite3.Error as error:
+            raise StateError(
+                f"{self.path}: cannot record a file: {error}", self.path, error
+            ) from error
+        return updated > 0
 
     def package_of(self, acquisition_key: str) -> str | None:
         row = self._db.execute(
@@ -155,7 +238,9 @@ class State:
                         [(str(m.settled.path),) for m in members],
                     )
         except sqlite3.Error as error:
-            raise StateError(f"{self.path}: cannot record packages: {error}") from error
+            raise StateError(
+                f"{self.path}: cannot record packages: {error}", self.path, error
+            ) from error
 
     def record_failure(
         self, path: Path, size: int, mtime_ns: int, reason: str, *, final: bool = True
@@ -172,7 +257,9 @@ class State:
                     (str(path), size, mtime_ns, reason, time.time(), int(final)),
                 )
         except sqlite3.Error as error:
-            raise StateError(f"{self.path}: cannot record a failure: {error}") from error
+            raise StateError(
+                f"{self.path}: cannot record a failure: {error}", self.path, error
+            ) from error
 
     def failures(self, limit: int = 20) -> list[Failure]:
         rows = self._db.execute(
@@ -185,3 +272,42 @@ class State:
         acquisitions = self._db.execute("SELECT count(*) FROM acquisitions").fetchone()[0]
         failures = self._db.execute("SELECT count(*) FROM failures").fetchone()[0]
         return {"files": files, "acquisitions": acquisitions, "failures": failures}
+
+
+def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
+    if readonly:
+        connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+        connection.execute("SELECT count(*) FROM files").fetchone()
+        return connection
+    path.parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(path)
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.executescript(_SCHEMA)
+        # Pages are checked here, at start, not in the middle of a harvest.
+        verdict = connection.execute("PRAGMA quick_check(1)").fetchone()[0]
+        if verdict != "ok":
+            error = sqlite3.DatabaseError(f"quick_check: {verdict}")
+            error.sqlite_errorname = "SQLITE_CORRUPT"  # type: ignore[attr-defined]
+            raise error
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def _move_aside(path: Path) -> Path:
+    """Rename a corrupt database and its journal files to ``<name>.corrupt-<UTC time>``."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while aside.exists():
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        n += 1
+    for suffix in ("-wal", "-shm"):
+        journal = path.with_name(path.name + suffix)
+        if journal.exists():
+            os.replace(journal, aside.with_name(aside.name + suffix))
+    os.replace(path, aside)
+    return aside

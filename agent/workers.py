@@ -3,6 +3,12 @@
 Probing (head bytes, adapter claim, checksum) and extraction are CPU-bound Python, so the
 runtime spreads them over processes to use every core. Each worker loads the adapter
 registry once; the functions here take and return only picklable model objects.
+
+Budgets. A worker process caps its own address space (``WorkerSetup.memory_limit_bytes``,
+``RLIMIT_AS`` on POSIX systems that enforce it: an adapter that allocates beyond it gets a
+``MemoryError``), and publishes on a shared ``Progress`` board which item it is reading
+and since when, so the parent can terminate a worker stuck in one item for longer than
+the time budget: a hung adapter cannot be interrupted from inside its own process.
 """
 
 from __future__ import annotations
@@ -10,9 +16,12 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from multiprocessing.context import BaseContext
 from pathlib import Path
+from typing import Any
 
 from acqharvest import logs
 from acqharvest.adapter_api import HEAD_BYTES, FileProbe
@@ -36,16 +45,73 @@ class WorkerSetup:
     log: LogSettings | None = None
     #: watch root -> adapter names allowed there (empty: all).
     adapters_by_root: Mapping[Path, tuple[str, ...]] | None = None
+    #: address-space cap of a worker process; None: no cap.
+    memory_limit_bytes: int | None = None
+
+
+class Progress:
+    """Shared memory where each worker process says which item it reads, and since when.
+
+    One row per worker: (pid, task token, index in the batch, start on the monotonic
+    clock, 0 when idle). Lock-free, so a terminated worker can never leave a lock held:
+    the worker writes the start last and clears it first, and the parent reads the
+    start before and after the rest of a row and trusts the row only if it held still.
+    """
+
+    _FIELDS = 4
+
+    def __init__(self, context: BaseContext, workers: int) -> None:
+        self._rows = workers
+        self._cells = context.RawArray("d", self._FIELDS * workers)
+        self._claimed = context.RawValue("i", 0)
+        self._claim_lock = context.Lock()
+
+    def claim_row(self) -> int:
+        """Called once by each worker process as it starts."""
+        with self._claim_lock:
+            row = int(self._claimed.value)
+            self._claimed.value = row + 1
+        if row >= self._rows:
+            raise RuntimeError(f"more worker processes than the {self._rows} rows of the board")
+        return row
+
+    def begin(self, row: int, token: int, index: int) -> None:
+        base = row * self._FIELDS
+        self._cells[base + 3] = 0.0
+        self._cells[base] = float(os.getpid())
+        self._cells[base + 1] = float(token)
+        self._cells[base + 2] = float(index)
+        self._cells[base + 3] = time.monotonic()
+
+    def end(self, row: int) -> None:
+        self._cells[row * self._FIELDS + 3] = 0.0
+
+    def overdue(self, budget: float, now: float) -> list[tuple[int, int, int, int]]:
+        """(row, pid, token, index) of every item read for longer than ``budget`` seconds."""
+        late: list[tuple[int, int, int, int]] = []
+        for row in range(self._rows):
+            base = row * self._FIELDS
+            started = self._cells[base + 3]
+            pid, token, index = (int(self._cells[base + k]) for k in range(3))
+            if started and started == self._cells[base + 3] and now - started > budget:
+                late.append((row, pid, token, index))
+        return late
 
 
 _registry: Registry | None = None
 _setup = WorkerSetup()
+_progress: Progress | None = None
+_row = -1
 
 
-def init_worker(setup: WorkerSetup) -> None:
+def init_worker(setup: WorkerSetup, progress: Progress | None = None) -> None:
     """Process initializer (also called in-process when workers is 0)."""
-    global _registry, _setup  # per-process state, set once at start
+    global _registry, _setup, _progress, _row  # per-process state, set once at start
     _setup = setup
+    if progress is not None:
+        _progress, _row = progress, progress.claim_row()
+    if setup.memory_limit_bytes is not None:
+        _limit_memory(setup.memory_limit_bytes)
     if setup.log is not None:
         # A worker process: Ctrl-C and SIGTERM are for the parent, which stops the pool.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -61,6 +127,20 @@ def init_worker(setup: WorkerSetup) -> None:
             logs.get_logger().warning(
                 "watch_adapters_unknown", folder=str(root), adapters=unknown, effect="ignored"
             )
+
+
+def _limit_memory(limit: int) -> None:
+    try:
+        import resource
+    except ImportError:  # Windows: no rlimits; only the time budget applies
+        return
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    except (ValueError, OSError) as error:  # e.g. macOS, which does not enforce it anyway
+        logs.get_logger().warning("worker_memory_limit_unsupported", error=str(error))
 
 
 def _current_registry() -> Registry:
@@ -109,6 +189,7 @@ def probe(settled: FileSettled) -> ProbedFile | ProbeFailure:
         role=claim.role,
         expects=expects,
         collects=claim.collects,
+        expected_instances=claim.expected_instances,
     )
 
 
@@ -123,17 +204,32 @@ def extract_acquisition(acquisition: Acquisition) -> Extraction | ExtractionFail
             acquisition.primary.settled.path,
             f"adapter {acquisition.adapter} is not loaded in this process",
         )
-    return extract(acquisition, adapter, FileReader())
+    return extract(acquisition, adapter, FileReader(), memory_limit=_setup.memory_limit_bytes)
 
 
 ProbeOutcome = ProbedFile | ProbeFailure
 ExtractOutcome = Extraction | ExtractionFailure
 
 
-def probe_many(batch: list[FileSettled]) -> list[ProbeOutcome]:
-    """``probe`` over a batch: one round trip to a worker process for many small files."""
-    return [probe(settled) for settled in batch]
+def _tracked(function: Callable[[Any], Any], token: int, batch: list[Any]) -> list[Any]:
+    """``function`` over a batch (one round trip for many items), each item on the board."""
+    results: list[Any] = []
+    for index, item in enumerate(batch):
+        if _progress is not None:
+            _progress.begin(_row, token, index)
+        try:
+            results.append(function(item))
+        finally:
+            if _progress is not None:
+                _progress.end(_row)
+    return results
 
 
-def extract_many(batch: list[Acquisition]) -> list[ExtractOutcome]:
-    return [extract_acquisition(acquisition) for acquisition in batch]
+def probe_many(token: int, batch: list[FileSettled]) -> list[ProbeOutcome]:
+    """``probe`` over a batch; ``token`` names the batch on the progress board."""
+    return _tracked(probe, token, batch)
+
+
+def extract_many(token: int, batch: list[Acquisition]) -> list[ExtractOutcome]:
+    """``extract_acquisition`` over a batch; ``token`` names the batch on the progress board."""
+    return _tracked(extract_acquisition, token, batch)

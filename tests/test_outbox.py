@@ -224,9 +224,11 @@ def test_write_failure_raises_outbox_error_and_leaves_nothing(
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync_fills_disk_on_second_file)
-    with pytest.raises(OutboxError, match=r"cannot write package to .*tmp"):
+    with pytest.raises(OutboxError, match=r"cannot write package to .*tmp") as info:
         outbox.spool([package("x"), package("y"), package("z")])
     monkeypatch.undo()
+    assert info.value.code == "ENOSPC"
+    assert info.value.path == outbox.root / "tmp"
     assert outbox.pending() == ["before"]
     assert files_in(outbox.root / "tmp") == []
     assert outbox.spool([package("x")]) == ["x"]
@@ -240,6 +242,18 @@ def test_unwritable_tmp_folder_names_the_folder(tmp_path: Path) -> None:
         outbox.spool([package("a")])
     assert str(tmp_path / "outbox" / "tmp") in str(info.value)
     assert outbox.pending() == []
+
+
+def test_ensure_folders_recreates_a_deleted_layout(tmp_path: Path) -> None:
+    outbox = Outbox.open(tmp_path / "outbox")
+    outbox.spool([package("a")])
+    shutil.rmtree(tmp_path / "outbox")
+    with pytest.raises(OutboxError) as info:
+        outbox.spool([package("b")])
+    assert info.value.code == "ENOENT"
+    outbox.ensure_folders()
+    assert outbox.spool([package("b")]) == ["b"]
+    assert outbox.pending() == ["b"]
 
 
 # --------------------------------------------------------------------------- crash windows

@@ -1,16 +1,14 @@
 """A worker process that dies on one file costs that file only, never its neighbours.
 
-The crashing adapter is a real entry point: a tiny distribution (a module and its
-``.dist-info``) on ``sys.path``, found by the registry in each worker process.
+The crashing adapter is a real entry point (``tests/integration/crashy.py``), found by the
+registry in each worker process.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,62 +17,12 @@ from acqharvest.config import parse_settings
 from acqharvest.runtime import Daemon
 from acqharvest.state import State
 from tests.helpers import wait_until
+from tests.integration.crashy import crashy_on_path  # noqa: F401 - a fixture
 
-pytestmark = pytest.mark.integration
-
-ADAPTER = """
-import os
-import time
-from acqharvest.adapter_api import AdapterInfo, AdapterOutput, Claim, FieldSpec, FormatSpec
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("crashy_on_path")]
 
 
-class CrashyAdapter:
-    info = AdapterInfo(
-        name="crashy",
-        title="Crashes on BOOM",
-        version="0.1",
-        stability="experimental",
-        formats=(FormatSpec(name="CRASHY"),),
-        fields=(FieldSpec("note", "string"),),
-    )
-
-    def claim(self, probe, reader):
-        if probe.head.startswith(b"CRASHY"):
-            return Claim(group_key=f"crashy:{probe.path}", confidence=1.0)
-        return None
-
-    def extract(self, draft, reader):
-        with reader.open(draft.primary) as handle:
-            data = handle.read()
-        if b"BOOM" in data:
-            os._exit(3)  # what a segfaulting native reader looks like from outside
-        if b"HANG" in data:
-            with open(os.environ["CRASHY_HANGING"], "w"):
-                pass  # tells the test the worker is stuck now
-            time.sleep(600)  # a reader stuck on a dead network share
-        return AdapterOutput(format="CRASHY", metadata={"note": "fine"})
-"""
-
-
-@pytest.fixture
-def crashy_on_path(tmp_path: Path) -> Iterator[Path]:
-    site = tmp_path / "site"
-    info = site / "crashy_adapter-0.1.dist-info"
-    info.mkdir(parents=True)
-    (site / "crashy_adapter.py").write_text(ADAPTER)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: crashy-adapter\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[acqharvest.adapters]\ncrashy = crashy_adapter:CrashyAdapter\n"
-    )
-    sys.path.insert(0, str(site))
-    try:
-        yield site
-    finally:
-        sys.path.remove(str(site))
-        sys.modules.pop("crashy_adapter", None)
-
-
-def test_a_file_that_kills_its_worker_fails_alone(tmp_path: Path, crashy_on_path: Path) -> None:
+def test_a_file_that_kills_its_worker_fails_alone(tmp_path: Path) -> None:
     watch, out, state = tmp_path / "watch", tmp_path / "out", tmp_path / "state"
     watch.mkdir()
     for name, body in [("a", b"fine"), ("b", b"BOOM"), ("c", b"fine"), ("d", b"fine")]:
@@ -101,7 +49,7 @@ def test_a_file_that_kills_its_worker_fails_alone(tmp_path: Path, crashy_on_path
 
 
 def test_stop_does_not_wait_for_a_hung_adapter(
-    tmp_path: Path, crashy_on_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     watch, out, hanging = tmp_path / "watch", tmp_path / "out", tmp_path / "hanging"
     watch.mkdir()
