@@ -1,0 +1,152 @@
+"""The rules behind the conformance checks, as functions that return readable problems.
+
+Each ``*_problems`` function returns a list of sentences, empty when all is well, so a
+failing check says everything that is wrong at once.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, get_args
+
+from acqharvest.adapter_api import (
+    HEAD_BYTES,
+    NORMALIZED_FIELDS,
+    Adapter,
+    AdapterInfo,
+    AdapterOutput,
+    FileProbe,
+    Stability,
+)
+from acqharvest.readonly import FileReader
+
+#: FieldSpec.type values and the Python types a value of each may have.
+FIELD_TYPES: Mapping[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "datetime": (str,),
+    "list": (list, tuple),
+}
+#: RFC 3339 date-time (offset optional, as files often lack one), or a date alone.
+RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})?)?$",
+)
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def probe_of(path: Path) -> FileProbe:
+    """The probe the agent would build for ``path`` (size and first ``HEAD_BYTES``)."""
+    size = path.stat().st_size
+    return FileProbe(path, size, FileReader().head(path, HEAD_BYTES))
+
+
+def package_dir(adapter: Adapter) -> Path:
+    """The folder of the module that defines the adapter's class."""
+    module = sys.modules[type(adapter).__module__]
+    if module.__file__ is None:
+        raise LookupError(f"{type(adapter).__module__} has no file; set cases_dir")
+    return Path(module.__file__).resolve().parent
+
+
+def resolve_samples(adapter: Adapter, roots: Iterable[Path]) -> list[Path]:
+    """The adapter's ``info.samples`` that exist under one of ``roots`` or its package."""
+    candidates = [*roots, package_dir(adapter)]
+    found = []
+    for rel in adapter.info.samples:
+        for root in candidates:
+            if (root / rel).is_file():
+                found.append(root / rel)
+                break
+    return found
+
+
+def info_problems(info: AdapterInfo, entry_point: str | None) -> list[str]:
+    """What is wrong with an adapter's ``info``."""
+    problems = []
+    if not _NAME.match(info.name):
+        problems.append(f"name {info.name!r} is not lowercase_snake")
+    if entry_point is not None and info.name != entry_point:
+        problems.append(f"name {info.name!r} differs from the entry point {entry_point!r}")
+    if info.stability not in get_args(Stability):
+        problems.append(f"stability {info.stability!r} is not one of {get_args(Stability)}")
+    if not info.version or not info.title:
+        problems.append("version and title must be set")
+    if not info.formats:
+        problems.append("formats is empty")
+    if not info.fields:
+        problems.append("fields is empty: declare every metadata key extract emits")
+    seen: set[str] = set()
+    for spec in info.fields:
+        if spec.key in seen:
+            problems.append(f"field {spec.key} is declared twice")
+        seen.add(spec.key)
+        if spec.type not in FIELD_TYPES:
+            problems.append(f"field {spec.key}: type {spec.type!r} is not one of {[*FIELD_TYPES]}")
+        catalogue = NORMALIZED_FIELDS.get(spec.key)
+        if catalogue is not None and (spec.type, spec.unit) != (catalogue.type, catalogue.unit):
+            problems.append(
+                f"field {spec.key}: declared as {spec.type}/{spec.unit}, the catalogue "
+                f"(adapter_api.NORMALIZED_FIELDS) says {catalogue.type}/{catalogue.unit}"
+            )
+        if not spec.source and not spec.description:
+            problems.append(f"field {spec.key}: say where it is read (source) or what it means")
+    return problems
+
+
+def emitted_fields(
+    metadata: Mapping[str, Any], declared: set[str]
+) -> tuple[dict[str, Any], list[str]]:
+    """(declared dotted key -> value, undeclared dotted keys) of a metadata mapping.
+
+    A mapping value is descended into unless its own key is declared (``channels`` is a
+    declared list; ``image`` is not declared, ``image.size_x`` is).
+    """
+    found: dict[str, Any] = {}
+    undeclared: list[str] = []
+
+    def walk(mapping: Mapping[str, Any], prefix: str) -> None:
+        for key, value in mapping.items():
+            dotted = f"{prefix}{key}"
+            if dotted in declared:
+                found[dotted] = value
+            elif isinstance(value, Mapping):
+                walk(value, f"{dotted}.")
+            else:
+                undeclared.append(dotted)
+
+    walk(metadata, "")
+    return found, undeclared
+
+
+def field_problems(info: AdapterInfo, output: AdapterOutput) -> list[str]:
+    """Undeclared keys, and values whose type differs from their declaration."""
+    specs = {spec.key: spec for spec in info.fields}
+    found, undeclared = emitted_fields(output.metadata, set(specs))
+    problems = [f"{key} is emitted but not declared in info.fields" for key in undeclared]
+    for key, value in sorted(found.items()):
+        problem = value_problem(specs[key].type, value)
+        if problem:
+            problems.append(f"{key} = {value!r}: {problem}")
+    if output.started is not None and value_problem("datetime", output.started):
+        problems.append(f"started = {output.started!r} is not RFC 3339")
+    if not isinstance(output.format, str) or not output.format:
+        problems.append(f"format {output.format!r} must be a non-empty string")
+    return problems
+
+
+def value_problem(type_name: str, value: Any) -> str | None:
+    """Why ``value`` is not a valid ``type_name`` field value, or None."""
+    allowed = FIELD_TYPES.get(type_name)
+    if allowed is None:
+        return None  # reported by info_problems
+    if isinstance(value, bool) or not isinstance(value, allowed):
+        return f"declared {type_name}, got {type(value).__name__}"
+    if type_name == "datetime" and not RFC3339.match(str(value)):
+        return "not an RFC 3339 date-time (YYYY-MM-DDTHH:MM:SS[.f][+HH:MM]) or date"
+    if type_name == "string" and not str(value).strip():
+        return "empty string (leave the key out instead)"
+    return None

@@ -1,0 +1,194 @@
+"""Golden cases: the input files of one acquisition and the output expected from them.
+
+A case is two files side by side in an adapter's ``cases/`` folder:
+
+``<case>.yaml``
+    names the input files, primary first, relative to the conformance class's
+    ``samples_root`` (the corpus for built-in adapters, the vendor's package folder for
+    third-party ones)::
+
+        # a multi-file OME-TIFF set: one acquisition, the master file first
+        files:
+          - ome-tiff/multifile-master/multifile-Z1.ome.tiff
+          - ome-tiff/multifile-master/multifile-Z2.ome.tiff
+
+``<case>.expected.json``
+    the normalized output (see :func:`golden_of`), or ``{"error": "<reason>"}`` for a
+    case whose input the adapter must refuse with an ``AdapterError``. It is written by
+    running the tests with ``--acqharvest-regenerate`` (or ``ACQHARVEST_REGENERATE=1``)
+    and reviewed as a diff like any other change.
+
+The golden keeps ``format``, ``metadata``, ``started`` and ``warnings`` verbatim, and
+summarizes ``original_metadata`` (often hundreds of KiB of vendor text) as its size, a
+sha256 of its canonical JSON and a one-line-per-key preview, so a reviewer sees which
+keys came or went and what their short values are, while any deeper change still moves
+the digest. Absolute paths of the samples folder are replaced by ``<samples>``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from acqharvest.adapter_api import AdapterOutput
+
+#: strings in the ``original_metadata`` preview are cut after this many characters.
+PREVIEW_TEXT = 100
+#: mappings with at most this many keys are expanded in the preview (two levels deep).
+PREVIEW_KEYS = 40
+#: lists of at most this many scalars are shown in the preview.
+PREVIEW_ITEMS = 8
+#: the preview lists at most this many top-level keys of ``original_metadata``.
+PREVIEW_TOP_KEYS = 300
+
+CASE_SUFFIX = ".yaml"
+EXPECTED_SUFFIX = ".expected.json"
+
+
+class CaseError(ValueError):
+    """A case file is malformed; the message names the file."""
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """One golden case: its name, its input files (primary first) and where it lives."""
+
+    name: str
+    #: paths as written in the case file, relative to the samples root.
+    files: tuple[str, ...]
+    #: the ``<case>.yaml`` file.
+    source: Path
+
+    @property
+    def expected_path(self) -> Path:
+        return self.source.with_name(self.name + EXPECTED_SUFFIX)
+
+    def paths(self, samples_root: Path) -> tuple[Path, ...]:
+        """The input files, absolute, primary first."""
+        return tuple(samples_root / rel for rel in self.files)
+
+
+def load_cases(cases_dir: Path) -> list[Case]:
+    """Every ``*.yaml`` case in ``cases_dir``, sorted by name; malformed ones raise."""
+    cases = []
+    for source in sorted(cases_dir.glob(f"*{CASE_SUFFIX}")):
+        try:
+            body = yaml.safe_load(source.read_text(encoding="utf-8"))
+        except yaml.YAMLError as error:
+            raise CaseError(f"{source}: not valid YAML: {error}") from error
+        files = body.get("files") if isinstance(body, dict) else None
+        if not isinstance(files, list) or not files or not all(isinstance(f, str) for f in files):
+            raise CaseError(f"{source}: needs 'files', a non-empty list of paths (primary first)")
+        cases.append(Case(source.name[: -len(CASE_SUFFIX)], tuple(files), source))
+    return cases
+
+
+def write_case(cases_dir: Path, name: str, files: Sequence[str], comment: str = "") -> Case:
+    """Write ``<name>.yaml`` listing ``files`` (primary first); used to seed new cases."""
+    cases_dir.mkdir(parents=True, exist_ok=True)
+    source = cases_dir / f"{name}{CASE_SUFFIX}"
+    header = "".join(f"# {line}\n" for line in comment.splitlines())
+    source.write_text(
+        header + yaml.safe_dump({"files": list(files)}, sort_keys=False), encoding="utf-8"
+    )
+    return Case(name, tuple(files), source)
+
+
+def canonical(value: Any) -> str:
+    """Sorted, indented JSON: the form goldens are stored and compared in."""
+    return json.dumps(value, indent=1, sort_keys=True, ensure_ascii=False, allow_nan=False)
+
+
+def golden_of(output: AdapterOutput, samples_root: Path) -> dict[str, Any]:
+    """The comparable form of an adapter's output.
+
+    Raises ``TypeError``/``ValueError`` when the output is not plain JSON data, which is
+    part of the adapter contract.
+    """
+    original = json.loads(canonical(dict(output.original_metadata)))
+    blob = json.dumps(original, sort_keys=True, ensure_ascii=False).encode("utf-8")
+    golden = {
+        "format": output.format,
+        "metadata": dict(output.metadata),
+        "started": output.started,
+        "warnings": list(output.warnings),
+        "original_metadata": {
+            "bytes": len(blob),
+            "sha256": hashlib.sha256(blob).hexdigest(),
+            "keys": len(original),
+            "preview": _preview_top(original),
+        },
+    }
+    cleaned: dict[str, Any] = _without_root(json.loads(canonical(golden)), str(samples_root))
+    return cleaned
+
+
+def error_golden(reason: str, samples_root: Path) -> dict[str, Any]:
+    """The golden of a case the adapter refuses."""
+    return {"error": reason.replace(str(samples_root), "<samples>")}
+
+
+def read_expected(case: Case) -> dict[str, Any] | None:
+    """The stored golden, or None when it has not been generated yet."""
+    if not case.expected_path.is_file():
+        return None
+    loaded: dict[str, Any] = json.loads(case.expected_path.read_text(encoding="utf-8"))
+    return loaded
+
+
+def write_expected(case: Case, golden: Mapping[str, Any]) -> None:
+    case.expected_path.write_text(canonical(golden) + "\n", encoding="utf-8")
+
+
+def golden_diff(expected: Mapping[str, Any], actual: Mapping[str, Any], name: str) -> str:
+    """A unified diff of two goldens, for a readable assertion message."""
+    return "\n".join(
+        difflib.unified_diff(
+            canonical(expected).splitlines(),
+            canonical(actual).splitlines(),
+            fromfile=f"{name}{EXPECTED_SUFFIX} (expected)",
+            tofile=f"{name} (extracted now)",
+            lineterm="",
+        )
+    )
+
+
+def _preview_top(original: Mapping[str, Any]) -> dict[str, Any]:
+    keys = sorted(original)
+    preview = {key: _preview(original[key], depth=1) for key in keys[:PREVIEW_TOP_KEYS]}
+    if len(keys) > PREVIEW_TOP_KEYS:
+        preview["..."] = f"<{len(keys) - PREVIEW_TOP_KEYS} more keys>"
+    return preview
+
+
+def _preview(value: Any, depth: int) -> Any:
+    if isinstance(value, str):
+        if len(value) <= PREVIEW_TEXT:
+            return value
+        return f"{value[:PREVIEW_TEXT]}<+{len(value) - PREVIEW_TEXT} chars>"
+    if isinstance(value, dict):
+        if depth < 2 and len(value) <= PREVIEW_KEYS:
+            return {k: _preview(v, depth + 1) for k, v in sorted(value.items())}
+        return f"<{len(value)} keys>"
+    if isinstance(value, list):
+        if len(value) <= PREVIEW_ITEMS and not any(isinstance(v, (dict, list)) for v in value):
+            return [_preview(v, depth + 1) for v in value]
+        return f"<{len(value)} items>"
+    return value
+
+
+def _without_root(value: Any, root: str) -> Any:
+    if isinstance(value, str):
+        return value.replace(root, "<samples>")
+    if isinstance(value, dict):
+        return {k: _without_root(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_root(v, root) for v in value]
+    return value

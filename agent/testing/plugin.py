@@ -1,0 +1,53 @@
+"""The pytest plugin acqharvest registers (entry point ``pytest11: acqharvest``).
+
+Installing acqharvest is enough for a vendor repository to get it; it only adds options:
+
+``--acqharvest-regenerate`` (alias ``--regenerate``, or ``ACQHARVEST_REGENERATE=1``)
+    write every ``<case>.expected.json`` from what the adapter extracts now, instead of
+    comparing against it. Review the diff before committing.
+``--acqharvest-corpus PATH`` (or ``ACQHARVEST_CORPUS``)
+    where corpus-relative sample paths resolve, for adapters whose ``info.samples`` name
+    corpus files (the built-in ones do); used by the cross-claim checks.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REGENERATE_ENV = "ACQHARVEST_REGENERATE"
+CORPUS_ENV = "ACQHARVEST_CORPUS"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("acqharvest", "acqharvest adapter conformance")
+    group.addoption(
+        "--acqharvest-regenerate",
+        "--regenerate",
+        action="store_true",
+        dest="acqharvest_regenerate",
+        default=False,
+        help="write golden <case>.expected.json files instead of comparing against them",
+    )
+    group.addoption(
+        "--acqharvest-corpus",
+        dest="acqharvest_corpus",
+        default=None,
+        metavar="PATH",
+        help="folder that corpus-relative adapter samples resolve against",
+    )
+
+
+def regenerating(config: pytest.Config) -> bool:
+    """True when goldens are to be written rather than compared."""
+    if os.environ.get(REGENERATE_ENV, "") not in ("", "0"):
+        return True
+    return bool(config.getoption("acqharvest_regenerate", default=False))
+
+
+def corpus_root(config: pytest.Config) -> Path | None:
+    """The corpus folder given by option or environment, if any."""
+    given = config.getoption("acqharvest_corpus", default=None) or os.environ.get(CORPUS_ENV)
+    return Path(given) if given else None
