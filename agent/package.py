@@ -24,12 +24,18 @@ HARVESTER = "acqharvest"
 
 
 def relative_path(member_path: Path, root: Path) -> str:
-    """Path below the watch root with ``/`` separators, as packages name files."""
+    """Path below the watch root with ``/`` separators, as packages name files.
+
+    A path that climbs out with ``..`` is refused like any path outside the root.
+    """
     # String slicing: pathlib's relative_to showed up in profiles (every file, thrice).
     text, prefix = str(member_path), str(root)
     if not text.startswith(prefix) or text[len(prefix) : len(prefix) + 1] not in (os.sep, "/"):
         raise ValueError(f"{member_path} is not below {root}")
-    return text[len(prefix) + 1 :].replace(os.sep, "/")
+    relative = text[len(prefix) + 1 :].replace(os.sep, "/")
+    if ".." in relative.split("/"):
+        raise ValueError(f"{member_path} is not below {root}: it climbs out with '..'")
+    return relative
 
 
 def package_id(instrument_id: str, acquisition: Acquisition) -> str:

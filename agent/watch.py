@@ -1,42 +1,126 @@
 """Watchdog observers per watch folder (native or polling) and reconciliation scans.
 
-Turns OS events and directory scans into FileSeen / FileGone by ``os.stat``; never opens a
-file. Events are hints; scans are the truth. The only module that touches watchdog.
+Turns OS events and directory scans into FileSeen / FileGone / FileRefused by ``lstat``;
+never opens a file. The only module that touches watchdog.
+
+Events are hints; scans are the truth. Watching fails silently in the field in known ways,
+and each has a check here or in the runtime:
+
+- an observer or emitter thread dies (its folder vanished, a share dropped): ``check_health``
+  sees it and restarts the observer; the runtime rescans that folder;
+- the watch root is remounted, or deleted and created again: the observer still watches the
+  old inode and hears nothing. ``check_health`` compares the root's device, inode and
+  resolved path with those at start and restarts on a change;
+- an observer thread stalls (a handler blocked in ``stat`` on a hung share): after
+  ``stall_seconds`` it is abandoned and replaced;
+- the kernel event queue overflows (``IN_Q_OVERFLOW``): watchdog reports it only as a
+  warning on its ``watchdog.observers.inotify_c`` logger, which we intercept and turn into
+  ``on_lost`` (the runtime rescans at once); the runtime's own event queue is bounded and,
+  when full, also turns into a rescan, so an event storm on remount costs one scan, not memory;
+- the inotify watch budget (``fs.inotify.max_user_watches``) runs out: watchdog skips
+  the subfolders it could not watch without a word. We probe the budget after starting and
+  at every health check; when it is exhausted a folder in ``auto`` mode drops its native
+  observer and is covered by reconciliation scans alone (not polling: the polling observer
+  keeps a stat of every file in memory and re-reads the whole tree every interval); a
+  ``native`` folder keeps its partial observer. Both log ``watch_limit_reached`` once;
+- native events do not see writes made by another host on a network share (SMB, NFS):
+  nothing can detect that from here without writing in the folder, which we never do.
+  The periodic reconciliation scan (``rescan_seconds``) finds those files; use ``polling``
+  mode for such folders when that delay is too long.
+
+Only creation, modification, attribute, move, delete and close-after-write events are
+subscribed: open and close-without-write events are left out, since our own scans and
+reads would otherwise flood the queue and overflow it.
+
+File identity (``file_identity``) is ``device:inode:ctime_ns``. Neither the inode (reused
+after a delete; unstable on some SMB mounts) nor a fingerprint of the first bytes (many
+files share headers) tells two versions apart. The state registry treats a file as the
+version it harvested when path, size and mtime match and the ctime matches too, and also
+the inode when the device is the same (a remount changes the device number and may
+renumber inodes). Anything else is read again, and the content sha256 computed then
+decides: the same digest only refreshes the record, a different one gives a new package
+with ``replaces``. So inode reuse, a same-size same-mtime rewrite in place, and a file
+swapped for another with an identical header are all harvested again, and a remount
+re-reads but never re-sends.
+
+What is watched and what is refused. Only regular files are reported. Nothing is ever
+followed through a symbolic link below the root (the root itself may be a link): a link
+that resolves inside the root is skipped quietly (its target is harvested under its own
+name), a link leading outside the root or into a loop is refused. FIFOs, sockets and
+device files are refused without being opened (opening a FIFO blocks). A folder that
+cannot be listed is refused until it can. Each refusal is a FileRefused, logged once as
+``watch_refused`` naming the path and the reason.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import fnmatch
 import functools
+import logging
 import os
 import re
 import stat
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import structlog
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    FileAttribEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
+from watchdog.observers.polling import PollingObserverVFS
 
-from acqharvest.model import FileGone, FileSeen, WatchSettings
+from acqharvest.model import FileGone, FileRefused, FileSeen, WatchSettings
 
 log = structlog.get_logger(__name__)
 
-Emit = Callable[[FileSeen | FileGone], None]
+Emit = Callable[[FileSeen | FileGone | FileRefused], None]
+Source = Literal["event", "scan", "closed"]
 
 #: seconds a stopping observer may take to join before we give up on it.
 _JOIN_SECONDS = 5.0
+#: a handler busy this long is taken for stalled (a stat hanging on a dead share).
+_STALL_SECONDS = 60.0
 _VANISHED = (FileNotFoundError, NotADirectoryError)
+#: what the observers report; open and close-without-write are left out on purpose.
+_EVENTS: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileAttribEvent,
+    FileClosedEvent,
+    FileMovedEvent,
+    FileDeletedEvent,
+]
+#: the message watchdog logs (and acts on internally) when the kernel queue overflowed.
+_OVERFLOW_LOGGER = "watchdog.observers.inotify_c"
+_OVERFLOW_MESSAGE = "Inotify queue overflowed"
+_IN_ONLYDIR = 0x01000000
+_IN_DONT_FOLLOW = 0x02000000
+_IN_ATTRIB = 0x00000004
 
 
 def file_identity(st: os.stat_result) -> str:
-    """Stable identity across renames: device and inode (on Windows, the file index)."""
-    return f"{st.st_dev}:{st.st_ino}"
+    """``device:inode:ctime_ns``: changes whenever the file is replaced or its inode changed.
+
+    On Windows the inode is the file index and the ctime the creation time.
+    """
+    return f"{st.st_dev}:{st.st_ino}:{st.st_ctime_ns}"
 
 
 def matches(relpath: str, include: Sequence[str], exclude: Sequence[str]) -> bool:
@@ -88,19 +172,56 @@ def _relpath(path: str, root: Path) -> str | None:
         return None
 
 
-def stat_file(
-    path: Path, root: Path, source: Literal["event", "scan", "closed"]
-) -> FileSeen | None:
-    """FileSeen for a regular file, None for anything else or a file already gone."""
+def _inside(path: str, real_root: str) -> bool:
+    return path == real_root or path.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
+def _refusal(path: Path, st: os.stat_result, real_root: str) -> str | None:
+    """Why a non-regular file is refused, or None when it is skipped without a word."""
+    mode = st.st_mode
+    if stat.S_ISLNK(mode):
+        try:
+            os.stat(path)
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                return "a symbolic link loop: never followed"
+            # A dangling link: nothing to read.
+            return None
+        target = os.path.realpath(path)
+        if _inside(target, real_root):
+            return None  # harvested under its own name
+        return f"a symbolic link to {target}, outside the watch folder: never followed"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO): never opened"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device file: never opened"
+    if stat.S_ISSOCK(mode):
+        return "a socket: never opened"
+    return None
+
+
+def examine(
+    path: Path, root: Path, source: Source, *, real_root: str | None = None
+) -> FileSeen | FileRefused | None:
+    """FileSeen for a regular file below the root, FileRefused for what must not be read.
+
+    None for a directory, a file already gone, or a link whose target is harvested anyway.
+    Without ``real_root`` the folder holding ``path`` is also checked to resolve inside the
+    root, so a folder swapped for a link to elsewhere cannot lead a read outside it.
+    """
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except _VANISHED:
         return None
     except OSError as exc:
         log.warning("watch_stat_failed", path=str(path), error=str(exc))
         return None
+    resolved_root = real_root or os.path.realpath(root)
     if not stat.S_ISREG(st.st_mode):
-        return None
+        reason = _refusal(path, st, resolved_root)
+        return None if reason is None else FileRefused(path, root, reason)
+    if real_root is None and not _inside(os.path.realpath(path.parent), resolved_root):
+        return FileRefused(path, root, "reached through a link that leads outside the folder")
     return FileSeen(
         path=path,
         root=root,
@@ -112,19 +233,61 @@ def stat_file(
     )
 
 
+def stat_file(path: Path, root: Path, source: Source) -> FileSeen | None:
+    """FileSeen for a regular file inside the root, None for anything else or a file gone."""
+    seen = examine(path, root, source)
+    return seen if isinstance(seen, FileSeen) else None
+
+
+class _Refusals:
+    """Paths refused so far, so each is reported once (again only after it was fine)."""
+
+    def __init__(self, emit: Emit) -> None:
+        self._emit = emit
+        self._lock = threading.Lock()
+        self._reasons: dict[Path, str] = {}
+
+    def report(self, found: FileSeen | FileRefused | None) -> None:
+        if found is None:
+            return
+        if isinstance(found, FileSeen):
+            if self._reasons:
+                with self._lock:
+                    self._reasons.pop(found.path, None)
+            self._emit(found)
+            return
+        with self._lock:
+            if self._reasons.get(found.path) == found.reason:
+                return
+            self._reasons[found.path] = found.reason
+        log.warning("watch_refused", path=str(found.path), reason=found.reason)
+        self._emit(found)
+
+    def cleared(self, path: Path) -> None:
+        if self._reasons:
+            with self._lock:
+                self._reasons.pop(path, None)
+
+
 class _Handler(FileSystemEventHandler):
-    def __init__(self, ws: WatchSettings, emit: Emit) -> None:
+    def __init__(self, ws: WatchSettings, emit: Emit, refusals: _Refusals) -> None:
         self._ws = ws
         self._emit = emit
+        self._refusals = refusals
         # Observers watch the resolved root (and FSEvents reports resolved paths anyway):
         # map their paths back under the root as configured.
         self._real_root = Path(os.path.realpath(ws.path))
+        #: monotonic time the dispatch in progress began; None when idle.
+        self.busy_since: float | None = None
 
     def dispatch(self, event: FileSystemEvent) -> None:
+        self.busy_since = time.monotonic()
         try:
             self._handle(event)
         except Exception:  # an exception escaping here would kill the observer thread
             log.exception("watch_event_failed", folder=str(self._ws.path), fs_event=repr(event))
+        finally:
+            self.busy_since = None
 
     def _watched(self, path: bytes | str) -> Path | None:
         if not path:
@@ -140,13 +303,12 @@ class _Handler(FileSystemEventHandler):
     def _seen(self, path: bytes | str, source: Literal["event", "closed"]) -> None:
         target = self._watched(path)
         if target is not None:
-            seen = stat_file(target, self._ws.path, source)
-            if seen is not None:
-                self._emit(seen)
+            self._refusals.report(examine(target, self._ws.path, source))
 
     def _gone(self, path: bytes | str) -> None:
         target = self._watched(path)
         if target is not None:
+            self._refusals.cleared(target)
             self._emit(FileGone(path=target, root=self._ws.path))
 
     def _handle(self, event: FileSystemEvent) -> None:
@@ -164,8 +326,75 @@ class _Handler(FileSystemEventHandler):
             self._seen(event.dest_path, "event")
 
 
+class _OverflowListener(logging.Filter):
+    """Turns watchdog's overflow warning into a call; watchdog offers no other signal."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.watchers: set[Callable[[], None]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(_OVERFLOW_MESSAGE):
+            return True
+        for notify in list(self.watchers):
+            notify()
+        return False  # reported as our own structured event instead
+
+
+_overflow = _OverflowListener()
+logging.getLogger(_OVERFLOW_LOGGER).addFilter(_overflow)
+
+
+def _root_identity(real_root: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(real_root)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def watch_limit() -> int | None:
+    """The inotify watch limit for this user (``fs.inotify.max_user_watches``), if known."""
+    for source in ("/proc/sys/user/max_inotify_watches", "/proc/sys/fs/inotify/max_user_watches"):
+        with contextlib.suppress(OSError, ValueError):
+            return int(Path(source).read_text())
+    return None
+
+
+def watch_budget_exhausted(folder: str) -> bool:
+    """True when the kernel refuses this user one more inotify watch (ENOSPC).
+
+    Watchdog skips subfolders it cannot watch silently; asking for one watch of our own
+    (then closing it) is the one way to know. Linux only; elsewhere always False.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    descriptor = libc.inotify_init1(os.O_CLOEXEC)
+    if descriptor < 0:
+        return False  # out of inotify instances: that says nothing about watches
+    try:
+        mask = _IN_ATTRIB | _IN_ONLYDIR | _IN_DONT_FOLLOW
+        if libc.inotify_add_watch(descriptor, os.fsencode(folder), mask) >= 0:
+            return False
+        return ctypes.get_errno() == errno.ENOSPC
+    finally:
+        os.close(descriptor)
+
+
+@dataclass
+class _Live:
+    """A running observer and what it was started on."""
+
+    observer: BaseObserver
+    handler: _Handler
+    kind: Literal["native", "polling"]
+    real_root: str
+    root_identity: tuple[int, int] | None
+
+
 class Watcher:
-    """One observer per watch folder, plus on-demand reconciliation scans."""
+    """One observer per watch folder, health checks, and reconciliation scans."""
 
     def __init__(
         self,
@@ -174,50 +403,80 @@ class Watcher:
         *,
         poll_interval: float = 2.0,
         native: Callable[[], BaseObserver] = Observer,
+        on_lost: Callable[[], None] | None = None,
+        stall_seconds: float = _STALL_SECONDS,
     ) -> None:
         self._folders = tuple(folders)
         self._emit = emit
+        self._refusals = _Refusals(emit)
         self._poll_interval = poll_interval
         self._native = native
-        self._observers: dict[Path, BaseObserver] = {}
+        self._on_lost = on_lost
+        self._stall_seconds = stall_seconds
+        self._live: dict[Path, _Live] = {}
         #: folders already reported unavailable, so a long outage is logged once.
         self._down: set[Path] = set()
+        #: folders left to reconciliation scans after the watch budget ran out, with the
+        #: limit then: they try native watching again only once the limit was raised.
+        self._scan_only: dict[Path, int | None] = {}
+        #: folders whose exhausted budget was already reported.
+        self._limited: set[Path] = set()
         self._running = False
 
     def start(self) -> None:
-        """Start an observer per folder; a folder that cannot be watched is left for restart."""
+        """Start an observer per folder; a folder that cannot be watched is left for later."""
         self._running = True
+        _overflow.watchers.add(self._events_lost)
         for ws in self._folders:
             self._start_folder(ws)
 
     def stop(self) -> None:
         """Stop every observer and join its threads."""
         self._running = False
-        observers = list(self._observers.values())
-        self._observers.clear()
-        for observer in observers:
-            observer.stop()
-        for observer in observers:
-            _join(observer)
+        _overflow.watchers.discard(self._events_lost)
+        live = list(self._live.values())
+        self._live.clear()
+        for entry in live:
+            entry.observer.stop()
+        for entry in live:
+            _join(entry.observer)
 
     def alive(self) -> list[str]:
-        """Names of the folders whose observer died (or never started); empty when all live."""
+        """Folders not watched as configured: observer dead, stalled, stale or never started.
+
+        A folder left to reconciliation scans after the watch budget ran out is not listed:
+        it is watched, by scans, on purpose.
+        """
         if not self._running:
             return []
-        return [str(ws.path) for ws in self._folders if not self._is_live(ws.path)]
+        return [
+            str(ws.path)
+            for ws in self._folders
+            if ws.path not in self._scan_only and self._problem(ws.path) is not None
+        ]
 
-    def restart_dead(self) -> list[Path]:
-        """Restart dead observers; returns the folders now watched again (rescan them)."""
+    def check_health(self) -> list[Path]:
+        """Restart observers that died, stalled or watch a stale root; handle the budget.
+
+        Returns the folders whose events may have been missed (the caller rescans them).
+        """
         if not self._running:
             return []
         restarted: list[Path] = []
         for ws in self._folders:
-            if self._is_live(ws.path):
+            if ws.path in self._scan_only:
+                if watch_limit() != self._scan_only[ws.path] and self._retry_native(ws):
+                    restarted.append(ws.path)
                 continue
-            old = self._observers.pop(ws.path, None)
+            problem = self._problem(ws.path)
+            if problem is None:
+                self._check_budget(ws)
+                continue
+            old = self._live.pop(ws.path, None)
             if old is not None:
-                old.stop()
-                _join(old)
+                log.warning("watch_observer_unhealthy", folder=str(ws.path), problem=problem)
+                old.observer.stop()
+                _join(old.observer)
             if self._start_folder(ws):
                 log.info("watch_folder_restarted", folder=str(ws.path))
                 restarted.append(ws.path)
@@ -229,11 +488,16 @@ class Watcher:
             yield from self.scan_folder(ws)
 
     def scan_folder(self, ws: WatchSettings) -> Iterator[FileSeen]:
-        """Every watched file under one folder; never follows symlinks into directories."""
+        """Every watched file under one folder, lazily; never follows a symbolic link.
+
+        Holds only the folders still to visit, never the files: memory grows with the
+        breadth of the tree, not with the number of files. Refusals go to ``emit``.
+        """
         root = ws.path
         if not _is_folder(root):
             log.warning("watch_folder_unavailable", folder=str(root), reason="missing")
             return
+        real_root = os.path.realpath(root)
         pending: list[tuple[str, str]] = [(str(root), "")]
         while pending:
             directory, prefix = pending.pop()
@@ -249,18 +513,77 @@ class Watcher:
                             if ws.recursive and matches(rel, ("*",), ws.exclude):
                                 pending.append((entry.path, rel + "/"))
                         elif matches(rel, ws.include, ws.exclude):
-                            seen = stat_file(Path(entry.path), root, "scan")
-                            if seen is not None:
-                                yield seen
+                            found = examine(Path(entry.path), root, "scan", real_root=real_root)
+                            if isinstance(found, FileSeen):
+                                self._refusals.cleared(found.path)
+                                yield found
+                            else:
+                                self._refusals.report(found)
             except OSError as exc:
-                log.warning("watch_scan_failed", folder=str(root), path=directory, error=str(exc))
+                if directory == str(root) or isinstance(exc, _VANISHED):
+                    log.warning(
+                        "watch_scan_failed", folder=str(root), path=directory, error=str(exc)
+                    )
+                else:
+                    reason = f"cannot list this folder: {exc.strerror or exc}"
+                    self._refusals.report(FileRefused(Path(directory), root, reason))
 
-    def _is_live(self, path: Path) -> bool:
-        observer = self._observers.get(path)
-        if observer is None or not observer.is_alive():
-            return False
+    def _events_lost(self) -> None:
+        log.warning("watch_events_lost", reason="kernel event queue overflowed", action="rescan")
+        if self._on_lost is not None:
+            self._on_lost()
+
+    def _problem(self, path: Path) -> str | None:
+        entry = self._live.get(path)
+        if entry is None:
+            return "not running"
+        observer = entry.observer
+        if not observer.is_alive():
+            return "observer thread died"
         # An emitter stops by itself when its folder disappears; the observer thread lives on.
-        return bool(observer.emitters) and all(e.is_alive() for e in observer.emitters)
+        if not observer.emitters or not all(e.is_alive() for e in observer.emitters):
+            return "emitter thread died"
+        busy = entry.handler.busy_since
+        if busy is not None and time.monotonic() - busy > self._stall_seconds:
+            return f"handler stalled for {time.monotonic() - busy:.0f} s"
+        if os.path.realpath(path) != entry.real_root:
+            return "the folder now resolves elsewhere"
+        if _root_identity(entry.real_root) != entry.root_identity:
+            return "the folder was replaced or remounted"
+        return None
+
+    def _check_budget(self, ws: WatchSettings) -> None:
+        """Native recursive watching silently misses subfolders once the budget runs out."""
+        entry = self._live.get(ws.path)
+        if entry is None or entry.kind != "native" or not ws.recursive:
+            return
+        if not watch_budget_exhausted(entry.real_root):
+            self._limited.discard(ws.path)
+            return
+        limit = watch_limit()
+        if ws.path not in self._limited:
+            self._limited.add(ws.path)
+            log.warning(
+                "watch_limit_reached",
+                folder=str(ws.path),
+                limit=limit,
+                effect=(
+                    "covered by reconciliation scans only"
+                    if ws.mode == "auto"
+                    else "subfolders beyond the limit are covered by reconciliation scans only"
+                ),
+                fix="raise fs.inotify.max_user_watches (sysctl) and restart",
+            )
+        if ws.mode == "auto":
+            del self._live[ws.path]
+            entry.observer.stop()
+            _join(entry.observer)
+            self._scan_only[ws.path] = limit
+
+    def _retry_native(self, ws: WatchSettings) -> bool:
+        del self._scan_only[ws.path]
+        self._limited.discard(ws.path)
+        return self._start_folder(ws)
 
     def _start_folder(self, ws: WatchSettings) -> bool:
         if not _is_folder(ws.path):
@@ -268,31 +591,35 @@ class Watcher:
                 log.warning("watch_folder_unavailable", folder=str(ws.path), reason="missing")
             self._down.add(ws.path)
             return False
-        observer: BaseObserver | None = None
+        entry: _Live | None = None
         if ws.mode in ("auto", "native"):
-            observer = self._try_start(ws, self._native, "native")
-            if observer is None and ws.mode == "auto":
+            entry = self._try_start(ws, self._native, "native")
+            if entry is None and ws.mode == "auto":
                 log.warning("watch_falling_back_to_polling", folder=str(ws.path))
-        if observer is None and ws.mode in ("auto", "polling"):
-            observer = self._try_start(
-                ws, lambda: PollingObserver(timeout=self._poll_interval), "polling"
-            )
-        if observer is None:
+        if entry is None and ws.mode in ("auto", "polling"):
+            entry = self._try_start(ws, self._polling, "polling")
+        if entry is None:
             self._down.add(ws.path)
             return False
         self._down.discard(ws.path)
-        self._observers[ws.path] = observer
-        return True
+        self._live[ws.path] = entry
+        self._check_budget(ws)
+        return ws.path in self._live or ws.path in self._scan_only
+
+    def _polling(self) -> BaseObserver:
+        # lstat, not stat: the default follows links into folders, even out of the root.
+        return PollingObserverVFS(os.lstat, os.scandir, polling_interval=self._poll_interval)
 
     def _try_start(
         self, ws: WatchSettings, factory: Callable[[], BaseObserver], kind: str
-    ) -> BaseObserver | None:
+    ) -> _Live | None:
         observer: BaseObserver | None = None
+        # The resolved root: inotify would otherwise watch a symlinked root as a link.
+        real = os.path.realpath(ws.path)
+        handler = _Handler(ws, self._emit, self._refusals)
         try:
             observer = factory()
-            # The resolved root: inotify would otherwise watch a symlinked root as a link.
-            real = os.path.realpath(ws.path)
-            observer.schedule(_Handler(ws, self._emit), real, recursive=ws.recursive)
+            observer.schedule(handler, real, recursive=ws.recursive, event_filter=_EVENTS)
             observer.start()
         except Exception as exc:  # noqa: BLE001 - e.g. inotify limits; the caller falls back
             if ws.path not in self._down:
@@ -308,7 +635,13 @@ class Watcher:
                     observer.stop()
                 _join(observer)
             return None
-        return observer
+        return _Live(
+            observer,
+            handler,
+            "native" if kind == "native" else "polling",
+            real,
+            _root_identity(real),
+        )
 
 
 def _join(observer: BaseObserver) -> None:

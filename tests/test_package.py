@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 import jsonschema
+import pytest
 
 from acqharvest.model import Acquisition, Deidentified, Extraction, FileSettled, ProbedFile
-from acqharvest.package import build_package, package_id
+from acqharvest.package import build_package, package_id, relative_path
 
 SCHEMA = json.loads(
     (Path(__file__).resolve().parents[1] / "config" / "package.schema.json").read_text()
@@ -76,3 +77,15 @@ def test_a_rebuilt_package_does_not_replace_itself() -> None:
         host="h",
     )
     assert package.body["replaces"] is None
+
+
+@pytest.mark.parametrize(
+    "member", ["/data/root/../etc/passwd", "/data/root/a/../../x", "/data/rooted/a", "/etc/x"]
+)
+def test_relative_path_refuses_paths_outside_the_root(member: str) -> None:
+    with pytest.raises(ValueError, match="not below"):
+        relative_path(Path(member), Path("/data/root"))
+
+
+def test_relative_path_keeps_names_that_merely_contain_dots() -> None:
+    assert relative_path(Path("/data/root/a..b/..c"), Path("/data/root")) == "a..b/..c"

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import stat
+import subprocess
+import sys
 import threading
+import tracemalloc
 import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,8 +19,8 @@ from structlog.testing import capture_logs
 from watchdog.observers.api import BaseObserver
 from watchdog.utils import BaseThread
 
-from acqharvest.model import FileGone, FileSeen, WatchMode, WatchSettings
-from acqharvest.watch import Watcher, file_identity, matches
+from acqharvest.model import FileGone, FileRefused, FileSeen, WatchMode, WatchSettings
+from acqharvest.watch import Watcher, examine, file_identity, matches, stat_file
 from tests.helpers import wait_until
 
 TIMEOUT = 20.0
@@ -31,14 +36,14 @@ class Events:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._items: list[FileSeen | FileGone] = []
+        self._items: list[FileSeen | FileGone | FileRefused] = []
 
-    def __call__(self, item: FileSeen | FileGone) -> None:
+    def __call__(self, item: FileSeen | FileGone | FileRefused) -> None:
         with self._lock:
             self._items.append(item)
 
     @property
-    def items(self) -> list[FileSeen | FileGone]:
+    def items(self) -> list[FileSeen | FileGone | FileRefused]:
         with self._lock:
             return list(self._items)
 
@@ -139,7 +144,10 @@ def test_move_within_the_folder(
     assert _wait_until(lambda: bool(events.seen(src)))
     src.rename(dest)
     assert _wait_until(lambda: bool(events.gone(src)) and bool(events.seen(dest)))
-    assert events.seen(dest)[-1].file_id == events.seen(src)[-1].file_id
+    # the same inode under a new name (the rename changed its ctime)
+    assert (
+        events.seen(dest)[-1].file_id.split(":")[:2] == events.seen(src)[-1].file_id.split(":")[:2]
+    )
 
 
 @MODES
@@ -170,9 +178,9 @@ def test_include_limits_events(
 
 
 def test_handler_error_does_not_kill_the_observer(tmp_path: Path) -> None:
-    received: list[FileSeen | FileGone] = []
+    received: list[FileSeen | FileGone | FileRefused] = []
 
-    def emit(item: FileSeen | FileGone) -> None:
+    def emit(item: FileSeen | FileGone | FileRefused) -> None:
         if item.path.name == "bad.dcm":
             raise RuntimeError("downstream exploded")
         received.append(item)
@@ -227,18 +235,18 @@ def test_missing_folder_does_not_crash_and_is_restarted(
         str(missing),
     ]
     assert watcher.alive() == [str(missing)]
-    assert watcher.restart_dead() == []
+    assert watcher.check_health() == []
 
     missing.mkdir()
-    assert watcher.restart_dead() == [missing]
+    assert watcher.check_health() == [missing]
     assert watcher.alive() == []
     (missing / "a.dcm").write_bytes(b"x")
     assert _wait_until(lambda: bool(events.seen(missing / "a.dcm")))
 
 
 @MODES
-def test_deleted_watch_folder_is_reported_dead(
-    tmp_path: Path, watching: Callable[..., Watcher], mode: WatchMode
+def test_deleted_watch_folder_is_reported_dead_and_recovers(
+    tmp_path: Path, events: Events, watching: Callable[..., Watcher], mode: WatchMode
 ) -> None:
     folder = tmp_path / "w"
     folder.mkdir()
@@ -246,8 +254,11 @@ def test_deleted_watch_folder_is_reported_dead(
     shutil.rmtree(folder)
     assert _wait_until(lambda: watcher.alive() == [str(folder)])
     folder.mkdir()
-    assert watcher.restart_dead() == [folder]
+    # A polling observer on a folder that got its old inode back simply polls on.
+    assert watcher.check_health() in ([folder], [])
     assert watcher.alive() == []
+    (folder / "a.dcm").write_bytes(b"x")
+    assert _wait_until(lambda: bool(events.seen(folder / "a.dcm")))
 
 
 def _tree(root: Path) -> None:
@@ -363,11 +374,282 @@ def test_matches(
     assert matches(relpath, include, exclude) is expected
 
 
-def test_file_identity(tmp_path: Path) -> None:
+def test_file_identity_changes_when_the_file_is_replaced_or_rewritten(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     a.write_bytes(b"1")
     b.write_bytes(b"2")
-    before = file_identity(a.stat())
-    assert before != file_identity(b.stat())
-    a.rename(tmp_path / "c")
-    assert file_identity((tmp_path / "c").stat()) == before
+    first = file_identity(a.stat())
+    assert first != file_identity(b.stat())
+    assert first == file_identity(a.stat())
+    device, inode, _ = first.split(":")
+    # rewritten in place, size and mtime put back: same inode, new ctime
+    st = a.stat()
+    a.write_bytes(b"3")
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns))
+    rewritten = file_identity(a.stat())
+    assert (a.stat().st_size, a.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    assert rewritten != first
+    assert rewritten.split(":")[:2] == [device, inode]
+
+
+def _inotify_fd(watcher: Watcher, folder: Path) -> object:
+    """The real inotify reader of a native observer (watchdog 7), to inject what it reads."""
+    return watcher._live[folder].observer._inotify_fd  # type: ignore[attr-defined]
+
+
+def test_kernel_queue_overflow_asks_for_a_rescan_and_watching_goes_on(
+    tmp_path: Path, events: Events
+) -> None:
+    from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent
+
+    lost = threading.Event()
+    watcher = Watcher([_ws(tmp_path)], events, on_lost=lost.set)
+    watcher.start()
+    try:
+        with capture_logs() as logs:
+            # exactly what the kernel delivers when its queue overflowed: wd -1, IN_Q_OVERFLOW
+            overflow = InotifyEvent(-1, InotifyConstants.IN_Q_OVERFLOW, 0, b"")  # type: ignore[arg-type]
+            _inotify_fd(watcher, tmp_path).handle_event(overflow)  # type: ignore[attr-defined]
+        assert lost.is_set()
+        assert [log["event"] for log in logs] == ["watch_events_lost"]
+        assert watcher.alive() == []
+        (tmp_path / "sub").mkdir()
+        (tmp_path / "sub" / "after.dcm").write_bytes(b"x")
+        assert _wait_until(lambda: bool(events.seen(tmp_path / "sub" / "after.dcm")))
+    finally:
+        watcher.stop()
+
+
+def test_own_reads_and_scans_raise_no_events(
+    tmp_path: Path, events: Events, watching: Callable[..., Watcher]
+) -> None:
+    # Open and close-without-write are not subscribed: our scans and reads must not flood
+    # the kernel queue (a rescan of 100,000 folders would overflow it every time).
+    watcher = watching(_ws(tmp_path))
+    target = tmp_path / "a.dcm"
+    target.write_bytes(b"x" * 10)
+    assert _wait_until(lambda: any(s.source == "closed" for s in events.seen(target)))
+    count = len(events.items)
+    for _ in range(20):
+        target.read_bytes()
+    assert [s.path for s in watcher.scan()] == [target]
+    (tmp_path / "marker.dcm").write_bytes(b"m")
+    assert _wait_until(lambda: bool(events.seen(tmp_path / "marker.dcm")))
+    assert {e.path for e in events.items[count:]} == {tmp_path / "marker.dcm"}
+
+
+def test_stalled_handler_is_detected_and_replaced(tmp_path: Path) -> None:
+    release = threading.Event()
+    received: list[Path] = []
+
+    def emit(item: FileSeen | FileGone | FileRefused) -> None:
+        if item.path.name == "hang.dcm":
+            release.wait(TIMEOUT)  # a stat blocked on a dead share, say
+        received.append(item.path)
+
+    watcher = Watcher([_ws(tmp_path)], emit, stall_seconds=0.3)
+    watcher.start()
+    try:
+        (tmp_path / "hang.dcm").write_bytes(b"x")
+        assert _wait_until(lambda: watcher.alive() == [str(tmp_path)])
+        with capture_logs() as logs:
+            assert watcher.check_health() == [tmp_path]
+        assert next(log["problem"] for log in logs if "problem" in log).startswith(
+            "handler stalled"
+        )
+        assert watcher.alive() == []
+        (tmp_path / "after.dcm").write_bytes(b"x")
+        assert _wait_until(lambda: tmp_path / "after.dcm" in received)
+    finally:
+        release.set()
+        watcher.stop()
+
+
+@MODES
+def test_root_link_pointed_elsewhere_restarts_the_observer(
+    tmp_path: Path, events: Events, watching: Callable[..., Watcher], mode: WatchMode
+) -> None:
+    # a share remounted elsewhere, or the admin moving the link: the old observer hears nothing
+    first, second, link = tmp_path / "first", tmp_path / "second", tmp_path / "link"
+    first.mkdir()
+    second.mkdir()
+    os.symlink(first, link)
+    watcher = watching(_ws(link, mode))
+    assert watcher.alive() == []
+    link.unlink()
+    os.symlink(second, link)
+    assert watcher.alive() == [str(link)]
+    assert watcher.check_health() == [link]
+    (second / "a.dcm").write_bytes(b"x")
+    assert _wait_until(lambda: bool(events.seen(link / "a.dcm")))
+
+
+_LIMITED = """
+import json, sys
+from pathlib import Path
+from structlog.testing import capture_logs
+from acqharvest.model import WatchSettings
+from acqharvest.watch import Watcher, watch_budget_exhausted
+root, mode = Path(sys.argv[1]), sys.argv[2]
+seen = []
+with capture_logs() as logs:
+    watcher = Watcher([WatchSettings(path=root, mode=mode)], seen.append)
+    watcher.start()
+    alive = watcher.alive()
+    again = watcher.check_health()
+    scanned = len(list(watcher.scan()))
+    watcher.stop()
+print(json.dumps({"logs": logs, "alive": alive, "again": [str(p) for p in again],
+                  "scanned": scanned, "native": type(watcher).__name__}))
+"""
+
+
+@pytest.mark.parametrize("mode", ["auto", "native"])
+def test_exhausted_inotify_watch_limit_is_reported(tmp_path: Path, mode: WatchMode) -> None:
+    # The limit is lowered in a user namespace of our own, never for the whole machine.
+    for index in range(40):
+        (tmp_path / f"d{index:02d}").mkdir()
+        (tmp_path / f"d{index:02d}" / "a.dcm").write_bytes(b"x")
+    script = (
+        "echo 20 > /proc/sys/user/max_inotify_watches && exec "
+        f'{sys.executable} -c "$0" {tmp_path} {mode}'
+    )
+    probe = subprocess.run(["unshare", "-U", "-r", "true"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"no user namespaces here: {probe.stderr.decode().strip()}")
+    done = subprocess.run(
+        ["unshare", "-U", "-r", "sh", "-c", script, _LIMITED],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    result = json.loads(done.stdout)
+    warnings = [log for log in result["logs"] if log["event"] == "watch_limit_reached"]
+    assert [(w["folder"], w["limit"]) for w in warnings] == [(str(tmp_path), 20)]
+    assert "max_user_watches" in warnings[0]["fix"]
+    # auto: scans cover the folder on purpose; native: keeps what it could watch
+    assert result["alive"] == []
+    assert result["again"] == []
+    assert result["scanned"] == 40
+
+
+def _hostile_tree(root: Path, outside: Path) -> dict[str, str]:
+    """Good files beside every kind of object that must never be read; name -> reason."""
+    (root / "good").mkdir(parents=True)
+    (root / "good" / "a.dcm").write_bytes(b"a")
+    (outside / "secret.txt").write_text("secret")
+    os.symlink(outside / "secret.txt", root / "good" / "escape.dcm")
+    os.symlink(outside, root / "escape-dir")  # a folder link: the scan never descends
+    os.symlink("/dev/zero", root / "zero.dcm")
+    os.symlink("loop-b", root / "loop-a")
+    os.symlink("loop-a", root / "loop-b")
+    os.symlink("good/a.dcm", root / "inside.dcm")  # its target is harvested anyway
+    os.mkfifo(root / "pipe.dcm")
+    expected = {
+        "good/escape.dcm": "outside the watch folder",
+        "escape-dir": "outside the watch folder",
+        "zero.dcm": "outside the watch folder",
+        "loop-a": "loop",
+        "loop-b": "loop",
+        "pipe.dcm": "FIFO",
+    }
+    try:
+        os.mknod(root / "null.dcm", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+        expected["null.dcm"] = "device file"
+    except PermissionError:
+        pass  # not root: FIFOs and links still cover the scan paths
+    return expected
+
+
+def _refusals(events: Events, root: Path) -> dict[str, str]:
+    return {
+        e.path.relative_to(root).as_posix(): e.reason
+        for e in events.items
+        if isinstance(e, FileRefused)
+    }
+
+
+def test_scan_refuses_links_out_loops_fifos_and_devices_once(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    outside.mkdir()
+    expected = _hostile_tree(root, outside)
+    events = Events()
+    watcher = Watcher([_ws(root)], events)
+    with capture_logs() as logs:
+        assert [s.path for s in watcher.scan()] == [root / "good" / "a.dcm"]
+        assert [s.path for s in watcher.scan()] == [root / "good" / "a.dcm"]
+    refused = _refusals(events, root)
+    assert set(refused) == set(expected)
+    for name, words in expected.items():
+        assert words in refused[name], (name, refused[name])
+    # one warning per path, naming it, even over two scans
+    warned = [log["path"] for log in logs if log["event"] == "watch_refused"]
+    assert sorted(warned) == sorted(str(root / name) for name in expected)
+
+
+def _root_and_outside(tmp_path: Path) -> tuple[Path, Path]:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    return root, outside
+
+
+def test_events_refuse_what_the_scan_refuses(
+    tmp_path: Path, events: Events, watching: Callable[..., Watcher]
+) -> None:
+    root, outside = _root_and_outside(tmp_path)
+    watching(_ws(root))
+    os.mkfifo(root / "pipe.dcm")
+    (outside / "secret.dcm").write_bytes(b"s")
+    os.symlink(outside / "secret.dcm", root / "escape.dcm")
+    (root / "good.dcm").write_bytes(b"g")
+    assert _wait_until(lambda: set(_refusals(events, root)) == {"pipe.dcm", "escape.dcm"})
+    assert _wait_until(lambda: bool(events.seen(root / "good.dcm")))
+    assert not [e for e in events.items if isinstance(e, FileSeen) and e.path.name != "good.dcm"]
+
+
+def test_polling_never_follows_a_folder_link_out_of_the_root(
+    tmp_path: Path, events: Events, watching: Callable[..., Watcher]
+) -> None:
+    root, outside = _root_and_outside(tmp_path)
+    os.symlink(outside, root / "escape")
+    watching(_ws(root, "polling"))
+    (outside / "secret.dcm").write_bytes(b"s")
+    (root / "marker.dcm").write_bytes(b"m")
+    assert _wait_until(lambda: bool(events.seen(root / "marker.dcm")))
+    assert all("escape" not in e.path.parts for e in events.items)
+
+
+def test_a_folder_swapped_for_a_link_cannot_lead_a_read_outside(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (root / "sub" / "x.dcm").write_bytes(b"x")
+    (outside / "x.dcm").write_bytes(b"secret")
+    assert stat_file(root / "sub" / "x.dcm", root, "scan") is not None
+    shutil.rmtree(root / "sub")
+    os.symlink(outside, root / "sub")
+    assert stat_file(root / "sub" / "x.dcm", root, "scan") is None
+    refused = examine(root / "sub" / "x.dcm", root, "scan")
+    assert isinstance(refused, FileRefused)
+    assert "outside" in refused.reason
+
+
+def test_scan_over_many_files_holds_none_of_them(tmp_path: Path) -> None:
+    for folder in range(200):
+        sub = tmp_path / f"f{folder:03d}"
+        sub.mkdir()
+        for number in range(100):
+            os.close(os.open(sub / f"{number:03d}.dat", os.O_CREAT | os.O_WRONLY, 0o644))
+    ws = _ws(tmp_path)
+    scan = Watcher([ws], Events()).scan_folder(ws)
+    tracemalloc.start()
+    try:
+        count = sum(1 for _ in scan)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert count == 20_000
+    # a FileSeen with its Path is several hundred bytes: holding them all would be megabytes
+    assert peak < 20_000 * 50, f"peak {peak} bytes"

@@ -1,0 +1,108 @@
+"""Things in a watched folder that must never be read, beside files that must keep flowing.
+
+The daemon runs as root without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (setpriv), so
+permission bits bind it as they would bind the service account on an instrument PC.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import ACQHARVEST, Harness, tree_snapshot
+
+pytestmark = pytest.mark.integration
+
+OME = "ome-tiff/single-file/multi-channel.ome.tif"
+SECRET = "do-not-send-this-text"
+WITHOUT_DAC = [
+    "setpriv",
+    "--inh-caps=-dac_override,-dac_read_search",
+    "--bounding-set=-dac_override,-dac_read_search",
+]
+
+
+def _start_without_dac(harness: Harness) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("permission bits already bind a non-root test run; chmod covers it")
+    with harness.console.open("ab") as console:
+        harness.process = subprocess.Popen(
+            [*WITHOUT_DAC, ACQHARVEST, "run", "--config", str(harness.config)],
+            stdout=console,
+            stderr=subprocess.STDOUT,
+        )
+    assert harness.wait_log("daemon_started", timeout=30), harness.output()
+
+
+def test_hostile_objects_are_refused_once_and_good_files_flow(
+    harness: Harness, corpus: Path
+) -> None:
+    watch, outside = harness.watch, harness.tmp / "outside"
+    outside.mkdir()
+    (outside / "secret.dcm").write_text(SECRET)
+    shutil.copyfile(corpus / OME, watch / "good-before.ome.tif")
+    bad = {
+        "escape.dcm": "outside the watch folder",
+        "zero.dcm": "outside the watch folder",
+        "loop-a": "loop",
+        "loop-b": "loop",
+        "pipe.dcm": "FIFO",
+        "null.dcm": "device file",
+        "locked.ome.tif": "Permission denied",
+        "closed": "cannot list this folder",
+    }
+    os.symlink(outside / "secret.dcm", watch / "escape.dcm")
+    os.symlink("/dev/zero", watch / "zero.dcm")
+    os.symlink("loop-b", watch / "loop-a")
+    os.symlink("loop-a", watch / "loop-b")
+    os.mkfifo(watch / "pipe.dcm")
+    os.mknod(watch / "null.dcm", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    shutil.copyfile(corpus / OME, watch / "locked.ome.tif")
+    (watch / "locked.ome.tif").chmod(0)
+    (watch / "closed").mkdir()
+    shutil.copyfile(corpus / OME, watch / "closed" / "hidden.ome.tif")
+    (watch / "closed").chmod(0)
+    names = [p.name for p in watch.iterdir()]
+    (watch / "closed").chmod(0o755)
+    before = tree_snapshot(watch)
+    (watch / "closed").chmod(0)
+
+    _start_without_dac(harness)
+    assert harness.endpoint.wait_for(1, timeout=30), harness.output()
+    # a good file arriving while the bad ones sit there is harvested too
+    shutil.copyfile(corpus / OME, watch / "good-after.ome.tif")
+    assert harness.endpoint.wait_for(2, timeout=30), harness.output()
+    assert harness.wait_log("watch_refused", count=len(bad) - 1, timeout=15), harness.output()
+    time.sleep(5)  # two more rescans (every 2 s) pass over the bad objects
+    assert harness.process is not None
+    assert harness.process.poll() is None, "the daemon died"
+    assert harness.stop() == 0
+
+    packaged = sorted(f["path"] for body in harness.packages().values() for f in body["files"])
+    assert packaged == ["good-after.ome.tif", "good-before.ome.tif"]
+    assert len(harness.endpoint.received) == 2
+    assert all(SECRET not in request.body.decode() for request in harness.endpoint.received)
+
+    refused = [e for e in harness.events() if e.get("event") == "watch_refused"]
+    assert sorted(Path(e["path"]).name for e in refused) == sorted(
+        name for name in bad if name != "locked.ome.tif"
+    )
+    status = harness.command("status")
+    assert status.returncode == 0, status.stderr
+    failed = [line for line in status.stdout.splitlines() if " failed " in line]
+    for name, words in bad.items():
+        lines = [line for line in failed if f"{watch / name}:" in line]
+        assert len(lines) == 1, (name, failed)
+        assert words in lines[0], (name, lines[0])
+
+    (watch / "closed").chmod(0o755)
+    (watch / "locked.ome.tif").chmod(0o644)
+    # nothing in the folder was touched (mtimes and content hashes included)
+    assert sorted(p.name for p in watch.iterdir()) == sorted([*names, "good-after.ome.tif"])
+    assert {k: v for k, v in tree_snapshot(watch).items() if k != "good-after.ome.tif"} == before
