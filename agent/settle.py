@@ -1,24 +1,44 @@
 """When is a file complete: a pure state machine from FileSeen hints to FileSettled.
 
-No threads, sleeps or I/O: the caller passes the clock (``now``) and the stat function.
+No threads, sleeps or I/O of its own: the caller passes the clock (``now``), the stat
+function and, optionally, a check of the file's first bytes.
 
-What is decidable and what is not. A file is called complete when its size, mtime_ns and
-file identity held still from one observation to a confirming stat a whole quiet window
-later (``settle_seconds`` of its watch folder), and it is not empty. This cannot tell:
+The signals, strongest first:
 
-- a writer that pauses for longer than ``settle_seconds`` mid-file (the file settles early
-  and is settled again, as a new version, when it grows); raise ``settle_seconds`` for
+- **Quiescence.** A file is complete when its size, mtime_ns and file identity held still
+  from one observation to a confirming stat a whole quiet window later (``settle_seconds``
+  of its watch folder), and it is not empty. Any change restarts the window, so a
+  preallocated file (final size first, content later) stays unsettled while its mtime moves.
+- **Close-after-write** (inotify, Linux) and **an mtime already older than the window** at
+  first sight (written while the daemon was down) shorten the window to
+  ``min(confirm_seconds, settle_seconds)``; one confirming stat must still agree. A file
+  written again after a close-write event is a writer that reopens per chunk: from then on
+  its close events are ignored. ``settle_on_close: false`` ignores them from the start.
+- **Blank head.** A file whose first bytes are all zero is very likely preallocated and not
+  written yet; it waits for content up to ``blank_head_wait_seconds``, then settles anyway
+  (raw data can legitimately start with zeros).
+- **Format check** (not here): the extract stage's adapters refuse truncated DICOM and TIFF
+  files, and the runtime observes a file again, instead of packaging it, when it changed
+  between settling and packaging.
+
+What stays undecidable, and the config for it:
+
+- a writer that pauses longer than ``settle_seconds`` mid-file while the content looks
+  complete (a multi-page TIFF between pages, a format without a length) settles early and
+  is harvested again, with ``replaces``, when it grows: raise ``settle_seconds`` for
   instruments that flush in long bursts;
-- a preallocated file whose size is final before its content is (ftruncate then fill),
-  or a same-size overwrite within the filesystem's mtime granularity (FAT: 2 s); only a
-  longer ``settle_seconds`` narrows that window;
+- a writer that reopens the file for every chunk and pauses longer than
+  ``confirm_seconds`` after its first close: set ``settle_on_close: false``;
+- a temporary name that is not excluded and sits still longer than the window: add its
+  pattern to ``exclude`` (the defaults cover ``*.tmp``, ``*.part``, ``~$*``, ...);
+- a preallocated file filled head last, or whose head stays blank past
+  ``blank_head_wait_seconds``, that pauses longer than the window;
+- a same-size overwrite within the filesystem's mtime granularity (FAT: 2 s);
+- multi-file acquisitions whose files arrive further apart than ``group_quiet_seconds``
+  (see the group stage; a late file gives a new package with ``replaces``);
 - a file that stays empty forever (it is tracked but never settles, by design).
 
-Two hints shorten the window to ``min(confirm_seconds, settle_seconds)``: the OS reported
-that the writer closed the file (inotify close-write), or the file's mtime was already
-older than the window when first seen (written while the daemon was down). Even then one
-confirming stat, ``confirm_seconds`` after the observation, must agree. An mtime in the
-future (clock skew) counts as fresh. Not thread-safe: one owner drives it.
+An mtime in the future (clock skew) counts as fresh. Not thread-safe: one owner drives it.
 """
 
 from __future__ import annotations
@@ -29,11 +49,13 @@ from pathlib import Path
 
 import structlog
 
-from acqharvest.model import FileSeen, FileSettled
+from acqharvest.model import FileSeen, FileSettled, WatchSettings
 
 log = structlog.get_logger(__name__)
 
 StatFn = Callable[[Path, Path], FileSeen | None]
+#: True when the file's first bytes are all zero (reserved space, not yet written).
+BlankHeadFn = Callable[[Path], bool]
 
 
 @dataclass(slots=True)
@@ -46,24 +68,48 @@ class _Tracked:
     settle: float
     #: a hint (close-write, old mtime) allows the short confirming window.
     fast: bool
+    trust_close: bool
+    blank_wait: float
+    #: a close-write event arrived for this file while it was tracked
+    closed: bool = False
+    #: it changed after a close-write event: its writer reopens it, so closes say nothing
+    reopens: bool = False
+    #: when its head was first found blank; None while it was not
+    blank_since: float | None = None
 
     def same(self, seen: FileSeen) -> bool:
         return (seen.size, seen.mtime_ns, seen.file_id) == (self.size, self.mtime_ns, self.file_id)
 
-    def update(self, seen: FileSeen, since: float, *, fast: bool) -> None:
+    def changed(self, seen: FileSeen, since: float, *, closed: bool) -> None:
+        """Written since we last looked: an old mtime no longer says anything."""
         self.size, self.mtime_ns, self.file_id = seen.size, seen.mtime_ns, seen.file_id
         self.since = since
-        self.fast = fast
+        if self.closed:
+            self.reopens = True
+        self.closed = self.closed or closed
+        self.fast = closed and self._close_counts()
+
+    def close_seen(self) -> None:
+        self.closed = True
+        self.fast = self.fast or self._close_counts()
+
+    def _close_counts(self) -> bool:
+        return self.trust_close and not self.reopens
 
 
 class Settler:
     """Tracks files until their size, mtime and identity hold still for the quiet window."""
 
     def __init__(
-        self, settle_seconds: Callable[[Path], float], *, confirm_seconds: float = 1.0
+        self,
+        folder: Callable[[Path], WatchSettings],
+        *,
+        confirm_seconds: float = 1.0,
+        head_is_blank: BlankHeadFn | None = None,
     ) -> None:
-        self._settle_seconds = settle_seconds
+        self._folder = folder
         self._confirm = confirm_seconds
+        self._head_is_blank = head_is_blank
         self._files: dict[Path, _Tracked] = {}
 
     @property
@@ -75,7 +121,8 @@ class Settler:
         record = self._files.get(seen.path)
         closed = seen.source == "closed"
         if record is None:
-            settle = self._settle_seconds(seen.root)
+            folder = self._folder(seen.root)
+            settle = folder.settle_seconds
             age = seen.seen_at - seen.mtime_ns / 1e9
             self._files[seen.path] = _Tracked(
                 root=seen.root,
@@ -84,13 +131,15 @@ class Settler:
                 file_id=seen.file_id,
                 since=seen.seen_at,
                 settle=settle,
-                fast=closed or age >= settle,
+                fast=(closed and folder.settle_on_close) or age >= settle,
+                trust_close=folder.settle_on_close,
+                blank_wait=folder.blank_head_wait_seconds,
+                closed=closed,
             )
         elif not record.same(seen):
-            # Written since we last looked: an old mtime no longer says anything.
-            record.update(seen, seen.seen_at, fast=closed)
+            record.changed(seen, seen.seen_at, closed=closed)
         elif closed:
-            record.fast = True
+            record.close_seen()
 
     def forget(self, path: Path) -> None:
         """Stop tracking a file that was deleted or renamed away before settling."""
@@ -110,9 +159,9 @@ class Settler:
                 del self._files[path]
                 log.debug("file_gone_before_settling", path=str(path))
             elif not record.same(current):
-                record.update(current, now, fast=False)
-            elif record.size == 0:
-                # Empty files are usually created before the data arrives: keep waiting.
+                record.changed(current, now, closed=False)
+            elif record.size == 0 or self._unwritten(path, record, now):
+                # Created (or reserved) before the data arrives: keep waiting.
                 record.since = now
             else:
                 del self._files[path]
@@ -127,6 +176,25 @@ class Settler:
                 )
                 log.debug("file_settled", path=str(path), size=record.size)
         return settled
+
+    def _unwritten(self, path: Path, record: _Tracked, now: float) -> bool:
+        """A blank head within its wait: the space is reserved but the data is not there."""
+        if record.blank_wait <= 0 or self._head_is_blank is None:
+            return False
+        if not self._head_is_blank(path):
+            record.blank_since = None
+            return False
+        if record.blank_since is None:
+            record.blank_since = now
+            log.info("file_head_blank", path=str(path), wait_seconds=record.blank_wait)
+        if now - record.blank_since < record.blank_wait:
+            return True
+        log.warning(
+            "file_settled_with_blank_head",
+            path=str(path),
+            waited_seconds=round(now - record.blank_since, 1),
+        )
+        return False
 
     def next_due(self, now: float) -> float | None:
         """Seconds until the earliest tracked file is due for a confirming stat."""

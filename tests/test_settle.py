@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
 import pytest
 
-from acqharvest.model import FileSeen, FileSettled
+from acqharvest.model import FileSeen, FileSettled, WatchSettings
 from acqharvest.settle import Settler
 
 ROOT = Path("/data/instrument")
@@ -59,9 +60,18 @@ def fs() -> FakeFs:
     return FakeFs()
 
 
+def folder(
+    settle: float = SETTLE, *, on_close: bool = True, blank_wait: float = 300.0
+) -> Callable[[Path], WatchSettings]:
+    """The settle options of every watch root, as the runtime passes them."""
+    return lambda root: WatchSettings(
+        root, settle_seconds=settle, settle_on_close=on_close, blank_head_wait_seconds=blank_wait
+    )
+
+
 @pytest.fixture
 def settler() -> Settler:
-    return Settler(lambda root: SETTLE, confirm_seconds=1.0)
+    return Settler(folder(), confirm_seconds=1.0)
 
 
 def test_growing_file_never_settles_while_it_grows(fs: FakeFs, settler: Settler) -> None:
@@ -206,7 +216,9 @@ def test_next_due(fs: FakeFs, settler: Settler) -> None:
 
 def test_settle_seconds_is_per_root(fs: FakeFs) -> None:
     fast_root = Path("/data/fast")
-    settler = Settler(lambda root: 2.0 if root == fast_root else SETTLE)
+    settler = Settler(
+        lambda root: WatchSettings(root, settle_seconds=2.0 if root == fast_root else SETTLE)
+    )
     fast = replace(fs.write("f.dcm", 1, T0), path=fast_root / "f.dcm", root=fast_root)
     settler.observe(fast)
     settler.observe(fs.write("slow.dcm", 1, T0))
@@ -216,6 +228,97 @@ def test_settle_seconds_is_per_root(fs: FakeFs) -> None:
 
     assert [s.path for s in settler.tick(T0 + 2, stat)] == [fast.path]
     assert [s.path.name for s in settler.tick(T0 + SETTLE, stat)] == ["slow.dcm"]
+
+
+def test_preallocated_file_stays_unsettled_while_its_mtime_moves(
+    fs: FakeFs, settler: Settler
+) -> None:
+    # ftruncate to the final size first, then fill: the size never changes again.
+    settler.observe(fs.write("pre.dat", 1 << 20, T0))
+    now = T0
+    for step in range(1, 30):
+        now = T0 + step * 6.0  # a chunk every 6 s, inside the 10 s window
+        written = fs.write("pre.dat", 1 << 20, now)
+        if step % 2:
+            settler.observe(written)  # the other writes only the confirming stat sees
+        assert settler.tick(now, fs.stat) == []
+    assert settler.tick(now + SETTLE - 0.1, fs.stat) == []
+    assert [s.mtime_ns for s in settler.tick(now + SETTLE, fs.stat)] == [int(now * 1e9)]
+
+
+def test_writer_that_reopens_after_close_loses_the_close_hint(fs: FakeFs, settler: Settler) -> None:
+    settler.observe(fs.write("log.dat", 100, T0, source="closed"))
+    settler.observe(fs.write("log.dat", 200, T0 + 0.5))  # reopened and appended
+    settler.observe(fs.write("log.dat", 200, T0 + 0.5, source="closed"))
+    assert settler.next_due(T0 + 0.5) == pytest.approx(SETTLE)
+    assert settler.tick(T0 + 2, fs.stat) == []
+    assert [s.size for s in settler.tick(T0 + 0.5 + SETTLE, fs.stat)] == [200]
+
+
+def test_a_change_seen_only_by_stat_after_a_close_also_counts_as_reopening(
+    fs: FakeFs, settler: Settler
+) -> None:
+    settler.observe(fs.write("log.dat", 100, T0, source="closed"))
+    fs.write("log.dat", 300, T0 + 0.5)
+    assert settler.tick(T0 + 1, fs.stat) == []
+    settler.observe(fs.write("log.dat", 300, T0 + 0.5, source="closed"))
+    assert settler.tick(T0 + 2, fs.stat) == []
+    assert len(settler.tick(T0 + 1 + SETTLE, fs.stat)) == 1
+
+
+def test_close_events_can_be_ignored_per_folder(fs: FakeFs) -> None:
+    settler = Settler(folder(on_close=False))
+    settler.observe(fs.write("a.dcm", 5000, T0, source="closed"))
+    assert settler.next_due(T0) == pytest.approx(SETTLE)
+    assert settler.tick(T0 + 2, fs.stat) == []
+    assert len(settler.tick(T0 + SETTLE, fs.stat)) == 1
+
+
+class Heads:
+    """Which files have an all-zero head, and how often the settler asked."""
+
+    def __init__(self) -> None:
+        self.blank: set[Path] = set()
+        self.asked: list[Path] = []
+
+    def __call__(self, path: Path) -> bool:
+        self.asked.append(path)
+        return path in self.blank
+
+
+def test_blank_head_waits_for_content(fs: FakeFs) -> None:
+    heads = Heads()
+    settler = Settler(folder(blank_wait=120.0), head_is_blank=heads)
+    settler.observe(fs.write("pre.dat", 4096, T0))
+    heads.blank.add(ROOT / "pre.dat")
+    assert settler.tick(T0 + SETTLE - 1, fs.stat) == []
+    assert heads.asked == []  # only a file that held still is looked at
+    assert settler.tick(T0 + SETTLE, fs.stat) == []
+    assert settler.tick(T0 + 2 * SETTLE, fs.stat) == []
+    assert settler.tracked == 1
+    heads.blank.clear()  # the header was written in place: size and mtime may even agree
+    assert len(settler.tick(T0 + 3 * SETTLE, fs.stat)) == 1
+    assert heads.asked == [ROOT / "pre.dat"] * 3
+
+
+def test_blank_head_settles_after_its_wait(fs: FakeFs) -> None:
+    heads = Heads()
+    heads.blank.add(ROOT / "zeros.raw")
+    settler = Settler(folder(blank_wait=25.0), head_is_blank=heads)
+    settler.observe(fs.write("zeros.raw", 4096, T0))
+    assert settler.tick(T0 + SETTLE, fs.stat) == []  # first found blank here
+    assert settler.tick(T0 + 2 * SETTLE, fs.stat) == []
+    assert settler.tick(T0 + 3 * SETTLE, fs.stat) == []
+    assert len(settler.tick(T0 + 4 * SETTLE, fs.stat)) == 1  # 30 s blank >= 25 s
+
+
+def test_blank_head_check_can_be_turned_off(fs: FakeFs) -> None:
+    heads = Heads()
+    heads.blank.add(ROOT / "zeros.raw")
+    settler = Settler(folder(blank_wait=0.0), head_is_blank=heads)
+    settler.observe(fs.write("zeros.raw", 4096, T0))
+    assert len(settler.tick(T0 + SETTLE, fs.stat)) == 1
+    assert heads.asked == []
 
 
 def _real_stat(path: Path, root: Path) -> FileSeen | None:
@@ -249,7 +352,7 @@ def test_real_file_appended_in_chunks_settles_only_when_done(tmp_path: Path) -> 
                 fh.flush()
         done.set()
 
-    settler = Settler(lambda root: window)
+    settler = Settler(folder(window))
     first = _real_stat(target, tmp_path)
     assert first is not None
     settler.observe(first)
@@ -268,3 +371,46 @@ def test_real_file_appended_in_chunks_settles_only_when_done(tmp_path: Path) -> 
         thread.join()
     assert [s.size for s in settled] == [len(chunk) * chunks]
     assert settled[0].size == target.stat().st_size
+
+
+def test_real_preallocated_file_settles_only_when_filled(tmp_path: Path) -> None:
+    window, pause = 1.0, 0.3
+    data = os.urandom(64 * 1024)
+    target = tmp_path / "frame.raw"
+    with target.open("wb") as fh:
+        fh.truncate(len(data))  # reserved: final size, all zero bytes
+    done = threading.Event()
+
+    def filler() -> None:
+        time.sleep(2.5 * window)  # longer than the window before the first byte
+        with target.open("r+b") as fh:
+            for offset in range(0, len(data), 16 * 1024):
+                fh.write(data[offset : offset + 16 * 1024])
+                fh.flush()
+                time.sleep(pause)
+        done.set()
+
+    def blank(path: Path) -> bool:
+        with path.open("rb") as fh:
+            head = fh.read(4096)
+        return not head.strip(b"\0")
+
+    settler = Settler(folder(window, blank_wait=60.0), head_is_blank=blank)
+    first = _real_stat(target, tmp_path)
+    assert first is not None
+    settler.observe(first)
+    thread = threading.Thread(target=filler)
+    thread.start()
+    settled: list[FileSettled] = []
+    deadline = time.monotonic() + 60
+    try:
+        while not settled and time.monotonic() < deadline:
+            finished_before_tick = done.is_set()
+            settled = settler.tick(time.time(), _real_stat)
+            if settled:
+                assert finished_before_tick, "settled before the reserved file was filled"
+            time.sleep(0.02)
+    finally:
+        thread.join()
+    assert [s.size for s in settled] == [len(data)]
+    assert target.read_bytes() == data

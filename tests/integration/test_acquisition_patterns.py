@@ -1,0 +1,458 @@
+"""Each way instrument software writes files, against the real daemon and a loopback endpoint.
+
+For every pattern of ``tests/simulator.py``: the package carries the size and sha256 of the
+file as the writer left it (never of a partial file), a harvested file that changes is
+packaged again with ``replaces``, nothing is lost, and the instrument folder is never written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import simulator
+from tests.integration.conftest import (
+    ACQHARVEST,
+    Harness,
+    harvested,
+    tree_snapshot,
+    validate_package,
+)
+from tests.simulator import Written
+
+pytestmark = pytest.mark.integration
+
+OME = "ome-tiff/single-file/multi-channel.ome.tif"
+Z_SERIES = "ome-tiff/single-file/z-series.ome.tif"
+MR = "dicom/mr-siemens/MR-SIEMENS-DICOM-WithOverlays.dcm"
+#: small real TIFFs from several vendors, for the many-files patterns
+SMALL_TIFFS = (
+    "tiff-vendor/zeiss-axiovision/optical_Zeiss_AxioVision_BW.tif",
+    "tiff-vendor/imagej/xem_y32.tif",
+    "tiff-vendor/gatan-dm-tiff/test_loading_image_saved_with_DM.tif",
+)
+#: a multi-file OME-TIFF set: the companion names the five planes
+COMPANION_SET = "ome-tiff/multifile-companion"
+
+
+def relative(harness: Harness, written: Written) -> str:
+    return written.path.relative_to(harness.watch).as_posix()
+
+
+def assert_packaged_once(harness: Harness, written: Sequence[Written]) -> dict[str, Any]:
+    """Exactly these files were packaged, each once and as written; returns the packages."""
+    packages = harness.packages()
+    for body in packages.values():
+        validate_package(body)
+    found = harvested(packages.values())
+    expected = {relative(harness, w): (w.size, w.sha256) for w in written}
+    assert set(found) == set(expected), harness.output()[-3000:]
+    for path, entries in found.items():
+        assert [(size, digest) for size, digest, _ in entries] == [expected[path]], path
+    return packages
+
+
+def settled_sizes(harness: Harness, path: Path) -> list[int]:
+    """Sizes at which the settle stage declared ``path`` complete (debug log)."""
+    return [
+        e["size"]
+        for e in harness.events()
+        if e.get("event") == "file_settled" and e.get("path") == str(path)
+    ]
+
+
+def failures_in_status(harness: Harness) -> str:
+    status = subprocess.run(
+        [ACQHARVEST, "status", "--config", str(harness.config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert status.returncode == 0, status.stderr
+    return "\n".join(line for line in status.stdout.splitlines() if " failed " in line)
+
+
+@pytest.fixture
+def untouched(harness: Harness) -> Iterator[Callable[[], None]]:
+    """Call once the simulated instrument is done writing; the test then checks that the
+    daemon wrote, renamed, deleted and touched nothing in the folder afterwards."""
+    before: dict[str, tuple[int, int, str]] = {}
+
+    def mark() -> None:
+        before.update(tree_snapshot(harness.watch))
+
+    yield mark
+    assert before, "the test never marked the end of writing"
+    assert tree_snapshot(harness.watch) == before
+
+
+def read(corpus: Path, name: str) -> bytes:
+    return (corpus / name).read_bytes()
+
+
+# ---------------------------------------------------------------------- one file, many ways
+
+
+def test_append_in_chunks_on_one_handle(
+    harness: Harness, corpus: Path, untouched: Callable[[], None]
+) -> None:
+    data = read(corpus, OME)
+    harness.start()
+    written = simulator.append_slowly(
+        data,
+        harness.watch / "alice" / "p1" / "cells.ome.tif",
+        chunk_size=len(data) // 6,
+        pause=harness.settle * 0.4,
+    )
+    untouched()
+    assert harness.endpoint.wait_for(1, timeout=60), harness.output()
+    assert harness.stop() == 0
+    assert_packaged_once(harness, [written])
+    assert settled_sizes(harness, written.path) == [len(data)]
+
+
+def test_writer_reopening_per_chunk_with_close_hint_off(
+    harness: Harness, corpus: Path, untouched: Callable[[], None]
+) -> None:
+    # Pauses longer than the one-second confirming look after a close, shorter than
+    # settle_seconds: only the full window is safe, which settle_on_close: false gives.
+    harness.settle = 3.0
+    harness.write_config(harness.tmp / "token", watch_options={"settle_on_close": False})
+    data = read(corpus, OME)
+    harness.start()
+    written = simulator.append_slowly(
+        data, harness.watch / "log.ome.tif", chunk_size=len(data) // 4, pause=1.5, reopen=True
+    )
+    untouched()
+    assert harness.endpoint.wait_for(1, timeout=60), harness.output()
+    assert harness.stop() == 0
+    assert_packaged_once(harness, [written])
+    assert settled_sizes(harness, written.path) == [len(data)]
+
+
+@pytest.mark.parametrize("temp_name", ["cells.ome.tif.part", "~cells-writing"])
+def test_temp_name_then_rename(
+    harness: Harness, corpus: Path, untouched: Callable[[], None], temp_name: str
+) -> None:
+    # ``.part`` is excluded by default and may be written slowly; a temporary name that is
+    # not excluded is harvested only if it stays still for a window (here it does not).
+    data = read(corpus, OME)
+    pause = harness.settle * (0.6 if temp_name.endswith(".part") else 0.1)
+    harness.start()
+    written = simulator.write_then_rename(
+        data,
+        harness.watch / "cells.ome.tif",
+        temp_name=temp_name,
+        chunk_size=len(data) // 4,
+        pause=pause,
+    )
+    untouched()
+    assert harness.endpoint.wait_for(1, timeout=60), harness.output()
+    assert not harness.endpoint.wait_for(2, timeout=3 * harness.settle + 2)
+    assert harness.stop() == 0
+    assert_packaged_once(harness, [written])
+
+
+@pytest.mark.parametrize("head_last", [False, True], ids=["front-to-back", "head-last"])
+def test_preallocate_then_fill(
+    harness: Harness, corpus: Path, untouched: Callable[[], None], head_last: bool
+) -> None:
+    # Reserved at full size, then nothing for three windows (the blank head holds it),
+    # then filled with pauses shorter than the window (the moving mtime holds it).
+    data = read(corpus, OME)
+    harness.start()
+    written = simulator.preallocate_then_fill(
+        data,
+        harness.watch / "reserved.ome.tif",
+        chunk_size=len(data) // 5,
+        pause=harness.settle * 0.4,
+        before_first_write=3 * harness.settle,
+        head_last=head_last,
+    )
+    untouched()
+    assert harness.endpoint.wait_for(1, timeout=60), harness.output()
+    assert harness.wait_log("file_head_blank"), "the reserved file was not seen blank"
+    assert harness.stop() == 0
+    assert_packaged_once(harness, [written])
+    assert not [e for e in harness.events() if e.get("event") == "extraction_failed"]
+
+
+def test_held_open_with_short_pauses(
+    harness: Harness, corpus: Path, untouched: Callable[[], None]
+) -> None:
+    data = read(corpus, MR)
+    harness.start()
+    written = simulator.hold_open(data, harness.watch / "long-exposure.dcm", pauses=[0.5] * 6)
+    untouched()
+    assert harness.endpoint.wait_for(1, timeout=60), harness.output()
+    assert harness.stop() == 0
+    assert_packaged_once(harness, [written])
+    assert settled_sizes(harness, written.path) == [len(data)]
+
+
+@pytest.mark.parametrize("source", [MR, OME], ids=["dicom", "ome-tiff"])
+def test_held_open_with_a_pause_longer_than_settle(
+    harness: Harness, corpus: Path, untouched: Callable[[], None], source: str
+) -> None:
+    # Undecidable for the settle stage: the half file settles. The adapters' format check
+    # refuses it as truncated, so no package is built from it, and the complete file is
+    # harvested when it grows; no failure is left behind.
+    data = read(corpus, source)
+    harness.start()
+    written = simulator.hold_open(
+        data, harness.watch / f"paused{Path(source).suffix}", pauses=[4 * harness.settle]
+    )
+    untouched()
+    assert harness.endpoint.wait_for(1, timeout=60), harness.output()
+    assert not harness.endpoint.wait_for(2, timeout=2 * harness.settle + 2)
+    assert harness.stop() == 0
+    assert_packaged_once(harness, [written])
+    assert len(data) in settled_sizes(harness, written.path)
+    assert failures_in_status(harness) == ""
+
+
+def test_rewritten_after_harvest_is_packaged_again_with_replaces(
+    harness: Harness, corpus: Path, untouched: Callable[[], None]
+) -> None:
+    target = harness.watch / "export.ome.tif"
+    harness.start()
+    first = simulator.append_slowly(read(corpus, OME), target, pause=0.1)
+    assert harness.endpoint.wait_for(1, timeout=60), harness.output()
+    second = simulator.rewrite(read(corpus, Z_SERIES), target, chunk_size=8192, pause=0.2)
+    untouched()
+    assert harness.endpoint.wait_for(2, timeout=60), harness.output()
+    assert not harness.endpoint.wait_for(3, timeout=2 * harness.settle + 2)
+    assert harness.stop() == 0
+    old, new = (request.json for request in harness.endpoint.received)
+    assert [(f["size"], f["sha256"]) for f in old["files"]] == [(first.size, first.sha256)]
+    assert [(f["size"], f["sha256"]) for f in new["files"]] == [(second.size, second.sha256)]
+    assert old["replaces"] is None
+    assert new["replaces"] == old["package_id"]
+
+
+def test_deleted_before_settling_leaves_no_package_and_no_failure(
+    harness: Harness, corpus: Path, untouched: Callable[[], None]
+) -> None:
+    harness.start()
+    simulator.delete_before_settling(
+        read(corpus, OME), harness.watch / "aborted.ome.tif", pause=harness.settle * 0.3
+    )
+    simulator.delete_before_settling(
+        read(corpus, MR), harness.watch / "sub" / "aborted.dcm", fraction=1.0, pause=0.1
+    )
+    control = simulator.append_slowly(read(corpus, MR), harness.watch / "kept.dcm", pause=0.1)
+    untouched()
+    assert harness.endpoint.wait_for(1, timeout=60), harness.output()
+    # a rescan after the control was sent finds nothing else either
+    assert harness.wait_log("package_delivered"), harness.output()
+    assert not harness.endpoint.wait_for(2, timeout=3 * harness.settle + 3)
+    assert harness.stop() == 0
+    assert_packaged_once(harness, [control])
+    assert failures_in_status(harness) == ""
+
+
+# ---------------------------------------------------------------------- multi-file sets
+
+
+def test_dicom_series_instance_by_instance(
+    harness: Harness, corpus: Path, untouched: Callable[[], None]
+) -> None:
+    instances = simulator.dicom_series(corpus / MR, 5)
+    folder = harness.watch / "bob" / "mri" / "series 1"
+    harness.start()
+    written = simulator.arrive_apart(
+        [(data, folder / f"IM{n:04d}") for n, data in enumerate(instances, 1)],
+        interval=0.3,
+        write=lambda data, path: simulator.append_slowly(
+            data, path, chunk_size=len(data) // 3, pause=0.2
+        ),
+    )
+    untouched()
+    assert harness.endpoint.wait_for(1, timeout=60), harness.output()
+    assert not harness.endpoint.wait_for(2, timeout=3)
+    assert harness.stop() == 0
+    (body,) = assert_packaged_once(harness, written).values()
+    assert body["acquisition"]["complete"] is True
+    assert body["metadata"]["instances"] == 5
+
+
+def test_set_arriving_seconds_apart_within_group_quiet(
+    harness: Harness, corpus: Path, untouched: Callable[[], None]
+) -> None:
+    harness.write_config(harness.tmp / "token", group_quiet_seconds=6)
+    instances = simulator.dicom_series(corpus / MR, 3)
+    harness.start()
+    written = simulator.arrive_apart(
+        [(data, harness.watch / f"slice{n}.dcm") for n, data in enumerate(instances, 1)],
+        interval=2.5,
+    )
+    untouched()
+    assert harness.endpoint.wait_for(1, timeout=60), harness.output()
+    assert not harness.endpoint.wait_for(2, timeout=3)
+    assert harness.stop() == 0
+    (body,) = assert_packaged_once(harness, written).values()
+    assert body["acquisition"]["complete"] is True
+
+
+def test_series_member_arriving_after_group_quiet_is_packaged_again_with_every_file(
+    harness: Harness, corpus: Path, untouched: Callable[[], None]
+) -> None:
+    # Later than group_quiet_seconds: the late instance gives a new package that lists the
+    # whole series and replaces the first one. Nothing is lost either way.
+    harness.write_config(harness.tmp / "token", group_quiet_seconds=1.5)
+    instances = simulator.dicom_series(corpus / MR, 3)
+    harness.start()
+    early = simulator.arrive_apart(
+        [(data, harness.watch / f"IM{n}") for n, data in enumerate(instances[:2], 1)],
+        interval=0.5,
+    )
+    assert harness.endpoint.wait_for(1, timeout=60), harness.output()
+    late = [simulator.append_slowly(instances[2], harness.watch / "IM3", pause=0.2)]
+    untouched()
+    assert harness.endpoint.wait_for(2, timeout=60), harness.output()
+    assert harness.stop() == 0
+    first, second = (request.json for request in harness.endpoint.received)
+    assert second["replaces"] == first["package_id"]
+    assert [f["sha256"] for f in first["files"]] == [w.sha256 for w in early]
+    assert [f["sha256"] for f in second["files"]] == [w.sha256 for w in (*early, *late)]
+
+
+def companion_set_arriving_apart(harness: Harness, corpus: Path, interval: float) -> None:
+    """The companion first, then each plane ``interval`` seconds later: one acquisition."""
+    folder = corpus / COMPANION_SET
+    names = ["multifile.companion.ome", *(f"multifile-Z{z}.ome.tiff" for z in range(1, 6))]
+    harness.start()
+    written = simulator.arrive_apart(
+        [((folder / name).read_bytes(), harness.watch / "run 7" / name) for name in names],
+        interval=interval,
+    )
+    before = tree_snapshot(harness.watch)
+    assert harness.endpoint.wait_for(1, timeout=60), harness.output()
+    assert not harness.endpoint.wait_for(2, timeout=2 * harness.settle + 2)
+    assert harness.stop() == 0
+    (body,) = assert_packaged_once(harness, written).values()
+    assert body["acquisition"]["complete"] is True
+    assert tree_snapshot(harness.watch) == before
+
+
+def test_file_set_arriving_seconds_apart(harness: Harness, corpus: Path) -> None:
+    companion_set_arriving_apart(harness, corpus, interval=2 * harness.settle)
+
+
+@pytest.mark.long
+def test_file_set_arriving_minutes_apart(harness: Harness, corpus: Path) -> None:
+    companion_set_arriving_apart(harness, corpus, interval=30.0)  # 2.5 minutes in all
+
+
+# ---------------------------------------------------------------------- many files, odd names
+
+
+def many_small_files(harness: Harness, corpus: Path, count: int, timeout: float) -> None:
+    harness.write_config(harness.tmp / "token", workers=2)
+    harness.start()
+    sources = [read(corpus, name) for name in SMALL_TIFFS]
+    written = simulator.many_files(sources, harness.watch, count)
+    before = tree_snapshot(harness.watch)
+    assert harness.endpoint.wait_for(count, timeout=timeout), harness.output()[-3000:]
+    assert harness.stop(timeout=60) == 0
+    assert_packaged_once(harness, written)
+    assert tree_snapshot(harness.watch) == before
+
+
+def test_hundreds_of_small_files_at_once(harness: Harness, corpus: Path) -> None:
+    many_small_files(harness, corpus, 300, timeout=120)
+
+
+@pytest.mark.long
+def test_ten_thousand_small_files_at_once(harness: Harness, corpus: Path) -> None:
+    many_small_files(harness, corpus, 10_000, timeout=240)
+
+
+def test_deep_tree(harness: Harness, corpus: Path, untouched: Callable[[], None]) -> None:
+    data = read(corpus, MR)
+    harness.start()
+    written = [
+        simulator.append_slowly(data, simulator.deep_path(harness.watch, 12, "deep.dcm")),
+        simulator.append_slowly(
+            read(corpus, OME), simulator.deep_path(harness.watch, 64, "deeper.ome.tif")
+        ),
+    ]
+    untouched()
+    assert harness.endpoint.wait_for(2, timeout=60), harness.output()
+    assert harness.stop() == 0
+    assert len(assert_packaged_once(harness, written)) == 2
+
+
+def test_spaces_unicode_and_paths_at_the_limits(
+    harness: Harness, corpus: Path, untouched: Callable[[], None]
+) -> None:
+    ome, tiff = read(corpus, OME), read(corpus, SMALL_TIFFS[0])
+    longest = simulator.long_unicode_path(harness.watch, ".ome.tif")
+    assert len(bytes(longest)) >= simulator.PATH_MAX - 100
+    harness.start()
+    written = [
+        simulator.append_slowly(
+            ome, harness.watch / "Jöns Ölund" / "Projekt ∞ ß 🧪" / "Zelle 1 µm.ome.tif"
+        ),
+        simulator.write_then_rename(tiff, harness.watch / "日本語 フォルダ" / "画像 01.tif"),
+        simulator.append_slowly(ome, longest, chunk_size=len(ome) // 3, pause=0.3),
+    ]
+    untouched()
+    assert harness.endpoint.wait_for(3, timeout=60), harness.output()[-3000:]
+    assert harness.stop() == 0
+    packages = assert_packaged_once(harness, written)
+    operators = {body["acquisition"].get("operator") for body in packages.values()}
+    assert "Jöns Ölund" in operators
+
+
+def test_many_writers_at_once_mixing_patterns(
+    harness: Harness, corpus: Path, untouched: Callable[[], None]
+) -> None:
+    ome, mr, z = read(corpus, OME), read(corpus, MR), read(corpus, Z_SERIES)
+    dx = read(corpus, "dicom/dx/dx_image.dcm")
+    w = harness.watch
+    pause = harness.settle * 0.4
+    jobs: list[Callable[[], Written]] = [
+        lambda: simulator.append_slowly(ome, w / "a" / "append.ome.tif", pause=pause),
+        lambda: simulator.write_then_rename(mr, w / "b" / "renamed.dcm", pause=pause),
+        lambda: simulator.preallocate_then_fill(z, w / "c" / "reserved.ome.tif", pause=pause),
+        lambda: simulator.hold_open(dx, w / "d" / "held.dcm", pauses=[pause] * 4),
+        lambda: simulator.append_slowly(z, w / "e" / "reopened.ome.tif", pause=0.1, reopen=True),
+    ]
+    results: list[Written] = []
+    threads = [threading.Thread(target=lambda job=job: results.append(job())) for job in jobs]
+    harness.start()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    untouched()
+    assert len(results) == len(jobs)
+    assert harness.endpoint.wait_for(len(jobs), timeout=60), harness.output()
+    assert not harness.endpoint.wait_for(len(jobs) + 1, timeout=3)
+    assert harness.stop() == 0
+    assert_packaged_once(harness, results)
+
+
+def test_simulated_bytes_match_the_corpus(tmp_path: Path, corpus: Path) -> None:
+    """The simulator writes the corpus file byte for byte, whatever the pattern."""
+    data = read(corpus, OME)
+    digest = hashlib.sha256(data).hexdigest()
+    for written in (
+        simulator.append_slowly(data, tmp_path / "a", chunk_size=5000, pause=0, reopen=True),
+        simulator.preallocate_then_fill(
+            data, tmp_path / "b", chunk_size=7000, pause=0, head_last=True
+        ),
+        simulator.hold_open(data, tmp_path / "c", pauses=[0, 0, 0]),
+        simulator.write_then_rename(data, tmp_path / "d", pause=0),
+    ):
+        assert written.sha256 == digest
+        assert hashlib.sha256(written.path.read_bytes()).hexdigest() == digest
+    name = simulator.longest_name("Zelle Ω ", ".tif")
+    assert len(name.encode()) == simulator.NAME_MAX
