@@ -2,20 +2,39 @@
 
 Records every request; ``unique`` is the endpoint's exactly-once view (first 2xx per
 Idempotency-Key). Not a mock: a ``ThreadingHTTPServer`` on 127.0.0.1 speaking HTTP/1.1.
+
+Two hooks let a test act at exact points of a request, on the handler thread: ``on_receive``
+runs once the body is read, before anything is stored or answered, and may return a mode
+for this request only; ``on_accept`` runs after a 2xx request was stored in ``unique``,
+before the response is written (crash tests kill the client there).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import socket
 import ssl
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-MODES = ("ok", "conflict", "reject", "fail", "retry_after", "lie", "slow")
+MODES = (
+    "ok",
+    "conflict",
+    "reject",
+    "fail",
+    "retry_after",
+    "lie",
+    "lie_digest",
+    "no_receipt",
+    "slow",
+    "drop",
+)
 
 
 @dataclass(frozen=True)
@@ -29,6 +48,8 @@ class RecordedRequest:
     json: Any
     #: the client's source port: equal ports mean a kept-alive connection
     client_port: int
+    #: ``time.monotonic()`` when the body had been read
+    at: float = 0.0
 
 
 class _Server(ThreadingHTTPServer):
@@ -81,6 +102,8 @@ class LoopbackEndpoint:
         self._next: list[tuple[str, dict[str, Any]]] = []
         self.received: list[RecordedRequest] = []
         self.unique: dict[str, RecordedRequest] = {}
+        self.on_receive: Callable[[RecordedRequest], str | None] | None = None
+        self.on_accept: Callable[[RecordedRequest], None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -138,8 +161,12 @@ class LoopbackEndpoint:
     def behave(self, mode: str, **kw: Any) -> None:
         """Answer every following request this way.
 
+        ``ok`` answers 200 with a receipt (``package_id`` and ``sha256`` of the body);
         ``reject`` takes ``text``; ``retry_after`` takes ``seconds`` or a raw header
-        ``value``; ``slow`` takes ``seconds`` (then answers like ``ok``).
+        ``value``; ``slow`` takes ``seconds`` (then answers like ``ok``); ``lie`` answers
+        200 naming another package, ``lie_digest`` 200 with a wrong ``sha256``,
+        ``no_receipt`` 200 with an HTML page (none of the three is stored in ``unique``);
+        ``drop`` closes the connection without an answer.
         """
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; one of {MODES}")
@@ -185,21 +212,38 @@ class LoopbackEndpoint:
         except ValueError:
             parsed = None
         record = RecordedRequest(
-            handler.command, handler.path, headers, body, parsed, handler.client_address[1]
+            handler.command,
+            handler.path,
+            headers,
+            body,
+            parsed,
+            handler.client_address[1],
+            time.monotonic(),
         )
         key = headers.get("idempotency-key", "")
         with self._cond:
             self.received.append(record)
             mode, kw = self._next.pop(0) if self._next else self._mode
             self._cond.notify_all()
+        if self.on_receive is not None:
+            override = self.on_receive(record)
+            if override is not None:
+                mode, kw = override, {}
         if mode == "slow":
             self._stopping.wait(float(kw.get("seconds", 1.0)))
             mode = "ok"
-        status, payload, extra = self._answer(mode, kw, key)
-        if 200 <= status < 300:
+        if mode == "drop":
+            handler.close_connection = True
+            with contextlib.suppress(OSError):
+                handler.connection.shutdown(socket.SHUT_RDWR)
+            return
+        status, payload, extra = self._answer(mode, kw, key, body)
+        if 200 <= status < 300 and mode == "ok":
             with self._cond:
                 self.unique.setdefault(key, record)
                 self._cond.notify_all()
+            if self.on_accept is not None:
+                self.on_accept(record)
         handler.send_response(status)
         for name, value in extra.items():
             handler.send_header(name, value)
@@ -208,11 +252,14 @@ class LoopbackEndpoint:
         handler.wfile.write(payload)
 
     @staticmethod
-    def _answer(mode: str, kw: dict[str, Any], key: str) -> tuple[int, bytes, dict[str, str]]:
+    def _answer(
+        mode: str, kw: dict[str, Any], key: str, body: bytes
+    ) -> tuple[int, bytes, dict[str, str]]:
         as_json = {"Content-Type": "application/json"}
         as_text = {"Content-Type": "text/plain; charset=utf-8"}
+        digest = hashlib.sha256(body).hexdigest()
         if mode == "ok":
-            return 200, json.dumps({"package_id": key}).encode(), as_json
+            return 200, json.dumps({"package_id": key, "sha256": digest}).encode(), as_json
         if mode == "conflict":
             return (
                 409,
@@ -222,10 +269,81 @@ class LoopbackEndpoint:
         if mode == "reject":
             return 400, str(kw.get("text", "rejected by the test endpoint")).encode(), as_text
         if mode == "fail":
-            return 500, b"internal error", as_text
+            return 500, str(kw.get("text", "internal error")).encode(), as_text
         if mode == "retry_after":
             value = str(kw.get("value", kw.get("seconds", 1)))
             return 429, b"slow down", {**as_text, "Retry-After": value}
         if mode == "lie":
             return 200, json.dumps({"package_id": "not-" + key}).encode(), as_json
+        if mode == "lie_digest":
+            wrong = hashlib.sha256(body + b"tampered").hexdigest()
+            return 200, json.dumps({"package_id": key, "sha256": wrong}).encode(), as_json
+        if mode == "no_receipt":
+            return (
+                200,
+                b"<html><body>Welcome to the proxy</body></html>",
+                {"Content-Type": "text/html"},
+            )
         raise AssertionError(f"unhandled mode {mode}")
+
+
+def max_attempts_within(window: float, cap: float, base: float = 1.0) -> int:
+    """The most attempts acqharvest's endpoint-wide backoff allows in ``window`` seconds.
+
+    After the n-th failure in a row it waits at least half of ``min(cap, base * 2**(n-1))``
+    (see ``acqharvest.deliver.backoff_delay``), so a slow machine only lowers the count.
+    """
+    attempts, elapsed = 1, 0.0
+    while True:
+        elapsed += min(cap, base * 2.0 ** (attempts - 1)) / 2
+        if elapsed > window:
+            return attempts
+        attempts += 1
+
+
+class RawListener:
+    """A plain TCP server that records the raw bytes clients send, then answers in plain
+    HTTP: what an https client meets when the port it was given speaks plain http."""
+
+    def __init__(self) -> None:
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self._socket.settimeout(0.1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._lock = threading.Lock()
+        self._received = bytearray()
+
+    @property
+    def port(self) -> int:
+        return int(self._socket.getsockname()[1])
+
+    @property
+    def received(self) -> bytes:
+        with self._lock:
+            return bytes(self._received)
+
+    def __enter__(self) -> RawListener:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._socket.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                connection, _ = self._socket.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.settimeout(1.0)
+                with contextlib.suppress(OSError):
+                    data = connection.recv(65536)
+                    with self._lock:
+                        self._received += data
+                    connection.sendall(
+                        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
+                        b"Connection: close\r\n\r\n"
+                    )

@@ -7,11 +7,13 @@ import os
 import random
 import ssl
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 import trustme
+from cryptography.hazmat.primitives import serialization
 from hypothesis import given
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
@@ -24,13 +26,14 @@ from acqharvest.deliver import (
     DirectorySender,
     HttpSender,
     backoff_delay,
+    body_digest,
     build_sender,
     parse_retry_after,
     read_token,
 )
 from acqharvest.model import EndpointSettings, Package, Receipt
 from acqharvest.outbox import Outbox
-from tests.endpoint import LoopbackEndpoint
+from tests.endpoint import LoopbackEndpoint, RawListener, max_attempts_within
 from tests.helpers import FakeClock
 
 TOKEN = "tok-3f9a8c1e-very-secret"
@@ -112,6 +115,39 @@ def test_lying_2xx_is_not_confirmed(endpoint: LoopbackEndpoint, sender: HttpSend
     assert receipt.outcome == "retry"
     assert receipt.http_status == 200
     assert "endpoint confirmed a different package_id" in receipt.detail
+
+
+def test_receipt_with_another_digest_is_not_confirmed(
+    endpoint: LoopbackEndpoint, sender: HttpSender
+) -> None:
+    endpoint.behave("lie_digest")
+    receipt = sender.send("a", b'{"package_id":"a"}')
+    assert (receipt.outcome, receipt.http_status) == ("retry", 200)
+    assert "sha256" in receipt.detail
+    assert body_digest(b'{"package_id":"a"}') in receipt.detail
+
+
+def test_a_matching_receipt_confirms(endpoint: LoopbackEndpoint, sender: HttpSender) -> None:
+    assert sender.send("a", b'{"package_id":"a"}').outcome == "confirmed"
+    (request,) = endpoint.received
+    assert request.headers["idempotency-key"] == "a"
+
+
+def test_receiptless_2xx_confirms_unless_a_receipt_is_required(
+    endpoint: LoopbackEndpoint,
+) -> None:
+    endpoint.behave("no_receipt")
+    lenient = HttpSender(http_settings(endpoint.url), None)
+    strict = HttpSender(http_settings(endpoint.url, require_receipt=True), None)
+    try:
+        assert lenient.send("a", b"{}").outcome == "confirmed"
+        receipt = strict.send("a", b"{}")
+    finally:
+        lenient.close()
+        strict.close()
+    assert (receipt.outcome, receipt.http_status) == ("retry", 200)
+    assert "without a receipt" in receipt.detail
+    assert "require_receipt" in receipt.detail
 
 
 @pytest.mark.parametrize("mode", ["fail", "retry_after"])
@@ -213,6 +249,148 @@ def test_tls_with_an_unknown_ca_says_verification_failed(tls_endpoint: LoopbackE
     assert tls_endpoint.received == []
 
 
+def test_tls_with_a_certificate_for_another_host_says_so(
+    tls_ca: trustme.CA, tmp_path: Path
+) -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_ca.issue_cert("ingest.example.org").configure_cert(context)
+    bundle = tmp_path / "ca.pem"
+    tls_ca.cert_pem.write_to_path(str(bundle))
+    with LoopbackEndpoint(ssl_context=context) as server:
+        http = HttpSender(http_settings(server.url, ca_bundle=bundle), TOKEN)
+        try:
+            receipt = http.send("a", b"{}")
+        finally:
+            http.close()
+        assert server.received == []
+    assert receipt.outcome == "retry"
+    assert "not issued for localhost" in receipt.detail
+    assert "nothing was sent" in receipt.detail
+
+
+@dataclass(frozen=True)
+class ClientIdentity:
+    cert: Path
+    key: Path
+
+
+def client_identity(ca: trustme.CA, folder: Path, name: str = "client") -> ClientIdentity:
+    leaf = ca.issue_cert(f"{name}@scope-pc.example.org")
+    identity = ClientIdentity(folder / f"{name}.crt", folder / f"{name}.key")
+    leaf.cert_chain_pems[0].write_to_path(str(identity.cert))
+    leaf.private_key_pem.write_to_path(str(identity.key))
+    identity.key.chmod(0o600)
+    return identity
+
+
+@pytest.fixture
+def mtls_endpoint(tls_ca: trustme.CA) -> Iterator[tuple[LoopbackEndpoint, trustme.CA]]:
+    """An https endpoint that accepts only client certificates from its own client CA."""
+    client_ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_ca.issue_cert("localhost").configure_cert(context)
+    context.verify_mode = ssl.CERT_REQUIRED
+    client_ca.configure_trust(context)
+    with LoopbackEndpoint(ssl_context=context) as server:
+        yield server, client_ca
+
+
+def test_mutual_tls(
+    mtls_endpoint: tuple[LoopbackEndpoint, trustme.CA], tls_ca: trustme.CA, tmp_path: Path
+) -> None:
+    server, client_ca = mtls_endpoint
+    bundle = tmp_path / "ca.pem"
+    tls_ca.cert_pem.write_to_path(str(bundle))
+    trusted = client_identity(client_ca, tmp_path, "trusted")
+    stranger = client_identity(trustme.CA(), tmp_path, "stranger")
+    outcomes = {}
+    for label, identity in (("none", None), ("trusted", trusted), ("stranger", stranger)):
+        settings = http_settings(
+            server.url,
+            ca_bundle=bundle,
+            client_cert=identity and identity.cert,
+            client_key=identity and identity.key,
+        )
+        http = HttpSender(settings, TOKEN)
+        try:
+            outcomes[label] = http.send(label, b"{}")
+            if label == "trusted":
+                assert http.probe() == (
+                    True,
+                    "answered HTTP 501 (TLS verified, client certificate presented)",
+                )
+        finally:
+            http.close()
+    assert outcomes["trusted"].outcome == "confirmed"
+    assert outcomes["none"].outcome == "retry"
+    assert "requires a client certificate" in outcomes["none"].detail
+    assert "endpoint.client_cert" in outcomes["none"].detail
+    assert outcomes["stranger"].outcome == "retry"
+    assert f"refused the client certificate {stranger.cert}" in outcomes["stranger"].detail
+    assert set(server.unique) == {"trusted"}
+    assert [r.headers["idempotency-key"] for r in server.received] == ["trusted"]
+
+
+def test_client_certificate_problems_name_the_file(tls_ca: trustme.CA, tmp_path: Path) -> None:
+    ours = client_identity(tls_ca, tmp_path, "ours")
+    other = client_identity(trustme.CA(), tmp_path, "other")
+    url = "https://localhost:9/ingest"
+    with pytest.raises(DeliveryConfigError, match=r"client_cert .*missing\.crt does not exist"):
+        HttpSender(http_settings(url, client_cert=tmp_path / "missing.crt"), None)
+    with pytest.raises(DeliveryConfigError, match="KEY_VALUES_MISMATCH"):
+        HttpSender(http_settings(url, client_cert=ours.cert, client_key=other.key), None)
+    with pytest.raises(DeliveryConfigError, match="client_cert is not"):
+        HttpSender(http_settings(url, client_key=ours.key), None)
+    key = serialization.load_pem_private_key(ours.key.read_bytes(), None)
+    encrypted = tmp_path / "encrypted.key"
+    encrypted.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"pass phrase"),
+        )
+    )
+    encrypted.chmod(0o600)
+    # never a pass phrase prompt on the terminal: a clear error instead
+    with pytest.raises(DeliveryConfigError, match="unencrypted") as info:
+        HttpSender(http_settings(url, client_cert=ours.cert, client_key=encrypted), None)
+    assert "BEGIN" not in str(info.value)
+    combined = tmp_path / "combined.pem"
+    combined.write_bytes(ours.cert.read_bytes() + ours.key.read_bytes())
+    combined.chmod(0o600)
+    HttpSender(http_settings(url, client_cert=combined), None).close()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_client_key_readable_by_others_warns(tls_ca: trustme.CA, tmp_path: Path) -> None:
+    identity = client_identity(tls_ca, tmp_path)
+    identity.key.chmod(0o640)
+    with capture_logs() as logs:
+        settings = http_settings(
+            "https://localhost:9/x", client_cert=identity.cert, client_key=identity.key
+        )
+        HttpSender(settings, None).close()
+    (event,) = logs
+    assert event["event"] == "client_key_permissions"
+    assert event["path"] == str(identity.key)
+    assert "chmod 600" in event["hint"]
+
+
+def test_https_to_a_plain_http_server_sends_nothing_in_clear(tmp_path: Path) -> None:
+    with RawListener() as listener:
+        http = HttpSender(http_settings(f"https://localhost:{listener.port}/ingest"), TOKEN)
+        try:
+            receipt = http.send("pkg-in-clear", b'{"package_id":"pkg-in-clear"}')
+        finally:
+            http.close()
+    assert receipt.outcome == "retry"
+    assert "does not answer in TLS" in receipt.detail
+    assert listener.received, "the client should have tried a TLS handshake"
+    assert listener.received[0] == 0x16, "the first byte must open a TLS handshake record"
+    for secret in (b"pkg-in-clear", TOKEN.encode(), b"Idempotency-Key", b"POST"):
+        assert secret not in listener.received
+
+
 # --------------------------------------------------------------------------- DirectorySender
 
 
@@ -309,7 +487,7 @@ def test_backoff_bounds(attempt: int, cap: float, retry_after: float | None, see
     delay = backoff_delay(attempt, cap=cap, retry_after=retry_after, rng=random.Random(seed))  # noqa: S311 - seeded jitter
     exponential = min(cap, 2.0 ** min(attempt - 1, 60))
     floor = 0.0 if retry_after is None else min(retry_after, RETRY_AFTER_CAP)
-    assert floor <= delay <= max(exponential, floor)
+    assert max(exponential / 2, floor) <= delay <= max(exponential, floor)
 
 
 def test_backoff_grows_then_caps() -> None:
@@ -388,19 +566,61 @@ def test_retry_after_sets_the_schedule(
     assert len(endpoint.received) == 2
 
 
-def test_a_retrying_package_does_not_block_others(
+def test_a_package_the_endpoint_keeps_failing_does_not_block_others(
     endpoint: LoopbackEndpoint, sender: HttpSender, outbox: Outbox, clock: FakeClock
 ) -> None:
-    outbox.spool([package("slowpoke"), package("b")])
+    endpoint.on_receive = lambda r: "fail" if r.headers["idempotency-key"] == "poison" else None
+    outbox.spool([package("poison"), package("b"), package("c")])
     worker = deliverer(outbox, sender, clock)
-    endpoint.fail_next(1, "retry_after", seconds=600)
+    for _ in range(10):
+        worker.step()
+        clock.advance(1.0)
+    assert outbox.state_of("b") == outbox.state_of("c") == "delivered"
+    assert outbox.pending() == ["poison"]
+    # its own backoff grows, so it is tried less and less often
+    assert 2 <= len(endpoint.requests_for("poison")) <= 5
+
+
+def test_retry_after_pauses_the_whole_endpoint(
+    endpoint: LoopbackEndpoint, sender: HttpSender, outbox: Outbox, clock: FakeClock
+) -> None:
+    outbox.spool([package("a"), package("b")])
+    worker = deliverer(outbox, sender, clock)
+    endpoint.fail_next(1, "retry_after", seconds=30)
     worker.step()
-    assert outbox.state_of("b") == "delivered"
-    assert outbox.pending() == ["slowpoke"]
     outbox.spool([package("c")])
+    clock.advance(29.0)
+    assert 0.0 < worker.step() <= 1.0
+    assert len(endpoint.received) == 1, "nothing may be sent while the endpoint asked to wait"
+    clock.advance(1.0)
     worker.step()
-    assert outbox.state_of("c") == "delivered"
-    assert len(endpoint.requests_for("slowpoke")) == 1
+    assert outbox.pending() == ["a"] or outbox.pending() == []
+    clock.advance(60.0)
+    worker.step()
+    assert outbox.pending() == []
+    assert set(endpoint.unique) == {"a", "b", "c"}
+
+
+def test_no_retry_storm_however_many_packages_wait(
+    endpoint: LoopbackEndpoint, sender: HttpSender, outbox: Outbox, clock: FakeClock
+) -> None:
+    outbox.spool([package(f"p{i}") for i in range(50)])
+    worker = Deliverer(outbox, sender, max_backoff=8.0, clock=clock, rng=random.Random(3))  # noqa: S311 - seeded jitter
+    endpoint.behave("fail")
+    for _ in range(120):  # two minutes of a failing endpoint, stepped every half second
+        worker.step()
+        clock.advance(0.5)
+    failing = len(endpoint.received)
+    was_failing = worker.endpoint_failing
+    assert 3 <= failing <= max_attempts_within(60.0, 8.0) < 50
+    endpoint.behave("ok")
+    for _ in range(40):
+        worker.step()
+        clock.advance(0.5)
+    assert outbox.pending() == []
+    assert (was_failing, worker.endpoint_failing) == (True, False)
+    assert len(endpoint.unique) == 50
+    assert len(endpoint.received) - failing <= 51  # once healthy: one request each (+1 probe)
 
 
 def test_lying_endpoint_keeps_the_package_pending(
@@ -509,18 +729,20 @@ def test_token_never_in_logs_receipts_or_outbox_files(
     endpoint: LoopbackEndpoint, sender: HttpSender, outbox: Outbox, clock: FakeClock
 ) -> None:
     outbox.spool([package(i) for i in ("ok", "fail", "lie", "echo")])
-    endpoint.fail_next(1, "ok")
-    endpoint.fail_next(1, "fail")
-    endpoint.fail_next(1, "lie")
-    # an endpoint that echoes the Authorization header back in its error text
-    endpoint.fail_next(1, "reject", text=f"bad auth header: Bearer {TOKEN}")
+    # an endpoint that echoes the Authorization header back in its error texts
+    endpoint.behave("reject", text=f"bad auth header: Bearer {TOKEN}")
+    modes = {"ok": "ok", "fail": "fail", "lie": "lie"}
+    endpoint.on_receive = lambda r: modes.get(r.headers["idempotency-key"])
     with capture_logs() as logs:
         worker = deliverer(outbox, sender, clock)
-        worker.step()
+        while {"ok", "fail", "lie", "echo"} - {
+            r.headers["idempotency-key"] for r in endpoint.received
+        }:
+            worker.step()
+            clock.advance(1.0)  # each failure pauses the endpoint a little
         endpoint.stop()
         clock.advance(120.0)
         worker.step()
-    assert len(endpoint.received) == 4
     receipts = [sender.send(package_id, b"{}") for package_id in ("fail", "lie")]
     assert {e["event"] for e in logs} == {
         "package_delivered",

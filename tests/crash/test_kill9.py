@@ -1,0 +1,73 @@
+"""At-least-once and exactly-once-by-key delivery survive SIGKILL at any point.
+
+A burst of acquisitions is harvested and delivered by a real daemon that is killed with
+SIGKILL over and over: right after it spooled a package, in the middle of a POST, and after
+the endpoint stored a package but before the daemon heard so, plus at random moments.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.crash.conftest import POINTS, CrashRun
+from tests.integration.conftest import validate_package
+
+pytestmark = pytest.mark.integration
+
+
+def assert_delivered_exactly_once_by_key(run: CrashRun) -> None:
+    received = list(run.endpoint.received)
+    bodies: dict[str, set[bytes]] = {}
+    for request in received:
+        # never a temp file or a torn write: every body is a whole, valid package
+        assert request.json is not None, f"not JSON: {request.body[:200]!r}"
+        validate_package(request.json)
+        key = request.headers["idempotency-key"]
+        assert request.json["package_id"] == key
+        bodies.setdefault(key, set()).add(request.body)
+    unequal = {key: len(variants) for key, variants in bodies.items() if len(variants) > 1}
+    assert not unequal, f"one key, different bodies: {unequal}"
+    # every key ever sent was eventually accepted, and one key stands for one acquisition
+    assert set(run.endpoint.unique) == set(bodies)
+    paths = [
+        entry["path"] for request in run.endpoint.unique.values() for entry in request.json["files"]
+    ]
+    assert sorted(paths) == sorted(run.expected), "each acquisition once, none missing"
+
+
+def assert_nothing_stuck(run: CrashRun) -> None:
+    assert run.harness.pending() == []
+    status = run.harness.command("status")
+    assert status.returncode == 0, status.stderr
+    outbox_line = next(line for line in status.stdout.splitlines() if line.startswith("outbox:"))
+    assert "pending 0" in outbox_line, status.stdout
+    assert "rejected 0" in outbox_line, status.stdout
+    assert "corrupt 0" in outbox_line, status.stdout
+    # the outbox holds exactly one receipt per acquisition
+    receipts = list((run.harness.state / "outbox" / "delivered").glob("*.json"))
+    assert {path.stem for path in receipts} == set(run.endpoint.unique)
+    for receipt in receipts:
+        assert json.loads(receipt.read_text())["package_id"] == receipt.stem
+
+
+def run_kill_campaign(run: CrashRun, kills: int, files_per_wave: int) -> None:
+    run.kill_repeatedly(kills, files_per_wave)
+    assert sum(run.kills.values()) >= kills
+    assert set(run.kills) == set(POINTS), dict(run.kills)
+    # the campaign did make the endpoint see duplicates to de-duplicate
+    assert len(run.endpoint.received) > len(run.endpoint.unique)
+    run.finish(timeout=120)
+    assert_delivered_exactly_once_by_key(run)
+    assert_nothing_stuck(run)
+
+
+def test_kill9_at_chosen_points_loses_and_duplicates_nothing(crash_run: CrashRun) -> None:
+    run_kill_campaign(crash_run, kills=24, files_per_wave=2)
+
+
+@pytest.mark.long
+@pytest.mark.timeout(1500)
+def test_kill9_long_campaign(crash_run: CrashRun) -> None:
+    run_kill_campaign(crash_run, kills=100, files_per_wave=4)
