@@ -167,6 +167,10 @@ class Claim:
     #: True when more files may join this group later (e.g. a DICOM series): the group is
     #: then packaged only after it has been quiet for the folder's ``group_quiet_seconds``.
     collects: bool = False
+    #: how many files the group will hold, when the header says (e.g. DICOM
+    #: ImagesInAcquisition): a collecting group is then packaged as soon as that many
+    #: distinct files are there, without waiting for the quiet window.
+    expected_instances: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

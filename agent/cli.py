@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import secrets
 import signal
 import sys
@@ -143,11 +144,22 @@ def _extract(args: argparse.Namespace) -> int:
     from acqharvest.runtime import preview
 
     logs.configure("error", "auto")  # the errors are printed below, one line each
+    # Format libraries (tifffile) log about bad files through the root logger, which would
+    # print raw lines beside ours; the one error line per file already says it.
+    logging.getLogger().addHandler(logging.NullHandler())
     # The default policy, never a site config: extract shows what adapters read.
     settings = embedded_settings()
     deidentifier = Deidentifier(settings.deidentify, secrets.token_bytes(32))
     results, errors = preview(args.paths, settings, deidentifier)
     for package in results:
+        if package["harvester"]["adapter"] == "none":
+            # the daemon still packages such a file (nothing is lost); here it is the answer
+            first = package["files"][0]
+            errors.append(
+                f"{first['path']}: no installed adapter reads this file ({first['size']} bytes); "
+                "`acqharvest adapters` lists the installed ones"
+            )
+            continue
         if args.json:
             print(json.dumps(package, ensure_ascii=False, sort_keys=True))
         else:

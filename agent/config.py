@@ -138,6 +138,19 @@ class WatchConfig(_Section):
         description="A file counts as complete once its size and modification time have not "
         "changed for this many seconds.",
     )
+    settle_on_close: bool = Field(
+        default=True,
+        description="When the operating system reports that the writer closed a file "
+        "(Linux), one confirming look a second later is enough. Turn off for software that "
+        "reopens a file for every chunk it appends.",
+    )
+    blank_head_wait_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="A file whose first 4 KiB are all zero bytes is taken for space the "
+        "software reserved but has not written yet: it waits up to this many seconds for "
+        "content, then is harvested anyway. 0 turns the check off.",
+    )
     mode: WatchMode = Field(
         default="auto",
         description="How changes are noticed: 'native' uses operating-system events, "
@@ -234,6 +247,22 @@ class EndpointConfig(_Section):
         description="PEM file of CA certificates trusted for https; null uses the system "
         "store. TLS is always verified.",
     )
+    client_cert: _NonEmpty | None = Field(
+        default=None,
+        description="PEM client certificate presented to the endpoint (mutual TLS). Its key "
+        "is in client_key, or in this file when client_key is not set.",
+    )
+    client_key: _NonEmpty | None = Field(
+        default=None,
+        description="PEM private key of client_cert, unencrypted; keep it readable only by "
+        "the account acqharvest runs as. Never logged.",
+    )
+    require_receipt: bool = Field(
+        default=False,
+        description="Count a 2xx as delivered only when its body is a JSON receipt naming "
+        "the package_id. A receipt that names another package or another sha256 never "
+        "counts, whatever this says.",
+    )
     timeout_seconds: float = Field(
         default=30.0, gt=0, description="Give up on one delivery attempt after this many seconds."
     )
@@ -274,6 +303,15 @@ class EndpointConfig(_Section):
             raise PydanticCustomError("required", "required when type is directory")
         return path
 
+    @field_validator("client_key")
+    @classmethod
+    def _key_needs_cert(cls, client_key: str | None, info: ValidationInfo) -> str | None:
+        if client_key is not None and info.data.get("client_cert") is None:
+            raise PydanticCustomError(
+                "client_cert", "client_key is set but client_cert is not; set both"
+            )
+        return client_key
+
     @field_validator("token_env")
     @classmethod
     def _one_token_source(cls, token_env: str | None, info: ValidationInfo) -> str | None:
@@ -292,6 +330,11 @@ class DeidentifyConfig(_Section):
     )
     retain_uids: bool = Field(
         default=False, description="Keep study, series and instance UIDs unchanged."
+    )
+    retain_device_identity: bool = Field(
+        default=True,
+        description="Keep what identifies the instrument (serial numbers, station names, "
+        "detector IDs): the profile's Retain Device Identity option.",
     )
     retain_dates: bool = Field(default=False, description="Keep dates and times unchanged.")
     retain_patient_characteristics: bool = Field(
@@ -350,6 +393,20 @@ class ConfigFile(_Section):
         gt=0,
         description="Seconds between full scans of every watched folder, which catch files "
         "the change events missed.",
+    )
+    extract_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Longest a worker process may spend reading one file's headers or one "
+        "acquisition's metadata; a worker stuck longer (a hung adapter, a dead network share) "
+        "is terminated and the file gets one failure naming this budget. Needs workers >= 1.",
+    )
+    extract_memory_mb: int | None = Field(
+        default=2048,
+        ge=64,
+        description="Address-space limit of each worker process in MiB (Linux and other "
+        "POSIX systems that enforce RLIMIT_AS; not enforced on Windows or macOS); an adapter "
+        "that needs more fails on that file only. null: no limit. Needs workers >= 1.",
     )
 
 
@@ -486,6 +543,8 @@ def _overlaps(data: Mapping[Any, Any], base_dir: Path) -> list[tuple[_Loc, str]]
         (("log", "file"), log.get("file"), "the log would be harvested as it grows"),
         (("endpoint", "token_file"), endpoint.get("token_file"), "the secret would be harvested"),
         (("endpoint", "ca_bundle"), endpoint.get("ca_bundle"), "it would be harvested"),
+        (("endpoint", "client_cert"), endpoint.get("client_cert"), "it would be harvested"),
+        (("endpoint", "client_key"), endpoint.get("client_key"), "the key would be harvested"),
     )
     for loc, raw, consequence in inside_rules:
         if not isinstance(raw, str) or not raw:
@@ -616,6 +675,8 @@ def _to_settings(config: ConfigFile, *, source: str, base_dir: Path) -> Settings
                 exclude=watch.exclude,
                 recursive=watch.recursive,
                 settle_seconds=watch.settle_seconds,
+                settle_on_close=watch.settle_on_close,
+                blank_head_wait_seconds=watch.blank_head_wait_seconds,
                 mode=watch.mode,
                 path_template=watch.path_template,
                 group_quiet_seconds=watch.group_quiet_seconds,
@@ -631,6 +692,9 @@ def _to_settings(config: ConfigFile, *, source: str, base_dir: Path) -> Settings
             token_file=_optional_path(endpoint.token_file, base_dir),
             token_env=endpoint.token_env,
             ca_bundle=_optional_path(endpoint.ca_bundle, base_dir),
+            client_cert=_optional_path(endpoint.client_cert, base_dir),
+            client_key=_optional_path(endpoint.client_key, base_dir),
+            require_receipt=endpoint.require_receipt,
             timeout_seconds=endpoint.timeout_seconds,
             max_backoff_seconds=endpoint.max_backoff_seconds,
             allow_plaintext=endpoint.allow_plaintext,
@@ -639,6 +703,7 @@ def _to_settings(config: ConfigFile, *, source: str, base_dir: Path) -> Settings
         deidentify=DeidentifySettings(
             enabled=config.deidentify.enabled,
             retain_uids=config.deidentify.retain_uids,
+            retain_device_identity=config.deidentify.retain_device_identity,
             retain_dates=config.deidentify.retain_dates,
             retain_patient_characteristics=config.deidentify.retain_patient_characteristics,
             retain_descriptions=config.deidentify.retain_descriptions,
@@ -650,5 +715,7 @@ def _to_settings(config: ConfigFile, *, source: str, base_dir: Path) -> Settings
         ),
         workers=config.workers,
         rescan_seconds=config.rescan_seconds,
+        extract_timeout_seconds=config.extract_timeout_seconds,
+        extract_memory_mb=config.extract_memory_mb,
         source=source,
     )

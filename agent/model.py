@@ -45,6 +45,10 @@ class WatchSettings:
     exclude: tuple[str, ...] = ()
     recursive: bool = True
     settle_seconds: float = 10.0
+    #: a close-after-write event lets a file settle after one confirming look.
+    settle_on_close: bool = True
+    #: how long a file whose first bytes are all zero waits for content; 0 does not wait.
+    blank_head_wait_seconds: float = 300.0
     mode: WatchMode = "auto"
     path_template: str | None = None
     #: how long a multi-file group (e.g. a DICOM series) must be quiet before it is packaged;
@@ -66,6 +70,11 @@ class EndpointSettings:
     token_file: Path | None = None
     token_env: str | None = None
     ca_bundle: Path | None = None
+    #: PEM client certificate for mutual TLS; its key is in ``client_key`` or in the same file.
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    #: a 2xx confirms only with a JSON receipt naming the package.
+    require_receipt: bool = False
     timeout_seconds: float = 30.0
     #: upper bound of the exponential retry backoff.
     max_backoff_seconds: float = 300.0
@@ -79,6 +88,8 @@ class DeidentifySettings:
 
     enabled: bool = True
     retain_uids: bool = False
+    #: the profile's Retain Device Identity option: serial numbers, station names.
+    retain_device_identity: bool = True
     retain_dates: bool = False
     retain_patient_characteristics: bool = False
     retain_descriptions: bool = False
@@ -106,6 +117,10 @@ class Settings:
     workers: int = 2
     #: seconds between reconciliation scans of every watched folder.
     rescan_seconds: float = 300.0
+    #: longest a worker may read one file or acquisition before it is terminated.
+    extract_timeout_seconds: float = 60.0
+    #: address-space cap of each worker process in MiB (POSIX); None: no cap.
+    extract_memory_mb: int | None = 2048
     #: where the config came from, for messages ("<embedded default>" for the demo).
     source: str = "<embedded default>"
 
@@ -121,7 +136,7 @@ class FileSeen:
     root: Path
     size: int
     mtime_ns: int
-    #: stable identity across renames: "<device>:<inode>" (or the Windows file id).
+    #: "<device>:<inode>:<ctime_ns>": changes when the file is replaced or its inode changed.
     file_id: str
     seen_at: float
     source: Literal["event", "scan", "closed"]
@@ -133,6 +148,17 @@ class FileGone:
 
     path: Path
     root: Path
+
+
+@dataclass(frozen=True, slots=True)
+class FileRefused:
+    """Something in a watch folder that is never read: a link leading outside the folder, a
+    link loop, a FIFO, a device file or socket, or a folder that cannot be listed."""
+
+    path: Path
+    root: Path
+    #: one line naming what it is and why it is refused
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +186,8 @@ class ProbedFile:
     expects: tuple[str, ...] = ()
     #: more files may join the group later; it waits for the quiet window (see Claim).
     collects: bool = False
+    #: how many files the group will hold, when the adapter could tell (see Claim).
+    expected_instances: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

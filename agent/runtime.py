@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import itertools
 import math
 import multiprocessing
 import os
 import queue
 import secrets
+import shutil
 import socket
 import threading
 import time
@@ -26,9 +28,16 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from acqharvest import logs, workers
+from acqharvest.adapter_api import HEAD_BYTES
 from acqharvest.deidentify import Deidentifier
 from acqharvest.deliver import Deliverer, build_sender, safe_url
-from acqharvest.durable import fsync_dir, replace_durably, writable_folder
+from acqharvest.durable import (
+    StorageError,
+    error_code,
+    fsync_dir,
+    replace_durably,
+    writable_folder,
+)
 from acqharvest.group import Grouper
 from acqharvest.identity import instrument_block, path_fields
 from acqharvest.model import (
@@ -36,6 +45,7 @@ from acqharvest.model import (
     Extraction,
     ExtractionFailure,
     FileGone,
+    FileRefused,
     FileSeen,
     FileSettled,
     Package,
@@ -46,19 +56,24 @@ from acqharvest.model import (
 from acqharvest.outbox import Outbox, OutboxError
 from acqharvest.package import build_package, relative_path
 from acqharvest.package import rfc3339 as package_rfc3339
+from acqharvest.readonly import FileReader
 from acqharvest.settle import Settler
-from acqharvest.state import State
+from acqharvest.state import State, StateError
 from acqharvest.watch import Watcher, stat_file
 
 log = logs.get_logger("acqharvest.runtime")
 
 T = TypeVar("T")
 _Kind = Literal["probe", "extract"]
-_TASKS: dict[_Kind, Callable[[list[Any]], list[Any]]] = {
+_TASKS: dict[_Kind, Callable[[int, list[Any]], list[Any]]] = {
     "probe": workers.probe_many,
     "extract": workers.extract_many,
 }
 _EVENT_QUEUE_SIZE = 100_000
+#: free space in the state dir below which ``status`` warns
+_LOW_SPACE_BYTES = 16 * 2**20
+#: seconds between watch health checks (dead, stalled or stale observers, inotify budget)
+_HEALTH_SECONDS = 10.0
 _IDLE_WAIT = 0.5
 _SECRET_BYTES = 32
 _RECEIPT_RETENTION_SECONDS = 90 * 24 * 3600
@@ -102,12 +117,23 @@ def installation_secret(path: Path) -> bytes:
 
 
 class _Pool:
-    """Worker processes for probing and extraction, or the calling thread when workers is 0."""
+    """Worker processes for probing and extraction, or the calling thread when workers is 0.
 
-    def __init__(self, count: int, setup: workers.WorkerSetup) -> None:
+    Each item a worker reads may take at most ``time_budget`` seconds (see ``expire``).
+    In-process (workers 0) nothing can interrupt a hung adapter and no budget applies.
+    """
+
+    def __init__(self, count: int, setup: workers.WorkerSetup, time_budget: float) -> None:
         self._count = count
         self._setup = setup
+        self._time_budget = time_budget
         self._executor: cf.ProcessPoolExecutor | None = None
+        self._progress: workers.Progress | None = None
+        self._tokens = itertools.count(1)
+        #: work in the workers by token: what an overdue worker was reading
+        self._running: dict[int, tuple[Future[list[Any]], _Kind, list[Any]]] = {}
+        #: futures broken only because ``expire`` terminated a worker of their pool
+        self._bystanders: set[Future[list[Any]]] = set()
         if count == 0:
             workers.init_worker(replace(setup, log=None))
         else:
@@ -115,28 +141,68 @@ class _Pool:
 
     def _start(self) -> None:
         # spawn, not fork: watchdog threads are running and fork would copy their locks.
+        context = multiprocessing.get_context("spawn")
+        self._progress = workers.Progress(context, self._count)
         self._executor = cf.ProcessPoolExecutor(
             max_workers=self._count,
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=context,
             initializer=workers.init_worker,
-            initargs=(self._setup,),
+            initargs=(self._setup, self._progress),
         )
         # Start the workers now: their imports then overlap the start-up scan.
         for _ in range(self._count):
             self._executor.submit(os.getpid)
 
-    def submit(self, function: Callable[[list[Any]], list[T]], batch: list[Any]) -> Future[list[T]]:
+    def submit(self, kind: _Kind, batch: list[Any]) -> Future[list[Any]]:
+        token = next(self._tokens)
+        function = _TASKS[kind]
         if self._executor is None:
-            future: Future[list[T]] = Future()
-            future.set_result(function(batch))
+            future: Future[list[Any]] = Future()
+            future.set_result(function(token, batch))
             return future
         try:
-            return self._executor.submit(function, batch)
+            future = self._executor.submit(function, token, batch)
         except BrokenProcessPool:
             # A worker died (a crashing adapter): a fresh pool for the work that remains.
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._start()
-            return self._executor.submit(function, batch)
+            future = self._executor.submit(function, token, batch)
+        self._running[token] = (future, kind, batch)
+        future.add_done_callback(lambda _: self._running.pop(token, None))
+        return future
+
+    def expire(self) -> list[tuple[_Kind, Any]]:
+        """Terminate every worker stuck on one item beyond the time budget; those items.
+
+        The pool is then broken: the other work it held fails with ``BrokenProcessPool``
+        and ``bystander`` tells it apart from the work of a crashed worker.
+        """
+        if self._executor is None or self._progress is None:
+            return []
+        expired: list[tuple[_Kind, Any]] = []
+        for row, pid, token, index in self._progress.overdue(self._time_budget, time.monotonic()):
+            process = getattr(self._executor, "_processes", {}).get(pid)
+            running = self._running.get(token)
+            if process is None or running is None:
+                continue
+            _, kind, batch = running
+            log.error(
+                "worker_terminated",
+                pid=pid,
+                reason=f"read one item for longer than {self._time_budget:g} s",
+            )
+            process.kill()
+            self._progress.end(row)
+            expired.append((kind, batch[index]))
+            self._bystanders.update(future for future, _, _ in list(self._running.values()))
+        return expired
+
+    def bystander(self, future: Future[list[Any]]) -> bool:
+        """True when ``future`` broke only because ``expire`` terminated its pool's worker."""
+        if future in self._bystanders:
+            self._bystanders.discard(future)
+            return True
+        return False
 
     def shutdown(self, grace: float = _STOP_WORKERS_SECONDS) -> None:
         """Stop the workers; one stuck in a hung adapter is terminated after ``grace``.
@@ -186,21 +252,29 @@ class Daemon:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.outbox = Outbox.open(outbox_dir)
         self.state = State.open(db_path)
-        self.deidentifier = Deidentifier(settings.deidentify, installation_secret(secret_path))
+        self._secret = installation_secret(secret_path)
+        self.deidentifier = Deidentifier(settings.deidentify, self._secret)
+        #: the registry file this daemon writes; another (or none) there means it was deleted
+        self._state_file = self.state.file_id
+        #: (code, path) of the state dir's current write failure, to log each problem once
+        self._storage_problem: tuple[str | None, str] | None = None
         self.instrument = instrument_block(settings.instrument)
         self._host = socket.gethostname()
         self._folders = {ws.path: ws for ws in settings.watch}
         #: watch events, plus None as a wake-up when work comes back from a worker
-        self._events: queue.Queue[FileSeen | FileGone | None] = queue.Queue(_EVENT_QUEUE_SIZE)
-        self.settler = Settler(lambda root: self._folder(root).settle_seconds)
+        self._events: queue.Queue[FileSeen | FileGone | FileRefused | None] = queue.Queue(
+            _EVENT_QUEUE_SIZE
+        )
+        self.settler = Settler(self._folder, head_is_blank=_head_is_blank)
         self.grouper = Grouper(
             # In a one-shot run nothing more will arrive: groups wait for the end instead.
             (lambda _: math.inf) if once else self._quiet_seconds,
             (lambda _: math.inf) if once else self._group_timeout,
         )
-        self.watcher = Watcher(settings.watch, self._enqueue)
-        #: set when an event had to be dropped: the next loop turn rescans instead.
+        #: set when events were lost (our queue was full, the kernel's overflowed): the
+        #: next loop turn rescans instead.
         self._rescan_now = threading.Event()
+        self.watcher = Watcher(settings.watch, self._enqueue, on_lost=self._rescan_now.set)
         self.report = RunReport()
         self._wake_delivery = threading.Event()
         self._in_flight: list[tuple[Future[list[Any]], _Kind, list[Any]]] = []
@@ -208,6 +282,8 @@ class Daemon:
         self._suspects: deque[tuple[_Kind, Any]] = deque()
         self._quarantine: tuple[Future[list[Any]], _Kind, Any] | None = None
         self._quarantine_pool: _Pool | None = None
+        #: id() of items whose worker exceeded the time budget; their failure is recorded
+        self._timed_out: set[int] = set()
         self._setup = workers.WorkerSetup()
         #: settled files not yet packaged or failed, so rescans don't feed them in again
         self._in_progress: dict[Path, tuple[int, int]] = {}
@@ -227,11 +303,13 @@ class Daemon:
     # ------------------------------------------------------------------ entry point
     def run(self, stop: threading.Event) -> RunReport:
         """Run until ``stop`` is set (or, with ``once``, until what is there now is done)."""
+        memory_mb = self.settings.extract_memory_mb
         self._setup = workers.WorkerSetup(
             log=self.settings.log,
             adapters_by_root={ws.path: ws.adapters for ws in self.settings.watch},
+            memory_limit_bytes=None if memory_mb is None else memory_mb * 2**20,
         )
-        pool = _Pool(self.settings.workers, self._setup)
+        pool = _Pool(self.settings.workers, self._setup, self.settings.extract_timeout_seconds)
         sender = build_sender(self.settings.endpoint)
         deliverer = Deliverer(
             self.outbox, sender, max_backoff=self.settings.endpoint.max_backoff_seconds
@@ -286,13 +364,19 @@ class Daemon:
             )
         return self.report
 
-    def _enqueue(self, event: FileSeen | FileGone) -> None:
-        """Called on watchdog threads; never blocks them for long, never loses a file."""
+    def _enqueue(self, event: FileSeen | FileGone | FileRefused) -> None:
+        """Called on watchdog threads; never blocks them, never loses a file.
+
+        In an event storm (a remount, a copy of a whole tree) the queue fills; from then on
+        events are dropped, not held: the rescan they trigger starts after them, so it sees
+        everything they said. Memory stays bounded by the queue size.
+        """
+        if self._rescan_now.is_set():
+            return
         try:
-            self._events.put(event, timeout=1.0)
+            self._events.put_nowait(event)
         except queue.Full:
-            if not self._rescan_now.is_set():
-                log.warning("event_queue_full", path=str(event.path), action="rescan")
+            log.warning("event_queue_full", path=str(event.path), action="rescan")
             self._rescan_now.set()
 
     def _wake(self, _: object) -> None:
@@ -302,9 +386,14 @@ class Daemon:
     # ------------------------------------------------------------------ harvest loop
     def _harvest_loop(self, pool: _Pool, stop: threading.Event) -> None:
         next_rescan = time.monotonic() + self.settings.rescan_seconds
+        next_health = time.monotonic() + _HEALTH_SECONDS
         while not stop.is_set():
             self._drain_events(self._wait_time())
             self._turn(stop, self._step, pool, time.time())
+            self._turn(stop, self._check_state_dir)
+            if time.monotonic() >= next_health:
+                self._turn(stop, self._check_watch)
+                next_health = time.monotonic() + _HEALTH_SECONDS
             if time.monotonic() >= next_rescan or self._rescan_now.is_set():
                 self._rescan_now.clear()
                 self._turn(stop, self._rescan)
@@ -314,6 +403,12 @@ class Daemon:
         """One unit of harvest work; the daemon outlives any one that fails."""
         try:
             action(*args)
+        except StorageError as error:
+            # The state dir is full, read-only or gone: the files are harvested again
+            # by the next regular rescan, without hammering the disk meanwhile.
+            self._storage_failed(error)
+            self._in_progress.clear()
+            stop.wait(_IDLE_WAIT)
         except Exception as error:
             # Nothing is lost: files are marked done only after their package is on disk,
             # so a rescan picks up whatever this turn dropped.
@@ -322,9 +417,11 @@ class Daemon:
             self._rescan_now.set()
             stop.wait(_IDLE_WAIT)
 
+    def _check_watch(self) -> None:
+        if self.watcher.check_health():
+            self._rescan_now.set()  # what its events missed while it was down
+
     def _rescan(self) -> None:
-        for root in self.watcher.restart_dead():
-            log.warning("watch_restarted", folder=str(root))
         self._scan(self.watcher.scan())
 
     def _harvest_until_idle(self, pool: _Pool, stop: threading.Event) -> None:
@@ -372,17 +469,21 @@ class Daemon:
             except queue.Empty:
                 return
 
-    def _take(self, event: FileSeen | FileGone | None) -> None:
+    def _take(self, event: FileSeen | FileGone | FileRefused | None) -> None:
         if event is None:
             return  # a wake-up: finished work is collected by the next step
-        if isinstance(event, FileGone):
+        if not isinstance(event, FileSeen):
             self.settler.forget(event.path)
             self.grouper.remove(event.path)
             self._in_progress.pop(event.path, None)
+            if isinstance(event, FileRefused):
+                # watch logged it once; this makes it one line of ``acqharvest status``
+                self.report.failures.append(f"{event.path}: {event.reason}")
+                self.state.record_failure(event.path, 0, 0, event.reason)
             return
         if self._in_progress.get(event.path) == (event.size, event.mtime_ns):
             return  # settled already; its package is on the way
-        if not self.state.is_done(event.path, event.size, event.mtime_ns):
+        if not self.state.is_done(event.path, event.size, event.mtime_ns, event.file_id):
             self.settler.observe(event)
 
     def _scan(self, seen: Iterable[FileSeen]) -> None:
@@ -405,24 +506,43 @@ class Daemon:
             self._submit(pool, "extract", batch)
 
     def _submit(self, pool: _Pool, kind: _Kind, batch: list[Any]) -> None:
-        future = pool.submit(_TASKS[kind], batch)
+        future = pool.submit(kind, batch)
         future.add_done_callback(self._wake)
         self._in_flight.append((future, kind, batch))
 
     def _collect(self, pool: _Pool, now: float) -> None:
         """Take every finished worker task, then act on probes first, extractions second."""
-        finished: list[tuple[_Kind, list[Any]]] = []
+        finished = self._expire_overdue(pool)
         running: list[tuple[Future[list[Any]], _Kind, list[Any]]] = []
+        resubmit: list[tuple[_Kind, list[Any]]] = []
         for future, kind, batch in self._in_flight:
             if not future.done():
                 running.append((future, kind, batch))
                 continue
             try:
-                finished.append((kind, future.result()))
+                results = future.result()
             except (BrokenProcessPool, CancelledError):
-                # Which item killed the worker is unknown: each is re-run on its own.
-                self._suspects.extend((kind, item) for item in batch)
+                left = [item for item in batch if id(item) not in self._timed_out]
+                self._timed_out.difference_update(id(item) for item in batch)
+                if pool.bystander(future):
+                    resubmit.append((kind, left))  # innocent: their worker was terminated
+                else:
+                    # Which item killed the worker is unknown: each is re-run on its own.
+                    self._suspects.extend((kind, item) for item in left)
+            else:
+                if self._timed_out:
+                    # finished just as its worker was terminated: it already failed
+                    results = [
+                        r
+                        for r, i in zip(results, batch, strict=True)
+                        if id(i) not in self._timed_out
+                    ]
+                    self._timed_out.difference_update(id(item) for item in batch)
+                finished.append((kind, results))
         self._in_flight = running
+        for kind, batch in resubmit:
+            if batch:
+                self._submit(pool, kind, batch)
         finished.extend(self._run_suspects())
         for kind, results in finished:
             if kind == "probe":
@@ -438,6 +558,20 @@ class Daemon:
         for batch in _batches(packages, _SPOOL_BATCH):
             self._spool(batch)
 
+    def _expire_overdue(self, pool: _Pool) -> list[tuple[_Kind, list[Any]]]:
+        """Failures for the items whose worker exceeded the time budget and was terminated."""
+        budget = self.settings.extract_timeout_seconds
+        reason = (
+            f"reading it took longer than the time budget of {budget:g} s "
+            "(extract_timeout_seconds); its worker process was terminated"
+        )
+        expired: list[tuple[_Kind, list[Any]]] = []
+        for source in (pool, self._quarantine_pool):
+            for kind, item in source.expire() if source is not None else ():
+                self._timed_out.add(id(item))
+                expired.append((kind, [_crashed(kind, item, reason)]))
+        return expired
+
     def _run_suspects(self) -> list[tuple[_Kind, list[Any]]]:
         """Re-run suspects one at a time in their own worker: a crash then names its file."""
         finished: list[tuple[_Kind, list[Any]]] = []
@@ -447,18 +581,23 @@ class Daemon:
             try:
                 finished.append((kind, future.result()))
             except (BrokenProcessPool, CancelledError):
-                finished.append((kind, [_crashed(kind, item)]))
+                if id(item) in self._timed_out:
+                    self._timed_out.discard(id(item))  # its failure is recorded already
+                else:
+                    finished.append((kind, [_crashed(kind, item, _DIED)]))
         if self._quarantine is None and self._suspects:
             kind, item = self._suspects.popleft()
             if self._quarantine_pool is None:
-                self._quarantine_pool = _Pool(1, self._setup)
-            future = self._quarantine_pool.submit(_TASKS[kind], [item])
+                self._quarantine_pool = _Pool(1, self._setup, self.settings.extract_timeout_seconds)
+            future = self._quarantine_pool.submit(kind, [item])
             future.add_done_callback(self._wake)
             self._quarantine = (future, kind, item)
         return finished
 
     def _package(self, extraction: workers.ExtractOutcome) -> Package | None:
         """The package of one extraction, or None after recording why there is none."""
+        if self._written_since_settled(extraction.acquisition):
+            return None
         if isinstance(extraction, ExtractionFailure):
             self._fail(extraction)
             return None
@@ -476,9 +615,43 @@ class Daemon:
             )
             return None
 
+    def _written_since_settled(self, acquisition: Acquisition) -> bool:
+        """Settle again, neither package nor fail, when a member changed after settling.
+
+        The extraction then read a version that no longer exists, and its failure may only
+        mean that the writer was not done. A member deleted meanwhile is no change: what was
+        read was complete by the settle rules.
+        """
+        now = [_stat(m.settled.path, m.settled.root) for m in acquisition.members]
+        changed = [
+            (member.settled.path, seen)
+            for member, seen in zip(acquisition.members, now, strict=True)
+            if seen is not None
+            and (seen.size, seen.mtime_ns, seen.file_id)
+            != (member.settled.size, member.settled.mtime_ns, member.settled.file_id)
+        ]
+        if not changed:
+            return False
+        log.info(
+            "acquisition_changed_while_read",
+            path=str(changed[0][0]),
+            changed=len(changed),
+            action="settle again",
+        )
+        self._release([acquisition])
+        for seen in now:
+            if seen is not None:
+                self._take(seen)
+        return True
+
     def _probed(self, result: workers.ProbeOutcome, now: float) -> None:
         if isinstance(result, ProbedFile):
-            self.grouper.add(result, now)
+            if self.state.refresh_unchanged(result):
+                # Looked changed (touched, replaced by a copy, remounted); the content is not.
+                self._in_progress.pop(result.settled.path, None)
+                log.debug("file_unchanged", path=str(result.settled.path))
+            else:
+                self.grouper.add(result, now)
             return
         path = result.settled.path
         self._in_progress.pop(path, None)
@@ -500,7 +673,7 @@ class Daemon:
             self.outbox.spool([package for package, _ in batch])
         except OutboxError as error:
             # Not recorded as harvested, so the files are packaged again on a later scan.
-            log.error("spool_failed", error=str(error), packages=len(batch))
+            self._storage_failed(error, packages=len(batch))
             self.report.failures.append(str(error))
             self._release(acquisition for _, acquisition in batch)
             return
@@ -508,6 +681,7 @@ class Daemon:
             (package.acquisition_key, package.package_id, acquisition.adapter, acquisition.members)
             for package, acquisition in batch
         )
+        self._storage_ok()
         self._release(acquisition for _, acquisition in batch)
         for package, acquisition in batch:
             log.info(
@@ -520,6 +694,61 @@ class Daemon:
             )
         self.report.packaged += len(batch)
         self._wake_delivery.set()
+
+    def _storage_failed(self, error: StorageError, **context: Any) -> None:
+        """Log a state-dir write failure: an error when it starts or changes, debug after."""
+        problem = (error.code, str(error.path))
+        level = log.debug if problem == self._storage_problem else log.error
+        self._storage_problem = problem
+        level(
+            "state_dir_unwritable",
+            path=str(error.path),
+            errno=error.code,
+            error=str(error),
+            action="harvested again at the next scan once it is writable",
+            **context,
+        )
+
+    def _storage_ok(self) -> None:
+        if self._storage_problem is not None:
+            log.info("state_dir_writable_again", path=self._storage_problem[1])
+            self._storage_problem = None
+
+    def _check_state_dir(self) -> None:
+        """Recreate the state dir when it was deleted under the running daemon.
+
+        Its registry and outbox are gone with it: every file is harvested and sent again
+        (the endpoint deduplicates by Idempotency-Key), with the same de-identification key.
+        """
+        if self._state_file is not None and self.state.file_id == self._state_file:
+            return
+        _, db_path, secret_path = state_paths(self.settings)
+        log.error(
+            "state_dir_lost",
+            path=str(self.settings.state_dir),
+            missing=str(db_path),
+            action="recreated; files already harvested are harvested and sent again",
+        )
+        try:
+            self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+            replace_durably(
+                secret_path.with_name(f".{secret_path.name}.tmp"),
+                secret_path,
+                self._secret,
+                mode=0o600,
+            )
+        except OSError as error:
+            raise StorageError(
+                f"cannot recreate {self.settings.state_dir}: {error}",
+                self.settings.state_dir,
+                error_code(error),
+            ) from error
+        self.outbox.ensure_folders()
+        self.state.close()
+        self.state = State.open(db_path)
+        self._state_file = self.state.file_id
+        self._in_progress.clear()
+        self._rescan_now.set()
 
     def _with_earlier_members(self, acquisition: Acquisition) -> Acquisition:
         """A group that grows after it was packaged (a late DICOM instance) lists every file."""
@@ -606,18 +835,24 @@ class Daemon:
             self._wake_delivery.clear()
 
     def _wait_for_attempts(self, deliverer: Deliverer, stop: threading.Event) -> None:
-        """``run --once``: wait until every pending package was tried at least once."""
+        """``run --once``: wait until every pending package was tried at least once.
+
+        Or until the endpoint fails: it then pauses (see ``Deliverer``) and the untried
+        packages would meet the same failure; the next run sends them.
+        """
         self._wake_delivery.set()
         while not stop.is_set():
             untried = [pid for pid in self.outbox.pending() if pid not in deliverer.attempted]
-            if not untried:
+            if not untried or deliverer.endpoint_failing:
                 return
             stop.wait(0.05)
 
 
-def _crashed(kind: _Kind, item: Any) -> workers.ProbeOutcome | workers.ExtractOutcome:
-    """The outcome for the one item a worker process died on: a failure naming it."""
-    reason = "a worker process died while reading this file"
+_DIED = "a worker process died while reading this file"
+
+
+def _crashed(kind: _Kind, item: Any, reason: str) -> workers.ProbeOutcome | workers.ExtractOutcome:
+    """The outcome for the one item a worker process was lost on: a failure naming it."""
     if kind == "probe":
         return workers.ProbeFailure(item, f"{item.path}: {reason}")
     primary = item.primary.settled.path
@@ -626,6 +861,15 @@ def _crashed(kind: _Kind, item: Any) -> workers.ProbeOutcome | workers.ExtractOu
 
 def _stat(path: Path, root: Path) -> FileSeen | None:
     return stat_file(path, root, "scan")
+
+
+def _head_is_blank(path: Path) -> bool:
+    """Whether the bytes adapters would see first are all zero: reserved, not yet written."""
+    try:
+        head = FileReader().head(path, HEAD_BYTES)
+    except OSError:
+        return False  # the probe reports a file it cannot read
+    return bool(head) and not head.strip(b"\0")
 
 
 # ---------------------------------------------------------------------- one-shot commands
@@ -756,12 +1000,29 @@ def read_status(settings: Settings) -> Status:
         ]
     registry = {"files": 0, "acquisitions": 0, "failures": 0}
     if db_path.exists():
-        state = State.open(db_path, readonly=True)
         try:
-            registry = state.counts()
-            problems += [
-                f"{package_rfc3339(f.at)}  failed    {f.path}: {f.reason}" for f in state.failures()
-            ]
-        finally:
-            state.close()
-    return Status(outbox, registry, problems)
+            state = State.open(db_path, readonly=True)
+        except StateError as error:
+            problems.append(f"{error} (the daemon moves a corrupt one aside when it starts)")
+        else:
+            try:
+                registry = state.counts()
+                problems += [
+                    f"{package_rfc3339(f.at)}  failed    {f.path}: {f.reason}"
+                    for f in state.failures()
+                ]
+            finally:
+                state.close()
+    return Status(outbox, registry, _state_dir_problems(settings.state_dir) + problems)
+
+
+def _state_dir_problems(folder: Path) -> list[str]:
+    """Why the daemon cannot write its state dir now, if it cannot."""
+    if not folder.is_dir():
+        return []  # never ran here (or deleted: the daemon recreates it)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return [f"state dir {folder}: not writable (read-only file system or permissions)"]
+    free = shutil.disk_usage(folder).free
+    if free < _LOW_SPACE_BYTES:
+        return [f"state dir {folder}: only {free} bytes free; packages cannot be spooled"]
+    return []

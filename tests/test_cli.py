@@ -13,6 +13,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from acqharvest.testing import AdapterConformance
+from tests.adapters import test_builtin_conformance as builtin
 from tests.endpoint import LoopbackEndpoint
 from tests.helpers import wait_until
 
@@ -194,3 +196,37 @@ def test_check_probes_an_http_endpoint(tmp_path: Path, endpoint: LoopbackEndpoin
     checked = run("check", "--config", str(config))
     assert checked.returncode == 1
     assert "FAIL" in checked.stdout
+
+
+@pytest.mark.parametrize(
+    ("rel", "conformance"),
+    [
+        ("dicom/dx/dx_image.dcm", builtin.TestDicomConformance),
+        ("tiff-vendor/zeiss-lsm/test.lsm", builtin.TestTiffConformance),
+    ],
+)
+def test_extract_gives_one_error_line_per_bad_variant(
+    corpus: Path, tmp_path: Path, rel: str, conformance: type[AdapterConformance]
+) -> None:
+    """Truncated, empty, wrong-magic and lying copies: one clear line each, exit 1."""
+    data = (corpus / rel).read_bytes()
+    kit = conformance()
+    variants = {
+        "empty": b"",
+        "wrong-magic": kit.wrong_magic(data),
+        # two cuts keep the subprocess count down: into the header, and into the data
+        **{f"cut-{cut}": data[:cut] for cut in sorted(kit.truncations(data).values())[1:3]},
+        **{f"lie-{n}": lie for n, (_, lie) in enumerate(kit.header_lies(data))},
+    }
+    for name, body in variants.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / Path(rel).name).write_bytes(body)
+        result = run("extract", "--json", str(folder / Path(rel).name))
+        assert result.returncode == 1, f"{name}: {result.stdout[:300]}"
+        assert result.stdout == "", name
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, f"{name}: {result.stderr}"
+        assert lines[0].startswith("error: "), name
+        assert Path(rel).name in lines[0], name
+        assert "Traceback" not in result.stderr

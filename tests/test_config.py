@@ -231,7 +231,8 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
             "state_dir: state",
             "state_dir: state\nsettle_seconds: 3",
             "acqharvest.yaml:9: settle_seconds: unknown key (allowed: instrument, watch, "
-            "endpoint, state_dir, deidentify, log, workers, rescan_seconds)",
+            "endpoint, state_dir, deidentify, log, workers, rescan_seconds, "
+            "extract_timeout_seconds, extract_memory_mb)",
             id="unknown-top-level-key",
         ),
         pytest.param(
@@ -239,7 +240,8 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
             "  - path: acquisitions\n    settle_second: 3",
             "acqharvest.yaml:5: watch[0].settle_second: unknown key (did you mean "
             "'settle_seconds'? allowed: path, include, exclude, recursive, settle_seconds, "
-            "mode, path_template, group_quiet_seconds, group_timeout_seconds, adapters)",
+            "settle_on_close, blank_head_wait_seconds, mode, path_template, "
+            "group_quiet_seconds, group_timeout_seconds, adapters)",
             id="unknown-nested-key",
         ),
         pytest.param(
@@ -413,8 +415,8 @@ workers: many
         "acqharvest.yaml:5: watch[0].settle_seconds: Input should be a valid number, "
         "unable to parse string as a number",
         "acqharvest.yaml:6: watch[0].colour: unknown key (allowed: path, include, exclude, "
-        "recursive, settle_seconds, mode, path_template, group_quiet_seconds, "
-        "group_timeout_seconds, adapters)",
+        "recursive, settle_seconds, settle_on_close, blank_head_wait_seconds, mode, "
+        "path_template, group_quiet_seconds, group_timeout_seconds, adapters)",
         "acqharvest.yaml:9: endpoint.url: plain http:// to a host other than loopback would "
         "send packages and the token unencrypted; use https:// or set "
         "endpoint.allow_plaintext: true",

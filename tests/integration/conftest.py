@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -9,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,43 @@ def write_slowly(source: bytes, target: Path, *, chunks: int = 4, pause: float =
             time.sleep(pause)
 
 
+def _yaml_options(options: dict[str, Any]) -> str:
+    """More keys for the watch entry (JSON values are YAML), indented to fit."""
+    return "".join(f"    {key}: {json.dumps(value)}\n" for key, value in options.items())
+
+
+def harvested(packages: Iterable[Any]) -> dict[str, list[tuple[int, str, str]]]:
+    """(size, sha256, package_id) of every ``files`` entry of these packages, by path."""
+    found: dict[str, list[tuple[int, str, str]]] = {}
+    for body in packages:
+        for entry in body["files"]:
+            found.setdefault(entry["path"], []).append(
+                (entry["size"], entry["sha256"], body["package_id"])
+            )
+    return found
+
+
+def _endpoint_yaml(url: str, token_file: Path, options: dict[str, Any]) -> str:
+    """The endpoint section: the test defaults, updated by ``options`` (None drops a key)."""
+    settings: dict[str, Any] = {
+        "type": "http",
+        "url": url,
+        "token_file": str(token_file),
+        "timeout_seconds": 5,
+        "max_backoff_seconds": 1,
+    }
+    settings.update(options)
+    return "".join(
+        f"  {key}: {json.dumps(value)}\n" for key, value in settings.items() if value is not None
+    )
+
+
+#: built once: ``jsonschema.validate`` checks the schema itself on every call.
+_PACKAGE_VALIDATOR = jsonschema.validators.validator_for(PACKAGE_SCHEMA)(PACKAGE_SCHEMA)
+
+
 def validate_package(body: Any) -> None:
-    jsonschema.validate(body, PACKAGE_SCHEMA)
+    _PACKAGE_VALIDATOR.validate(body)
 
 
 class Harness:
@@ -79,13 +115,8 @@ watch:
     settle_seconds: {self.settle}
     group_quiet_seconds: {extra.get("group_quiet_seconds", 1.5)}
     path_template: "{{operator}}/{{project}}/**"
-endpoint:
-  type: http
-  url: "{self.endpoint.url}"
-  token_file: {token_file}
-  timeout_seconds: 5
-  max_backoff_seconds: 1
-state_dir: {self.state}
+{_yaml_options(extra.get("watch_options", {}))}endpoint:
+{_endpoint_yaml(self.endpoint.url, token_file, extra.get("endpoint", {}))}state_dir: {self.state}
 workers: {extra.get("workers", 0)}
 rescan_seconds: {extra.get("rescan_seconds", 2)}
 log: {{level: debug, format: json}}
@@ -93,16 +124,43 @@ log: {{level: debug, format: json}}
             encoding="utf-8",
         )
 
-    def start(self) -> None:
+    def start(self, env: dict[str, str] | None = None) -> None:
+        """Start the daemon (with ``env`` added to the environment); wait until it runs."""
         assert self.process is None
+        earlier = self.count_events("daemon_started")
         with self.console.open("ab") as console:
             self.process = subprocess.Popen(
                 [ACQHARVEST, "run", "--config", str(self.config)],
                 stdout=console,
                 stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
             )
-        started = self.wait_log("daemon_started", timeout=30)
+        started = self.wait_log("daemon_started", timeout=30, count=earlier + 1)
         assert started, f"daemon did not start:\n{self.output()}"
+
+    def kill(self) -> None:
+        """SIGKILL the daemon (if still running) and reap it."""
+        assert self.process is not None
+        with contextlib.suppress(ProcessLookupError):
+            self.process.kill()
+        self.process.wait(timeout=30)
+        self.process = None
+
+    def command(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``acqharvest <args> --config <this config>``, output captured."""
+        return subprocess.run(
+            [ACQHARVEST, *args, "--config", str(self.config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    @property
+    def pending_dir(self) -> Path:
+        return self.state / "outbox" / "pending"
+
+    def pending(self) -> list[Path]:
+        return sorted(self.pending_dir.glob("*.json")) if self.pending_dir.is_dir() else []
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         assert self.process is not None
@@ -130,17 +188,39 @@ log: {{level: debug, format: json}}
     def events(self) -> list[dict[str, Any]]:
         if not self.log_file.exists():
             return []
-        return [json.loads(line) for line in self.log_file.read_text().splitlines() if line]
+        parsed = []
+        for line in self.log_file.read_text().splitlines():
+            # a daemon killed with SIGKILL may leave its last line torn
+            with contextlib.suppress(ValueError):
+                parsed.append(json.loads(line))
+        return parsed
+
+    def count_events(self, event: str) -> int:
+        """How often ``event`` was logged (a text count: cheap on a long log)."""
+        if not self.log_file.exists():
+            return 0
+        return self.log_file.read_text(errors="replace").count(f'"event": "{event}"')
 
     def wait_log(self, event: str, timeout: float = 10.0, count: int = 1) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if sum(e.get("event") == event for e in self.events()) >= count:
+            if self.count_events(event) >= count:
                 return True
             if self.process is not None and self.process.poll() is not None:
                 return False
             time.sleep(0.05)
         return False
+
+    def status(self) -> str:
+        """What ``acqharvest status`` prints for this config (stdout and stderr)."""
+        result = subprocess.run(
+            [ACQHARVEST, "status", "--config", str(self.config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        return result.stdout + result.stderr
 
     def output(self) -> str:
         """The console and the JSON log, for assertion messages."""
