@@ -22,6 +22,8 @@ _secrets_lock = threading.Lock()
 MASK = "[redacted]"
 LOG_FILE_BYTES = 10 * 1024 * 1024
 LOG_FILE_BACKUPS = 5
+#: the name our handlers carry, so a second ``configure`` replaces them and nothing else.
+_HANDLER_NAME = "acqharvest"
 
 
 def register_secret(value: str) -> None:
@@ -63,6 +65,10 @@ _SHARED: list[Any] = [
 ]
 
 
+#: records from stdlib loggers (third-party libraries) also say which library logged them.
+_FOREIGN: list[Any] = [structlog.stdlib.add_logger_name, *_SHARED]
+
+
 def configure(
     level: str = "info",
     fmt: str = "auto",
@@ -86,7 +92,7 @@ def configure(
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 console_renderer,
             ],
-            foreign_pre_chain=_SHARED,
+            foreign_pre_chain=_FOREIGN,
         )
     )
     handlers.append(console)
@@ -102,16 +108,19 @@ def configure(
                     structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                     structlog.processors.JSONRenderer(),
                 ],
-                foreign_pre_chain=_SHARED,
+                foreign_pre_chain=_FOREIGN,
             )
         )
         handlers.append(file_handler)
-    root = logging.getLogger("acqharvest")
-    for old in root.handlers:
+    for handler in handlers:
+        handler.set_name(_HANDLER_NAME)
+    ours = logging.getLogger("acqharvest")
+    for old in ours.handlers:
         old.close()
-    root.handlers = handlers
-    root.setLevel(level.upper())
-    root.propagate = False
+    ours.handlers = handlers
+    ours.setLevel(level.upper())
+    ours.propagate = False
+    _route_libraries(handlers, level)
     structlog.configure(
         processors=[
             # first, so a debug event below the level costs one check, not the whole chain
@@ -123,6 +132,39 @@ def configure(
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
     )
+
+
+def _route_libraries(handlers: list[logging.Handler], level: str) -> None:
+    """Give the stdlib root logger our handlers, at warning level or above.
+
+    Libraries such as tifffile and pydicom log through ``logging.getLogger(__name__)``;
+    with no handler on the root their warnings would reach stderr as bare text through
+    ``logging.lastResort``. Through these handlers they become the same structured lines
+    as ours (``logger`` names the library). Handlers other code put on the root stay.
+    """
+    threshold = max(logging.WARNING, logging.getLevelName(level.upper()))
+    for handler in handlers:
+        handler.addFilter(_LibraryThreshold(threshold))
+    root = logging.getLogger()
+    root.handlers = [h for h in root.handlers if h.get_name() != _HANDLER_NAME]
+    root.handlers.extend(handlers)
+    root.setLevel(min(root.level or logging.WARNING, threshold))
+
+
+class _LibraryThreshold(logging.Filter):
+    """Let a library's record through only at ``threshold`` or above.
+
+    A library may set its own logger's level (pydicom does), which the root's level does
+    not override; this filter on our handlers does. Our own records were gated already.
+    """
+
+    def __init__(self, threshold: int) -> None:
+        super().__init__()
+        self.threshold = threshold
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ours = record.name == "acqharvest" or record.name.startswith("acqharvest.")
+        return ours or record.levelno >= self.threshold
 
 
 def get_logger(name: str = "acqharvest") -> Any:

@@ -15,7 +15,10 @@ from acqharvest import logs
 
 @pytest.fixture(autouse=True)
 def _restore_logging():
+    stdlib_root = logging.getLogger()
+    handlers, level = list(stdlib_root.handlers), stdlib_root.level
     yield
+    stdlib_root.handlers, stdlib_root.level = handlers, level
     root = logging.getLogger("acqharvest")
     for handler in root.handlers:
         handler.close()
@@ -40,3 +43,46 @@ def test_registered_secrets_and_secret_keys_are_masked_in_the_file(tmp_path: Pat
     assert "hunter2" not in console.getvalue()
     assert "timestamp" in event
     assert event["level"] == "info"
+
+
+def test_third_party_library_warnings_become_structured_lines(tmp_path: Path) -> None:
+    import tifffile
+
+    console = io.StringIO()
+    log_file = tmp_path / "acqharvest.log"
+    logs.configure("info", "json", log_file, stream=console)
+    cut = tmp_path / "cut.tif"
+    whole = io.BytesIO()
+    tifffile.imwrite(whole, [[1, 2], [3, 4]], dtype="uint8")
+    data = whole.getvalue()
+    first_ifd = int.from_bytes(data[4:8], "little")
+    cut.write_bytes(data[:4] + (len(data) + 100).to_bytes(4, "little") + data[8:first_ifd])
+    with tifffile.TiffFile(cut) as tif:  # tifffile logs "invalid offset to first page"
+        assert len(tif.pages) == 0
+    logging.getLogger("pydicom").info("below warning: not shown")
+
+    lines = console.getvalue().splitlines()
+    events = [json.loads(line) for line in lines]  # every line is JSON: no bare text
+    (event,) = events
+    assert event["logger"] == "tifffile"
+    assert event["level"] == "warning"
+    assert "invalid offset" in event["event"]
+    assert "timestamp" in event
+    assert [json.loads(line)["logger"] for line in log_file.read_text().splitlines()] == [
+        "tifffile"
+    ]
+
+
+def test_a_second_configure_replaces_its_handlers_on_the_root_only(tmp_path: Path) -> None:
+    foreign = logging.NullHandler()
+    logging.getLogger().addHandler(foreign)
+    first, second = io.StringIO(), io.StringIO()
+    logs.configure("info", "json", stream=first)
+    logs.configure("error", "json", stream=second)
+    logging.getLogger("pydicom").warning("below the configured error level")
+    logging.getLogger("pydicom").error("unreadable element")
+
+    assert foreign in logging.getLogger().handlers
+    assert first.getvalue() == ""
+    (line,) = second.getvalue().splitlines()
+    assert json.loads(line)["event"] == "unreadable element"

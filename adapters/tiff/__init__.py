@@ -19,10 +19,11 @@ flavour is in this folder's README.md.
 ``original_metadata`` holds page-0 tags, the OME-XML text, ImageJ metadata and the vendor
 metadata tifffile parses from tags.
 
-Deliberately not read: pixel data (no ``asarray``, no series assembly), pages other than
-the first and last (the last only to detect truncation; the second for an Olympus SIS
-tag), of set members only the first IFD's description, binary and offset tags, and tags
-over 1 KiB of array data. XML with a DOCTYPE is refused (``safexml``).
+Deliberately not read: pixel data (no ``asarray``, no series assembly), metadata of
+pages other than the first (the second for an Olympus SIS tag; every IFD is walked for
+the truncation check in ``extent``), of set members only the first IFD's description and
+Software tag, binary and offset tags, and tags over 1 KiB of array data. XML with a
+DOCTYPE is refused (``safexml``).
 
 Proved by ``ome-tiff/*/*.ome.tif*`` and every file under ``tiff-vendor/`` in the corpus,
 notably ``tiff-vendor/zeiss-lsm/test.lsm`` (voxel size), the ImageJ stack in

@@ -37,6 +37,9 @@ def read_companion(draft: Draft, reader: Reader) -> AdapterOutput:
         raise AdapterError(path, f"not OME-XML: the root element is {local(root.tag)}")
     metadata, summary, notes = ome.normalized(root)
     listing, set_notes = report(draft, reader, root, metadata)
+    software = _writer_software(draft, reader)
+    if software and "software" not in metadata.get("instrument_reported", {}):
+        metadata.setdefault("instrument_reported", {})["software"] = software
     text = data.decode("utf-8", errors="replace")
     return AdapterOutput(
         format="OME-TIFF",
@@ -96,6 +99,22 @@ def _check_member(member: Path, metadata_file: Path, reader: Reader) -> list[str
     if links.metadata_file != expected:
         return [f"{member.name}: BinaryOnly names {links.metadata_file}, not {expected}"]
     return []
+
+
+def _writer_software(draft: Draft, reader: Reader) -> str | None:
+    """The Software tag of the set's first TIFF: OME-XML has no element for the writer."""
+    import tifffile  # loaded on use, as in the TIFF reader
+
+    for member in draft.members:
+        if member == draft.primary:
+            continue
+        try:
+            with reader.open(member) as handle, tifffile.TiffFile(handle, name=member.name) as tif:
+                value = tif.pages.first.tags.valueof(305)  # Software
+        except Exception:  # noqa: BLE001 - a broken member is reported by _check_member
+            return None
+        return value.strip("\x00 ").strip() or None if isinstance(value, str) else None
+    return None
 
 
 def _relative(path: Path, folder: Path) -> str:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import struct
 import warnings
-from pathlib import Path
 from typing import Any
 
 import tifffile
@@ -14,6 +12,7 @@ from tifffile.tifffile import svs_description_metadata
 
 from acqharvest.adapter_api import AdapterError, AdapterOutput, Draft, Reader
 from acqharvest.adapters.tiff import FLAVOURS, ome, omeset, vendors
+from acqharvest.adapters.tiff.extent import check_extents
 from acqharvest.adapters.tiff.omeset import OME_XML_CAP
 from acqharvest.adapters.tiff.safexml import MAX_BYTES, XmlBroken, XmlRefused
 from acqharvest.adapters.tiff.values import jsonable, tag_value
@@ -30,8 +29,10 @@ def read_tiff(draft: Draft, reader: Reader) -> AdapterOutput:
                 handle.seek(0)
                 if size == 0:
                     raise AdapterError(path, "empty file")
+                check_extents(path, handle, size)
+                handle.seek(0)
                 with tifffile.TiffFile(handle, name=path.name) as tif:
-                    output = _read(draft, reader, tif, size)
+                    output = _read(draft, reader, tif)
         except AdapterError:
             raise
         except Exception as exc:  # tifffile raises many unrelated types on bad input
@@ -46,16 +47,9 @@ def read_tiff(draft: Draft, reader: Reader) -> AdapterOutput:
     )
 
 
-def _read(draft: Draft, reader: Reader, tif: tifffile.TiffFile, size: int) -> AdapterOutput:
-    path = draft.primary
+def _read(draft: Draft, reader: Reader, tif: tifffile.TiffFile) -> AdapterOutput:
     page = tif.pages.first
     frames = len(tif.pages)
-    _check_extent(path, page, size)
-    _check_ifd(path, tif, page, size)
-    last = tif.pages[-1] if frames > 1 else page
-    if isinstance(last, tifffile.TiffPage) and last is not page:
-        _check_extent(path, last, size)
-        _check_ifd(path, tif, last, size)
     flags = tif.flags
     notes: list[str] = []
     meta: dict[str, Any] = {}
@@ -147,48 +141,6 @@ def _merge(meta: dict[str, Any], found: dict[str, Any]) -> None:
                 del meta[key]
         elif value not in (None, "", []):
             meta.setdefault(key, value)
-
-
-def _check_extent(path: Path, page: Any, size: int) -> None:
-    """Pixel data the tags point to must lie inside the file (tags only; nothing is read)."""
-    offsets = page.dataoffsets
-    counts = page.databytecounts
-    ends = [o + c for o, c in zip(offsets, counts, strict=False) if o and c]
-    if ends and max(ends) > size:
-        raise AdapterError(path, f"truncated: image data runs to byte {max(ends)}, file has {size}")
-
-
-_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
-_TYPE_SIZES.update({16: 8, 17: 8, 18: 8})
-
-
-def _check_ifd(path: Path, tif: tifffile.TiffFile, page: tifffile.TiffPage, size: int) -> None:
-    """Every tag value and the next-IFD link of ``page`` must lie inside the file.
-
-    tifffile skips tags whose values lie past the end of the file, and stops the page
-    list at an IFD it cannot reach, so a cut-short file would otherwise read as valid.
-    """
-    layout = tif.tiff
-    handle = tif.filehandle
-    handle.seek(page.offset)
-    (count,) = struct.unpack(layout.tagnoformat, handle.read(layout.tagnosize))
-    entries = handle.read(count * layout.tagsize + layout.offsetsize)
-    if len(entries) < count * layout.tagsize + layout.offsetsize:
-        raise AdapterError(path, f"truncated: IFD at byte {page.offset} is cut short")
-    parsed = {tag.code for tag in page.tags.values()}
-    for index in range(count):
-        code, dtype, number, value = struct.unpack_from(
-            layout.tagheaderformat, entries, index * layout.tagsize
-        )
-        length = number * _TYPE_SIZES.get(dtype, 0)
-        # only tags tifffile dropped are suspects; it reads quirky vendor offsets (NDPI) itself
-        if code not in parsed and length > layout.tagoffsetthreshold:
-            (offset,) = struct.unpack(layout.offsetformat, value)
-            if offset + length > size:
-                raise AdapterError(path, f"truncated: a tag value runs past byte {size}")
-    (following,) = struct.unpack_from(layout.offsetformat, entries, count * layout.tagsize)
-    if following >= size:
-        raise AdapterError(path, f"truncated: next IFD at byte {following}, file has {size}")
 
 
 def _tags(page: tifffile.TiffPage) -> dict[str, Any]:

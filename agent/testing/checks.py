@@ -6,8 +6,9 @@ failing check says everything that is wrong at once.
 
 from __future__ import annotations
 
+import importlib
+import os
 import re
-import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, get_args
@@ -18,6 +19,7 @@ from acqharvest.adapter_api import (
     Adapter,
     AdapterInfo,
     AdapterOutput,
+    Claim,
     FileProbe,
     Stability,
 )
@@ -46,7 +48,8 @@ def probe_of(path: Path) -> FileProbe:
 
 def package_dir(adapter: Adapter) -> Path:
     """The folder of the module that defines the adapter's class."""
-    module = sys.modules[type(adapter).__module__]
+    # imported, not looked up in sys.modules: a test runner may have unloaded it since
+    module = importlib.import_module(type(adapter).__module__)
     if module.__file__ is None:
         raise LookupError(f"{type(adapter).__module__} has no file; set cases_dir")
     return Path(module.__file__).resolve().parent
@@ -62,6 +65,36 @@ def resolve_samples(adapter: Adapter, roots: Iterable[Path]) -> list[Path]:
                 found.append(root / rel)
                 break
     return found
+
+
+def drafted_order(claims: Mapping[Path, Claim]) -> list[Path]:
+    """The files of one group in the order the agent drafts them: the primary first.
+
+    The agent elects as primary the first file, by path, whose claim says ``primary``, and
+    lists the others after it by path; a group without one takes its first file by path.
+    """
+    return sorted(claims, key=lambda path: (claims[path].role != "primary", path))
+
+
+def grouping_problems(claims: Mapping[Path, Claim]) -> list[str]:
+    """How a case's file list (``claims`` in case order) differs from the agent's draft."""
+    listed = list(claims)
+    drafted = drafted_order(claims)
+    problems = []
+    if listed[0] != drafted[0]:
+        problems.append(
+            f"the case lists {listed[0].name} first, but the claims elect {drafted[0].name} "
+            f"as primary (role {claims[drafted[0]].role!r}): list it first"
+        )
+    for path, claim in claims.items():
+        listed_here = {Path(os.path.relpath(other, path.parent)).as_posix() for other in listed}
+        missing = sorted(set(claim.expects) - listed_here)
+        if missing:
+            problems.append(
+                f"{path.name} expects {missing}, which the case does not list: the agent "
+                "would wait for them; add them to the case"
+            )
+    return problems
 
 
 def info_problems(info: AdapterInfo, entry_point: str | None) -> list[str]:

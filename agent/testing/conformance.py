@@ -17,7 +17,10 @@ its own test method, parametrised over the cases, so a failure names the check a
 ``test_fields``               every emitted key is declared; values have the declared type
 ``test_deterministic``        two extractions give the same output
 ``test_read_only``            no file in the input folders changes and no handle stays open
-``test_claims_own_files``     ``claim`` returns a Claim for every file of the case, one group
+``test_claims_own_files``     ``claim`` returns a Claim for every file of the case, one group,
+                              and the case lists the files as the agent would draft them:
+                              the primary its claims elect first, every file the claims
+                              ``expect`` present (members and companion files included)
 ``test_not_outbid``           no other installed adapter claims the case's files with equal
                               or higher confidence
 ``test_leaves_others_alone``  ``claim`` is None for every other adapter's ``info.samples``
@@ -219,6 +222,10 @@ class AdapterConformance:
         assert not unclaimed, "not claimed: " + ", ".join(unclaimed)
         keys = {claim.group_key for claim in claims.values() if claim is not None}
         assert len(keys) == 1, f"the case's files fall into several groups: {sorted(keys)}"
+        problems = checks.grouping_problems(
+            {path: claim for path, claim in claims.items() if isinstance(claim, Claim)}
+        )
+        assert not problems, "\n".join(problems)
 
     def test_not_outbid(self, case: golden.Case) -> None:
         own_adapter = self.the_adapter()

@@ -9,6 +9,7 @@ import hashlib
 import os
 import sys
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,28 +98,29 @@ def open_files_supported() -> bool:
     return True
 
 
-def open_files() -> set[str]:
-    """Paths of the regular files this process holds open right now.
+def open_files() -> Counter[str]:
+    """Paths of the regular files this process holds open right now, with how many handles.
 
+    Counted, not a set: a handle an earlier call leaked must not hide the next one.
     Reads ``/proc/self/fd`` on Linux and uses psutil elsewhere (when installed).
     """
     if sys.platform.startswith("linux") and Path("/proc/self/fd").is_dir():
-        paths = set()
+        paths: Counter[str] = Counter()
         for entry in os.scandir("/proc/self/fd"):
             try:
                 target = os.readlink(entry.path)
             except OSError:
                 continue  # closed between listing and reading: not open any more
             if target.startswith("/"):
-                paths.add(target)
+                paths[target] += 1
         return paths
     import psutil  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
-    return {str(item.path) for item in psutil.Process().open_files()}
+    return Counter(str(item.path) for item in psutil.Process().open_files())
 
 
-def handles_left_on(paths: Iterable[Path], before: set[str]) -> list[str]:
-    """Which of ``paths`` are open now and were not open in the ``before`` listing."""
+def handles_left_on(paths: Iterable[Path], before: Counter[str]) -> list[str]:
+    """Which of ``paths`` have more handles open now than in the ``before`` count."""
     now = open_files() - before
     wanted = {str(path.resolve()) for path in paths} | {str(path) for path in paths}
-    return sorted(now & wanted)
+    return sorted(set(now) & wanted)

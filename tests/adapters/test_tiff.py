@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from acqharvest.adapter_api import HEAD_BYTES, AdapterError, Draft, FileProbe
@@ -254,3 +256,43 @@ def test_zero_byte_and_foreign_files(corpus, tmp_path):
     dicom = corpus / "dicom/ct/CT_JPEG70.dcm"
     with pytest.raises(AdapterError):
         adapter.extract(Draft("tiff:x", dicom, (dicom,)), reader)
+
+
+def _five_pages(tmp_path: Path) -> tuple[Path, bytes, Any]:
+    import tifffile
+
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, np.arange(5 * 16 * 16, dtype=np.uint16).reshape(5, 16, 16))
+    with tifffile.TiffFile(path) as tif:
+        middle = tif.pages[2]
+        strips = middle.tags["StripOffsets"]
+        layout = (strips.valueoffset, middle.dataoffsets[0], middle.offset)
+    return path, path.read_bytes(), layout
+
+
+def test_every_page_of_the_chain_is_bounds_checked(tmp_path):
+    path, data, (strip_value_at, _, _) = _five_pages(tmp_path)
+    lie = data[:strip_value_at] + struct.pack("<I", len(data) + 10) + data[strip_value_at + 4 :]
+    path.write_bytes(lie)  # page 2 of 5: neither the first nor the last page
+    with pytest.raises(AdapterError, match="truncated: image data") as raised:
+        TiffAdapter().extract(Draft("tiff:x", path, (path,)), FileReader())
+    assert raised.value.path == path
+
+
+def test_a_copy_cut_inside_a_middle_page_is_truncated(tmp_path):
+    path, data, (_, data_at, _) = _five_pages(tmp_path)
+    path.write_bytes(data[: data_at + 10])
+    with pytest.raises(AdapterError, match="truncated"):
+        TiffAdapter().extract(Draft("tiff:x", path, (path,)), FileReader())
+
+
+def test_olympus_sis_records_past_the_end_are_truncation(corpus, tmp_path):
+    data = (corpus / "tiff-vendor/olympus-sis/olympus_SIS.tif").read_bytes()
+    sis = data.index(b"SIS0")
+    calibration = sis + 60 + 4  # the first record of the table: (type 1, 1, offset)
+    assert struct.unpack_from("<hhI", data, sis + 60)[0] == 1
+    lie = data[:calibration] + struct.pack("<I", len(data) - 20) + data[calibration + 4 :]
+    path = tmp_path / "sis.tif"
+    path.write_bytes(lie)
+    with pytest.raises(AdapterError, match="Olympus SIS record 0"):
+        TiffAdapter().extract(Draft("tiff:x", path, (path,)), FileReader())

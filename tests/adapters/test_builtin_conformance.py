@@ -1,0 +1,200 @@
+"""The conformance kit over the built-in adapters and every relevant corpus file.
+
+One ``AdapterConformance`` subclass per built-in entry point, reading the golden cases in
+``adapters/<name>/cases/`` against the corpus, with format-specific lies: a DICOM element
+or pixel data length past the end of the file; a TIFF IFD offset, tag count or strip
+offset past the end of the file. Regenerate the goldens with
+``pytest tests/adapters/test_builtin_conformance.py --acqharvest-regenerate``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import io
+import struct
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import ClassVar
+
+import tifffile
+from pydicom.dataelem import RawDataElement
+from pydicom.filereader import _read_file_meta_info, data_element_generator, read_preamble
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
+
+from acqharvest.registry import GROUP
+from acqharvest.testing import AdapterConformance
+from tests.conftest import CORPUS, REPO
+
+BUILTINS = ("dicom", "tiff")
+#: a length no file in the corpus reaches, yet not DICOM's "undefined length" marker.
+PAST_EOF = 0x7FFFFFF0
+PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+
+
+def test_every_builtin_entry_point_has_a_conformance_class() -> None:
+    names = {ep.name for ep in importlib.metadata.entry_points(group=GROUP)}
+    assert set(BUILTINS) <= names
+    tested = {cls.entry_point for cls in (TestDicomConformance, TestTiffConformance)}
+    assert tested == set(BUILTINS)
+    for name in BUILTINS:
+        assert list((REPO / "adapters" / name / "cases").glob("*.yaml")), name
+
+
+class _Builtin(AdapterConformance):
+    samples_root: ClassVar[Path | None] = CORPUS
+    corpus_root: ClassVar[Path | None] = CORPUS
+
+
+class TestDicomConformance(_Builtin):
+    entry_point = "dicom"
+    cases_dir = REPO / "adapters" / "dicom" / "cases"
+
+    def truncations(self, data: bytes) -> dict[str, int]:
+        cuts = super().truncations(data)
+        elements = list(_dicom_elements(data))
+        if len(elements) > 2:  # inside the data set, well before any pixel data
+            cuts["inside the data set"] = elements[len(elements) // 2][1]
+        return cuts
+
+    def wrong_magic(self, data: bytes) -> bytes:
+        if data[128:132] == b"DICM":
+            return data[:128] + b"NOPE" + data[132:]
+        return super().wrong_magic(data)  # no preamble: the first elements are the magic
+
+    def header_lies(self, data: bytes) -> Iterator[tuple[str, bytes]]:
+        elements = list(_dicom_elements(data))
+        header = [e for e in elements if 0x0008 <= e[0] >> 16 < 0x7FE0 and e[3] != 0xFFFFFFFF]
+        long_field = next((e for e in header if e[2] == 4), None)
+        # a 2-byte length only reaches past the end of a small file
+        short_field = next((e for e in header if e[1] + 0xFFFF > len(data)), None)
+        for tag, tell, field_size, _ in filter(None, (long_field or short_field,)):
+            lie = struct.pack("<I", PAST_EOF) if field_size == 4 else b"\xff\xff"
+            yield f"element {_tag(tag)} length past EOF", _patch(data, tell - field_size, lie)
+        pixels = next((e for e in elements if e[0] in PIXEL_TAGS), None)
+        if pixels is None:
+            return
+        tag, tell, _, length = pixels
+        yield f"{_tag(tag)} length past EOF", _patch(data, tell - 4, struct.pack("<I", PAST_EOF))
+        if length == 0xFFFFFFFF:  # encapsulated: the first item (the offset table) lies too
+            yield (
+                "first pixel data item length past EOF",
+                _patch(data, tell + 4, struct.pack("<I", PAST_EOF)),
+            )
+
+
+class TestTiffConformance(_Builtin):
+    entry_point = "tiff"
+    cases_dir = REPO / "adapters" / "tiff" / "cases"
+
+    def truncations(self, data: bytes) -> dict[str, int]:
+        """The default cuts, made inside the bytes the TIFF structures declare.
+
+        A vendor may append a block no TIFF structure points to (the Olympus SIS sample
+        ends in 60 KB of an undocumented property stream after its last IFD); a headers-only
+        reader cannot tell such a tail is missing, so cuts are measured on the declared part.
+        A companion ``.ome`` file (XML) gets the default cuts.
+        """
+        if not _is_tiff(data):
+            return super().truncations(data)
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            first_ifd = tif.pages.first.offset
+            declared = _tiff_declared_end(tif)
+        cuts = super().truncations(data[:declared])
+        return {**cuts, "inside the first IFD": first_ifd + 6}
+
+    def header_lies(self, data: bytes) -> Iterator[tuple[str, bytes]]:
+        if not _is_tiff(data):
+            return
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            layout, page = tif.tiff, tif.pages.first
+            order = layout.byteorder
+            first_ifd = 8 if layout.version == 43 else 4
+            yield (
+                "first IFD offset past EOF",
+                _patch(data, first_ifd, struct.pack(layout.offsetformat, len(data) + 4096)),
+            )
+            count_at = layout.tagsize - layout.offsetsize * 2  # code + type, then the count
+            for tag in page.tags.values():
+                if tag.valueoffset != tag.offset + count_at + layout.offsetsize:
+                    yield (
+                        f"{tag.name} count past EOF",
+                        _patch(
+                            data,
+                            tag.offset + count_at,
+                            struct.pack(order + layout.offsetformat[1], len(data)),
+                        ),
+                    )
+                    break
+            strips = page.tags.get("StripOffsets") or page.tags.get("TileOffsets")
+            if strips is not None and strips.dtype in (4, 16):
+                fmt = order + ("I" if strips.dtype == 4 else "Q")
+                yield (
+                    f"first {strips.name} value past EOF",
+                    _patch(data, strips.valueoffset, struct.pack(fmt, len(data) + 4096)),
+                )
+
+
+def _is_tiff(data: bytes) -> bool:
+    return data[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+
+
+def _tiff_declared_end(tif: tifffile.TiffFile) -> int:
+    """The end of the furthest IFD, tag value or strip/tile that tifffile finds."""
+    ends = [8]
+    for page in tif.pages:
+        if not isinstance(page, tifffile.TiffPage):
+            continue
+        layout = tif.tiff
+        ends.append(
+            page.offset + layout.tagnosize + len(page.tags) * layout.tagsize + layout.offsetsize
+        )
+        for tag in page.tags.values():
+            if tag.valuebytecount > layout.tagoffsetthreshold:
+                ends.append(tag.valueoffset + tag.valuebytecount)
+        ends += [o + c for o, c in zip(page.dataoffsets, page.databytecounts, strict=False) if c]
+    return max(ends)
+
+
+def _tag(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def _patch(data: bytes, offset: int, replacement: bytes) -> bytes:
+    return data[:offset] + replacement + data[offset + len(replacement) :]
+
+
+def _dicom_elements(data: bytes) -> Iterable[tuple[int, int, int, int]]:
+    """(tag, value offset, size of the length field, length) of each top-level element.
+
+    Covers little-endian, non-deflated data sets with or without preamble and file meta;
+    yields nothing for the others (their lies would need re-encoding).
+    """
+    handle = io.BytesIO(data)
+    read_preamble(handle, force=True)
+    meta = _read_file_meta_info(handle)
+    syntax = meta.get("TransferSyntaxUID")
+    if syntax in (DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian):
+        return
+    start = handle.tell()
+    implicit = syntax == ImplicitVRLittleEndian or (
+        syntax is None and not data[start + 4 : start + 6].isalpha()
+    )
+    for raw in data_element_generator(handle, implicit, True, defer_size=256):
+        if not isinstance(raw, RawDataElement):
+            continue
+        long_length = implicit or raw.VR in {
+            "OB",
+            "OD",
+            "OF",
+            "OL",
+            "OV",
+            "OW",
+            "SQ",
+            "UC",
+            "UN",
+            "UR",
+            "UT",
+            "SV",
+            "UV",
+        }
+        yield int(raw.tag), raw.value_tell, 4 if long_length else 2, raw.length
