@@ -183,6 +183,17 @@ def test_readme_documents_every_top_level_config_key_and_command() -> None:
         assert f"`acqharvest {command}" in readme, f"README's command table lacks {command}"
 
 
+def test_every_test_the_guarantees_name_exists() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Guarantees", 1)[1].split("\n## ", 1)[0]
+    named = re.findall(r"`(tests/[\w/]+\.py)(?:::(\w+))?`", section)
+    assert len(named) >= 20, "the Guarantees table should name the tests that prove it"
+    for path, name in named:
+        source = (REPO / path).read_text(encoding="utf-8")
+        if name:
+            assert re.search(rf"^def {name}\(", source, re.M), f"{path} has no test {name}"
+
+
 def test_every_builtin_adapter_has_a_readme_with_the_required_sections() -> None:
     for folder in sorted((REPO / "adapters").iterdir()):
         if not (folder / "__init__.py").is_file():
