@@ -47,6 +47,17 @@ def package(package_id: str) -> Package:
     return Package(package_id, f"key-{package_id}", {"package_id": package_id, "n": 1})
 
 
+def send_once(
+    settings: EndpointSettings, token: str | None, package_id: str, body: bytes
+) -> Receipt:
+    """One send through a sender of its own, closed afterwards."""
+    http = HttpSender(settings, token)
+    try:
+        return http.send(package_id, body)
+    finally:
+        http.close()
+
+
 @pytest.fixture
 def sender(endpoint: LoopbackEndpoint) -> Iterator[HttpSender]:
     http = HttpSender(http_settings(endpoint.url, timeout_seconds=10.0), TOKEN)
@@ -95,11 +106,7 @@ def test_connection_is_kept_alive(endpoint: LoopbackEndpoint, sender: HttpSender
 
 
 def test_no_token_means_no_authorization_header(endpoint: LoopbackEndpoint) -> None:
-    http = HttpSender(http_settings(endpoint.url), None)
-    try:
-        assert http.send("a", b"{}").outcome == "confirmed"
-    finally:
-        http.close()
+    assert send_once(http_settings(endpoint.url), None, "a", b"{}").outcome == "confirmed"
     assert "authorization" not in endpoint.received[0].headers
 
 
@@ -182,11 +189,7 @@ def test_connection_refused_retries(endpoint: LoopbackEndpoint, sender: HttpSend
 
 def test_timeout_retries(endpoint: LoopbackEndpoint) -> None:
     endpoint.behave("slow", seconds=30)
-    http = HttpSender(http_settings(endpoint.url, timeout_seconds=0.2), TOKEN)
-    try:
-        receipt = http.send("a", b"{}")
-    finally:
-        http.close()
+    receipt = send_once(http_settings(endpoint.url, timeout_seconds=0.2), TOKEN, "a", b"{}")
     assert receipt.outcome == "retry"
     assert "timed out after 0.2s" in receipt.detail
 
@@ -230,20 +233,15 @@ def test_tls_with_ca_bundle_confirms(
 ) -> None:
     bundle = tmp_path / "ca.pem"
     tls_ca.cert_pem.write_to_path(str(bundle))
-    http = HttpSender(http_settings(tls_endpoint.url, ca_bundle=bundle), TOKEN)
-    try:
-        assert http.send("a", b"{}").outcome == "confirmed"
-    finally:
-        http.close()
+    assert (
+        send_once(http_settings(tls_endpoint.url, ca_bundle=bundle), TOKEN, "a", b"{}").outcome
+        == "confirmed"
+    )
     assert set(tls_endpoint.unique) == {"a"}
 
 
 def test_tls_with_an_unknown_ca_says_verification_failed(tls_endpoint: LoopbackEndpoint) -> None:
-    http = HttpSender(http_settings(tls_endpoint.url), TOKEN)
-    try:
-        receipt = http.send("a", b"{}")
-    finally:
-        http.close()
+    receipt = send_once(http_settings(tls_endpoint.url), TOKEN, "a", b"{}")
     assert receipt.outcome == "retry"
     assert "certificate verification failed" in receipt.detail
     assert tls_endpoint.received == []
@@ -257,11 +255,7 @@ def test_tls_with_a_certificate_for_another_host_says_so(
     bundle = tmp_path / "ca.pem"
     tls_ca.cert_pem.write_to_path(str(bundle))
     with LoopbackEndpoint(ssl_context=context) as server:
-        http = HttpSender(http_settings(server.url, ca_bundle=bundle), TOKEN)
-        try:
-            receipt = http.send("a", b"{}")
-        finally:
-            http.close()
+        receipt = send_once(http_settings(server.url, ca_bundle=bundle), TOKEN, "a", b"{}")
         assert server.received == []
     assert receipt.outcome == "retry"
     assert "not issued for localhost" in receipt.detail
@@ -378,11 +372,12 @@ def test_client_key_readable_by_others_warns(tls_ca: trustme.CA, tmp_path: Path)
 
 def test_https_to_a_plain_http_server_sends_nothing_in_clear(tmp_path: Path) -> None:
     with RawListener() as listener:
-        http = HttpSender(http_settings(f"https://localhost:{listener.port}/ingest"), TOKEN)
-        try:
-            receipt = http.send("pkg-in-clear", b'{"package_id":"pkg-in-clear"}')
-        finally:
-            http.close()
+        receipt = send_once(
+            http_settings(f"https://localhost:{listener.port}/ingest"),
+            TOKEN,
+            "pkg-in-clear",
+            b'{"package_id":"pkg-in-clear"}',
+        )
     assert receipt.outcome == "retry"
     assert "does not answer in TLS" in receipt.detail
     assert listener.received, "the client should have tried a TLS handshake"

@@ -4,7 +4,6 @@ of ours, a daemon subprocess, and a loopback HTTP endpoint."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import shutil
 import signal
@@ -16,7 +15,6 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.uid import generate_uid
 
 from tests.endpoint import LoopbackEndpoint
 from tests.helpers import wait_until
@@ -28,27 +26,12 @@ from tests.integration.conftest import (
     validate_package,
     write_slowly,
 )
+from tests.simulator import dicom_series
 
 pytestmark = pytest.mark.integration
 
 MR = "dicom/mr-siemens/MR-SIEMENS-DICOM-WithOverlays.dcm"
 OME = "ome-tiff/single-file/multi-channel.ome.tif"
-
-
-def series_instances(corpus: Path, count: int) -> list[bytes]:
-    """``count`` distinct instances of one series, made from a real scanner file."""
-    dataset = pydicom.dcmread(corpus / MR)
-    series_uid = generate_uid()
-    instances = []
-    for number in range(1, count + 1):
-        dataset.SeriesInstanceUID = series_uid
-        dataset.SOPInstanceUID = generate_uid()
-        dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
-        dataset.InstanceNumber = number
-        buffer = io.BytesIO()
-        dataset.save_as(buffer, enforce_file_format=True)
-        instances.append(buffer.getvalue())
-    return instances
 
 
 def test_slow_write_gives_one_complete_package(harness: Harness, corpus: Path) -> None:
@@ -79,7 +62,7 @@ def test_slow_write_gives_one_complete_package(harness: Harness, corpus: Path) -
 
 
 def test_dicom_series_written_file_by_file_is_one_package(harness: Harness, corpus: Path) -> None:
-    instances = series_instances(corpus, 4)
+    instances = dicom_series(corpus / MR, 4)
     folder = harness.watch / "bob" / "mri"
     folder.mkdir(parents=True)
     harness.start()
@@ -118,7 +101,7 @@ def test_frequent_rescans_do_not_keep_a_series_from_going_quiet(
     harness: Harness, corpus: Path
 ) -> None:
     harness.write_config(harness.tmp / "token", rescan_seconds=0.3, group_quiet_seconds=2)
-    for number, data in enumerate(series_instances(corpus, 3), start=1):
+    for number, data in enumerate(dicom_series(corpus / MR, 3), start=1):
         (harness.watch / f"IM{number}").write_bytes(data)
     harness.start()
     assert harness.endpoint.wait_for(1, timeout=30), harness.output()
