@@ -13,13 +13,14 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from acqharvest.testing import AdapterConformance
+from acqharvest.testing import AdapterConformance, golden
 from tests.adapters import test_builtin_conformance as builtin
 from tests.endpoint import LoopbackEndpoint
 from tests.helpers import wait_until
 
 ACQHARVEST = str(Path(sys.executable).parent / "acqharvest")
-PACKAGE_SCHEMA = Path(__file__).resolve().parents[1] / "config" / "package.schema.json"
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE_SCHEMA = REPO / "config" / "package.schema.json"
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -230,3 +231,49 @@ def test_extract_gives_one_error_line_per_bad_variant(
         assert lines[0].startswith("error: "), name
         assert Path(rel).name in lines[0], name
         assert "Traceback" not in result.stderr
+
+
+#: what the agent's default de-identification changes in a DICOM package (UIDs replaced;
+#: names, dates and descriptions removed), so these fields cannot equal the adapter's golden.
+DEIDENTIFIED = {
+    "study_uid",
+    "series_uid",
+    "operator",
+    "acquired",
+    "series_description",
+    "protocol_name",
+}
+
+
+def test_extract_json_over_the_corpus_agrees_with_every_golden(corpus: Path) -> None:
+    folders = ("dicom", "ome-tiff", "tiff-vendor")
+    result = run("extract", "--json", *(str(corpus / folder) for folder in folders))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    package_of = {}
+    for line in result.stdout.splitlines():
+        package = json.loads(line)
+        for file in package["files"]:
+            package_of[file["path"]] = package
+    cases = [
+        (case, golden.read_expected(case))
+        for adapter in ("dicom", "tiff")
+        for case in golden.load_cases(REPO / "adapters" / adapter / "cases")
+    ]
+    assert set(package_of) == {path for case, _ in cases for path in case.files}
+    for case, expected in cases:
+        assert expected is not None, f"{case.name} has no golden"
+        package = package_of[case.files[0]]
+        files = {file["path"] for file in package["files"]}
+        # Corpus files of one DICOM series (the same scan in two transfer syntaxes) are one
+        # acquisition to the daemon, read from its first file, and one case each to the kit.
+        series = files != set(case.files)
+        assert not series or expected["format"] == "DICOM", case.name
+        assert package["acquisition"]["format"] == expected["format"], case.name
+        if package["files"][0]["path"] != case.files[0]:
+            continue
+        for key, value in expected["metadata"].items():
+            if expected["format"] == "DICOM" and key in DEIDENTIFIED:
+                assert package["metadata"].get(key) != value, f"{case.name}: {key} kept"
+            elif not (series and key == "instances"):
+                assert package["metadata"].get(key) == value, f"{case.name}: {key}"
