@@ -4,19 +4,56 @@ On Windows, CPython's ``open()`` does not share delete access, so while we hold 
 the acquisition software could not rename or delete its own file. There we open through
 ``CreateFileW`` with ``FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE``. Files are
 read in bounded chunks and never memory-mapped.
+
+Only the regular file that settled is read. Between the settle stage's last look and a
+worker's open, the path may be swapped for a symbolic link (to a file outside the watch
+folder, to a device) or for a FIFO. So an open never follows a link at the last path
+component (``O_NOFOLLOW``; on Windows ``FILE_FLAG_OPEN_REPARSE_POINT`` opens the link
+itself), never waits for a FIFO's writer (``O_NONBLOCK``), and the handle is checked with
+``fstat`` before a byte is read: it must be a regular file and, when the reader was given
+the identity the file settled with (``file_id``, ``device:inode:ctime_ns`` as in
+``acqharvest.watch``), have that device and inode. Anything else raises ``NotSettledFile``
+naming the path and what is there now; the reader also keeps it in ``refused``, so a caller
+learns of it even when an adapter swallowed the error.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
 CHUNK = 1 << 20
+
+
+class NotSettledFile(OSError):
+    """The path no longer leads to the regular file that settled there: refused, not read."""
+
+    def __init__(self, path: Path, what: str, *, replaced: bool = False) -> None:
+        super().__init__(f"{path}: refused, not read: {what}")
+        self.path = path
+        #: another regular file has the name now: it may be harvested once it settles
+        self.replaced = replaced
+
+
+def _refusal(path: Path, st: os.stat_result, file_id: str | None) -> NotSettledFile | None:
+    """Why the opened handle is not the file to read, or None when it is."""
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(st.st_mode) else "not a regular file"
+        return NotSettledFile(path, f"it is {kind} now")
+    if file_id is not None and file_id.split(":")[:2] != [str(st.st_dev), str(st.st_ino)]:
+        return NotSettledFile(
+            path,
+            "another file replaced the one that settled (its device or inode differ)",
+            replaced=True,
+        )
+    return None
 
 
 if sys.platform == "win32":
@@ -28,6 +65,9 @@ if sys.platform == "win32":
     _SHARE_ALL = 0x1 | 0x2 | 0x4  # FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE
     _OPEN_EXISTING = 3
     _FILE_ATTRIBUTE_NORMAL = 0x80
+    # Open a symbolic link or junction itself, not its target: fstat then sees no regular
+    # file with the settled identity and the read is refused.
+    _FILE_FLAG_OPEN_REPARSE_POINT = 0x00200000
     _INVALID_HANDLE = wintypes.HANDLE(-1).value
 
     _kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
@@ -49,7 +89,7 @@ if sys.platform == "win32":
             _SHARE_ALL,
             None,
             _OPEN_EXISTING,
-            _FILE_ATTRIBUTE_NORMAL,
+            _FILE_ATTRIBUTE_NORMAL | _FILE_FLAG_OPEN_REPARSE_POINT,
             None,
         )
         if handle == _INVALID_HANDLE:
@@ -58,16 +98,30 @@ if sys.platform == "win32":
         return msvcrt.open_osfhandle(handle, os.O_RDONLY | os.O_BINARY)
 
 else:
+    _FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
 
     def _open_fd(path: Path) -> int:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return os.open(path, _FLAGS)
+        except OSError as error:
+            # ELOOP on Linux and macOS, EMLINK on FreeBSD: the last component is a link.
+            if error.errno in (errno.ELOOP, errno.EMLINK) and os.path.islink(path):
+                raise NotSettledFile(path, "it is a symbolic link, never followed") from error
+            raise
 
 
 class FileReader:
-    """The agent's :class:`acqharvest.adapter_api.Reader`: read-only, counts bytes read."""
+    """The agent's :class:`acqharvest.adapter_api.Reader`: read-only, counts bytes read.
 
-    def __init__(self) -> None:
+    ``identities`` maps paths to the ``file_id`` they settled with; such a path is read
+    only while it still names that file (its device and inode).
+    """
+
+    def __init__(self, identities: Mapping[Path, str] | None = None) -> None:
         self.bytes_read = 0
+        self._identities = identities or {}
+        #: the first open this reader refused, if any
+        self.refused: NotSettledFile | None = None
 
     @contextmanager
     def open(self, path: Path) -> Iterator[BinaryIO]:
@@ -76,11 +130,30 @@ class FileReader:
 
     @contextmanager
     def _counting(self, path: Path) -> Iterator[_CountingFile]:
-        handle = os.fdopen(_open_fd(path), "rb", buffering=64 * 1024)
+        handle = os.fdopen(self._checked_fd(path), "rb", buffering=64 * 1024)
         try:
             yield _CountingFile(handle, self)
         finally:
             handle.close()
+
+    def _checked_fd(self, path: Path) -> int:
+        """A read-only descriptor of ``path`` once it proved to be the file to read."""
+        try:
+            fd = _open_fd(path)
+        except NotSettledFile as link:
+            self.refused = self.refused or link
+            raise
+        try:
+            refused = _refusal(path, os.fstat(fd), self._identities.get(path))
+            if refused is not None:
+                self.refused = self.refused or refused
+                raise refused
+            if sys.platform != "win32":
+                os.set_blocking(fd, True)  # O_NONBLOCK was only for the open
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def read(self, path: Path, offset: int, length: int) -> bytes:
         with self.open(path) as handle:

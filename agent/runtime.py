@@ -57,7 +57,7 @@ from acqharvest.outbox import Outbox, OutboxError
 from acqharvest.package import build_package, relative_path
 from acqharvest.package import rfc3339 as package_rfc3339
 from acqharvest.readonly import FileReader
-from acqharvest.settle import Settler
+from acqharvest.settle import ScanFeed, Settler
 from acqharvest.state import State, StateError
 from acqharvest.watch import Watcher, stat_file
 
@@ -287,6 +287,8 @@ class Daemon:
         self._setup = workers.WorkerSetup()
         #: settled files not yet packaged or failed, so rescans don't feed them in again
         self._in_progress: dict[Path, tuple[int, int]] = {}
+        #: the scan under way, handed to the settle stage a bounded number of files at a time
+        self._scan_feed = ScanFeed()
 
     # ------------------------------------------------------------------ configuration views
     def _folder(self, root: Path) -> WatchSettings:
@@ -425,17 +427,28 @@ class Daemon:
         self._scan(self.watcher.scan())
 
     def _harvest_until_idle(self, pool: _Pool, stop: threading.Event) -> None:
-        # Files still changing (or empty) after two full windows are left for the next run.
+        # Files still changing after two full windows are left for the next run; files the
+        # scan hands on later get their two windows from then.
         longest = max(ws.settle_seconds for ws in self.settings.watch)
         deadline = time.monotonic() + 2 * longest + _IDLE_WAIT
+        fed = self._scan_feed.passed
         while not stop.is_set():
             self._turn(stop, self._step, pool, time.time())
-            settling = self.settler.tracked and time.monotonic() < deadline
+            if self._scan_feed.passed != fed:
+                fed = self._scan_feed.passed
+                deadline = time.monotonic() + 2 * longest + _IDLE_WAIT
+            pending = self.settler.tracked or self._scan_feed.active
+            settling = pending and time.monotonic() < deadline
             if not settling and not self._busy("probe"):
                 break
             self._drain_events(self._wait_time())
-        if self.settler.tracked:
-            log.warning("files_not_settled", count=self.settler.tracked, action="next run")
+        if self.settler.tracked or self._scan_feed.active:
+            log.warning(
+                "files_not_settled",
+                count=self.settler.tracked,
+                scan_unfinished=self._scan_feed.active,
+                action="next run",
+            )
         # Nothing else is coming in this run: release every group, complete or not.
         self._turn(stop, self._extract, pool, self.grouper.ready(math.inf))
         while self._busy("extract") and not stop.is_set():
@@ -487,11 +500,18 @@ class Daemon:
             self.settler.observe(event)
 
     def _scan(self, seen: Iterable[FileSeen]) -> None:
-        for event in seen:
-            self._take(event)
+        """Start a scan (replacing one under way: the new one sees every file again)."""
+        self._scan_feed.start(seen)
+        self._feed_scan()
+
+    def _feed_scan(self) -> None:
+        """Take files from the scan under way while few are settling or being probed."""
+        probing = sum(len(batch) for _, kind, batch in self._in_flight if kind == "probe")
+        self._scan_feed.feed(self._take, lambda: self.settler.tracked + probing)
 
     def _step(self, pool: _Pool, now: float) -> None:
         """Hand settled files to the workers, collect what they finished, release groups."""
+        self._feed_scan()
         settled = self.settler.tick(now, _stat)
         for file in settled:
             self._in_progress[file.path] = (file.size, file.mtime_ns)
@@ -807,9 +827,23 @@ class Daemon:
             reason=failure.reason,
         )
         self.report.failures.append(failure.reason)
-        for member in failure.acquisition.members:
+        members = failure.acquisition.members
+        # Only the version of the file the failure names is failed for good; the others are
+        # retried by the next scan, which groups them again (without that file while it stays
+        # as it is). A failure naming none of them is the acquisition's own.
+        named = any(member.settled.path == failure.path for member in members)
+        for member in members:
             settled = member.settled
-            self.state.record_failure(settled.path, settled.size, settled.mtime_ns, failure.reason)
+            final = not named or settled.path == failure.path
+            reason = (
+                failure.reason
+                if final
+                else f"{settled.path}: not packaged yet: its acquisition failed on "
+                f"{failure.path}; the next scan retries it"
+            )
+            self.state.record_failure(
+                settled.path, settled.size, settled.mtime_ns, reason, final=final
+            )
         self._release([failure.acquisition])
 
     def _release(self, acquisitions: Iterable[Acquisition]) -> None:

@@ -36,14 +36,24 @@ What stays undecidable, and the config for it:
 - a same-size overwrite within the filesystem's mtime granularity (FAT: 2 s);
 - multi-file acquisitions whose files arrive further apart than ``group_quiet_seconds``
   (see the group stage; a late file gives a new package with ``replaces``);
-- a file that stays empty forever (it is tracked but never settles, by design).
+- an empty file is never settled (nothing to read); it is not tracked once it has held still
+  for a whole window (or was already older than that when seen), so that empty marker
+  files cannot pile up: the write that fills it brings it back (its event, or the next scan).
+
+Memory. A record costs about 400 bytes (the path kept as a string, not a ``Path`` with its
+parsed parts). A cold start over a tree of new files would track every file at once (a
+million files: several hundred MiB), so scans reach the settler through ``ScanFeed``,
+which lets at most ``SCAN_BATCH`` files from a scan be settling (and, as the caller counts,
+further down the pipeline) at a time; the rest wait in the lazy scan, which holds only its
+folder stack. Events from the watchers are not held back: their number is bounded by the
+runtime's event queue.
 
 An mtime in the future (clock skew) counts as fresh. Not thread-safe: one owner drives it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +66,8 @@ log = structlog.get_logger(__name__)
 StatFn = Callable[[Path, Path], FileSeen | None]
 #: True when the file's first bytes are all zero (reserved space, not yet written).
 BlankHeadFn = Callable[[Path], bool]
+#: files from a scan that may be settling (or further down the pipeline) at once
+SCAN_BATCH = 20_000
 
 
 @dataclass(slots=True)
@@ -110,7 +122,8 @@ class Settler:
         self._folder = folder
         self._confirm = confirm_seconds
         self._head_is_blank = head_is_blank
-        self._files: dict[Path, _Tracked] = {}
+        #: by the path as a string: a Path keeps its parsed parts too, twice the memory
+        self._files: dict[str, _Tracked] = {}
 
     @property
     def tracked(self) -> int:
@@ -118,13 +131,16 @@ class Settler:
 
     def observe(self, seen: FileSeen) -> None:
         """Start tracking ``seen.path``, or restart its window if it changed since."""
-        record = self._files.get(seen.path)
+        key = str(seen.path)
+        record = self._files.get(key)
         closed = seen.source == "closed"
         if record is None:
             folder = self._folder(seen.root)
             settle = folder.settle_seconds
             age = seen.seen_at - seen.mtime_ns / 1e9
-            self._files[seen.path] = _Tracked(
+            if seen.size == 0 and age >= settle:
+                return  # empty and still: the write that fills it brings it back
+            self._files[key] = _Tracked(
                 root=seen.root,
                 size=seen.size,
                 mtime_ns=seen.mtime_ns,
@@ -143,7 +159,7 @@ class Settler:
 
     def forget(self, path: Path) -> None:
         """Stop tracking a file that was deleted or renamed away before settling."""
-        self._files.pop(path, None)
+        self._files.pop(str(path), None)
 
     def _window(self, record: _Tracked) -> float:
         return min(self._confirm, record.settle) if record.fast else record.settle
@@ -151,20 +167,25 @@ class Settler:
     def tick(self, now: float, stat: StatFn) -> list[FileSettled]:
         """Confirm every file whose window has elapsed; return the ones that held still."""
         settled: list[FileSettled] = []
-        for path, record in list(self._files.items()):
+        for key, record in list(self._files.items()):
             if now - record.since < self._window(record):
                 continue
+            path = Path(key)
             current = stat(path, record.root)
             if current is None:
-                del self._files[path]
-                log.debug("file_gone_before_settling", path=str(path))
+                del self._files[key]
+                log.debug("file_gone_before_settling", path=key)
             elif not record.same(current):
                 record.changed(current, now, closed=False)
-            elif record.size == 0 or self._unwritten(path, record, now):
-                # Created (or reserved) before the data arrives: keep waiting.
+            elif record.size == 0:
+                # Created before its data, and nothing came for a window: the write that
+                # fills it is an event or shows in the next scan.
+                del self._files[key]
+            elif self._unwritten(path, record, now):
+                # Reserved before the data arrives: keep waiting.
                 record.since = now
             else:
-                del self._files[path]
+                del self._files[key]
                 settled.append(
                     FileSettled(
                         path=path,
@@ -174,7 +195,7 @@ class Settler:
                         file_id=record.file_id,
                     )
                 )
-                log.debug("file_settled", path=str(path), size=record.size)
+                log.debug("file_settled", path=key, size=record.size)
         return settled
 
     def _unwritten(self, path: Path, record: _Tracked, now: float) -> bool:
@@ -202,3 +223,37 @@ class Settler:
             return None
         due = min(r.since + self._window(r) for r in self._files.values())
         return max(0.0, due - now)
+
+
+class ScanFeed:
+    """A scan handed to the settle stage a bounded number of files at a time.
+
+    ``feed`` takes files from the scan under way only while ``busy()`` (what the caller
+    counts as in the pipeline: at least ``Settler.tracked``) is below ``limit``; a tree
+    smaller than that goes in at once. A scan started while another is under way replaces
+    it: the new one visits every file again, so none is skipped.
+    """
+
+    def __init__(self, limit: int = SCAN_BATCH) -> None:
+        self.limit = limit
+        #: files passed on since this feed was made
+        self.passed = 0
+        self._scan: Iterator[FileSeen] | None = None
+
+    @property
+    def active(self) -> bool:
+        """A scan is under way: some of its files were not passed on yet."""
+        return self._scan is not None
+
+    def start(self, scan: Iterable[FileSeen]) -> None:
+        self._scan = iter(scan)
+
+    def feed(self, take: Callable[[FileSeen], None], busy: Callable[[], int]) -> None:
+        """Pass files from the scan under way to ``take`` while ``busy()`` is below the limit."""
+        while self._scan is not None and busy() < self.limit:
+            seen = next(self._scan, None)
+            if seen is None:
+                self._scan = None
+                return
+            take(seen)
+            self.passed += 1

@@ -163,16 +163,26 @@ class ProbeFailure:
 
 
 def probe(settled: FileSettled) -> ProbedFile | ProbeFailure:
-    """Head bytes, adapter claim and sha256 of one settled file."""
-    reader = FileReader()
+    """Head bytes, adapter claim and sha256 of one settled file.
+
+    Only the file that settled is read (see ``readonly``): a path swapped for another
+    file since is observed again, one swapped for a link or a FIFO is a failure naming it.
+    """
+    reader = FileReader({settled.path: settled.file_id})
     path = settled.path
     allowed = (_setup.adapters_by_root or {}).get(settled.root, ())
     try:
         head, digest = reader.head_and_sha256(path, HEAD_BYTES)
         found = _current_registry().claim(FileProbe(path, settled.size, head), reader, allowed)
-        after = os.stat(path)
+        after = os.lstat(path)
     except OSError as error:
-        return ProbeFailure(settled, f"cannot read {path}: {error.strerror or error}", final=False)
+        if reader.refused is None:
+            reason = f"cannot read {path}: {error.strerror or error}"
+            return ProbeFailure(settled, reason, final=False)
+    if reader.refused is not None:
+        # Also when the adapter's claim swallowed it: what it saw was not the settled file.
+        refused = reader.refused
+        return ProbeFailure(settled, str(refused), changed=refused.replaced, final=False)
     if after.st_size != settled.size or after.st_mtime_ns != settled.mtime_ns:
         return ProbeFailure(settled, f"{path} changed while it was read", changed=True)
     if found is None:
@@ -204,7 +214,13 @@ def extract_acquisition(acquisition: Acquisition) -> Extraction | ExtractionFail
             acquisition.primary.settled.path,
             f"adapter {acquisition.adapter} is not loaded in this process",
         )
-    return extract(acquisition, adapter, FileReader(), memory_limit=_setup.memory_limit_bytes)
+    reader = FileReader({m.settled.path: m.settled.file_id for m in acquisition.members})
+    result = extract(acquisition, adapter, reader, memory_limit=_setup.memory_limit_bytes)
+    if reader.refused is None:
+        return result
+    # Whatever the adapter made of it, it did not read (only) the files that settled.
+    name = result.adapter
+    return ExtractionFailure(acquisition, name, reader.refused.path, str(reader.refused))
 
 
 ProbeOutcome = ProbedFile | ProbeFailure

@@ -5,15 +5,17 @@ Usage (from the repo root; building 1,000,000 files takes a few minutes, once):
     .venv/bin/python bench/watch_memory.py [--folders 100000] [--files 1000000] [--tree DIR]
 
 It builds (or reuses, with ``--tree``) a tree of ``--folders`` leaf folders holding
-``--files`` empty files, then measures each phase in a fresh process, so that every peak
+``--files`` one-byte files (new files with content: an empty file is not tracked until it
+has data), then measures each phase in a fresh process, so that every peak
 RSS (``ru_maxrss``) belongs to one phase only:
 
 - ``walk``: the baseline, a bare stack-based ``os.scandir`` walk counting files;
 - ``scan``: ``Watcher.scan_folder`` consumed to the end (what every reconciliation scan does);
 - ``scan+state``: the scan plus ``State.is_done`` for every file against a registry that
   holds every file already (the steady state of a daemon: nothing new to harvest);
-- ``settler``: the scan fed into a ``Settler`` (a cold start: every file is new and is
-  tracked until it settles; this is the one phase that keeps an object per file);
+- ``settler``: a cold start, every file new: the scan handed to a ``Settler`` through the
+  runtime's ``ScanFeed`` (at most ``SCAN_BATCH`` files settling at once), each batch ticked
+  a window later so that it settles, as the harvest loop does;
 - ``native``: a recursive inotify observer started on the tree (one watch per folder).
 
 Every phase imports the same modules first; "above imports" is the peak minus the RSS
@@ -38,7 +40,8 @@ PHASES = ("walk", "scan", "scan+state", "settler", "native")
 
 def build_tree(tree: Path, folders: int, files: int) -> None:
     done = tree / ".complete"
-    if done.exists() and done.read_text() == f"{folders} {files}":
+    layout = f"{folders} {files} one byte each"
+    if done.exists() and done.read_text() == layout:
         print(f"reusing {tree}", flush=True)
         return
     per_folder, extra = divmod(files, folders)
@@ -48,14 +51,16 @@ def build_tree(tree: Path, folders: int, files: int) -> None:
         folder = tree / f"g{index // 1000:04d}" / f"f{index:07d}"
         folder.mkdir(parents=True, exist_ok=True)
         for number in range(per_folder + (1 if index < extra else 0)):
-            os.close(os.open(folder / f"img{number:03d}.dat", os.O_CREAT | os.O_WRONLY, 0o644))
+            fd = os.open(folder / f"img{number:03d}.dat", os.O_CREAT | os.O_WRONLY, 0o644)
+            os.write(fd, b"x")
+            os.close(fd)
             made += 1
         if index % 10_000 == 0:
             print(
                 f"  built {index:,} folders, {made:,} files ({time.monotonic() - started:.0f} s)",
                 flush=True,
             )
-    done.write_text(f"{folders} {files}")
+    done.write_text(layout)
 
 
 def _rss_now_kib() -> int:
@@ -100,11 +105,13 @@ def _prefill_state(db: Path, tree: Path) -> None:
 
 def measure(phase: str, tree: Path, db: Path) -> dict[str, float]:
     """Runs in a child process: one phase, its peak RSS, its count and its time."""
+    from acqharvest import logs
     from acqharvest.model import WatchSettings
-    from acqharvest.settle import Settler
+    from acqharvest.settle import ScanFeed, Settler
     from acqharvest.state import State
-    from acqharvest.watch import Watcher
+    from acqharvest.watch import Watcher, stat_file
 
+    logs.configure("warning", "json", None, stream=sys.stderr)  # stdout carries the result
     ws = WatchSettings(path=tree, exclude=(".complete",), mode="native")
     watcher = Watcher([ws], lambda _: None)
     state = State.open(db) if phase == "scan+state" else None
@@ -118,13 +125,19 @@ def measure(phase: str, tree: Path, db: Path) -> dict[str, float]:
         watcher.start()
         count = len(watcher.alive()) == 0
         watcher.stop()
+    elif phase == "settler":
+        feed = ScanFeed()
+        feed.start(watcher.scan_folder(ws))
+        while feed.active or settler.tracked:
+            feed.feed(settler.observe, lambda: settler.tracked)
+            # a window later: everything fed so far settles (the tree is old)
+            later = time.time() + ws.settle_seconds
+            count += len(settler.tick(later, lambda path, root: stat_file(path, root, "scan")))
     else:
         for seen in watcher.scan_folder(ws):
             count += 1
             if state is not None:
                 state.is_done(seen.path, seen.size, seen.mtime_ns, seen.file_id)
-            elif phase == "settler":
-                settler.observe(seen)
     seconds = time.monotonic() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"base_mib": base / 1024, "peak_mib": peak / 1024, "count": count, "seconds": seconds}

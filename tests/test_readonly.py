@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
 from pathlib import Path
 
-from acqharvest.readonly import CHUNK, FileReader
+import pytest
+
+from acqharvest.readonly import CHUNK, FileReader, NotSettledFile
+from acqharvest.watch import file_identity
 
 
 def test_head_and_sha256_in_one_pass(tmp_path: Path) -> None:
@@ -40,3 +45,88 @@ def test_reads_count_and_leave_the_file_untouched(tmp_path: Path) -> None:
     after = path.stat()
     assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
     assert reader.bytes_read == 10
+
+
+# ---------------------------------------------------------------------- only the settled file
+
+
+def _identity(path: Path) -> str:
+    return file_identity(os.lstat(path))
+
+
+def _open_in_thread(reader: FileReader, path: Path) -> BaseException | bytes:
+    """Read ``path`` on a thread that may block forever (a FIFO); what it raised or read."""
+    outcome: list[BaseException | bytes] = []
+
+    def read() -> None:
+        try:
+            outcome.append(reader.head(path, 16))
+        except OSError as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), f"opening {path} blocked"
+    return outcome[0]
+
+
+def test_a_file_swapped_for_a_link_outside_is_refused_not_followed(tmp_path: Path) -> None:
+    watched, outside = tmp_path / "watched", tmp_path / "outside"
+    watched.mkdir()
+    outside.mkdir()
+    (outside / "secret.dcm").write_bytes(b"SECRET" * 10)
+    path = watched / "image.dcm"
+    path.write_bytes(b"DICM" * 15)  # the same size as the secret
+    settled_as = _identity(path)
+    path.unlink()
+    os.symlink(outside / "secret.dcm", path)
+    reader = FileReader({path: settled_as})
+    with pytest.raises(NotSettledFile) as refused:
+        reader.head_and_sha256(path, 4096)
+    assert str(path) in str(refused.value)
+    assert "symbolic link" in str(refused.value)
+    assert not refused.value.replaced
+    assert reader.refused is refused.value
+    assert reader.bytes_read == 0
+    # also without a known identity: a link is never followed
+    with pytest.raises(NotSettledFile):
+        FileReader().read(path, 0, 4)
+
+
+def test_a_file_swapped_for_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    path = tmp_path / "image.tif"
+    path.write_bytes(b"II*\0" + b"\0" * 60)
+    settled_as = _identity(path)
+    path.unlink()
+    os.mkfifo(path)  # nobody will ever write to it: a blocking open would hang
+    outcome = _open_in_thread(FileReader({path: settled_as}), path)
+    assert isinstance(outcome, NotSettledFile), outcome
+    assert str(outcome) == f"{path}: refused, not read: it is a named pipe (FIFO) now"
+    # the settle stage's blank-head look has no identity; it must not block either
+    assert isinstance(_open_in_thread(FileReader(), path), NotSettledFile)
+
+
+def test_a_file_replaced_by_another_is_refused_as_replaced(tmp_path: Path) -> None:
+    path, other = tmp_path / "scan.tif", tmp_path / "scan.tif.tmp"
+    path.write_bytes(b"first version")
+    settled_as = _identity(path)
+    other.write_bytes(b"other version")  # same size, written under a temporary name
+    os.replace(other, path)
+    reader = FileReader({path: settled_as})
+    with pytest.raises(NotSettledFile) as refused:
+        reader.read(path, 0, 100)
+    assert refused.value.replaced
+    assert "another file replaced" in str(refused.value)
+    # the file that is there now reads fine once it is the one expected
+    assert FileReader({path: _identity(path)}).read(path, 0, 100) == b"other version"
+
+
+def test_the_settled_file_reads_and_a_device_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "ok.bin"
+    path.write_bytes(b"0123456789")
+    reader = FileReader({path: _identity(path)})
+    assert reader.read(path, 2, 3) == b"234"
+    assert reader.refused is None
+    with pytest.raises(NotSettledFile, match="not a regular file"):
+        FileReader().read(Path("/dev/null"), 0, 1)

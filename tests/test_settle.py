@@ -1,10 +1,12 @@
-"""Settle state machine: injected clock and a dict of file states, plus one real-file run."""
+"""Settle state machine: injected clock and a dict of file states, plus real files: runs,
+real trees fed through the scan bound, and the daemon feeding one."""
 
 from __future__ import annotations
 
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -12,8 +14,11 @@ from typing import Literal
 
 import pytest
 
+from acqharvest.config import parse_settings
 from acqharvest.model import FileSeen, FileSettled, WatchSettings
-from acqharvest.settle import Settler
+from acqharvest.runtime import Daemon
+from acqharvest.settle import SCAN_BATCH, ScanFeed, Settler
+from acqharvest.watch import Watcher, stat_file
 
 ROOT = Path("/data/instrument")
 SETTLE = 10.0
@@ -176,14 +181,25 @@ def test_future_mtime_counts_as_fresh(fs: FakeFs, settler: Settler) -> None:
     assert len(settler.tick(T0 + SETTLE, fs.stat)) == 1
 
 
-def test_zero_size_file_waits_until_it_has_data(fs: FakeFs, settler: Settler) -> None:
-    settler.observe(fs.write("empty.dcm", 0, T0, mtime=T0 - 3600, source="closed"))
-    for k in range(1, 10):
-        assert settler.tick(T0 + k * SETTLE, fs.stat) == []
-    assert settler.tracked == 1
+def test_empty_file_is_never_settled_and_let_go_once_still(fs: FakeFs, settler: Settler) -> None:
+    settler.observe(fs.write("empty.dcm", 0, T0))
+    assert settler.tick(T0 + SETTLE / 2, fs.stat) == []
+    assert settler.tracked == 1  # fresh: its data may be on the way
+    assert settler.tick(T0 + SETTLE, fs.stat) == []
+    assert settler.tracked == 0  # still for a whole window: no longer held in memory
+    # the write that fills it (its event, or the next scan) brings it back
     now = T0 + 10 * SETTLE
     settler.observe(fs.write("empty.dcm", 10, now))
     assert [s.size for s in settler.tick(now + SETTLE, fs.stat)] == [10]
+
+
+def test_old_empty_file_is_not_tracked(fs: FakeFs, settler: Settler) -> None:
+    settler.observe(fs.write("marker.done", 0, T0, mtime=T0 - 3600, source="scan"))
+    settler.observe(fs.write("closed.dcm", 0, T0, mtime=T0 - 3600, source="closed"))
+    assert settler.tracked == 0
+    assert settler.next_due(T0) is None
+    settler.observe(fs.write("marker.done", 5, T0 + 1))
+    assert settler.tracked == 1
 
 
 def test_gone_file_is_dropped(fs: FakeFs, settler: Settler) -> None:
@@ -414,3 +430,120 @@ def test_real_preallocated_file_settles_only_when_filled(tmp_path: Path) -> None
         thread.join()
     assert [s.size for s in settled] == [len(data)]
     assert target.read_bytes() == data
+
+
+# ---------------------------------------------------------------------- a cold start, bounded
+
+
+def _tree(root: Path, folders: int, per_folder: int) -> set[str]:
+    """``folders * per_folder`` new one-byte files, as a cold start finds them."""
+    made: set[str] = set()
+    for f in range(folders):
+        folder = root / f"f{f:04d}"
+        folder.mkdir(parents=True)
+        for n in range(per_folder):
+            path = os.path.join(folder, f"img{n:03d}.dat")
+            descriptor = os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)
+            os.write(descriptor, b"x")
+            os.close(descriptor)
+            made.add(path)
+    return made
+
+
+def _scan_stat(path: Path, root: Path) -> FileSeen | None:
+    return stat_file(path, root, "scan")
+
+
+def test_a_cold_start_keeps_the_settling_set_bounded_and_loses_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "instrument"
+    made = _tree(root, folders=200, per_folder=100)  # 20,000 files
+    ws = WatchSettings(root, settle_seconds=SETTLE)
+    settler = Settler(lambda _: ws)
+    feed = ScanFeed(limit=1_000)
+    feed.start(Watcher([ws], lambda _: None).scan_folder(ws))
+    settled: Counter[str] = Counter()
+    peak = rounds = 0
+    while feed.active or settler.tracked:
+        feed.feed(settler.observe, lambda: settler.tracked)
+        peak = max(peak, settler.tracked)
+        # a window later for every file fed so far
+        settled.update(str(s.path) for s in settler.tick(time.time() + SETTLE, _scan_stat))
+        rounds += 1
+    assert peak == 1_000
+    assert rounds == 21  # twenty batches, then the turn that finds the scan done
+    assert set(settled) == made
+    assert set(settled.values()) == {1}
+
+
+def test_a_small_tree_goes_in_at_once_and_busy_counts_what_is_further_on(tmp_path: Path) -> None:
+    root = tmp_path / "instrument"
+    made = _tree(root, folders=5, per_folder=10)
+    ws = WatchSettings(root, settle_seconds=SETTLE)
+    feed = ScanFeed(limit=1_000)
+    taken: list[FileSeen] = []
+    feed.start(Watcher([ws], lambda _: None).scan_folder(ws))
+    feed.feed(taken.append, lambda: 0)
+    assert not feed.active
+    assert {str(s.path) for s in taken} == made
+    # files further down the pipeline count too: nothing is taken while they fill the limit
+    held: list[FileSeen] = []
+    feed = ScanFeed(limit=1_000)
+    feed.start(Watcher([ws], lambda _: None).scan_folder(ws))
+    feed.feed(held.append, lambda: 1_000)
+    assert held == []
+    assert feed.active
+    feed.feed(held.append, lambda: 990 + len(held))
+    assert len(held) == 10
+    assert feed.active
+
+
+def test_a_new_scan_replaces_one_under_way_without_losing_a_file(tmp_path: Path) -> None:
+    root = tmp_path / "instrument"
+    made = _tree(root, folders=10, per_folder=100)
+    ws = WatchSettings(root, settle_seconds=SETTLE)
+    watcher = Watcher([ws], lambda _: None)
+    settler = Settler(lambda _: ws)
+    feed = ScanFeed(limit=100)
+    settled: Counter[str] = Counter()
+
+    def take(seen: FileSeen) -> None:
+        if str(seen.path) not in settled:  # as the registry skips what was harvested
+            settler.observe(seen)
+
+    feed.start(watcher.scan_folder(ws))
+    feed.feed(take, lambda: settler.tracked)
+    settled.update(str(s.path) for s in settler.tick(time.time() + SETTLE, _scan_stat))
+    feed.feed(take, lambda: settler.tracked)  # part of the tree is still unvisited
+    feed.start(watcher.scan_folder(ws))  # a rescan (events lost, an observer restarted)
+    while feed.active or settler.tracked:
+        feed.feed(take, lambda: settler.tracked)
+        assert settler.tracked <= 100
+        settled.update(str(s.path) for s in settler.tick(time.time() + SETTLE, _scan_stat))
+    assert set(settled) == made
+    assert set(settled.values()) == {1}
+
+
+def test_the_daemon_feeds_a_cold_start_scan_through_the_bound(tmp_path: Path) -> None:
+    made = _tree(tmp_path / "acquisitions", folders=250, per_folder=100)
+    assert len(made) == SCAN_BATCH + 5_000
+    settings = parse_settings(
+        "instrument: {id: 'urn:test:instrument'}\n"
+        "watch: [{path: acquisitions, settle_seconds: 10}]\n"
+        "endpoint: {type: directory, path: harvested}\n"
+        "state_dir: state\n"
+        "workers: 0\n",
+        source="test",
+        base_dir=tmp_path,
+    )
+    daemon = Daemon(settings)
+    try:
+        daemon._scan(daemon.watcher.scan())
+        assert daemon.settler.tracked == SCAN_BATCH  # the other 5,000 wait in the scan
+        first = daemon.settler.tick(time.time() + 10, _scan_stat)
+        daemon._feed_scan()
+        assert daemon.settler.tracked == 5_000
+        rest = daemon.settler.tick(time.time() + 10, _scan_stat)
+        assert {str(s.path) for s in (*first, *rest)} == made
+        assert len(first) + len(rest) == len(made)
+    finally:
+        daemon.state.close()

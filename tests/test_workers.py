@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import shutil
 import time
+from pathlib import Path
 
+import pytest
+
+from acqharvest import workers
+from acqharvest.model import Acquisition, Extraction, ExtractionFailure, FileSettled, ProbedFile
+from acqharvest.watch import stat_file
 from acqharvest.workers import Progress
 
 
@@ -39,3 +47,79 @@ def test_an_idle_board_reports_nothing() -> None:
     progress.begin(row, token=1, index=0)
     progress.end(row)
     assert progress.overdue(budget=0.0, now=time.monotonic() + 1) == []
+
+
+# ---------------------------------------------------------------------- only the settled file
+
+MR = "dicom/mr-siemens/MR-SIEMENS-DICOM-WithOverlays.dcm"
+
+
+def _settled(path: Path, root: Path) -> FileSettled:
+    seen = stat_file(path, root, "scan")
+    assert seen is not None
+    return FileSettled(path, root, seen.size, seen.mtime_ns, seen.file_id)
+
+
+def _swap_for_link(path: Path, target: Path) -> None:
+    """What a writer (or an attacker) may do between the last settle look and the read."""
+    path.unlink()
+    os.symlink(target, path)
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> tuple[Path, Path]:
+    """(the watch folder, a folder beside it that is not watched)"""
+    made = (tmp_path / "watched", tmp_path / "outside")
+    for folder in made:
+        folder.mkdir()
+    return made
+
+
+def test_probe_refuses_a_file_swapped_for_a_link_after_settling(
+    folders: tuple[Path, Path],
+) -> None:
+    watched, outside = folders
+    secret = outside / "secret.bin"
+    secret.write_bytes(b"patient data, outside the watch folder")
+    path = watched / "image.bin"
+    path.write_bytes(b"x" * secret.stat().st_size)
+    settled = _settled(path, watched)
+    _swap_for_link(path, secret)
+    outcome = workers.probe(settled)
+    assert isinstance(outcome, workers.ProbeFailure)
+    assert outcome.reason == f"{path}: refused, not read: it is a symbolic link, never followed"
+    assert not outcome.changed
+    assert not outcome.final  # a later scan decides what the path is then
+
+
+def test_probe_observes_again_a_file_replaced_after_settling(folders: tuple[Path, Path]) -> None:
+    watched, _ = folders
+    path, temp = watched / "image.bin", watched / "image.bin.tmp"
+    path.write_bytes(b"first")
+    settled = _settled(path, watched)
+    temp.write_bytes(b"later")
+    os.replace(temp, path)
+    os.utime(path, ns=(settled.mtime_ns, settled.mtime_ns))  # size and mtime as settled
+    outcome = workers.probe(settled)
+    assert isinstance(outcome, workers.ProbeFailure)
+    assert outcome.changed, "a new file under the name is settled again, not failed"
+    assert "another file replaced" in outcome.reason
+
+
+def test_extraction_refuses_a_member_swapped_for_a_link(
+    folders: tuple[Path, Path], corpus: Path
+) -> None:
+    watched, outside = folders
+    path = watched / "IM0001"
+    shutil.copyfile(corpus / MR, path)
+    shutil.copyfile(corpus / MR, outside / "elsewhere.dcm")
+    probed = workers.probe(_settled(path, watched))
+    assert isinstance(probed, ProbedFile)
+    assert probed.adapter == "dicom"
+    acquisition = Acquisition(probed.group_key, "dicom", watched, (probed,))
+    assert isinstance(workers.extract_acquisition(acquisition), Extraction)
+    _swap_for_link(path, outside / "elsewhere.dcm")
+    outcome = workers.extract_acquisition(acquisition)
+    assert isinstance(outcome, ExtractionFailure)
+    assert outcome.path == path
+    assert outcome.reason == f"{path}: refused, not read: it is a symbolic link, never followed"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -280,6 +281,60 @@ def test_dicom_series_instance_by_instance(
     (body,) = assert_packaged_once(harness, written).values()
     assert body["acquisition"]["complete"] is True
     assert body["metadata"]["instances"] == 5
+
+
+def test_series_instance_cut_short_rejoins_its_series_once_complete(
+    harness: Harness, corpus: Path, untouched: Callable[[], None]
+) -> None:
+    # The series' first instance (the one the adapter reads) stops half-way for longer than
+    # it takes to settle, group and read the series: the adapter refuses it as truncated,
+    # so that series read fails. Only that instance's version is failed for good; its
+    # siblings are grouped again by the next scan, and once the instance is complete the
+    # last package lists the whole series.
+    instances = simulator.dicom_series(corpus / MR, 4)
+    folder = harness.watch / "carol" / "mri" / "series 2"
+    folder.mkdir(parents=True)
+    written = [Written.of(folder / f"IM{n:04d}", data) for n, data in enumerate(instances, 1)]
+    cut, half = written[0].path, len(instances[0]) // 2
+    harness.start()
+    with cut.open("wb") as handle:
+        handle.write(instances[0][:half])
+        handle.flush()
+        time.sleep(0.5)  # the half instance settles first, so it is read with the series
+        for sibling, data in zip(written[1:], instances[1:], strict=True):
+            sibling.path.write_bytes(data)
+        assert harness.wait_log("extraction_failed", timeout=60), harness.output()
+        handle.write(instances[0][half:])
+    untouched()
+    failed = next(e for e in harness.events() if e.get("event") == "extraction_failed")
+    assert failed["path"] == str(cut)
+    grouped = [e for e in harness.events() if e.get("event") == "acquisition_grouped"]
+    assert grouped[0]["members"] == 4, "the cut instance was not read with its series"
+
+    expected = [(w.size, w.sha256) for w in written]
+
+    def latest() -> dict[str, Any] | None:
+        bodies = list(harness.packages().values())
+        replaced = {body["replaces"] for body in bodies}
+        current = [body for body in bodies if body["package_id"] not in replaced]
+        return current[0] if len(current) == 1 else None
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        body = latest()
+        if body is not None and [(f["size"], f["sha256"]) for f in body["files"]] == expected:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"no package lists the whole series:\n{harness.output()[-4000:]}")
+    count = len(harness.packages())
+    assert not harness.endpoint.wait_for(count + 1, timeout=3 * harness.settle + 2)
+    assert harness.stop() == 0
+    for body in harness.packages().values():
+        validate_package(body)
+    cut_entries = harvested(harness.packages().values())[relative(harness, written[0])]
+    assert [(size, digest) for size, digest, _ in cut_entries] == [expected[0]]
+    assert failures_in_status(harness) == ""
 
 
 def test_set_arriving_seconds_apart_within_group_quiet(
