@@ -13,9 +13,12 @@ the time budget: a hung adapter cannot be interrupted from inside its own proces
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -115,6 +118,7 @@ def init_worker(setup: WorkerSetup, progress: Progress | None = None) -> None:
     if setup.log is not None:
         # A worker process: Ctrl-C and SIGTERM are for the parent, which stops the pool.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _exit_with_parent()
         # JSON lines on the inherited stderr (the service's journal).
         # Only the parent writes the log file, so that its rotation stays safe.
         # Start-up notices are the parent's to give: workers speak only of problems.
@@ -127,6 +131,24 @@ def init_worker(setup: WorkerSetup, progress: Progress | None = None) -> None:
             logs.get_logger().warning(
                 "watch_adapters_unknown", folder=str(root), adapters=unknown, effect="ignored"
             )
+
+
+def _exit_with_parent() -> None:
+    """Exit as soon as the daemon is gone, however it died.
+
+    A daemon killed with SIGKILL (or a crashed service) cannot stop its pool, and worker
+    processes would otherwise live on as orphans after every restart. The parent's
+    sentinel becomes ready when it exits, on every platform.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)  # the parent is gone: nothing is left to report to, or to flush
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _limit_memory(limit: int) -> None:

@@ -8,11 +8,15 @@ the endpoint stored a package but before the daemon heard so, plus at random mom
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
 from tests.crash.conftest import POINTS, CrashRun
-from tests.integration.conftest import validate_package
+from tests.endpoint import LoopbackEndpoint
+from tests.helpers import wait_until
+from tests.integration.conftest import Harness, validate_package
 
 pytestmark = pytest.mark.integration
 
@@ -71,3 +75,29 @@ def test_kill9_at_chosen_points_loses_and_duplicates_nothing(crash_run: CrashRun
 @pytest.mark.timeout(1500)
 def test_kill9_long_campaign(crash_run: CrashRun) -> None:
     run_kill_campaign(crash_run, kills=100, files_per_wave=4)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent's wait is missing
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc (Linux)")
+def test_kill9_leaves_no_worker_process_behind(
+    tmp_path: Path, endpoint: LoopbackEndpoint, corpus: Path
+) -> None:
+    harness = Harness(tmp_path, endpoint)
+    harness.write_config(tmp_path / "token", workers=2)
+    for kill in range(3):
+        harness.start()
+        shutil.copyfile(corpus / "dicom/ct/CT_JPEG70.dcm", harness.watch / f"ct{kill}.dcm")
+        assert wait_until(lambda kills=kill: len(endpoint.unique) > kills, timeout=60)
+        assert harness.process is not None
+        daemon = harness.process.pid
+        children = Path(f"/proc/{daemon}/task/{daemon}/children").read_text().split()
+        assert len(children) >= 2, "the daemon should run its worker processes"
+        harness.kill()
+        assert wait_until(lambda pids=children: not any(_alive(int(p)) for p in pids), timeout=30)
