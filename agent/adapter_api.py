@@ -17,6 +17,9 @@ the file says and the agent applies the site's policy.
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import math
+import re
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -24,6 +27,14 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal, Protocol, runtime_checkable
 
 Stability = Literal["experimental", "beta", "stable"]
+#: A file's part in its acquisition. ``primary``: the file ``extract`` reads first (a
+#: single file, an OME-TIFF master or companion; the first by path is used when several
+#: say so). ``member``: one of the acquisition's other data files (a DICOM instance, a
+#: ``BinaryOnly`` OME-TIFF); a group of members alone that does not ``collect`` is never
+#: complete, as it waits for its primary, and is packaged incomplete at its timeout.
+#: ``sidecar``: a non-image file that travels with the acquisition (a text settings or
+#: log file); the agent treats it exactly like a member today (listed, hashed, drafted
+#: after the primary), and the name is there so packages may later tell them apart.
 Role = Literal["primary", "member", "sidecar"]
 
 #: how many leading bytes of every file the agent reads before asking adapters to claim it.
@@ -111,6 +122,91 @@ NORMALIZED_FIELDS: Mapping[str, FieldSpec] = {
 }
 
 
+#: The keys of one ``channels`` item, with their types and units.
+CHANNEL_FIELDS: Mapping[str, FieldSpec] = {
+    spec.key: spec
+    for spec in (
+        _spec("name", "string", None, "channel name"),
+        _spec("excitation_nm", "number", "nm", "excitation wavelength in nanometres"),
+        _spec("emission_nm", "number", "nm", "emission wavelength in nanometres"),
+        _spec("fluor", "string", None, "fluorophore"),
+        _spec("exposure_s", "number", "s", "exposure time in seconds"),
+    )
+}
+
+#: ``FieldSpec.type`` values and the Python types a value of each may have (never bool).
+FIELD_TYPES: Mapping[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "datetime": (str,),
+    "list": (list, tuple),
+}
+
+_RFC3339 = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})"
+    r"(?:T(\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(Z|[+-](\d{2}):(\d{2}))?)?$"
+)
+
+
+def is_rfc3339(text: object) -> bool:
+    """True for an RFC 3339 date-time or a date alone that names a real moment.
+
+    The offset may be absent, as files often lack one (``acquired`` then is local time);
+    ``2020-13-45`` or ``25:00`` are refused, a leap second (``:60``) is not.
+    """
+    match = _RFC3339.match(text) if isinstance(text, str) else None
+    if match is None:
+        return False
+    year, month, day, hour, minute, second, offset, off_hour, off_minute = match.groups()
+    try:
+        datetime.date(int(year), int(month), int(day))
+    except ValueError:
+        return False
+    if hour is None:
+        return True
+    if int(hour) > 23 or int(minute) > 59 or int(second) > 60:
+        return False
+    return offset in (None, "Z") or (int(off_hour) <= 23 and int(off_minute) <= 59)
+
+
+def value_problem(type_name: str, value: Any) -> str | None:
+    """Why ``value`` is not a valid value of a ``type_name`` field, or None when it is.
+
+    The agent drops a value with a problem (with a warning naming its key); the
+    conformance kit reports it.
+    """
+    allowed = FIELD_TYPES.get(type_name)
+    if allowed is None:
+        return f"type {type_name!r} is not one of {[*FIELD_TYPES]}"
+    if isinstance(value, bool) or not isinstance(value, allowed):
+        return f"declared {type_name}, got {type(value).__name__}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"declared number, got {value}"
+    if type_name == "datetime" and not is_rfc3339(value):
+        return "not an RFC 3339 date-time (YYYY-MM-DDTHH:MM:SS[.f][+HH:MM]) or date"
+    if isinstance(value, str) and type_name == "string" and not value.strip():
+        return "empty string (leave the key out instead)"
+    return None
+
+
+def channel_problems(item: object) -> dict[str, str]:
+    """Key -> why it is wrong, for one ``channels`` item (``""`` for the item itself).
+
+    An item is a mapping of ``CHANNEL_FIELDS`` keys with values of their types.
+    """
+    if not isinstance(item, Mapping):
+        return {"": f"not a mapping: {type(item).__name__}"}
+    problems = {}
+    for key, value in item.items():
+        spec = CHANNEL_FIELDS.get(key)
+        if spec is None:
+            problems[key] = f"not a channel field ({', '.join(CHANNEL_FIELDS)})"
+        elif problem := value_problem(spec.type, value):
+            problems[key] = problem
+    return problems
+
+
 def normalized_fields(sources: Mapping[str, str]) -> tuple[FieldSpec, ...]:
     """The catalogue's specs for the keys an adapter fills, each with where it reads them.
 
@@ -135,7 +231,10 @@ class AdapterInfo:
     formats: tuple[FormatSpec, ...]
     #: the only metadata keys ``extract`` may emit.
     fields: tuple[FieldSpec, ...]
-    #: corpus-relative paths of the files that prove the adapter.
+    #: paths of the files that prove the adapter, relative to the corpus (built-ins) or to
+    #: the adapter's package folder (vendors shipping samples as package data): the
+    #: conformance kit tries the corpus root (``--acqharvest-corpus``) first, then the
+    #: package folder, and uses them to check no other adapter claims them.
     samples: tuple[str, ...] = ()
 
 
@@ -162,7 +261,9 @@ class Claim:
     role: Role = "primary"
     #: 0..1; the highest confidence wins when several adapters claim a file.
     confidence: float = 0.5
-    #: names (relative to the file's folder) the acquisition needs before it is complete.
+    #: names relative to the file's folder (``..`` allowed) the acquisition needs before it
+    #: is complete. The agent resolves them against the watch root: a name outside the
+    #: root can never arrive, and the group is packaged incomplete at its timeout.
     expects: tuple[str, ...] = ()
     #: True when more files may join this group later (e.g. a DICOM series): the group is
     #: then packaged only after it has been quiet for the folder's ``group_quiet_seconds``.

@@ -21,8 +21,10 @@ every person-name (PN) attribute and, unless ``retain_dates``, every date or tim
 (DA/DT/TM) attribute are removed, and every other UID that is not a registered DICOM UID
 (SOP classes, transfer syntaxes) is replaced. For other formats only the table's
 removals apply, to keys that are DICOM keywords; their dates are kept. The package
-records the profile, the options in force and how many attributes were removed. File and
-folder names are not changed.
+records the profile, the options in force and how many attributes were removed. Every text
+value removed or replaced is listed in ``Deidentified.redactions`` with its stand-in, so
+the package stage can take it out of the warnings too, should an adapter have quoted it
+there. File and folder names are not changed.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal
 
+from pydicom._uid_dict import UID_dictionary
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
-from pydicom.uid import UID
 
 from acqharvest.model import Deidentified, DeidentifySettings
 
@@ -121,10 +123,12 @@ _NORMALIZED_SOURCES: Mapping[str, str] = {
     "protocol_name": "ProtocolName",
     "instrument_reported.serial_number": "DeviceSerialNumber",
     "instrument_reported.station_name": "StationName",
-    "detector.model": "DetectorID",
+    "detector.model": "DetectorManufacturerModelName",
 }
 
 _DATE_VRS = frozenset({"DA", "DT", "TM"})
+#: what stands in warnings for a value the policy removed.
+REDACTED = "<removed>"
 _UID_ROOT = "2.25."  # UUID-derived UID root (PS3.5 B.2): needs no registered org root.
 #: ``dataset_json`` names a repeated keyword ``Keyword_GGGG``; private tags look like
 #: ``(0019,100A)``.
@@ -144,9 +148,28 @@ def _dictionary_vr(keyword: str) -> str | None:
         return None
 
 
+def _texts(value: Any) -> list[str]:
+    """Every text a removed or replaced value holds, nested ones too, as a warning may quote it.
+
+    Numbers are left out: they recur by chance in any message.
+    """
+    if isinstance(value, Mapping):
+        return [text for item in value.values() for text in _texts(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in _texts(item)]
+    if not isinstance(value, str) or not value.strip():
+        return []
+    text = value.strip()
+    quoted = repr(text)[1:-1]  # how a message quoting it with !r spells a newline or quote
+    return [text] if quoted == text else [text, quoted]
+
+
 def _registered(uid: str) -> bool:
-    """True for a UID the DICOM standard registers (SOP classes, transfer syntaxes...)."""
-    return UID(uid).name != uid
+    """True for a UID the DICOM standard registers (SOP classes, transfer syntaxes...).
+
+    A dictionary lookup: building a ``UID`` would validate it and log an invalid one.
+    """
+    return uid in UID_dictionary
 
 
 class Deidentifier:
@@ -181,10 +204,13 @@ class Deidentifier:
         if not self._settings.enabled:
             return Deidentified(metadata, original, None, (), 0)
         counter = [0]
+        redactions: dict[str, str] = {}
         dicom = fmt.upper().startswith("DICOM")
-        clean_meta = self._clean_normalized(metadata, "", dicom, counter)
-        clean_original = self._clean(original, dicom, counter)
-        return Deidentified(clean_meta, clean_original, PROFILE, self._options, counter[0])
+        clean_meta = self._clean_normalized(metadata, "", dicom, counter, redactions)
+        clean_original = self._clean(original, dicom, counter, redactions)
+        return Deidentified(
+            clean_meta, clean_original, PROFILE, self._options, counter[0], redactions
+        )
 
     def action(self, keyword: str, dicom: bool = True) -> Action:
         """What the policy does to an attribute (a DICOM keyword, or any metadata key)."""
@@ -194,37 +220,60 @@ class Deidentifier:
         return cached
 
     def _clean_normalized(
-        self, metadata: Mapping[str, Any], prefix: str, dicom: bool, counter: list[int]
+        self,
+        metadata: Mapping[str, Any],
+        prefix: str,
+        dicom: bool,
+        counter: list[int],
+        redactions: dict[str, str],
     ) -> dict[str, Any]:
         cleaned: dict[str, Any] = {}
         for key, value in metadata.items():
             source = _NORMALIZED_SOURCES.get(prefix + key) if dicom else None
             action = self.action(source) if source else "keep"
-            if action == "remove":
-                counter[0] += 1
-            elif action == "uid":
-                cleaned[key] = self._replace_uids(value)
-            elif isinstance(value, Mapping) and dicom:
-                cleaned[key] = self._clean_normalized(value, f"{key}.", dicom, counter)
-            else:
+            if action == "keep" and isinstance(value, Mapping) and dicom:
+                cleaned[key] = self._clean_normalized(value, f"{key}.", dicom, counter, redactions)
+            elif action == "keep":
                 cleaned[key] = value
+            else:
+                self._act(cleaned, key, value, action, counter, redactions)
         return cleaned
 
-    def _clean(self, value: Any, dicom: bool, counter: list[int]) -> Any:
+    def _clean(
+        self, value: Any, dicom: bool, counter: list[int], redactions: dict[str, str]
+    ) -> Any:
         if isinstance(value, Mapping):
             cleaned: dict[str, Any] = {}
             for key, item in value.items():
                 action = self.action(str(key), dicom)
-                if action == "remove":
-                    counter[0] += 1
-                elif action == "uid":
-                    cleaned[key] = self._replace_uids(item)
+                if action == "keep":
+                    cleaned[key] = self._clean(item, dicom, counter, redactions)
                 else:
-                    cleaned[key] = self._clean(item, dicom, counter)
+                    self._act(cleaned, key, item, action, counter, redactions)
             return cleaned
         if isinstance(value, list):
-            return [self._clean(item, dicom, counter) for item in value]
+            return [self._clean(item, dicom, counter, redactions) for item in value]
         return value
+
+    def _act(
+        self,
+        cleaned: dict[str, Any],
+        key: str,
+        value: Any,
+        action: Action,
+        counter: list[int],
+        redactions: dict[str, str],
+    ) -> None:
+        """Remove ``value`` or replace its UIDs; note each text it held for the warnings."""
+        if action == "remove":
+            counter[0] += 1
+            for text in _texts(value):
+                redactions.setdefault(text, REDACTED)
+            return
+        cleaned[key] = self._replace_uids(value)
+        for text in _texts(value):
+            if not _registered(text):
+                redactions[text] = self.replace_uid(text)
 
     def _replace_uids(self, value: Any) -> Any:
         if isinstance(value, list):

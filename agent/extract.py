@@ -1,7 +1,10 @@
 """The extract stage: runs an adapter on one acquisition and never lets it fail the daemon.
 
 Turns any adapter failure into an ``ExtractionFailure`` naming the file, makes the output
-JSON-safe, caps ``original_metadata`` and drops metadata keys the adapter did not declare.
+JSON-safe, caps ``original_metadata``, and drops, with a warning naming the key, metadata
+keys the adapter did not declare and values that are not of their declared type (a
+non-finite number, a ``datetime`` or ``started`` that is not RFC 3339, a malformed
+``channels`` item).
 """
 
 from __future__ import annotations
@@ -15,7 +18,16 @@ from typing import Any
 
 import structlog
 
-from acqharvest.adapter_api import Adapter, AdapterError, AdapterOutput, Draft, Reader
+from acqharvest.adapter_api import (
+    Adapter,
+    AdapterError,
+    AdapterOutput,
+    Draft,
+    FieldSpec,
+    Reader,
+    channel_problems,
+    value_problem,
+)
 from acqharvest.model import Acquisition, Extraction, ExtractionFailure
 
 #: serialized size above which the largest ``original_metadata`` entries are dropped.
@@ -81,14 +93,17 @@ def extract(
         return ExtractionFailure(acquisition, name, draft.primary, reason)
 
     notes: list[str] = []
-    declared = {spec.key for spec in adapter.info.fields}
-    metadata = _declared_only(_jsonable(output.metadata, "metadata", notes), declared, "", notes)
+    specs = {spec.key: spec for spec in adapter.info.fields}
+    metadata = _declared_only(_jsonable(output.metadata, "metadata", notes), specs, "", notes)
     original = _jsonable(output.original_metadata, "original_metadata", notes)
     if not isinstance(original, dict):
         notes.append("original_metadata was not a mapping; dropped")
         original = {}
     original = _cap(original, ORIGINAL_METADATA_CAP, notes)
-    started = output.started if isinstance(output.started, str) else None
+    started = output.started
+    if started is not None and (problem := value_problem("datetime", started)):
+        notes.append(f"started: {problem}; dropped")
+        started = None
     return Extraction(
         acquisition=acquisition,
         adapter=name,
@@ -101,8 +116,14 @@ def extract(
     )
 
 
-def _declared_only(value: Any, declared: set[str], prefix: str, notes: list[str]) -> dict[str, Any]:
-    """Keep only declared dotted keys; a declared key keeps everything beneath it."""
+def _declared_only(
+    value: Any, specs: Mapping[str, FieldSpec], prefix: str, notes: list[str]
+) -> dict[str, Any]:
+    """Keep only declared dotted keys whose values have their declared type.
+
+    A declared key keeps everything beneath it, except that ``channels`` items keep only
+    the keys of ``CHANNEL_FIELDS``, with their types.
+    """
     if not isinstance(value, dict):
         if prefix == "":
             notes.append("metadata was not a mapping; dropped")
@@ -110,19 +131,39 @@ def _declared_only(value: Any, declared: set[str], prefix: str, notes: list[str]
     kept: dict[str, Any] = {}
     for key, item in value.items():
         dotted = f"{prefix}{key}"
-        if dotted in declared:
-            kept[key] = item
+        spec = specs.get(dotted)
+        if spec is not None:
+            if problem := value_problem(spec.type, item):
+                notes.append(f"{dotted}: {problem}; dropped")
+            elif dotted == "channels":
+                kept[key] = [
+                    c for c in (_channel(dotted, i, x, notes) for i, x in enumerate(item)) if c
+                ]
+            else:
+                kept[key] = item
             continue
         below = f"{dotted}."
-        if any(d.startswith(below) for d in declared):
+        if any(d.startswith(below) for d in specs):
             if isinstance(item, dict):
-                kept[key] = _declared_only(item, declared, below, notes)
+                if section := _declared_only(item, specs, below, notes):
+                    kept[key] = section
                 continue
             if isinstance(item, list) and all(isinstance(x, dict) for x in item):
-                kept[key] = [_declared_only(x, declared, below, notes) for x in item]
+                kept[key] = [_declared_only(x, specs, below, notes) for x in item]
                 continue
         notes.append(f"metadata key {dotted!r} is not declared in the adapter's fields; dropped")
     return kept
+
+
+def _channel(key: str, index: int, item: Any, notes: list[str]) -> dict[str, Any]:
+    """One ``channels`` item with only well-typed ``CHANNEL_FIELDS`` keys."""
+    where = f"{key}[{index}]"
+    problems = channel_problems(item)
+    if "" in problems:
+        notes.append(f"{where}: {problems['']}; dropped")
+        return {}
+    notes.extend(f"{where}.{name}: {problem}; dropped" for name, problem in problems.items())
+    return {name: value for name, value in item.items() if name not in problems}
 
 
 def _jsonable(value: Any, where: str, notes: list[str], depth: int = 0) -> Any:

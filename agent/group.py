@@ -1,12 +1,17 @@
 """Which settled files form one acquisition: a pure state machine from ProbedFile to Acquisition.
 
 Owns group release rules (quiet window for collecting groups, or as soon as the number of
-files the header announced is there; expected companions; timeout).
+files the header announced is there; expected companions; timeout). Expected names are
+root-relative and normalized here (``sub/../set.ome`` is ``set.ome``); one that climbs out of
+the root can never arrive. A group of members with no primary that does not collect
+(``BinaryOnly`` OME-TIFFs whose metadata file is not here) is never complete: at its
+timeout it is released incomplete, so its files are still packaged and nothing is lost.
 No threads, sleeps or I/O: the caller passes ``now``. Not thread-safe: one owner drives it.
 """
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,8 +46,16 @@ class _Group:
     def waits_for_quiet(self) -> bool:
         return self.collects() and not self.counted_out()
 
+    def headless(self) -> bool:
+        """True for members waiting for their primary (OME-TIFF ``BinaryOnly`` files).
+
+        A collecting group (a DICOM series) has no distinguished primary.
+        """
+        return not self.collects() and all(m.role != "primary" for m in self.members.values())
+
     def missing(self) -> set[str]:
-        expected = {name for m in self.members.values() for name in m.expects}
+        """Expected root-relative names not here; a name that climbs out never arrives."""
+        expected = {posixpath.normpath(name) for m in self.members.values() for name in m.expects}
         if not expected:
             return expected
         return expected - {p.relative_to(self.root).as_posix() for p in self.members}
@@ -95,7 +108,7 @@ class Grouper:
         for gid, group in list(self._groups.items()):
             missing = group.missing()
             quiet = not group.waits_for_quiet() or now - group.last_added >= self._quiet(group)
-            if quiet and not missing:
+            if quiet and not missing and not group.headless():
                 complete = True
             elif now - group.created >= self._timeout_seconds(group.root):
                 complete = False
@@ -105,6 +118,7 @@ class Grouper:
                     root=str(group.root),
                     missing=sorted(missing),
                     members=len(group.members),
+                    primary_missing=group.headless(),
                 )
             else:
                 continue
@@ -127,7 +141,7 @@ class Grouper:
 
     def _due(self, group: _Group, now: float) -> float:
         timeout = group.created + self._timeout_seconds(group.root)
-        if group.missing():
+        if group.missing() or group.headless():
             # Only an add (which the caller follows with ready) or the timeout can release it.
             return timeout
         if group.waits_for_quiet():

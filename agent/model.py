@@ -80,6 +80,8 @@ class EndpointSettings:
     max_backoff_seconds: float = 300.0
     #: plain http:// is refused for any host but loopback unless this is set.
     allow_plaintext: bool = False
+    #: http(s) proxy an https endpoint is reached through (CONNECT tunnel); None: direct.
+    proxy: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +244,9 @@ class Deidentified:
     profile: str | None
     options: tuple[str, ...]
     removed: int
+    #: text value the policy removed or replaced -> what stands for it in free text
+    #: (warnings), so a value an adapter quoted there does not survive either.
+    redactions: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,8 @@
 
 The id is a digest of the instrument id, the acquisition key and the sorted list of
 (relative path, size, sha256): the same acquisition content always gives the same id,
-so re-harvesting after a crash is idempotent end to end. Knows nothing of I/O.
+so re-harvesting after a crash is idempotent end to end. Warnings lose every value the
+de-identification removed or replaced, in case an adapter quoted one. Knows nothing of I/O.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import socket
-from collections.abc import Mapping
-from datetime import datetime, timezone
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,15 +52,31 @@ def package_id(instrument_id: str, acquisition: Acquisition) -> str:
 
 def rfc3339(seconds: float) -> str:
     """UTC timestamp with a ``Z`` suffix, second precision or finer when given."""
-    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+    moment = datetime.fromtimestamp(seconds, tz=UTC)
     return moment.isoformat().replace("+00:00", "Z")
 
 
 def rfc3339_ns(nanoseconds: int) -> str:
     """A file mtime in nanoseconds, truncated (never rounded up) to microseconds."""
     seconds, remainder = divmod(nanoseconds, 1_000_000_000)
-    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+    moment = datetime.fromtimestamp(seconds, tz=UTC)
     return moment.replace(microsecond=remainder // 1000).isoformat().replace("+00:00", "Z")
+
+
+def redact(texts: Iterable[str], redactions: Mapping[str, str]) -> list[str]:
+    """``texts`` with every whole occurrence of a redacted value replaced by its stand-in.
+
+    Whole means not inside a longer word or number (``1.2.3`` stays in ``1.2.3.4``);
+    values of one character are left alone, as they occur everywhere by chance.
+    """
+    texts = list(texts)
+    values = sorted((v for v in redactions if len(v) > 1), key=len, reverse=True)
+    if not texts or not values:
+        return texts
+    pattern = re.compile(
+        r"(?<![\w.])(?:" + "|".join(re.escape(v) for v in values) + r")(?![\w]|\.\w)"
+    )
+    return [pattern.sub(lambda match: redactions[match.group(0)], text) for text in texts]
 
 
 def build_package(
@@ -116,7 +134,7 @@ def build_package(
                 "options": list(deidentified.options),
                 "removed": deidentified.removed,
             },
-            "warnings": list(extraction.warnings),
+            "warnings": redact(extraction.warnings, deidentified.redactions),
         },
     }
     return Package(package_id=identifier, acquisition_key=acquisition.key, body=body)

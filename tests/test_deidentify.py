@@ -16,7 +16,15 @@ from pydicom.uid import UID
 
 from acqharvest.config import embedded_settings
 from acqharvest.deidentify import BASIC_PROFILE, PROFILE, Deidentifier
-from acqharvest.model import DeidentifySettings
+from acqharvest.model import (
+    Acquisition,
+    Deidentified,
+    DeidentifySettings,
+    Extraction,
+    FileSettled,
+    ProbedFile,
+)
+from acqharvest.package import build_package
 from acqharvest.runtime import preview
 
 UID_SHAPE = re.compile(r"^\d+(\.\d+)+$")
@@ -281,3 +289,79 @@ def test_no_basic_profile_value_of_a_corpus_file_reaches_its_package(
     assert _leaks(values, package) == []
     if any(not UID_SHAPE.match(value) for value in values):  # UIDs are replaced, not removed
         assert package["provenance"]["deidentification"]["removed"] > 0
+
+
+def test_values_pydicom_quotes_in_its_warnings_never_reach_the_package(
+    corpus: Path, tmp_path: Path
+) -> None:
+    """Invalid values make pydicom warn, quoting them; neither the quote nor the value stays."""
+    dataset = pydicom.dcmread(next(iter(sorted((corpus / "dicom" / "mg").glob("*.dcm")))))
+    source = tmp_path / "invalid.dcm"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dataset.StudyInstanceUID = "1.2.840.0999.12345"  # a leading zero: invalid for VR UI
+        dataset.add_new(0x00100030, "DA", "1980-07-14")  # PatientBirthDate, not DICOM's form
+        dataset.add_new(0x00100010, "PN", "Doe^John\nSmith")
+        dataset.add_new(0x00101030, "LO", "72 kg")
+        before = pydicom.config.settings.writing_validation_mode
+        pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
+        try:
+            dataset.save_as(source, enforce_file_format=True)
+        finally:
+            pydicom.config.settings.writing_validation_mode = before
+    policy = Deidentifier(DeidentifySettings(), b"s" * 32)
+    values = _must_not_survive(source, policy)
+    assert "1.2.840.0999.12345" in values
+    [package], errors = preview([source], embedded_settings(), policy)
+    assert errors == []
+    assert _leaks(values, package) == []
+    assert any(
+        "StudyInstanceUID" in warning and "VR UI" in warning
+        for warning in package["provenance"]["warnings"]
+    ), package["provenance"]["warnings"]
+
+
+def test_removed_and_replaced_values_are_scrubbed_from_warnings(tmp_path: Path) -> None:
+    """Defence in depth: a vendor adapter that quotes a value in a warning loses it there."""
+    policy = Deidentifier(DeidentifySettings(), b"k" * 32)
+    warning = "odd name 'DOE^JANE', uid 1.2.3.4, id MRN-0042; study 1.2.3.45 is another"
+    extraction = _extraction(tmp_path, (warning,))
+    clean = policy.apply("DICOM", METADATA, ORIGINAL)
+    [scrubbed] = _package_warnings(extraction, clean)
+    assert "DOE^JANE" not in scrubbed
+    assert "MRN-0042" not in scrubbed
+    assert f"uid {policy.replace_uid('1.2.3.4')}," in scrubbed
+    assert "<removed>" in scrubbed
+    assert "study 1.2.3.45 is another" in scrubbed  # only whole values are replaced
+    off = Deidentifier(DeidentifySettings(enabled=False), b"k" * 32)
+    assert _package_warnings(extraction, off.apply("DICOM", METADATA, ORIGINAL)) == [warning]
+
+
+def _extraction(tmp_path: Path, warnings_: tuple[str, ...]) -> Extraction:
+    path = tmp_path / "a.dcm"
+    path.write_bytes(b"x")
+    settled = FileSettled(path, tmp_path, 1, 0, "1:1")
+    member = ProbedFile(settled, "0" * 64, "dicom", "dicom:x")
+    acquisition = Acquisition("dicom:x", "dicom", tmp_path, (member,))
+    return Extraction(acquisition, "dicom", "1", "DICOM", METADATA, ORIGINAL, None, warnings_)
+
+
+def _package_warnings(extraction: Extraction, clean: Deidentified) -> list[str]:
+    package = build_package(
+        extraction, clean, instrument={"id": "i"}, acquisition_fields={}, previous=None, created=0
+    )
+    return list(package.body["provenance"]["warnings"])
+
+
+def test_normalized_fields_follow_the_attribute_the_dicom_adapter_reads() -> None:
+    from acqharvest.adapters.dicom import DicomAdapter
+    from acqharvest.deidentify import _NORMALIZED_SOURCES
+
+    sources = {spec.key: spec.source for spec in DicomAdapter.info.fields}
+    for key, keyword in _NORMALIZED_SOURCES.items():
+        assert keyword in sources[key], (
+            f"{key}: policy follows {keyword}, adapter reads {sources[key]}"
+        )
+    no_device = Deidentifier(DeidentifySettings(retain_device_identity=False), b"k" * 32)
+    kept = no_device.apply("DICOM", {"detector": {"model": "Pixium 4600"}}, {}).metadata
+    assert kept == {"detector": {"model": "Pixium 4600"}}  # a model name, not a device's identity

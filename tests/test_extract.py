@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy
+import pytest
 
 from acqharvest.adapter_api import (
     AdapterError,
@@ -57,6 +58,8 @@ class FakeAdapter:
             FieldSpec("channels", "list"),
             FieldSpec("modality", "string"),
             FieldSpec("stats.mean", "number"),
+            FieldSpec("acquired", "datetime"),
+            FieldSpec("pixel_size_um.x", "number", "um"),
         ),
     )
 
@@ -135,10 +138,11 @@ def test_undeclared_keys_are_dropped_with_a_warning(tmp_path):
     assert result.metadata == {
         "modality": "MR",
         "image": {"size_x": 4},
-        "channels": [{"name": "DAPI", "anything": 1}],
+        "channels": [{"name": "DAPI"}],
     }
     assert result.warnings[0] == "from the adapter"
     assert any("'image.size_y'" in w for w in result.warnings)
+    assert any("channels[0].anything: not a channel field" in w for w in result.warnings)
     assert any("'secret'" in w for w in result.warnings)
     assert (result.adapter, result.adapter_version) == ("fake", "2.0")
 
@@ -206,3 +210,51 @@ def test_a_truncated_dicom_is_a_failure(corpus, tmp_path):
     assert isinstance(result, ExtractionFailure)
     assert result.path == tmp_path / "cut.dcm"
     assert "truncated" in result.reason
+
+
+@pytest.mark.parametrize(
+    ("metadata", "started", "kept", "dropped"),
+    [
+        # a non-finite number becomes the string "inf" on the way to JSON: not a number
+        ({"pixel_size_um": {"x": float("inf")}}, None, {}, "pixel_size_um.x"),
+        ({"image": {"size_x": "512"}}, None, {}, "image.size_x"),
+        ({"image": {"size_x": True}}, None, {}, "image.size_x"),
+        ({"modality": 3}, None, {}, "modality"),
+        ({"acquired": "last tuesday"}, None, {}, "acquired"),
+        ({"acquired": "2020-13-45"}, None, {}, "acquired"),
+        ({"channels": "DAPI"}, None, {}, "channels"),
+        (
+            {"channels": [{"name": "DAPI", "emission_nm": "blue"}, 7]},
+            None,
+            {"channels": [{"name": "DAPI"}]},
+            "channels[0].emission_nm",
+        ),
+        ({"modality": "MR"}, "last tuesday", {"modality": "MR"}, "started"),
+        ({"modality": "MR"}, "2020-02-30T10:00:00", {"modality": "MR"}, "started"),
+    ],
+)
+def test_values_that_are_not_their_declared_type_are_dropped_naming_the_key(
+    tmp_path, metadata, started, kept, dropped
+):
+    acquisition = _acquisition(tmp_path, ["p.bin"], "p.bin")
+    output = AdapterOutput(format="x", metadata=metadata, started=started)
+    result = extract(acquisition, FakeAdapter(output=output), FileReader())
+    assert isinstance(result, Extraction)
+    assert result.metadata == kept
+    assert result.started is None
+    assert any(w.startswith(f"{dropped}: ") and "dropped" in w for w in result.warnings), (
+        result.warnings
+    )
+
+
+def test_well_typed_values_and_rfc3339_times_pass(tmp_path):
+    acquisition = _acquisition(tmp_path, ["p.bin"], "p.bin")
+    metadata = {
+        "acquired": "2024-02-29T23:59:60.5+05:30",
+        "pixel_size_um": {"x": 2},
+        "channels": [{"name": "GFP", "excitation_nm": 488, "exposure_s": 0.1}],
+    }
+    output = AdapterOutput(format="x", metadata=metadata, started="2024-02-29")
+    result = extract(acquisition, FakeAdapter(output=output), FileReader())
+    assert isinstance(result, Extraction)
+    assert (result.metadata, result.started, result.warnings) == (metadata, "2024-02-29", ())

@@ -219,3 +219,35 @@ def test_quiet_and_timeout_are_per_root() -> None:
     assert [a.key for a in grouper.ready(T0 + 1)] == ["dicom:a"]
     assert [(a.key, a.complete) for a in grouper.ready(T0 + 5)] == [("imzml:c", False)]
     assert [a.key for a in grouper.ready(T0 + QUIET)] == ["dicom:b"]
+
+
+def test_expected_names_that_climb_are_resolved_against_the_root(grouper: Grouper) -> None:
+    # A member in run/sub names its metadata file ../set.companion.ome: run/set.companion.ome.
+    member = probed(
+        "run/sub/m1.ome.tif", "tiff:set", role="member", expects=("run/sub/../set.companion.ome",)
+    )
+    grouper.add(member, T0)
+    assert grouper.ready(T0 + 1) == []
+    grouper.add(probed("run/set.companion.ome", "tiff:set", adapter="tiff"), T0 + 2)
+    [acq] = grouper.ready(T0 + 2)
+    assert acq.complete
+    assert acq.primary.settled.path.name == "set.companion.ome"
+
+
+def test_members_without_their_primary_are_released_incomplete_at_the_timeout(
+    grouper: Grouper,
+) -> None:
+    # BinaryOnly members whose metadata file lies outside the watch root, or that name none
+    # the grouper can wait for: never complete, never lost.
+    grouper.add(probed("m1.ome.tif", "tiff:x", role="member", expects=("../x.ome",)), T0)
+    grouper.add(probed("m2.ome.tif", "tiff:x", role="member"), T0)
+    assert grouper.ready(T0 + TIMEOUT - 1) == []
+    assert grouper.next_due(T0) == pytest.approx(TIMEOUT)
+    [acq] = grouper.ready(T0 + TIMEOUT)
+    assert not acq.complete
+    assert [m.settled.path.name for m in acq.members] == ["m1.ome.tif", "m2.ome.tif"]
+    # members alone, expecting nothing: still waiting for a primary
+    grouper.add(probed("m3.ome.tif", "tiff:y", role="member"), T0)
+    assert grouper.ready(T0 + 1) == []
+    [alone] = grouper.ready(T0 + TIMEOUT)
+    assert not alone.complete

@@ -1,4 +1,4 @@
-"""DICOM adapter: one acquisition per series, read from one representative header.
+"""DICOM adapter: one acquisition per series and folder, read from one representative header.
 
 Formats and variants: DICOM Part 10 files (128-byte preamble + ``DICM``) in any transfer
 syntax pydicom parses (implicit/explicit VR little endian, big endian, deflated, and every
@@ -17,10 +17,11 @@ positions, frames, bits, pixel type); pixel size in micrometres (PixelSpacing, t
 functional groups' PixelMeasuresSequence, else ImagerPixelSpacing) and slice spacing;
 SM optical paths as channels and objective; detector; operator; study and series UIDs and
 descriptions, protocol, body part, SOP class and transfer syntax names, field strength,
-slice thickness and the number of instances. The claim also reads how many instances the
-series announces (ImagesInAcquisition, or the PET slice counts) from the head bytes, so
-the group is packaged as soon as they are all there. ``original_metadata`` holds every
-public, non-binary element of the representative header (patient tags included:
+slice thickness and the number of instances. The claim keys a file on its series UID and
+its folder (an exported copy elsewhere is another acquisition) and also reads how many
+instances the series announces (ImagesInAcquisition, or the PET slice counts) from the
+head bytes, so the group is packaged as soon as they are all there. ``original_metadata``
+holds every public, non-binary element of the representative header (patient tags included:
 de-identification is the agent's job), sequences to depth 3, each element within a
 16 KiB budget.
 
@@ -67,6 +68,7 @@ from acqharvest.adapters.dicom.reader import (
     SERIES_UID_TAG,
     Header,
     Undecided,
+    convert_all,
     dataset_json,
     first_item,
     has_preamble,
@@ -77,16 +79,18 @@ from acqharvest.adapters.dicom.reader import (
     rfc3339,
     rfc3339_dt,
     value,
+    without_values,
 )
 
-__all__ = ["DicomAdapter"]
+__all__ = ["DicomAdapter", "transfer_syntax_name"]
 
 _FIELDS = normalized_fields(
     {
         "modality": "Modality (0008,0060)",
         "acquired": "AcquisitionDateTime (0008,002A); else the first frame's "
-        "FrameAcquisitionDateTime (0018,9074); else AcquisitionDate+Time, ContentDate+Time, "
-        "SeriesDate+Time, StudyDate+Time; TimezoneOffsetFromUTC (0008,0201) applied",
+        "FrameAcquisitionDateTime (0018,9074); else the first of AcquisitionDate+Time, "
+        "ContentDate+Time, SeriesDate+Time, StudyDate+Time, a date alone taking its time "
+        "from the first later pair of the same day; TimezoneOffsetFromUTC (0008,0201) applied",
         "operator": "OperatorsName (0008,1070), joined with '; '",
         "instrument_reported.manufacturer": "Manufacturer (0008,0070)",
         "instrument_reported.model": "ManufacturerModelName (0008,1090)",
@@ -97,9 +101,11 @@ _FIELDS = normalized_fields(
         "part of one 'NAME VERSION' value, or values that are all bare versions",
         "instrument_reported.station_name": "StationName (0008,1010)",
         "image.size_x": "TotalPixelMatrixColumns (0048,0006) for whole-slide images; a "
-        "Siemens mosaic's tile width; else Columns (0028,0011)",
+        "Siemens mosaic's tile width (Columns over the ceil(sqrt(slices)) grid when it "
+        "divides, else AcquisitionMatrix (0018,1310) or AcquisitionMatrixText (0051,100B)); "
+        "else Columns (0028,0011)",
         "image.size_y": "TotalPixelMatrixRows (0048,0007) for whole-slide images; a Siemens "
-        "mosaic's tile height; else Rows (0028,0010)",
+        "mosaic's tile height, found as its width is; else Rows (0028,0010)",
         "image.size_z": "Siemens NumberOfImagesInMosaic (0019,100A) or the CSA image header "
         "(0029,1010); else the distinct InStackPositionNumber (0020,9057) of an enhanced "
         "object with one StackID (0020,9056)",
@@ -142,6 +148,13 @@ _FIELDS = normalized_fields(
     }
 )
 
+#: transfer syntaxes the standard added after the pydicom releases we support name theirs.
+_NEWER_SYNTAXES = {
+    "1.2.840.10008.1.2.8.1": "Deflated Image Frame Compression",
+    "1.2.840.10008.1.2.4.110": "JPEG XL Lossless",
+    "1.2.840.10008.1.2.4.111": "JPEG XL JPEG Recompression",
+    "1.2.840.10008.1.2.4.112": "JPEG XL",
+}
 _IMAGES_IN_ACQUISITION = 0x00201002
 _PET_SERIES_TYPE = 0x00541000
 _PET_SLICES = 0x00540081
@@ -155,6 +168,8 @@ ELEMENT_BUDGET = 16 * 1024
 _VOLUME_MODALITIES = frozenset({"CT", "MR", "PT", "NM"})
 _NAME_VERSION = re.compile(r"^(?P<name>.*[A-Za-z].*?)\s+[vV]?(?P<version>\d[\w.()\[\]-]*)$")
 _BARE_VERSION = re.compile(r"^[vV]?\d[\w.()\[\]-]*$")
+#: Siemens AcquisitionMatrixText, phase steps first: ``128p*128``, ``104*128s``.
+_MATRIX_TEXT = re.compile(r"^(?P<phase>\d+)p?\*(?P<frequency>\d+)s?$")
 
 
 class DicomAdapter:
@@ -215,7 +230,9 @@ class DicomAdapter:
         if uid is None:
             return Claim(group_key=f"dicom:file:{probe.path}", role="primary", confidence=0.9)
         return Claim(
-            group_key=f"dicom:{uid}",
+            # Per folder: an exported copy of a series elsewhere is not more of the same
+            # series, and must not count towards its announced number of instances.
+            group_key=f"dicom:{uid}@{probe.path.parent}",
             role="member",
             confidence=0.9,
             collects=True,
@@ -228,13 +245,20 @@ class DicomAdapter:
             warnings.simplefilter("always")
             try:
                 header = read_header(path, reader)
+                elements = convert_all(header.dataset.file_meta) + convert_all(header.dataset)
                 metadata = _normalized(header, len(draft.members))
                 original, trimmed = _original(header)
             except AdapterError:
                 raise
             except Exception as exc:  # pydicom raises many unrelated types on bad input
                 raise AdapterError(path, f"unreadable DICOM: {type(exc).__name__}: {exc}") from exc
-        notes = tuple(dict.fromkeys(f"pydicom: {w.message}" for w in caught))
+        # Messages quote the values they complain about; a package must not carry them.
+        notes = tuple(
+            dict.fromkeys(
+                f"pydicom: {note}"
+                for note in (*elements, *(without_values(str(w.message)) for w in caught))
+            )
+        )
         return AdapterOutput(
             format="DICOM",
             metadata=metadata,
@@ -359,11 +383,16 @@ def _acquired(ds: Dataset) -> str | None:
         stamp = rfc3339_dt(stamp_value, offset)
         if stamp:
             return stamp
-    for prefix in ("Acquisition", "Content", "Series", "Study"):
-        stamp = rfc3339(value(ds, f"{prefix}Date"), value(ds, f"{prefix}Time"), offset)
-        if stamp:
-            return stamp
-    return None
+    stamps = [
+        stamp
+        for prefix in ("Acquisition", "Content", "Series", "Study")
+        if (stamp := rfc3339(value(ds, f"{prefix}Date"), value(ds, f"{prefix}Time"), offset))
+    ]
+    if not stamps:
+        return None
+    # A date alone is refined by the first later source of the same day that has a time.
+    day = stamps[0][:10]
+    return next((s for s in stamps if s[:10] == day and len(s) > 10), stamps[0])
 
 
 def _texts(ds: Dataset, keywords: dict[str, str]) -> dict[str, Any]:
@@ -412,9 +441,9 @@ def _image(header: Header) -> dict[str, Any]:
     if total_x and total_y:
         image["size_x"], image["size_y"] = total_x, total_y
     elif mosaic:
-        # Siemens tiles the slices in a square grid, padded with empty tiles.
-        grid = math.ceil(math.sqrt(mosaic))
-        image["size_x"], image["size_y"] = columns // grid, rows // grid
+        tile = _mosaic_tile(ds, rows, columns, mosaic)
+        if tile is not None:
+            image["size_x"], image["size_y"] = tile
     else:
         image["size_x"], image["size_y"] = columns, rows
     stacks = _frame_content(ds)
@@ -447,6 +476,33 @@ def _mosaic_images(ds: Dataset) -> int | None:
     if isinstance(csa, bytes):
         return _integer(_csa_item(csa, "NumberOfImagesInMosaic"))
     return None
+
+
+def _mosaic_tile(ds: Dataset, rows: int, columns: int, slices: int) -> tuple[int, int] | None:
+    """(width, height) of one mosaic tile, or None when the header does not say.
+
+    Siemens tiles the slices on a square grid of ceil(sqrt(slices)) tiles a side, padded
+    with empty tiles, so the frame divides evenly by it. When it does not (a frame shrunk
+    after the fact), the tile is the acquisition matrix: AcquisitionMatrix (0018,1310),
+    else Siemens AcquisitionMatrixText (0051,100B) read with the phase-encoding direction.
+    """
+    grid = math.ceil(math.sqrt(slices))
+    if rows % grid == 0 and columns % grid == 0:
+        return columns // grid, rows // grid
+    matrix = [_integer(v) or 0 for v in _listed(value(ds, "AcquisitionMatrix"))]
+    if len(matrix) == 4:
+        frequency_rows, frequency_columns, phase_rows, phase_columns = matrix
+        width, height = frequency_columns or phase_columns, frequency_rows or phase_rows
+        if width and height:
+            return width, height
+    text = _text(_private(ds, 0x0051, "SIEMENS MR HEADER", 0x0B))
+    match = _MATRIX_TEXT.match(text or "")
+    if match is None:
+        return None
+    phase, frequency = int(match.group("phase")), int(match.group("frequency"))
+    if value(ds, "InPlanePhaseEncodingDirection") == "ROW":
+        return phase, frequency  # phase steps run along a row: they count the columns
+    return frequency, phase
 
 
 def _private(ds: Dataset, group: int, creator: str, offset: int) -> Any:
@@ -588,10 +644,15 @@ def _detector(ds: Dataset) -> dict[str, Any]:
     )
 
 
+def transfer_syntax_name(uid: str) -> str:
+    """The registered name of a transfer syntax UID, the UID itself when unknown."""
+    return _NEWER_SYNTAXES.get(uid) or str(UID(uid).name)
+
+
 def _transfer_syntax(header: Header) -> str:
     uid = value(header.dataset.file_meta, "TransferSyntaxUID")
     if uid:
-        return str(UID(str(uid)).name)
+        return transfer_syntax_name(str(uid))
     implicit, little = header.dataset.original_encoding
     vr = "Implicit" if implicit else "Explicit"
     endian = "Little" if little is not False else "Big"

@@ -2,7 +2,10 @@
 
 Everything here reads through the agent's ``Reader`` handle and stops before pixel data;
 the only bytes read past the header are the 8-byte item headers of encapsulated pixel
-data, to tell a complete file from a truncated one.
+data, to tell a complete file from a truncated one. A deflated data set is inflated in
+steps only as far as its pixel data, within ``DEFLATED_HEADER_BUDGET`` (a decompression
+bomb is refused, not inflated); the rest of the stream is inflated and discarded, up to
+``DEFLATED_CHECK_BUDGET``, only to tell a cut-short file from a whole one.
 """
 
 from __future__ import annotations
@@ -10,21 +13,24 @@ from __future__ import annotations
 import os
 import re
 import struct
+import warnings
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileDataset
-from pydicom.filereader import read_partial
+from pydicom.filereader import read_dataset, read_partial
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pydicom.valuerep import PersonName
 
-from acqharvest.adapter_api import AdapterError, Reader
+from acqharvest.adapter_api import HEAD_BYTES, AdapterError, Reader
 
 SERIES_UID_TAG = 0x0020000E
 PIXEL_TAGS = {
@@ -40,6 +46,16 @@ BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN", "OB or OW", "U
 MAX_FRAGMENTS = 100_000
 #: sequences nest at most this deep in ``original_metadata``.
 MAX_DEPTH = 3
+#: inflated bytes a deflated data set may take before its pixel data; past it, refused.
+DEFLATED_HEADER_BUDGET = 32 * 1024 * 1024
+#: inflated bytes past the header checked (and discarded) for a cut-short stream.
+DEFLATED_CHECK_BUDGET = 256 * 1024 * 1024
+_INFLATE_CHUNK = 64 * 1024
+#: how far into a file its file meta group is looked for, at most.
+_META_HEAD = 64 * 1024
+#: a raw deflate stream holding nothing: one empty final block.
+_EMPTY_DEFLATE = b"\x03\x00"
+_PIXEL_TAG_BYTES = tuple(struct.pack("<HH", tag >> 16, tag & 0xFFFF) for tag in PIXEL_TAGS)
 
 _EXPLICIT_LONG_VRS = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC"} | {b"UN", b"UR", b"UT", b"UV"}
@@ -211,13 +227,17 @@ def _skip_item(head: bytes, pos: int, explicit: bool) -> int:
 def read_series_uid(path: Path, reader: Reader) -> str | None:
     """The SeriesInstanceUID, reading only up to element (0020,000E)."""
     with reader.open(path) as handle:
-        ds = read_partial(
-            handle,
-            stop_when=lambda tag, vr, length: tag > SERIES_UID_TAG,
-            defer_size=1024,
-            force=True,
-            specific_tags=[BaseTag(SERIES_UID_TAG)],
-        )
+        meta, syntax = _peek_file_meta(handle)
+        if syntax == DeflatedExplicitVRLittleEndian:
+            ds, _ = _read_deflated(path, handle, meta, whole=False)
+        else:
+            ds = read_partial(
+                handle,
+                stop_when=lambda tag, vr, length: tag > SERIES_UID_TAG,
+                defer_size=1024,
+                force=True,
+                specific_tags=[BaseTag(SERIES_UID_TAG)],
+            )
     value = ds.get(SERIES_UID_TAG)
     text = str(value.value).strip() if value is not None and value.value else ""
     return text or None
@@ -255,9 +275,13 @@ def read_header(path: Path, reader: Reader) -> Header:
         handle.seek(0)
         if size == 0:
             raise AdapterError(path, "empty file")
-        stop = _PixelStop()
-        ds = read_partial(handle, stop_when=stop, defer_size=DEFER_SIZE, force=True)
-        deflated = ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
+        meta, syntax = _peek_file_meta(handle)
+        deflated = syntax == DeflatedExplicitVRLittleEndian
+        if deflated:
+            ds, stop = _read_deflated(path, handle, meta)
+        else:
+            stop = _PixelStop()
+            ds = read_partial(handle, stop_when=stop, defer_size=DEFER_SIZE, force=True)
         if stop.tag is not None and not deflated:
             _check_pixel_extent(path, handle, handle.tell(), stop, ds, size)
     if len(ds) == 0:
@@ -272,6 +296,111 @@ def read_header(path: Path, reader: Reader) -> Header:
     header = Header(ds, size, PIXEL_TAGS.get(stop.tag) if stop.tag is not None else None)
     _drop_deferred(ds, header.skipped)
     return header
+
+
+def _peek_file_meta(handle: BinaryIO) -> tuple[bytes, str | None]:
+    """The preamble and file meta group's bytes, and the transfer syntax they name.
+
+    Reads the head, more of it only while the group goes on, and leaves the handle at 0.
+    """
+    size, syntax, end = HEAD_BYTES, None, 0
+    while True:
+        handle.seek(0)
+        head = handle.read(size)
+        if not has_preamble(head):
+            break
+        end, syntax = _file_meta(head, 132)
+        if end + 8 <= len(head) or len(head) < size or size >= _META_HEAD:
+            break
+        size *= 4
+    handle.seek(0)
+    return head[:end], syntax
+
+
+def _read_deflated(
+    path: Path, handle: BinaryIO, meta: bytes, *, whole: bool = True
+) -> tuple[FileDataset, _PixelStop]:
+    """A Deflated Explicit VR Little Endian file, inflated only as far as its pixel data.
+
+    pydicom inflates the whole data set, pixels included, in one call: a file of a few
+    hundred KiB could ask for gigabytes. Here pydicom reads the file meta alone (followed
+    by an empty deflate stream) and the data set is parsed from a bounded inflation.
+    ``whole`` checks the rest of the stream is there too (see ``_Inflater.check_rest``).
+    """
+    shell = read_partial(BytesIO(meta + _EMPTY_DEFLATE), force=True)
+    inflater = _Inflater(path, handle, len(meta))
+    while True:
+        ended = inflater.to_next_pixel_tag()
+        stop = _PixelStop()
+        dataset = read_dataset(
+            BytesIO(inflater.data),
+            is_implicit_VR=False,
+            is_little_endian=True,
+            stop_when=stop,
+            defer_size=DEFER_SIZE,
+        )
+        if stop.tag is not None or ended:
+            break  # else the tag's bytes were inside a value: inflate on to the next ones
+    if whole:
+        inflater.check_rest()
+    ds = FileDataset(str(path), dataset, shell.preamble, shell.file_meta, False, True)
+    charset = dataset.get("SpecificCharacterSet")
+    ds.set_original_encoding(False, True, charset.value if charset is not None else None)
+    return ds, stop
+
+
+class _Inflater:
+    """Inflates a raw deflate stream from ``start`` in steps, within a byte budget."""
+
+    def __init__(self, path: Path, handle: BinaryIO, start: int) -> None:
+        self._path, self._handle = path, handle
+        self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        self._searched = 0
+        self.data = bytearray()
+        handle.seek(start)
+
+    def to_next_pixel_tag(self) -> bool:
+        """Inflate until a pixel data element header is whole; True when the stream ended."""
+        while True:
+            found = _find_pixel_tag(self.data, self._searched)
+            if found is not None and len(self.data) >= found + 12:
+                self._searched = found + 1
+                return False
+            if self._inflater.eof:
+                return True
+            self._step()
+
+    def check_rest(self) -> None:
+        """Inflate the rest, discarding it, to tell a cut-short stream from a whole one.
+
+        Costs time, not memory; stops unverified after ``DEFLATED_CHECK_BUDGET`` bytes.
+        """
+        inflated = 0
+        while not self._inflater.eof and inflated < DEFLATED_CHECK_BUDGET:
+            inflated += len(self._inflate())
+
+    def _step(self) -> None:
+        self.data += self._inflate()
+        if len(self.data) > DEFLATED_HEADER_BUDGET:
+            raise AdapterError(
+                self._path,
+                f"deflated data set inflates past {DEFLATED_HEADER_BUDGET >> 20} MiB before "
+                "its pixel data; refused (headers are never that large)",
+            )
+
+    def _inflate(self) -> bytes:
+        pending = self._inflater.unconsumed_tail or self._handle.read(_INFLATE_CHUNK)
+        if not pending:
+            raise AdapterError(self._path, "truncated: the deflated data set ends early")
+        try:
+            return self._inflater.decompress(pending, _INFLATE_CHUNK)
+        except zlib.error as exc:
+            raise AdapterError(self._path, f"corrupt deflated data set: {exc}") from exc
+
+
+def _find_pixel_tag(data: bytearray, start: int) -> int | None:
+    found = [i for tag in _PIXEL_TAG_BYTES if (i := data.find(tag, start)) >= 0]
+    return min(found) if found else None
 
 
 def _is_image(ds: Dataset) -> bool:
@@ -340,6 +469,37 @@ def _dictionary_vr(tag: BaseTag) -> str:
         return str(dictionary_VR(tag))
     except KeyError:
         return "UN"
+
+
+# --------------------------------------------------------------------------- warnings
+
+#: a value as pydicom quotes it in a message: ``'...'``, ``"..."`` or ``b'...'``.
+_QUOTED = re.compile(r"b?'(?:[^'\\]|\\.)*'" + r'|b?"(?:[^"\\]|\\.)*"')
+
+
+def without_values(message: str) -> str:
+    """A pydicom message with the values it quotes replaced: packages must not carry them."""
+    text = message.split(" Please see ", 1)[0]
+    return _QUOTED.sub("<value>", text).strip()
+
+
+def convert_all(ds: Dataset, depth: int = 0) -> list[str]:
+    """Convert every element now, so each pydicom complaint is tied to the element it is about.
+
+    Returns one note per complaint, naming the tag and keyword and the kind of problem
+    (never the value). Later reads of the same elements raise no warning again.
+    """
+    notes: list[str] = []
+    for tag in list(ds.keys()):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            elem = ds[tag]
+        name = f"({tag.group:04X},{tag.element:04X}) {elem.keyword or 'private'}"
+        notes.extend(f"{name}: {without_values(str(w.message))}" for w in caught)
+        if elem.VR == "SQ" and depth < MAX_DEPTH:
+            for item in elem.value or ():
+                notes.extend(convert_all(item, depth + 1))
+    return notes
 
 
 # --------------------------------------------------------------------------- values

@@ -195,9 +195,13 @@ def _claim_tiff(probe: FileProbe, reader: Reader) -> Claim:
 
 
 def _below(folder: Path, names: tuple[str, ...]) -> tuple[str, ...]:
-    """Names as paths relative to ``folder``; one outside it cannot be expected there."""
+    """Names as normalized paths relative to ``folder``, ``..`` kept for one outside it.
+
+    The agent resolves them against the watch root: a metadata file one folder up is
+    waited for there, and one outside the root keeps the group incomplete.
+    """
     relative = (Path(os.path.relpath(os.path.normpath(folder / name), folder)) for name in names)
-    return tuple(p.as_posix() for p in relative if p.parts[:1] != ("..",))
+    return tuple(p.as_posix() for p in relative)
 
 
 def _links(text: sniff.Text, own_name: str) -> ome.OmeLinks | None:

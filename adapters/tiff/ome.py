@@ -4,17 +4,21 @@ Parsed with :mod:`acqharvest.adapters.tiff.safexml` (DTDs and entities refused, 
 size capped); namespaces are ignored so every OME schema year reads the same way.
 Every quantity honours its OME unit attribute (``PhysicalSizeXUnit``,
 ``EmissionWavelengthUnit``, ``ExposureTimeUnit``...) and falls back to the schema's
-default unit when the attribute is absent.
+default unit when the attribute is absent. A quantity that is not a finite positive number
+in a known unit, and an ``AcquisitionDate`` that is not RFC 3339, are dropped with a
+warning naming the element and attribute.
 """
 
 from __future__ import annotations
 
+import math
 import posixpath
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 
+from acqharvest.adapter_api import is_rfc3339
 from acqharvest.adapters.tiff.safexml import local
 from acqharvest.adapters.tiff.safexml import parse as parse_xml
 
@@ -87,14 +91,54 @@ def to_um(number: Any, unit: str | None) -> float | None:
 
 
 def _scaled(number: Any, unit: str | None, table: dict[str, float], default: str) -> float | None:
+    amount = _positive(number)
+    factor = table.get((unit or default).strip())
+    if factor is None or amount is None:
+        return None
+    return round(amount * factor, 9)
+
+
+def _positive(number: Any) -> float | None:
+    """``number`` as a finite float above zero, else None (``inf``, ``NaN``, text, 0)."""
     try:
         amount = float(number)
     except (TypeError, ValueError):
         return None
-    factor = table.get((unit or default).strip())
-    if factor is None or not amount > 0:
+    return amount if math.isfinite(amount) and amount > 0 else None
+
+
+def _quantity(
+    element: ET.Element,
+    attribute: str,
+    table: dict[str, float],
+    default: str,
+    notes: list[str],
+) -> float | None:
+    """An attribute in its ``...Unit`` (``default`` when absent), scaled by ``table``.
+
+    A value that is present but unusable is dropped with a note naming the attribute.
+    """
+    text = element.get(attribute)
+    if text is None:
         return None
-    return round(amount * factor, 9)
+    unit = element.get(f"{attribute}Unit")
+    where = f"{local(element.tag)} {attribute}"
+    if table.get((unit or default).strip()) is None:
+        notes.append(f"{where}: unit {unit!r} is not known; dropped")
+        return None
+    scaled = _scaled(text, unit, table, default)
+    if scaled is None:
+        notes.append(f"{where}: not a finite positive number; dropped")
+    return scaled
+
+
+def _positive_attribute(element: ET.Element, attribute: str, notes: list[str]) -> float | None:
+    """A unitless positive attribute (a magnification, an NA); noted when unusable."""
+    text = element.get(attribute)
+    amount = _positive(text)
+    if text is not None and amount is None:
+        notes.append(f"{local(element.tag)} {attribute}: not a finite positive number; dropped")
+    return amount
 
 
 def _children(element: ET.Element | None, name: str) -> list[ET.Element]:
@@ -129,10 +173,12 @@ def _integer(text: str | None) -> int | None:
 
 
 def _number(text: str | None) -> float | None:
+    """A finite float, else None."""
     try:
-        return float(text) if text is not None else None
+        number = float(text) if text is not None else None
     except ValueError:
         return None
+    return number if number is not None and math.isfinite(number) else None
 
 
 def _compact(mapping: dict[str, Any]) -> dict[str, Any]:
@@ -144,10 +190,6 @@ def normalized(root: ET.Element) -> tuple[dict[str, Any], dict[str, Any], list[s
     notes: list[str] = []
     summary: dict[str, Any] = {}
     meta: dict[str, Any] = {}
-    binary_only = _child(root, "BinaryOnly")
-    if binary_only is not None:
-        name = binary_only.get("MetadataFile") or "another file"
-        notes.append(f"OME-XML is BinaryOnly; the metadata is in {name}")
     images = _children(root, "Image")
     if len(images) > 1:
         notes.append(f"OME-XML describes {len(images)} images; fields are from the first")
@@ -161,17 +203,18 @@ def normalized(root: ET.Element) -> tuple[dict[str, Any], dict[str, Any], list[s
         meta["image"] = _image(pixels)
         meta["pixel_size_um"] = _compact(
             {
-                axis.lower(): to_um(
-                    pixels.get(f"PhysicalSize{axis}"), pixels.get(f"PhysicalSize{axis}Unit")
-                )
+                axis.lower(): _quantity(pixels, f"PhysicalSize{axis}", UNITS_UM, "µm", notes)
                 for axis in ("X", "Y", "Z")
             }
         )
-        meta["channels"] = _channels(pixels)
+        meta["channels"] = _channels(pixels, notes)
         summary["ome_planes"] = _planes(pixels)
     acquired = _child(image, "AcquisitionDate")
-    if acquired is not None and acquired.text:
-        meta["acquired"] = acquired.text.strip()
+    if acquired is not None and acquired.text and acquired.text.strip():
+        if is_rfc3339(acquired.text.strip()):
+            meta["acquired"] = acquired.text.strip()
+        else:
+            notes.append("Image AcquisitionDate: not an RFC 3339 date-time; dropped")
     microscope = _child(instrument, "Microscope")
     if microscope is not None:
         meta["instrument_reported"] = _compact(
@@ -190,8 +233,8 @@ def normalized(root: ET.Element) -> tuple[dict[str, Any], dict[str, Any], list[s
             {
                 "model": objective.get("Model"),
                 "manufacturer": objective.get("Manufacturer"),
-                "magnification": _number(objective.get("NominalMagnification")),
-                "na": _number(objective.get("LensNA")),
+                "magnification": _positive_attribute(objective, "NominalMagnification", notes),
+                "na": _positive_attribute(objective, "LensNA", notes),
                 "immersion": objective.get("Immersion"),
             }
         )
@@ -263,22 +306,19 @@ def _plain_id(identifier: str | None) -> str | None:
     return None
 
 
-def _channels(pixels: ET.Element) -> list[dict[str, Any]]:
+def _channels(pixels: ET.Element, notes: list[str]) -> list[dict[str, Any]]:
     exposures: dict[int, float] = {}
     for plane in _children(pixels, "Plane"):
         index = _integer(plane.get("TheC"))
-        seconds = _scaled(plane.get("ExposureTime"), plane.get("ExposureTimeUnit"), _SECONDS, "s")
-        if index is not None and seconds is not None and index not in exposures:
+        if index is None or index in exposures:
+            continue
+        seconds = _quantity(plane, "ExposureTime", _SECONDS, "s", notes)
+        if seconds is not None:
             exposures[index] = seconds
     channels = []
     for index, channel in enumerate(_children(pixels, "Channel")):
         wavelengths = {
-            f"{kind.lower()}_nm": _scaled(
-                channel.get(f"{kind}Wavelength"),
-                channel.get(f"{kind}WavelengthUnit"),
-                _NANOMETRES,
-                "nm",
-            )
+            f"{kind.lower()}_nm": _quantity(channel, f"{kind}Wavelength", _NANOMETRES, "nm", notes)
             for kind in ("Excitation", "Emission")
         }
         channels.append(

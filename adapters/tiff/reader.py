@@ -123,7 +123,14 @@ def _read_ome(
     original.update(summary)
     notes.extend(ome_notes)
     links = ome.links(root, draft.primary.name)
-    if links.metadata_file is None and (len(draft.members) > 1 or len(links.files) > 1):
+    if links.metadata_file is not None:
+        # Had the metadata file been found, it would be the primary: the set is incomplete.
+        notes.append(
+            f"{links.metadata_file}: the metadata file this BinaryOnly OME-TIFF names is not "
+            f"in the acquisition; only the TIFF tags of {len(draft.members)} file(s) were read"
+        )
+        meta["instances"] = len(draft.members)
+    elif len(draft.members) > 1 or len(links.files) > 1:
         original["ome_files"], set_notes = omeset.report(draft, reader, root, meta)
         notes.extend(set_notes)
     return meta

@@ -13,7 +13,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, get_args
 
+from acqharvest import adapter_api
 from acqharvest.adapter_api import (
+    FIELD_TYPES,
     HEAD_BYTES,
     NORMALIZED_FIELDS,
     Adapter,
@@ -22,21 +24,10 @@ from acqharvest.adapter_api import (
     Claim,
     FileProbe,
     Stability,
+    value_problem,
 )
 from acqharvest.readonly import FileReader
 
-#: FieldSpec.type values and the Python types a value of each may have.
-FIELD_TYPES: Mapping[str, tuple[type, ...]] = {
-    "string": (str,),
-    "integer": (int,),
-    "number": (int, float),
-    "datetime": (str,),
-    "list": (list, tuple),
-}
-#: RFC 3339 date-time (offset optional, as files often lack one), or a date alone.
-RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})?)?$",
-)
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -164,6 +155,8 @@ def field_problems(info: AdapterInfo, output: AdapterOutput) -> list[str]:
         problem = value_problem(specs[key].type, value)
         if problem:
             problems.append(f"{key} = {value!r}: {problem}")
+        elif key == "channels":
+            problems.extend(channel_problems(value))
     if output.started is not None and value_problem("datetime", output.started):
         problems.append(f"started = {output.started!r} is not RFC 3339")
     if not isinstance(output.format, str) or not output.format:
@@ -171,15 +164,15 @@ def field_problems(info: AdapterInfo, output: AdapterOutput) -> list[str]:
     return problems
 
 
-def value_problem(type_name: str, value: Any) -> str | None:
-    """Why ``value`` is not a valid ``type_name`` field value, or None."""
-    allowed = FIELD_TYPES.get(type_name)
-    if allowed is None:
-        return None  # reported by info_problems
-    if isinstance(value, bool) or not isinstance(value, allowed):
-        return f"declared {type_name}, got {type(value).__name__}"
-    if type_name == "datetime" and not RFC3339.match(str(value)):
-        return "not an RFC 3339 date-time (YYYY-MM-DDTHH:MM:SS[.f][+HH:MM]) or date"
-    if type_name == "string" and not str(value).strip():
-        return "empty string (leave the key out instead)"
-    return None
+def channel_problems(channels: Iterable[Any]) -> list[str]:
+    """Items of ``channels`` that are not mappings of well-typed ``CHANNEL_FIELDS`` keys."""
+    problems = []
+    for index, item in enumerate(channels):
+        where = f"channels[{index}]"
+        if isinstance(item, Mapping) and not item:
+            problems.append(f"{where} is empty (leave it out instead)")
+        for key, problem in adapter_api.channel_problems(item).items():
+            problems.append(
+                f"{where}{'.' + key if key else ''} = {item.get(key, item)!r}: {problem}"
+            )
+    return problems

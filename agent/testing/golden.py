@@ -144,6 +144,17 @@ def read_expected(case: Case) -> dict[str, Any] | None:
 
 
 def write_expected(case: Case, golden: Mapping[str, Any]) -> None:
+    """Write the golden beside its case; never into an installed copy of a package.
+
+    Cases found in ``site-packages`` mean the adapter is installed, not checked out: a
+    golden written there is lost on the next install and never reaches the source tree.
+    """
+    installed = {"site-packages", "dist-packages"} & set(case.source.resolve().parts)
+    if installed:
+        raise CaseError(
+            f"{case.source} is an installed copy (in {installed.pop()}); install the "
+            "adapter editable (pip install -e .) and regenerate in its source tree"
+        )
     case.expected_path.write_text(canonical(golden) + "\n", encoding="utf-8")
 
 

@@ -2,9 +2,11 @@
 
 Installing acqharvest is enough for a vendor repository to get it; it only adds options:
 
-``--acqharvest-regenerate`` (alias ``--regenerate``, or ``ACQHARVEST_REGENERATE=1``)
+``--acqharvest-regenerate`` (or ``ACQHARVEST_REGENERATE=1``)
     write every ``<case>.expected.json`` from what the adapter extracts now, instead of
-    comparing against it. Review the diff before committing.
+    comparing against it. Each golden written is reported as a skip and the run ends
+    failed ("regenerated N golden(s)..."), so a flag left set in CI never passes silently.
+    Review the diff, then run again without the flag.
 ``--acqharvest-corpus PATH`` (or ``ACQHARVEST_CORPUS``)
     where corpus-relative sample paths resolve, for adapters whose ``info.samples`` name
     corpus files (the built-in ones do); used by the cross-claim checks.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,7 +28,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("acqharvest", "acqharvest adapter conformance")
     group.addoption(
         "--acqharvest-regenerate",
-        "--regenerate",
         action="store_true",
         dest="acqharvest_regenerate",
         default=False,
@@ -51,3 +53,26 @@ def corpus_root(config: pytest.Config) -> Path | None:
     """The corpus folder given by option or environment, if any."""
     given = config.getoption("acqharvest_corpus", default=None) or os.environ.get(CORPUS_ENV)
     return Path(given) if given else None
+
+
+_REGENERATED = pytest.StashKey[list[Path]]()
+
+
+def record_regenerated(config: pytest.Config, path: Path) -> None:
+    """Note a golden written in this run (reported, and failing the run, at its end)."""
+    config.stash.setdefault(_REGENERATED, []).append(path)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if session.config.stash.get(_REGENERATED, []) and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    written = config.stash.get(_REGENERATED, [])
+    if written:
+        terminalreporter.write_line(
+            f"acqharvest: regenerated {len(written)} golden(s); review the diff and re-run "
+            f"without --acqharvest-regenerate (or {REGENERATE_ENV}) to check them",
+            yellow=True,
+        )

@@ -265,6 +265,7 @@ def _five_pages(tmp_path: Path) -> tuple[Path, bytes, Any]:
     tifffile.imwrite(path, np.arange(5 * 16 * 16, dtype=np.uint16).reshape(5, 16, 16))
     with tifffile.TiffFile(path) as tif:
         middle = tif.pages[2]
+        assert isinstance(middle, tifffile.TiffPage)
         strips = middle.tags["StripOffsets"]
         layout = (strips.valueoffset, middle.dataoffsets[0], middle.offset)
     return path, path.read_bytes(), layout

@@ -124,8 +124,8 @@ def test_claims_follow_uuids_and_references(tmp_path):
     ("metadata_file", "group_file", "expects"),
     [
         ("../sub/./set.companion.ome", "sub/set.companion.ome", ("set.companion.ome",)),
-        # outside the member's folder: still one group, but it cannot be waited for there
-        ("../up.companion.ome", "up.companion.ome", ()),
+        # outside the member's folder: the grouper resolves it against the watch root
+        ("../up.companion.ome", "up.companion.ome", ("../up.companion.ome",)),
     ],
 )
 def test_binaryonly_member_claims_the_metadata_files_group(
@@ -316,3 +316,55 @@ def test_leica_scn_description(tmp_path):
     assert meta["objective"] == {"magnification": 20.0, "na": 0.4}
     assert meta["instrument_reported"]["model"] == "Leica SCN400;Leica SCN"
     assert meta["acquired"] == "2012-03-04T05:06:07.89Z"
+
+
+@pytest.mark.parametrize("metadata_file", ["../set.companion.ome", "set.companion.ome"])
+def test_binaryonly_members_without_their_metadata_file_are_one_incomplete_package(
+    tmp_path, metadata_file
+):
+    from acqharvest.config import embedded_settings
+    from acqharvest.deidentify import Deidentifier
+    from acqharvest.runtime import preview
+
+    (tmp_path / "sub").mkdir()
+    xml = f'<OME xmlns="{NS}"><BinaryOnly MetadataFile="{metadata_file}" UUID="u"/></OME>'
+    members = [_ome_tiff(tmp_path / "sub" / f"m{i}.ome.tif", xml) for i in (1, 2)]
+    settings = embedded_settings()
+    [package], errors = preview(members, settings, Deidentifier(settings.deidentify, b"k" * 32))
+    assert errors == []
+    assert package["acquisition"]["complete"] is False
+    assert [f["path"] for f in package["files"]] == ["m1.ome.tif", "m2.ome.tif"]
+    assert package["metadata"]["instances"] == 2
+    assert any(
+        w.startswith(f"{metadata_file}: the metadata file") and "not in the acquisition" in w
+        for w in package["provenance"]["warnings"]
+    ), package["provenance"]["warnings"]
+
+
+def test_non_finite_numbers_and_dates_that_are_not_dates_are_dropped_with_a_warning(tmp_path):
+    xml = f"""<OME xmlns="{NS}"><Instrument ID="Instrument:0">
+     <Objective ID="Objective:0" Model="O" NominalMagnification="inf" LensNA="NaN"/></Instrument>
+     <Image ID="Image:0"><AcquisitionDate>last tuesday</AcquisitionDate>
+     <Pixels ID="Pixels:0" DimensionOrder="XYZCT" Type="uint16" SizeX="6" SizeY="4" SizeZ="1"
+       SizeC="1" SizeT="1" PhysicalSizeX="inf" PhysicalSizeY="0.5" PhysicalSizeZ="-1">
+      <Channel ID="Channel:0:0" Name="A" EmissionWavelength="1e999"/>
+     </Pixels></Image></OME>"""
+    output = _extract(_ome_tiff(tmp_path / "a.ome.tif", xml))
+    meta = output.metadata
+    assert "acquired" not in meta
+    assert output.started is None
+    assert meta["pixel_size_um"] == {"y": 0.5}
+    assert meta["objective"] == {"model": "O"}
+    assert meta["channels"] == [{"name": "A"}]
+    warnings = "\n".join(output.warnings)
+    assert "AcquisitionDate: not an RFC 3339 date-time; dropped" in warnings
+    for attribute in ("PhysicalSizeX", "PhysicalSizeZ", "NominalMagnification", "LensNA"):
+        assert f"{attribute}: not a finite positive number; dropped" in warnings
+    assert "EmissionWavelength: not a finite positive number; dropped" in warnings
+    json.dumps(meta, allow_nan=False)
+
+
+def test_acquisition_dates_keep_their_offset_and_fraction(tmp_path):
+    xml = FULL.replace("2024-05-06T07:08:09", "2024-05-06T07:08:09.250+02:00")
+    output = _extract(_ome_tiff(tmp_path / "a.ome.tif", xml))
+    assert output.metadata["acquired"] == output.started == "2024-05-06T07:08:09.250+02:00"

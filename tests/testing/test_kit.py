@@ -37,7 +37,9 @@ class TinyAdapter:
         stability="experimental",
         formats=(FormatSpec(name="TINY", extensions=(".tiny",), magic="TINY"),),
         fields=(
-            *normalized_fields({{"image.size_x": "w", "image.size_y": "h"}}),
+            *normalized_fields(
+                {{"image.size_x": "w", "image.size_y": "h", "channels": "c", "acquired": "a"}}
+            ),
             FieldSpec("tiny.label", "string", description="the label the file holds"),
         ),
     )
@@ -72,6 +74,10 @@ class TinyAdapter:
             metadata["colour"] = "blue"
         if FLAW == "wrong_type":
             metadata["image"]["size_x"] = str(body["w"])
+        if FLAW == "bad_channel":
+            metadata["channels"] = [{{"name": "DAPI", "emission_nm": "blue", "colour": 1}}]
+        if FLAW == "impossible_date":
+            metadata["acquired"] = "2020-13-45"
         _CALLS[0] += 1
         if FLAW == "nondeterministic":
             metadata["tiny"]["label"] += "!" * (_CALLS[0] % 2)
@@ -89,7 +95,7 @@ HERE = Path(__file__).parent
 
 class TestTiny(AdapterConformance):
     adapter = TinyAdapter()
-    cases_dir = HERE / "cases"
+    cases_dir = HERE / {cases!r}
     samples_root = HERE
     deadline_seconds = 0.5
 
@@ -119,15 +125,16 @@ def _tiny(label: str, width: int, height: int) -> bytes:
     return b"TINY" + len(body).to_bytes(4, "little") + body
 
 
-def _project(pytester: pytest.Pytester, flaw: str) -> Path:
+def _project(pytester: pytest.Pytester, flaw: str, cases_dir: str = "cases") -> Path:
     pytester.makepyfile(
-        tiny_adapter=ADAPTER.format(flaw=flaw), test_conformance=textwrap.dedent(CONFORMANCE)
+        tiny_adapter=ADAPTER.format(flaw=flaw),
+        test_conformance=textwrap.dedent(CONFORMANCE.format(cases=cases_dir)),
     )
     samples = pytester.path / "samples"
     samples.mkdir()
     (samples / "run-001.tiny").write_bytes(_tiny("bead slide", 640, 480))
-    cases = pytester.path / "cases"
-    cases.mkdir()
+    cases = pytester.path / cases_dir
+    cases.mkdir(parents=True)
     (cases / "run-001.yaml").write_text("files:\n  - samples/run-001.tiny\n")
     return cases / "run-001.expected.json"
 
@@ -141,12 +148,23 @@ def _failed_checks(pytester: pytest.Pytester, *args: str) -> set[str]:
     return {report.nodeid.split("::")[-1].split("[")[0] for report in failed}
 
 
+def _regenerate(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    """Regenerate the goldens: they are written and skipped, and the run does not pass."""
+    result = pytester.runpytest("-p", "no:cacheprovider", "-k", "test_golden", *args)
+    result.assert_outcomes(skipped=1)
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(
+        ["*regenerated 1 golden(s); review the diff and re-run without --acqharvest-regenerate*"]
+    )
+    return result
+
+
 def test_a_good_adapter_passes_every_check_after_regenerating(pytester: pytest.Pytester) -> None:
     golden = _project(pytester, "none")
     assert _failed_checks(pytester) == {"test_golden"}  # no golden yet: regenerate says so
     assert not golden.exists()
 
-    assert _failed_checks(pytester, "--acqharvest-regenerate") == set()
+    _regenerate(pytester, "--acqharvest-regenerate")
     written = json.loads(golden.read_text())
     assert written["format"] == "TINY"
     assert written["metadata"] == {
@@ -156,9 +174,35 @@ def test_a_good_adapter_passes_every_check_after_regenerating(pytester: pytest.P
     assert _failed_checks(pytester) == set()
 
 
+def test_regenerating_never_passes_a_golden_even_from_the_environment(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    golden = _project(pytester, "none")
+    monkeypatch.setenv("ACQHARVEST_REGENERATE", "1")  # left set in CI by mistake
+    _regenerate(pytester)
+    golden.write_text(golden.read_text().replace("bead slide", "other slide"))
+    _regenerate(pytester)  # overwritten, and said so: not a silent pass
+    assert "bead slide" in golden.read_text()
+
+
+def test_the_kit_refuses_to_regenerate_into_site_packages(pytester: pytest.Pytester) -> None:
+    golden = _project(pytester, "none", cases_dir="venv/lib/site-packages/tiny/cases")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-k", "golden", "--acqharvest-regenerate")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*installed copy*site-packages*pip install -e*"])
+    assert not golden.exists()
+
+
+def test_the_plugin_adds_no_bare_regenerate_option(pytester: pytest.Pytester) -> None:
+    _project(pytester, "none")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--regenerate")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*unrecognized arguments: --regenerate*"])
+
+
 def test_a_changed_output_fails_the_golden_with_a_diff(pytester: pytest.Pytester) -> None:
     golden = _project(pytester, "none")
-    _failed_checks(pytester, "--acqharvest-regenerate")
+    _regenerate(pytester, "--acqharvest-regenerate")
     golden.write_text(golden.read_text().replace("bead slide", "other slide"))
     result = pytester.runpytest("-p", "no:cacheprovider", "-k", "test_golden")
     result.assert_outcomes(failed=1)
@@ -170,6 +214,8 @@ def test_a_changed_output_fails_the_golden_with_a_diff(pytester: pytest.Pytester
     [
         ("undeclared", "test_fields"),
         ("wrong_type", "test_fields"),
+        ("bad_channel", "test_fields"),
+        ("impossible_date", "test_fields"),
         ("nondeterministic", "test_deterministic"),
         ("leaks_handle", "test_read_only"),
         ("writes", "test_read_only"),
@@ -184,7 +230,7 @@ def test_each_flaw_fails_exactly_its_check(
     _project(pytester, flaw)
     try:
         # the golden of this very adapter, so only the flaw's own check can fail
-        pytester.inline_run("-p", "no:cacheprovider", "--acqharvest-regenerate", "-k", "golden")
+        _regenerate(pytester, "--acqharvest-regenerate")
         assert _failed_checks(pytester) == {check}
     finally:
         _close_handles_under(pytester.path)
