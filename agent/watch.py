@@ -49,7 +49,9 @@ that resolves inside the root is skipped quietly (its target is harvested under 
 name), a link leading outside the root or into a loop is refused. FIFOs, sockets and
 device files are refused without being opened (opening a FIFO blocks). A folder that
 cannot be listed is refused until it can. Each refusal is a FileRefused, logged once as
-``watch_refused`` naming the path and the reason.
+``watch_refused`` naming the path and the reason. A scan enters a folder only through its
+parent's open descriptor (``_Folder``): a folder swapped for a link after it was listed,
+while the scan was busy elsewhere, is not entered either.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -98,6 +100,9 @@ _JOIN_SECONDS = 5.0
 #: a handler busy this long is taken for stalled (a stat hanging on a dead share).
 _STALL_SECONDS = 60.0
 _VANISHED = (FileNotFoundError, NotADirectoryError)
+#: a folder listed a moment ago that is no folder now (ENOTDIR: opened with O_DIRECTORY
+#: and O_NOFOLLOW, a symbolic link fails so on Linux; ELOOP or EMLINK elsewhere)
+_SWAPPED = (errno.ENOTDIR, errno.ELOOP, errno.EMLINK)
 #: what the observers report; open and close-without-write are left out on purpose.
 _EVENTS: list[type[FileSystemEvent]] = [
     FileCreatedEvent,
@@ -200,28 +205,40 @@ def _refusal(path: Path, st: os.stat_result, real_root: str) -> str | None:
     return None
 
 
-def examine(
-    path: Path, root: Path, source: Source, *, real_root: str | None = None
-) -> FileSeen | FileRefused | None:
+def examine(path: Path, root: Path, source: Source) -> FileSeen | FileRefused | None:
     """FileSeen for a regular file below the root, FileRefused for what must not be read.
 
     None for a directory, a file already gone, or a link whose target is harvested anyway.
-    Without ``real_root`` the folder holding ``path`` is also checked to resolve inside the
-    root, so a folder swapped for a link to elsewhere cannot lead a read outside it.
+    The folder holding ``path`` must also resolve inside the root, so a folder swapped for
+    a link to elsewhere cannot lead a read outside it.
     """
+    st = _lstat(path, functools.partial(os.lstat, path))
+    if st is None:
+        return None
+    real_root = os.path.realpath(root)
+    if stat.S_ISREG(st.st_mode) and not _inside(os.path.realpath(path.parent), real_root):
+        return FileRefused(path, root, "reached through a link that leads outside the folder")
+    return _classified(path, root, source, st, real_root)
+
+
+def _lstat(path: Path, lstat: Callable[[], os.stat_result]) -> os.stat_result | None:
+    """``lstat()`` of ``path``; None when the file is gone or cannot be stat'ed (logged)."""
     try:
-        st = os.lstat(path)
+        return lstat()
     except _VANISHED:
         return None
     except OSError as exc:
         log.warning("watch_stat_failed", path=str(path), error=str(exc))
         return None
-    resolved_root = real_root or os.path.realpath(root)
+
+
+def _classified(
+    path: Path, root: Path, source: Source, st: os.stat_result, real_root: str
+) -> FileSeen | FileRefused | None:
+    """What ``examine`` reports for ``path`` with this ``lstat``, its folder known inside."""
     if not stat.S_ISREG(st.st_mode):
-        reason = _refusal(path, st, resolved_root)
+        reason = _refusal(path, st, real_root)
         return None if reason is None else FileRefused(path, root, reason)
-    if real_root is None and not _inside(os.path.realpath(path.parent), resolved_root):
-        return FileRefused(path, root, "reached through a link that leads outside the folder")
     return FileSeen(
         path=path,
         root=root,
@@ -369,17 +386,100 @@ def watch_budget_exhausted(folder: str) -> bool:
     """
     if not sys.platform.startswith("linux"):
         return False
-    libc = ctypes.CDLL(None, use_errno=True)
-    descriptor = libc.inotify_init1(os.O_CLOEXEC)
-    if descriptor < 0:
-        return False  # out of inotify instances: that says nothing about watches
-    try:
-        mask = _IN_ATTRIB | _IN_ONLYDIR | _IN_DONT_FOLLOW
-        if libc.inotify_add_watch(descriptor, os.fsencode(folder), mask) >= 0:
-            return False
-        return ctypes.get_errno() == errno.ENOSPC
-    finally:
-        os.close(descriptor)
+    else:  # an else, not code after the return: mypy then checks it as Linux-only
+        libc = ctypes.CDLL(None, use_errno=True)
+        descriptor = libc.inotify_init1(os.O_CLOEXEC)
+        if descriptor < 0:
+            return False  # out of inotify instances: that says nothing about watches
+        try:
+            mask = _IN_ATTRIB | _IN_ONLYDIR | _IN_DONT_FOLLOW
+            if libc.inotify_add_watch(descriptor, os.fsencode(folder), mask) >= 0:
+                return False
+            return ctypes.get_errno() == errno.ENOSPC
+        finally:
+            os.close(descriptor)
+
+
+if sys.platform == "win32":
+    _FILE_ATTRIBUTE_REPARSE_POINT = 0x400
+
+    class _Folder:
+        """A folder of a scan, by its path: Windows lists a folder by name only.
+
+        Just before it is listed a folder must still be a folder and no reparse point (a
+        symbolic link or junction put in its place since its parent was listed). A swap
+        between that check and the listing, or of a parent folder meanwhile, goes unseen:
+        Windows offers no listing relative to an open folder.
+        """
+
+        def __init__(self, path: str) -> None:
+            st = os.lstat(path)
+            if st.st_file_attributes & _FILE_ATTRIBUTE_REPARSE_POINT:
+                raise OSError(errno.ELOOP, "a link or junction: never followed", path)
+            if not stat.S_ISDIR(st.st_mode):
+                raise NotADirectoryError(errno.ENOTDIR, "not a folder", path)
+            self._path = path
+
+        @classmethod
+        def open_root(cls, real_root: str) -> _Folder:
+            return cls(real_root)
+
+        def child(self, name: str) -> _Folder:
+            return _Folder(os.path.join(self._path, name))
+
+        def entries(self) -> contextlib.AbstractContextManager[Iterator[os.DirEntry[str]]]:
+            return os.scandir(self._path)
+
+        def lstat(self, entry: os.DirEntry[str]) -> os.stat_result:
+            # DirEntry.stat leaves the device and the file index zero on Windows.
+            return os.lstat(entry.path)
+
+        def close(self) -> None:
+            """Nothing is held open."""
+
+else:
+    _FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+    class _Folder:
+        """A folder of a scan, held open: what is below it is reached through it.
+
+        Its subfolders are opened relative to its descriptor with ``O_NOFOLLOW`` and its
+        files stat'ed relative to it. A subfolder swapped for a symbolic link after this
+        folder was listed is not entered (``O_NOFOLLOW`` with ``O_DIRECTORY`` fails), and a
+        parent swapped for one cannot lead the scan elsewhere: no path is resolved again.
+        A scan holds one per level of the folder it is in.
+        """
+
+        def __init__(self, fd: int) -> None:
+            self._fd = fd
+
+        @classmethod
+        def open_root(cls, real_root: str) -> _Folder:
+            return cls(os.open(real_root, _FOLDER_FLAGS))
+
+        def child(self, name: str) -> _Folder:
+            return _Folder(os.open(name, _FOLDER_FLAGS, dir_fd=self._fd))
+
+        def entries(self) -> contextlib.AbstractContextManager[Iterator[os.DirEntry[str]]]:
+            return os.scandir(self._fd)
+
+        def lstat(self, entry: os.DirEntry[str]) -> os.stat_result:
+            return entry.stat(follow_symlinks=False)  # fstatat, relative to this folder
+
+        def close(self) -> None:
+            os.close(self._fd)
+
+
+@dataclass
+class _Level:
+    """A folder on the scan's current path, with the subfolders it has yet to visit."""
+
+    folder: _Folder
+    #: the folder's path under the root as configured (as files are reported)
+    path: str
+    #: its path relative to the root: "" or ending in "/"
+    prefix: str
+    subfolders: list[str]
 
 
 @dataclass
@@ -441,19 +541,20 @@ class Watcher:
         for entry in live:
             _join(entry.observer)
 
-    def alive(self) -> list[str]:
-        """Folders not watched as configured: observer dead, stalled, stale or never started.
+    def unwatched(self) -> dict[Path, str]:
+        """Folders not watched as configured, and why: observer dead, stalled, stale or
+        never started. What ``check_health`` acts on.
 
         A folder left to reconciliation scans after the watch budget ran out is not listed:
         it is watched, by scans, on purpose.
         """
         if not self._running:
-            return []
-        return [
-            str(ws.path)
+            return {}
+        return {
+            ws.path: problem
             for ws in self._folders
-            if ws.path not in self._scan_only and self._problem(ws.path) is not None
-        ]
+            if ws.path not in self._scan_only and (problem := self._problem(ws.path)) is not None
+        }
 
     def check_health(self) -> list[Path]:
         """Restart observers that died, stalled or watch a stale root; handle the budget.
@@ -462,13 +563,14 @@ class Watcher:
         """
         if not self._running:
             return []
+        unwatched = self.unwatched()
         restarted: list[Path] = []
         for ws in self._folders:
             if ws.path in self._scan_only:
                 if watch_limit() != self._scan_only[ws.path] and self._retry_native(ws):
                     restarted.append(ws.path)
                 continue
-            problem = self._problem(ws.path)
+            problem = unwatched.get(ws.path)
             if problem is None:
                 self._check_budget(ws)
                 continue
@@ -492,41 +594,93 @@ class Watcher:
 
         Holds only the folders still to visit, never the files: memory grows with the
         breadth of the tree, not with the number of files. Refusals go to ``emit``.
+        The folders on the path to the one being listed stay open and each is entered
+        through its parent (``_Folder``): a folder swapped for a link to elsewhere while
+        the scan was busy (hours, on a huge tree) cannot lead it out of the root.
         """
         root = ws.path
         if not _is_folder(root):
             log.warning("watch_folder_unavailable", folder=str(root), reason="missing")
             return
+        started = time.monotonic()
         real_root = os.path.realpath(root)
-        pending: list[tuple[str, str]] = [(str(root), "")]
-        while pending:
-            directory, prefix = pending.pop()
-            try:
-                with os.scandir(directory) as entries:
-                    for entry in entries:
-                        rel = prefix + entry.name
-                        try:
-                            is_dir = entry.is_dir(follow_symlinks=False)
-                        except OSError:
-                            continue
-                        if is_dir:
-                            if ws.recursive and matches(rel, ("*",), ws.exclude):
-                                pending.append((entry.path, rel + "/"))
-                        elif matches(rel, ws.include, ws.exclude):
-                            found = examine(Path(entry.path), root, "scan", real_root=real_root)
-                            if isinstance(found, FileSeen):
-                                self._refusals.cleared(found.path)
-                                yield found
-                            else:
-                                self._refusals.report(found)
-            except OSError as exc:
-                if directory == str(root) or isinstance(exc, _VANISHED):
-                    log.warning(
-                        "watch_scan_failed", folder=str(root), path=directory, error=str(exc)
-                    )
-                else:
-                    reason = f"cannot list this folder: {exc.strerror or exc}"
-                    self._refusals.report(FileRefused(Path(directory), root, reason))
+        try:
+            top = _Folder.open_root(real_root)
+        except OSError as exc:
+            log.warning("watch_scan_failed", folder=str(root), path=str(root), error=str(exc))
+            return
+        levels = [_Level(top, str(root), "", [])]
+        files = 0
+        try:
+            files += yield from self._listed(ws, real_root, levels[-1])
+            while levels:
+                level = levels[-1]
+                if not level.subfolders:
+                    levels.pop().folder.close()
+                    continue
+                name = level.subfolders.pop()
+                path = os.path.join(level.path, name)
+                try:
+                    folder = level.folder.child(name)
+                except OSError as exc:
+                    self._unlistable(ws, path, exc)
+                    continue
+                levels.append(_Level(folder, path, f"{level.prefix}{name}/", []))
+                files += yield from self._listed(ws, real_root, levels[-1])
+        finally:
+            for level in levels:
+                level.folder.close()
+        log.debug(
+            "watch_scan_finished",
+            folder=str(root),
+            files=files,
+            seconds=round(time.monotonic() - started, 3),
+        )
+
+    def _listed(
+        self, ws: WatchSettings, real_root: str, level: _Level
+    ) -> Generator[FileSeen, None, int]:
+        """The watched files of one folder; its subfolders to visit go to the level."""
+        count = 0
+        try:
+            with level.folder.entries() as entries:
+                for entry in entries:
+                    rel = level.prefix + entry.name
+                    try:
+                        is_dir = entry.is_dir(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    if is_dir:
+                        if ws.recursive and matches(rel, ("*",), ws.exclude):
+                            level.subfolders.append(entry.name)
+                    elif matches(rel, ws.include, ws.exclude):
+                        path = Path(os.path.join(level.path, entry.name))
+                        st = _lstat(path, functools.partial(level.folder.lstat, entry))
+                        found = (
+                            None
+                            if st is None
+                            else _classified(path, ws.path, "scan", st, real_root)
+                        )
+                        if isinstance(found, FileSeen):
+                            self._refusals.cleared(found.path)
+                            count += 1
+                            yield found
+                        else:
+                            self._refusals.report(found)
+        except OSError as exc:
+            self._unlistable(ws, level.path, exc)
+        return count
+
+    def _unlistable(self, ws: WatchSettings, path: str, exc: OSError) -> None:
+        if exc.errno in _SWAPPED and path != str(ws.path):
+            # Listed as a folder, now a link or a file: not entered. Its own event and
+            # the next scan report what it is now.
+            log.warning("watch_folder_swapped", folder=str(ws.path), path=path, error=str(exc))
+        elif path == str(ws.path) or isinstance(exc, FileNotFoundError):
+            log.warning("watch_scan_failed", folder=str(ws.path), path=path, error=str(exc))
+        else:
+            reason = f"cannot list this folder: {exc.strerror or exc}"
+            self._refusals.report(FileRefused(Path(path), ws.path, reason))
 
     def _events_lost(self) -> None:
         log.warning("watch_events_lost", reason="kernel event queue overflowed", action="rescan")

@@ -3,6 +3,7 @@
 Usage (from the repo root; building 1,000,000 files takes a few minutes, once):
 
     .venv/bin/python bench/watch_memory.py [--folders 100000] [--files 1000000] [--tree DIR]
+        [--phases native ...]
 
 It builds (or reuses, with ``--tree``) a tree of ``--folders`` leaf folders holding
 ``--files`` one-byte files (new files with content: an empty file is not tracked until it
@@ -17,6 +18,9 @@ RSS (``ru_maxrss``) belongs to one phase only:
   runtime's ``ScanFeed`` (at most ``SCAN_BATCH`` files settling at once), each batch ticked
   a window later so that it settles, as the harvest loop does;
 - ``native``: a recursive inotify observer started on the tree (one watch per folder).
+  Watchdog skips a folder it cannot watch without a word, so the phase counts the watches
+  the process holds (``/proc/self/fdinfo`` of its inotify descriptor) and the bench fails
+  unless there is one for every folder of the tree.
 
 Every phase imports the same modules first; "above imports" is the peak minus the RSS
 measured after those imports. The ratio compares that growth with the walk's.
@@ -84,6 +88,25 @@ def _walk(tree: Path) -> int:
     return count
 
 
+def _inotify_watches() -> int:
+    """Inotify watches this process holds: the ``inotify wd:`` lines of its inotify fds."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:inotify":
+                continue
+            with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as info:
+                count += sum(line.startswith("inotify wd:") for line in info)
+        except OSError:
+            continue  # the listing's own descriptor, closed by now
+    return count
+
+
+def _folders_in(folders: int) -> int:
+    """Every folder ``build_tree`` makes: the leaves, their groups and the root."""
+    return folders + (folders - 1) // 1000 + 2  # leaves, groups, root
+
+
 def _prefill_state(db: Path, tree: Path) -> None:
     """A registry that has every file of the tree recorded as harvested."""
     from acqharvest.model import FileSettled, ProbedFile, WatchSettings
@@ -123,7 +146,8 @@ def measure(phase: str, tree: Path, db: Path) -> dict[str, float]:
         count = _walk(tree)
     elif phase == "native":
         watcher.start()
-        count = len(watcher.alive()) == 0
+        # watchdog skips folders it cannot watch without a word: count what it holds
+        count = _inotify_watches() if not watcher.unwatched() else -1
         watcher.stop()
     elif phase == "settler":
         feed = ScanFeed()
@@ -148,6 +172,13 @@ def main() -> None:
     parser.add_argument("--folders", type=int, default=100_000)
     parser.add_argument("--files", type=int, default=1_000_000)
     parser.add_argument("--tree", type=Path, help="build the tree here, or reuse it")
+    parser.add_argument(
+        "--phases",
+        nargs="+",
+        choices=PHASES,
+        default=list(PHASES),
+        help="measure these only (the walk, the baseline, always runs)",
+    )
     parser.add_argument("--measure", choices=PHASES, help=argparse.SUPPRESS)
     parser.add_argument("--db", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -159,10 +190,11 @@ def main() -> None:
         print(f"tree: {args.folders:,} folders, {args.files:,} files in {tree}", flush=True)
         build_tree(tree, args.folders, args.files)
         db = Path(scratch) / "state.sqlite3"
-        print("recording every file in a state registry ...", flush=True)
-        _prefill_state(db, tree)
+        if "scan+state" in args.phases:
+            print("recording every file in a state registry ...", flush=True)
+            _prefill_state(db, tree)
         results: dict[str, dict[str, float]] = {}
-        for phase in PHASES:
+        for phase in ["walk", *(p for p in PHASES if p in args.phases and p != "walk")]:
             command = [sys.executable, __file__, "--measure", phase, "--tree", str(tree)]
             output = subprocess.run(
                 [*command, "--db", str(db)], check=True, capture_output=True, text=True
@@ -170,13 +202,21 @@ def main() -> None:
             results[phase] = json.loads(output)
             print(f"  measured {phase}", flush=True)
     walk = results["walk"]["peak_mib"] - results["walk"]["base_mib"]
-    print(f"\n{'phase':<11} {'peak MiB':>9} {'above imports':>14} {'vs walk':>8} {'seconds':>8}")
+    print(
+        f"\n{'phase':<11} {'peak MiB':>9} {'above imports':>14} {'vs walk':>8} "
+        f"{'seconds':>8} {'files/watches':>14}"
+    )
     for phase, result in results.items():
         growth = result["peak_mib"] - result["base_mib"]
         print(
             f"{phase:<11} {result['peak_mib']:>9.1f} {growth:>14.1f} "
-            f"{growth / max(walk, 0.1):>7.1f}x {result['seconds']:>8.1f}"
+            f"{growth / max(walk, 0.1):>7.1f}x {result['seconds']:>8.1f} {result['count']:>14,.0f}"
         )
+    if "native" in results:
+        watches, folders = int(results["native"]["count"]), _folders_in(args.folders)
+        print(f"\nnative observer: {watches:,} inotify watches for {folders:,} folders")
+        if watches != folders:
+            sys.exit("the observer did not watch every folder: its memory is not the tree's")
 
 
 if __name__ == "__main__":

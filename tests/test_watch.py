@@ -20,6 +20,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.utils import BaseThread
 
 from acqharvest.model import FileGone, FileRefused, FileSeen, WatchMode, WatchSettings
+from acqharvest.readonly import FileReader, NotSettledFile
 from acqharvest.watch import Watcher, examine, file_identity, matches, stat_file
 from tests.helpers import wait_until
 
@@ -87,7 +88,7 @@ def test_created_and_appended_file_is_seen(
     tmp_path: Path, events: Events, watching: Callable[..., Watcher], mode: WatchMode
 ) -> None:
     watcher = watching(_ws(tmp_path, mode))
-    assert watcher.alive() == []
+    assert watcher.unwatched() == {}
     target = tmp_path / "sub" / "IM0001.dcm"
     target.parent.mkdir()
     target.write_bytes(b"a" * 100)
@@ -192,7 +193,7 @@ def test_handler_error_does_not_kill_the_observer(tmp_path: Path) -> None:
             (tmp_path / "bad.dcm").write_bytes(b"x")
             (tmp_path / "good.dcm").write_bytes(b"x")
             assert _wait_until(lambda: any(e.path.name == "good.dcm" for e in received))
-        assert watcher.alive() == []
+        assert watcher.unwatched() == {}
         assert any(log["event"] == "watch_event_failed" for log in logs)
     finally:
         watcher.stop()
@@ -208,7 +209,7 @@ def test_auto_falls_back_to_polling(
         watcher = watching(_ws(tmp_path, "auto"), native=exhausted)
     fallback = [log for log in logs if log["event"] == "watch_falling_back_to_polling"]
     assert [(log["log_level"], log["folder"]) for log in fallback] == [("warning", str(tmp_path))]
-    assert watcher.alive() == []
+    assert watcher.unwatched() == {}
     (tmp_path / "a.dcm").write_bytes(b"x")
     assert _wait_until(lambda: bool(events.seen(tmp_path / "a.dcm")))
 
@@ -218,7 +219,7 @@ def test_native_mode_does_not_fall_back(tmp_path: Path, watching: Callable[..., 
         raise OSError(28, "inotify watch limit reached")
 
     watcher = watching(_ws(tmp_path, "native"), native=exhausted)
-    assert watcher.alive() == [str(tmp_path)]
+    assert watcher.unwatched() == {tmp_path: "not running"}
 
 
 def test_missing_folder_does_not_crash_and_is_restarted(
@@ -234,12 +235,12 @@ def test_missing_folder_does_not_crash_and_is_restarted(
         str(missing),
         str(missing),
     ]
-    assert watcher.alive() == [str(missing)]
+    assert list(watcher.unwatched()) == [missing]
     assert watcher.check_health() == []
 
     missing.mkdir()
     assert watcher.check_health() == [missing]
-    assert watcher.alive() == []
+    assert watcher.unwatched() == {}
     (missing / "a.dcm").write_bytes(b"x")
     assert _wait_until(lambda: bool(events.seen(missing / "a.dcm")))
 
@@ -252,11 +253,11 @@ def test_deleted_watch_folder_is_reported_dead_and_recovers(
     folder.mkdir()
     watcher = watching(_ws(folder, mode))
     shutil.rmtree(folder)
-    assert _wait_until(lambda: watcher.alive() == [str(folder)])
+    assert _wait_until(lambda: list(watcher.unwatched()) == [folder])
     folder.mkdir()
     # A polling observer on a folder that got its old inode back simply polls on.
     assert watcher.check_health() in ([folder], [])
-    assert watcher.alive() == []
+    assert watcher.unwatched() == {}
     (folder / "a.dcm").write_bytes(b"x")
     assert _wait_until(lambda: bool(events.seen(folder / "a.dcm")))
 
@@ -343,7 +344,7 @@ def test_stop_joins_all_observer_threads(tmp_path: Path, events: Events) -> None
     assert len(watchdog_threads() - before) >= 6  # an observer and an emitter per folder
     watcher.stop()
     assert watchdog_threads() - before == set()
-    assert watcher.alive() == []
+    assert watcher.unwatched() == {}
 
 
 @pytest.mark.parametrize(
@@ -412,7 +413,7 @@ def test_kernel_queue_overflow_asks_for_a_rescan_and_watching_goes_on(
             _inotify_fd(watcher, tmp_path).handle_event(overflow)  # type: ignore[attr-defined]
         assert lost.is_set()
         assert [log["event"] for log in logs] == ["watch_events_lost"]
-        assert watcher.alive() == []
+        assert watcher.unwatched() == {}
         (tmp_path / "sub").mkdir()
         (tmp_path / "sub" / "after.dcm").write_bytes(b"x")
         assert _wait_until(lambda: bool(events.seen(tmp_path / "sub" / "after.dcm")))
@@ -451,13 +452,13 @@ def test_stalled_handler_is_detected_and_replaced(tmp_path: Path) -> None:
     watcher.start()
     try:
         (tmp_path / "hang.dcm").write_bytes(b"x")
-        assert _wait_until(lambda: watcher.alive() == [str(tmp_path)])
+        assert _wait_until(lambda: list(watcher.unwatched()) == [tmp_path])
         with capture_logs() as logs:
             assert watcher.check_health() == [tmp_path]
         assert next(log["problem"] for log in logs if "problem" in log).startswith(
             "handler stalled"
         )
-        assert watcher.alive() == []
+        assert watcher.unwatched() == {}
         (tmp_path / "after.dcm").write_bytes(b"x")
         assert _wait_until(lambda: tmp_path / "after.dcm" in received)
     finally:
@@ -475,11 +476,16 @@ def test_root_link_pointed_elsewhere_restarts_the_observer(
     second.mkdir()
     os.symlink(first, link)
     watcher = watching(_ws(link, mode))
-    assert watcher.alive() == []
+    assert watcher.unwatched() == {}
     link.unlink()
     os.symlink(second, link)
-    assert watcher.alive() == [str(link)]
-    assert watcher.check_health() == [link]
+    assert watcher.unwatched() == {link: "the folder now resolves elsewhere"}
+    with capture_logs() as logs:
+        assert watcher.check_health() == [link]
+    # the health check acts on, and reports, what ``unwatched`` found
+    assert [log["problem"] for log in logs if log["event"] == "watch_observer_unhealthy"] == [
+        "the folder now resolves elsewhere"
+    ]
     (second / "a.dcm").write_bytes(b"x")
     assert _wait_until(lambda: bool(events.seen(link / "a.dcm")))
 
@@ -495,11 +501,11 @@ seen = []
 with capture_logs() as logs:
     watcher = Watcher([WatchSettings(path=root, mode=mode)], seen.append)
     watcher.start()
-    alive = watcher.alive()
+    unwatched = [str(path) for path in watcher.unwatched()]
     again = watcher.check_health()
     scanned = len(list(watcher.scan()))
     watcher.stop()
-print(json.dumps({"logs": logs, "alive": alive, "again": [str(p) for p in again],
+print(json.dumps({"logs": logs, "unwatched": unwatched, "again": [str(p) for p in again],
                   "scanned": scanned, "native": type(watcher).__name__}))
 """
 
@@ -529,7 +535,7 @@ def test_exhausted_inotify_watch_limit_is_reported(tmp_path: Path, mode: WatchMo
     assert [(w["folder"], w["limit"]) for w in warnings] == [(str(tmp_path), 20)]
     assert "max_user_watches" in warnings[0]["fix"]
     # auto: scans cover the folder on purpose; native: keeps what it could watch
-    assert result["alive"] == []
+    assert result["unwatched"] == []
     assert result["again"] == []
     assert result["scanned"] == 40
 
@@ -636,6 +642,85 @@ def test_a_folder_swapped_for_a_link_cannot_lead_a_read_outside(tmp_path: Path) 
     assert "outside" in refused.reason
 
 
+def _swap_for_link(folder: Path, target: Path) -> None:
+    shutil.rmtree(folder)
+    os.symlink(target, folder)
+
+
+@pytest.mark.parametrize("swapped", ["the folder", "its parent"])
+def test_a_folder_swapped_for_a_link_while_the_scan_is_busy_is_not_entered(
+    tmp_path: Path, swapped: str
+) -> None:
+    # The scan lists ``a`` (and within it ``sub``) long before it descends into ``sub``:
+    # on a huge tree, hours. A link put in place meanwhile must not lead it outside.
+    root, outside = _root_and_outside(tmp_path)
+    (root / "a" / "sub").mkdir(parents=True)
+    for number in range(3):
+        (root / "a" / f"{number}.dat").write_bytes(b"a")
+    (root / "a" / "sub" / "inside.dat").write_bytes(b"i")
+    (outside / "sub").mkdir()
+    (outside / "secret.dat").write_bytes(b"s")
+    (outside / "sub" / "secret.dat").write_bytes(b"s")
+    ws = _ws(root)
+    scan = Watcher([ws], Events()).scan_folder(ws)
+    first = [next(scan) for _ in range(3)]  # the files of ``a``: ``sub`` is listed, not entered
+    assert {s.path.name for s in first} == {"0.dat", "1.dat", "2.dat"}
+    if swapped == "the folder":
+        _swap_for_link(root / "a" / "sub", outside)
+    else:
+        _swap_for_link(root / "a", outside)
+    with capture_logs() as logs:
+        rest = list(scan)
+    assert rest == []
+    if swapped == "the folder":
+        warned = [log for log in logs if log["event"] == "watch_folder_swapped"]
+        assert [log["path"] for log in warned] == [str(root / "a" / "sub")]
+
+
+def test_a_scan_holds_a_descriptor_per_level_and_releases_them(tmp_path: Path) -> None:
+    deep = tmp_path.joinpath(*(f"d{level}" for level in range(30)))
+    deep.mkdir(parents=True)
+    (deep / "bottom.dat").write_bytes(b"b")
+    for level in range(5):
+        (tmp_path / f"side{level}").mkdir()
+        (tmp_path / f"side{level}" / "x.dat").write_bytes(b"x")
+    ws = _ws(tmp_path)
+    before = len(os.listdir("/proc/self/fd"))
+    with capture_logs() as logs:
+        found = list(Watcher([ws], Events()).scan_folder(ws))
+    assert {s.path for s in found} == {deep / "bottom.dat", *(tmp_path.glob("side*/x.dat"))}
+    assert len(os.listdir("/proc/self/fd")) == before
+    finished = [log for log in logs if log["event"] == "watch_scan_finished"]
+    assert [(log["folder"], log["files"]) for log in finished] == [(str(tmp_path), 6)]
+    # a scan dropped halfway (a rescan replaced it) closes what it held
+    scan = Watcher([ws], Events()).scan_folder(ws)
+    assert isinstance(scan, types.GeneratorType)
+    next(scan)
+    assert len(os.listdir("/proc/self/fd")) > before
+    scan.close()
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_parent_folder_swapped_after_settling_cannot_lead_a_read_outside(
+    tmp_path: Path,
+) -> None:
+    # The read happens later, in a worker, by path: it must not read the file now behind
+    # the link, even one with the same name, size and header.
+    root, outside = _root_and_outside(tmp_path)
+    (root / "sub").mkdir()
+    (root / "sub" / "x.dcm").write_bytes(b"same header, inside")
+    (outside / "x.dcm").write_bytes(b"same header, inside")
+    ws = _ws(root)
+    (seen,) = Watcher([ws], Events()).scan_folder(ws)
+    _swap_for_link(root / "sub", outside)
+    reader = FileReader({seen.path: seen.file_id})
+    with pytest.raises(NotSettledFile) as refused:
+        reader.head(seen.path, 8)
+    assert refused.value.replaced
+    assert "another file replaced the one that settled" in str(refused.value)
+    assert reader.bytes_read == 0
+
+
 def test_scan_over_many_files_holds_none_of_them(tmp_path: Path) -> None:
     for folder in range(200):
         sub = tmp_path / f"f{folder:03d}"
@@ -643,7 +728,11 @@ def test_scan_over_many_files_holds_none_of_them(tmp_path: Path) -> None:
         for number in range(100):
             os.close(os.open(sub / f"{number:03d}.dat", os.O_CREAT | os.O_WRONLY, 0o644))
     ws = _ws(tmp_path)
-    scan = Watcher([ws], Events()).scan_folder(ws)
+    watcher = Watcher([ws], Events())
+    # Path interns the name parts: a first scan lets CPython's table of interned strings
+    # grow (a one-off resize of megabytes, landing wherever earlier imports put it).
+    assert sum(1 for _ in watcher.scan_folder(ws)) == 20_000
+    scan = watcher.scan_folder(ws)
     tracemalloc.start()
     try:
         count = sum(1 for _ in scan)

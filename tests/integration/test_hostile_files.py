@@ -10,11 +10,15 @@ import os
 import shutil
 import stat
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
+from acqharvest import workers
+from acqharvest.config import parse_settings
+from acqharvest.model import Acquisition, Extraction, FileSettled, ProbedFile
+from acqharvest.runtime import Daemon
+from acqharvest.watch import file_identity
 from tests.integration.conftest import ACQHARVEST, Harness, tree_snapshot
 
 pytestmark = pytest.mark.integration
@@ -79,7 +83,9 @@ def test_hostile_objects_are_refused_once_and_good_files_flow(
     shutil.copyfile(corpus / OME, watch / "good-after.ome.tif")
     assert harness.endpoint.wait_for(2, timeout=30), harness.output()
     assert harness.wait_log("watch_refused", count=len(bad) - 1, timeout=15), harness.output()
-    time.sleep(5)  # two more rescans (every 2 s) pass over the bad objects
+    # two more rescans pass over the bad objects
+    scans = harness.count_events("watch_scan_finished")
+    assert harness.wait_log("watch_scan_finished", count=scans + 2, timeout=30), harness.output()
     assert harness.process is not None
     assert harness.process.poll() is None, "the daemon died"
     assert harness.stop() == 0
@@ -106,3 +112,39 @@ def test_hostile_objects_are_refused_once_and_good_files_flow(
     # nothing in the folder was touched (mtimes and content hashes included)
     assert sorted(p.name for p in watch.iterdir()) == sorted([*names, "good-after.ome.tif"])
     assert {k: v for k, v in tree_snapshot(watch).items() if k != "good-after.ome.tif"} == before
+
+
+def test_a_member_whose_folder_became_a_link_out_after_it_was_read_is_never_packaged(
+    tmp_path: Path, corpus: Path
+) -> None:
+    watch, outside = tmp_path / "instrument", tmp_path / "outside"
+    (watch / "sub").mkdir(parents=True)
+    outside.mkdir()
+    member = watch / "sub" / "cells.ome.tif"
+    shutil.copyfile(corpus / OME, member)
+    shutil.copyfile(corpus / OME, outside / "cells.ome.tif")
+    settings = parse_settings(
+        f"instrument: {{id: local-1}}\nwatch: [{{path: {watch}}}]\n"
+        f"endpoint: {{type: directory, path: {tmp_path / 'out'}}}\n"
+        f"state_dir: {tmp_path / 'state'}\nworkers: 0\n",
+        source="test.yaml",
+        base_dir=tmp_path,
+    )
+    daemon = Daemon(settings)
+    try:
+        st = member.stat()
+        settled = FileSettled(member, watch, st.st_size, st.st_mtime_ns, file_identity(st))
+        probed = workers.probe(settled)
+        assert isinstance(probed, ProbedFile), probed
+        acquisition = Acquisition(probed.group_key, probed.adapter, watch, (probed,))
+        extraction = workers.extract_acquisition(acquisition)
+        assert isinstance(extraction, Extraction), extraction
+        # read while it was inside; by the time the package is built, the path leads out
+        shutil.rmtree(watch / "sub")
+        os.symlink(outside, watch / "sub")
+        assert daemon._package(extraction) is None
+        (failure,) = daemon.state.failures()
+        assert failure.path == member
+        assert "outside the folder" in failure.reason
+    finally:
+        daemon.state.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -44,11 +43,14 @@ def test_same_size_same_mtime_rewrites_are_packaged_again_and_touches_are_not(
     os.replace(swap, target)
     assert harness.endpoint.wait_for(3, timeout=30), harness.output()
 
-    # 3. touched only: looks changed, reads the same, is not sent again
+    # 3. touched only: looks changed, is read again and found the same, is not sent again
+    logged, unchanged = len(harness.events()), harness.count_events("file_unchanged")
     os.utime(target)
-    time.sleep(harness.settle + 5)  # settle, probe and two rescans
+    assert harness.wait_log("file_unchanged", count=unchanged + 1, timeout=30), harness.output()
     assert harness.stop() == 0
     assert len(harness.endpoint.received) == 3
+    since_touch = harness.events()[logged:]
+    assert [e["path"] for e in since_touch if e.get("event") == "file_unchanged"] == [str(target)]
 
     first, second, third = (request.json for request in harness.endpoint.received)
     assert [first["replaces"], second["replaces"], third["replaces"]] == [
@@ -60,11 +62,17 @@ def test_same_size_same_mtime_rewrites_are_packaged_again_and_touches_are_not(
     assert len({sha for _, sha, _ in versions}) == 3
     assert {size for size, _, _ in versions} == {len(data)}
 
-    # 4. a restart over the unchanged folder sends nothing new
+    # 4. a restart over the unchanged folder sends nothing new: two scans looked at the
+    # file (the first would have fed it to the settle stage, due before the second) and
+    # none took it for new
+    logged = len(harness.events())
+    scans = harness.count_events("watch_scan_finished")
     harness.start()
-    time.sleep(5)
+    assert harness.wait_log("watch_scan_finished", count=scans + 2, timeout=30), harness.output()
     assert harness.stop() == 0
     assert len(harness.endpoint.received) == 3
+    since_restart = harness.events()[logged:]
+    assert not [e for e in since_restart if e.get("event") == "file_settled"]
 
 
 def test_watch_folder_replaced_under_the_daemon_is_watched_again(
@@ -82,7 +90,8 @@ def test_watch_folder_replaced_under_the_daemon_is_watched_again(
     shutil.copyfile(corpus / OME, harness.watch / "after.ome.tif")
     assert harness.wait_log("watch_observer_unhealthy", timeout=30), harness.output()
     assert harness.endpoint.wait_for(2, timeout=30), harness.output()
-    time.sleep(2)
+    # the rescan after the restart has looked at every file too
+    assert harness.wait_log("watch_scan_finished", count=2, timeout=30), harness.output()
     assert harness.stop() == 0
 
     unhealthy = [e for e in harness.events() if e.get("event") == "watch_observer_unhealthy"]
