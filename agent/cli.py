@@ -122,8 +122,14 @@ def _run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    from acqharvest.deliver import DeliveryConfigError
+
     try:
         report = Daemon(settings, once=args.once).run(stop)
+    except DeliveryConfigError as error:
+        # the same at every start: exit 2, so a service manager does not restart in a loop
+        print(f"config error: endpoint: {error}", file=sys.stderr)
+        return EXIT_CONFIG
     except Exception as error:  # noqa: BLE001 - report any start-up failure in one clear line
         print(f"acqharvest: cannot run: {error}", file=sys.stderr)
         return EXIT_FAILED
@@ -182,12 +188,17 @@ def _check(args: argparse.Namespace) -> int:
     settings = _load(args)
     if settings is None:
         return EXIT_CONFIG
+    from acqharvest.deliver import DeliveryConfigError
     from acqharvest.runtime import check_installation
 
     problems = 0
-    for ok, message in check_installation(settings):
-        print(f"{'ok  ' if ok else 'FAIL'}  {message}")
-        problems += not ok
+    try:
+        for ok, message in check_installation(settings):
+            print(f"{'ok  ' if ok else 'FAIL'}  {message}")
+            problems += not ok
+    except DeliveryConfigError as error:
+        print(f"FAIL  endpoint: {error}")
+        return EXIT_CONFIG
     return EXIT_FAILED if problems else EXIT_OK
 
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import yaml
 from pydantic import (
@@ -190,6 +190,18 @@ class WatchConfig(_Section):
     )
 
 
+def _http_url(url: str, what: str) -> SplitResult:
+    """The parts of an http(s) URL with a host and a valid port, else a config error."""
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as exc:
+        raise PydanticCustomError("url", f"invalid port in {what}") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise PydanticCustomError("url", f"must be an http:// or https:// {what} with a host name")
+    return parts
+
+
 class EndpointConfig(_Section):
     """Where packages are delivered: an HTTP endpoint or a local folder."""
 
@@ -226,6 +238,13 @@ class EndpointConfig(_Section):
         description="URL packages are posted to; required when type is 'http'. Must be "
         "https:// unless the host is loopback or allow_plaintext is true.",
     )
+    proxy: _NonEmpty | None = Field(
+        default=None,
+        description="http:// or https:// URL of a proxy to reach an https url through "
+        "(CONNECT: TLS stays end to end, the proxy sees neither packages nor token). Proxy "
+        "credentials may go in it (http://user:pass@host:port) and are never logged. "
+        "Environment variables such as HTTPS_PROXY are ignored; null connects directly.",
+    )
     path: _NonEmpty | None = Field(
         default=None,
         validate_default=True,
@@ -259,12 +278,16 @@ class EndpointConfig(_Section):
     )
     require_receipt: bool = Field(
         default=False,
-        description="Count a 2xx as delivered only when its body is a JSON receipt naming "
-        "the package_id. A receipt that names another package or another sha256 never "
-        "counts, whatever this says.",
+        description="Count a 2xx or 409 as delivered only when its body is a JSON receipt "
+        "naming the package_id. A receipt that names another package or another sha256 "
+        "never counts, whatever this says. Recommended: it also guards against an endpoint "
+        "that answers 409 while the first request with the same key is still in progress.",
     )
     timeout_seconds: float = Field(
-        default=30.0, gt=0, description="Give up on one delivery attempt after this many seconds."
+        default=30.0,
+        gt=0,
+        description="Longest one delivery attempt may take, connecting, sending and reading "
+        "the answer together; an endpoint still answering then is cut off and retried.",
     )
     max_backoff_seconds: float = Field(
         default=300.0, gt=0, description="Longest wait between retries of a failed delivery."
@@ -277,16 +300,16 @@ class EndpointConfig(_Section):
             if info.data.get("type") == "http":
                 raise PydanticCustomError("required", "required when type is http")
             return None
-        parts = urlsplit(url)
-        try:
-            parts.port  # noqa: B018 - raises ValueError on a malformed port
-        except ValueError as exc:
-            raise PydanticCustomError("url", "invalid port in URL") from exc
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise PydanticCustomError("url", "must be an http:// or https:// URL with a host name")
+        parts = _http_url(url, "URL")
+        if parts.username is not None or parts.password is not None:
+            raise PydanticCustomError(
+                "credentials",
+                "must not carry a user name or password (user:pass@); put the credential "
+                "in token_file or token_env",
+            )
         if (
             parts.scheme == "http"
-            and not is_loopback(parts.hostname)
+            and not is_loopback(parts.hostname or "")
             and not info.data.get("allow_plaintext", False)
         ):
             raise PydanticCustomError(
@@ -295,6 +318,21 @@ class EndpointConfig(_Section):
                 "token unencrypted; use https:// or set endpoint.allow_plaintext: true",
             )
         return url
+
+    @field_validator("proxy")
+    @classmethod
+    def _check_proxy(cls, proxy: str | None, info: ValidationInfo) -> str | None:
+        if proxy is None:
+            return None
+        _http_url(proxy, "proxy URL")
+        url = info.data.get("url")
+        if isinstance(url, str) and urlsplit(url).scheme != "https":
+            raise PydanticCustomError(
+                "plaintext",
+                "a proxy is only used for an https:// url (tunnelled, TLS end to end); with "
+                "a plain http:// url it would see the packages and the token",
+            )
+        return proxy
 
     @field_validator("path")
     @classmethod
@@ -698,6 +736,7 @@ def _to_settings(config: ConfigFile, *, source: str, base_dir: Path) -> Settings
             timeout_seconds=endpoint.timeout_seconds,
             max_backoff_seconds=endpoint.max_backoff_seconds,
             allow_plaintext=endpoint.allow_plaintext,
+            proxy=endpoint.proxy,
         ),
         state_dir=_resolve(config.state_dir, base_dir),
         deidentify=DeidentifySettings(

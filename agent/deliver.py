@@ -6,6 +6,7 @@ No threads and no sleeps here: the runtime calls ``Deliverer.step()`` in its own
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import hashlib
 import ipaddress
@@ -15,13 +16,15 @@ import os
 import random
 import re
 import secrets
+import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 import certifi
 import httpx
@@ -33,6 +36,8 @@ from acqharvest.model import EndpointSettings, Receipt
 
 #: response text kept in a rejection reason or a retry detail.
 RESPONSE_TEXT_CAP = 2048
+#: most bytes of an answer that are read; a receipt is far smaller, the rest is dropped.
+RESPONSE_BODY_CAP = 64 * 1024
 #: a Retry-After longer than this is treated as this (a misconfigured endpoint must not
 #: park a package for days).
 RETRY_AFTER_CAP = 3600.0
@@ -73,7 +78,7 @@ class PendingPackages(Protocol):
 
     def reject(self, package_id: str, http_status: int | None, detail: str) -> None: ...
 
-    def note_failure(self, package_id: str, detail: str, next_attempt_at: float) -> None: ...
+    def note_failure(self, package_id: str, detail: str) -> None: ...
 
 
 # --------------------------------------------------------------------------- token
@@ -170,8 +175,8 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 # --------------------------------------------------------------------------- senders
@@ -216,22 +221,36 @@ def _no_password() -> bytes:
     return b""
 
 
+def _verifying_context(cafile: Path | None) -> ssl.SSLContext:
+    """A client context that verifies certificates and host names and logs no TLS keys.
+
+    Built by hand rather than with ``ssl.create_default_context``, which opens the file
+    named by ``SSLKEYLOGFILE`` and would write every session key there: anyone setting
+    that variable on the service could decrypt the traffic, token included.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # check_hostname, CERT_REQUIRED
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.keylog_filename = None  # type: ignore[assignment]
+    if cafile is not None:
+        context.load_verify_locations(cafile=str(cafile))
+    else:
+        context.load_default_certs()
+        context.load_verify_locations(cafile=certifi.where())
+    return context
+
+
 def tls_context(settings: EndpointSettings) -> ssl.SSLContext:
     """The verifying TLS context for https, with the client certificate when one is set.
 
     Trust comes from ``ca_bundle`` alone when it is set, else from the operating system's
     store plus the certifi (Mozilla) bundle. Errors name the files, never their content.
     """
-    if settings.ca_bundle is not None:
-        try:
-            context = ssl.create_default_context(cafile=str(settings.ca_bundle))
-        except (OSError, ssl.SSLError) as exc:
-            raise DeliveryConfigError(
-                f"cannot load endpoint.ca_bundle {settings.ca_bundle}: {exc}"
-            ) from None
-    else:
-        context = ssl.create_default_context()
-        context.load_verify_locations(cafile=certifi.where())
+    try:
+        context = _verifying_context(settings.ca_bundle)
+    except (OSError, ssl.SSLError) as exc:
+        raise DeliveryConfigError(
+            f"cannot load endpoint.ca_bundle {settings.ca_bundle}: {exc}"
+        ) from None
     if settings.client_key is not None and settings.client_cert is None:
         raise DeliveryConfigError("endpoint.client_key is set but endpoint.client_cert is not")
     if settings.client_cert is not None:
@@ -274,21 +293,21 @@ def body_digest(body: bytes) -> str:
 
 
 def _receipt_problem(
-    package_id: str, body: bytes, response: httpx.Response, *, require_receipt: bool
+    package_id: str, body: bytes, status: int, content: bytes, *, require_receipt: bool
 ) -> str | None:
-    """Why a 2xx answer does not confirm the package; None when it does.
+    """Why a 2xx or 409 answer does not confirm the package; None when it does.
 
     A receipt is a JSON object with a ``package_id`` (and optionally the ``sha256`` of
-    the body). Without one, a 2xx confirms unless ``require_receipt`` is set.
+    the body). Without one, the answer confirms unless ``require_receipt`` is set.
     """
     try:
-        document = json.loads(response.content)
+        document = json.loads(content)
     except ValueError:
         document = None
     if not isinstance(document, dict) or "package_id" not in document:
         if require_receipt:
             return (
-                f"HTTP {response.status_code} without a receipt naming the package "
+                f"HTTP {status} without a receipt naming the package "
                 "(endpoint.require_receipt is set); not counted as delivered"
             )
         return None
@@ -307,8 +326,121 @@ def _receipt_problem(
     return None
 
 
+#: answers that say the endpoint as a whole cannot take packages now (a wrong URL, an
+#: expired token, a proxy wanting credentials), whichever package is sent.
+_ENDPOINT_WIDE_ADVICE = {
+    401: "the endpoint does not accept the token: check token_file/token_env (expired?)",
+    403: "the endpoint refuses this client: check the token's permissions",
+    404: "nothing at this URL takes packages: check endpoint.url",
+    405: "this URL does not take POST requests: check endpoint.url",
+    407: "the proxy wants credentials: put them in endpoint.proxy (http://user:pass@host:port)",
+}
+#: 4xx answers about the one package sent: it is kept aside as rejected.
+PACKAGE_REJECTIONS = frozenset({400, 413, 415, 422})
+
+
+def is_endpoint_wide(http_status: int | None) -> bool:
+    """Whether an answer means the endpoint itself is misconfigured, not the package.
+
+    Redirects, 401/403/404/405/407 and any 4xx that is not about the package
+    (``PACKAGE_REJECTIONS``) or a plain retry (408, 425, 429).
+    """
+    if http_status is None:
+        return False
+    if 300 <= http_status < 400:
+        return True
+    return (
+        400 <= http_status < 500
+        and http_status not in PACKAGE_REJECTIONS
+        and http_status not in (408, 409, 425, 429)
+    )
+
+
+def _endpoint_wide_detail(status: int, location: str | None, text: str) -> str:
+    if 300 <= status < 400:
+        target = location or "(no Location header)"
+        return (
+            f"HTTP {status}: the endpoint redirects to {target}: set endpoint.url to it "
+            "(redirects are never followed: a package must not silently go elsewhere)"
+        )
+    advice = _ENDPOINT_WIDE_ADVICE.get(status, "the endpoint refuses every package this way")
+    return f"HTTP {status}: {advice}; retried with backoff, nothing is rejected: {text}"
+
+
+class _Deadline:
+    """Cuts an exchange off after ``seconds`` by shutting its socket down.
+
+    httpx's timeout limits each read, so an endpoint dripping a byte at a time could hold
+    one attempt forever; this bounds connecting, sending and reading the answer together.
+    The socket comes from httpcore's trace events (the last connection made: one request
+    at a time goes through a sender).
+    """
+
+    def __init__(self, stream: Callable[[], object | None], seconds: float) -> None:
+        self._stream = stream
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self.expired = False
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def _expire(self) -> None:
+        self.expired = True
+        stream = self._stream()
+        get_info = getattr(stream, "get_extra_info", None)
+        sock = get_info("socket") if get_info is not None else None
+        if isinstance(sock, socket.socket):
+            # the plain socket's shutdown: SSLSocket.shutdown would tear its TLS state down
+            # under the reading thread; this only makes that read return at once.
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _read_capped(response: httpx.Response, cap: int) -> bytes:
+    """Up to ``cap`` bytes of the answer; the rest is left unread (the connection is dropped)."""
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():
+        chunks.append(chunk[: cap - size])
+        size += len(chunk)
+        if size >= cap:
+            break
+    return b"".join(chunks)
+
+
+def _proxy(settings: EndpointSettings, url_parts: SplitResult) -> httpx.Proxy | None:
+    if settings.proxy is None:
+        return None
+    parts = urlsplit(settings.proxy)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise DeliveryConfigError(
+            f"endpoint.proxy {safe_url(settings.proxy)} is not an http:// or https:// URL"
+        )
+    if url_parts.scheme != "https":
+        raise DeliveryConfigError(
+            "endpoint.proxy is set but endpoint.url is plain http: the proxy would see the "
+            "packages and the token; use an https endpoint (tunnelled, TLS end to end)"
+        )
+    if parts.password:
+        logs.register_secret(parts.password)
+        logs.register_secret(unquote(parts.password))
+    # A https proxy is verified like any endpoint without a ca_bundle.
+    context = _verifying_context(None) if parts.scheme == "https" else None
+    return httpx.Proxy(settings.proxy, ssl_context=context)
+
+
 class HttpSender:
-    """POSTs packages over one kept-alive, TLS-verified ``httpx.Client``."""
+    """POSTs packages over one kept-alive, TLS-verified ``httpx.Client``.
+
+    The environment is never trusted: no ``HTTP(S)_PROXY``/``ALL_PROXY`` (a proxy would
+    see a plain-http loopback exchange, token included), no ``.netrc``, no
+    ``SSL_CERT_FILE``, no ``SSLKEYLOGFILE``. A proxy is used only when configured.
+    """
 
     def __init__(
         self,
@@ -324,6 +456,11 @@ class HttpSender:
             raise DeliveryConfigError(
                 f"endpoint.url {safe_url(settings.url)} is not an http(s) URL"
             )
+        if parts.username is not None or parts.password is not None:
+            raise DeliveryConfigError(
+                f"endpoint.url {safe_url(settings.url)} carries a user name or password; "
+                "put the credential in token_file or token_env"
+            )
         if (
             parts.scheme == "http"
             and not settings.allow_plaintext
@@ -334,6 +471,7 @@ class HttpSender:
                 "use https or set endpoint.allow_plaintext"
             )
         context = tls_context(settings)
+        proxy = _proxy(settings, parts)
         self._url = settings.url
         self._display_url = safe_url(settings.url)
         self._host = parts.hostname
@@ -341,7 +479,14 @@ class HttpSender:
         self._token = token
         self._client_cert = settings.client_cert
         self._require_receipt = settings.require_receipt
-        headers = {"Content-Type": "application/json", "User-Agent": user_agent}
+        #: the network stream of the last connection opened, for ``_Deadline``
+        self._stream: object | None = None
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": user_agent,
+            # a compressed answer could expand far beyond RESPONSE_BODY_CAP as it is read
+            "Accept-Encoding": "identity",
+        }
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self._client = httpx.Client(
@@ -349,25 +494,41 @@ class HttpSender:
             timeout=httpx.Timeout(settings.timeout_seconds),
             headers=headers,
             follow_redirects=False,
+            trust_env=False,
+            proxy=proxy,
         )
 
     def _redact(self, text: str) -> str:
         return text.replace(self._token, "[redacted]") if self._token else text
 
+    def _trace(self, event: str, info: dict[str, object]) -> None:
+        if event.endswith(("connect_tcp.complete", "start_tls.complete")):
+            self._stream = info.get("return_value")
+
     def send(self, package_id: str, body: bytes) -> Receipt:
+        deadline = _Deadline(lambda: self._stream, self._timeout)
         try:
-            response = self._client.post(
-                self._url, content=body, headers={"Idempotency-Key": package_id}
-            )
-        except httpx.TimeoutException as exc:
-            detail = (
-                f"timed out after {self._timeout:g}s posting to {self._display_url} "
-                f"({type(exc).__name__})"
-            )
-            return Receipt(package_id, "retry", None, detail)
+            with (
+                deadline,
+                self._client.stream(
+                    "POST",
+                    self._url,
+                    content=body,
+                    headers={"Idempotency-Key": package_id},
+                    extensions={"trace": self._trace},
+                ) as response,
+            ):
+                content = _read_capped(response, RESPONSE_BODY_CAP)
         except httpx.HTTPError as exc:
+            if deadline.expired or isinstance(exc, httpx.TimeoutException):
+                detail = (
+                    f"timed out after {self._timeout:g}s posting to {self._display_url} "
+                    f"({type(exc).__name__}; endpoint.timeout_seconds bounds the whole "
+                    "exchange)"
+                )
+                return Receipt(package_id, "retry", None, detail)
             return Receipt(package_id, "retry", None, self._redact(self._transport_detail(exc)))
-        return self._judge(package_id, body, response)
+        return self._judge(package_id, body, response, content)
 
     def _transport_detail(self, exc: httpx.HTTPError) -> str:
         cause = _ssl_cause(exc)
@@ -375,6 +536,8 @@ class HttpSender:
             return self._verification_detail(cause)
         if cause is not None:
             return self._tls_detail(cause)
+        if isinstance(exc, httpx.ProxyError):
+            return f"the proxy refused to reach {self._display_url}: {exc}"
         if isinstance(exc, httpx.ConnectError):
             return f"cannot connect to {self._display_url}: {exc}"
         return f"HTTP transport error posting to {self._display_url} ({type(exc).__name__}): {exc}"
@@ -419,18 +582,22 @@ class HttpSender:
             )
         return f"TLS handshake with {self._host} failed: {cause}"
 
-    def _judge(self, package_id: str, body: bytes, response: httpx.Response) -> Receipt:
+    def _judge(
+        self, package_id: str, body: bytes, response: httpx.Response, content: bytes
+    ) -> Receipt:
         status = response.status_code
-        text = self._redact(response.text[:RESPONSE_TEXT_CAP])
-        if 200 <= status < 300:
+        text = self._redact(content[:RESPONSE_TEXT_CAP].decode("utf-8", errors="replace"))
+        if 200 <= status < 300 or status == 409:
+            # 409 means "stored already", so it is held to the same receipt rules: an
+            # endpoint using 409 for "a request with this key is in progress" must not
+            # confirm a package it may still fail to store.
             problem = _receipt_problem(
-                package_id, body, response, require_receipt=self._require_receipt
+                package_id, body, status, content, require_receipt=self._require_receipt
             )
             if problem is not None:
                 return Receipt(package_id, "retry", status, self._redact(problem))
-            return Receipt(package_id, "confirmed", status, f"HTTP {status}")
-        if status == 409:
-            return Receipt(package_id, "confirmed", status, "HTTP 409: endpoint already has it")
+            meaning = ": endpoint already has it" if status == 409 else ""
+            return Receipt(package_id, "confirmed", status, f"HTTP {status}{meaning}")
         if status in (408, 425, 429) or status >= 500:
             return Receipt(
                 package_id,
@@ -439,23 +606,35 @@ class HttpSender:
                 f"HTTP {status}: {text}",
                 retry_after=parse_retry_after(response.headers.get("retry-after")),
             )
-        if 400 <= status < 500:
+        if status in PACKAGE_REJECTIONS:
             return Receipt(package_id, "rejected", status, f"HTTP {status}: {text}")
-        # Redirects are not followed: a POST must not silently go elsewhere.
-        location = response.headers.get("location", "")
-        detail = f"unexpected HTTP {status} {location}".rstrip()
-        return Receipt(package_id, "retry", status, self._redact(detail))
+        if is_endpoint_wide(status):
+            detail = _endpoint_wide_detail(status, response.headers.get("location"), text)
+            return Receipt(package_id, "retry", status, self._redact(detail))
+        return Receipt(package_id, "retry", status, f"unexpected HTTP {status}: {text}")
 
     def probe(self) -> tuple[bool, str]:
         try:
-            response = self._client.request("OPTIONS", self._url)
+            with (
+                _Deadline(lambda: self._stream, self._timeout),
+                self._client.stream(
+                    "OPTIONS", self._url, extensions={"trace": self._trace}
+                ) as response,
+            ):
+                content = _read_capped(response, RESPONSE_TEXT_CAP)
         except httpx.HTTPError as exc:
             return False, self._redact(self._transport_detail(exc))
+        status = response.status_code
+        # 405 is what an ingest URL may well answer to OPTIONS; the others hold for POST too
+        if status != 405 and is_endpoint_wide(status):
+            text = self._redact(content.decode("utf-8", errors="replace"))
+            detail = _endpoint_wide_detail(status, response.headers.get("location"), text)
+            return False, self._redact(detail)
         tls = ""
         if self._url.startswith("https"):
             tls = " (TLS verified"
             tls += ", client certificate presented)" if self._client_cert else ")"
-        return True, f"answered HTTP {response.status_code}{tls}"
+        return True, f"answered HTTP {status}{tls}"
 
     def close(self) -> None:
         self._client.close()
@@ -497,7 +676,16 @@ def build_sender(settings: EndpointSettings) -> Sender:
     token = read_token(settings)
     if token:
         logs.register_secret(token)
-    return HttpSender(settings, token)
+    try:
+        return HttpSender(settings, token)
+    except DeliveryConfigError:
+        raise
+    # Whatever else fails here fails at every start: a config problem, never a crash loop.
+    except Exception as exc:  # noqa: BLE001
+        raise DeliveryConfigError(
+            f"cannot set up the HTTP client for {safe_url(str(settings.url))}: "
+            f"{type(exc).__name__}: {logs.mask(str(exc))}"
+        ) from None
 
 
 # --------------------------------------------------------------------------- schedule
@@ -538,10 +726,10 @@ class Deliverer:
         self._paused_until = -math.inf
         #: every package this deliverer has tried to send, whatever the outcome.
         self.attempted: set[str] = set()
-
-    def next_attempt_at(self, package_id: str) -> float | None:
-        """When the package is next tried, in the injected clock; None if not scheduled."""
-        return self._due.get(package_id)
+        #: the endpoint-wide refusal going on (a redirect, 401...), logged once per change
+        self._endpoint_problem: str | None = None
+        #: pending packages whose file cannot be read, logged once each
+        self._unreadable: set[str] = set()
 
     @property
     def endpoint_failing(self) -> bool:
@@ -584,11 +772,15 @@ class Deliverer:
         self.attempted.add(package_id)
         try:
             body = self._outbox.body(package_id)
+        except OSError as exc:
+            self._unreadable_package(package_id, exc)
+            return
         # The outbox raises its own OutboxError, which this stage may not import.
         except Exception:  # noqa: BLE001
-            # Moved away meanwhile (e.g. `outbox` command in another process).
+            # Moved away meanwhile (e.g. `retry` or a confirm in another process).
             del self._due[package_id]
             return
+        self._unreadable.discard(package_id)
         try:
             receipt = self._sender.send(package_id, body)
         # A broken sender must not stop delivery of the other packages.
@@ -622,10 +814,46 @@ class Deliverer:
             )
         self._schedule_retry(receipt)
 
+    def _unreadable_package(self, package_id: str, error: OSError) -> None:
+        """A pending file that cannot be read (permissions, a folder in its place).
+
+        It stays pending and is tried again on its own backoff, counted in the outbox
+        (``acqharvest status`` shows it) and logged once; the endpoint is not paused.
+        """
+        detail = f"cannot read the spooled package: {error}"
+        if package_id not in self._unreadable:
+            self._unreadable.add(package_id)
+            log.error(
+                "package_unreadable",
+                package_id=package_id,
+                error=str(error),
+                action="fix the file's permissions in the outbox; it is retried",
+            )
+        attempt = self._outbox.attempts(package_id) + 1
+        self._outbox.note_failure(package_id, detail)
+        delay = backoff_delay(attempt, cap=self._max_backoff, retry_after=None, rng=self._rng)
+        self._due[package_id] = self._clock() + delay
+
     def _endpoint_answered(self, package_id: str) -> None:
         del self._due[package_id]
         self._failure_streak = 0
         self._paused_until = -math.inf
+        if self._endpoint_problem is not None:
+            log.info("endpoint_accepts_again", problem=self._endpoint_problem)
+            self._endpoint_problem = None
+
+    def _note_endpoint_problem(self, receipt: Receipt) -> None:
+        """One error line when an endpoint-wide refusal starts or changes, none per retry."""
+        if not is_endpoint_wide(receipt.http_status):
+            return
+        if receipt.detail != self._endpoint_problem:
+            self._endpoint_problem = receipt.detail
+            log.error(
+                "endpoint_refuses_packages",
+                http_status=receipt.http_status,
+                detail=receipt.detail,
+                action="every package waits and is retried with backoff; none is rejected",
+            )
 
     def _schedule_retry(self, receipt: Receipt) -> None:
         attempt = self._outbox.attempts(receipt.package_id) + 1
@@ -633,9 +861,8 @@ class Deliverer:
             attempt, cap=self._max_backoff, retry_after=receipt.retry_after, rng=self._rng
         )
         now = self._clock()
-        next_at = now + delay
-        self._outbox.note_failure(receipt.package_id, receipt.detail, next_at)
-        self._due[receipt.package_id] = next_at
+        self._outbox.note_failure(receipt.package_id, receipt.detail)
+        self._due[receipt.package_id] = now + delay
         self._failure_streak += 1
         pause = backoff_delay(
             self._failure_streak,
@@ -644,6 +871,7 @@ class Deliverer:
             rng=self._rng,
         )
         self._paused_until = now + pause
+        self._note_endpoint_problem(receipt)
         log.warning(
             "delivery_failed",
             package_id=receipt.package_id,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import sys
 import threading
 from collections.abc import MutableMapping
@@ -31,6 +32,12 @@ def register_secret(value: str) -> None:
     if value:
         with _secrets_lock:
             _secrets.add(value)
+
+
+def mask(text: str) -> str:
+    """``text`` with every registered secret masked (for messages that bypass the log)."""
+    masked: str = _mask(text)
+    return masked
 
 
 def _mask(value: Any) -> Any:
@@ -99,7 +106,7 @@ def configure(
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         # Rotated, so a daemon left alone for years never fills the state disk.
-        file_handler = logging.handlers.RotatingFileHandler(
+        file_handler = ReopeningFileHandler(
             log_file, maxBytes=LOG_FILE_BYTES, backupCount=LOG_FILE_BACKUPS, encoding="utf-8"
         )
         file_handler.setFormatter(
@@ -132,6 +139,53 @@ def configure(
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
     )
+
+
+class ReopeningFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating log file that is opened again when the file at its path is not its own.
+
+    The default log lives in the state dir: when that folder is deleted (and recreated by
+    the daemon), or the file is moved away, records would otherwise go to the deleted
+    file until a restart. Like ``WatchedFileHandler``, it compares the path's device and
+    inode with the open file's before each record, and keeps the rotation.
+    """
+
+    def __init__(self, filename: Path, **kwargs: Any) -> None:
+        super().__init__(filename, **kwargs)
+        self._identity = self._open_identity()
+
+    def _open_identity(self) -> tuple[int, int] | None:
+        if self.stream is None:
+            return None
+        st = os.fstat(self.stream.fileno())
+        return st.st_dev, st.st_ino
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            st = os.stat(self.baseFilename)
+            current: tuple[int, int] | None = (st.st_dev, st.st_ino)
+        except OSError:
+            current = None
+        if (current is None or current != self._identity) and not self._reopen():
+            return  # the folder cannot be written now; the console still has the record
+        super().emit(record)
+
+    def _reopen(self) -> bool:
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
+        try:
+            os.makedirs(os.path.dirname(self.baseFilename), exist_ok=True)
+            self.stream = self._open()
+        except OSError:
+            self._identity = None
+            return False
+        self._identity = self._open_identity()
+        return True
+
+    def doRollover(self) -> None:
+        super().doRollover()
+        self._identity = self._open_identity()
 
 
 def _route_libraries(handlers: list[logging.Handler], level: str) -> None:

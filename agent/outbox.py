@@ -7,7 +7,7 @@ Layout under the root folder (the runtime passes ``<state_dir>/outbox``)::
     tmp/<name>.<pid>.<random>.tmp         writes in progress; never read, discarded at open
     pending/<package_id>.json             exact bytes to POST, oldest first by mtime_ns
     delivered/<package_id>.json           receipt of a confirmed delivery
-    rejected/<package_id>.json            the package, refused by the endpoint (any other 4xx)
+    rejected/<package_id>.json            the package, refused by the endpoint (400, 413, 415, 422)
     rejected/<package_id>.reason.json     why: http_status and the response text (capped)
     attempts/<package_id>.json            failed-attempt bookkeeping of a pending package
     corrupt/<name>                        files moved aside at open, for a human to inspect
@@ -19,8 +19,8 @@ records are small JSON objects carrying ``"outbox_format": 1``:
 
 - receipt: ``package_id``, ``http_status`` (int or null), ``detail``, ``confirmed_at``;
 - reason: ``package_id``, ``http_status``, ``detail`` (capped), ``rejected_at``;
-- attempts: ``package_id``, ``attempts``, ``last_error``, ``failed_at``, ``next_attempt_at``
-  (the latter in the deliverer's clock, meaningful only inside the process that wrote it).
+- attempts: ``package_id``, ``attempts``, ``last_error``, ``failed_at`` (records of older
+  versions may also hold ``next_attempt_at``, which is ignored).
 
 Timestamps are RFC 3339 UTC with a ``Z``. Package ids are ``[A-Za-z0-9][A-Za-z0-9_.-]*``
 (at most 200 characters, not ending in ``.reason``) so they are safe file names everywhere.
@@ -59,9 +59,11 @@ Crash windows and the recovery at ``Outbox.open``.
   whose name is not ``<package_id>.json`` is moved to ``corrupt/`` with a warning naming
   it, so one bad file never becomes a crash loop.
 
-Only one process may open the outbox with ``recover=True`` (the daemon). Other processes
-(the ``outbox``/``status`` commands) open it with ``recover=False``: they see the same
-state, may ``retry_rejected``, and never delete another process's in-progress writes.
+Only one process may open the outbox with ``recover=True``: the daemon, which holds the
+state dir's instance lock (``durable.InstanceLock``) first. Other processes open it with
+``recover=False``: they see the same state, may ``retry_rejected``, and never delete
+another process's in-progress writes; ``status`` also passes ``create=False`` and writes
+nothing at all.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
@@ -130,7 +132,6 @@ class _Attempts:
     count: int
     last_error: str
     failed_at: str
-    next_attempt_at: float
 
 
 def serialize(body: Mapping[str, Any]) -> bytes:
@@ -139,7 +140,7 @@ def serialize(body: Mapping[str, Any]) -> bytes:
 
 
 def _now_rfc3339() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _check_id(package_id: str) -> None:
@@ -188,10 +189,15 @@ class Outbox:
     # ------------------------------------------------------------------ opening
 
     @classmethod
-    def open(cls, root: Path, *, recover: bool = True) -> Outbox:
-        """Create the folders, recover from a crash (when ``recover``) and load attempts."""
+    def open(cls, root: Path, *, recover: bool = True, create: bool = True) -> Outbox:
+        """Create the folders, recover from a crash (when ``recover``) and load attempts.
+
+        With ``create=False`` (and no ``recover``) nothing is written: ``acqharvest status``
+        reads the outbox that way, beside a running daemon or without one.
+        """
         outbox = cls(root)
-        outbox.ensure_folders()
+        if create:
+            outbox.ensure_folders()
         if recover:
             try:
                 outbox._recover()
@@ -287,7 +293,6 @@ class Outbox:
                     count=int(data["attempts"]),
                     last_error=str(data["last_error"]),
                     failed_at=str(data["failed_at"]),
-                    next_attempt_at=float(data["next_attempt_at"]),
                 )
             except (OSError, ValueError, KeyError, TypeError):
                 # Bookkeeping only: a damaged record just loses the attempt count.
@@ -385,17 +390,7 @@ class Outbox:
             "detail": detail[:_DETAIL_CAP],
             "confirmed_at": _now_rfc3339(),
         }
-        try:
-            self._write_record(self._delivered, f"{package_id}.json", receipt)
-            fsync_dir(self._delivered)
-            _unlink_quietly(self._pending / f"{package_id}.json")
-            self._forget_attempts(package_id)
-            fsync_dir(self._pending)
-        except OSError as exc:
-            raise OutboxError(
-                f"cannot record delivery in {self._delivered}: {exc}", self._delivered, exc
-            ) from exc
-        self._stamps.pop(f"{package_id}.json", None)
+        self._leave_pending(package_id, self._delivered, f"{package_id}.json", receipt)
 
     @_locked
     def reject(self, package_id: str, http_status: int | None, detail: str) -> None:
@@ -409,17 +404,32 @@ class Outbox:
             "detail": detail[:_DETAIL_CAP],
             "rejected_at": _now_rfc3339(),
         }
+        self._leave_pending(package_id, self._rejected, package_id + _REASON_SUFFIX, reason)
+
+    def _leave_pending(
+        self, package_id: str, folder: Path, record_name: str, record: Mapping[str, Any]
+    ) -> None:
+        """Write the record into ``folder``, then take the package out of ``pending/``.
+
+        Into ``rejected/`` the package moves beside its reason; into ``delivered/`` only
+        the receipt stays and the package is deleted.
+        """
+        pending = self._pending / f"{package_id}.json"
+        keep = folder == self._rejected
         try:
-            self._write_record(self._rejected, package_id + _REASON_SUFFIX, reason)
-            os.replace(self._pending / f"{package_id}.json", self._rejected / f"{package_id}.json")
+            self._write_record(folder, record_name, record)
+            if keep:
+                os.replace(pending, folder / f"{package_id}.json")
+            fsync_dir(folder)
+            if not keep:
+                _unlink_quietly(pending)
             self._forget_attempts(package_id)
-            fsync_dir(self._rejected)
             fsync_dir(self._pending)
         except OSError as exc:
             raise OutboxError(
-                f"cannot move {package_id} into {self._rejected}: {exc}", self._rejected, exc
+                f"cannot record {package_id} in {folder}: {exc}", folder, exc
             ) from exc
-        self._stamps.pop(f"{package_id}.json", None)
+        self._stamps.pop(pending.name, None)
 
     @_locked
     def retry_rejected(self, package_id: str) -> bool:
@@ -443,7 +453,7 @@ class Outbox:
         return True
 
     @_locked
-    def note_failure(self, package_id: str, detail: str, next_attempt_at: float) -> None:
+    def note_failure(self, package_id: str, detail: str) -> None:
         """Count a failed attempt and remember its error (see ``attempts``).
 
         Best effort: a failure to persist the record is logged, never raised, because
@@ -455,7 +465,6 @@ class Outbox:
             count=(previous.count if previous else 0) + 1,
             last_error=detail[:_DETAIL_CAP],
             failed_at=_now_rfc3339(),
-            next_attempt_at=next_attempt_at,
         )
         self._attempts[package_id] = record
         try:
@@ -467,7 +476,6 @@ class Outbox:
                     "attempts": record.count,
                     "last_error": record.last_error,
                     "failed_at": record.failed_at,
-                    "next_attempt_at": record.next_attempt_at,
                 },
             )
         except OSError as exc:
@@ -503,7 +511,11 @@ class Outbox:
     # ------------------------------------------------------------------ reading
 
     def _pending_names(self) -> list[str]:
-        return [name for name in os.listdir(self._pending) if name.endswith(".json")]
+        try:
+            names = os.listdir(self._pending)
+        except FileNotFoundError:
+            return []  # opened without creating the folders
+        return [name for name in names if name.endswith(".json")]
 
     def _stamp_of(self, name: str) -> int:
         stamp = self._stamps.get(name)
@@ -588,7 +600,7 @@ class Outbox:
             pending=len(pending),
             delivered=sum(1 for _ in self._delivered.glob("*.json")),
             rejected=len(rejected),
-            corrupt=sum(1 for _ in self._corrupt.iterdir()),
+            corrupt=sum(1 for _ in self._corrupt.glob("*")),
             problems=tuple(problems[:limit]),
         )
 

@@ -32,13 +32,14 @@ from acqharvest.adapter_api import HEAD_BYTES
 from acqharvest.deidentify import Deidentifier
 from acqharvest.deliver import Deliverer, build_sender, safe_url
 from acqharvest.durable import (
+    InstanceLock,
     StorageError,
     error_code,
     fsync_dir,
     replace_durably,
     writable_folder,
 )
-from acqharvest.group import Grouper
+from acqharvest.group import Grouper, missing_names
 from acqharvest.identity import instrument_block, path_fields
 from acqharvest.model import (
     Acquisition,
@@ -59,7 +60,7 @@ from acqharvest.package import rfc3339 as package_rfc3339
 from acqharvest.readonly import FileReader
 from acqharvest.settle import ScanFeed, Settler
 from acqharvest.state import State, StateError
-from acqharvest.watch import Watcher, stat_file
+from acqharvest.watch import Watcher, examine, stat_file
 
 log = logs.get_logger("acqharvest.runtime")
 
@@ -90,6 +91,11 @@ _EXTRACT_BATCH = 4
 
 def log_file_of(settings: Settings) -> Path:
     return settings.log.file or settings.state_dir / "acqharvest.log"
+
+
+def instance_lock_path(settings: Settings) -> Path:
+    """The file a running daemon holds locked: one daemon per state dir."""
+    return settings.state_dir / "daemon.lock"
 
 
 def state_paths(settings: Settings) -> tuple[Path, Path, Path]:
@@ -248,8 +254,14 @@ class Daemon:
     def __init__(self, settings: Settings, *, once: bool = False) -> None:
         self.settings = settings
         self.once = once
+        # First: an endpoint that cannot be set up is a config error (DeliveryConfigError),
+        # reported before anything is written.
+        self._sender = build_sender(settings.endpoint)
         outbox_dir, db_path, secret_path = state_paths(settings)
         settings.state_dir.mkdir(parents=True, exist_ok=True)
+        # Before the outbox recovery, which deletes the tmp files of whoever holds it.
+        self._instance = InstanceLock(instance_lock_path(settings))
+        self._instance.acquire()
         self.outbox = Outbox.open(outbox_dir)
         self.state = State.open(db_path)
         self._secret = installation_secret(secret_path)
@@ -270,6 +282,7 @@ class Daemon:
             # In a one-shot run nothing more will arrive: groups wait for the end instead.
             (lambda _: math.inf) if once else self._quiet_seconds,
             (lambda _: math.inf) if once else self._group_timeout,
+            harvested=self._harvested_names,
         )
         #: set when events were lost (our queue was full, the kernel's overflowed): the
         #: next loop turn rescans instead.
@@ -312,7 +325,7 @@ class Daemon:
             memory_limit_bytes=None if memory_mb is None else memory_mb * 2**20,
         )
         pool = _Pool(self.settings.workers, self._setup, self.settings.extract_timeout_seconds)
-        sender = build_sender(self.settings.endpoint)
+        sender = self._sender
         deliverer = Deliverer(
             self.outbox, sender, max_backoff=self.settings.endpoint.max_backoff_seconds
         )
@@ -357,6 +370,7 @@ class Daemon:
             self.report.undelivered = len(self.outbox.pending())
             self.report.rejected = len(self.outbox.rejected()) - rejected_before
             self.state.close()
+            self._instance.release()
             log.info(
                 "daemon_stopped",
                 packaged=self.report.packaged,
@@ -640,26 +654,32 @@ class Daemon:
 
         The extraction then read a version that no longer exists, and its failure may only
         mean that the writer was not done. A member deleted meanwhile is no change: what was
-        read was complete by the settle rules.
+        read was complete by the settle rules. A member refused now (its folder became a
+        link leading out of the watch folder) is: it is recorded as refused, never packaged.
         """
-        now = [_stat(m.settled.path, m.settled.root) for m in acquisition.members]
+        now = [examine(m.settled.path, m.settled.root, "scan") for m in acquisition.members]
         changed = [
-            (member.settled.path, seen)
+            member.settled.path
             for member, seen in zip(acquisition.members, now, strict=True)
-            if seen is not None
-            and (seen.size, seen.mtime_ns, seen.file_id)
-            != (member.settled.size, member.settled.mtime_ns, member.settled.file_id)
+            if isinstance(seen, FileRefused)
+            or (
+                seen is not None
+                and (seen.size, seen.mtime_ns, seen.file_id)
+                != (member.settled.size, member.settled.mtime_ns, member.settled.file_id)
+            )
         ]
         if not changed:
             return False
         log.info(
             "acquisition_changed_while_read",
-            path=str(changed[0][0]),
+            path=str(changed[0]),
             changed=len(changed),
             action="settle again",
         )
         self._release([acquisition])
         for seen in now:
+            if isinstance(seen, FileRefused):
+                log.warning("file_refused_after_read", path=str(seen.path), reason=seen.reason)
             if seen is not None:
                 self._take(seen)
         return True
@@ -751,6 +771,9 @@ class Daemon:
         )
         try:
             self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+            # the lock went with the folder: hold the new one, so no second daemon starts
+            self._instance.release()
+            self._instance.acquire()
             replace_durably(
                 secret_path.with_name(f".{secret_path.name}.tmp"),
                 secret_path,
@@ -771,7 +794,11 @@ class Daemon:
         self._rescan_now.set()
 
     def _with_earlier_members(self, acquisition: Acquisition) -> Acquisition:
-        """A group that grows after it was packaged (a late DICOM instance) lists every file."""
+        """A group that grows after it was packaged lists every file, earlier ones included.
+
+        A late DICOM instance, or an OME-TIFF metadata file arriving after its members were
+        packaged at their timeout: the unchanged files packaged under the key are listed.
+        """
         earlier = self.state.members_of(acquisition.key)
         present = {member.settled.path for member in acquisition.members}
         extra: list[ProbedFile] = []
@@ -795,12 +822,34 @@ class Daemon:
                     collects=template.collects,
                 )
             )
-        if not extra:
+        members = acquisition.members
+        if extra:
+            members = tuple(sorted((*members, *extra), key=lambda m: m.settled.path))
+        # The grouper counted expected files packaged earlier as present; one changed or
+        # gone since is not listed, and the acquisition is then not complete.
+        missing = missing_names(acquisition.root, members)
+        complete = acquisition.complete and not missing
+        if acquisition.complete and missing:
+            log.warning(
+                "acquisition_incomplete",
+                key=acquisition.key,
+                root=str(acquisition.root),
+                missing=sorted(missing),
+                reason="packaged earlier, changed or deleted since",
+            )
+        if not extra and complete == acquisition.complete:
             return acquisition
-        members = tuple(sorted((*acquisition.members, *extra), key=lambda m: m.settled.path))
         return Acquisition(
-            acquisition.key, acquisition.adapter, acquisition.root, members, acquisition.complete
+            acquisition.key, acquisition.adapter, acquisition.root, members, complete
         )
+
+    def _harvested_names(self, root: Path, key: str) -> list[str]:
+        """Root-relative names of the files packaged under ``key`` in ``root`` (see Grouper)."""
+        return [
+            record.path.relative_to(root).as_posix()
+            for record in self.state.members_of(key)
+            if record.root == root
+        ]
 
     def _build(self, extraction: Extraction) -> Package:
         acquisition = extraction.acquisition
@@ -990,11 +1039,7 @@ def check_installation(settings: Settings) -> Iterable[tuple[bool, str]]:
                     f"{', '.join(unknown)} (installed: {', '.join(registry.adapters) or 'none'})"
                 ),
             )
-    try:
-        sender = build_sender(settings.endpoint)
-    except Exception as error:  # noqa: BLE001 - any endpoint set-up problem is a failed check
-        yield False, f"endpoint: {error}"
-        return
+    sender = build_sender(settings.endpoint)  # DeliveryConfigError: the caller exits 2
     try:
         ok, detail = sender.probe()
         yield ok, f"endpoint {_label(settings)}: {detail}"
@@ -1020,7 +1065,7 @@ def read_status(settings: Settings) -> Status:
     outbox = {"pending": 0, "delivered": 0, "rejected": 0, "corrupt": 0}
     problems: list[str] = []
     if outbox_dir.is_dir():  # else the daemon never ran here; create nothing
-        summary = Outbox.open(outbox_dir, recover=False).summary()
+        summary = Outbox.open(outbox_dir, recover=False, create=False).summary()
         outbox = {
             "pending": summary.pending,
             "delivered": summary.delivered,

@@ -8,9 +8,10 @@ deterministic id the outbox already holds.
 
 A database found corrupt when the daemon opens it is renamed aside
 (``state.sqlite3.corrupt-<UTC time>``, with its ``-wal``/``-shm`` files) and a new, empty
-one is created: every file in the watched folders is then harvested again and its package
-sent again, which the endpoint deduplicates by ``Idempotency-Key``. Nothing is lost, and a
-damaged registry never becomes a crash loop.
+one is created: every file in the watched folders is then read and packaged again. A
+package whose receipt the outbox still keeps (``delivered/``, 90 days) is not sent again;
+an older one is, and the endpoint deduplicates it by ``Idempotency-Key``. Nothing is lost,
+and a damaged registry never becomes a crash loop.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
@@ -123,8 +124,8 @@ class State:
                 path=str(path),
                 moved_to=str(aside),
                 error=str(error),
-                effect="a new registry was created; files already harvested are harvested and "
-                "sent again (the endpoint deduplicates them by Idempotency-Key)",
+                effect="a new registry was created; files already harvested are read again; "
+                "packages the outbox has receipts for are not sent again",
             )
         try:
             return cls(_connect(path, readonly), path)
@@ -289,7 +290,7 @@ def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
         verdict = connection.execute("PRAGMA quick_check(1)").fetchone()[0]
         if verdict != "ok":
             error = sqlite3.DatabaseError(f"quick_check: {verdict}")
-            error.sqlite_errorname = "SQLITE_CORRUPT"  # type: ignore[attr-defined]
+            error.sqlite_errorname = "SQLITE_CORRUPT"
             raise error
     except BaseException:
         connection.close()
@@ -299,7 +300,7 @@ def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
 
 def _move_aside(path: Path) -> Path:
     """Rename a corrupt database and its journal files to ``<name>.corrupt-<UTC time>``."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     aside = path.with_name(f"{path.name}.corrupt-{stamp}")
     n = 1
     while aside.exists():

@@ -21,7 +21,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+
+import trustme
 
 MODES = (
     "ok",
@@ -34,6 +37,11 @@ MODES = (
     "no_receipt",
     "slow",
     "drop",
+    "conflict_lie",
+    "conflict_bare",
+    "status",
+    "drip",
+    "huge",
 )
 
 
@@ -83,8 +91,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_PUT = do_POST
 
+    def do_OPTIONS(self) -> None:
+        self.server.endpoint._options(self)
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+
+def _reply(handler: _Handler, status: int, payload: bytes, headers: dict[str, str]) -> None:
+    handler.send_response(status)
+    for name, value in headers.items():
+        handler.send_header(name, value)
+    handler.send_header("Content-Length", str(len(payload)))
+    handler.end_headers()
+    handler.wfile.write(payload)
 
 
 class LoopbackEndpoint:
@@ -104,6 +124,8 @@ class LoopbackEndpoint:
         self.unique: dict[str, RecordedRequest] = {}
         self.on_receive: Callable[[RecordedRequest], str | None] | None = None
         self.on_accept: Callable[[RecordedRequest], None] | None = None
+        #: bytes of the answers sent in ``drip`` and ``huge`` modes before the client left
+        self.streamed = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -166,7 +188,12 @@ class LoopbackEndpoint:
         ``value``; ``slow`` takes ``seconds`` (then answers like ``ok``); ``lie`` answers
         200 naming another package, ``lie_digest`` 200 with a wrong ``sha256``,
         ``no_receipt`` 200 with an HTML page (none of the three is stored in ``unique``);
-        ``drop`` closes the connection without an answer.
+        ``drop`` closes the connection without an answer. ``conflict`` answers 409 with a
+        receipt (stored: "already have it"), ``conflict_lie`` 409 naming another package,
+        ``conflict_bare`` 409 with no body (neither stored). ``status`` answers ``code``
+        with an optional ``location`` header. ``drip`` sends a 200 receipt one byte every
+        ``interval`` seconds; ``huge`` a 200 declaring ``size`` bytes, streamed until the
+        client goes away (``streamed`` counts what it took). None of those three is stored.
         """
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; one of {MODES}")
@@ -237,6 +264,9 @@ class LoopbackEndpoint:
             with contextlib.suppress(OSError):
                 handler.connection.shutdown(socket.SHUT_RDWR)
             return
+        if mode in ("drip", "huge"):
+            self._stream_answer(handler, mode, kw, key, body)
+            return
         status, payload, extra = self._answer(mode, kw, key, body)
         if 200 <= status < 300 and mode == "ok":
             with self._cond:
@@ -244,12 +274,48 @@ class LoopbackEndpoint:
                 self._cond.notify_all()
             if self.on_accept is not None:
                 self.on_accept(record)
-        handler.send_response(status)
-        for name, value in extra.items():
-            handler.send_header(name, value)
-        handler.send_header("Content-Length", str(len(payload)))
-        handler.end_headers()
-        handler.wfile.write(payload)
+        _reply(handler, status, payload, extra)
+
+    def _options(self, handler: _Handler) -> None:
+        """``acqharvest check`` probes with OPTIONS: the ``status`` answer, else 501.
+
+        Not recorded: ``received`` and ``unique`` stay about packages.
+        """
+        with self._cond:
+            mode, kw = self._mode
+        status, payload, extra = (
+            self._answer(mode, kw, "", b"") if mode == "status" else (501, b"", {})
+        )
+        _reply(handler, status, payload, extra)
+
+    def _stream_answer(
+        self, handler: _Handler, mode: str, kw: dict[str, Any], key: str, body: bytes
+    ) -> None:
+        """Answer slowly (``drip``) or endlessly (``huge``) until the client gives up."""
+        handler.close_connection = True
+        if mode == "drip":
+            receipt = {"package_id": key, "sha256": hashlib.sha256(body).hexdigest()}
+            pieces = [bytes([byte]) for byte in json.dumps(receipt).encode()]
+            pause = float(kw.get("interval", 0.3))
+        else:
+            block = b" " * 65536
+            pieces = [block] * (int(kw.get("size", 2**30)) // len(block))
+            pause = 0.0
+        try:
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(sum(map(len, pieces))))
+            handler.end_headers()
+            handler.wfile.flush()
+            for piece in pieces:
+                if self._stopping.wait(pause):
+                    return
+                handler.wfile.write(piece)
+                handler.wfile.flush()
+                with self._cond:
+                    self.streamed += len(piece)
+        except OSError:
+            return  # the client cut the answer off
 
     @staticmethod
     def _answer(
@@ -266,6 +332,13 @@ class LoopbackEndpoint:
                 json.dumps({"package_id": key, "detail": "already have it"}).encode(),
                 as_json,
             )
+        if mode == "conflict_lie":
+            return 409, json.dumps({"package_id": "not-" + key}).encode(), as_json
+        if mode == "conflict_bare":
+            return 409, b"", as_text
+        if mode == "status":
+            extra = {**as_text, **({"Location": kw["location"]} if "location" in kw else {})}
+            return int(kw["code"]), str(kw.get("text", "")).encode(), extra
         if mode == "reject":
             return 400, str(kw.get("text", "rejected by the test endpoint")).encode(), as_text
         if mode == "fail":
@@ -347,3 +420,140 @@ class RawListener:
                         b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
                         b"Connection: close\r\n\r\n"
                     )
+
+
+class ConnectProxy:
+    """A forward proxy on loopback that tunnels ``CONNECT host:port`` and refuses the rest.
+
+    ``heads`` holds the request head (request line and headers) of every request it got;
+    ``tunnelled`` every byte it carried through tunnels, in both directions: what a
+    proxy on the path can see.
+    """
+
+    def __init__(self) -> None:
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self._socket.settimeout(0.1)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self.heads: list[str] = []
+        self._tunnelled = bytearray()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+
+    @property
+    def tunnelled(self) -> bytes:
+        with self._lock:
+            return bytes(self._tunnelled)
+
+    def __enter__(self) -> ConnectProxy:
+        self._spawn(self._serve)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in list(self._threads):
+            thread.join()
+        self._socket.close()
+
+    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._socket.accept()
+            except TimeoutError:
+                continue
+            self._spawn(self._handle, client)
+
+    def _handle(self, client: socket.socket) -> None:
+        with client:
+            client.settimeout(5.0)
+            head = b""
+            with contextlib.suppress(OSError):
+                while b"\r\n\r\n" not in head and len(head) < 65536:
+                    data = client.recv(4096)
+                    if not data:
+                        break
+                    head += data
+            text = head.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+            with self._lock:
+                self.heads.append(text)
+            method, target = [*text.split(" "), "", ""][:2]
+            if method != "CONNECT":
+                with contextlib.suppress(OSError):
+                    client.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+                return
+            host, port = target.rsplit(":", 1)
+            try:
+                upstream = socket.create_connection((host, int(port)), timeout=5.0)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+                return
+            with upstream:
+                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                self._spawn(self._pipe, upstream, client)
+                self._pipe(client, upstream)
+
+    def _pipe(self, source: socket.socket, target: socket.socket) -> None:
+        source.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                data = source.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            with self._lock:
+                self._tunnelled += data
+            try:
+                target.sendall(data)
+            except OSError:
+                break
+        with contextlib.suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
+
+
+def tls_server(
+    ca: trustme.CA, *hosts: str, client_ca: trustme.CA | None = None
+) -> LoopbackEndpoint:
+    """A (not yet started) https endpoint with a certificate from ``ca`` for ``hosts``.
+
+    With ``client_ca`` it accepts only client certificates that CA issued (mutual TLS).
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(*hosts).configure_cert(context)
+    if client_ca is not None:
+        context.verify_mode = ssl.CERT_REQUIRED
+        client_ca.configure_trust(context)
+    return LoopbackEndpoint(ssl_context=context)
+
+
+@dataclass(frozen=True)
+class ClientIdentity:
+    cert: Path
+    key: Path
+
+
+def client_identity(ca: trustme.CA, folder: Path, name: str = "client") -> ClientIdentity:
+    """A client certificate from ``ca`` and its key (mode 600), as PEM files in ``folder``."""
+    leaf = ca.issue_cert(f"{name}@scope-pc.example.org")
+    identity = ClientIdentity(folder / f"{name}.crt", folder / f"{name}.key")
+    leaf.cert_chain_pems[0].write_to_path(str(identity.cert))
+    leaf.private_key_pem.write_to_path(str(identity.key))
+    identity.key.chmod(0o600)
+    return identity
+
+
+def write_pem(ca: trustme.CA, path: Path) -> Path:
+    """``ca``'s certificate as a PEM file: an ``endpoint.ca_bundle``."""
+    ca.cert_pem.write_to_path(str(path))
+    return path

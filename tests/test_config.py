@@ -329,6 +329,28 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
             id="directory-without-path",
         ),
         pytest.param(
+            "  type: directory\n  path: harvested",
+            "  type: http\n  url: https://ingest:pa55@h.example.org/in",
+            "acqharvest.yaml:7: endpoint.url: must not carry a user name or password "
+            "(user:pass@); put the credential in token_file or token_env",
+            id="credentials-in-url",
+        ),
+        pytest.param(
+            "  type: directory\n  path: harvested",
+            "  type: http\n  url: http://127.0.0.1:8080/in\n  proxy: http://proxy:3128",
+            "acqharvest.yaml:8: endpoint.proxy: a proxy is only used for an https:// url "
+            "(tunnelled, TLS end to end); with a plain http:// url it would see the packages "
+            "and the token",
+            id="proxy-for-plain-http",
+        ),
+        pytest.param(
+            "  type: directory\n  path: harvested",
+            "  type: http\n  url: https://h.example.org/in\n  proxy: socks5://proxy:1080",
+            "acqharvest.yaml:8: endpoint.proxy: must be an http:// or https:// proxy URL with "
+            "a host name",
+            id="socks-proxy",
+        ),
+        pytest.param(
             "  - path: acquisitions",
             "  - path: acquisitions\n    mode: fast",
             "acqharvest.yaml:5: watch[0].mode: Input should be 'auto', 'native' or 'polling'",
@@ -392,6 +414,15 @@ def test_plain_http_to_a_remote_host_needs_the_opt_in() -> None:
 
     endpoint = parse(text).endpoint
     assert (endpoint.url, endpoint.allow_plaintext) == ("http://lab-server/in", True)
+
+
+def test_an_https_endpoint_may_go_through_a_proxy_with_credentials() -> None:
+    text = MINIMAL.replace(
+        "  type: directory\n  path: harvested",
+        "  type: http\n  url: https://h.example.org/in\n  proxy: http://me:pw@proxy:3128",
+    )
+
+    assert parse(text).endpoint.proxy == "http://me:pw@proxy:3128"
 
 
 def test_every_mistake_in_a_file_is_reported_at_once() -> None:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import random
-import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -33,7 +31,15 @@ from acqharvest.deliver import (
 )
 from acqharvest.model import EndpointSettings, Package, Receipt
 from acqharvest.outbox import Outbox
-from tests.endpoint import LoopbackEndpoint, RawListener, max_attempts_within
+from tests.endpoint import (
+    ConnectProxy,
+    LoopbackEndpoint,
+    RawListener,
+    client_identity,
+    max_attempts_within,
+    tls_server,
+    write_pem,
+)
 from tests.helpers import FakeClock
 
 TOKEN = "tok-3f9a8c1e-very-secret"
@@ -116,6 +122,35 @@ def test_409_confirms(endpoint: LoopbackEndpoint, sender: HttpSender) -> None:
     assert (receipt.outcome, receipt.http_status) == ("confirmed", 409)
 
 
+@pytest.fixture
+def lenient_and_strict(endpoint: LoopbackEndpoint) -> Iterator[tuple[HttpSender, HttpSender]]:
+    """Senders to ``endpoint`` without and with ``require_receipt``."""
+    lenient = HttpSender(http_settings(endpoint.url), None)
+    strict = HttpSender(http_settings(endpoint.url, require_receipt=True), None)
+    yield lenient, strict
+    lenient.close()
+    strict.close()
+
+
+def test_409_is_held_to_the_receipt_rules(
+    endpoint: LoopbackEndpoint, lenient_and_strict: tuple[HttpSender, HttpSender]
+) -> None:
+    lenient, strict = lenient_and_strict
+    endpoint.behave("conflict_lie")
+    lied = lenient.send("a", b"{}")
+    endpoint.behave("conflict_bare")
+    bare_lenient = lenient.send("a", b"{}")
+    bare_strict = strict.send("a", b"{}")
+    endpoint.behave("conflict")
+    named_strict = strict.send("a", b"{}")
+    assert (lied.outcome, lied.http_status) == ("retry", 409)
+    assert "different package_id" in lied.detail
+    assert bare_lenient.outcome == "confirmed"
+    assert (bare_strict.outcome, bare_strict.http_status) == ("retry", 409)
+    assert "HTTP 409 without a receipt" in bare_strict.detail
+    assert named_strict.outcome == "confirmed"
+
+
 def test_lying_2xx_is_not_confirmed(endpoint: LoopbackEndpoint, sender: HttpSender) -> None:
     endpoint.behave("lie")
     receipt = sender.send("a", b"{}")
@@ -141,17 +176,12 @@ def test_a_matching_receipt_confirms(endpoint: LoopbackEndpoint, sender: HttpSen
 
 
 def test_receiptless_2xx_confirms_unless_a_receipt_is_required(
-    endpoint: LoopbackEndpoint,
+    endpoint: LoopbackEndpoint, lenient_and_strict: tuple[HttpSender, HttpSender]
 ) -> None:
+    lenient, strict = lenient_and_strict
     endpoint.behave("no_receipt")
-    lenient = HttpSender(http_settings(endpoint.url), None)
-    strict = HttpSender(http_settings(endpoint.url, require_receipt=True), None)
-    try:
-        assert lenient.send("a", b"{}").outcome == "confirmed"
-        receipt = strict.send("a", b"{}")
-    finally:
-        lenient.close()
-        strict.close()
+    assert lenient.send("a", b"{}").outcome == "confirmed"
+    receipt = strict.send("a", b"{}")
     assert (receipt.outcome, receipt.http_status) == ("retry", 200)
     assert "without a receipt" in receipt.detail
     assert "require_receipt" in receipt.detail
@@ -211,6 +241,114 @@ def test_missing_url_and_bad_ca_bundle_are_config_errors(tmp_path: Path) -> None
         HttpSender(http_settings("https://localhost/x", ca_bundle=missing), None)
 
 
+@pytest.mark.parametrize(
+    ("code", "advice"),
+    [
+        (401, "does not accept the token"),
+        (403, "refuses this client"),
+        (404, "check endpoint.url"),
+        (405, "does not take POST"),
+        (407, "the proxy wants credentials"),
+        (410, "refuses every package"),
+    ],
+)
+def test_endpoint_wide_refusals_are_retried_never_rejected(
+    endpoint: LoopbackEndpoint, sender: HttpSender, code: int, advice: str
+) -> None:
+    endpoint.behave("status", code=code, text="go away")
+    receipt = sender.send("a", b"{}")
+    assert (receipt.outcome, receipt.http_status) == ("retry", code)
+    assert advice in receipt.detail
+    assert "nothing is rejected" in receipt.detail
+
+
+@pytest.mark.parametrize("code", [400, 413, 415, 422])
+def test_refusals_of_the_package_itself_reject_it(
+    endpoint: LoopbackEndpoint, sender: HttpSender, code: int
+) -> None:
+    endpoint.behave("status", code=code, text="bad package")
+    receipt = sender.send("a", b"{}")
+    assert (receipt.outcome, receipt.http_status, receipt.detail) == (
+        "rejected",
+        code,
+        f"HTTP {code}: bad package",
+    )
+
+
+@pytest.mark.parametrize("code", [301, 302, 307, 308])
+def test_a_redirect_is_never_followed_and_names_the_new_url(
+    endpoint: LoopbackEndpoint, sender: HttpSender, code: int
+) -> None:
+    target = "https://ingest.example.org/v2/packages"
+    endpoint.behave("status", code=code, location=target)
+    receipt = sender.send("a", b"{}")
+    assert (receipt.outcome, receipt.http_status) == ("retry", code)
+    assert f"redirects to {target}: set endpoint.url to it" in receipt.detail
+    assert len(endpoint.received) == 1, "a redirect must not be followed"
+    ok, detail = sender.probe()
+    assert not ok
+    assert target in detail
+
+
+def test_check_fails_on_a_refused_token(endpoint: LoopbackEndpoint, sender: HttpSender) -> None:
+    endpoint.behave("status", code=401)
+    ok, detail = sender.probe()
+    assert not ok
+    assert "HTTP 401: the endpoint does not accept the token" in detail
+
+
+def test_environment_proxies_are_ignored(
+    endpoint: LoopbackEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with RawListener() as proxy:
+        proxy_url = f"http://127.0.0.1:{proxy.port}"
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+            monkeypatch.setenv(name, proxy_url)
+        # a SOCKS proxy would need an extra package: once, constructing the client failed
+        monkeypatch.setenv("ALL_PROXY", "socks5://127.0.0.1:1080")
+        receipt = send_once(http_settings(endpoint.url), TOKEN, "a", b"{}")
+        seen = proxy.received
+    assert receipt.outcome == "confirmed"
+    assert seen == b"", "the token went to a proxy from the environment"
+    assert endpoint.received[0].headers["authorization"] == f"Bearer {TOKEN}"
+
+
+def test_sender_set_up_failures_are_config_errors() -> None:
+    with pytest.raises(DeliveryConfigError, match="cannot set up the HTTP client"):
+        build_sender(http_settings("https://localhost/x", proxy="http://[::1"))
+    with pytest.raises(DeliveryConfigError, match=r"endpoint\.proxy .* not an http"):
+        build_sender(http_settings("https://localhost/x", proxy="socks5://127.0.0.1:1080"))
+    with pytest.raises(DeliveryConfigError, match="plain http"):
+        build_sender(http_settings("http://127.0.0.1:9/x", proxy="http://127.0.0.1:3128"))
+    with pytest.raises(DeliveryConfigError, match="user name or password") as info:
+        build_sender(http_settings("http://ingest:pa55@127.0.0.1:9/x"))
+    assert "pa55" not in str(info.value)
+
+
+def test_a_dripping_answer_is_cut_off_at_the_timeout(endpoint: LoopbackEndpoint) -> None:
+    # about 100 bytes, one every 0.3 s: half a minute without the limit on the whole exchange
+    endpoint.behave("drip", interval=0.3)
+    receipt = send_once(http_settings(endpoint.url, timeout_seconds=1.0), None, "a", b"{}")
+    assert receipt.outcome == "retry"
+    assert "timed out after 1s" in receipt.detail
+    assert "whole exchange" in receipt.detail
+    assert endpoint.streamed < 60, "the answer should have been cut off early"
+
+
+@pytest.mark.parametrize("require_receipt", [False, True])
+def test_a_huge_answer_is_not_read_whole(endpoint: LoopbackEndpoint, require_receipt: bool) -> None:
+    endpoint.behave("huge", size=2**30)
+    settings = http_settings(endpoint.url, timeout_seconds=20.0, require_receipt=require_receipt)
+    receipt = send_once(settings, None, "a", b"{}")
+    assert receipt.outcome == ("retry" if require_receipt else "confirmed")
+    assert receipt.http_status == 200
+    # read 64 KiB, then the connection is dropped: what the socket buffers took, no more
+    assert endpoint.streamed < 2**25
+
+
+# --------------------------------------------------------------------------- TLS
+
+
 # --------------------------------------------------------------------------- TLS
 
 
@@ -221,18 +359,14 @@ def tls_ca() -> trustme.CA:
 
 @pytest.fixture
 def tls_endpoint(tls_ca: trustme.CA) -> Iterator[LoopbackEndpoint]:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls_ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
-    server = LoopbackEndpoint(ssl_context=context).start()
-    yield server
-    server.stop()
+    with tls_server(tls_ca, "localhost", "127.0.0.1") as server:
+        yield server
 
 
 def test_tls_with_ca_bundle_confirms(
     tls_endpoint: LoopbackEndpoint, tls_ca: trustme.CA, tmp_path: Path
 ) -> None:
-    bundle = tmp_path / "ca.pem"
-    tls_ca.cert_pem.write_to_path(str(bundle))
+    bundle = write_pem(tls_ca, tmp_path / "ca.pem")
     assert (
         send_once(http_settings(tls_endpoint.url, ca_bundle=bundle), TOKEN, "a", b"{}").outcome
         == "confirmed"
@@ -250,11 +384,8 @@ def test_tls_with_an_unknown_ca_says_verification_failed(tls_endpoint: LoopbackE
 def test_tls_with_a_certificate_for_another_host_says_so(
     tls_ca: trustme.CA, tmp_path: Path
 ) -> None:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls_ca.issue_cert("ingest.example.org").configure_cert(context)
-    bundle = tmp_path / "ca.pem"
-    tls_ca.cert_pem.write_to_path(str(bundle))
-    with LoopbackEndpoint(ssl_context=context) as server:
+    bundle = write_pem(tls_ca, tmp_path / "ca.pem")
+    with tls_server(tls_ca, "ingest.example.org") as server:
         receipt = send_once(http_settings(server.url, ca_bundle=bundle), TOKEN, "a", b"{}")
         assert server.received == []
     assert receipt.outcome == "retry"
@@ -262,30 +393,55 @@ def test_tls_with_a_certificate_for_another_host_says_so(
     assert "nothing was sent" in receipt.detail
 
 
-@dataclass(frozen=True)
-class ClientIdentity:
-    cert: Path
-    key: Path
+def test_sslkeylogfile_is_never_written(
+    tls_endpoint: LoopbackEndpoint,
+    tls_ca: trustme.CA,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    keys = tmp_path / "keys.log"
+    monkeypatch.setenv("SSLKEYLOGFILE", str(keys))
+    bundle = write_pem(tls_ca, tmp_path / "ca.pem")
+    receipt = send_once(http_settings(tls_endpoint.url, ca_bundle=bundle), TOKEN, "a", b"{}")
+    assert receipt.outcome == "confirmed"
+    assert not keys.exists(), "TLS session keys were written where SSLKEYLOGFILE pointed"
 
 
-def client_identity(ca: trustme.CA, folder: Path, name: str = "client") -> ClientIdentity:
-    leaf = ca.issue_cert(f"{name}@scope-pc.example.org")
-    identity = ClientIdentity(folder / f"{name}.crt", folder / f"{name}.key")
-    leaf.cert_chain_pems[0].write_to_path(str(identity.cert))
-    leaf.private_key_pem.write_to_path(str(identity.key))
-    identity.key.chmod(0o600)
-    return identity
+def test_https_through_a_configured_proxy_is_tunnelled_end_to_end(
+    tls_endpoint: LoopbackEndpoint, tls_ca: trustme.CA, tmp_path: Path
+) -> None:
+    bundle = write_pem(tls_ca, tmp_path / "ca.pem")
+    body = b'{"package_id":"via-proxy"}'
+    with ConnectProxy() as proxy:
+        proxy_url = proxy.url.replace("http://", "http://scope:pr0xy-pa55@")
+        settings = http_settings(tls_endpoint.url, ca_bundle=bundle, proxy=proxy_url)
+        with capture_logs() as logs:
+            sender = build_sender(settings)
+            try:
+                receipt = sender.send("via-proxy", body)
+                tls_endpoint.stop()
+                failed = sender.send("via-proxy", body)
+            finally:
+                sender.close()
+        heads, tunnelled = proxy.heads, proxy.tunnelled
+    assert receipt.outcome == "confirmed"
+    assert set(tls_endpoint.unique) == {"via-proxy"}
+    assert heads[0].startswith(f"CONNECT localhost:{tls_endpoint.port} ")
+    assert "proxy-authorization: basic" in heads[0].lower()
+    # the proxy carried only TLS: no header, token or package in clear
+    assert tunnelled[0] == 0x16
+    for clear in (TOKEN.encode(), b"Idempotency-Key", b"via-proxy", b"POST "):
+        assert clear not in tunnelled
+    assert failed.outcome == "retry"
+    texts = repr(logs) + failed.detail + receipt.detail
+    assert "pr0xy-pa55" not in texts
 
 
 @pytest.fixture
 def mtls_endpoint(tls_ca: trustme.CA) -> Iterator[tuple[LoopbackEndpoint, trustme.CA]]:
     """An https endpoint that accepts only client certificates from its own client CA."""
     client_ca = trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls_ca.issue_cert("localhost").configure_cert(context)
-    context.verify_mode = ssl.CERT_REQUIRED
-    client_ca.configure_trust(context)
-    with LoopbackEndpoint(ssl_context=context) as server:
+    with tls_server(tls_ca, "localhost", client_ca=client_ca) as server:
         yield server, client_ca
 
 
@@ -293,8 +449,7 @@ def test_mutual_tls(
     mtls_endpoint: tuple[LoopbackEndpoint, trustme.CA], tls_ca: trustme.CA, tmp_path: Path
 ) -> None:
     server, client_ca = mtls_endpoint
-    bundle = tmp_path / "ca.pem"
-    tls_ca.cert_pem.write_to_path(str(bundle))
+    bundle = write_pem(tls_ca, tmp_path / "ca.pem")
     trusted = client_identity(client_ca, tmp_path, "trusted")
     stranger = client_identity(trustme.CA(), tmp_path, "stranger")
     outcomes = {}
@@ -494,7 +649,7 @@ def test_backoff_grows_then_caps() -> None:
 
 
 def test_parse_retry_after_forms() -> None:
-    now = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+    now = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
     assert parse_retry_after("120") == 120.0
     assert parse_retry_after("Wed, 01 May 2024 12:01:30 GMT", now=now) == 90.0
     assert parse_retry_after("Wed, 01 May 2024 11:00:00 GMT", now=now) == 0.0
@@ -529,9 +684,6 @@ def test_failure_then_success_is_retried_and_delivered_once(
         wait = worker.step()
     assert outbox.state_of("a") == "pending"
     assert outbox.attempts("a") == 1
-    next_at = worker.next_attempt_at("a")
-    assert next_at is not None
-    assert clock.now <= next_at <= clock.now + 1.0
     assert 0.0 <= wait <= 1.0
     (failed,) = [e for e in logs if e["event"] == "delivery_failed"]
     assert failed["package_id"] == "a"
@@ -549,9 +701,7 @@ def test_retry_after_sets_the_schedule(
     outbox.spool([package("a")])
     worker = deliverer(outbox, sender, clock)
     endpoint.fail_next(1, "retry_after", seconds=120)
-    start = clock.now
     worker.step()
-    assert worker.next_attempt_at("a") == pytest.approx(start + 120.0)
     clock.advance(119.0)
     worker.step()
     assert len(endpoint.received) == 1
@@ -647,6 +797,67 @@ def test_400_is_rejected_with_the_response_saved(
     assert reason["http_status"] == 400
     assert "schema_version 9 is not supported" in reason["detail"]
     assert [e["package_id"] for e in logs if e["event"] == "package_rejected"] == ["a"]
+
+
+def test_an_endpoint_wide_refusal_keeps_every_package_and_is_said_once(
+    endpoint: LoopbackEndpoint, sender: HttpSender, outbox: Outbox, clock: FakeClock
+) -> None:
+    outbox.spool([package(f"p{i}") for i in range(10)])
+    worker = deliverer(outbox, sender, clock)
+    endpoint.behave("status", code=401, text="token expired")
+    with capture_logs() as logs:
+        for _ in range(60):
+            worker.step()
+            clock.advance(1.0)
+        refused = len(endpoint.received)
+        assert outbox.rejected() == []
+        assert len(outbox.pending()) == 10
+        endpoint.behave("status", code=308, location="https://new.example.org/in")
+        for _ in range(60):
+            worker.step()
+            clock.advance(1.0)
+        endpoint.behave("ok")
+        for _ in range(120):
+            worker.step()
+            clock.advance(1.0)
+    # backed off like any failing endpoint: not the whole queue at full speed
+    assert refused <= max_attempts_within(60.0, 60.0) < 10
+    errors = [e for e in logs if e["event"] == "endpoint_refuses_packages"]
+    assert [e["http_status"] for e in errors] == [401, 308]
+    assert "does not accept the token" in errors[0]["detail"]
+    assert "redirects to https://new.example.org/in" in errors[1]["detail"]
+    assert [e["event"] for e in logs].count("endpoint_accepts_again") == 1
+    assert outbox.pending() == []
+    assert len(endpoint.unique) == 10
+
+
+def test_an_unreadable_pending_package_is_counted_said_once_and_retried(
+    endpoint: LoopbackEndpoint, sender: HttpSender, outbox: Outbox, clock: FakeClock
+) -> None:
+    outbox.spool([package("a"), package("b")])
+    spooled = outbox.root / "pending" / "a.json"
+    body = spooled.read_bytes()
+    spooled.unlink()
+    spooled.mkdir()  # a folder where the package file should be: it cannot be read
+    worker = deliverer(outbox, sender, clock)
+    with capture_logs() as logs:
+        for _ in range(30):
+            worker.step()
+            clock.advance(1.0)
+    assert outbox.state_of("b") == "delivered"
+    assert outbox.pending() == ["a"]
+    assert outbox.attempts("a") >= 2, "it is tried again, on its own backoff"
+    assert [e["package_id"] for e in logs if e["event"] == "package_unreadable"] == ["a"]
+    (problem,) = outbox.summary().problems
+    assert problem.package_id == "a"
+    assert problem.last_error is not None
+    assert "cannot read the spooled package" in problem.last_error
+    assert not worker.endpoint_failing, "the endpoint is not to blame"
+    spooled.rmdir()
+    spooled.write_bytes(body)
+    clock.advance(120.0)
+    worker.step()
+    assert outbox.state_of("a") == "delivered"
 
 
 def test_endpoint_down_for_a_while_then_up(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,39 @@ def test_a_second_configure_replaces_its_handlers_on_the_root_only(tmp_path: Pat
     assert first.getvalue() == ""
     (line,) = second.getvalue().splitlines()
     assert json.loads(line)["event"] == "unreadable element"
+
+
+def _events(path: Path) -> list[str]:
+    return [json.loads(line)["event"] for line in path.read_text().splitlines()]
+
+
+def test_the_log_file_comes_back_when_its_folder_is_deleted_or_it_is_moved(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    log_file = state / "acqharvest.log"
+    logs.configure("info", "json", log_file, stream=io.StringIO())
+    log = logs.get_logger("acqharvest.test")
+    log.info("before")
+    shutil.rmtree(state)
+    log.info("after_the_folder_went")
+    assert _events(log_file) == ["after_the_folder_went"]
+    moved = tmp_path / "moved.log"
+    log_file.rename(moved)
+    log.info("after_the_move")
+    assert _events(log_file) == ["after_the_move"]
+    assert _events(moved) == ["after_the_folder_went"]
+
+
+def test_the_log_file_still_rotates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logs, "LOG_FILE_BYTES", 400)
+    log_file = tmp_path / "acqharvest.log"
+    logs.configure("info", "json", log_file, stream=io.StringIO())
+    log = logs.get_logger("acqharvest.test")
+    for index in range(20):
+        log.info("line", index=index, padding="x" * 50)
+    rotated = sorted(path.name for path in tmp_path.iterdir())
+    assert rotated[:2] == ["acqharvest.log", "acqharvest.log.1"]
+    assert all(path.stat().st_size <= 400 for path in tmp_path.iterdir())
+    last = json.loads(log_file.read_text().splitlines()[-1])
+    assert last["index"] == 19

@@ -113,7 +113,7 @@ def test_spool_stamps_strictly_increasing_mtimes_even_if_the_clock_stands_still(
 
 def test_confirm_writes_a_receipt_and_removes_pending(outbox: Outbox) -> None:
     outbox.spool([package("a")])
-    outbox.note_failure("a", "HTTP 500: boom", next_attempt_at=5.0)
+    outbox.note_failure("a", "HTTP 500: boom")
     outbox.confirm("a", 201, "HTTP 201")
     assert outbox.pending() == []
     assert outbox.state_of("a") == "delivered"
@@ -161,8 +161,8 @@ def test_note_failure_counts_and_persists(tmp_path: Path) -> None:
     root = tmp_path / "outbox"
     outbox = Outbox.open(root)
     outbox.spool([package("a"), package("b")])
-    outbox.note_failure("a", "HTTP 503: busy", next_attempt_at=10.0)
-    outbox.note_failure("a", "timed out", next_attempt_at=20.0)
+    outbox.note_failure("a", "HTTP 503: busy")
+    outbox.note_failure("a", "timed out")
     assert outbox.attempts("a") == 2
     assert outbox.attempts("b") == 0
     # another process (the status command) sees the same
@@ -179,7 +179,7 @@ def test_summary_counts_and_recent_problems(outbox: Outbox) -> None:
     outbox.confirm("a", 200, "ok")
     outbox.confirm("b", 409, "conflict")
     outbox.reject("c", 400, "HTTP 400: nope")
-    outbox.note_failure("d", "cannot connect", next_attempt_at=1.0)
+    outbox.note_failure("d", "cannot connect")
     summary = outbox.summary()
     assert (summary.pending, summary.delivered, summary.rejected, summary.corrupt) == (2, 2, 1, 0)
     by_id = {p.package_id: p for p in summary.problems}
@@ -416,7 +416,7 @@ class OutboxMachine(RuleBasedStateMachine):
     def fail(self, package_id: str) -> None:
         if self.state.get(package_id) != "pending":
             return
-        self.outbox.note_failure(package_id, "HTTP 503", next_attempt_at=0.0)
+        self.outbox.note_failure(package_id, "HTTP 503")
         self.fails[package_id] = self.fails.get(package_id, 0) + 1
 
     @rule()
@@ -475,3 +475,12 @@ def test_spooling_and_delivering_threads_share_one_outbox(outbox: Outbox) -> Non
         thread.join(timeout=60)
     assert not errors
     assert all(outbox.state_of(pid) == "delivered" for pid in ids)
+
+
+def test_a_read_only_open_creates_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "outbox"
+    outbox = Outbox.open(root, recover=False, create=False)
+    summary = outbox.summary()
+    assert (summary.pending, summary.delivered, summary.rejected, summary.corrupt) == (0, 0, 0, 0)
+    assert outbox.pending() == []
+    assert not root.exists()

@@ -3,7 +3,9 @@
 The kill points act on the real process from outside: the outbox folder and the JSON log
 (after spooling), and the loopback endpoint's hooks, which run on its handler thread
 (mid-POST: the body arrived, no answer yet; after accept: the endpoint stored the package,
-its answer is not sent yet). Nothing in the daemon knows it is being tested.
+its answer is not sent yet; after reject: the endpoint refused a package with 400 and the
+daemon is moving it to ``rejected/``, after which ``acqharvest retry --all`` queues it
+again). Nothing in the daemon knows it is being tested.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import random
 import shutil
 import signal
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -22,18 +25,11 @@ import pytest
 
 from tests.endpoint import LoopbackEndpoint, RecordedRequest
 from tests.helpers import wait_until
-from tests.integration.conftest import TOKEN, Harness
+from tests.integration.conftest import SMALL_TIFFS, TOKEN, Harness
 
-#: small single-file acquisitions: each copy, under its own path, is its own package
-SOURCES = (
-    "tiff-vendor/imagej/xem_y32.tif",
-    "tiff-vendor/zeiss-axiovision/optical_Zeiss_AxioVision_BW.tif",
-    "tiff-vendor/gatan-dm-tiff/test_loading_image_saved_with_DM.tif",
-    "tiff-vendor/olympus-sis/olympus_SIS.tif",
-    "tiff-vendor/imagej/P1_T0.tif",
-    "tiff-vendor/zeiss-sem/test_tiff_Zeiss_SEM_512pix.tif",
-)
-POINTS = ("after_spool", "mid_post", "after_accept", "random")
+POINTS = ("after_spool", "mid_post", "after_accept", "after_reject", "random")
+#: kill points fired by the endpoint's hooks, armed before the daemon starts
+_ENDPOINT_POINTS = ("mid_post", "after_accept", "after_reject")
 #: how long one kill point may take to come; generous, the machine is shared
 POINT_TIMEOUT = 60.0
 
@@ -60,24 +56,42 @@ class CrashRun:
         wave = self.harness.watch / f"wave{len(self.expected):04d}"
         wave.mkdir()
         for index in range(files):
-            source = self.corpus / SOURCES[(len(self.expected)) % len(SOURCES)]
+            # each copy, under its own path, is its own package
+            source = self.corpus / SMALL_TIFFS[len(self.expected) % len(SMALL_TIFFS)]
             target = wave / f"{index}_{source.name}"
             shutil.copyfile(source, target)
             self.expected.add(target.relative_to(self.harness.watch).as_posix())
 
     # ------------------------------------------------------------------ killing
-    def _kill_from_endpoint(self, point: str) -> bool:
+    def _disarm(self, point: str) -> subprocess.Popen[bytes] | None:
+        """The daemon to kill when ``point`` is armed (disarming it), else None."""
         with self._lock:
             if self._armed != point or self.harness.process is None:
-                return False
+                return None
             self._armed = None
-        os.kill(self.harness.process.pid, signal.SIGKILL)
+            return self.harness.process
+
+    def _kill(self, process: subprocess.Popen[bytes]) -> None:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
         self._fired.set()
-        return True
+
+    def _kill_from_endpoint(self, point: str) -> bool:
+        process = self._disarm(point)
+        if process is not None:
+            self._kill(process)
+        return process is not None
 
     def _on_receive(self, _: RecordedRequest) -> str | None:
         # Killed with the body received and no answer: the endpoint does not keep it.
-        return "drop" if self._kill_from_endpoint("mid_post") else None
+        if self._kill_from_endpoint("mid_post"):
+            return "drop"
+        process = self._disarm("after_reject")
+        if process is None:
+            return None
+        # Refused with a 400, killed while the daemon moves it to rejected/ (or just after).
+        threading.Timer(self._rng.uniform(0.0, 0.05), self._kill, (process,)).start()
+        return "reject"
 
     def _on_accept(self, _: RecordedRequest) -> None:
         self._kill_from_endpoint("after_accept")
@@ -91,11 +105,11 @@ class CrashRun:
         self._fired.clear()
         spooled_before = self._spooled()
         pending_before = {path.name for path in self.harness.pending()}
-        if point in ("mid_post", "after_accept"):
+        if point in _ENDPOINT_POINTS:
             with self._lock:
                 self._armed = point  # before the start: the first POST may come at once
         self.harness.start()
-        if point in ("mid_post", "after_accept"):
+        if point in _ENDPOINT_POINTS:
             reached = self._fired.wait(POINT_TIMEOUT)
             with self._lock:
                 self._armed = None
@@ -114,6 +128,10 @@ class CrashRun:
             time.sleep(self._rng.uniform(0.0, 2.5))
             reached = True
         self.harness.kill()
+        if point == "after_reject":
+            # what an admin does once the endpoint is fixed; the next start sends them
+            retried = self.harness.command("retry", "--all")
+            assert retried.returncode == 0, retried.stdout + retried.stderr
         if reached:
             self.kills[point] += 1
         return reached
@@ -123,7 +141,7 @@ class CrashRun:
         turn = 0
         while sum(self.kills.values()) < kills:
             point = POINTS[turn % len(POINTS)]
-            if point == "after_spool":
+            if point in ("after_spool", "after_reject"):
                 self.add_wave(files_per_wave)
             turn += 1
             self.cycle(point)

@@ -2,13 +2,15 @@
 
 A burst of acquisitions is harvested and delivered by a real daemon that is killed with
 SIGKILL over and over: right after it spooled a package, in the middle of a POST, and after
-the endpoint stored a package but before the daemon heard so, plus at random moments.
+the endpoint stored a package but before the daemon heard so, while it records a package
+the endpoint refused (then queued again with ``acqharvest retry``), and at random moments.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -85,6 +87,14 @@ def _alive(pid: int) -> bool:
     return state != "Z"  # a zombie has exited; only its parent's wait is missing
 
 
+def _more_than(endpoint: LoopbackEndpoint, count: int) -> Callable[[], bool]:
+    return lambda: len(endpoint.unique) > count
+
+
+def _all_gone(pids: list[str]) -> Callable[[], bool]:
+    return lambda: not any(_alive(int(pid)) for pid in pids)
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc (Linux)")
 def test_kill9_leaves_no_worker_process_behind(
     tmp_path: Path, endpoint: LoopbackEndpoint, corpus: Path
@@ -94,10 +104,10 @@ def test_kill9_leaves_no_worker_process_behind(
     for kill in range(3):
         harness.start()
         shutil.copyfile(corpus / "dicom/ct/CT_JPEG70.dcm", harness.watch / f"ct{kill}.dcm")
-        assert wait_until(lambda kills=kill: len(endpoint.unique) > kills, timeout=60)
+        assert wait_until(_more_than(endpoint, kill), timeout=60)
         assert harness.process is not None
         daemon = harness.process.pid
         children = Path(f"/proc/{daemon}/task/{daemon}/children").read_text().split()
         assert len(children) >= 2, "the daemon should run its worker processes"
         harness.kill()
-        assert wait_until(lambda pids=children: not any(_alive(int(p)) for p in pids), timeout=30)
+        assert wait_until(_all_gone(children), timeout=30)

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +24,15 @@ REPO = Path(__file__).resolve().parents[2]
 PACKAGE_SCHEMA = json.loads((REPO / "config" / "package.schema.json").read_text())
 ACQHARVEST = str(Path(sys.executable).parent / "acqharvest")
 TOKEN = "s3cr3t-token-for-tests-only"
+#: small single-file corpus acquisitions (TIFF from several vendors): one package each
+SMALL_TIFFS = (
+    "tiff-vendor/imagej/xem_y32.tif",
+    "tiff-vendor/zeiss-axiovision/optical_Zeiss_AxioVision_BW.tif",
+    "tiff-vendor/gatan-dm-tiff/test_loading_image_saved_with_DM.tif",
+    "tiff-vendor/olympus-sis/olympus_SIS.tif",
+    "tiff-vendor/imagej/P1_T0.tif",
+    "tiff-vendor/zeiss-sem/test_tiff_Zeiss_SEM_512pix.tif",
+)
 
 
 def tree_snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
@@ -44,6 +54,12 @@ def write_slowly(source: bytes, target: Path, *, chunks: int = 4, pause: float =
             handle.write(source[offset : offset + step])
             handle.flush()
             time.sleep(pause)
+
+
+def drop_files(harness: Harness, corpus: Path, count: int) -> None:
+    """Copy the first ``count`` of ``SMALL_TIFFS`` into the watched folder."""
+    for source in SMALL_TIFFS[:count]:
+        shutil.copyfile(corpus / source, harness.watch / Path(source).name)
 
 
 def _yaml_options(options: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ import pytest
 
 from tests.endpoint import LoopbackEndpoint
 from tests.helpers import wait_until
-from tests.integration.conftest import ACQHARVEST, Harness
+from tests.integration.conftest import ACQHARVEST, Harness, tree_snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -220,17 +220,59 @@ def test_a_deleted_state_dir_is_recreated_and_nothing_is_lost(harness: Harness) 
     assert harness.endpoint.wait_for(1, timeout=30), harness.output()
     secret = (harness.state / "secret.key").read_bytes()
 
-    # the log lives in the state dir too: read the console from here on
-    shutil.rmtree(harness.state)
+    # at once, as the daemon sees it (it logs there all the time: rmtree would race it)
+    gone = harness.tmp / "deleted-state"
+    harness.state.rename(gone)
+    shutil.rmtree(gone)
     drop(harness, "after.dat")
     assert harness.endpoint.wait_for(2, timeout=60), harness.output()
     assert delivered_paths(harness) == ["alice/neuro/after.dat", "alice/neuro/before.dat"]
     assert (harness.state / "secret.key").read_bytes() == secret
     assert (harness.state / "outbox" / "pending").is_dir()
-    assert '"state_dir_lost"' in harness.console.read_text()
+    # the log file in the state dir came back with it, from the first line on
+    assert harness.wait_log("state_dir_lost"), harness.output()
+    assert harness.wait_log("package_delivered")
+    # and so did the instance lock: a second daemon is still refused
+    second = harness.run_once()
+    assert second.returncode == 1
+    assert "another acqharvest process" in second.stderr
     assert harness.stop() == 0
     # the re-harvest re-sent before.dat under the same key: still exactly once
     assert len(harness.endpoint.unique) == 2
+
+
+def test_one_daemon_per_state_dir_and_status_beside_it_writes_nothing(
+    harness: Harness,
+) -> None:
+    harness.start()
+    assert harness.process is not None
+    pid = harness.process.pid
+    drop(harness, "first.dat")
+    assert harness.endpoint.wait_for(1, timeout=30), harness.output()
+    for second in (harness.run_once(), harness.command("run")):
+        assert second.returncode == 1, second.stderr
+        assert f"another acqharvest process (pid {pid})" in second.stderr
+        assert str(harness.state / "daemon.lock") in second.stderr
+    status = harness.command("status")
+    assert status.returncode == 0, status.stderr
+    assert "delivered 1" in status.stdout
+    assert harness.stop() == 0
+    assert len(harness.endpoint.received) == 1, "the refused runs sent nothing"
+
+    # status reads without writing: folders the outbox lacks stay missing
+    shutil.rmtree(harness.state / "outbox" / "corrupt")
+    shutil.rmtree(harness.state / "outbox" / "tmp")
+    before = tree_snapshot(harness.state / "outbox")
+    assert harness.command("status").returncode == 0
+    assert tree_snapshot(harness.state / "outbox") == before
+    assert not (harness.state / "outbox" / "corrupt").exists()
+    assert not (harness.state / "outbox" / "tmp").exists()
+
+    # the lock went with the daemon: the next one starts
+    drop(harness, "second.dat")
+    result = harness.run_once()
+    assert result.returncode == 0, result.stderr
+    assert delivered_paths(harness) == ["alice/neuro/first.dat", "alice/neuro/second.dat"]
 
 
 def test_corrupt_state_and_outbox_files_are_moved_aside_at_start(harness: Harness) -> None:

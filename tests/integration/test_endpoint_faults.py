@@ -9,28 +9,28 @@ backoff permits in the measured window: a slow machine can only make the count s
 from __future__ import annotations
 
 import itertools
-import shutil
-import ssl
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trustme
 
-from tests.endpoint import LoopbackEndpoint, RawListener, max_attempts_within
+from tests.endpoint import (
+    LoopbackEndpoint,
+    RawListener,
+    client_identity,
+    max_attempts_within,
+    tls_server,
+    write_pem,
+)
 from tests.helpers import wait_until
-from tests.integration.conftest import TOKEN, Harness, validate_package
+from tests.integration.conftest import TOKEN, Harness, drop_files, validate_package
 
 pytestmark = pytest.mark.integration
 
-SOURCES = (
-    "tiff-vendor/imagej/xem_y32.tif",
-    "tiff-vendor/zeiss-axiovision/optical_Zeiss_AxioVision_BW.tif",
-    "tiff-vendor/gatan-dm-tiff/test_loading_image_saved_with_DM.tif",
-    "tiff-vendor/olympus-sis/olympus_SIS.tif",
-)
+#: acquisitions per test (of tests.integration.conftest.SMALL_TIFFS)
+FILES = 4
 BACKOFF_CAP = 4.0
 
 
@@ -41,11 +41,6 @@ def configure(harness: Harness, **endpoint: Any) -> None:
         group_quiet_seconds=0.5,
         endpoint={"max_backoff_seconds": BACKOFF_CAP, **endpoint},
     )
-
-
-def drop_files(harness: Harness, corpus: Path, count: int = len(SOURCES)) -> None:
-    for source in SOURCES[:count]:
-        shutil.copyfile(corpus / source, harness.watch / Path(source).name)
 
 
 def failures(harness: Harness) -> list[dict[str, Any]]:
@@ -68,20 +63,20 @@ def endpoint_down_then_up(
     endpoint.stop()
     down_since = time.monotonic()
     harness.start()
-    drop_files(harness, corpus)
-    assert harness.wait_log("acquisition_packaged", count=len(SOURCES), timeout=60)
+    drop_files(harness, corpus, FILES)
+    assert harness.wait_log("acquisition_packaged", count=FILES, timeout=60)
     assert harness.wait_log("delivery_failed", timeout=30), harness.output()
     time.sleep(max(0.0, outage - (time.monotonic() - down_since)))
     window = time.monotonic() - down_since
     endpoint.start()
-    assert endpoint.wait_for(len(SOURCES), timeout=120), harness.output()
+    assert endpoint.wait_for(FILES, timeout=120), harness.output()
     assert harness.stop() == 0
 
     attempts = len(failures(harness))
     assert 1 <= attempts <= max_attempts_within(window, BACKOFF_CAP), (attempts, window)
     # once it is up, each package needs exactly one request
-    assert len(endpoint.received) == len(SOURCES)
-    assert_all_delivered(endpoint, len(SOURCES))
+    assert len(endpoint.received) == FILES
+    assert_all_delivered(endpoint, FILES)
     assert harness.pending() == []
 
 
@@ -102,13 +97,13 @@ def test_run_once_stops_at_the_first_endpoint_failure(
 ) -> None:
     configure(harness)
     endpoint.stop()
-    drop_files(harness, corpus)
+    drop_files(harness, corpus, FILES)
     result = harness.run_once()
     assert result.returncode == 1, result.stderr
-    assert f"{len(SOURCES)} undelivered" in result.stderr
+    assert f"{FILES} undelivered" in result.stderr
     # the other packages would meet the same refused connection: they wait for the next run
     assert len(failures(harness)) == 1
-    assert len(harness.pending()) == len(SOURCES)
+    assert len(harness.pending()) == FILES
 
 
 # --------------------------------------------------------------------------- HTTP errors
@@ -120,19 +115,19 @@ def test_server_errors_then_healthy(
     configure(harness)
     endpoint.behave("fail", text="database unavailable")
     harness.start()
-    drop_files(harness, corpus)
+    drop_files(harness, corpus, FILES)
     assert wait_until(lambda: len(endpoint.received) >= 3, timeout=60), harness.output()
     first = endpoint.received[0].at
     time.sleep(8.0)
     endpoint.behave("ok")
     healthy_since = time.monotonic()
-    assert endpoint.wait_for(len(SOURCES), timeout=120), harness.output()
+    assert endpoint.wait_for(FILES, timeout=120), harness.output()
     assert harness.stop() == 0
 
     failing = [r for r in endpoint.received if r.at < healthy_since]
     assert len(failing) <= max_attempts_within(healthy_since - first, BACKOFF_CAP)
-    assert len(endpoint.received) - len(failing) <= len(SOURCES)
-    assert_all_delivered(endpoint, len(SOURCES))
+    assert len(endpoint.received) - len(failing) <= FILES
+    assert_all_delivered(endpoint, FILES)
     assert any("HTTP 500: database unavailable" in e["detail"] for e in failures(harness))
 
 
@@ -199,6 +194,8 @@ def test_slow_responses_within_the_timeout_are_sent_once(
         ("lie", False, "endpoint confirmed a different package_id"),
         ("lie_digest", False, "but the body sent has"),
         ("no_receipt", True, "without a receipt naming the package"),
+        ("conflict_lie", False, "endpoint confirmed a different package_id"),
+        ("conflict_bare", True, "HTTP 409 without a receipt naming the package"),
     ],
 )
 def test_a_2xx_that_does_not_confirm_keeps_the_package(
@@ -231,34 +228,55 @@ def test_a_2xx_that_does_not_confirm_keeps_the_package(
     assert_all_delivered(endpoint, 2)
 
 
+# --------------------------------------------------------------------------- endpoint set-up
+
+
+def test_a_refused_token_holds_every_package_until_it_is_fixed(
+    harness: Harness, corpus: Path, endpoint: LoopbackEndpoint
+) -> None:
+    configure(harness)
+    endpoint.behave("status", code=401, text="token expired")
+    drop_files(harness, corpus, 3)
+    harness.start()
+    assert harness.wait_log("delivery_failed", count=3, timeout=60), harness.output()
+    status = harness.command("status")
+    check = harness.command("check")
+    assert "rejected 0" in status.stdout, status.stdout
+    assert "does not accept the token" in status.stdout
+    assert check.returncode == 1
+    assert "FAIL" in check.stdout
+    assert "HTTP 401: the endpoint does not accept the token" in check.stdout
+    endpoint.behave("ok")
+    assert endpoint.wait_for(3, timeout=120), harness.output()
+    assert wait_until(lambda: not harness.pending(), timeout=30)
+    assert harness.stop() == 0
+    refusals = [e for e in harness.events() if e.get("event") == "endpoint_refuses_packages"]
+    assert len(refusals) == 1, "one error line while the refusal lasts"
+    assert harness.count_events("endpoint_accepts_again") == 1
+    assert harness.count_events("package_rejected") == 0
+    assert_all_delivered(endpoint, 3)
+
+
+def test_an_endpoint_that_cannot_be_set_up_is_a_config_error_not_a_crash_loop(
+    harness: Harness,
+) -> None:
+    configure(harness, token_file=str(harness.tmp / "no-such-token"))
+    for command in (("run",), ("run", "--once"), ("check",)):
+        result = harness.command(*command)
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        output = result.stdout + result.stderr
+        assert "no-such-token does not exist" in output
+        assert "Traceback" not in output
+    # nothing but the log is written before the endpoint is usable
+    assert sorted(path.name for path in harness.state.iterdir()) == ["acqharvest.log"]
+
+
 # --------------------------------------------------------------------------- TLS
 
 
 @pytest.fixture(scope="module")
 def server_ca() -> trustme.CA:
     return trustme.CA()
-
-
-def tls_server(
-    ca: trustme.CA, *hosts: str, client_ca: trustme.CA | None = None
-) -> LoopbackEndpoint:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(*hosts).configure_cert(context)
-    if client_ca is not None:
-        context.verify_mode = ssl.CERT_REQUIRED
-        client_ca.configure_trust(context)
-    return LoopbackEndpoint(ssl_context=context)
-
-
-def write_pem(ca: trustme.CA, path: Path) -> Path:
-    ca.cert_pem.write_to_path(str(path))
-    return path
-
-
-@pytest.fixture
-def tls_endpoint(server_ca: trustme.CA) -> Iterator[LoopbackEndpoint]:
-    with tls_server(server_ca, "localhost") as server:
-        yield server
 
 
 @pytest.mark.parametrize(
@@ -321,11 +339,7 @@ def test_mutual_tls_with_a_client_certificate(
     harness: Harness, corpus: Path, server_ca: trustme.CA
 ) -> None:
     client_ca = trustme.CA()
-    leaf = client_ca.issue_cert("scope-pc@facility.example.org")
-    cert, key = harness.tmp / "client.crt", harness.tmp / "client.key"
-    leaf.cert_chain_pems[0].write_to_path(str(cert))
-    leaf.private_key_pem.write_to_path(str(key))
-    key.chmod(0o600)
+    identity = client_identity(client_ca, harness.tmp)
     bundle = str(write_pem(server_ca, harness.tmp / "ca.pem"))
     with tls_server(server_ca, "localhost", client_ca=client_ca) as server:
         configure(harness, url=server.url, ca_bundle=bundle)
@@ -337,7 +351,11 @@ def test_mutual_tls_with_a_client_certificate(
         assert "requires a client certificate" in failures(harness)[0]["detail"]
 
         configure(
-            harness, url=server.url, ca_bundle=bundle, client_cert=str(cert), client_key=str(key)
+            harness,
+            url=server.url,
+            ca_bundle=bundle,
+            client_cert=str(identity.cert),
+            client_key=str(identity.key),
         )
         check = harness.command("check")
         assert "client certificate presented" in check.stdout, check.stdout

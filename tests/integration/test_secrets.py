@@ -4,31 +4,27 @@ in a package, even when the endpoint echoes them back in its error texts."""
 
 from __future__ import annotations
 
-import shutil
-import ssl
 from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 import trustme
 
-from tests.endpoint import LoopbackEndpoint
+from tests.endpoint import (
+    LoopbackEndpoint,
+    RawListener,
+    client_identity,
+    tls_server,
+    write_pem,
+)
 from tests.helpers import wait_until
-from tests.integration.conftest import TOKEN, Harness
+from tests.integration.conftest import TOKEN, Harness, drop_files
 
 pytestmark = pytest.mark.integration
 
-SOURCES = (
-    "tiff-vendor/imagej/xem_y32.tif",
-    "tiff-vendor/zeiss-axiovision/optical_Zeiss_AxioVision_BW.tif",
-    "tiff-vendor/olympus-sis/olympus_SIS.tif",
-)
+#: acquisitions per test (of tests.integration.conftest.SMALL_TIFFS)
+FILES = 3
 ENV_TOKEN = "env-tok-7c1d2e9f0a-not-for-logs"
-
-
-def drop_files(harness: Harness, corpus: Path) -> None:
-    for source in SOURCES:
-        shutil.copyfile(corpus / source, harness.watch / Path(source).name)
 
 
 def key_material(key: Path) -> list[str]:
@@ -62,17 +58,10 @@ def assert_absent(secrets: Iterable[str], texts: dict[str, str]) -> None:
 
 def test_token_and_client_key_never_leak(harness: Harness, corpus: Path) -> None:
     server_ca, client_ca = trustme.CA(), trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_ca.issue_cert("localhost").configure_cert(context)
-    context.verify_mode = ssl.CERT_REQUIRED
-    client_ca.configure_trust(context)
-    leaf = client_ca.issue_cert("scope-pc@facility.example.org")
-    bundle, cert, key = (harness.tmp / name for name in ("ca.pem", "client.crt", "client.key"))
-    server_ca.cert_pem.write_to_path(str(bundle))
-    leaf.cert_chain_pems[0].write_to_path(str(cert))
-    leaf.private_key_pem.write_to_path(str(key))
-    key.chmod(0o600)
-    with LoopbackEndpoint(ssl_context=context) as server:
+    bundle = write_pem(server_ca, harness.tmp / "ca.pem")
+    identity = client_identity(client_ca, harness.tmp)
+    cert, key = identity.cert, identity.key
+    with tls_server(server_ca, "localhost", client_ca=client_ca) as server:
         harness.settle = 0.5
         harness.write_config(
             harness.tmp / "token",
@@ -87,11 +76,9 @@ def test_token_and_client_key_never_leak(harness: Harness, corpus: Path) -> None
         echo = f"bad credentials: Authorization: Bearer {TOKEN}"
         server.fail_next(2, "fail", text=echo)
         server.fail_next(1, "reject", text=echo)
-        drop_files(harness, corpus)
+        drop_files(harness, corpus, FILES)
         harness.start()
-        assert wait_until(lambda: len(server.unique) == len(SOURCES) - 1, timeout=120), (
-            harness.output()
-        )
+        assert wait_until(lambda: len(server.unique) == FILES - 1, timeout=120), harness.output()
         assert wait_until(lambda: not harness.pending(), timeout=60)
         assert harness.stop() == 0
         assert all(r.headers["authorization"] == f"Bearer {TOKEN}" for r in server.received)
@@ -108,10 +95,22 @@ def test_token_from_the_environment_never_leaks(
         harness.tmp / "token", endpoint={"token_file": None, "token_env": "ACQ_TEST_TOKEN"}
     )
     endpoint.fail_next(1, "fail", text=f"you sent {ENV_TOKEN}")
-    drop_files(harness, corpus)
-    harness.start(env={"ACQ_TEST_TOKEN": ENV_TOKEN})
-    assert endpoint.wait_for(len(SOURCES), timeout=120), harness.output()
-    assert harness.stop() == 0
+    drop_files(harness, corpus, FILES)
+    with RawListener() as proxy:
+        # proxies from the environment are ignored: the plain-http loopback exchange
+        # (token included) must not take a detour through one
+        proxy_url = f"http://127.0.0.1:{proxy.port}"
+        harness.start(
+            env={
+                "ACQ_TEST_TOKEN": ENV_TOKEN,
+                "HTTP_PROXY": proxy_url,
+                "http_proxy": proxy_url,
+                "ALL_PROXY": "socks5://127.0.0.1:1080",
+            }
+        )
+        assert endpoint.wait_for(FILES, timeout=120), harness.output()
+        assert harness.stop() == 0
+        assert proxy.received == b""
     assert endpoint.received[-1].headers["authorization"] == f"Bearer {ENV_TOKEN}"
     assert_absent([ENV_TOKEN], everything_visible(harness, endpoint))
 
@@ -122,9 +121,9 @@ def test_token_file_readable_by_others_is_warned_about(
 ) -> None:
     token_file = harness.tmp / "token"
     token_file.chmod(0o644)
-    drop_files(harness, corpus)
+    drop_files(harness, corpus, FILES)
     harness.start()
-    assert endpoint.wait_for(len(SOURCES), timeout=120), harness.output()
+    assert endpoint.wait_for(FILES, timeout=120), harness.output()
     assert harness.stop() == 0
     (warning,) = [e for e in harness.events() if e.get("event") == "token_file_permissions"]
     assert warning["level"] == "warning"
