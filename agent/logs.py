@@ -218,7 +218,21 @@ class _LibraryThreshold(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         ours = record.name == "acqharvest" or record.name.startswith("acqharvest.")
-        return ours or record.levelno >= self.threshold
+        if ours:
+            return True
+        if _quotes_values(record.name) and record.levelno < logging.ERROR:
+            return False
+        return record.levelno >= self.threshold
+
+
+#: libraries whose warnings quote the values they read from a file, which may identify a
+#: patient. pydicom logs every invalid element with its value and also issues the same
+#: message as a Python warning, which the DICOM adapter reports with the value left out.
+_VALUE_QUOTING_LIBRARIES = ("pydicom",)
+
+
+def _quotes_values(logger: str) -> bool:
+    return any(logger == name or logger.startswith(name + ".") for name in _VALUE_QUOTING_LIBRARIES)
 
 
 def get_logger(name: str = "acqharvest") -> Any:

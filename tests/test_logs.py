@@ -123,3 +123,23 @@ def test_the_log_file_still_rotates(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert all(path.stat().st_size <= 400 for path in tmp_path.iterdir())
     last = json.loads(log_file.read_text().splitlines()[-1])
     assert last["index"] == 19
+
+
+def test_pydicom_warnings_quoting_file_values_never_reach_the_log(tmp_path: Path) -> None:
+    import warnings
+
+    from pydicom.dataset import Dataset
+
+    console = io.StringIO()
+    logs.configure("info", "json", tmp_path / "acqharvest.log", stream=console)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # pydicom logs the invalid UID, with its value, and warns the same
+        Dataset().StudyInstanceUID = "1.2.840.0999.12345"
+    logging.getLogger("pydicom").error("a pydicom error still shows")
+
+    assert "0999" not in console.getvalue()
+    assert "0999" not in (tmp_path / "acqharvest.log").read_text()
+    assert [json.loads(line)["event"] for line in console.getvalue().splitlines()] == [
+        "a pydicom error still shows"
+    ]
