@@ -9,8 +9,9 @@ broken adapter never stops the others, and constructed with no arguments.
 Contract in one paragraph: ``claim`` is cheap and decides whether a file is yours and
 which acquisition it belongs to; ``extract`` reads headers only (never pixel data)
 through the :class:`Reader` the agent passes, returns an :class:`AdapterOutput`, raises
-:class:`AdapterError` naming the file for bad input, keeps no global state, writes
-nowhere, and is deterministic. De-identification is not the adapter's job: report what
+:class:`AdapterError` naming the file for bad input (including any member of the
+acquisition that is cut short: see :meth:`Adapter.extract`), keeps no global state,
+writes nowhere, and is deterministic. De-identification is not the adapter's job: report what
 the file says and the agent applies the site's policy.
 """
 
@@ -276,7 +277,12 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class Draft:
-    """The acquisition an adapter is asked to extract: its files, primary first."""
+    """The acquisition an adapter is asked to extract: its files, primary first.
+
+    Every file in ``members`` is listed in the package with its size and checksum, so
+    ``extract`` vouches for each one being whole, not only for the primary it reads:
+    see :meth:`Adapter.extract`.
+    """
 
     key: str
     primary: Path
@@ -339,5 +345,18 @@ class Adapter(Protocol):
         ...
 
     def extract(self, draft: Draft, reader: Reader) -> AdapterOutput:
-        """Read the acquisition's headers; raise :class:`AdapterError` for bad input."""
+        """Read the acquisition's headers; raise :class:`AdapterError` for bad input.
+
+        Completeness of every member: the settle stage cannot tell a file cut short that
+        then held still (a writer paused, a copy interrupted) from a whole one, so
+        ``extract`` checks each file of ``draft.members``, not only the primary, with
+        the cheapest format-level test that tells a cut-short file (declared extents,
+        an end marker, item headers: headers only, a small byte budget; never a full
+        parse of files whose metadata is not reported). For a member that fails it,
+        raise ``AdapterError(member, "truncated: ...")`` naming that member: the agent
+        then packages nothing, fails that version of that file only (it is read again
+        once it changes, as a writer that resumes changes it), and groups the other
+        members again at the next scan. An adapter whose format has no such test
+        accepts the file as settled.
+        """
         ...

@@ -6,13 +6,17 @@ root-relative and normalized here (``sub/../set.ome`` is ``set.ome``); one that 
 the root can never arrive. A group of members with no primary that does not collect
 (``BinaryOnly`` OME-TIFFs whose metadata file is not here) is never complete: at its
 timeout it is released incomplete, so its files are still packaged and nothing is lost.
-No threads, sleeps or I/O: the caller passes ``now``. Not thread-safe: one owner drives it.
+An expected name already packaged under the same key and root (members released at their
+timeout before their metadata file arrived) is not missing: the caller's ``harvested``
+says which names those are, and the caller lists those files with the acquisition.
+No threads, sleeps or I/O: the caller passes ``now`` and the lookups. Not thread-safe: one
+owner drives it.
 """
 
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +28,24 @@ log = structlog.get_logger(__name__)
 
 #: groups are per watch root, so one acquisition's relative paths share one root.
 _GroupId = tuple[Path, str]
+#: (root, group key) -> root-relative names of the files already packaged under that key.
+Harvested = Callable[[Path, str], Collection[str]]
+
+
+def _none_harvested(root: Path, key: str) -> Collection[str]:
+    return ()
+
+
+def missing_names(root: Path, members: Iterable[ProbedFile]) -> set[str]:
+    """Names the members expect, root-relative and normalized, that none of them is.
+
+    A name that climbs out of the root can never arrive, so it stays missing.
+    """
+    members = list(members)
+    expected = {posixpath.normpath(name) for m in members for name in m.expects}
+    if not expected:
+        return expected
+    return expected - {m.settled.path.relative_to(root).as_posix() for m in members}
 
 
 @dataclass(slots=True)
@@ -33,6 +55,8 @@ class _Group:
     created: float
     last_added: float
     members: dict[Path, ProbedFile] = field(default_factory=dict)
+    #: expected names packaged earlier under this key, as of the last ``Grouper.ready``
+    harvested: frozenset[str] = frozenset()
 
     def collects(self) -> bool:
         return any(m.collects for m in self.members.values())
@@ -54,11 +78,8 @@ class _Group:
         return not self.collects() and all(m.role != "primary" for m in self.members.values())
 
     def missing(self) -> set[str]:
-        """Expected root-relative names not here; a name that climbs out never arrives."""
-        expected = {posixpath.normpath(name) for m in self.members.values() for name in m.expects}
-        if not expected:
-            return expected
-        return expected - {p.relative_to(self.root).as_posix() for p in self.members}
+        """Expected root-relative names neither here nor packaged earlier under this key."""
+        return missing_names(self.root, self.members.values()) - self.harvested
 
 
 class Grouper:
@@ -68,9 +89,12 @@ class Grouper:
         self,
         quiet_seconds: Callable[[Path], float],
         timeout_seconds: Callable[[Path], float],
+        harvested: Harvested = _none_harvested,
     ) -> None:
+        """``harvested`` is asked only about groups that miss expected names, at ``ready``."""
         self._quiet_seconds = quiet_seconds
         self._timeout_seconds = timeout_seconds
+        self._harvested = harvested
         self._groups: dict[_GroupId, _Group] = {}
         self._group_of: dict[Path, _GroupId] = {}
 
@@ -106,7 +130,12 @@ class Grouper:
         """Release every group that is complete, or incomplete past its timeout."""
         released: list[Acquisition] = []
         for gid, group in list(self._groups.items()):
-            missing = group.missing()
+            missing = missing_names(group.root, group.members.values())
+            if missing:
+                # Asked again each time: members released earlier may have been packaged
+                # only since (their extraction was under way when this group formed).
+                group.harvested = frozenset(self._harvested(group.root, group.key))
+                missing -= group.harvested
             quiet = not group.waits_for_quiet() or now - group.last_added >= self._quiet(group)
             if quiet and not missing and not group.headless():
                 complete = True

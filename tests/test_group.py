@@ -7,7 +7,7 @@ from typing import Literal
 
 import pytest
 
-from acqharvest.group import Grouper
+from acqharvest.group import Grouper, missing_names
 from acqharvest.model import Acquisition, FileSettled, ProbedFile
 
 ROOT = Path("/data/instrument")
@@ -251,3 +251,62 @@ def test_members_without_their_primary_are_released_incomplete_at_the_timeout(
     assert grouper.ready(T0 + 1) == []
     [alone] = grouper.ready(T0 + TIMEOUT)
     assert not alone.complete
+
+
+def test_expected_files_packaged_earlier_under_the_key_are_not_missing() -> None:
+    # BinaryOnly members were packaged incomplete at their timeout; their companion then
+    # arrives in a group of its own under the same key, and is complete at once.
+    planes = tuple(f"run/m{z}.ome.tif" for z in (1, 2, 3))
+    packaged: dict[tuple[Path, str], list[str]] = {}
+    asked: list[tuple[Path, str]] = []
+
+    def harvested(root: Path, key: str) -> list[str]:
+        asked.append((root, key))
+        return packaged.get((root, key), [])
+
+    grouper = Grouper(lambda root: QUIET, lambda root: TIMEOUT, harvested)
+    for plane in planes:
+        grouper.add(probed(plane, "tiff:set", role="member", expects=("run/set.ome",)), T0)
+    [members] = grouper.ready(T0 + TIMEOUT)
+    assert not members.complete
+    packaged[(ROOT, "tiff:set")] = list(planes)
+    packaged[(Path("/data/other"), "tiff:set")] = ["run/m4.ome.tif"]  # another root: no help
+
+    companion = probed("run/set.ome", "tiff:set", adapter="tiff", expects=planes)
+    grouper.add(companion, T0 + 2 * TIMEOUT)
+    [acq] = grouper.ready(T0 + 2 * TIMEOUT)
+    assert acq.complete
+    assert acq.members == (companion,)  # the caller lists the files packaged earlier
+
+    # one plane never packaged: still missing, released incomplete only at the timeout
+    grouper.add(probed("run/set.ome", "tiff:set", expects=(*planes, "run/m4.ome.tif")), T0)
+    assert grouper.ready(T0 + 1) == []
+    assert grouper.next_due(T0 + 1) == pytest.approx(TIMEOUT - 1)
+    [late] = grouper.ready(T0 + TIMEOUT)
+    assert not late.complete
+    # only groups missing expected names are looked up, and only in their own root
+    assert set(asked) == {(ROOT, "tiff:set")}
+    grouper.add(probed("single.tif", "tiff:single", adapter="tiff"), T0)
+    grouper.ready(T0)
+    assert set(asked) == {(ROOT, "tiff:set")}
+
+
+def test_files_packaged_earlier_are_looked_up_again_until_they_are_there() -> None:
+    # The members' extraction was still under way when the companion's group formed.
+    packaged: list[str] = []
+    grouper = Grouper(lambda root: QUIET, lambda root: TIMEOUT, lambda root, key: packaged)
+    grouper.add(probed("set.ome", "tiff:set", expects=("m1.ome.tif",)), T0)
+    assert grouper.ready(T0 + 1) == []
+    packaged.append("m1.ome.tif")
+    [acq] = grouper.ready(T0 + 2)
+    assert acq.complete
+
+
+def test_missing_names_are_root_relative_and_normalized() -> None:
+    members = [
+        probed("run/sub/m1.ome.tif", "k", role="member", expects=("run/sub/../set.ome",)),
+        probed("run/set.ome", "k", expects=("run/sub/m1.ome.tif", "run/sub/m2.ome.tif")),
+    ]
+    assert missing_names(ROOT, members) == {"run/sub/m2.ome.tif"}
+    assert missing_names(ROOT, members[:1]) == {"run/set.ome"}
+    assert missing_names(ROOT, [probed("a.tif", "k")]) == set()

@@ -29,7 +29,11 @@ Deliberately not read: pixel data (reading stops at (7FE0,0010)/(7FE0,0008)/(7FE
 for encapsulated data only the 8-byte fragment item headers are read, to detect
 truncation), binary elements (OB/OW/OF/OD/OL/OV/UN) except the Siemens CSA image header
 that holds the mosaic slice count, private tags in ``original_metadata``, values over
-64 KiB, and any instance of a series except the primary.
+64 KiB, and the metadata of any instance of a series except the primary. Every other
+instance is checked for truncation only (``reader.check_complete``: a walk of its element
+headers to the pixel data, whose declared extent must lie inside the file; the full
+header check when the walk cannot tell), and one cut short fails the extraction with an
+``AdapterError`` naming it.
 
 Proved by every file under ``dicom/`` in the corpus, notably ``dicom/no-preamble/*`` and
 ``dicom/ot/OT-PAL-8-face.dcm`` (no preamble, no file meta),
@@ -68,6 +72,7 @@ from acqharvest.adapters.dicom.reader import (
     SERIES_UID_TAG,
     Header,
     Undecided,
+    check_complete,
     convert_all,
     dataset_json,
     first_item,
@@ -79,6 +84,7 @@ from acqharvest.adapters.dicom.reader import (
     rfc3339,
     rfc3339_dt,
     value,
+    walk_extent,
     without_values,
 )
 
@@ -178,7 +184,7 @@ class DicomAdapter:
     info = AdapterInfo(
         name="dicom",
         title="DICOM",
-        version="1.1.0",
+        version="1.2.0",
         stability="beta",
         formats=(
             FormatSpec(
@@ -252,6 +258,7 @@ class DicomAdapter:
                 raise
             except Exception as exc:  # pydicom raises many unrelated types on bad input
                 raise AdapterError(path, f"unreadable DICOM: {type(exc).__name__}: {exc}") from exc
+        _check_members(draft, reader)
         # Messages quote the values they complain about; a package must not carry them.
         notes = tuple(
             dict.fromkeys(
@@ -266,6 +273,29 @@ class DicomAdapter:
             started=metadata.get("acquired"),
             warnings=(*notes, *trimmed),
         )
+
+
+def _check_members(draft: Draft, reader: Reader) -> None:
+    """Every instance of the series must be whole: the package lists each one.
+
+    Only the completeness of the others is checked (``check_complete``), never their
+    metadata, so what pydicom may say about their values is not the package's concern.
+    The primary, whose header was parsed, gets the element walk too: it also refuses a
+    file that ends inside a sequence, which a header parse may take for a whole one.
+    """
+    for member in draft.members:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                if member == draft.primary:
+                    walk_extent(member, reader)
+                else:
+                    check_complete(member, reader)
+            except AdapterError:
+                raise
+            except Exception as exc:  # pydicom raises many unrelated types on bad input
+                reason = f"unreadable DICOM: {type(exc).__name__}: {exc}"
+                raise AdapterError(member, reason) from exc
 
 
 # --------------------------------------------------------------------------- claim

@@ -51,6 +51,8 @@ DEFLATED_HEADER_BUDGET = 32 * 1024 * 1024
 #: inflated bytes past the header checked (and discarded) for a cut-short stream.
 DEFLATED_CHECK_BUDGET = 256 * 1024 * 1024
 _INFLATE_CHUNK = 64 * 1024
+#: widest window ``check_complete`` reads for one element before it parses the header instead.
+WALK_BUDGET = 1024 * 1024
 #: how far into a file its file meta group is looked for, at most.
 _META_HEAD = 64 * 1024
 #: a raw deflate stream holding nothing: one empty final block.
@@ -117,6 +119,10 @@ def _walk(head: bytes, *, explicit: bool) -> int:
 
 class Undecided(Exception):
     """The head bytes alone cannot tell the SeriesInstanceUID; parse the file instead."""
+
+
+class _Short(Undecided):
+    """The bytes walked end inside an element header."""
 
 
 _IMPLICIT_LE = "1.2.840.10008.1.2"
@@ -187,17 +193,18 @@ def _file_meta(head: bytes, pos: int) -> tuple[int, str | None]:
 def _element(head: bytes, pos: int, explicit: bool) -> tuple[int, int, int]:
     """(tag, value length, value offset) of the element at ``pos``."""
     if pos + 8 > len(head):
-        raise Undecided
+        raise _Short
     group, element = struct.unpack_from("<HH", head, pos)
     tag = group << 16 | element
     if explicit and group != 0xFFFE:
         vr = head[pos + 4 : pos + 6]
         if vr in _EXPLICIT_LONG_VRS:
             if pos + 12 > len(head):
-                raise Undecided
-            if vr == b"UN":
+                raise _Short
+            length = struct.unpack_from("<I", head, pos + 8)[0]
+            if vr == b"UN" and length == _UNDEFINED:
                 raise Undecided  # an undefined-length UN nests implicit VR data
-            return tag, struct.unpack_from("<I", head, pos + 8)[0], pos + 12
+            return tag, length, pos + 12
         return tag, struct.unpack_from("<H", head, pos + 6)[0], pos + 8
     return tag, struct.unpack_from("<I", head, pos + 4)[0], pos + 8
 
@@ -296,6 +303,117 @@ def read_header(path: Path, reader: Reader) -> Header:
     header = Header(ds, size, PIXEL_TAGS.get(stop.tag) if stop.tag is not None else None)
     _drop_deferred(ds, header.skipped)
     return header
+
+
+def check_complete(path: Path, reader: Reader) -> None:
+    """Raise ``AdapterError`` naming ``path`` when it is cut short; read headers only.
+
+    For the other instances of a series, whose metadata is not reported: first
+    :func:`walk_extent`; what it cannot vouch for gets the full check of
+    :func:`read_header`, which also names the problem.
+    """
+    if not walk_extent(path, reader):
+        read_header(path, reader)
+
+
+def walk_extent(path: Path, reader: Reader) -> bool:
+    """True when a walk of the element headers proves the file whole; False when it cannot.
+
+    Raises ``AdapterError`` when the walk proves it cut short: an element or the pixel
+    data (by its declared length, or its fragment item headers when encapsulated) runs
+    past the end, or the file ends inside an element header or an undefined-length
+    sequence, which the full header parse may take for a whole file. No values are
+    parsed, so it costs a small part of a header parse. It cannot tell for big endian and
+    deflated data sets, files without pixel data, a sequence larger than ``WALK_BUDGET``,
+    or anything that looks wrong.
+
+    The walk reads a window of the file at a time: a value that ends past the window is
+    skipped by moving the window after it, never read.
+    """
+    with reader.open(path) as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size == 0:
+            return False
+        window = _Window(handle, size)
+        head = window.at(0)
+        if has_preamble(head):
+            pos, syntax = _file_meta(head, 132)
+            if syntax is None or syntax in _UNDECIDABLE:
+                return False  # not found in the head, big endian or deflated
+            explicit = syntax != _IMPLICIT_LE
+        elif looks_headless(head):
+            pos, explicit = 0, head[4:6].isalpha() and head[4:6].isupper()
+        else:
+            return False
+        last = -1
+        while pos < size:
+            try:
+                tag, length, value = _element(window.data, pos - window.start, explicit)
+                if tag <= last:
+                    return False
+                if tag in PIXEL_TAGS:
+                    return _pixels_inside(path, handle, window.start + value, length, size)
+                if length == _UNDEFINED:
+                    end = window.start + _skip_sequence(window.data, value, explicit)
+                else:
+                    end = window.start + value + length
+            except _Short:
+                if window.start + len(window.data) >= size:
+                    raise AdapterError(
+                        path, f"truncated: the file ends inside the element at byte {pos}"
+                    ) from None
+                if not window.move(pos):
+                    return False
+                continue
+            except Undecided:
+                return False
+            if end > size:
+                raise AdapterError(path, f"truncated inside element {_tag_text(tag)}")
+            pos, last = end, tag
+        return False  # no pixel data: whether one was due is for the header to say
+
+
+def _pixels_inside(path: Path, handle: BinaryIO, value: int, length: int, size: int) -> bool:
+    if length != _UNDEFINED:
+        if value + length > size:
+            raise AdapterError(
+                path, f"truncated: pixel data needs {value + length} bytes, file has {size}"
+            )
+        return True
+    problem = _fragments_problem(handle, value, size, little=True)
+    if problem is not None:
+        raise AdapterError(path, problem)
+    return True
+
+
+def _tag_text(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+@dataclass(slots=True)
+class _Window:
+    """The bytes of a file from ``start``: ``HEAD_BYTES`` of them, more for long sequences."""
+
+    handle: BinaryIO
+    size: int
+    start: int = 0
+    length: int = HEAD_BYTES
+    data: bytes = b""
+
+    def at(self, start: int) -> bytes:
+        self.start = start
+        self.handle.seek(start)
+        self.data = self.handle.read(min(self.length, self.size - start))
+        return self.data
+
+    def move(self, pos: int) -> bool:
+        """Read from ``pos`` (wider when the element there did not fit); False at the limit."""
+        if pos == self.start:
+            if self.length >= WALK_BUDGET:
+                return False
+            self.length *= 4
+        self.at(pos)
+        return True
 
 
 def _peek_file_meta(handle: BinaryIO) -> tuple[bytes, str | None]:
@@ -421,24 +539,30 @@ def _check_pixel_extent(
         if end > size:
             raise AdapterError(path, f"truncated: pixel data needs {end} bytes, file has {size}")
         return
-    # encapsulated: walk the fragment item headers (8 bytes each) to the delimiter
-    little = ds.original_encoding[1] is not False
-    unpack = struct.Struct("<HHI" if little else ">HHI").unpack
-    pos = start + header_length
+    problem = _fragments_problem(handle, start + header_length, size, ds.original_encoding[1])
+    if problem is not None:
+        raise AdapterError(path, problem)
+
+
+def _fragments_problem(handle: BinaryIO, pos: int, size: int, little: bool | None) -> str | None:
+    """Why encapsulated pixel data from ``pos`` is not whole, or None when it is.
+
+    Walks the fragment item headers (8 bytes each) to the sequence delimiter; past
+    ``MAX_FRAGMENTS`` the file is accepted unwalked.
+    """
+    unpack = struct.Struct("<HHI" if little is not False else ">HHI").unpack
     for _ in range(MAX_FRAGMENTS):
         if pos + 8 > size:
-            break
+            return "truncated: encapsulated pixel data ends before its delimiter"
         handle.seek(pos)
         group, element, length = unpack(handle.read(8))
         tag = group << 16 | element
         if tag == _SEQ_DELIMITER:
-            return
-        if tag != _ITEM or length == 0xFFFFFFFF:
-            raise AdapterError(path, f"malformed encapsulated pixel data at byte {pos}")
+            return None
+        if tag != _ITEM or length == _UNDEFINED:
+            return f"malformed encapsulated pixel data at byte {pos}"
         pos += 8 + length
-    else:
-        return  # too many fragments to walk; accept the file
-    raise AdapterError(path, "truncated: encapsulated pixel data ends before its delimiter")
+    return None
 
 
 def _check_elements_fit(path: Path, ds: Dataset, size: int) -> None:

@@ -22,7 +22,9 @@ metadata tifffile parses from tags.
 Deliberately not read: pixel data (no ``asarray``, no series assembly), metadata of
 pages other than the first (the second for an Olympus SIS tag; every IFD is walked for
 the truncation check in ``extent``), of set members only the first IFD's description and
-Software tag, binary and offset tags, and tags over 1 KiB of array data. XML with a
+Software tag (each member gets the same truncation check as the primary: one cut short
+fails the extraction with an ``AdapterError`` naming it), binary and offset tags, and
+tags over 1 KiB of array data. XML with a
 DOCTYPE is refused (``safexml``).
 
 Proved by ``ome-tiff/*/*.ome.tif*`` and every file under ``tiff-vendor/`` in the corpus,
@@ -47,6 +49,7 @@ from acqharvest.adapter_api import (
     normalized_fields,
 )
 from acqharvest.adapters.tiff import ome, omeset, sniff
+from acqharvest.adapters.tiff.extent import check_member
 from acqharvest.adapters.tiff.safexml import XmlBroken, XmlRefused
 
 __all__ = ["TiffAdapter"]
@@ -116,7 +119,7 @@ class TiffAdapter:
     info = AdapterInfo(
         name="tiff",
         title="TIFF / OME-TIFF",
-        version="1.0.0",
+        version="1.1.0",
         stability="beta",
         formats=(
             FormatSpec(
@@ -165,8 +168,21 @@ class TiffAdapter:
 
         head = reader.read(draft.primary, 0, 4)
         if head and not sniff.is_tiff(head):
-            return omeset.read_companion(draft, reader)
-        return read_tiff(draft, reader)
+            output = omeset.read_companion(draft, reader)
+        else:
+            output = read_tiff(draft, reader)
+        _check_members(draft, reader)
+        return output
+
+
+def _check_members(draft: Draft, reader: Reader) -> None:
+    """Every TIFF of a set must be whole, as the primary is: the package lists each one.
+
+    A member that is not a TIFF (a second ``.companion.ome``) has no extents to check.
+    """
+    for member in draft.members:
+        if member != draft.primary and sniff.is_tiff(reader.read(member, 0, 4)):
+            check_member(member, reader)
 
 
 def _claim_tiff(probe: FileProbe, reader: Reader) -> Claim:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from acqharvest.adapter_api import AdapterError
+from acqharvest.adapter_api import AdapterError, Reader
 
 #: bytes per value of each TIFF field type (unknown types declare no extent).
 TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
@@ -207,3 +207,12 @@ def check_extents(path: Path, handle: BinaryIO, size: int) -> int:
         raise AdapterError(path, "no IFD: the header's first-IFD offset is 0")
     walker.chain(layout, first, "the first IFD")
     return len(walker.seen)
+
+
+def check_member(path: Path, reader: Reader) -> None:
+    """``check_extents`` for a file of a multi-file set, whose other metadata is not read."""
+    with reader.open(path) as handle:
+        size = handle.seek(0, 2)
+        if size == 0:
+            raise AdapterError(path, "empty file")
+        check_extents(path, handle, size)

@@ -368,3 +368,38 @@ def test_acquisition_dates_keep_their_offset_and_fraction(tmp_path):
     xml = FULL.replace("2024-05-06T07:08:09", "2024-05-06T07:08:09.250+02:00")
     output = _extract(_ome_tiff(tmp_path / "a.ome.tif", xml))
     assert output.metadata["acquired"] == output.started == "2024-05-06T07:08:09.250+02:00"
+
+
+@pytest.mark.parametrize(
+    ("layout", "metadata_file"),
+    [
+        ("multifile-companion", "multifile.companion.ome"),
+        ("multifile-master", "multifile-Z1.ome.tiff"),
+    ],
+)
+def test_a_set_member_cut_short_fails_the_extraction_naming_it(
+    corpus, tmp_path, layout, metadata_file
+):
+    # The metadata file is whole; one plane of the set stopped half-way and held still.
+    source = corpus / "ome-tiff" / layout
+    for path in source.iterdir():
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    others = sorted(p for p in tmp_path.iterdir() if p.name != metadata_file)
+    assert _extract(tmp_path / metadata_file, *others).metadata["instances"] == len(others) + 1
+    cut = others[-1]
+    data = cut.read_bytes()
+    for length in (len(data) // 2, len(data) - 1):
+        cut.write_bytes(data[:length])
+        with pytest.raises(AdapterError, match="truncated") as raised:
+            _extract(tmp_path / metadata_file, *others)
+        assert raised.value.path == cut
+
+
+def test_binaryonly_members_are_checked_without_their_metadata_file(tmp_path):
+    xml = f'<OME xmlns="{NS}"><BinaryOnly MetadataFile="set.ome" UUID="u"/></OME>'
+    first, second = (_ome_tiff(tmp_path / f"m{i}.ome.tif", xml) for i in (1, 2))
+    assert _extract(first, second).metadata["instances"] == 2
+    second.write_bytes(second.read_bytes()[:-1])
+    with pytest.raises(AdapterError, match="truncated") as raised:
+        _extract(first, second)
+    assert raised.value.path == second

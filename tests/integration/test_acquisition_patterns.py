@@ -283,6 +283,30 @@ def test_dicom_series_instance_by_instance(
     assert body["metadata"]["instances"] == 5
 
 
+def series_of_four(corpus: Path, folder: Path) -> tuple[list[bytes], list[Written]]:
+    """A new four-instance series for ``folder`` (created): its bytes and final files."""
+    instances = simulator.dicom_series(corpus / MR, 4)
+    folder.mkdir(parents=True)
+    return instances, [Written.of(folder / f"IM{n:04d}", d) for n, d in enumerate(instances, 1)]
+
+
+def stop_once_whole(harness: Harness, whole: Callable[[], bool]) -> dict[str, Any]:
+    """Wait until ``whole`` (a package lists the whole series), check that no package
+    follows, stop the daemon; the packages, each valid."""
+    deadline = time.monotonic() + 60
+    while not whole():
+        if time.monotonic() > deadline:
+            pytest.fail(f"no package lists the whole series:\n{harness.output()[-4000:]}")
+        time.sleep(0.2)
+    count = len(harness.packages())
+    assert not harness.endpoint.wait_for(count + 1, timeout=3 * harness.settle + 2)
+    assert harness.stop() == 0
+    packages = harness.packages()
+    for body in packages.values():
+        validate_package(body)
+    return packages
+
+
 def test_series_instance_cut_short_rejoins_its_series_once_complete(
     harness: Harness, corpus: Path, untouched: Callable[[], None]
 ) -> None:
@@ -291,10 +315,7 @@ def test_series_instance_cut_short_rejoins_its_series_once_complete(
     # so that series read fails. Only that instance's version is failed for good; its
     # siblings are grouped again by the next scan, and once the instance is complete the
     # last package lists the whole series.
-    instances = simulator.dicom_series(corpus / MR, 4)
-    folder = harness.watch / "carol" / "mri" / "series 2"
-    folder.mkdir(parents=True)
-    written = [Written.of(folder / f"IM{n:04d}", data) for n, data in enumerate(instances, 1)]
+    instances, written = series_of_four(corpus, harness.watch / "carol" / "mri" / "series 2")
     cut, half = written[0].path, len(instances[0]) // 2
     harness.start()
     with cut.open("wb") as handle:
@@ -319,21 +340,62 @@ def test_series_instance_cut_short_rejoins_its_series_once_complete(
         current = [body for body in bodies if body["package_id"] not in replaced]
         return current[0] if len(current) == 1 else None
 
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    def whole() -> bool:
         body = latest()
-        if body is not None and [(f["size"], f["sha256"]) for f in body["files"]] == expected:
-            break
-        time.sleep(0.2)
-    else:
-        pytest.fail(f"no package lists the whole series:\n{harness.output()[-4000:]}")
-    count = len(harness.packages())
-    assert not harness.endpoint.wait_for(count + 1, timeout=3 * harness.settle + 2)
-    assert harness.stop() == 0
-    for body in harness.packages().values():
-        validate_package(body)
+        return body is not None and [(f["size"], f["sha256"]) for f in body["files"]] == expected
+
+    stop_once_whole(harness, whole)
     cut_entries = harvested(harness.packages().values())[relative(harness, written[0])]
     assert [(size, digest) for size, digest, _ in cut_entries] == [expected[0]]
+    assert failures_in_status(harness) == ""
+
+
+def test_series_instance_other_than_the_one_read_cut_short_is_never_packaged_partial(
+    harness: Harness, corpus: Path, untouched: Callable[[], None]
+) -> None:
+    # The last instance (not the one the adapter reads) stops half-way for longer than
+    # the settle window: its series is read with it, the adapter's check of every
+    # instance refuses it, and no package lists it until it is complete. Then one
+    # package lists every instance as written.
+    instances, written = series_of_four(corpus, harness.watch / "dave" / "mri" / "series 3")
+    cut, half = written[-1].path, len(instances[-1]) // 2
+    harness.start()
+    for sibling, data in zip(written[:-1], instances[:-1], strict=True):
+        sibling.path.write_bytes(data)
+    with cut.open("wb") as handle:
+        handle.write(instances[-1][:half])
+        handle.flush()
+        assert harness.wait_log("extraction_failed", timeout=60), harness.output()
+        # held still until the siblings were packaged again without it
+        assert harness.endpoint.wait_for(1, timeout=60), harness.output()
+        handle.write(instances[-1][half:])
+    untouched()
+    failed = next(e for e in harness.events() if e.get("event") == "extraction_failed")
+    assert failed["path"] == str(cut)
+    assert "truncated" in failed["reason"]
+    grouped = [e for e in harness.events() if e.get("event") == "acquisition_grouped"]
+    assert grouped[0]["members"] == 4, "the cut instance was not read with its series"
+
+    expected = {relative(harness, w): (w.size, w.sha256) for w in written}
+    packages = stop_once_whole(
+        harness,
+        lambda: any(
+            {f["path"]: (f["size"], f["sha256"]) for f in body["files"]} == expected
+            for body in harness.packages().values()
+        ),
+    )
+    for body in packages.values():
+        # never a partial file: every listed version is the one the writer left
+        for entry in body["files"]:
+            assert (entry["size"], entry["sha256"]) == expected[entry["path"]], entry["path"]
+    final = [
+        body
+        for body in packages.values()
+        if body["package_id"] not in {b["replaces"] for b in packages.values()}
+    ]
+    assert len(final) == 1
+    assert final[0]["acquisition"]["complete"] is True
+    assert final[0]["metadata"]["instances"] == 4
     assert failures_in_status(harness) == ""
 
 
