@@ -353,6 +353,34 @@ def _real_stat(path: Path, root: Path) -> FileSeen | None:
     )
 
 
+def _settle_while_writing(
+    settler: Settler,
+    target: Path,
+    root: Path,
+    writer: Callable[[], None],
+    done: threading.Event,
+    too_early: str,
+) -> list[FileSettled]:
+    """Tick ``settler`` on real stats while ``writer`` runs; it must not settle before ``done``."""
+    first = _real_stat(target, root)
+    assert first is not None
+    settler.observe(first)
+    thread = threading.Thread(target=writer)
+    thread.start()
+    settled: list[FileSettled] = []
+    deadline = time.monotonic() + 60
+    try:
+        while not settled and time.monotonic() < deadline:
+            finished_before_tick = done.is_set()
+            settled = settler.tick(time.time(), _real_stat)
+            if settled:
+                assert finished_before_tick, f"settled {too_early}"
+            time.sleep(min(0.02, settler.next_due(time.time()) or 0.02))
+    finally:
+        thread.join()
+    return settled
+
+
 def test_real_file_appended_in_chunks_settles_only_when_done(tmp_path: Path) -> None:
     window = 1.0
     chunks, pause, chunk = 12, 0.1, b"x" * 4096  # pauses a tenth of the window
@@ -368,23 +396,9 @@ def test_real_file_appended_in_chunks_settles_only_when_done(tmp_path: Path) -> 
                 fh.flush()
         done.set()
 
-    settler = Settler(folder(window))
-    first = _real_stat(target, tmp_path)
-    assert first is not None
-    settler.observe(first)
-    thread = threading.Thread(target=writer)
-    thread.start()
-    settled: list[FileSettled] = []
-    deadline = time.monotonic() + 60
-    try:
-        while not settled and time.monotonic() < deadline:
-            finished_before_tick = done.is_set()
-            settled = settler.tick(time.time(), _real_stat)
-            if settled:
-                assert finished_before_tick, "settled while the writer was still appending"
-            time.sleep(min(0.02, settler.next_due(time.time()) or 0.02))
-    finally:
-        thread.join()
+    settled = _settle_while_writing(
+        Settler(folder(window)), target, tmp_path, writer, done, "while still appending"
+    )
     assert [s.size for s in settled] == [len(chunk) * chunks]
     assert settled[0].size == target.stat().st_size
 
@@ -412,22 +426,9 @@ def test_real_preallocated_file_settles_only_when_filled(tmp_path: Path) -> None
         return not head.strip(b"\0")
 
     settler = Settler(folder(window, blank_wait=60.0), head_is_blank=blank)
-    first = _real_stat(target, tmp_path)
-    assert first is not None
-    settler.observe(first)
-    thread = threading.Thread(target=filler)
-    thread.start()
-    settled: list[FileSettled] = []
-    deadline = time.monotonic() + 60
-    try:
-        while not settled and time.monotonic() < deadline:
-            finished_before_tick = done.is_set()
-            settled = settler.tick(time.time(), _real_stat)
-            if settled:
-                assert finished_before_tick, "settled before the reserved file was filled"
-            time.sleep(0.02)
-    finally:
-        thread.join()
+    settled = _settle_while_writing(
+        settler, target, tmp_path, filler, done, "before the reserved file was filled"
+    )
     assert [s.size for s in settled] == [len(data)]
     assert target.read_bytes() == data
 
