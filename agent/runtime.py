@@ -223,6 +223,10 @@ class _Pool:
         deadline = time.monotonic() + grace
         for process in processes:
             process.join(max(0.0, deadline - time.monotonic()))
+            # Its sentinel fires a moment before an exiting worker can be reaped: only one
+            # still alive at the deadline is stuck.
+            while process.is_alive() and time.monotonic() < deadline:
+                time.sleep(0.01)
             if process.is_alive():
                 log.warning("worker_terminated", pid=process.pid, reason="still busy at stop")
                 process.terminate()
