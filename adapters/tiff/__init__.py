@@ -10,12 +10,14 @@ other TIFFs ``BinaryOnly``) are one acquisition: see ``claim`` and ``omeset``.
 
 Fields filled: image geometry (size x/y/z/c/t, bits, pixel type, dimension order,
 number of pages), pixel size in micrometres (OME PhysicalSize* with units, Gatan
-65009/65010, JEOL MAG mode, SIS, TVIPS, Micro-Manager, SCN, LSM voxel size, FEI and
-Zeiss SEM pixel size, Aperio MPP, ImageJ spacing/unit, else X/YResolution in
-centimetre units), acquisition time, instrument as reported (Make, Model, Software,
-HostComputer tags, OME Microscope, vendor headers), OME channels, objective and
-detector resolved through their Settings refs, operator. The tag-to-field table per
-flavour is in this folder's README.md.
+65009/65010, JEOL MAG mode, SIS, TVIPS, Micro-Manager, SCN, MetaMorph STK, FluoView,
+NIH Image, ScanImage, LSM voxel size, FEI and Zeiss SEM pixel size, Aperio MPP, ImageJ
+spacing/unit, else X/YResolution in centimetre units), acquisition time, instrument as
+reported (Make, Model, Software, HostComputer tags, OME Microscope, vendor headers),
+channels (OME, Micro-Manager, LSM tracks), objective (OME, LSM name parsed, SCN, Aperio,
+NDPI) and detector resolved through their Settings refs or vendor headers, operator.
+The tag-to-field table per flavour is in this folder's README.md (the ``source`` of each
+field below, checked by a test).
 ``original_metadata`` holds page-0 tags, the OME-XML text, ImageJ metadata and the vendor
 metadata tifffile parses from tags.
 
@@ -24,13 +26,17 @@ pages other than the first (the second for an Olympus SIS tag; every IFD is walk
 the truncation check in ``extent``), of set members only the first IFD's description and
 Software tag (each member gets the same truncation check as the primary: one cut short
 fails the extraction with an ``AdapterError`` naming it), binary and offset tags, and
-tags over 1 KiB of array data. XML with a
-DOCTYPE is refused (``safexml``).
+tags over 1 KiB of array data, Micro-Manager's file-level summary (its per-image tag is
+read), and LSM emission bands (a range is not an ``emission_nm``). XML with a DOCTYPE is
+refused (``safexml``).
 
 Proved by ``ome-tiff/*/*.ome.tif*`` and every file under ``tiff-vendor/`` in the corpus,
-notably ``tiff-vendor/zeiss-lsm/test.lsm`` (voxel size), the ImageJ stack in
-``tiff-vendor/imagej/`` (z spacing), the Gatan, JEOL, SIS and TVIPS files (calibration),
-``ome-tiff/multifile-*`` (grouping), and the SVS and NDPI slides (headers-only budget).
+notably ``tiff-vendor/zeiss-lsm/test.lsm`` (voxel size, channel, objective, detector,
+Sample0time), the ImageJ stack in ``tiff-vendor/imagej/`` (z spacing), the Gatan, JEOL,
+SIS and TVIPS files (calibration; TVIPS microscope and date), the streak, Zeiss SEM and
+SVS files (instrument fields), ``ome-tiff/multifile-*`` (grouping), and the SVS and NDPI
+slides (headers-only budget). MetaMorph STK, FluoView, NIH Image, ScanImage and
+Micro-Manager have no corpus file: ``tests/adapters/test_tiff_flavours.py`` writes them.
 """
 
 from __future__ import annotations
@@ -78,36 +84,79 @@ FLAVOURS = (
 
 _FIELDS = normalized_fields(
     {
-        "image.size_x": "ImageWidth, or OME SizeX",
-        "image.size_y": "ImageLength, or OME SizeY",
+        "image.size_x": "OME Pixels SizeX, else ImageWidth",
+        "image.size_y": "OME Pixels SizeY, else ImageLength",
         "image.size_z": "OME SizeZ, ImageJ slices, LSM DimensionZ",
-        "image.size_c": "OME SizeC, ImageJ channels, else samples",
+        "image.size_c": "OME SizeC, ImageJ channels, LSM DimensionChannels, else "
+        "SamplesPerPixel when over 1",
         "image.size_t": "OME SizeT, ImageJ frames, LSM DimensionTime",
-        "image.bits": "BitsPerSample",
-        "image.pixel_type": "e.g. uint8, uint16, float32",
-        "image.dimension_order": "OME DimensionOrder, e.g. XYCZT",
-        "image.frames": "number of TIFF pages (IFDs)",
-        "pixel_size_um.x": "pixel width",
-        "pixel_size_um.y": "pixel height",
-        "pixel_size_um.z": "section spacing",
-        "acquired": "acquisition date-time as written",
-        "instrument_reported.manufacturer": "Make tag or OME Microscope",
-        "instrument_reported.model": "Model tag, OME Microscope, vendor",
-        "instrument_reported.serial_number": "OME Microscope or vendor",
+        "image.bits": "BitsPerSample; for a `.companion.ome` (no TIFF of its own) OME "
+        "SignificantBits, else the bits of the OME Pixels Type",
+        "image.pixel_type": "OME Pixels Type, else the page dtype (uint8, uint16, float32...)",
+        "image.dimension_order": "OME Pixels DimensionOrder",
+        "image.frames": "number of pages (IFDs); for a multi-file OME set, its planes",
+        "pixel_size_um.x": "the first found of: OME PhysicalSizeX (+ unit; with OME-XML the "
+        "sources below fill only the axes it lacks, and X/YResolution is never used), "
+        "Gatan 65009 in 65003 units, JEOL SightX MAG mode (detector pitch from XResolution "
+        "÷ ImageFormingSystem SelectorValue), Olympus SIS pixelsizex (m), TVIPS PixelSizeX "
+        "(nm), Micro-Manager PixelSizeUm, Leica SCN view sizeX (nm) ÷ the r=0 dimension, "
+        "MetaMorph STK XCalibration in CalibrationUnits (unless SpatialCalibration is 0), "
+        "FluoView MM_Header dimension X Resolution in its Unit, NIH Image 1 ÷ XScale in "
+        "UnitsID units (read as ImageJ reads them), ScanImage imagingFovUm width ÷ "
+        "pixelsPerLine, LSM VoxelSizeX (m), FEI Scan PixelWidth (m), Zeiss SEM "
+        "ap_pixel_size, Aperio MPP, ImageJ unit with XResolution when ResolutionUnit is "
+        "NONE, else XResolution with ResolutionUnit centimetre (an inch resolution is print "
+        "or screen DPI and is not used)",
+        "pixel_size_um.y": "as x, from the Y tags and attributes; NIH Image x ÷ "
+        "PixelAspectRatio, ScanImage imagingFovUm height ÷ linesPerFrame",
+        "pixel_size_um.z": "OME PhysicalSizeZ, Gatan 65011 in 65005 units, FluoView dimension "
+        "Z Resolution in its Unit, NIH Image SliceSpacing (2 slices or more), LSM VoxelSizeZ "
+        "(above 1 pm: LSM writes 1e-19 for none), ImageJ spacing in its unit",
+        "acquired": "OME Image AcquisitionDate, JEOL SightX DateTime, Olympus SIS datetime, "
+        "TVIPS Date and Time (date packed as year, month, day bytes; seconds of the day), "
+        "Micro-Manager Time, Leica SCN creationDate, LSM Sample0time (days since 1899-12-30, "
+        "to the millisecond), ScanImage frame epoch, FEI User Date/Time, Aperio Date/Time, "
+        "Zeiss SEM ap_date/ap_time, else the DateTime tag; with an offset only where the "
+        "file gives one",
+        "instrument_reported.manufacturer": "OME Microscope Manufacturer, JEOL SightX "
+        "Manufacturer, Leica SCN (`Leica` when the XML has a device), else the Make tag, "
+        "else `Aperio` for an Aperio header naming a ScanScope ID",
+        "instrument_reported.model": "OME Microscope Model, JEOL SightX Instruments, TVIPS "
+        "TemType, Leica SCN device model, else the Model tag, FEI System SystemType, Zeiss "
+        "SEM dp_sem, Hamamatsu streak `Streak camera` DeviceName",
+        "instrument_reported.serial_number": "OME Microscope SerialNumber, FEI System Dnumber, "
+        "Zeiss SEM sv_serial_number, NDPI ScannerSerialNumber, Aperio ScanScope ID, "
+        "Hamamatsu streak Camera SerialNumber (the readout camera's, `S/N:` dropped)",
         "instrument_reported.type": "OME Microscope Type",
         "instrument_reported.station_name": "HostComputer tag, Micro-Manager ComputerName",
-        "instrument_reported.software_version": "Micro-Manager version, Leica SCN device",
-        "instrument_reported.software": "Software tag or vendor header",
-        "channels": "name, excitation_nm, emission_nm, fluor, exposure_s",
-        "objective.model": "OME Objective Model or LSM objective",
+        "instrument_reported.software_version": "Micro-Manager MicroManagerVersion, Leica SCN "
+        "device version, Zeiss SEM sv_version, Hamamatsu streak Application SoftwareVersion",
+        "instrument_reported.software": "`Micro-Manager` when it gives its version, else the "
+        "Software tag, FEI System Software, Hamamatsu streak Application Software; for a "
+        "`.companion.ome`, the Software tag of the set's first TIFF",
+        "channels": "OME Channel Name, Excitation/EmissionWavelength (+ unit, as nm), Fluor "
+        "and the first Plane's ExposureTime (+ unit, as s); Micro-Manager Channel and "
+        "Exposure-ms; LSM acquired DetectionChannels: ChannelName, DyeName as fluor, and "
+        "the track's IlluminationChannels Wavelength as excitation when one line is on "
+        "(the emission band SpiWavelengthStart-Stop is a range and is not reported)",
+        "objective.model": "OME Objective chosen by Image/ObjectiveSettings, LSM "
+        "ScanInformation Objective",
         "objective.manufacturer": "OME Objective Manufacturer",
-        "objective.magnification": "nominal magnification",
-        "objective.na": "numerical aperture (OME LensNA)",
-        "objective.immersion": "OME Objective Immersion",
-        "detector.model": "OME Detector, SEM detector name",
-        "detector.manufacturer": "OME Detector Manufacturer",
-        "detector.type": "OME Detector Type or SEM signal mode",
-        "operator": "OME Experimenter or vendor user name",
+        "objective.magnification": "OME Objective NominalMagnification, Leica SCN objective, "
+        "LSM objective name (`40x/1.30`, parsed), Aperio AppMag, NDPI Magnification",
+        "objective.na": "OME Objective LensNA, Leica SCN numericalAperture, LSM objective "
+        "name (parsed; an NA of 2 or more is a tube length and is dropped)",
+        "objective.immersion": "OME Objective Immersion, LSM objective name (the word after "
+        "the NA: Oil, W or Water, Glyc, parsed)",
+        "detector.model": "OME Detector chosen by the first Channel's DetectorSettings (else "
+        "the only one), Olympus SIS cameraname, TVIPS CameraType, Micro-Manager Camera, LSM "
+        "first acquired PointDetectorName, FEI Detectors Name, Zeiss SEM "
+        "dp_detector_channel, Hamamatsu streak Camera CameraName",
+        "detector.manufacturer": "OME Detector Manufacturer, `TVIPS` for a TVIPS header",
+        "detector.type": "OME Detector Type, FEI Detectors Mode (not `None`)",
+        "operator": "OME Experimenter chosen by ExperimenterRef, JEOL SightX Operator, "
+        "Micro-Manager UserName, FEI User User, Zeiss SEM sv_user_name, LSM User (kept: the "
+        "de-identification profile covers DICOM attributes only)",
         "instances": "files in a multi-file OME-TIFF set",
     }
 )
@@ -119,7 +168,7 @@ class TiffAdapter:
     info = AdapterInfo(
         name="tiff",
         title="TIFF / OME-TIFF",
-        version="1.1.0",
+        version="1.2.0",
         stability="beta",
         formats=(
             FormatSpec(

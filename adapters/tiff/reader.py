@@ -5,13 +5,18 @@ from __future__ import annotations
 import datetime as dt
 import re
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import tifffile
-from tifffile.tifffile import svs_description_metadata
+from tifffile.tifffile import (
+    matlabstr2py,
+    scanimage_description_metadata,
+    svs_description_metadata,
+)
 
 from acqharvest.adapter_api import AdapterError, AdapterOutput, Draft, Reader
-from acqharvest.adapters.tiff import FLAVOURS, ome, omeset, vendors
+from acqharvest.adapters.tiff import FLAVOURS, flavours, ome, omeset, vendors
 from acqharvest.adapters.tiff.extent import check_extents
 from acqharvest.adapters.tiff.omeset import OME_XML_CAP
 from acqharvest.adapters.tiff.safexml import MAX_BYTES, XmlBroken, XmlRefused
@@ -88,6 +93,14 @@ def _read(draft: Draft, reader: Reader, tif: tifffile.TiffFile) -> AdapterOutput
         if found:
             fmt = name if fmt == "TIFF" else fmt
             _merge(meta, found)
+    for found in (
+        flavours.lsm(vendor.get("lsm")),
+        flavours.stk(vendor.get("stk")),
+        flavours.fluoview(vendor.get("fluoview")),
+        flavours.nih(vendor.get("nih")),
+        flavours.scanimage(*_scanimage_headers(tif)) if "scanimage" in flags else {},
+    ):
+        _merge(meta, found)
     _fill_image(meta, page, frames, vendor)
     _fill_pixel_size(meta, page, vendor, trust_resolution=fmt != "OME-TIFF")
     _fill_instrument(meta, page, vendor)
@@ -134,6 +147,29 @@ def _read_ome(
         original["ome_files"], set_notes = omeset.report(draft, reader, root, meta)
         notes.extend(set_notes)
     return meta
+
+
+def _scanimage_headers(tif: tifffile.TiffFile) -> tuple[dict[str, Any], dict[str, Any]]:
+    """ScanImage's ``SI.*`` settings and page 0's frame data, parsed as tifffile does.
+
+    The settings are in the BigTIFF header block when there is one, else in the Software
+    tag (ScanImage 2016 and later); ScanImage 3 writes ``state.*`` lines, which hold no
+    calibration and parse to nothing used here.
+    """
+    page = tif.pages.first
+    frame = (tif.scanimage_metadata or {}).get("FrameData")
+    if not isinstance(frame, dict):
+        frame = _parsed(matlabstr2py, page.software) if page.software.startswith("SI.") else {}
+    return frame, _parsed(scanimage_description_metadata, page.description)
+
+
+def _parsed(parse: Callable[[str], Any], text: str) -> dict[str, Any]:
+    """``parse(text)`` when it gives a dict; text tifffile cannot parse calibrates nothing."""
+    try:
+        value = parse(text)
+    except Exception:  # noqa: BLE001 - tifffile's MATLAB-string parser raises many types
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _merge(meta: dict[str, Any], found: dict[str, Any]) -> None:
@@ -304,20 +340,34 @@ def _fill_instrument(meta: dict[str, Any], page: tifffile.TiffPage, vendor: dict
     sem = vendor.get("sem") or {}
     ndpi = vendor.get("ndpi") or {}
     svs = vendor.get("svs") or {}
+    streak = vendor.get("streak") or {}
+    application = streak.get("Application") or {}
+    camera_serial = str((streak.get("Camera") or {}).get("SerialNumber") or "")
     candidates = {
-        "manufacturer": (_tag_text(page, "Make"),),
-        "model": (_tag_text(page, "Model"), fei_system.get("SystemType")),
+        "manufacturer": (
+            _tag_text(page, "Make"),
+            # the Aperio header, from a ScanScope (Aperio's scanners) by its own ID
+            "Aperio" if svs.get("ScanScope ID") else None,
+        ),
+        "model": (
+            _tag_text(page, "Model"),
+            fei_system.get("SystemType"),
+            _sem_value(sem, "dp_sem"),
+            (streak.get("Streak camera") or {}).get("DeviceName"),
+        ),
         "serial_number": (
             fei_system.get("Dnumber"),
             _sem_value(sem, "sv_serial_number"),
             ndpi.get("ScannerSerialNumber"),
             svs.get("ScanScope ID"),
+            re.sub(r"^S/N:\s*", "", camera_serial),
         ),
         "software": (
             _tag_text(page, "Software"),
             fei_system.get("Software"),
-            _sem_value(sem, "sv_version"),
+            application.get("Software"),
         ),
+        "software_version": (_sem_value(sem, "sv_version"), application.get("SoftwareVersion")),
         "station_name": (_tag_text(page, "HostComputer"),),
     }
     for key, values in candidates.items():
@@ -347,8 +397,6 @@ def _fill_acquired(meta: dict[str, Any], page: tifffile.TiffPage, vendor: dict[s
 def _fill_vendor_extras(meta: dict[str, Any], vendor: dict[str, Any]) -> None:
     objective = dict(meta.get("objective", {}))
     scan_info = (vendor.get("lsm") or {}).get("ScanInformation") or {}
-    if scan_info.get("Objective"):
-        objective.setdefault("model", str(scan_info["Objective"]))
     for magnification in (
         (vendor.get("svs") or {}).get("AppMag"),
         (vendor.get("ndpi") or {}).get("Magnification"),

@@ -8,6 +8,7 @@ caller merges them with ``setdefault`` semantics: earlier sources win.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Any
 
@@ -96,7 +97,7 @@ def olympus_sis(tif: tifffile.TiffFile) -> dict[str, Any]:
 
 
 def tvips(data: dict[str, Any] | None) -> dict[str, Any]:
-    """TVIPS camera header (tag 37706): pixel size in nm, camera type."""
+    """TVIPS camera header (tag 37706): pixel size in nm, camera, microscope name, date."""
     if not data:
         return {}
     return {
@@ -106,7 +107,25 @@ def tvips(data: dict[str, Any] | None) -> dict[str, Any]:
             if (um := ome.to_um(data.get(f"PixelSize{axis.upper()}"), "nm")) is not None
         },
         "detector": {"model": data.get("CameraType"), "manufacturer": "TVIPS"},
+        "instrument_reported": {"model": data.get("TemType")},
+        "acquired": _tvips_time(data.get("Date"), data.get("Time")),
     }
+
+
+def _tvips_time(date: Any, seconds: Any) -> str | None:
+    """EM-MENU packs the date as year << 16 | month << 8 | day, the time as seconds of the day.
+
+    Checked on the corpus TVIPS file: 0x07E1040C is 2017-04-12, the date in its image name,
+    and 32477 s is the 9:01:17 HyperSpy reads from it.
+    """
+    if not isinstance(date, int) or not isinstance(seconds, int) or not 0 <= seconds < 86400:
+        return None
+    try:
+        day = dt.date(date >> 16, (date >> 8) & 0xFF, date & 0xFF)
+    except ValueError:
+        return None
+    clock = dt.time(seconds // 3600, seconds // 60 % 60, seconds % 60)
+    return dt.datetime.combine(day, clock).isoformat()
 
 
 def micromanager(page: tifffile.TiffPage) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,19 @@ def test_vendor_flavours_and_pixel_sizes(corpus):
     assert lsm["format"] == "TIFF (Zeiss LSM)"
     assert lsm["metadata"]["pixel_size_um"]["x"] == pytest.approx(0.6919, abs=1e-4)
     assert "z" not in lsm["metadata"]["pixel_size_um"]  # LSM's 1e-19 "no z" is ignored
-    assert lsm["metadata"]["objective"]["model"].startswith("EC Plan-Neofluar 40x")
+    # ScanInformation: one track, laser line 561 nm on, detection channel ChS1 on PmtSPI1
+    assert lsm["metadata"]["channels"] == [
+        {"name": "ChS1", "excitation_nm": 561.0, "fluor": "Alexa Fluor 568"}
+    ]
+    assert lsm["metadata"]["objective"] == {
+        "model": "EC Plan-Neofluar 40x/1.30 Oil DIC M27",
+        "magnification": 40.0,
+        "na": 1.3,
+        "immersion": "Oil",
+    }
+    assert lsm["metadata"]["detector"] == {"model": "PmtSPI1"}
+    # Sample0time 41732.6559837963 days after 1899-12-30 (tifffile's excel_datetime)
+    assert lsm["metadata"]["acquired"] == "2014-04-03T15:44:37"
 
     stack = _extract(corpus / "tiff-vendor/imagej/test_loading_image_saved_with_imageJ_stack.tif")
     assert stack["format"] == "TIFF (ImageJ)"
@@ -109,6 +122,11 @@ def test_vendor_flavours_and_pixel_sizes(corpus):
     assert svs["format"] == "TIFF (SVS)"
     assert svs["metadata"]["pixel_size_um"] == {"x": 0.499, "y": 0.499}
     assert svs["metadata"]["objective"]["magnification"] == 20.0
+    assert svs["metadata"]["instrument_reported"] == {
+        "manufacturer": "Aperio",
+        "serial_number": "CPAPERIOCS",
+    }
+    assert svs["metadata"]["acquired"] == "2009-12-29T09:59:15"
 
     ndpi = _extract(corpus / "tiff-vendor/hamamatsu-ndpi/test3-DAPI-2-(387).ndpi")
     assert ndpi["format"] == "TIFF (NDPI)"
@@ -132,6 +150,23 @@ def test_vendor_flavours_and_pixel_sizes(corpus):
     # ap_pixel_size 2.615 µm; ap_width 2.677 mm over 1024 px agrees
     assert sem_1k["metadata"]["pixel_size_um"]["x"] == 2.615
     assert sem_1k["metadata"]["acquired"] == "2015-12-23T09:40:32"
+    # dp_sem names the microscope; sv_version is SmartSEM's version, with no name given
+    assert sem_1k["metadata"]["instrument_reported"] == {
+        "model": "Merlin",
+        "serial_number": "Merlin-61-08",
+        "software_version": "V05.07.00.00 : 08-Jul-14",
+    }
+    assert "model" not in sem["metadata"]["instrument_reported"]  # no dp_sem in this one
+
+    streak = _extract(corpus / "tiff-vendor/hamamatsu-streak/test_hamamatsu_streak_FOCUS.tif")
+    assert streak["format"] == "TIFF (Hamamatsu streak)"
+    assert streak["metadata"]["instrument_reported"] == {
+        "model": "C10910",
+        "serial_number": "301964",
+        "software": "HPD-TA 9.5 pf4",  # the Software tag comes before the header's HPD-TA
+        "software_version": "9.5 pf4",
+    }
+    assert streak["metadata"]["detector"] == {"model": "C13440-20CU"}
 
     plain = _extract(corpus / "tiff-vendor/zeiss-axiovision/optical_Zeiss_AxioVision_BW.tif")
     assert plain["format"] == "TIFF"
@@ -171,6 +206,9 @@ def test_electron_microscopy_calibrations(corpus):
     # PixelSizeX 1.4208 nm, and XResolution 7038270 px/cm says the same
     assert tvips["metadata"]["pixel_size_um"]["x"] == pytest.approx(1e4 / 7038270, rel=1e-6)
     assert tvips["metadata"]["detector"] == {"model": "F416", "manufacturer": "TVIPS"}
+    assert tvips["metadata"]["instrument_reported"] == {"model": "MCL_04"}
+    # Date 0x07E1040C, Time 32477 s; the image is named ..._12-04-2017_001
+    assert tvips["metadata"]["acquired"] == "2017-04-12T09:01:17"
 
     navcam = _extract(corpus / "tiff-vendor/fei-sem/FEI-Helios-navcam.tif")
     assert navcam["metadata"]["detector"] == {"model": "Nav-Cam"}  # Mode "None" is not a type
@@ -297,3 +335,16 @@ def test_olympus_sis_records_past_the_end_are_truncation(corpus, tmp_path):
     path.write_bytes(lie)
     with pytest.raises(AdapterError, match="Olympus SIS record 0"):
         TiffAdapter().extract(Draft("tiff:x", path, (path,)), FileReader())
+
+
+def test_readme_field_table_is_the_declared_fields():
+    """Every declared field is in the README's table with its source, and nothing else."""
+    readme = (Path(__file__).resolve().parents[2] / "adapters/tiff/README.md").read_text()
+    rows = [
+        f"| `{spec.key}` | {spec.source} | {spec.unit or ''} |" for spec in TiffAdapter.info.fields
+    ]
+    table = "\n".join(["| field | source | unit |", "| --- | --- | --- |", *rows])
+    assert f"{table}\n\n" in readme, f"regenerate the README's field table:\n{table}"
+    section = readme.split("\n## Fields\n", 1)[1].split("\n## ", 1)[0]
+    documented = re.findall(r"^\| `([\w.]+)` \|", section, re.M)
+    assert sorted(documented) == sorted(spec.key for spec in TiffAdapter.info.fields)

@@ -256,36 +256,6 @@ def test_imagej_written_by_tifffile(tmp_path):
     assert (output.metadata["image"]["size_z"], output.metadata["image"]["size_c"]) == (3, 2)
 
 
-def test_micromanager_image_tag(tmp_path):
-    path = tmp_path / "mm.tif"
-    tag = {
-        "PixelSizeUm": 0.108,
-        "Camera": "Andor Zyla",
-        "Exposure-ms": 30.0,
-        "Channel": "GFP",
-        "Time": "2017-09-18 14:20:46.123 -0700",
-        "UserName": "mmuser",
-        "ComputerName": "SCOPE-PC",
-        "MicroManagerVersion": "2.0.0",
-    }
-    tifffile.imwrite(
-        path,
-        numpy.zeros((8, 8), numpy.uint16),
-        extratags=[(51123, "s", 0, json.dumps(tag), True)],
-        metadata=None,
-    )
-    output = _extract(path)
-    assert output.format == "TIFF (Micro-Manager)"
-    meta = output.metadata
-    assert meta["pixel_size_um"] == {"x": 0.108, "y": 0.108}
-    assert meta["detector"] == {"model": "Andor Zyla"}
-    assert meta["channels"] == [{"name": "GFP", "exposure_s": 0.03}]
-    assert meta["acquired"] == "2017-09-18T14:20:46.123-07:00"
-    assert meta["operator"] == "mmuser"
-    assert meta["instrument_reported"]["station_name"] == "SCOPE-PC"
-    assert meta["instrument_reported"]["software_version"] == "2.0.0"
-
-
 SCN = """<?xml version="1.0"?>
 <scn xmlns="http://www.leica-microsystems.com/scn/2010/10/01">
  <collection name="slide" sizeX="20000000" sizeY="10000000">
