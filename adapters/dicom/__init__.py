@@ -14,9 +14,11 @@ applied); the instrument as reported (SoftwareVersions split into ``software`` a
 ``software_version`` by a documented rule); image geometry (whole-slide total pixel
 matrix, mosaic tiles and slice count, enhanced single-stack depth, optical paths, temporal
 positions, frames, bits, pixel type); pixel size in micrometres (PixelSpacing, the
-functional groups' PixelMeasuresSequence, else ImagerPixelSpacing) and slice spacing;
-SM optical paths as channels and objective; detector; operator; study and series UIDs and
-descriptions, protocol, body part, SOP class and transfer syntax names, field strength,
+functional groups' PixelMeasuresSequence, else ImagerPixelSpacing, else the ultrasound
+regions' PhysicalDeltaX/Y when calibrated in cm) and slice spacing; SM optical paths as
+channels and objective; detector; operator; study and series UIDs and descriptions,
+protocol, body part (BodyPartExamined, else the AnatomicRegionSequence code meaning), SOP
+class and transfer syntax names, field strength,
 slice thickness and the number of instances. The claim keys a file on its series UID and
 its folder (an exported copy elsewhere is another acquisition) and also reads how many
 instances the series announces (ImagesInAcquisition, or the PET slice counts) from the
@@ -40,8 +42,9 @@ Proved by every file under ``dicom/`` in the corpus, notably ``dicom/no-preamble
 ``dicom/ct-enhanced/eCT_Supplemental.dcm`` (functional groups, timezone, one stack),
 ``dicom/mr-siemens-mosaic/0.dcm`` (mosaic, CSA header), ``dicom/sm-wsi/sm_image.dcm``
 (total pixel matrix, optical paths), ``dicom/pt/ACRIN-FLT-Breast_1.dcm`` (announced
-instance count), ``dicom/parametric-map/parametric_map_float.dcm`` (float pixels) and
-``dicom/rg/RG3_J2KI.dcm`` (headers-only byte budget).
+instance count), ``dicom/parametric-map/parametric_map_float.dcm`` (float pixels),
+``dicom/us/gdcm-US-ALOKA-16.dcm`` (ultrasound regions in cm), ``dicom/mg/MG_Explicit_Little.dcm``
+(AnatomicRegionSequence) and ``dicom/rg/RG3_J2KI.dcm`` (headers-only byte budget).
 """
 
 from __future__ import annotations
@@ -128,8 +131,11 @@ _FIELDS = normalized_fields(
         "image.photometric": "PhotometricInterpretation (0028,0004)",
         "pixel_size_um.x": "column spacing: PixelSpacing[1] (0028,0030), else the shared then "
         "the first per-frame PixelMeasuresSequence (0028,9110), else ImagerPixelSpacing[1] "
-        "(0018,1164); mm x 1000",
-        "pixel_size_um.y": "row spacing: element [0] of the same source; mm x 1000",
+        "(0018,1164); mm x 1000; else the PhysicalDeltaX (0018,602C) the "
+        "SequenceOfUltrasoundRegions (0018,6011) agree on in cm (PhysicalUnitsXDirection "
+        "(0018,6024) 3); cm x 10000",
+        "pixel_size_um.y": "row spacing: element [0] of the same source; mm x 1000; else the "
+        "ultrasound regions' PhysicalDeltaY (0018,602E) in cm; cm x 10000",
         "pixel_size_um.z": "SpacingBetweenSlices (0018,0088), top level or PixelMeasuresSequence;"
         " else SliceThickness for CT, MR, PT and NM; mm x 1000",
         "channels": "SM OpticalPathSequence (0048,0105): name from OpticalPathDescription "
@@ -144,7 +150,9 @@ _FIELDS = normalized_fields(
         "series_uid": "SeriesInstanceUID (0020,000E)",
         "series_description": "SeriesDescription (0008,103E)",
         "protocol_name": "ProtocolName (0018,1030)",
-        "body_part": "BodyPartExamined (0018,0015)",
+        "body_part": "BodyPartExamined (0018,0015); else the CodeMeaning (0008,0104) of "
+        "AnatomicRegionSequence (0008,2218), top level, else in the shared then the first "
+        "per-frame FrameAnatomySequence (0020,9071)",
         "sop_class": "SOPClassUID (0008,0016), else MediaStorageSOPClassUID, as its name",
         "transfer_syntax": "TransferSyntaxUID (0002,0010) name, or 'inferred: ...' without "
         "file meta",
@@ -170,6 +178,8 @@ _CLAIM_TAGS = frozenset(
 )
 #: serialized size one ``original_metadata`` element may take; longer lists keep a prefix.
 ELEMENT_BUDGET = 16 * 1024
+#: PhysicalUnitsX/YDirection code for centimetres (PS3.3 Ultrasound Region Calibration).
+_CENTIMETRES = 3
 #: modalities whose SliceThickness is the spacing of a reconstructed volume.
 _VOLUME_MODALITIES = frozenset({"CT", "MR", "PT", "NM"})
 _NAME_VERSION = re.compile(r"^(?P<name>.*[A-Za-z].*?)\s+[vV]?(?P<version>\d[\w.()\[\]-]*)$")
@@ -184,7 +194,7 @@ class DicomAdapter:
     info = AdapterInfo(
         name="dicom",
         title="DICOM",
-        version="1.2.0",
+        version="1.3.0",
         stability="beta",
         formats=(
             FormatSpec(
@@ -258,7 +268,7 @@ class DicomAdapter:
                 raise
             except Exception as exc:  # pydicom raises many unrelated types on bad input
                 raise AdapterError(path, f"unreadable DICOM: {type(exc).__name__}: {exc}") from exc
-        _check_members(draft, reader)
+        _check_members(draft, reader, header.head)
         # Messages quote the values they complain about; a package must not carry them.
         notes = tuple(
             dict.fromkeys(
@@ -275,20 +285,21 @@ class DicomAdapter:
         )
 
 
-def _check_members(draft: Draft, reader: Reader) -> None:
+def _check_members(draft: Draft, reader: Reader, primary_head: bytes) -> None:
     """Every instance of the series must be whole: the package lists each one.
 
     Only the completeness of the others is checked (``check_complete``), never their
     metadata, so what pydicom may say about their values is not the package's concern.
     The primary, whose header was parsed, gets the element walk too: it also refuses a
-    file that ends inside a sequence, which a header parse may take for a whole one.
+    file that ends inside a sequence, which a header parse may take for a whole one;
+    it walks the bytes the parse read (``primary_head``) without reading them again.
     """
     for member in draft.members:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
                 if member == draft.primary:
-                    walk_extent(member, reader)
+                    walk_extent(member, reader, primary_head)
                 else:
                     check_complete(member, reader)
             except AdapterError:
@@ -356,7 +367,7 @@ def _normalized(header: Header, instances: int) -> dict[str, Any]:
     _put(meta, "series_uid", _text(value(ds, "SeriesInstanceUID")))
     _put(meta, "series_description", _text(value(ds, "SeriesDescription")))
     _put(meta, "protocol_name", _text(value(ds, "ProtocolName")))
-    _put(meta, "body_part", _text(value(ds, "BodyPartExamined")))
+    _put(meta, "body_part", _text(value(ds, "BodyPartExamined")) or _anatomic_region(ds))
     sop = value(ds, "SOPClassUID") or value(ds.file_meta, "MediaStorageSOPClassUID")
     _put(meta, "sop_class", UID(str(sop)).name if sop else None)
     _put(meta, "transfer_syntax", _transfer_syntax(header))
@@ -630,6 +641,8 @@ def _pixel_size(ds: Dataset, modality: str | None) -> dict[str, float]:
         row = column = 0.0
     if row > 0 and column > 0:
         size = {"x": _micrometres(column), "y": _micrometres(row)}
+    elif (regions := _ultrasound_spacing(ds)) is not None:
+        size = {"x": regions[0], "y": regions[1]}
     between = _number(_measure(ds, "SpacingBetweenSlices"))
     if between is None and modality in _VOLUME_MODALITIES:
         between = _number(_measure(ds, "SliceThickness"))
@@ -640,6 +653,35 @@ def _pixel_size(ds: Dataset, modality: str | None) -> dict[str, float]:
 
 def _micrometres(millimetres: float) -> float:
     return round(millimetres * 1000, 6)
+
+
+def _ultrasound_spacing(ds: Dataset) -> tuple[float, float] | None:
+    """(x, y) in um from the ultrasound regions calibrated in cm, when they all agree.
+
+    Regions in other units (seconds, cm/s, none) are Doppler, M-mode or graphics and say
+    nothing about the image's pixels; regions in cm that disagree (two zoom levels side by
+    side) leave no single pixel size to report.
+    """
+    deltas = set()
+    for region in value(ds, "SequenceOfUltrasoundRegions") or ():
+        units = (value(region, "PhysicalUnitsXDirection"), value(region, "PhysicalUnitsYDirection"))
+        x, y = _number(value(region, "PhysicalDeltaX")), _number(value(region, "PhysicalDeltaY"))
+        if units == (_CENTIMETRES, _CENTIMETRES) and x and y and x > 0 and y > 0:
+            deltas.add((_micrometres(x * 10), _micrometres(y * 10)))
+    return deltas.pop() if len(deltas) == 1 else None
+
+
+def _anatomic_region(ds: Dataset) -> str | None:
+    """The CodeMeaning of the first AnatomicRegionSequence item, wherever the IOD puts it."""
+    for path in (
+        ("AnatomicRegionSequence",),
+        ("SharedFunctionalGroupsSequence", "FrameAnatomySequence", "AnatomicRegionSequence"),
+        ("PerFrameFunctionalGroupsSequence", "FrameAnatomySequence", "AnatomicRegionSequence"),
+    ):
+        region = first_item(ds, *path)
+        if region is not None and (meaning := _text(value(region, "CodeMeaning"))):
+            return meaning
+    return None
 
 
 def _channels(ds: Dataset) -> list[dict[str, Any]] | None:

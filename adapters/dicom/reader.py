@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
@@ -53,6 +53,8 @@ DEFLATED_CHECK_BUDGET = 256 * 1024 * 1024
 _INFLATE_CHUNK = 64 * 1024
 #: widest window ``check_complete`` reads for one element before it parses the header instead.
 WALK_BUDGET = 1024 * 1024
+#: header bytes ``read_header`` keeps for the walk of the same file that follows.
+KEEP_HEAD = WALK_BUDGET
 #: how far into a file its file meta group is looked for, at most.
 _META_HEAD = 64 * 1024
 #: a raw deflate stream holding nothing: one empty final block.
@@ -233,8 +235,9 @@ def _skip_item(head: bytes, pos: int, explicit: bool) -> int:
 
 def read_series_uid(path: Path, reader: Reader) -> str | None:
     """The SeriesInstanceUID, reading only up to element (0020,000E)."""
-    with reader.open(path) as handle:
-        meta, syntax = _peek_file_meta(handle)
+    with reader.open(path) as opened:
+        meta, syntax, head = _peek_file_meta(opened)
+        handle = _Prefixed(opened, head).as_binary()
         if syntax == DeflatedExplicitVRLittleEndian:
             ds, _ = _read_deflated(path, handle, meta, whole=False)
         else:
@@ -260,6 +263,8 @@ class Header:
     pixel_keyword: str | None = None
     #: keywords of elements too large to load (their values were skipped).
     skipped: dict[str, int] = field(default_factory=dict)
+    #: the file's first bytes as the parse read them, for a later walk to reuse.
+    head: bytes = b""
 
 
 @dataclass(slots=True)
@@ -277,13 +282,17 @@ class _PixelStop:
 
 def read_header(path: Path, reader: Reader) -> Header:
     """Parse the header up to pixel data and check the file is not cut short."""
-    with reader.open(path) as handle:
-        size = handle.seek(0, os.SEEK_END)
-        handle.seek(0)
+    with reader.open(path) as opened:
+        size = opened.seek(0, os.SEEK_END)
+        opened.seek(0)
         if size == 0:
             raise AdapterError(path, "empty file")
-        meta, syntax = _peek_file_meta(handle)
+        meta, syntax, head = _peek_file_meta(opened)
         deflated = syntax == DeflatedExplicitVRLittleEndian
+        # The header is parsed from the bytes the peek already read, then from the file;
+        # what is read on is kept (not for deflated data, whose rest is only checked).
+        cached = _Prefixed(opened, head, keep=0 if deflated else KEEP_HEAD)
+        handle = cached.as_binary()
         if deflated:
             ds, stop = _read_deflated(path, handle, meta)
         else:
@@ -300,7 +309,8 @@ def read_header(path: Path, reader: Reader) -> Header:
         _check_elements_fit(path, ds, size)
     if stop.tag is None and _is_image(ds):
         raise AdapterError(path, "truncated: image header but no pixel data element")
-    header = Header(ds, size, PIXEL_TAGS.get(stop.tag) if stop.tag is not None else None)
+    pixel_keyword = PIXEL_TAGS.get(stop.tag) if stop.tag is not None else None
+    header = Header(ds, size, pixel_keyword, head=cached.prefix)
     _drop_deferred(ds, header.skipped)
     return header
 
@@ -316,7 +326,7 @@ def check_complete(path: Path, reader: Reader) -> None:
         read_header(path, reader)
 
 
-def walk_extent(path: Path, reader: Reader) -> bool:
+def walk_extent(path: Path, reader: Reader, head: bytes = b"") -> bool:
     """True when a walk of the element headers proves the file whole; False when it cannot.
 
     Raises ``AdapterError`` when the walk proves it cut short: an element or the pixel
@@ -328,9 +338,11 @@ def walk_extent(path: Path, reader: Reader) -> bool:
     or anything that looks wrong.
 
     The walk reads a window of the file at a time: a value that ends past the window is
-    skipped by moving the window after it, never read.
+    skipped by moving the window after it, never read. ``head``, the file's first bytes
+    when a header parse already read them, is not read again.
     """
-    with reader.open(path) as handle:
+    with reader.open(path) as opened:
+        handle = _Prefixed(opened, head).as_binary()
         size = handle.seek(0, os.SEEK_END)
         if size == 0:
             return False
@@ -416,8 +428,8 @@ class _Window:
         return True
 
 
-def _peek_file_meta(handle: BinaryIO) -> tuple[bytes, str | None]:
-    """The preamble and file meta group's bytes, and the transfer syntax they name.
+def _peek_file_meta(handle: BinaryIO) -> tuple[bytes, str | None, bytes]:
+    """The preamble and file meta group's bytes, the transfer syntax they name, the head read.
 
     Reads the head, more of it only while the group goes on, and leaves the handle at 0.
     """
@@ -432,7 +444,62 @@ def _peek_file_meta(handle: BinaryIO) -> tuple[bytes, str | None]:
             break
         size *= 4
     handle.seek(0)
-    return head[:end], syntax
+    return head[:end], syntax, head
+
+
+class _Prefixed:
+    """A read-only file whose first bytes are already in memory: reading them costs no I/O.
+
+    Bytes read on from the end of the prefix are appended to it, up to ``keep`` bytes in
+    all, so a later pass over the same header (the element walk after the parse) need not
+    read them again. Everything but ``read``, ``seek`` and ``tell`` goes to the file.
+    """
+
+    def __init__(self, handle: BinaryIO, prefix: bytes, *, keep: int = 0) -> None:
+        self._handle = handle
+        self._prefix = bytearray(prefix)
+        self._keep = keep
+        self._pos = 0
+
+    @property
+    def prefix(self) -> bytes:
+        return bytes(self._prefix)
+
+    def as_binary(self) -> BinaryIO:
+        """This file where a ``BinaryIO`` is asked for: its users only read, seek and tell."""
+        return cast(BinaryIO, self)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence == os.SEEK_END:
+            self._pos = self._handle.seek(offset, os.SEEK_END)
+        else:
+            self._pos = offset + (self._pos if whence == os.SEEK_CUR else 0)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        cached = len(self._prefix)
+        data = b""
+        if self._pos < cached:
+            end = cached if size < 0 else min(cached, self._pos + size)
+            data = bytes(self._prefix[self._pos : end])
+            self._pos = end
+            if size >= 0:
+                size -= len(data)
+                if size == 0:
+                    return data
+        if self._handle.tell() != self._pos:
+            self._handle.seek(self._pos)
+        more = self._handle.read(size)
+        if self._pos == cached and cached + len(more) <= self._keep:
+            self._prefix += more
+        self._pos += len(more)
+        return data + more
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handle, name)
 
 
 def _read_deflated(
