@@ -2,6 +2,14 @@
 
 Loads every ``acqharvest.adapters`` entry point in isolation (a broken third-party adapter
 never stops the others), validates its ``info``, and decides which adapter claims a file.
+
+Isolation catches every ``BaseException`` a vendor's import, constructor or ``claim`` raises,
+``SystemExit`` from a ``sys.exit()`` at import and SDK errors derived from BaseException
+included, except ``KeyboardInterrupt``: a real Ctrl-C arrives as that same exception
+wherever the interpreter happens to be, here included, and must stop start-up as the
+operator asked. A vendor module that raises KeyboardInterrupt itself is indistinguishable
+from that, and stops the program. ``os._exit`` and crashes in native code cannot be caught
+in-process at all.
 """
 
 from __future__ import annotations
@@ -90,12 +98,11 @@ class Registry:
                 continue
             try:
                 claim: object = adapter.claim(probe, reader)
-            except Exception as exc:  # noqa: BLE001 - vendor code may raise anything; others still get asked
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - vendor code may raise anything; others still get asked
                 _log.warning(
-                    "adapter_claim_failed",
-                    adapter=name,
-                    path=str(probe.path),
-                    error=f"{type(exc).__name__}: {exc}",
+                    "adapter_claim_failed", adapter=name, path=str(probe.path), error=_describe(exc)
                 )
                 continue
             if claim is None:
@@ -142,9 +149,13 @@ def load_registry(
             continue
         try:
             adapter = _load_one(ep)
-        except Exception as exc:  # noqa: BLE001 - a broken adapter must not stop the others loading
-            message = f"{type(exc).__name__}: {exc}"
-            _log.error("adapter_load_failed", adapter=ep.name, error=message)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a broken adapter must not stop the others loading
+            message = _describe(exc)
+            _log.error(
+                "adapter_load_failed", adapter=ep.name, distribution=distribution, error=message
+            )
             errors.append(LoadError(ep.name, distribution, message))
             continue
         if adapter.info.stability != "stable":
@@ -152,6 +163,12 @@ def load_registry(
         loaded[ep.name] = adapter
         distributions[ep.name] = distribution
     return Registry(adapters=loaded, errors=errors, distributions=distributions)
+
+
+def _describe(exc: BaseException) -> str:
+    # SystemExit(None), from a bare sys.exit(), would otherwise read "SystemExit: None".
+    detail = "" if isinstance(exc, SystemExit) and exc.code is None else f": {exc}"
+    return f"{type(exc).__name__}{detail}"
 
 
 def _env_limit() -> set[str] | None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
+import structlog
 
 from acqharvest.adapter_api import (
     HEAD_BYTES,
@@ -68,6 +70,38 @@ class BadStability(_Everything):
         formats=(),
         fields=(),
     )
+
+
+class VendorAbort(BaseException):
+    """A vendor SDK's fatal error, derived from BaseException to escape ``except Exception``."""
+
+
+class ExitingAdapter(_Everything):
+    info = _info("exits")
+
+    def __init__(self) -> None:
+        sys.exit("vendor SDK missing")
+
+
+class AbortingAdapter(_Everything):
+    info = _info("aborts")
+
+    def __init__(self) -> None:
+        raise VendorAbort("licence server unreachable")
+
+
+class InterruptedAdapter(_Everything):
+    info = _info("interrupted")
+
+    def __init__(self) -> None:
+        raise KeyboardInterrupt
+
+
+class ExitingClaim(_Everything):
+    info = _info("exitclaim")
+
+    def claim(self, probe: FileProbe, reader: Reader) -> Claim | None:
+        sys.exit(1)
 
 
 def _ep(name: str, target: str) -> EntryPoint:
@@ -156,3 +190,42 @@ def test_ties_go_to_registry_order(corpus):
     result = registry.claim(_probe(corpus / "czi/testTinyCzi.czi", reader), reader)
     assert result is not None
     assert result[0] == "aaa"
+
+
+def test_system_exit_and_vendor_base_exceptions_are_load_errors():
+    with structlog.testing.capture_logs() as logged:
+        registry = load_registry(
+            entry_points=[
+                _ep("exits", "ExitingAdapter"),
+                _ep("aborts", "AbortingAdapter"),
+                *BUILTINS,
+            ]
+        )
+    assert list(registry.adapters) == ["dicom", "tiff"]
+    errors = {e.name: e.error for e in registry.errors}
+    assert errors == {
+        "exits": "SystemExit: vendor SDK missing",
+        "aborts": "VendorAbort: licence server unreachable",
+    }
+    failed = {e["adapter"]: e for e in logged if e["event"] == "adapter_load_failed"}
+    assert set(failed) == {"exits", "aborts"}
+    assert failed["exits"]["error"] == "SystemExit: vendor SDK missing"
+    assert failed["exits"]["log_level"] == "error"
+    statuses = {row["name"]: row["status"] for row in registry.listing()}
+    assert statuses["aborts"] == "error: VendorAbort: licence server unreachable"
+
+
+def test_keyboard_interrupt_while_loading_still_stops_start_up():
+    # A real Ctrl-C is indistinguishable from a vendor raising it: it must stop us.
+    with pytest.raises(KeyboardInterrupt):
+        load_registry(entry_points=[*BUILTINS, _ep("interrupted", "InterruptedAdapter")])
+
+
+def test_a_claim_calling_sys_exit_is_ignored(corpus):
+    registry = load_registry(entry_points=[_ep("exitclaim", "ExitingClaim"), *BUILTINS])
+    reader = FileReader()
+    with structlog.testing.capture_logs() as logged:
+        result = registry.claim(_probe(corpus / "dicom/dx/dx_image.dcm", reader), reader)
+    assert result is not None
+    assert result[0] == "dicom"
+    assert [e["error"] for e in logged if e["event"] == "adapter_claim_failed"] == ["SystemExit: 1"]

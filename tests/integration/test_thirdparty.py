@@ -6,6 +6,12 @@ and installs it into a new venv layered over this one (so acqharvest and its
 dependencies are the ones under test), then shows that in that venv ``acqharvest
 adapters`` lists it, a real daemon packages its file with it, and the vendor's own
 conformance test passes through the ``acqharvest.testing`` pytest plugin.
+
+``tests/thirdparty_broken/`` is a second vendor distribution, installed into the same venv,
+whose four entry points fail to load: one module calls ``sys.exit()`` at import, one raises
+a BaseException subclass, and two adapter classes lack ``info`` or ``extract``. Every test
+here runs with it installed: each broken entry point is a "load error" row and an
+``adapter_load_failed`` log line, and the good adapter and the built-ins work as before.
 """
 
 from __future__ import annotations
@@ -26,6 +32,15 @@ from tests.integration.conftest import tree_snapshot, validate_package
 pytestmark = pytest.mark.integration
 
 DISTRIBUTION = REPO / "tests" / "thirdparty"
+BROKEN = REPO / "tests" / "thirdparty_broken"
+BROKEN_DISTRIBUTION = "acqharvest-broken-adapters"
+#: entry point -> the start of the error it must be reported with.
+BROKEN_ERRORS = {
+    "broken_abort": "SdkAbort: licence server unreachable",
+    "broken_exit": "SystemExit: acqharvest_broken: the vendor SDK is not installed",
+    "broken_no_extract": "TypeError: adapter lacks callable claim/extract methods",
+    "broken_no_info": "TypeError: info is NoneType, not AdapterInfo",
+}
 
 
 def _run(*argv: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -38,11 +53,12 @@ def _run(*argv: str | Path, cwd: Path | None = None) -> subprocess.CompletedProc
 
 @pytest.fixture(scope="module")
 def vendor_venv(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(python of a venv with the example adapter installed, copy of its source tree)."""
+    """(python of a venv with the example and broken adapters installed, example's source)."""
     root = tmp_path_factory.mktemp("thirdparty")
-    source = root / "src"
-    # built from a copy: a build writes build/ and *.egg-info next to the sources
+    source, broken = root / "src", root / "broken"
+    # built from copies: a build writes build/ and *.egg-info next to the sources
     shutil.copytree(DISTRIBUTION, source)
+    shutil.copytree(BROKEN, broken)
     venv = root / "venv"
     created = _run(sys.executable, "-m", "venv", "--without-pip", venv)
     assert created.returncode == 0, created.stderr
@@ -55,7 +71,7 @@ def vendor_venv(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     )
     installed = _run(
         python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-        source,
+        source, broken,
     )  # fmt: skip
     assert installed.returncode == 0, installed.stdout + installed.stderr
     return python, source
@@ -69,7 +85,46 @@ def test_acqharvest_adapters_lists_the_vendor_adapter(vendor_venv: tuple[Path, P
     assert rows["example_log"][1:4] == ["0.1.0", "experimental", "acqharvest-example-adapter"]
     assert rows["example_log"][-1] == "loaded"
     assert {"dicom", "tiff"} <= rows.keys()
-    assert "load error" not in listed.stderr
+    for name in ("example_log", "dicom", "tiff"):
+        assert f"load error: {name} " not in listed.stderr
+
+
+def _table(stdout: str) -> dict[str, dict[str, str]]:
+    """Rows of the ``acqharvest adapters`` table by name, cut at the header's columns."""
+    header, *lines = stdout.splitlines()
+    names = header.split()
+    starts = [header.index(name) for name in names]
+    columns = list(zip(names, starts, [*starts[1:], None], strict=True))
+    rows = [
+        {name.lower(): line[start:end].strip() for name, start, end in columns} for line in lines
+    ]
+    return {row["name"]: row for row in rows}
+
+
+def test_broken_vendor_adapters_are_reported_and_logged(vendor_venv: tuple[Path, Path]) -> None:
+    python, _ = vendor_venv
+    listed = _run(python, "-m", "acqharvest", "adapters")
+    assert listed.returncode == 0, listed.stderr
+    rows = _table(listed.stdout)
+    for name, error in BROKEN_ERRORS.items():
+        assert rows[name]["distribution"] == BROKEN_DISTRIBUTION
+        assert rows[name]["status"] == f"error: {error}", rows[name]
+        assert f"load error: {name} ({BROKEN_DISTRIBUTION}): {error}" in listed.stderr
+    assert {name: rows[name]["status"] for name in ("example_log", "dicom", "tiff")} == {
+        "example_log": "loaded",
+        "dicom": "loaded",
+        "tiff": "loaded",
+    }
+    logged = {
+        event["adapter"]: event
+        for event in (json.loads(line) for line in listed.stderr.splitlines() if line[:1] == "{")
+        if event["event"] == "adapter_load_failed"
+    }
+    assert set(logged) == set(BROKEN_ERRORS)
+    for name, error in BROKEN_ERRORS.items():
+        assert logged[name]["level"] == "error"
+        assert logged[name]["distribution"] == BROKEN_DISTRIBUTION
+        assert logged[name]["error"] == error
 
 
 def test_the_daemon_packages_a_file_with_the_vendor_adapter(
@@ -91,6 +146,7 @@ def test_the_daemon_packages_a_file_with_the_vendor_adapter(
     before = tree_snapshot(watch)
     ran = _run(python, "-m", "acqharvest", "run", "--once", "--config", config)
     assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert '"event": "adapter_load_failed"' in ran.stderr  # reported, and the run went on
     packages = {
         body["harvester"]["adapter"]: body
         for body in (json.loads(p.read_text()) for p in out.glob("*.json"))
