@@ -6,11 +6,13 @@ import json
 import re
 import warnings
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pydicom
 import pytest
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.uid import UID
 
@@ -190,7 +192,8 @@ def test_actions_follow_the_table_and_its_options() -> None:
 
 #: Value representations whose values are text a person could be found by. Numbers are
 #: left out (a weight of 70 is not findable, and numbers recur everywhere by chance), and
-#: so are code strings (CS): their values come from the standard's enumerations.
+#: so are code strings (CS): their values come from the standard's enumerations. Those are
+#: proved removed attribute by attribute instead (``_profile_leaks``, below).
 _TEXT_VRS = frozenset(
     {"AE", "AS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
 )
@@ -287,6 +290,8 @@ def test_no_basic_profile_value_of_a_corpus_file_reaches_its_package(
     [package], errors = preview([source], embedded_settings(), policy)
     assert errors == []
     assert _leaks(values, package) == []
+    # every attribute the table removes or replaces, of any VR and length (PatientSex "M")
+    assert _profile_leaks(source, package) == []
     if any(not UID_SHAPE.match(value) for value in values):  # UIDs are replaced, not removed
         assert package["provenance"]["deidentification"]["removed"] > 0
 
@@ -365,3 +370,169 @@ def test_normalized_fields_follow_the_attribute_the_dicom_adapter_reads() -> Non
     no_device = Deidentifier(DeidentifySettings(retain_device_identity=False), b"k" * 32)
     kept = no_device.apply("DICOM", {"detector": {"model": "Pixium 4600"}}, {}).metadata
     assert kept == {"detector": {"model": "Pixium 4600"}}  # a model name, not a device's identity
+
+
+# --------------------------------------------------------------------------- profile sweep
+
+#: The options the default policy retains, as Table E.1-1 names them; the first test below
+#: pins this to the defaults of ``DeidentifySettings``.
+_DEFAULT_RETAINED = frozenset({"device"})
+#: Attributes every sweep must have checked in the corpus, whatever the table file says:
+#: if a row stopped removing one of these, the table-driven oracle would stop asking.
+_PINNED = frozenset({"PatientName", "PatientSex", "PatientAge", "PatientWeight", "PatientSize"})
+
+
+def _profile_outcomes() -> list[tuple[str, str]]:
+    """(tag mask, "remove" | "replace") for every row the default options do not keep.
+
+    Read straight from the table file with the standard's meaning of its codes, not
+    through ``deidentify``: the oracle must not share the code it checks. Under the
+    default options an option's K/C keeps and its X removes; otherwise U replaces, a
+    ``.../U*`` sequence is kept (its UIDs are replaced inside) and D, Z and X remove.
+    """
+    text = resources.files("acqharvest").joinpath("confidentiality_profile.tsv").read_text()
+    outcomes = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        mask, action, options, _ = line.split("\t")
+        codes = dict(item.split("=") for item in options.split())
+        retained = [code for option, code in codes.items() if option in _DEFAULT_RETAINED]
+        if retained:
+            outcome = "remove" if retained[0] == "X" else "keep"
+        elif action == "U":
+            outcome = "replace"
+        elif "U*" in action:
+            outcome = "keep"
+        else:
+            outcome = "remove"
+        if outcome != "keep":
+            outcomes.append((mask.upper(), outcome))
+    return outcomes
+
+
+_OUTCOMES = _profile_outcomes()
+
+
+def _outcome(tag: int) -> str | None:
+    text = f"{tag:08X}"
+    for mask, outcome in _OUTCOMES:
+        if all(m in ("X", t) for m, t in zip(mask, text, strict=True)):
+            return outcome
+    return None
+
+
+def _leaf(value: Any) -> Any:
+    """A comparable form of one DICOM or JSON value: numbers as floats, text stripped."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = str(value).strip()
+    return text or None
+
+
+def _dicom_leaves(element: DataElement) -> set[Any]:
+    if element.VR == "SQ" or isinstance(element.value, bytes):
+        return set()
+    values = element.value if element.VM > 1 else [element.value]
+    return {leaf for leaf in map(_leaf, values) if leaf is not None}
+
+
+def _walk_json(item: Any, keys: set[str], leaves: set[Any]) -> None:
+    if isinstance(item, dict):
+        keys.update(item)
+        for child in item.values():
+            _walk_json(child, keys, leaves)
+    elif isinstance(item, list):
+        for child in item:
+            _walk_json(child, keys, leaves)
+    elif (leaf := _leaf(item)) is not None:
+        leaves.add(leaf)
+
+
+def _elements(source: Path) -> list[DataElement]:
+    """Every element of the file (file meta and nested items included) up to the pixels."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # old corpus files break VR length rules
+        dataset = pydicom.dcmread(source, force=True, stop_before_pixels=True)
+        return [*dataset.file_meta.iterall(), *dataset.iterall()]
+
+
+def _governed(elements: list[DataElement]) -> list[tuple[DataElement, str]]:
+    return [
+        (element, outcome)
+        for element in elements
+        if element.keyword and (outcome := _outcome(int(element.tag))) is not None
+    ]
+
+
+def _profile_leaks(source: Path, package: dict[str, Any]) -> list[str]:
+    """Leaks of the attributes of ``source`` the profile takes out.
+
+    A removed attribute leaks when its keyword (``Keyword`` or ``Keyword_GGGG``) is a key
+    anywhere in the package's metadata or original_metadata, or when one of its values is
+    a value there, unless an attribute the policy keeps holds that value too (a PatientSex
+    of "O" beside a kept "O" elsewhere is not a leak). A replaced UID leaks when its
+    original value is a value there.
+    """
+    elements = _elements(source)
+    kept: set[Any] = set()
+    for element in elements:
+        if element.keyword and _outcome(int(element.tag)) is None:
+            kept |= _dicom_leaves(element)
+    keys: set[str] = set()
+    leaves: set[Any] = set()
+    for part in ("metadata", "original_metadata"):
+        _walk_json(package[part], keys, leaves)
+    leaks: list[str] = []
+    for element, outcome in _governed(elements):
+        keyword = element.keyword
+        if outcome == "remove":
+            named = sorted(k for k in keys if re.fullmatch(rf"{keyword}(_[0-9A-Fa-f]{{4}})?", k))
+            leaks.extend(f"{keyword}: key {name} kept" for name in named)
+        excused = kept if outcome == "remove" else set()
+        leaks.extend(
+            f"{keyword}: value {value!r} kept"
+            for value in sorted(_dicom_leaves(element) & leaves - excused, key=repr)
+        )
+    return sorted(set(leaks))
+
+
+def test_the_profile_oracle_reads_the_defaults_and_removes_patient_characteristics() -> None:
+    defaults = DeidentifySettings()
+    retained = {
+        name for name in dir(defaults) if name.startswith("retain_") and getattr(defaults, name)
+    }
+    assert retained == {"retain_device_identity"}  # what _DEFAULT_RETAINED stands for
+    for keyword in _PINNED:
+        assert _outcome(tag_for_keyword(keyword) or 0) == "remove", keyword
+    assert _outcome(tag_for_keyword("StudyInstanceUID") or 0) == "replace"
+    assert _outcome(tag_for_keyword("DeviceSerialNumber") or 0) is None  # device=K
+    assert _outcome(0x60023000) == "remove"  # OverlayData of a second overlay group
+
+
+def test_the_profile_sweep_catches_kept_patient_characteristics(corpus: Path) -> None:
+    """The oracle is not vacuous: a policy keeping patient characteristics is caught."""
+    source = corpus / "dicom/ct-enhanced/eCT_Supplemental.dcm"  # M, 75 kg, 1.6 m, 052Y
+    keeping = Deidentifier(DeidentifySettings(retain_patient_characteristics=True), b"s" * 32)
+    [package], _ = preview([source], embedded_settings(), keeping)
+    leaks = _profile_leaks(source, package)
+    for keyword, value in (
+        ("PatientSex", "'M'"),
+        ("PatientWeight", "75.0"),
+        ("PatientSize", "1.6"),
+    ):
+        assert f"{keyword}: key {keyword} kept" in leaks
+        assert f"{keyword}: value {value} kept" in leaks
+
+
+def test_the_corpus_holds_every_pinned_attribute() -> None:
+    """The sweep is not vacuous for the attributes it was written for."""
+    checked = {
+        element.keyword
+        for path in CORPUS_DICOM.rglob("*.dcm")
+        for element, _ in _governed(_elements(path))
+        if not (element.VR != "SQ" and _dicom_leaves(element) == set())
+    }
+    assert checked >= _PINNED
