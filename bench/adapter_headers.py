@@ -2,9 +2,12 @@
 
 Over the corpus DICOM files (``dicom/``) and TIFF files (``ome-tiff/``, ``tiff-vendor/``),
 in the same run: the built-in adapter's ``extract`` through the agent's counting
-``FileReader`` against a baseline, ``pydicom.dcmread(stop_before_pixels=True)`` for DICOM
-and a bare ``tifffile.TiffFile`` open plus page-0 tags for TIFF. Only ratios mean anything
-on a shared machine. Usage (from the repo root):
+``FileReader`` against a baseline reading the same file through a handle that counts the
+same way (bytes handed to the caller): ``pydicom.dcmread(stop_before_pixels=True)`` for
+DICOM and a bare ``tifffile.TiffFile`` open plus page-0 tags for TIFF. A file the adapter
+refuses or the baseline fails on is listed apart, with the reason, and left out of the
+totals and ratios rather than counted as 0 bytes. Only ratios mean anything on a shared
+machine. Usage (from the repo root):
 
     .venv/bin/python bench/adapter_headers.py [--repeat 5] [--quiet]
 """
@@ -16,7 +19,9 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import pydicom
 import tifffile
@@ -30,6 +35,69 @@ TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
 
 
+class CountingFile:
+    """A file open for reading that counts the bytes it hands out, as ``FileReader`` does.
+
+    Not ``FileReader`` itself: its handles are named by descriptor, and tifffile wants a
+    path for a name.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._handle: BinaryIO = path.open("rb", buffering=64 * 1024)
+        self.bytes_read = 0
+        self.seek = self._handle.seek
+        self.tell = self._handle.tell
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._handle.read(size)
+        self.bytes_read += len(data)
+        return data
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        count = self._handle.readinto(buffer)  # type: ignore[attr-defined]
+        self.bytes_read += count or 0
+        return int(count or 0)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handle, name)
+
+    def __enter__(self) -> CountingFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    adapter: Adapter
+    baseline: Callable[[BinaryIO], object]
+    baseline_name: str
+
+
+def pydicom_header(handle: BinaryIO) -> None:
+    pydicom.dcmread(handle, stop_before_pixels=True, force=True)
+
+
+def tifffile_header(handle: BinaryIO) -> None:
+    with tifffile.TiffFile(handle) as tif:
+        for tag in tif.pages.first.tags.values():
+            _ = tag.value
+
+
+def adapter_read(adapter: Adapter, path: Path) -> int:
+    """Bytes the adapter reads to extract ``path``; raises what the adapter raises."""
+    reader = FileReader()
+    adapter.extract(Draft("bench", path, (path,)), reader)
+    return reader.bytes_read
+
+
+def baseline_read(baseline: Callable[[BinaryIO], object], path: Path) -> int:
+    with CountingFile(path) as handle:
+        baseline(handle)  # type: ignore[arg-type]
+        return handle.bytes_read
+
+
 def corpus_files() -> dict[str, list[Path]]:
     dicom = sorted(p for p in (CORPUS / "dicom").rglob("*") if p.is_file())
     tiffs = sorted(
@@ -39,26 +107,6 @@ def corpus_files() -> dict[str, list[Path]]:
         if p.is_file() and p.read_bytes()[:4] in TIFF_MAGIC
     )
     return {"dicom": dicom, "tiff": tiffs}
-
-
-def adapter_read(adapter: Adapter, path: Path) -> int:
-    """Bytes the adapter reads to extract ``path`` (0 when it refuses the file)."""
-    reader = FileReader()
-    try:
-        adapter.extract(Draft("bench", path, (path,)), reader)
-    except AdapterError:
-        return 0
-    return reader.bytes_read
-
-
-def pydicom_header(path: Path) -> None:
-    pydicom.dcmread(path, stop_before_pixels=True, force=True)
-
-
-def tifffile_header(path: Path) -> None:
-    with tifffile.TiffFile(path) as tif:
-        for tag in tif.pages.first.tags.values():
-            _ = tag.value
 
 
 def files_per_second(call: Callable[[Path], object], files: list[Path], repeat: int) -> float:
@@ -72,38 +120,67 @@ def files_per_second(call: Callable[[Path], object], files: list[Path], repeat: 
     return statistics.median(rates)
 
 
+def measure(name: str, family: Family, files: list[Path], repeat: int, quiet: bool) -> None:
+    compared: list[tuple[Path, int, int, int]] = []  # path, size, adapter, baseline bytes
+    apart: list[str] = []
+    for path in files:
+        rel = path.relative_to(CORPUS)
+        try:
+            ours = adapter_read(family.adapter, path)
+        except AdapterError as error:
+            apart.append(f"  refused by the adapter: {rel}: {error.reason}")
+            continue
+        try:
+            theirs = baseline_read(family.baseline, path)
+        except Exception as error:  # noqa: BLE001 - any baseline failure is reported, not fatal
+            apart.append(f"  baseline failed: {rel}: {type(error).__name__}: {error}")
+            continue
+        compared.append((path, path.stat().st_size, ours, theirs))
+    if not quiet:
+        print(f"\n{name}: bytes read per file (adapter vs {family.baseline_name})")
+        print(
+            f"  {'size':>9}  {'adapter':>9}  {'baseline':>9}  {'ad/base':>7}  {'ad/size':>7}  file"
+        )
+        for path, size, ours, theirs in compared:
+            print(
+                f"  {size:>9}  {ours:>9}  {theirs:>9}  {ours / theirs:>7.2f}  "
+                f"{ours / size:>7.3f}  {path.relative_to(CORPUS)}"
+            )
+    print(f"\n{name}: {len(compared)} files compared, {len(apart)} left out")
+    for line in apart:
+        print(line)
+    if not compared:
+        return
+    size = sum(row[1] for row in compared)
+    ours = sum(row[2] for row in compared)
+    theirs = sum(row[3] for row in compared)
+    per_file = statistics.median(row[2] / row[3] for row in compared)
+    print(
+        f"  bytes: adapter {ours} ({ours / size:.2%} of {size}), {family.baseline_name} "
+        f"{theirs} ({theirs / size:.2%}); adapter/baseline {ours / theirs:.2f}x in total, "
+        f"{per_file:.2f}x median per file"
+    )
+    paths = [row[0] for row in compared]
+    rate = files_per_second(lambda p: adapter_read(family.adapter, p), paths, repeat)
+    base = files_per_second(lambda p: baseline_read(family.baseline, p), paths, repeat)
+    print(
+        f"  speed: adapter {rate:.0f} files/s, {family.baseline_name} {base:.0f} files/s, "
+        f"adapter/baseline {rate / base:.2f}x"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--quiet", action="store_true", help="no per-file table")
     args = parser.parse_args()
     warnings.simplefilter("ignore")  # vendor files make both readers warn; not measured here
-    families: dict[str, tuple[Adapter, Callable[[Path], None], str]] = {
-        "dicom": (DicomAdapter(), pydicom_header, "pydicom stop_before_pixels"),
-        "tiff": (TiffAdapter(), tifffile_header, "tifffile page-0 tags"),
+    families = {
+        "dicom": Family(DicomAdapter(), pydicom_header, "pydicom stop_before_pixels"),
+        "tiff": Family(TiffAdapter(), tifffile_header, "tifffile page-0 tags"),
     }
-    for family, files in corpus_files().items():
-        adapter, baseline, baseline_name = families[family]
-        total_read = total_size = 0
-        if not args.quiet:
-            print(f"\n{family}: bytes read by the adapter / file size")
-        for path in files:
-            read, size = adapter_read(adapter, path), path.stat().st_size
-            total_read, total_size = total_read + read, total_size + size
-            if not args.quiet:
-                rel = path.relative_to(CORPUS)
-                print(f"  {read:>9} / {size:>9}  {read / size:7.2%}  {rel}")
-
-        def extract(path: Path, adapter: Adapter = adapter) -> int:
-            return adapter_read(adapter, path)
-
-        ours = files_per_second(extract, files, args.repeat)
-        theirs = files_per_second(baseline, files, args.repeat)
-        print(
-            f"{family}: {len(files)} files, adapter read {total_read} of {total_size} bytes "
-            f"({total_read / total_size:.2%}); adapter {ours:.0f} files/s, {baseline_name} "
-            f"{theirs:.0f} files/s, ratio {ours / theirs:.2f}x"
-        )
+    for name, files in corpus_files().items():
+        measure(name, families[name], files, args.repeat, args.quiet)
 
 
 if __name__ == "__main__":
