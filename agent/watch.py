@@ -17,12 +17,14 @@ and each has a check here or in the runtime:
   warning on its ``watchdog.observers.inotify_c`` logger, which we intercept and turn into
   ``on_lost`` (the runtime rescans at once); the runtime's own event queue is bounded and,
   when full, also turns into a rescan, so an event storm on remount costs one scan, not memory;
-- the inotify watch budget (``fs.inotify.max_user_watches``) runs out: watchdog skips
-  the subfolders it could not watch without a word. We probe the budget after starting and
-  at every health check; when it is exhausted a folder in ``auto`` mode drops its native
-  observer and is covered by reconciliation scans alone (not polling: the polling observer
-  keeps a stat of every file in memory and re-reads the whole tree every interval); a
-  ``native`` folder keeps its partial observer. Both log ``watch_limit_reached`` once;
+- the inotify watch budget (``fs.inotify.max_user_watches``) runs out: watchdog before 7
+  skips the subfolders it could not watch without a word, watchdog 7 fails to start the
+  observer (``ENOSPC``). We probe the budget after starting and at every health check;
+  when it is exhausted a folder in ``auto`` mode drops its native observer and is covered
+  by reconciliation scans alone (not polling: the polling observer keeps a stat of every
+  file in memory and re-reads the whole tree every interval); a ``native`` folder keeps
+  its partial observer where watchdog started one, and is otherwise left to scans too.
+  Both log ``watch_limit_reached`` once;
 - native events do not see writes made by another host on a network share (SMB, NFS):
   nothing can detect that from here without writing in the folder, which we never do.
   The periodic reconciliation scan (``rescan_seconds``) finds those files; use ``polling``
@@ -714,6 +716,18 @@ class Watcher:
         if not watch_budget_exhausted(entry.real_root):
             self._limited.discard(ws.path)
             return
+        if ws.mode == "auto":
+            del self._live[ws.path]
+            entry.observer.stop()
+            _join(entry.observer)
+            self._leave_to_scans(ws, "covered by reconciliation scans only")
+        else:
+            self._report_limit(
+                ws, "subfolders beyond the limit are covered by reconciliation scans only"
+            )
+
+    def _report_limit(self, ws: WatchSettings, effect: str) -> int | None:
+        """Log, once per episode, that the inotify watch budget ran out; the limit then."""
         limit = watch_limit()
         if ws.path not in self._limited:
             self._limited.add(ws.path)
@@ -721,18 +735,13 @@ class Watcher:
                 "watch_limit_reached",
                 folder=str(ws.path),
                 limit=limit,
-                effect=(
-                    "covered by reconciliation scans only"
-                    if ws.mode == "auto"
-                    else "subfolders beyond the limit are covered by reconciliation scans only"
-                ),
+                effect=effect,
                 fix="raise fs.inotify.max_user_watches (sysctl) and restart",
             )
-        if ws.mode == "auto":
-            del self._live[ws.path]
-            entry.observer.stop()
-            _join(entry.observer)
-            self._scan_only[ws.path] = limit
+        return limit
+
+    def _leave_to_scans(self, ws: WatchSettings, effect: str) -> None:
+        self._scan_only[ws.path] = self._report_limit(ws, effect)
 
     def _retry_native(self, ws: WatchSettings) -> bool:
         del self._scan_only[ws.path]
@@ -748,6 +757,8 @@ class Watcher:
         entry: _Live | None = None
         if ws.mode in ("auto", "native"):
             entry = self._try_start(ws, self._native, "native")
+            if ws.path in self._scan_only:
+                return True  # out of watch budget: polling would hold every file's stat
             if entry is None and ws.mode == "auto":
                 log.warning("watch_falling_back_to_polling", folder=str(ws.path))
         if entry is None and ws.mode in ("auto", "polling"):
@@ -776,7 +787,11 @@ class Watcher:
             observer.schedule(handler, real, recursive=ws.recursive, event_filter=_EVENTS)
             observer.start()
         except Exception as exc:  # noqa: BLE001 - e.g. inotify limits; the caller falls back
-            if ws.path not in self._down:
+            if kind == "native" and isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                # watchdog 7 refuses the whole observer once the watch budget runs out
+                # (older releases skipped the subfolders it could not watch)
+                self._leave_to_scans(ws, "covered by reconciliation scans only")
+            elif ws.path not in self._down:
                 log.warning(
                     "watch_observer_failed",
                     folder=str(ws.path),

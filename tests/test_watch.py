@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -203,7 +204,7 @@ def test_auto_falls_back_to_polling(
     tmp_path: Path, events: Events, watching: Callable[..., Watcher]
 ) -> None:
     def exhausted() -> BaseObserver:
-        raise OSError(28, "inotify watch limit reached")
+        raise OSError(errno.EMFILE, "inotify instance limit reached")
 
     with capture_logs() as logs:
         watcher = watching(_ws(tmp_path, "auto"), native=exhausted)
@@ -216,7 +217,7 @@ def test_auto_falls_back_to_polling(
 
 def test_native_mode_does_not_fall_back(tmp_path: Path, watching: Callable[..., Watcher]) -> None:
     def exhausted() -> BaseObserver:
-        raise OSError(28, "inotify watch limit reached")
+        raise OSError(errno.EMFILE, "inotify instance limit reached")
 
     watcher = watching(_ws(tmp_path, "native"), native=exhausted)
     assert watcher.unwatched() == {tmp_path: "not running"}
