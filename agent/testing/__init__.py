@@ -18,7 +18,8 @@ and one golden case per sample file in ``cases/`` beside your adapter module::
 Then ``pytest --acqharvest-regenerate`` writes ``cases/run-001.expected.json``; review it,
 commit it, and from then on ``pytest`` compares against it. See
 :mod:`acqharvest.testing.conformance` for the list of checks and the hooks to override
-(``truncations``, ``wrong_magic``, ``header_lies``), and :mod:`acqharvest.testing.golden`
+(``truncations``, ``wrong_magic``, ``header_lies``, which has no default: override it or
+set ``header_lies_waiver`` to a reason), and :mod:`acqharvest.testing.golden`
 for the case and golden formats.
 """
 

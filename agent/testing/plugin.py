@@ -10,6 +10,9 @@ Installing acqharvest is enough for a vendor repository to get it; it only adds 
 ``--acqharvest-corpus PATH`` (or ``ACQHARVEST_CORPUS``)
     where corpus-relative sample paths resolve, for adapters whose ``info.samples`` name
     corpus files (the built-in ones do); used by the cross-claim checks.
+
+It also ends every run by listing the conformance classes that waived a check
+(``header_lies_waiver``) with their reasons, so an opt-out is never silent.
 """
 
 from __future__ import annotations
@@ -56,11 +59,17 @@ def corpus_root(config: pytest.Config) -> Path | None:
 
 
 _REGENERATED = pytest.StashKey[list[Path]]()
+_WAIVERS = pytest.StashKey[dict[str, str]]()
 
 
 def record_regenerated(config: pytest.Config, path: Path) -> None:
     """Note a golden written in this run (reported, and failing the run, at its end)."""
     config.stash.setdefault(_REGENERATED, []).append(path)
+
+
+def record_waiver(config: pytest.Config, owner: str, reason: str) -> None:
+    """Note a check a conformance class opted out of, to be listed at the end of the run."""
+    config.stash.setdefault(_WAIVERS, {})[owner] = reason
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -69,6 +78,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    for owner, reason in sorted(config.stash.get(_WAIVERS, {}).items()):
+        terminalreporter.write_line(
+            f"acqharvest: {owner} waives the header-lie checks: {reason}", yellow=True
+        )
     written = config.stash.get(_REGENERATED, [])
     if written:
         terminalreporter.write_line(

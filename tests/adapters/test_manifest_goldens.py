@@ -8,6 +8,7 @@ fails it, so a new kind of note is never silently ignored.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Callable
@@ -71,6 +72,12 @@ def test_manifest_note_agrees_with_golden(rel: str) -> None:
     case = CASES[rel]
     golden = _golden(case)
     assert "error" not in golden, f"{rel}: the adapter refuses a good file: {golden}"
+    problems = _note_problems(rel, case, golden)
+    assert not problems, f"{rel}:\n  " + "\n  ".join(problems)
+
+
+def _note_problems(rel: str, case: Case, golden: dict[str, Any]) -> list[str]:
+    """Every claim of ``rel``'s note that ``golden`` contradicts, or that this test cannot read."""
     claims = [c.strip() for c in MANIFEST[rel].split(";")]
     in_a_set = len(case.files) > 1 and rel.startswith("ome-tiff/")
     problems = []
@@ -83,7 +90,7 @@ def test_manifest_note_agrees_with_golden(rel: str) -> None:
             problem = _tiff_claim(claim, golden, claims)
         if problem:
             problems.append(f"{claim!r}: {problem}")
-    assert not problems, f"{rel}:\n  " + "\n  ".join(problems)
+    return problems
 
 
 def _set_file_claim(
@@ -153,7 +160,12 @@ def _dicom_claim(claim: str, golden: dict[str, Any], claims: list[str]) -> str |
             return _expect(meta["transfer_syntax"], transfer_syntax_name(syntax))
         return _expect(meta["transfer_syntax"], syntax)
     if claim.startswith("preamble="):
-        return None  # a byte-layout fact, not metadata; both layouts must extract (goldens)
+        # the golden holds no bytes, but the adapter reads a file meta group only after the
+        # preamble and its DICM (reader._peek_file_meta): the group's keys show the preamble
+        has_meta = "FileMetaInformationGroupLength" in preview
+        if has_meta == (claim == "preamble=yes"):
+            return None
+        return f"the golden {'has' if has_meta else 'lacks'} a file meta group"
     if claim.startswith("frames="):
         return _expect(_get(meta, "image.frames") or 1, int(claim.removeprefix("frames=")))
     if claim == "pixel spacing=yes":
@@ -201,27 +213,51 @@ def _page0(m: re.Match[str], meta: Any, preview: Any, golden: Any, _: Any) -> st
     return problem
 
 
+#: micrometres per resolution unit.
+_UM_PER = {"CENTIMETER": 1e4, "INCH": 25400.0}
+
+
 def _resolution(
     m: re.Match[str], meta: Any, preview: Any, golden: Any, claims: list[str]
 ) -> str | None:
+    """The tag where the preview shows the page's tags, and always what the adapter does with
+    it: a centimetre resolution is the pixel size unless the flavour has its own; an inch
+    resolution (print DPI) and one under a vendor's own size never are."""
     numerator, denominator, unit = int(m.group(1)), int(m.group(2)), m.group(3)
     tags = preview.get("tags")
-    # a page with many tags is previewed as "<N keys>"; then only the pixel size is checked
-    problem = (
-        _expect(
-            (tags.get("XResolution"), tags.get("ResolutionUnit")), ([numerator, denominator], unit)
-        )
-        if isinstance(tags, dict)
-        else None
-    )
+    # a page with many tags is previewed as "<N keys>", and a set whose primary is its
+    # companion .ome has none: then the pixel size is all there is to check
+    if isinstance(tags, dict):
+        shown = (tags.get("XResolution"), tags.get("ResolutionUnit"))
+        if problem := _expect(shown, ([numerator, denominator], unit)):
+            return problem
+    if unit not in _UM_PER or numerator == 0:
+        return None if isinstance(tags, dict) else f"the golden shows nothing of it (tags {tags!r})"
+    derived = pytest.approx(_UM_PER[unit] * denominator / numerator, rel=1e-6)
+    size = _get(meta, "pixel_size_um.x")
     vendor_size = any(
         c.startswith(("TIFF flavour=ome", "TIFF flavour=fei", "TIFF flavour=sem")) for c in claims
     )
-    if problem or unit != "CENTIMETER" or numerator == 0 or vendor_size:
-        return problem
-    return _expect(
-        _get(meta, "pixel_size_um.x"), pytest.approx(1e4 * denominator / numerator, rel=1e-6)
-    )
+    if unit == "CENTIMETER" and not vendor_size:
+        return _expect(size, derived)
+    stated = [
+        float(s.group(1)) for c in claims if (s := re.fullmatch(r"PhysicalSizeX=([\d.]+)", c))
+    ]
+    if size is not None and size == derived and size not in stated:
+        return f"pixel_size_um.x {size} is XResolution's, which is not a pixel size here"
+    return None
+
+
+#: the parts of an OME Instrument a note lists, and the golden key each fills.
+_INSTRUMENT_PARTS = {"Detector": "detector", "Objective": "objective"}
+
+
+def _instrument(m: re.Match[str], meta: Any, preview: Any, golden: Any, claims: Any) -> str | None:
+    """``Instrument``: the golden holds exactly the parts of it the note lists after it."""
+    named = sorted(key for part, key in _INSTRUMENT_PARTS.items() if part in claims)
+    if not named:
+        return f"the note lists no part of the Instrument ({', '.join(_INSTRUMENT_PARTS)})"
+    return _expect(sorted(key for key in _INSTRUMENT_PARTS.values() if key in meta), named)
 
 
 def _sections(m: re.Match[str], meta: Any, preview: Any, golden: Any, _: Any) -> str | None:
@@ -253,11 +289,10 @@ _TIFF_CHECKS: list[tuple[str, Check]] = [
         r"PhysicalSizeX=([\d.]+)",
         lambda m, meta, *_: _expect(_get(meta, "pixel_size_um.x"), float(m.group(1))),
     ),
-    (r"PhysicalSizeX=absent", lambda *_: None),  # XResolution may still give a size; checked there
-    (
-        r"Instrument",
-        _always(lambda meta, p, g: "detector" in meta or "objective" in meta, "no instrument"),
-    ),
+    # with OME-XML the adapter never takes XResolution (adapters/tiff fields), and no other
+    # source in these files has a size: an x here could only have come from the OME-XML
+    (r"PhysicalSizeX=absent", lambda m, meta, *_: _expect(_get(meta, "pixel_size_um.x"), None)),
+    (r"Instrument", _instrument),
     (r"Detector", _always(lambda meta, p, g: "model" in meta.get("detector", {}), "no detector")),
     (
         r"Software=(.+)",
@@ -305,3 +340,71 @@ _TIFF_CHECKS: list[tuple[str, Check]] = [
         ),
     ),
 ]
+
+
+ACQUISITION = "ome-tiff/acquisition/170918_tn_neutrophil_migration_wave.ome.tif"
+
+
+@pytest.mark.parametrize(
+    ("rel", "change", "claim"),
+    [
+        (
+            "ome-tiff/bfconvert/res.ome.tiff",
+            lambda g: g["metadata"].update(pixel_size_um={"x": 0.5, "y": 0.5}),
+            "PhysicalSizeX=absent",
+        ),
+        (ACQUISITION, lambda g: g["metadata"].update(objective={"model": "x"}), "Instrument"),
+        (ACQUISITION, lambda g: g["metadata"].pop("detector"), "Instrument"),
+        (
+            "dicom/ct/CT_JPEG70.dcm",
+            lambda g: g["original_metadata"]["preview"].pop("FileMetaInformationGroupLength"),
+            "preamble=yes",
+        ),
+        (
+            "dicom/no-preamble/OT_Implicit_Little_Headless.dcm",
+            lambda g: g["original_metadata"]["preview"].update(FileMetaInformationGroupLength=200),
+            "preamble=NO",
+        ),
+        (  # its tags are previewed as "<45 keys>": the pixel size still shows the resolution
+            "tiff-vendor/hamamatsu-ndpi/test3-DAPI-2-(387).ndpi",
+            lambda g: g["metadata"]["pixel_size_um"].update(x=0.25),
+            "XResolution=43826/1 per CENTIMETER",
+        ),
+        (  # the set's golden has no tags at all (its primary is the companion .ome)
+            "ome-tiff/multifile-companion/multifile-Z1.ome.tiff",
+            lambda g: g["metadata"].update(pixel_size_um={"x": 1.0, "y": 1.0}),
+            "XResolution=10000000/1000 per CENTIMETER",
+        ),
+        (
+            "tiff-vendor/fei-sem/FEI-Helios-Ebeam-16bits.tif",
+            lambda g: g["metadata"]["pixel_size_um"].update(x=25400 / 64),
+            "XResolution=64/1 per INCH",
+        ),
+        (
+            "ome-tiff/bfconvert/res.ome.tiff",
+            lambda g: g["original_metadata"]["preview"].update(tags="<20 keys>"),
+            "XResolution=0/1000 per CENTIMETER",
+        ),
+    ],
+    ids=[
+        "pixel size with none in the OME",
+        "an objective the note does not list",
+        "no detector",
+        "no file meta after a preamble",
+        "file meta without a preamble",
+        "collapsed tags, other pixel size",
+        "no tags, XResolution's pixel size under OME",
+        "inch DPI as pixel size",
+        "collapsed tags, no pixel size to check",
+    ],
+)
+def test_a_golden_that_contradicts_a_note_fails_it(
+    rel: str, change: Callable[[dict[str, Any]], object], claim: str
+) -> None:
+    case = CASES[rel]
+    golden = _golden(case)
+    assert _note_problems(rel, case, golden) == []
+    altered = copy.deepcopy(golden)
+    change(altered)
+    problems = _note_problems(rel, case, altered)
+    assert [p for p in problems if p.startswith(f"{claim!r}: ")], problems

@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import CORPUS
 
 ADAPTER = """
-import json, os, struct, time
+import ctypes, json, os, struct, tempfile, time
 from pathlib import Path
 from acqharvest.adapter_api import (
     AdapterError, AdapterInfo, AdapterOutput, Claim, FieldSpec, FormatSpec, normalized_fields,
@@ -27,6 +27,15 @@ from acqharvest.adapter_api import (
 FLAW = {flaw!r}
 _LEAKED = []
 _CALLS = [0]
+# native code's file calls: no Python audit event sees them
+_LIBC = ctypes.CDLL(None)
+_CASE = str(Path(__file__).parent / "cases" / "run-001.yaml")
+
+
+def _c_append(target):
+    fd = _LIBC.open(str(target).encode(), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    _LIBC.write(fd, b"x", 1)
+    _LIBC.close(fd)
 
 
 class TinyAdapter:
@@ -60,6 +69,18 @@ class TinyAdapter:
             _LEAKED.append(os.open(path, os.O_RDONLY))  # a bare fd: no ResourceWarning at exit
         if FLAW == "writes":
             path.with_name(path.name + ".cache").write_text("seen")
+        if FLAW == "writes_tmp":  # outside every tree the kit snapshots, and gone at once
+            with tempfile.TemporaryFile() as scratch:
+                scratch.write(data)
+        if FLAW == "leaks_other_handle":
+            _LEAKED.append(os.open(_CASE, os.O_RDONLY))
+        if FLAW == "c_writes_parent":
+            _c_append(path.parent.parent / "harvest-index.db")
+        if FLAW == "c_scratch":
+            _c_append(path.with_name(".scratch"))
+            _LIBC.unlink(str(path.with_name(".scratch")).encode())
+        if FLAW == "c_write_handle":  # opened for writing, never written: no mtime moves
+            _LEAKED.append(_LIBC.open(_CASE.encode(), os.O_WRONLY))
         if data[:4] != b"TINY" or len(data) < 8:
             raise AdapterError(path, "not a TINY file")
         (length,) = struct.unpack("<I", data[4:8])
@@ -98,7 +119,10 @@ class TestTiny(AdapterConformance):
     cases_dir = HERE / {cases!r}
     samples_root = HERE
     deadline_seconds = 0.5
+{hooks}
+"""
 
+LIES = """
     def header_lies(self, data):
         yield "length past EOF", data[:4] + struct.pack("<I", 0x7FFFFFF0) + data[8:]
 """
@@ -125,10 +149,12 @@ def _tiny(label: str, width: int, height: int) -> bytes:
     return b"TINY" + len(body).to_bytes(4, "little") + body
 
 
-def _project(pytester: pytest.Pytester, flaw: str, cases_dir: str = "cases") -> Path:
+def _project(
+    pytester: pytest.Pytester, flaw: str, cases_dir: str = "cases", hooks: str = LIES
+) -> Path:
     pytester.makepyfile(
         tiny_adapter=ADAPTER.format(flaw=flaw),
-        test_conformance=textwrap.dedent(CONFORMANCE.format(cases=cases_dir)),
+        test_conformance=textwrap.dedent(CONFORMANCE.format(cases=cases_dir, hooks=hooks)),
     )
     samples = pytester.path / "samples"
     samples.mkdir()
@@ -139,13 +165,26 @@ def _project(pytester: pytest.Pytester, flaw: str, cases_dir: str = "cases") -> 
     return cases / "run-001.expected.json"
 
 
-def _failed_checks(pytester: pytest.Pytester, *args: str) -> set[str]:
+def _run_checks(pytester: pytest.Pytester, *args: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(failed check -> its report, skipped check -> its reason); every check must have run."""
     recorder = pytester.inline_run("-p", "no:cacheprovider", f"--acqharvest-corpus={CORPUS}", *args)
     passed, skipped, failed = recorder.listoutcomes()
-    assert not skipped, [report.nodeid for report in skipped]
-    ran = {report.nodeid.split("::")[-1].split("[")[0] for report in (*passed, *failed)}
+    ran = {_check(report) for report in (*passed, *skipped, *failed)}
     assert ran == CHECKS, f"checks that did not run: {sorted(CHECKS - ran)}"
-    return {report.nodeid.split("::")[-1].split("[")[0] for report in failed}
+    return (
+        {_check(report): report.longreprtext for report in failed},
+        {_check(report): report.longreprtext for report in skipped},
+    )
+
+
+def _check(report: pytest.TestReport | pytest.CollectReport) -> str:
+    return report.nodeid.split("::")[-1].split("[")[0]
+
+
+def _failed_checks(pytester: pytest.Pytester, *args: str) -> set[str]:
+    failed, skipped = _run_checks(pytester, *args)
+    assert not skipped, skipped
+    return set(failed)
 
 
 def _regenerate(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
@@ -210,30 +249,94 @@ def test_a_changed_output_fails_the_golden_with_a_diff(pytester: pytest.Pytester
 
 
 @pytest.mark.parametrize(
-    ("flaw", "check"),
+    ("flaw", "check", "finding"),
     [
-        ("undeclared", "test_fields"),
-        ("wrong_type", "test_fields"),
-        ("bad_channel", "test_fields"),
-        ("impossible_date", "test_fields"),
-        ("nondeterministic", "test_deterministic"),
-        ("leaks_handle", "test_read_only"),
-        ("writes", "test_read_only"),
-        ("value_error", "test_truncated"),
-        ("hangs", "test_zero_byte"),
-        ("greedy", "test_leaves_others_alone"),
+        ("undeclared", "test_fields", "colour is emitted but not declared"),
+        ("wrong_type", "test_fields", "image.size_x = '640'"),
+        ("bad_channel", "test_fields", "channels[0]"),
+        ("impossible_date", "test_fields", "acquired = '2020-13-45'"),
+        ("nondeterministic", "test_deterministic", "two extractions differ"),
+        ("leaks_handle", "test_read_only", "left open: {samples}/run-001.tiny"),
+        ("writes", "test_read_only", "wrote: opened {samples}/run-001.tiny.cache for writing"),
+        ("value_error", "test_truncated", "instead of AdapterError"),
+        ("hangs", "test_zero_byte", "did not return within 0.5 s"),
+        ("greedy", "test_leaves_others_alone", "claims tiff's samples"),
+        # Python writes anywhere, even undone before extract returns: the audit hook
+        ("writes_tmp", "test_read_only", "wrote: opened"),
+        # a handle on a file that is not an input is a leak all the same
+        ("leaks_other_handle", "test_read_only", "left open: {root}/cases/run-001.yaml"),
+        # native writes: only the snapshot of the tree around the case sees them ...
+        (
+            "c_writes_parent",
+            "test_read_only",
+            "changed under {root}: content of {root}/harvest-index.db changed",
+        ),
+        ("c_scratch", "test_read_only", "entries of folder {samples} changed"),
+        # ... or, for a handle opened to write and left open, its access mode in fdinfo
+        ("c_write_handle", "test_read_only", "run-001.yaml (open for writing)"),
     ],
 )
 def test_each_flaw_fails_exactly_its_check(
-    pytester: pytest.Pytester, flaw: str, check: str
+    pytester: pytest.Pytester, flaw: str, check: str, finding: str
 ) -> None:
     _project(pytester, flaw)
     try:
         # the golden of this very adapter, so only the flaw's own check can fail
         _regenerate(pytester, "--acqharvest-regenerate")
-        assert _failed_checks(pytester) == {check}
+        failed, skipped = _run_checks(pytester)
+        assert not skipped, skipped
+        assert set(failed) == {check}
+        root = pytester.path
+        assert finding.format(root=root, samples=root / "samples") in failed[check]
     finally:
         _close_handles_under(pytester.path)
+
+
+def test_header_lies_fail_until_overridden(pytester: pytest.Pytester) -> None:
+    _project(pytester, "none", hooks="")
+    _regenerate(pytester, "--acqharvest-regenerate")
+    failed, skipped = _run_checks(pytester)
+    assert not skipped, skipped
+    assert set(failed) == {"test_header_lies"}
+    assert "header_lies() is not overridden" in failed["test_header_lies"]
+    assert "header_lies_waiver" in failed["test_header_lies"]
+
+
+def test_an_override_that_yields_no_lie_fails(pytester: pytest.Pytester) -> None:
+    _project(pytester, "none", hooks="\n    def header_lies(self, data):\n        return []\n")
+    _regenerate(pytester, "--acqharvest-regenerate")
+    failed, _ = _run_checks(pytester)
+    assert set(failed) == {"test_header_lies"}
+    assert "yields no lie for this sample" in failed["test_header_lies"]
+
+
+def test_a_waiver_skips_the_header_lies_and_says_why_on_every_run(
+    pytester: pytest.Pytester,
+) -> None:
+    reason = "TINY declares one length, and the truncations already cut inside it"
+    _project(pytester, "none", hooks=f"\n    header_lies_waiver = {reason!r}\n")
+    _regenerate(pytester, "--acqharvest-regenerate")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rs", "-k", "test_header_lies")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(
+        [f"acqharvest: TestTiny waives *: {reason}", f"SKIPPED*header lies waived: {reason}"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("hooks", "finding"),
+    [
+        ("\n    header_lies_waiver = '  '\n", "header_lies_waiver is blank"),
+        (LIES + "    header_lies_waiver = 'no lies'\n", "header_lies_waiver is stale"),
+    ],
+    ids=["blank", "stale"],
+)
+def test_a_blank_or_stale_waiver_fails(pytester: pytest.Pytester, hooks: str, finding: str) -> None:
+    _project(pytester, "none", hooks=hooks)
+    _regenerate(pytester, "--acqharvest-regenerate")
+    failed, _ = _run_checks(pytester)
+    assert set(failed) == {"test_header_lies"}
+    assert finding in failed["test_header_lies"]
 
 
 def _close_handles_under(folder: Path) -> None:
