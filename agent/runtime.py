@@ -70,7 +70,11 @@ _TASKS: dict[_Kind, Callable[[int, list[Any]], list[Any]]] = {
     "probe": workers.probe_many,
     "extract": workers.extract_many,
 }
+#: watch events queued for the harvest loop; beyond that a rescan stands in for them
 _EVENT_QUEUE_SIZE = 100_000
+#: overrides ``_EVENT_QUEUE_SIZE`` (read once, at start): less memory on a small machine,
+#: and a storm tests can provoke with hundreds of files instead of a hundred thousand
+EVENT_QUEUE_ENV = "ACQHARVEST_EVENT_QUEUE_SIZE"
 #: free space in the state dir below which ``status`` warns
 _LOW_SPACE_BYTES = 16 * 2**20
 #: seconds between watch health checks (dead, stalled or stale observers, inotify budget)
@@ -87,6 +91,16 @@ _SPOOL_BATCH = 16
 #: files per probe task and acquisitions per extraction task sent to a worker
 _PROBE_BATCH = 32
 _EXTRACT_BATCH = 4
+
+
+def _event_queue_size() -> int:
+    raw = os.environ.get(EVENT_QUEUE_ENV)
+    if raw is None:
+        return _EVENT_QUEUE_SIZE
+    if raw.strip().isdigit() and int(raw) > 0:
+        return int(raw)
+    log.warning("event_queue_size_ignored", value=raw, reason="not a positive whole number")
+    return _EVENT_QUEUE_SIZE
 
 
 def log_file_of(settings: Settings) -> Path:
@@ -279,7 +293,7 @@ class Daemon:
         self._folders = {ws.path: ws for ws in settings.watch}
         #: watch events, plus None as a wake-up when work comes back from a worker
         self._events: queue.Queue[FileSeen | FileGone | FileRefused | None] = queue.Queue(
-            _EVENT_QUEUE_SIZE
+            _event_queue_size()
         )
         self.settler = Settler(self._folder, head_is_blank=_head_is_blank)
         self.grouper = Grouper(
@@ -494,7 +508,7 @@ class Daemon:
         except queue.Empty:
             return
         self._take(event)
-        for _ in range(_EVENT_QUEUE_SIZE):
+        for _ in range(self._events.maxsize):
             try:
                 self._take(self._events.get_nowait())
             except queue.Empty:

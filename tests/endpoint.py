@@ -6,7 +6,8 @@ Idempotency-Key). Not a mock: a ``ThreadingHTTPServer`` on 127.0.0.1 speaking HT
 Two hooks let a test act at exact points of a request, on the handler thread: ``on_receive``
 runs once the body is read, before anything is stored or answered, and may return a mode
 for this request only; ``on_accept`` runs after a 2xx request was stored in ``unique``,
-before the response is written (crash tests kill the client there).
+before the response is written (crash tests kill the client there). ``hold()`` keeps
+requests waiting before their body is read, until ``release()`` drops them unread.
 """
 
 from __future__ import annotations
@@ -107,6 +108,13 @@ def _reply(handler: _Handler, status: int, payload: bytes, headers: dict[str, st
     handler.wfile.write(payload)
 
 
+def _drop(handler: _Handler) -> None:
+    """Close the connection without an answer."""
+    handler.close_connection = True
+    with contextlib.suppress(OSError):
+        handler.connection.shutdown(socket.SHUT_RDWR)
+
+
 class LoopbackEndpoint:
     """Start with ``start()``; ``stop()`` then ``start()`` again reuses the same port."""
 
@@ -120,6 +128,7 @@ class LoopbackEndpoint:
         self._port = 0
         self._mode: tuple[str, dict[str, Any]] = ("ok", {})
         self._next: list[tuple[str, dict[str, Any]]] = []
+        self._holding = False
         self.received: list[RecordedRequest] = []
         self.unique: dict[str, RecordedRequest] = {}
         self.on_receive: Callable[[RecordedRequest], str | None] | None = None
@@ -151,6 +160,8 @@ class LoopbackEndpoint:
         if server is None or thread is None:
             return
         self._stopping.set()
+        with self._cond:
+            self._cond.notify_all()  # wakes held requests, or server_close() would wait on them
         server.shutdown()
         with self._cond:
             connections = list(self._connections)
@@ -207,6 +218,22 @@ class LoopbackEndpoint:
         with self._cond:
             self._next.extend([(mode, kw)] * n)
 
+    def hold(self) -> None:
+        """Keep every request arriving from now on waiting, its body unread, until ``release()``.
+
+        Released, held requests are dropped unread and recorded nowhere: the endpoint never
+        saw those packages. Crash tests hold while they kill a daemon right after it spooled,
+        so that no package reaches the endpoint in between.
+        """
+        with self._cond:
+            self._holding = True
+
+    def release(self) -> None:
+        """End ``hold()``: the requests it kept waiting are dropped unread."""
+        with self._cond:
+            self._holding = False
+            self._cond.notify_all()
+
     def wait_for(self, count: int, timeout: float = 10.0) -> bool:
         """Wait until ``len(unique) >= count``; False on timeout."""
         with self._cond:
@@ -230,7 +257,18 @@ class LoopbackEndpoint:
                 with contextlib.suppress(OSError):
                     connection.shutdown(socket.SHUT_RDWR)
 
+    def _held(self) -> bool:
+        """Wait while ``hold()`` is on; True when this request was held."""
+        with self._cond:
+            if not self._holding:
+                return False
+            self._cond.wait_for(lambda: not self._holding or self._stopping.is_set())
+            return True
+
     def _handle(self, handler: _Handler) -> None:
+        if self._held():
+            _drop(handler)
+            return
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length)
         headers = {name.lower(): value for name, value in handler.headers.items()}
@@ -260,9 +298,7 @@ class LoopbackEndpoint:
             self._stopping.wait(float(kw.get("seconds", 1.0)))
             mode = "ok"
         if mode == "drop":
-            handler.close_connection = True
-            with contextlib.suppress(OSError):
-                handler.connection.shutdown(socket.SHUT_RDWR)
+            _drop(handler)
             return
         if mode in ("drip", "huge"):
             self._stream_answer(handler, mode, kw, key, body)

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +40,199 @@ SMALL_TIFFS = (
 )
 
 
-def tree_snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
-    """Names, sizes, mtimes and content hashes of every file below ``root``."""
-    snapshot: dict[str, tuple[int, int, str]] = {}
-    for path in sorted(root.rglob("*")):
-        if path.is_file():
-            st = path.stat()
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            snapshot[path.relative_to(root).as_posix()] = (st.st_size, st.st_mtime_ns, digest)
+@dataclass(frozen=True)
+class Entry:
+    """One thing in a folder tree, as ``lstat`` sees it (links are not followed)."""
+
+    mode: int
+    size: int
+    mtime_ns: int
+    #: a chmod, chown, hard link or rename by the daemon moves the ctime even when
+    #: nothing else shows it
+    ctime_ns: int
+    inode: int
+    #: sha256 of a regular file, target of a link, device number of a device
+    content: str
+
+    def __str__(self) -> str:
+        return f"{stat.filemode(self.mode)} {self.size} bytes, mtime {self.mtime_ns}"
+
+
+def _content(path: Path, st: os.stat_result) -> str:
+    if stat.S_ISREG(st.st_mode):
+        try:
+            # O_NOFOLLOW: the entry may have become a link since the lstat
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as error:
+            return f"unreadable ({error.strerror})"
+        with os.fdopen(fd, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    if stat.S_ISLNK(st.st_mode):
+        return os.readlink(path)
+    if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        return f"device {os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+    return ""  # folders, FIFOs and sockets: their stat says it all (FIFOs are never opened)
+
+
+def _entry(path: Path) -> Entry:
+    st = path.lstat()
+    return Entry(
+        st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, _content(path, st)
+    )
+
+
+def tree_snapshot(root: Path) -> dict[str, Entry]:
+    """Every folder, file, link, FIFO and device below ``root`` and ``root`` itself ("."):
+    type and permission bits, size, mtime, ctime, inode and content hash (or link target)."""
+    snapshot: dict[str, Entry] = {}
+    folders = [root]
+    while folders:
+        folder = folders.pop()
+        key = folder.relative_to(root).as_posix()
+        snapshot[key] = _entry(folder)
+        try:
+            with os.scandir(folder) as listing:
+                children = list(listing)
+        except PermissionError:
+            snapshot[key] = dataclasses.replace(snapshot[key], content="cannot list")
+            continue
+        for child in children:
+            path = Path(child.path)
+            if child.is_dir(follow_symlinks=False):
+                folders.append(path)
+            else:
+                snapshot[path.relative_to(root).as_posix()] = _entry(path)
     return snapshot
+
+
+def tree_changes(before: dict[str, Entry], after: dict[str, Entry]) -> list[str]:
+    """What differs between two snapshots, one line per path, for assertion messages."""
+    changes = []
+    for name in sorted(before.keys() | after.keys()):
+        old, new = before.get(name), after.get(name)
+        if old == new:
+            continue
+        if old is None:
+            changes.append(f"+ {name} appeared: {new}")
+        elif new is None:
+            changes.append(f"- {name} vanished (was {old})")
+        else:
+            moved = [
+                f"{f.name} {getattr(old, f.name)!r} -> {getattr(new, f.name)!r}"
+                for f in dataclasses.fields(Entry)
+                if getattr(old, f.name) != getattr(new, f.name)
+            ]
+            changes.append(f"~ {name}: " + "; ".join(moved))
+    return changes
+
+
+class FolderGuard:
+    """A folder as the test last left it; ``check`` fails on anything else changing it.
+
+    The test declares its own writes by calling ``mark`` when they are done; whatever
+    changed since the last mark was done by someone else: the daemon.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._expected: dict[str, Entry] | None = None
+
+    def mark(self) -> None:
+        self._expected = tree_snapshot(self.root)
+
+    def check(self) -> None:
+        if self._expected is None:
+            return
+        changes = tree_changes(self._expected, tree_snapshot(self.root))
+        assert not changes, (
+            f"{self.root} changed since the daemon started or the test last called "
+            "mark() (a test that writes while the daemon runs must mark its writes):\n"
+            + "\n".join(changes[:50])
+        )
+
+
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and every process below it (the worker pool, its forkserver)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for children in Path(f"/proc/{current}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                todo += [int(child) for child in children.read_text().split()]
+    return found
+
+
+_LOCKED_INODE = re.compile(r"\b([0-9a-f]+):([0-9a-f]+):(\d+)\b")
+_FD_FLAGS = re.compile(r"^flags:\s*([0-7]+)$", re.MULTILINE)
+
+
+@dataclass
+class HandleSurvey:
+    """What repeated looks at a daemon's open descriptors and the kernel's locks found."""
+
+    samples: int = 0
+    #: descriptors on things in the watched folder, open for reading only (not a fault:
+    #: they show that the survey looked while the daemon was reading)
+    read_handles: int = 0
+    faults: list[str] = field(default_factory=list)
+    #: (device, inode) of everything below the folder, and of locked things found
+    #: elsewhere (the daemon's own registry): the folder is walked again only when a lock
+    #: on an inode in neither set appears
+    _inside: set[tuple[int, int]] = field(default_factory=set, repr=False)
+    _outside: set[tuple[int, int]] = field(default_factory=set, repr=False)
+
+    def look(self, root: Path, pid: int) -> None:
+        prefix = f"{root}/"
+        for process in _process_tree(pid):
+            fd_dir = f"/proc/{process}/fd"
+            with contextlib.suppress(OSError):
+                for fd in os.listdir(fd_dir):
+                    with contextlib.suppress(OSError):
+                        target = os.readlink(f"{fd_dir}/{fd}")
+                        if target != str(root) and not target.startswith(prefix):
+                            continue
+                        info = Path(f"/proc/{process}/fdinfo/{fd}").read_text()
+                        self._judge(process, target, info)
+        self._judge_locks(root)
+        self.samples += 1
+
+    def _judge(self, process: int, target: str, info: str) -> None:
+        flags_found = _FD_FLAGS.search(info)
+        flags = int(flags_found.group(1), 8) if flags_found else -1
+        if flags == -1 or flags & os.O_ACCMODE != os.O_RDONLY:
+            self._fault(f"pid {process} has {target} open for writing (flags {flags:o})")
+        elif "lock:" in info:
+            self._fault(f"pid {process} holds a lock on {target}: {info}")
+        else:
+            self.read_handles += 1
+
+    def _fault(self, fault: str) -> None:
+        if fault not in self.faults:  # a held handle is seen at every look: report it once
+            self.faults.append(fault)
+
+    def _judge_locks(self, root: Path) -> None:
+        locked: dict[tuple[int, int], str] = {}
+        for line in Path("/proc/locks").read_text().splitlines():
+            if found := _LOCKED_INODE.search(line):
+                major, minor, inode = found.groups()
+                locked[os.makedev(int(major, 16), int(minor, 16)), int(inode)] = line
+        unknown = locked.keys() - self._inside - self._outside
+        if unknown:
+            self._inside = _inodes_below(root)
+            self._outside |= unknown - self._inside
+        for key in locked.keys() & self._inside:
+            self._fault(f"a lock on an inode in {root}: {locked[key]}")
+
+
+def _inodes_below(root: Path) -> set[tuple[int, int]]:
+    inodes = set()
+    for folder, folders, files in os.walk(root):
+        for name in (".", *folders, *files):
+            with contextlib.suppress(OSError):  # gone since the listing: the writer's doing
+                st = os.lstat(os.path.join(folder, name))
+                inodes.add((st.st_dev, st.st_ino))
+    return inodes
 
 
 def write_slowly(source: bytes, target: Path, *, chunks: int = 4, pause: float = 0.3) -> None:
@@ -102,10 +291,22 @@ def validate_package(body: Any) -> None:
 
 
 class Harness:
-    """Config, watch folder, state dir and a daemon subprocess for one test."""
+    """Config, watch folder, state dir and a daemon subprocess for one test.
 
-    def __init__(self, tmp: Path, endpoint: LoopbackEndpoint) -> None:
+    With ``guard_watch`` (the integration fixtures), every daemon run is checked: the
+    watched folder is snapshotted as each daemon starts, and again whenever the test calls
+    ``mark()`` after writing into it while the daemon runs; once the daemon has stopped
+    (``stop``, ``kill``, the end of ``run_once``, the fixture's teardown) the folder must
+    equal the last snapshot, to the mtime and content hash. What happens between a start
+    and the test's ``mark()`` is taken as the test's doing: mark as soon as writing ends.
+    """
+
+    def __init__(
+        self, tmp: Path, endpoint: LoopbackEndpoint, *, guard_watch: bool = False, workers: int = 0
+    ) -> None:
         self.tmp = tmp
+        #: ``workers`` of every config written unless a test asks for another number
+        self.workers = workers
         self.endpoint = endpoint
         self.watch = tmp / "instrument"
         self.state = tmp / "state"
@@ -117,6 +318,24 @@ class Harness:
         self.settle = 1.0
         self.write_config(token_file)
         self.process: subprocess.Popen[bytes] | None = None
+        #: argv put before ``acqharvest run`` (a namespace, dropped capabilities)
+        self.launcher: list[str] = []
+        self._guard = FolderGuard(self.watch) if guard_watch else None
+
+    def mark(self) -> None:
+        """Declare the test's writes into the watched folder done: the folder as it is now
+        is what it must still be once the daemon has stopped."""
+        assert self._guard is not None, "this harness does not guard its watched folder"
+        self._guard.mark()
+
+    def _daemon_started(self) -> None:
+        # a second daemon beside a running one (refused) must not hide the first one's doings
+        if self._guard is not None and self.process is None:
+            self._guard.mark()
+
+    def _daemon_ended(self) -> None:
+        if self._guard is not None:
+            self._guard.check()
 
     def write_config(self, token_file: Path, **extra: Any) -> None:
         self.config.write_text(
@@ -133,7 +352,7 @@ watch:
     path_template: "{{operator}}/{{project}}/**"
 {_yaml_options(extra.get("watch_options", {}))}endpoint:
 {_endpoint_yaml(self.endpoint.url, token_file, extra.get("endpoint", {}))}state_dir: {self.state}
-workers: {extra.get("workers", 0)}
+workers: {extra.get("workers", self.workers)}
 rescan_seconds: {extra.get("rescan_seconds", 2)}
 log: {{level: debug, format: json}}
 """,
@@ -144,9 +363,10 @@ log: {{level: debug, format: json}}
         """Start the daemon (with ``env`` added to the environment); wait until it runs."""
         assert self.process is None
         earlier = self.count_events("daemon_started")
+        self._daemon_started()
         with self.console.open("ab") as console:
             self.process = subprocess.Popen(
-                [ACQHARVEST, "run", "--config", str(self.config)],
+                [*self.launcher, ACQHARVEST, "run", "--config", str(self.config)],
                 stdout=console,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **(env or {})},
@@ -161,15 +381,23 @@ log: {{level: debug, format: json}}
             self.process.kill()
         self.process.wait(timeout=30)
         self.process = None
+        self._daemon_ended()
 
     def command(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """``acqharvest <args> --config <this config>``, output captured."""
-        return subprocess.run(
+        """``acqharvest <args> --config <this config>``, output captured; a ``run`` is
+        checked like a daemon started with ``start``."""
+        daemon = args[:1] == ("run",)
+        if daemon:
+            self._daemon_started()
+        result = subprocess.run(
             [ACQHARVEST, *args, "--config", str(self.config)],
             capture_output=True,
             text=True,
             timeout=120,
         )
+        if daemon:
+            self._daemon_ended()
+        return result
 
     @property
     def pending_dir(self) -> Path:
@@ -183,15 +411,33 @@ log: {{level: debug, format: json}}
         self.process.send_signal(sig)
         code = self.process.wait(timeout=timeout)
         self.process = None
+        self._daemon_ended()
         return code
 
     def run_once(self) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [ACQHARVEST, "run", "--once", "--config", str(self.config)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return self.command("run", "--once")
+
+    @contextlib.contextmanager
+    def handles_surveyed(self, interval: float = 0.01) -> Iterator[HandleSurvey]:
+        """Look at the running daemon's (and its workers') descriptors and at the kernel's
+        locks every ``interval`` seconds until the block ends; fail if anything in the
+        watched folder was open for writing or locked. Linux only (/proc)."""
+        assert self.process is not None
+        pid, survey, done = self.process.pid, HandleSurvey(), threading.Event()
+
+        def survey_until_done() -> None:
+            while not done.wait(interval):
+                survey.look(self.watch, pid)
+
+        looker = threading.Thread(target=survey_until_done, daemon=True)
+        looker.start()
+        try:
+            yield survey
+        finally:
+            done.set()
+            looker.join(timeout=30)
+        assert survey.samples > 0, "the daemon was never looked at"
+        assert not survey.faults, "\n".join(survey.faults[:20])
 
     @property
     def console(self) -> Path:
@@ -250,12 +496,14 @@ log: {{level: debug, format: json}}
 
 @pytest.fixture
 def harness(tmp_path: Path, endpoint: LoopbackEndpoint) -> Iterator[Harness]:
-    """A daemon harness; asserts at the end that the instrument folder was never written."""
+    """A daemon harness guarding its watched folder (see ``Harness``); at the end the daemon
+    is stopped if the test left it running, and the token must not be in its output."""
     os.environ.pop("ACQHARVEST_CONFIG", None)
-    h = Harness(tmp_path, endpoint)
+    # worker processes, as shipped (``workers: 2``): extraction is tested the way it runs
+    h = Harness(tmp_path, endpoint, guard_watch=True, workers=2)
     yield h
-    if h.process is not None:
-        h.process.kill()
-        h.process.wait()
-    log_text = h.output()
-    assert TOKEN not in log_text, "the bearer token leaked into the log"
+    try:
+        if h.process is not None:
+            h.kill()
+    finally:
+        assert TOKEN not in h.output(), "the bearer token leaked into the log"

@@ -55,6 +55,7 @@ def test_a_hung_or_memory_hungry_adapter_fails_its_file_and_the_rest_flows(
 
     # the pool was restarted: new files keep flowing
     (folder / "c.crashy").write_bytes(b"CRASHY fine")
+    harness.mark()
     assert harness.endpoint.wait_for(3, timeout=60), harness.output()
     delivered = sorted(body["files"][0]["path"] for body in harness.packages().values())
     assert delivered == ["alice/neuro/a.crashy", "alice/neuro/b.crashy", "alice/neuro/c.crashy"]

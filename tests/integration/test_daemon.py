@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -21,6 +22,8 @@ from tests.helpers import wait_until
 from tests.integration.conftest import (
     ACQHARVEST,
     TOKEN,
+    FolderGuard,
+    HandleSurvey,
     Harness,
     tree_snapshot,
     validate_package,
@@ -40,6 +43,7 @@ def test_slow_write_gives_one_complete_package(harness: Harness, corpus: Path) -
     target.parent.mkdir(parents=True)
     harness.start()
     write_slowly(data, target, chunks=5, pause=harness.settle * 0.4)
+    harness.mark()
     assert harness.endpoint.wait_for(1, timeout=30), harness.output()
     assert harness.stop() == 0
 
@@ -68,6 +72,7 @@ def test_dicom_series_written_file_by_file_is_one_package(harness: Harness, corp
     harness.start()
     for number, data in enumerate(instances, start=1):
         write_slowly(data, folder / f"IM{number:04d}", chunks=3, pause=0.2)
+    harness.mark()
     assert harness.endpoint.wait_for(1, timeout=30), harness.output()
     # the group is quiet now; nothing else may arrive
     assert not harness.endpoint.wait_for(2, timeout=3)
@@ -152,16 +157,22 @@ def test_sigterm_then_restart_resends_nothing(harness: Harness, corpus: Path) ->
     assert harness.stop(signal.SIGTERM) == 0
     assert harness.wait_log("daemon_stopped", timeout=1)
 
+    logged = len(harness.events())
+    scans = harness.count_events("watch_scan_finished")
     harness.start()
     shutil.copyfile(corpus / MR, harness.watch / "second.dcm")
+    harness.mark()
     assert harness.endpoint.wait_for(2, timeout=30), harness.output()
-    assert harness.wait_log("daemon_started", count=2)
-    # one rescan cycle after the restart, the first package is still sent only once
     assert harness.wait_log("package_delivered", count=2, timeout=10)
+    # two scans after the restart looked at first.ome.tif (the first would have fed it to
+    # the settle stage, due before the second), and none took it for new
+    assert harness.wait_log("watch_scan_finished", count=scans + 2, timeout=30), harness.output()
     assert harness.stop() == 0
     assert len(harness.endpoint.received) == 2
     keys = [r.headers["idempotency-key"] for r in harness.endpoint.received]
     assert len(set(keys)) == 2
+    settled = [e["path"] for e in harness.events()[logged:] if e.get("event") == "file_settled"]
+    assert settled == [str(harness.watch / "second.dcm")]
 
 
 def test_endpoint_down_then_up_receives_everything(
@@ -171,6 +182,7 @@ def test_endpoint_down_then_up_receives_everything(
     harness.start()
     for index, source in enumerate([OME, MR, "tiff-vendor/zeiss-lsm/test.lsm"]):
         shutil.copyfile(corpus / source, harness.watch / f"{index}_{Path(source).name}")
+    harness.mark()
     assert harness.wait_log("acquisition_packaged", count=3, timeout=30), harness.output()
     assert harness.wait_log("delivery_failed", timeout=15), harness.output()
     endpoint.start()
@@ -211,6 +223,8 @@ def test_files_written_while_stopped_are_harvested_at_start(harness: Harness, co
 
 
 def test_daemon_never_writes_to_the_instrument_folder(harness: Harness, corpus: Path) -> None:
+    # Every harness run checks this at its end; here it is checked alone, and the check
+    # itself is shown to notice a change.
     for source in (OME, MR):
         shutil.copyfile(corpus / source, harness.watch / Path(source).name)
     before = tree_snapshot(harness.watch)
@@ -218,6 +232,35 @@ def test_daemon_never_writes_to_the_instrument_folder(harness: Harness, corpus: 
     assert harness.endpoint.wait_for(2, timeout=30), harness.output()
     assert harness.stop() == 0
     assert tree_snapshot(harness.watch) == before
+    harness.start()
+    os.utime(harness.watch / Path(OME).name, ns=(0, 0))  # undeclared: as if the daemon did it
+    with pytest.raises(AssertionError, match=r"~ multi-channel\.ome\.tif: mtime_ns"):
+        harness.stop()
+
+
+def test_the_handle_survey_sees_write_handles_and_locks(tmp_path: Path) -> None:
+    # what the acquisition tests rely on to show that the daemon writes and locks nothing
+    (tmp_path / "read.dat").write_text("x")
+    script = "exec 4< read.dat; flock -s read.dat sleep 30 & exec sleep 30 > written.dat"
+    process = subprocess.Popen(["sh", "-c", script], cwd=tmp_path)
+    survey = HandleSurvey()
+    kinds = {
+        "write handle": f"pid {process.pid} has {tmp_path / 'written.dat'} open for writing",
+        "lock on a descriptor": f"holds a lock on {tmp_path / 'read.dat'}: ",
+        "lock in /proc/locks": f"a lock on an inode in {tmp_path}: ",
+    }
+
+    def every_kind_seen() -> bool:
+        survey.look(tmp_path, process.pid)
+        return all(any(text in fault for fault in survey.faults) for text in kinds.values())
+
+    try:
+        assert wait_until(every_kind_seen, timeout=10), survey.faults
+    finally:
+        process.kill()
+        process.wait()
+    assert not [fault for fault in survey.faults if not any(t in fault for t in kinds.values())]
+    assert survey.read_handles > 0  # descriptor 4: read only, unlocked, no fault
 
 
 def test_rewritten_file_is_harvested_again_with_replaces(harness: Harness, corpus: Path) -> None:
@@ -226,6 +269,7 @@ def test_rewritten_file_is_harvested_again_with_replaces(harness: Harness, corpu
     harness.start()
     assert harness.endpoint.wait_for(1, timeout=30), harness.output()
     shutil.copyfile(corpus / "ome-tiff/single-file/z-series.ome.tif", target)
+    harness.mark()
     assert harness.endpoint.wait_for(2, timeout=30), harness.output()
     assert harness.stop() == 0
     first, second = (request.json for request in harness.endpoint.received)
@@ -297,10 +341,13 @@ def test_directory_endpoint_and_concurrent_writers(tmp_path: Path, corpus: Path)
         thread.start()
     for thread in threads:
         thread.join()
+    guard = FolderGuard(watch)
+    guard.mark()
     result = subprocess.run(
         [ACQHARVEST, "run", "--once", "--config", str(config)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+    guard.check()
     assert wait_until(lambda: len(list(out.glob("*.json"))) == len(sources), timeout=5)
     for path in out.glob("*.json"):
         body = json.loads(path.read_text())

@@ -51,8 +51,11 @@ class FaultHarness(Harness):
     """The daemon in its own mount namespace, its state dir a size-limited tmpfs."""
 
     def __init__(self, tmp: Path, endpoint: LoopbackEndpoint) -> None:
-        super().__init__(tmp, endpoint)
+        super().__init__(tmp, endpoint, guard_watch=True, workers=2)
         self.state.mkdir()
+        # mounts the tmpfs over the state dir, then becomes the daemon (same pid)
+        script = 'mount -t tmpfs -o size=2m tmpfs "$0" && exec "$@"'
+        self.launcher = [*_unshare(), "sh", "-c", script, str(self.state)]
         # The log must stay writable while the state dir is not.
         self.config.write_text(
             self.config.read_text().replace(
@@ -64,19 +67,6 @@ class FaultHarness(Harness):
     @property
     def log_file(self) -> Path:
         return self.tmp / "daemon.log"
-
-    def start(self, env: dict[str, str] | None = None) -> None:
-        assert self.process is None
-        script = 'mount -t tmpfs -o size=2m tmpfs "$0" && exec "$@"'
-        command = [*_unshare(), "sh", "-c", script, str(self.state)]
-        with self.console.open("ab") as console:
-            self.process = subprocess.Popen(
-                [*command, ACQHARVEST, "run", "--config", str(self.config)],
-                stdout=console,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, **(env or {})},
-            )
-        assert self.wait_log("daemon_started", timeout=30), f"no start:\n{self.output()}"
 
     @property
     def inside(self) -> Path:
@@ -145,14 +135,15 @@ def faults(tmp_path: Path, endpoint: LoopbackEndpoint) -> Iterator[FaultHarness]
     harness = FaultHarness(tmp_path, endpoint)
     yield harness
     if harness.process is not None:
-        harness.process.kill()  # the namespace, and its mount, go with it
-        harness.process.wait()
+        harness.kill()  # the namespace, and its mount, go with it
 
 
 def drop(harness: Harness, name: str) -> None:
+    """Write a measurement file, declared to the harness's watched-folder guard."""
     folder = harness.watch / "alice" / "neuro"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / name).write_bytes(f"measurement {name}\n".encode() * 50)
+    harness.mark()
 
 
 def delivered_paths(harness: Harness) -> list[str]:

@@ -64,6 +64,7 @@ def endpoint_down_then_up(
     down_since = time.monotonic()
     harness.start()
     drop_files(harness, corpus, FILES)
+    harness.mark()
     assert harness.wait_log("acquisition_packaged", count=FILES, timeout=60)
     assert harness.wait_log("delivery_failed", timeout=30), harness.output()
     time.sleep(max(0.0, outage - (time.monotonic() - down_since)))
@@ -116,6 +117,7 @@ def test_server_errors_then_healthy(
     endpoint.behave("fail", text="database unavailable")
     harness.start()
     drop_files(harness, corpus, FILES)
+    harness.mark()
     assert wait_until(lambda: len(endpoint.received) >= 3, timeout=60), harness.output()
     first = endpoint.received[0].at
     time.sleep(8.0)

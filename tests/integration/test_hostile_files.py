@@ -1,7 +1,9 @@
-"""Things in a watched folder that must never be read, beside files that must keep flowing.
+"""Things in a watched folder that must never be read, and files whose contents are
+hostile, beside files that must keep flowing.
 
-The daemon runs as root without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (setpriv), so
-permission bits bind it as they would bind the service account on an instrument PC.
+Run as root, the daemon runs without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (setpriv), so
+permission bits bind it as they would bind the service account on an instrument PC; run as
+another user, they bind it anyway, and only the device node (root makes it) is left out.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,12 +20,17 @@ from acqharvest.config import parse_settings
 from acqharvest.model import Acquisition, Extraction, FileSettled, ProbedFile
 from acqharvest.runtime import Daemon
 from acqharvest.watch import file_identity
-from tests.integration.conftest import ACQHARVEST, Harness, tree_snapshot
+from tests.fuzz.harness import tiff_ifd, truncate
+from tests.fuzz.test_hostile_files import HOSTILE_XML, _element, _explicit_vr_dicom, _ome_tiff
+from tests.integration.conftest import SMALL_TIFFS, FolderGuard, Harness, harvested
 
 pytestmark = pytest.mark.integration
 
 OME = "ome-tiff/single-file/multi-channel.ome.tif"
+MR = "dicom/mr-siemens/MR-SIEMENS-DICOM-WithOverlays.dcm"
+DX = "dicom/dx/dx_image.dcm"
 SECRET = "do-not-send-this-text"
+ROOT = os.geteuid() == 0
 WITHOUT_DAC = [
     "setpriv",
     "--inh-caps=-dac_override,-dac_read_search",
@@ -32,16 +38,22 @@ WITHOUT_DAC = [
 ]
 
 
-def _start_without_dac(harness: Harness) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("permission bits already bind a non-root test run; chmod covers it")
-    with harness.console.open("ab") as console:
-        harness.process = subprocess.Popen(
-            [*WITHOUT_DAC, ACQHARVEST, "run", "--config", str(harness.config)],
-            stdout=console,
-            stderr=subprocess.STDOUT,
-        )
-    assert harness.wait_log("daemon_started", timeout=30), harness.output()
+def failed_lines(harness: Harness) -> list[str]:
+    """The failure lines of ``acqharvest status`` (the real CLI)."""
+    status = harness.command("status")
+    assert status.returncode == 0, status.stderr
+    return [line for line in status.stdout.splitlines() if " failed " in line]
+
+
+def assert_one_failure_each(harness: Harness, expected: dict[str, str]) -> None:
+    """Each named file has exactly one failure line in status, saying ``expected[name]``;
+    no other file has one."""
+    failed = failed_lines(harness)
+    for name, words in expected.items():
+        lines = [line for line in failed if f"{harness.watch / name}:" in line]
+        assert len(lines) == 1, (name, failed)
+        assert words in lines[0], (name, lines[0])
+    assert len(failed) == len(expected), failed
 
 
 def test_hostile_objects_are_refused_once_and_good_files_flow(
@@ -57,7 +69,6 @@ def test_hostile_objects_are_refused_once_and_good_files_flow(
         "loop-a": "loop",
         "loop-b": "loop",
         "pipe.dcm": "FIFO",
-        "null.dcm": "device file",
         "locked.ome.tif": "Permission denied",
         "closed": "cannot list this folder",
     }
@@ -66,21 +77,22 @@ def test_hostile_objects_are_refused_once_and_good_files_flow(
     os.symlink("loop-b", watch / "loop-a")
     os.symlink("loop-a", watch / "loop-b")
     os.mkfifo(watch / "pipe.dcm")
-    os.mknod(watch / "null.dcm", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    if ROOT:  # making a device node needs CAP_MKNOD
+        os.mknod(watch / "null.dcm", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+        bad["null.dcm"] = "device file"
     shutil.copyfile(corpus / OME, watch / "locked.ome.tif")
     (watch / "locked.ome.tif").chmod(0)
     (watch / "closed").mkdir()
     shutil.copyfile(corpus / OME, watch / "closed" / "hidden.ome.tif")
     (watch / "closed").chmod(0)
-    names = [p.name for p in watch.iterdir()]
-    (watch / "closed").chmod(0o755)
-    before = tree_snapshot(watch)
-    (watch / "closed").chmod(0)
 
-    _start_without_dac(harness)
+    if ROOT:
+        harness.launcher = WITHOUT_DAC
+    harness.start()
     assert harness.endpoint.wait_for(1, timeout=30), harness.output()
     # a good file arriving while the bad ones sit there is harvested too
     shutil.copyfile(corpus / OME, watch / "good-after.ome.tif")
+    harness.mark()
     assert harness.endpoint.wait_for(2, timeout=30), harness.output()
     assert harness.wait_log("watch_refused", count=len(bad) - 1, timeout=15), harness.output()
     # two more rescans pass over the bad objects
@@ -88,6 +100,7 @@ def test_hostile_objects_are_refused_once_and_good_files_flow(
     assert harness.wait_log("watch_scan_finished", count=scans + 2, timeout=30), harness.output()
     assert harness.process is not None
     assert harness.process.poll() is None, "the daemon died"
+    # stopping checks that nothing in the folder changed (mtimes and content hashes included)
     assert harness.stop() == 0
 
     packaged = sorted(f["path"] for body in harness.packages().values() for f in body["files"])
@@ -99,19 +112,67 @@ def test_hostile_objects_are_refused_once_and_good_files_flow(
     assert sorted(Path(e["path"]).name for e in refused) == sorted(
         name for name in bad if name != "locked.ome.tif"
     )
-    status = harness.command("status")
-    assert status.returncode == 0, status.stderr
-    failed = [line for line in status.stdout.splitlines() if " failed " in line]
-    for name, words in bad.items():
-        lines = [line for line in failed if f"{watch / name}:" in line]
-        assert len(lines) == 1, (name, failed)
-        assert words in lines[0], (name, lines[0])
+    assert_one_failure_each(harness, bad)
 
-    (watch / "closed").chmod(0o755)
-    (watch / "locked.ome.tif").chmod(0o644)
-    # nothing in the folder was touched (mtimes and content hashes included)
-    assert sorted(p.name for p in watch.iterdir()) == sorted([*names, "good-after.ome.tif"])
-    assert {k: v for k, v in tree_snapshot(watch).items() if k != "good-after.ome.tif"} == before
+
+def write_hostile_contents(corpus: Path, folder: Path) -> dict[str, str]:
+    """Files that claim to be DICOM or TIFF and lie (cut short, sizes and counts far beyond
+    the file, hostile OME-XML), made with the fuzz tests' builders; by file name, what the
+    failure of each must say."""
+    dx, tiff = (corpus / DX).read_bytes(), (corpus / SMALL_TIFFS[1]).read_bytes()
+    modality = _element(0x0008, 0x0060, b"CS", b"MR")
+    huge_element = _element(0x0011, 0x1010, b"UN", b"x" * 16, length=0xFFFFFFF0)
+    (folder / "truncated.dcm").write_bytes(truncate(dx, len(dx) // 2))
+    (folder / "truncated.tif").write_bytes(truncate(tiff, len(tiff) // 2))
+    (folder / "huge-length.dcm").write_bytes(_explicit_vr_dicom(modality + huge_element))
+    (folder / "huge-count.tif").write_bytes(tiff_ifd(tiff, 0, 0xFFFF))
+    _ome_tiff(folder / "nested.ome.tif", HOSTILE_XML["deeply-nested"])
+    _ome_tiff(folder / "laughs.ome.tif", HOSTILE_XML["billion-laughs"])
+    return {
+        "truncated.dcm": "truncated",
+        "truncated.tif": "truncated",
+        "huge-length.dcm": "truncated inside element (0011,1010)",
+        "huge-count.tif": "the first IFD at byte 8 runs to byte",
+        "nested.ome.tif": "nested deeper than",
+        "laughs.ome.tif": "entities are refused",
+    }
+
+
+def test_hostile_contents_fail_once_each_and_good_files_flow(
+    harness: Harness, corpus: Path
+) -> None:
+    # the shipped worker processes, with their budgets, read the hostile files
+    harness.write_config(harness.tmp / "token", workers=2)
+    watch = harness.watch
+    good = {"good.ome.tif": OME, "good.dcm": MR, "good.tif": SMALL_TIFFS[0]}
+    for name, source in good.items():
+        shutil.copyfile(corpus / source, watch / name)
+    bad = write_hostile_contents(corpus, watch)
+    (watch / "empty.dcm").write_bytes(b"")
+
+    harness.start()
+    assert harness.endpoint.wait_for(len(good), timeout=60), harness.output()
+    shutil.copyfile(corpus / SMALL_TIFFS[2], watch / "good-after.tif")
+    harness.mark()
+    assert harness.endpoint.wait_for(len(good) + 1, timeout=60), harness.output()
+    assert harness.wait_log("extraction_failed", count=len(bad), timeout=60), harness.output()
+    # two more rescans pass over the bad files (and the empty one)
+    scans = harness.count_events("watch_scan_finished")
+    assert harness.wait_log("watch_scan_finished", count=scans + 2, timeout=30), harness.output()
+    assert harness.process is not None
+    assert harness.process.poll() is None, "the daemon died"
+    assert_one_failure_each(harness, bad)
+    assert harness.stop() == 0
+
+    assert sorted(harvested(harness.packages().values())) == sorted([*good, "good-after.tif"])
+    assert len(harness.endpoint.received) == len(good) + 1
+    events = harness.events()
+    failures = [Path(e["path"]).name for e in events if e.get("event") == "extraction_failed"]
+    assert sorted(failures) == sorted(bad), "each hostile file is read once, and fails once"
+    # README: an empty file is never settled (nothing to read), so it is neither packaged
+    # nor failed; the write that fills it brings it back
+    settled = {Path(e["path"]).name for e in events if e.get("event") == "file_settled"}
+    assert settled == {*good, "good-after.tif", *bad}
 
 
 def test_a_member_whose_folder_became_a_link_out_after_it_was_read_is_never_packaged(
@@ -142,7 +203,10 @@ def test_a_member_whose_folder_became_a_link_out_after_it_was_read_is_never_pack
         # read while it was inside; by the time the package is built, the path leads out
         shutil.rmtree(watch / "sub")
         os.symlink(outside, watch / "sub")
+        guard = FolderGuard(watch)
+        guard.mark()
         assert daemon._package(extraction) is None
+        guard.check()
         (failure,) = daemon.state.failures()
         assert failure.path == member
         assert "outside the folder" in failure.reason

@@ -17,6 +17,7 @@ from acqharvest.config import parse_settings
 from acqharvest.runtime import Daemon
 from acqharvest.state import State
 from tests.helpers import wait_until
+from tests.integration.conftest import FolderGuard
 from tests.integration.crashy import crashy_on_path  # noqa: F401 - a fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("crashy_on_path")]
@@ -33,7 +34,10 @@ def test_a_file_that_kills_its_worker_fails_alone(tmp_path: Path) -> None:
         source="test.yaml",
         base_dir=tmp_path,
     )
+    guard = FolderGuard(watch)
+    guard.mark()
     report = Daemon(settings, once=True).run(threading.Event())
+    guard.check()
 
     delivered = sorted(json.loads(p.read_text())["files"][0]["path"] for p in out.glob("*.json"))
     assert delivered == ["a.crashy", "c.crashy", "d.crashy"]
@@ -62,6 +66,8 @@ def test_stop_does_not_wait_for_a_hung_adapter(
         source="test.yaml",
         base_dir=tmp_path,
     )
+    guard = FolderGuard(watch)
+    guard.mark()
     stop = threading.Event()
     # built on its own thread: the registry's SQLite connection belongs to the harvest thread
     daemon = threading.Thread(target=lambda: Daemon(settings).run(stop))
@@ -72,3 +78,4 @@ def test_stop_does_not_wait_for_a_hung_adapter(
     daemon.join(timeout=30)
     assert not daemon.is_alive(), "the daemon waited for a hung adapter"
     assert time.monotonic() - started < 20
+    guard.check()

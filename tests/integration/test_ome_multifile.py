@@ -46,6 +46,7 @@ def test_a_multifile_set_is_one_package_once_its_metadata_file_arrives(
     assert harness.wait_log("file_settled", count=len(members), timeout=15), harness.output()
     assert not harness.endpoint.wait_for(1, timeout=harness.settle * 3), "sent before metadata"
     write_slowly((source / metadata_file).read_bytes(), target / metadata_file, chunks=2, pause=0.2)
+    harness.mark()
     assert harness.endpoint.wait_for(1, timeout=30), harness.output()
     assert not harness.endpoint.wait_for(2, timeout=harness.settle * 3)
     assert harness.stop() == 0
@@ -86,6 +87,7 @@ def test_a_metadata_file_arriving_after_its_members_timed_out_completes_the_set(
     assert sorted(f["path"] for f in first["files"]) == [f"erin/zstack/{n}" for n in members]
 
     write_slowly((source / metadata_file).read_bytes(), target / metadata_file, chunks=2, pause=0.2)
+    harness.mark()
     assert harness.endpoint.wait_for(2, timeout=60), harness.output()
     assert not harness.endpoint.wait_for(3, timeout=harness.settle * 3)
     assert harness.stop() == 0

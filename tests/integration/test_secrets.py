@@ -4,6 +4,7 @@ in a package, even when the endpoint echoes them back in its error texts."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -115,7 +116,7 @@ def test_token_from_the_environment_never_leaks(
     assert_absent([ENV_TOKEN], everything_visible(harness, endpoint))
 
 
-@pytest.mark.skipif(not hasattr(Path, "chmod"), reason="POSIX permission bits")
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
 def test_token_file_readable_by_others_is_warned_about(
     harness: Harness, corpus: Path, endpoint: LoopbackEndpoint
 ) -> None:

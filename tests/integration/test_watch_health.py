@@ -46,6 +46,7 @@ def test_same_size_same_mtime_rewrites_are_packaged_again_and_touches_are_not(
     # 3. touched only: looks changed, is read again and found the same, is not sent again
     logged, unchanged = len(harness.events()), harness.count_events("file_unchanged")
     os.utime(target)
+    harness.mark()
     assert harness.wait_log("file_unchanged", count=unchanged + 1, timeout=30), harness.output()
     assert harness.stop() == 0
     assert len(harness.endpoint.received) == 3
@@ -88,6 +89,7 @@ def test_watch_folder_replaced_under_the_daemon_is_watched_again(
     os.rename(harness.watch, harness.tmp / "old-instrument")
     harness.watch.mkdir()
     shutil.copyfile(corpus / OME, harness.watch / "after.ome.tif")
+    harness.mark()
     assert harness.wait_log("watch_observer_unhealthy", timeout=30), harness.output()
     assert harness.endpoint.wait_for(2, timeout=30), harness.output()
     # the rescan after the restart has looked at every file too
