@@ -481,9 +481,12 @@ class Daemon:
                 scan_unfinished=self._scan_feed.active,
                 action="next run",
             )
-        # Nothing else is coming in this run: release every group, complete or not.
-        self._turn(stop, self._extract, pool, self.grouper.ready(math.inf))
-        while self._busy("extract") and not stop.is_set():
+        # Nothing else is coming in this run: release every group, complete or not, and
+        # again whatever a failed acquisition put back (each round fails one file more).
+        while not stop.is_set():
+            self._turn(stop, self._extract, pool, self.grouper.ready(math.inf))
+            if not self._busy("extract"):
+                break
             self._drain_events(_IDLE_WAIT)
             self._turn(stop, self._collect, pool, time.time())
 
@@ -604,7 +607,7 @@ class Daemon:
         for kind, results in finished:
             if kind == "extract":
                 for extraction in results:
-                    package = self._package(extraction)
+                    package = self._package(extraction, now)
                     if package is not None:
                         packages.append((package, extraction.acquisition))
         for batch in _batches(packages, _SPOOL_BATCH):
@@ -646,12 +649,12 @@ class Daemon:
             self._quarantine = (future, kind, item)
         return finished
 
-    def _package(self, extraction: workers.ExtractOutcome) -> Package | None:
+    def _package(self, extraction: workers.ExtractOutcome, now: float) -> Package | None:
         """The package of one extraction, or None after recording why there is none."""
         if self._written_since_settled(extraction.acquisition):
             return None
         if isinstance(extraction, ExtractionFailure):
-            self._fail(extraction)
+            self._fail(extraction, now)
             return None
         try:
             return self._build(extraction)
@@ -663,7 +666,8 @@ class Daemon:
                     extraction.adapter,
                     primary,
                     f"{primary}: cannot build the package: {type(error).__name__}: {error}",
-                )
+                ),
+                now,
             )
             return None
 
@@ -886,7 +890,7 @@ class Daemon:
             host=self._host,
         )
 
-    def _fail(self, failure: ExtractionFailure) -> None:
+    def _fail(self, failure: ExtractionFailure, now: float) -> None:
         log.error(
             "extraction_failed",
             path=str(failure.path),
@@ -895,23 +899,31 @@ class Daemon:
         )
         self.report.failures.append(failure.reason)
         members = failure.acquisition.members
-        # Only the version of the file the failure names is failed for good; the others are
-        # retried by the next scan, which groups them again (without that file while it stays
-        # as it is). A failure naming none of them is the acquisition's own.
+        # Only the version of the file the failure names is failed for good. The others
+        # settled in this pass are grouped again at once, without it: the failed file, once
+        # complete, then rejoins that group (or replaces its package) instead of being
+        # packaged apart while its siblings wait for a scan. Earlier members merged in from
+        # the registry are listed again by the next package of the key. A failure naming
+        # none of the members is the acquisition's own: every member fails.
         named = any(member.settled.path == failure.path for member in members)
+        regroup = [
+            member
+            for member in members
+            if named
+            and member.settled.path != failure.path
+            and member.settled.path in self._in_progress
+        ]
         for member in members:
             settled = member.settled
-            final = not named or settled.path == failure.path
-            reason = (
-                failure.reason
-                if final
-                else f"{settled.path}: not packaged yet: its acquisition failed on "
-                f"{failure.path}; the next scan retries it"
-            )
+            if named and settled.path != failure.path:
+                continue
             self.state.record_failure(
-                settled.path, settled.size, settled.mtime_ns, reason, final=final
+                settled.path, settled.size, settled.mtime_ns, failure.reason, final=True
             )
         self._release([failure.acquisition])
+        for member in regroup:
+            self._in_progress[member.settled.path] = (member.settled.size, member.settled.mtime_ns)
+            self.grouper.add(member, now)
 
     def _release(self, acquisitions: Iterable[Acquisition]) -> None:
         """Files that left the pipeline (packaged or failed) may be seen by scans again."""

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import shutil
 import stat
 from pathlib import Path
 
-from acqharvest.runtime import installation_secret
+from acqharvest import workers
+from acqharvest.config import parse_settings
+from acqharvest.model import Acquisition, ExtractionFailure, FileSettled, ProbedFile
+from acqharvest.runtime import Daemon, installation_secret
+from acqharvest.watch import file_identity
 
 
 def test_installation_secret_is_created_once_and_private(tmp_path: Path) -> None:
@@ -23,3 +29,45 @@ def test_an_incomplete_secret_left_by_a_crash_is_replaced(tmp_path: Path) -> Non
     replaced = installation_secret(path)
     assert len(replaced) == 32
     assert path.read_bytes() == replaced
+
+
+def test_a_failed_member_leaves_its_siblings_grouped_again_at_once(
+    tmp_path: Path, corpus: Path
+) -> None:
+    watch = tmp_path / "instrument"
+    watch.mkdir()
+    series = []
+    for name in ("i1.dcm", "i2.dcm", "i3.dcm"):
+        shutil.copyfile(corpus / "dicom/mr-siemens/MR-SIEMENS-DICOM-WithOverlays.dcm", watch / name)
+        series.append(watch / name)
+    settings = parse_settings(
+        f"instrument: {{id: local-1}}\nwatch: [{{path: {watch}}}]\n"
+        f"endpoint: {{type: directory, path: {tmp_path / 'out'}}}\n"
+        f"state_dir: {tmp_path / 'state'}\nworkers: 0\n",
+        source="test.yaml",
+        base_dir=tmp_path,
+    )
+    daemon = Daemon(settings)
+    try:
+        members = []
+        for path in series:
+            st = path.stat()
+            probed = workers.probe(
+                FileSettled(path, watch, st.st_size, st.st_mtime_ns, file_identity(st))
+            )
+            assert isinstance(probed, ProbedFile), probed
+            members.append(probed)
+            daemon._in_progress[path] = (st.st_size, st.st_mtime_ns)
+        acquisition = Acquisition(members[0].group_key, "dicom", watch, tuple(members))
+        failed = series[1]
+        daemon._fail(ExtractionFailure(acquisition, "dicom", failed, f"{failed}: truncated"), 0.0)
+
+        # only the named file failed, for good; its siblings wait in their group again
+        assert [(f.path, f.reason) for f in daemon.state.failures()] == [
+            (failed, f"{failed}: truncated")
+        ]
+        (again,) = daemon.grouper.ready(math.inf)
+        assert [m.settled.path for m in again.members] == [series[0], series[2]]
+        assert set(daemon._in_progress) == {series[0], series[2]}
+    finally:
+        daemon.state.close()

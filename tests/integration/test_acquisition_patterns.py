@@ -301,7 +301,7 @@ def test_series_instance_cut_short_rejoins_its_series_once_complete(
     # The series' first instance (the one the adapter reads) stops half-way for longer than
     # it takes to settle, group and read the series: the adapter refuses it as truncated,
     # so that series read fails. Only that instance's version is failed for good; its
-    # siblings are grouped again by the next scan, and once the instance is complete the
+    # siblings are grouped again at once, and once the instance is complete the
     # last package lists the whole series.
     instances, written = series_of_four(corpus, harness.watch / "carol" / "mri" / "series 2")
     cut, half = written[0].path, len(instances[0]) // 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -205,7 +206,7 @@ def test_a_member_whose_folder_became_a_link_out_after_it_was_read_is_never_pack
         os.symlink(outside, watch / "sub")
         guard = FolderGuard(watch)
         guard.mark()
-        assert daemon._package(extraction) is None
+        assert daemon._package(extraction, time.time()) is None
         guard.check()
         (failure,) = daemon.state.failures()
         assert failure.path == member
