@@ -1,9 +1,17 @@
-"""Small test helpers shared across test modules: polling for real timing, a manual clock."""
+"""Small test helpers shared across test modules: polling for real timing, a manual clock,
+a daemon driven by hand."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+from acqharvest import workers
+from acqharvest.config import parse_settings
+from acqharvest.model import FileSettled, ProbedFile
+from acqharvest.runtime import Daemon
+from acqharvest.watch import file_identity
 
 
 def wait_until(
@@ -30,3 +38,24 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+def in_process_daemon(tmp_path: Path, watch: Path) -> Daemon:
+    """A daemon built but not started, for driving its stages by hand: no workers, a
+    directory endpoint and its state under ``tmp_path``. Close ``daemon.state`` after."""
+    settings = parse_settings(
+        f"instrument: {{id: local-1}}\nwatch: [{{path: {watch}}}]\n"
+        f"endpoint: {{type: directory, path: {tmp_path / 'out'}}}\n"
+        f"state_dir: {tmp_path / 'state'}\nworkers: 0\n",
+        source="test.yaml",
+        base_dir=tmp_path,
+    )
+    return Daemon(settings)
+
+
+def probed(path: Path, root: Path) -> ProbedFile:
+    """``path`` as it is now, settled and probed by the real probe stage."""
+    st = path.stat()
+    result = workers.probe(FileSettled(path, root, st.st_size, st.st_mtime_ns, file_identity(st)))
+    assert isinstance(result, ProbedFile), result
+    return result

@@ -7,11 +7,9 @@ import shutil
 import stat
 from pathlib import Path
 
-from acqharvest import workers
-from acqharvest.config import parse_settings
-from acqharvest.model import Acquisition, ExtractionFailure, FileSettled, ProbedFile
-from acqharvest.runtime import Daemon, installation_secret
-from acqharvest.watch import file_identity
+from acqharvest.model import Acquisition, ExtractionFailure
+from acqharvest.runtime import installation_secret
+from tests.helpers import in_process_daemon, probed
 
 
 def test_installation_secret_is_created_once_and_private(tmp_path: Path) -> None:
@@ -40,24 +38,14 @@ def test_a_failed_member_leaves_its_siblings_grouped_again_at_once(
     for name in ("i1.dcm", "i2.dcm", "i3.dcm"):
         shutil.copyfile(corpus / "dicom/mr-siemens/MR-SIEMENS-DICOM-WithOverlays.dcm", watch / name)
         series.append(watch / name)
-    settings = parse_settings(
-        f"instrument: {{id: local-1}}\nwatch: [{{path: {watch}}}]\n"
-        f"endpoint: {{type: directory, path: {tmp_path / 'out'}}}\n"
-        f"state_dir: {tmp_path / 'state'}\nworkers: 0\n",
-        source="test.yaml",
-        base_dir=tmp_path,
-    )
-    daemon = Daemon(settings)
+    daemon = in_process_daemon(tmp_path, watch)
     try:
-        members = []
-        for path in series:
-            st = path.stat()
-            probed = workers.probe(
-                FileSettled(path, watch, st.st_size, st.st_mtime_ns, file_identity(st))
+        members = [probed(path, watch) for path in series]
+        for member in members:
+            daemon._in_progress[member.settled.path] = (
+                member.settled.size,
+                member.settled.mtime_ns,
             )
-            assert isinstance(probed, ProbedFile), probed
-            members.append(probed)
-            daemon._in_progress[path] = (st.st_size, st.st_mtime_ns)
         acquisition = Acquisition(members[0].group_key, "dicom", watch, tuple(members))
         failed = series[1]
         daemon._fail(ExtractionFailure(acquisition, "dicom", failed, f"{failed}: truncated"), 0.0)

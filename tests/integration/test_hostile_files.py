@@ -17,12 +17,10 @@ from pathlib import Path
 import pytest
 
 from acqharvest import workers
-from acqharvest.config import parse_settings
-from acqharvest.model import Acquisition, Extraction, FileSettled, ProbedFile
-from acqharvest.runtime import Daemon
-from acqharvest.watch import file_identity
+from acqharvest.model import Acquisition, Extraction
 from tests.fuzz.harness import tiff_ifd, truncate
 from tests.fuzz.test_hostile_files import HOSTILE_XML, _element, _explicit_vr_dicom, _ome_tiff
+from tests.helpers import in_process_daemon, probed
 from tests.integration.conftest import SMALL_TIFFS, FolderGuard, Harness, harvested
 
 pytestmark = pytest.mark.integration
@@ -185,20 +183,10 @@ def test_a_member_whose_folder_became_a_link_out_after_it_was_read_is_never_pack
     member = watch / "sub" / "cells.ome.tif"
     shutil.copyfile(corpus / OME, member)
     shutil.copyfile(corpus / OME, outside / "cells.ome.tif")
-    settings = parse_settings(
-        f"instrument: {{id: local-1}}\nwatch: [{{path: {watch}}}]\n"
-        f"endpoint: {{type: directory, path: {tmp_path / 'out'}}}\n"
-        f"state_dir: {tmp_path / 'state'}\nworkers: 0\n",
-        source="test.yaml",
-        base_dir=tmp_path,
-    )
-    daemon = Daemon(settings)
+    daemon = in_process_daemon(tmp_path, watch)
     try:
-        st = member.stat()
-        settled = FileSettled(member, watch, st.st_size, st.st_mtime_ns, file_identity(st))
-        probed = workers.probe(settled)
-        assert isinstance(probed, ProbedFile), probed
-        acquisition = Acquisition(probed.group_key, probed.adapter, watch, (probed,))
+        probe = probed(member, watch)
+        acquisition = Acquisition(probe.group_key, probe.adapter, watch, (probe,))
         extraction = workers.extract_acquisition(acquisition)
         assert isinstance(extraction, Extraction), extraction
         # read while it was inside; by the time the package is built, the path leads out
