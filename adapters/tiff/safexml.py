@@ -59,7 +59,9 @@ def parse(text: str | bytes) -> ET.Element:
     parser.ExternalEntityRefHandler = refuse_doctype
     try:
         parser.Parse(data, True)
-    except ExpatError as exc:
+    # ValueError and LookupError: a declared encoding expat cannot read (UTF-7) or that
+    # Python does not know
+    except (ExpatError, ValueError, LookupError) as exc:
         raise XmlBroken(f"XML does not parse: {exc}") from exc
     return builder.close()
 

@@ -120,6 +120,10 @@ HOSTILE_XML = {
     "external-entity": _EXTERNAL,
     "huge-attribute": _OME.format(f'<Image ID="Image:0" Name="{"N" * 20_000_000}"/>'),
     "unclosed": _OME.format("<Image ID='Image:0'>")[:-6],
+    # declared encodings expat refuses with a ValueError or a LookupError, not an
+    # ExpatError (both found by tests/fuzz/test_atheris.py)
+    "utf7-declared": '<?xml version="1.0" encoding="UTF-7"?>' + _OME.format(""),
+    "unknown-encoding": '<?xml version="1.0" encoding="MMMUTF-8"?>' + _OME.format(""),
 }
 
 
