@@ -2,8 +2,8 @@
 
 Over the corpus DICOM files (``dicom/``) and TIFF files (``ome-tiff/``, ``tiff-vendor/``),
 in the same run: the built-in adapter's ``extract`` through the agent's counting
-``FileReader`` against a baseline reading the same file through a handle that counts the
-same way (bytes handed to the caller): ``pydicom.dcmread(stop_before_pixels=True)`` for
+``FileReader`` against a baseline reading the same file through a ``FileReader`` too
+(bytes handed to the caller): ``pydicom.dcmread(stop_before_pixels=True)`` for
 DICOM and a bare ``tifffile.TiffFile`` open plus page-0 tags for TIFF. A file the adapter
 refuses or the baseline fails on is listed apart, with the reason, and left out of the
 totals and ratios rather than counted as 0 bytes. Only ratios mean anything on a shared
@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import pydicom
 import tifffile
@@ -35,52 +35,20 @@ TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
 
 
-class CountingFile:
-    """A file open for reading that counts the bytes it hands out, as ``FileReader`` does.
-
-    Not ``FileReader`` itself: its handles are named by descriptor, and tifffile wants a
-    path for a name.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self._handle: BinaryIO = path.open("rb", buffering=64 * 1024)
-        self.bytes_read = 0
-        self.seek = self._handle.seek
-        self.tell = self._handle.tell
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._handle.read(size)
-        self.bytes_read += len(data)
-        return data
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:
-        count = self._handle.readinto(buffer)  # type: ignore[attr-defined]
-        self.bytes_read += count or 0
-        return int(count or 0)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._handle, name)
-
-    def __enter__(self) -> CountingFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._handle.close()
-
-
 @dataclass(frozen=True, slots=True)
 class Family:
     adapter: Adapter
-    baseline: Callable[[BinaryIO], object]
+    #: reads the header from a handle, given the file's name (tifffile wants one)
+    baseline: Callable[[BinaryIO, str], object]
     baseline_name: str
 
 
-def pydicom_header(handle: BinaryIO) -> None:
+def pydicom_header(handle: BinaryIO, name: str) -> None:
     pydicom.dcmread(handle, stop_before_pixels=True, force=True)
 
 
-def tifffile_header(handle: BinaryIO) -> None:
-    with tifffile.TiffFile(handle) as tif:
+def tifffile_header(handle: BinaryIO, name: str) -> None:
+    with tifffile.TiffFile(handle, name=name) as tif:
         for tag in tif.pages.first.tags.values():
             _ = tag.value
 
@@ -92,10 +60,12 @@ def adapter_read(adapter: Adapter, path: Path) -> int:
     return reader.bytes_read
 
 
-def baseline_read(baseline: Callable[[BinaryIO], object], path: Path) -> int:
-    with CountingFile(path) as handle:
-        baseline(handle)  # type: ignore[arg-type]
-        return handle.bytes_read
+def baseline_read(baseline: Callable[[BinaryIO, str], object], path: Path) -> int:
+    """Bytes the baseline reads of ``path``, through the agent's own counting reader."""
+    reader = FileReader()
+    with reader.open(path) as handle:
+        baseline(handle, path.name)
+    return reader.bytes_read
 
 
 def corpus_files() -> dict[str, list[Path]]:
