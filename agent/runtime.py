@@ -906,16 +906,12 @@ class Daemon:
         # the registry are listed again by the next package of the key. A failure naming
         # none of the members is the acquisition's own: every member fails.
         named = any(member.settled.path == failure.path for member in members)
-        regroup = [
-            member
-            for member in members
-            if named
-            and member.settled.path != failure.path
-            and member.settled.path in self._in_progress
-        ]
+        regroup: list[ProbedFile] = []
         for member in members:
             settled = member.settled
             if named and settled.path != failure.path:
+                if settled.path in self._in_progress:
+                    regroup.append(member)
                 continue
             self.state.record_failure(
                 settled.path, settled.size, settled.mtime_ns, failure.reason, final=True

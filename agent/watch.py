@@ -720,7 +720,7 @@ class Watcher:
             del self._live[ws.path]
             entry.observer.stop()
             _join(entry.observer)
-            self._leave_to_scans(ws, "covered by reconciliation scans only")
+            self._leave_to_scans(ws)
         else:
             self._report_limit(
                 ws, "subfolders beyond the limit are covered by reconciliation scans only"
@@ -740,8 +740,8 @@ class Watcher:
             )
         return limit
 
-    def _leave_to_scans(self, ws: WatchSettings, effect: str) -> None:
-        self._scan_only[ws.path] = self._report_limit(ws, effect)
+    def _leave_to_scans(self, ws: WatchSettings) -> None:
+        self._scan_only[ws.path] = self._report_limit(ws, "covered by reconciliation scans only")
 
     def _retry_native(self, ws: WatchSettings) -> bool:
         del self._scan_only[ws.path]
@@ -790,7 +790,7 @@ class Watcher:
             if kind == "native" and isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
                 # watchdog 7 refuses the whole observer once the watch budget runs out
                 # (older releases skipped the subfolders it could not watch)
-                self._leave_to_scans(ws, "covered by reconciliation scans only")
+                self._leave_to_scans(ws)
             elif ws.path not in self._down:
                 log.warning(
                     "watch_observer_failed",
