@@ -55,6 +55,8 @@ Crash windows and the recovery at ``Outbox.open``.
   is deleted (the package is still pending). Retry renames the package back, then deletes
   the reason: the same orphan rule applies.
 - An attempts record without a pending package is deleted.
+- A write that fails and whose temp file cannot be removed either (the folder went
+  read-only in between) leaves it in ``tmp/`` only until the next write, which removes it.
 - A pending file that is not valid JSON, whose ``package_id`` does not match its name or
   whose name is not ``<package_id>.json`` is moved to ``corrupt/`` with a warning naming
   it, so one bad file never becomes a crash loop.
@@ -183,6 +185,9 @@ class Outbox:
         #: mtime_ns of pending files by name, so listing stats only names it has not seen.
         self._stamps: dict[str, int] = {}
         self._attempts: dict[str, _Attempts] = {}
+        #: Temp files whose removal failed (a read-only remount between create and unlink);
+        #: removed before the next write instead of staying until the next start.
+        self._undeleted_tmp: set[Path] = set()
         # The harvest thread spools while the delivery thread confirms and lists.
         self._lock = threading.RLock()
 
@@ -304,7 +309,20 @@ class Outbox:
         self._last_stamp = max(time.time_ns(), self._last_stamp + 1)
         return self._last_stamp
 
+    def _discard_tmp(self, path: Path) -> None:
+        try:
+            _unlink_quietly(path)
+        except OSError:
+            self._undeleted_tmp.add(path)
+
+    def _retry_undeleted_tmp(self) -> None:
+        for path in list(self._undeleted_tmp):
+            with contextlib.suppress(OSError):
+                _unlink_quietly(path)
+                self._undeleted_tmp.discard(path)
+
     def _write_tmp(self, label: str, data: bytes, stamp: int | None = None) -> Path:
+        self._retry_undeleted_tmp()
         path = self._tmp / f"{label}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
         try:
             with open(path, "xb") as handle:
@@ -315,7 +333,7 @@ class Outbox:
                     os.utime(path, ns=(stamp, stamp))
                 os.fsync(handle.fileno())
         except BaseException:
-            _unlink_quietly(path)
+            self._discard_tmp(path)
             raise
         return path
 
@@ -326,7 +344,7 @@ class Outbox:
         try:
             os.replace(tmp, folder / name)
         except BaseException:
-            _unlink_quietly(tmp)
+            self._discard_tmp(tmp)
             raise
 
     @_locked
@@ -358,7 +376,7 @@ class Outbox:
                 written.append((package_id, self._write_tmp(package_id, data, stamp), stamp))
         except OSError as exc:
             for _, path, _ in written:
-                _unlink_quietly(path)
+                self._discard_tmp(path)
             raise OutboxError(
                 f"cannot write package to {self._tmp}: {exc}", self._tmp, exc
             ) from exc
@@ -372,7 +390,7 @@ class Outbox:
             fsync_dir(self._pending)
         except OSError as exc:
             for _, path, _ in written:
-                _unlink_quietly(path)
+                self._discard_tmp(path)
             raise OutboxError(
                 f"cannot move packages into {self._pending}: {exc}", self._pending, exc
             ) from exc

@@ -234,6 +234,30 @@ def test_write_failure_raises_outbox_error_and_leaves_nothing(
     assert outbox.spool([package("x")]) == ["x"]
 
 
+def test_a_temp_file_that_could_not_be_removed_is_removed_by_the_next_write(
+    outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The state dir turns read-only between the temp file's creation and its rename,
+    # as a read-only remount does: both the rename and the clean-up get EROFS.
+    outbox.spool([package("delivered")])
+
+    def read_only(*_: object, **__: object) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "replace", read_only)
+        patched.setattr(Path, "unlink", read_only)
+        with pytest.raises(OutboxError, match="cannot record delivered") as info:
+            outbox.confirm("delivered", 200, "stored")
+    assert info.value.code == "EROFS"
+    assert len(files_in(outbox.root / "tmp")) == 1
+    assert outbox.pending() == ["delivered"]
+
+    outbox.confirm("delivered", 200, "stored")
+    assert files_in(outbox.root / "tmp") == []
+    assert outbox.pending() == []
+
+
 def test_unwritable_tmp_folder_names_the_folder(tmp_path: Path) -> None:
     outbox = Outbox.open(tmp_path / "outbox")
     shutil.rmtree(tmp_path / "outbox" / "tmp")

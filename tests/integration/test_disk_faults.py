@@ -150,6 +150,11 @@ def delivered_paths(harness: Harness) -> list[str]:
     return sorted(body["files"][0]["path"] for body in harness.packages().values())
 
 
+def outbox_drained(state: Path) -> bool:
+    """Nothing pending: the last receipt, and its temp file, are written."""
+    return not any((state / "outbox" / "pending").iterdir())
+
+
 def assert_outbox_whole(state: Path) -> None:
     """No temp file left behind, and every pending package is a complete document."""
     assert list((state / "outbox" / "tmp").iterdir()) == []
@@ -180,6 +185,7 @@ def test_disk_full_is_reported_and_harvest_resumes_when_space_returns(
     assert faults.endpoint.wait_for(2, timeout=60), faults.output()
     assert delivered_paths(faults) == ["alice/neuro/before.dat", "alice/neuro/during.dat"]
     assert faults.wait_log("state_dir_writable_again", timeout=30)
+    assert wait_until(lambda: outbox_drained(faults.inside), timeout=30), faults.output()
     assert_outbox_whole(faults.inside)
     assert faults.stop() == 0
 
@@ -201,6 +207,7 @@ def test_read_only_state_dir_is_reported_and_harvest_resumes_when_writable(
     faults.writable_again()
     assert faults.endpoint.wait_for(2, timeout=60), faults.output()
     assert delivered_paths(faults) == ["alice/neuro/before.dat", "alice/neuro/during.dat"]
+    assert wait_until(lambda: outbox_drained(faults.inside), timeout=30), faults.output()
     assert_outbox_whole(faults.inside)
     assert faults.stop() == 0
 
