@@ -26,8 +26,9 @@ pages other than the first (the second for an Olympus SIS tag; every IFD is walk
 the truncation check in ``extent``), of set members only the first IFD's description and
 Software tag (each member gets the same truncation check as the primary: one cut short
 fails the extraction with an ``AdapterError`` naming it), binary and offset tags, and
-tags over 1 KiB of array data, Micro-Manager's file-level summary (its per-image tag is
-read), and LSM emission bands (a range is not an ``emission_nm``). XML with a DOCTYPE is
+tags over 1 KiB of array data, Micro-Manager's index map, display settings and comments
+(its per-image tag and dataset summary are read; a summary over 1 MiB is not), and LSM
+emission bands (a range is not an ``emission_nm``). XML with a DOCTYPE is
 refused (``safexml``).
 
 Proved by ``ome-tiff/*/*.ome.tif*`` and every file under ``tiff-vendor/`` in the corpus,
@@ -86,10 +87,12 @@ _FIELDS = normalized_fields(
     {
         "image.size_x": "OME Pixels SizeX, else ImageWidth",
         "image.size_y": "OME Pixels SizeY, else ImageLength",
-        "image.size_z": "OME SizeZ, ImageJ slices, LSM DimensionZ",
-        "image.size_c": "OME SizeC, ImageJ channels, LSM DimensionChannels, else "
-        "SamplesPerPixel when over 1",
-        "image.size_t": "OME SizeT, ImageJ frames, LSM DimensionTime",
+        "image.size_z": "OME SizeZ, Micro-Manager summary IntendedDimensions z, else Slices, "
+        "ImageJ slices, LSM DimensionZ",
+        "image.size_c": "OME SizeC, Micro-Manager summary IntendedDimensions channel, else "
+        "Channels, ImageJ channels, LSM DimensionChannels, else SamplesPerPixel when over 1",
+        "image.size_t": "OME SizeT, Micro-Manager summary IntendedDimensions time, else "
+        "Frames, ImageJ frames, LSM DimensionTime",
         "image.bits": "BitsPerSample; for a `.companion.ome` (no TIFF of its own) OME "
         "SignificantBits, else the bits of the OME Pixels Type",
         "image.pixel_type": "OME Pixels Type, else the page dtype (uint8, uint16, float32...)",
@@ -99,7 +102,8 @@ _FIELDS = normalized_fields(
         "sources below fill only the axes it lacks, and X/YResolution is never used), "
         "Gatan 65009 in 65003 units, JEOL SightX MAG mode (detector pitch from XResolution "
         "÷ ImageFormingSystem SelectorValue), Olympus SIS pixelsizex (m), TVIPS PixelSizeX "
-        "(nm), Micro-Manager PixelSizeUm, Leica SCN view sizeX (nm) ÷ the r=0 dimension, "
+        "(nm), Micro-Manager PixelSizeUm (else the summary's PixelSize_um), Leica SCN view "
+        "sizeX (nm) ÷ the r=0 dimension, "
         "MetaMorph STK XCalibration in CalibrationUnits (unless SpatialCalibration is 0), "
         "FluoView MM_Header dimension X Resolution in its Unit, NIH Image 1 ÷ XScale in "
         "UnitsID units (read as ImageJ reads them), ScanImage imagingFovUm width ÷ "
@@ -109,12 +113,14 @@ _FIELDS = normalized_fields(
         "or screen DPI and is not used)",
         "pixel_size_um.y": "as x, from the Y tags and attributes; NIH Image x ÷ "
         "PixelAspectRatio, ScanImage imagingFovUm height ÷ linesPerFrame",
-        "pixel_size_um.z": "OME PhysicalSizeZ, Gatan 65011 in 65005 units, FluoView dimension "
+        "pixel_size_um.z": "OME PhysicalSizeZ, Gatan 65011 in 65005 units, Micro-Manager "
+        "summary z-step_um, FluoView dimension "
         "Z Resolution in its Unit, NIH Image SliceSpacing (2 slices or more), LSM VoxelSizeZ "
         "(above 1 pm: LSM writes 1e-19 for none), ImageJ spacing in its unit",
         "acquired": "OME Image AcquisitionDate, JEOL SightX DateTime, Olympus SIS datetime, "
         "TVIPS Date and Time (date packed as year, month, day bytes; seconds of the day), "
-        "Micro-Manager Time, Leica SCN creationDate, LSM Sample0time (days since 1899-12-30, "
+        "Micro-Manager Time (else the summary's StartTime), Leica SCN creationDate, LSM "
+        "Sample0time (days since 1899-12-30, "
         "to the millisecond), ScanImage frame epoch, FEI User Date/Time, Aperio Date/Time, "
         "Zeiss SEM ap_date/ap_time, else the DateTime tag; with an offset only where the "
         "file gives one",
@@ -128,15 +134,18 @@ _FIELDS = normalized_fields(
         "Zeiss SEM sv_serial_number, NDPI ScannerSerialNumber, Aperio ScanScope ID, "
         "Hamamatsu streak Camera SerialNumber (the readout camera's, `S/N:` dropped)",
         "instrument_reported.type": "OME Microscope Type",
-        "instrument_reported.station_name": "HostComputer tag, Micro-Manager ComputerName",
-        "instrument_reported.software_version": "Micro-Manager MicroManagerVersion, Leica SCN "
+        "instrument_reported.station_name": "HostComputer tag, Micro-Manager ComputerName "
+        "(image tag, else summary)",
+        "instrument_reported.software_version": "Micro-Manager MicroManagerVersion (image tag, "
+        "else summary), Leica SCN "
         "device version, Zeiss SEM sv_version, Hamamatsu streak Application SoftwareVersion",
         "instrument_reported.software": "`Micro-Manager` when it gives its version, else the "
         "Software tag, FEI System Software, Hamamatsu streak Application Software; for a "
         "`.companion.ome`, the Software tag of the set's first TIFF",
         "channels": "OME Channel Name, Excitation/EmissionWavelength (+ unit, as nm), Fluor "
-        "and the first Plane's ExposureTime (+ unit, as s); Micro-Manager Channel and "
-        "Exposure-ms; LSM acquired DetectionChannels: ChannelName, DyeName as fluor, and "
+        "and the first Plane's ExposureTime (+ unit, as s); Micro-Manager summary ChNames "
+        "(every channel), the image tag's Channel and Exposure-ms (its own channel only); "
+        "LSM acquired DetectionChannels: ChannelName, DyeName as fluor, and "
         "the track's IlluminationChannels Wavelength as excitation when one line is on "
         "(the emission band SpiWavelengthStart-Stop is a range and is not reported)",
         "objective.model": "OME Objective chosen by Image/ObjectiveSettings, LSM "
@@ -155,7 +164,8 @@ _FIELDS = normalized_fields(
         "detector.manufacturer": "OME Detector Manufacturer, `TVIPS` for a TVIPS header",
         "detector.type": "OME Detector Type, FEI Detectors Mode (not `None`)",
         "operator": "OME Experimenter chosen by ExperimenterRef, JEOL SightX Operator, "
-        "Micro-Manager UserName, FEI User User, Zeiss SEM sv_user_name, LSM User (kept: the "
+        "Micro-Manager UserName (image tag, else summary), FEI User User, Zeiss SEM "
+        "sv_user_name, LSM User (kept: the "
         "de-identification profile covers DICOM attributes only)",
         "instances": "files in a multi-file OME-TIFF set",
     }
@@ -168,7 +178,7 @@ class TiffAdapter:
     info = AdapterInfo(
         name="tiff",
         title="TIFF / OME-TIFF",
-        version="1.2.0",
+        version="1.3.0",
         stability="beta",
         formats=(
             FormatSpec(

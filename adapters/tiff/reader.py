@@ -10,6 +10,7 @@ from typing import Any
 
 import tifffile
 from tifffile.tifffile import (
+    TIFF,
     matlabstr2py,
     scanimage_description_metadata,
     svs_description_metadata,
@@ -55,7 +56,7 @@ def read_tiff(draft: Draft, reader: Reader) -> AdapterOutput:
 def _read(draft: Draft, reader: Reader, tif: tifffile.TiffFile) -> AdapterOutput:
     page = tif.pages.first
     frames = len(tif.pages)
-    flags = tif.flags
+    flags = _flags(tif)
     notes: list[str] = []
     meta: dict[str, Any] = {}
     original: dict[str, Any] = {"tags": _tags(page)}
@@ -81,13 +82,20 @@ def _read(draft: Draft, reader: Reader, tif: tifffile.TiffFile) -> AdapterOutput
     if "ndpi" in flags:
         vendor["ndpi"] = page.ndpi_tags or {}
         original["ndpi_metadata"] = jsonable(vendor["ndpi"])
+    mm_summary: dict[str, Any] = {}
+    if "micromanager" in flags and not tif.is_bigtiff:
+        # Not tifffile's micromanager_metadata: that also reads the index map and display
+        # settings at the end of the file, with no cap on their declared lengths.
+        mm_summary = vendors.micromanager_summary(tif.filehandle, tif.byteorder)
+        if mm_summary:
+            original["micromanager_summary"] = jsonable(mm_summary)
 
     for name, found in (
         ("TIFF (Gatan DigitalMicrograph)", vendors.gatan(page)),
         ("TIFF (JEOL SightX)", vendors.jeol_sightx(page)),
         ("TIFF (Olympus SIS)", vendors.olympus_sis(tif)),
         ("TIFF (TVIPS)", vendors.tvips(vendor.get("tvips"))),
-        ("TIFF (Micro-Manager)", vendors.micromanager(page)),
+        ("TIFF (Micro-Manager)", vendors.micromanager(page, mm_summary)),
         ("TIFF (Leica SCN)", vendors.leica_scn(tif.scn_metadata if "scn" in flags else None)),
     ):
         if found:
@@ -170,6 +178,16 @@ def _parsed(parse: Callable[[str], Any], text: str) -> dict[str, Any]:
     except Exception:  # noqa: BLE001 - tifffile's MATLAB-string parser raises many types
         return {}
     return value if isinstance(value, dict) else {}
+
+
+#: tifffile decides these by reading all of Micro-Manager's non-TIFF block, whatever lengths
+#: it declares (index map, display settings, comments); the adapter needs neither flag.
+_UNREAD_FLAGS = frozenset({"mmstack", "ndtiff"})
+
+
+def _flags(tif: tifffile.TiffFile) -> set[str]:
+    """``tif.flags`` without those that read beyond the headers the adapter uses."""
+    return {name.lower() for name in TIFF.FILE_FLAGS - _UNREAD_FLAGS if getattr(tif, "is_" + name)}
 
 
 def _merge(meta: dict[str, Any], found: dict[str, Any]) -> None:

@@ -9,7 +9,9 @@ caller merges them with ``setdefault`` semantics: earlier sources win.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
+import struct
 from typing import Any
 
 import tifffile
@@ -128,29 +130,89 @@ def _tvips_time(date: Any, seconds: Any) -> str | None:
     return dt.datetime.combine(day, clock).isoformat()
 
 
-def micromanager(page: tifffile.TiffPage) -> dict[str, Any]:
-    """Micro-Manager per-image JSON (tag 51123): pixel size, camera, exposure, time, user."""
+#: Micro-Manager's markers in the block it writes between the TIFF header and the first IFD.
+_MM_NDTIFF = 483729
+_MM_SUMMARY = 2355492
+#: Summaries are a few KiB; a longer declared length is a damaged or hostile file.
+MM_SUMMARY_CAP = 1 << 20
+
+
+def micromanager_summary(handle: tifffile.FileHandle, byteorder: str) -> dict[str, Any]:
+    """The dataset summary JSON Micro-Manager writes after the 8-byte TIFF header.
+
+    Three layouts: multipage TIFF and NDTiff v1 (summary marker and length at byte 32),
+    NDTiff v2 (483729 at byte 8, marker at 16) and v3 (483729, minor version, marker at
+    20, length at 24). ``{}`` for anything else, or a summary over ``MM_SUMMARY_CAP``.
+    """
+    handle.seek(8)
+    words = handle.read(32)
+    if len(words) < 32:
+        return {}
+    word = struct.unpack(byteorder + "8I", words)
+    if word[0] == _MM_NDTIFF and word[2] == _MM_SUMMARY:
+        length, start = word[3], 24
+    elif word[0] == _MM_NDTIFF and word[3] == _MM_SUMMARY:
+        length, start = word[4], 28
+    elif word[6] == _MM_SUMMARY:
+        length, start = word[7], 40
+    else:
+        return {}
+    if length > MM_SUMMARY_CAP:
+        return {}
+    handle.seek(start)
+    data = handle.read(length)
+    try:
+        summary = json.loads(data) if len(data) == length else None
+    except ValueError:  # also UnicodeDecodeError
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def micromanager(page: tifffile.TiffPage, summary: dict[str, Any]) -> dict[str, Any]:
+    """Micro-Manager's per-image JSON (tag 51123), then its dataset summary for the rest.
+
+    The image tag gives pixel size, camera, the exposure of its own channel, time and
+    user; the summary adds the z step, the intended z/c/t sizes and every channel name.
+    """
     data = page.tags.valueof(51123)
     if not isinstance(data, dict):
         return {}
     exposure_ms = _float(data.get("Exposure-ms"))
-    channel = {
-        "name": data.get("Channel"),
-        "exposure_s": round(exposure_ms / 1000, 9) if exposure_ms else None,
-    }
-    size = ome.to_um(data.get("PixelSizeUm"), "µm")
+    exposure_s = round(exposure_ms / 1000, 9) if exposure_ms else None
+    own = {k: v for k, v in (("name", data.get("Channel")), ("exposure_s", exposure_s)) if v}
+    names = [name for name in summary.get("ChNames") or () if isinstance(name, str) and name]
+    channels = [own if name == own.get("name") else {"name": name} for name in names]
+    size = ome.to_um(data.get("PixelSizeUm"), "µm") or ome.to_um(summary.get("PixelSize_um"), "µm")
+    z_step = ome.to_um(summary.get("z-step_um"), "µm")
+    version = data.get("MicroManagerVersion") or summary.get("MicroManagerVersion")
+    intended = summary.get("IntendedDimensions")
+    intended = intended if isinstance(intended, dict) else {}
     return {
-        "pixel_size_um": {"x": size, "y": size} if size else {},
+        "pixel_size_um": ({"x": size, "y": size} if size else {})
+        | ({"z": z_step} if z_step else {}),
+        "image": {
+            "size_z": _count(intended.get("z"), summary.get("Slices")),
+            "size_c": _count(intended.get("channel"), summary.get("Channels")),
+            "size_t": _count(intended.get("time"), summary.get("Frames")),
+        },
         "detector": {"model": data.get("Camera") or data.get("Core-Camera")},
-        "channels": [channel] if any(channel.values()) else [],
-        "acquired": _micromanager_time(data.get("Time")),
-        "operator": data.get("UserName"),
+        "channels": channels or ([own] if own else []),
+        "acquired": _micromanager_time(data.get("Time") or summary.get("StartTime")),
+        "operator": data.get("UserName") or summary.get("UserName"),
         "instrument_reported": {
-            "station_name": data.get("ComputerName"),
-            "software": "Micro-Manager" if data.get("MicroManagerVersion") else None,
-            "software_version": data.get("MicroManagerVersion"),
+            "station_name": data.get("ComputerName") or summary.get("ComputerName"),
+            "software": "Micro-Manager" if version else None,
+            "software_version": version,
         },
     }
+
+
+def _count(*candidates: Any) -> int | None:
+    """The first candidate that is a positive whole number (JSON ints; not bools)."""
+    for value in candidates:
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
 
 
 def leica_scn(text: str | None) -> dict[str, Any]:

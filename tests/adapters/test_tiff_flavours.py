@@ -18,7 +18,7 @@ import tifffile
 from tifffile.tifffile import TIFF
 
 from acqharvest.adapter_api import HEAD_BYTES, AdapterOutput, Draft, FileProbe
-from acqharvest.adapters.tiff import TiffAdapter, flavours
+from acqharvest.adapters.tiff import TiffAdapter, flavours, vendors
 from acqharvest.readonly import FileReader
 
 PLANE = numpy.zeros((8, 8), numpy.uint16)
@@ -203,6 +203,116 @@ def test_micromanager_image_tag(tmp_path):
         "software": "Micro-Manager",
         "software_version": "2.0.0",
     }
+
+
+def _micromanager(path: Path, image_tag: dict[str, Any], block: bytes) -> Path:
+    """A one-plane 8x8 TIFF with Micro-Manager's ``block`` between header and first IFD.
+
+    Written by hand: tifffile's writer always puts the first IFD at byte 8.
+    """
+    pixels, text = bytes(128), json.dumps(image_tag).encode() + b"\0"
+    pixels_at = 8 + len(block)
+    text_at = pixels_at + len(pixels)
+    ifd_at = text_at + len(text) + len(text) % 2
+    short, long, ascii_ = 3, 4, 2
+    entries = [
+        (256, short, 1, 8),
+        (257, short, 1, 8),
+        (258, short, 1, 16),
+        (259, short, 1, 1),
+        (262, short, 1, 1),
+        (273, long, 1, pixels_at),
+        (277, short, 1, 1),
+        (278, short, 1, 8),
+        (279, long, 1, len(pixels)),
+        (51123, ascii_, len(text), text_at),
+    ]
+    ifd = struct.pack("<H", len(entries))
+    for tag, kind, count, value in entries:
+        field = struct.pack("<HH", value, 0) if kind == short else struct.pack("<I", value)
+        ifd += struct.pack("<HHI", tag, kind, count) + field
+    ifd += struct.pack("<I", 0)
+    data = b"II*\0" + struct.pack("<I", ifd_at) + block + pixels + text
+    path.write_bytes(data + bytes(ifd_at - len(data)) + ifd)
+    return path
+
+
+def _summary_block(layout: str, summary: bytes) -> bytes:
+    """The words before the summary JSON, per layout (see ``vendors.micromanager_summary``)."""
+    marker, length = 2355492, len(summary)
+    words = {
+        # index map, display settings and comments headers with offsets, then the summary
+        "multipage": (54773648, 0, 483765892, 0, 99384722, 0, marker, length),
+        "ndtiff2": (483729, 2, marker, length),
+        "ndtiff3": (483729, 3, 1, marker, length),
+    }[layout]
+    return struct.pack(f"<{len(words)}I", *words) + summary
+
+
+MM_IMAGE = {
+    "PixelSizeUm": 0.108,
+    "Camera": "Andor Zyla",
+    "Exposure-ms": 30.0,
+    "Channel": "GFP",
+    "MicroManagerVersion": "2.0.0",
+}
+
+
+@pytest.mark.parametrize("layout", ["multipage", "ndtiff2", "ndtiff3"])
+def test_micromanager_summary_adds_z_step_dimensions_and_every_channel(tmp_path, layout):
+    dimensions: dict[str, Any] = {"Slices": 5, "Channels": 2, "Frames": 3}
+    if layout != "multipage":  # Micro-Manager 2 states them as intended dimensions
+        dimensions = {"IntendedDimensions": {"z": 5, "channel": 2, "time": 3, "position": 1}}
+    summary = {
+        "ChNames": ["DAPI", "GFP"],
+        "z-step_um": 0.5,
+        "UserName": "mmuser",
+        "ComputerName": "SCOPE-PC",
+        "StartTime": "2017-09-18 14:20:46.123 -0700",
+        **dimensions,
+    }
+    block = _summary_block(layout, json.dumps(summary).encode())
+    path = _micromanager(tmp_path / "mm.tif", MM_IMAGE, block)
+    with tifffile.TiffFile(path) as tif:
+        assert tif.pages.first.is_micromanager
+        known = tif.micromanager_metadata  # the layout tifffile knows
+        assert known is not None
+        assert known["Summary"] == summary
+    output = _extract(path)
+    meta = output.metadata
+    assert output.format == "TIFF (Micro-Manager)"
+    assert meta["pixel_size_um"] == {"x": 0.108, "y": 0.108, "z": 0.5}
+    assert (meta["image"]["size_z"], meta["image"]["size_c"], meta["image"]["size_t"]) == (5, 2, 3)
+    assert meta["channels"] == [{"name": "DAPI"}, {"name": "GFP", "exposure_s": 0.03}]
+    assert meta["acquired"] == "2017-09-18T14:20:46.123-07:00"
+    assert meta["operator"] == "mmuser"
+    assert meta["instrument_reported"]["station_name"] == "SCOPE-PC"
+    assert output.original_metadata["micromanager_summary"] == summary
+
+
+@pytest.mark.parametrize(
+    "summary",
+    [b'{"ChNames": ["DAPI", "GF', b"\xff\xfe not JSON", b'["a list, not an object"]'],
+    ids=["cut-short", "not-json", "not-an-object"],
+)
+def test_a_broken_micromanager_summary_leaves_the_image_tag_fields(tmp_path, summary):
+    path = _micromanager(tmp_path / "mm.tif", MM_IMAGE, _summary_block("multipage", summary))
+    meta = _extract(path).metadata
+    assert meta["channels"] == [{"name": "GFP", "exposure_s": 0.03}]
+    assert meta["pixel_size_um"] == {"x": 0.108, "y": 0.108}
+
+
+def test_a_micromanager_summary_over_the_cap_is_not_read(tmp_path):
+    big = json.dumps({"z-step_um": 0.5, "Comment": "x" * vendors.MM_SUMMARY_CAP}).encode()
+    path = _micromanager(tmp_path / "mm.tif", MM_IMAGE, _summary_block("multipage", big))
+    adapter, reader = TiffAdapter(), FileReader()
+    probe = FileProbe(path, path.stat().st_size, reader.head(path, HEAD_BYTES))
+    claim = adapter.claim(probe, reader)
+    assert claim is not None
+    reader.bytes_read = 0
+    meta = adapter.extract(Draft(claim.group_key, path, (path,)), reader).metadata
+    assert "z" not in meta["pixel_size_um"]
+    assert reader.bytes_read < vendors.MM_SUMMARY_CAP // 4
 
 
 # --------------------------------------------------------------------------- LSM rules
