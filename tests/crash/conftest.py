@@ -34,7 +34,15 @@ import pytest
 
 from tests.endpoint import LoopbackEndpoint, RecordedRequest
 from tests.helpers import wait_until
-from tests.integration.conftest import SMALL_TIFFS, TOKEN, Harness
+from tests.integration.conftest import (
+    SMALL_TIFFS,
+    TOKEN,
+    Entry,
+    Harness,
+    entry_of,
+    tree_changes,
+    tree_snapshot,
+)
 from tests.simulator import write_then_rename
 
 #: the points the issue names; a campaign reaches each of them many times
@@ -69,6 +77,10 @@ class CrashRun:
         self.accepted_unheard: set[str] = set()
         self._rng = random.Random(os.environ.get("ACQHARVEST_CRASH_SEED", "kill-9"))  # noqa: S311 - test schedule
         self._writers: list[threading.Thread] = []
+        #: the watched folder as the test's own writes left it, entry by entry: the writers
+        #: go on across kills, so no single daemon run has a before and after of its own
+        self._as_written: dict[str, Entry] = {".": entry_of(harness.watch)}
+        self._as_written_lock = threading.Lock()
         self._armed: str | None = None
         #: requests the armed point lets through before it kills
         self._skip = 0
@@ -88,6 +100,7 @@ class CrashRun:
         """
         wave = self.harness.watch / f"wave{len(self.expected):04d}"
         wave.mkdir()
+        self._note_written(wave)
         for index in range(files):
             # each copy, under its own path, is its own package
             source = self.corpus / SMALL_TIFFS[len(self.expected) % len(SMALL_TIFFS)]
@@ -95,16 +108,28 @@ class CrashRun:
             self.expected.add(target.relative_to(self.harness.watch).as_posix())
             if index % 2 == 0:
                 shutil.copyfile(source, target)
+                self._note_written(target)
                 continue
-            data = source.read_bytes()
             temp = TEMP_NAMES[len(self._writers) % len(TEMP_NAMES)].format(target.name)
-            writer = threading.Thread(
-                target=write_then_rename,
-                args=(data, target),
-                kwargs={"temp_name": temp, "chunk_size": len(data) // 3 + 1, "pause": 0.15},
-            )
+            writer = threading.Thread(target=self._write_then_rename, args=(source, target, temp))
             writer.start()
             self._writers.append(writer)
+
+    def _write_then_rename(self, source: Path, target: Path, temp: str) -> None:
+        data = source.read_bytes()
+        write_then_rename(data, target, temp_name=temp, chunk_size=len(data) // 3 + 1, pause=0.15)
+        self._note_written(target)
+
+    def _note_written(self, path: Path) -> None:
+        """Record ``path`` and its folder (which the write changed too) as the test left them.
+
+        Writers to one folder may record in any order: whichever records last saw every
+        write before its own, so the folder's last record is its final state.
+        """
+        watch = self.harness.watch
+        with self._as_written_lock:
+            for written in (path, path.parent):
+                self._as_written[written.relative_to(watch).as_posix()] = entry_of(written)
 
     # ------------------------------------------------------------------ killing
     def _take_aim(self, point: str, request: RecordedRequest) -> subprocess.Popen[bytes] | None:
@@ -243,6 +268,8 @@ class CrashRun:
             f"pending {self.harness.pending()}\n{self.harness.output()[-5000:]}"
         )
         assert self.harness.stop() == 0
+        changes = tree_changes(self._as_written, tree_snapshot(self.harness.watch))
+        assert not changes, "the daemons changed the watched folder:\n" + "\n".join(changes[:50])
 
     def delivered_paths(self) -> set[str]:
         return {

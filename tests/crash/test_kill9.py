@@ -6,6 +6,8 @@ and over: right after it spooled a package (nothing sent yet), in the middle of 
 after the endpoint stored a package but before the daemon heard so; now and then also while
 it records a package the endpoint refused (then queued again with ``acqharvest retry``) and
 at random moments. Each kill counts only when the state it left shows it hit its point.
+Once the last daemon has stopped, the watched folder must be exactly as the test's own
+writes left it (``CrashRun.finish``), whatever the killed daemons were doing.
 """
 
 from __future__ import annotations
@@ -118,11 +120,12 @@ def _all_gone(pids: list[str]) -> Callable[[], bool]:
 def test_kill9_leaves_no_worker_process_behind(
     tmp_path: Path, endpoint: LoopbackEndpoint, corpus: Path
 ) -> None:
-    harness = Harness(tmp_path, endpoint)
+    harness = Harness(tmp_path, endpoint, guard_watch=True)
     harness.write_config(tmp_path / "token", workers=2)
     for kill in range(3):
         harness.start()
         shutil.copyfile(corpus / "dicom/ct/CT_JPEG70.dcm", harness.watch / f"ct{kill}.dcm")
+        harness.mark()
         assert wait_until(_more_than(endpoint, kill), timeout=60)
         assert harness.process is not None
         daemon = harness.process.pid

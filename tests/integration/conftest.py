@@ -74,7 +74,7 @@ def _content(path: Path, st: os.stat_result) -> str:
     return ""  # folders, FIFOs and sockets: their stat says it all (FIFOs are never opened)
 
 
-def _entry(path: Path) -> Entry:
+def entry_of(path: Path) -> Entry:
     st = path.lstat()
     return Entry(
         st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, _content(path, st)
@@ -89,7 +89,7 @@ def tree_snapshot(root: Path) -> dict[str, Entry]:
     while folders:
         folder = folders.pop()
         key = folder.relative_to(root).as_posix()
-        snapshot[key] = _entry(folder)
+        snapshot[key] = entry_of(folder)
         try:
             with os.scandir(folder) as listing:
                 children = list(listing)
@@ -101,7 +101,7 @@ def tree_snapshot(root: Path) -> dict[str, Entry]:
             if child.is_dir(follow_symlinks=False):
                 folders.append(path)
             else:
-                snapshot[path.relative_to(root).as_posix()] = _entry(path)
+                snapshot[path.relative_to(root).as_posix()] = entry_of(path)
     return snapshot
 
 
