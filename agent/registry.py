@@ -10,12 +10,20 @@ wherever the interpreter happens to be, here included, and must stop start-up as
 operator asked. A vendor module that raises KeyboardInterrupt itself is indistinguishable
 from that, and stops the program. ``os._exit`` and crashes in native code cannot be caught
 in-process at all.
+
+Each entry point is imported and constructed in a thread of its own, for at most
+``ACQHARVEST_ADAPTER_LOAD_SECONDS`` (60 s): a vendor import that never returns (a licence
+server that does not answer) becomes a load error instead of a worker process that never
+starts, which no per-file time budget would notice. The hung thread cannot be stopped and
+is left behind. Vendor modules must therefore import outside the main thread (installing
+signal handlers at import, for one, fails there: a load error too).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import os
+import threading
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import get_args
@@ -36,6 +44,9 @@ from acqharvest.adapter_api import (
 GROUP = "acqharvest.adapters"
 #: comma-separated adapter names to load (debugging); the empty string loads none.
 ENV_LOAD = "ACQHARVEST_LOAD_ADAPTERS"
+#: seconds one entry point may take to import and construct its adapter
+ENV_LOAD_SECONDS = "ACQHARVEST_ADAPTER_LOAD_SECONDS"
+DEFAULT_LOAD_SECONDS = 60.0
 
 _log = structlog.get_logger(__name__)
 
@@ -133,6 +144,7 @@ def load_registry(
     if entry_points is None:
         entry_points = importlib.metadata.entry_points(group=GROUP)
     wanted = _env_limit()
+    seconds = _load_seconds()
     loaded: dict[str, Adapter] = {}
     distributions: dict[str, str] = {}
     errors: list[LoadError] = []
@@ -148,7 +160,7 @@ def load_registry(
             )
             continue
         try:
-            adapter = _load_one(ep)
+            adapter = _load_in_time(ep, seconds)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # noqa: BLE001 - a broken adapter must not stop the others loading
@@ -176,6 +188,44 @@ def _env_limit() -> set[str] | None:
     if raw is None:
         return None
     return {part.strip() for part in raw.split(",") if part.strip()}
+
+
+def _load_seconds() -> float:
+    raw = os.environ.get(ENV_LOAD_SECONDS, "")
+    try:
+        seconds = float(raw) if raw.strip() else DEFAULT_LOAD_SECONDS
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        _log.warning(
+            "adapter_load_seconds_invalid", variable=ENV_LOAD_SECONDS, value=raw,
+            used=DEFAULT_LOAD_SECONDS,
+        )  # fmt: skip
+        return DEFAULT_LOAD_SECONDS
+    return seconds
+
+
+def _load_in_time(ep: importlib.metadata.EntryPoint, seconds: float) -> Adapter:
+    """``_load_one`` in a thread of its own; a TimeoutError when it is not done in time."""
+    outcome: list[Adapter | BaseException] = []
+
+    def load() -> None:
+        try:
+            outcome.append(_load_one(ep))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, which decides
+            outcome.append(exc)
+
+    thread = threading.Thread(target=load, name=f"load-adapter-{ep.name}", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if not outcome:
+        raise TimeoutError(
+            f"import or construction still running after {seconds:g} s "
+            f"({ENV_LOAD_SECONDS}); left behind"
+        )
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
 
 
 def _load_one(ep: importlib.metadata.EntryPoint) -> Adapter:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import threading
+from collections.abc import Iterator
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
@@ -19,7 +21,13 @@ from acqharvest.adapter_api import (
     Reader,
 )
 from acqharvest.readonly import FileReader
-from acqharvest.registry import ENV_LOAD, GROUP, load_registry
+from acqharvest.registry import (
+    DEFAULT_LOAD_SECONDS,
+    ENV_LOAD,
+    ENV_LOAD_SECONDS,
+    GROUP,
+    load_registry,
+)
 
 BUILTINS = [
     EntryPoint(name="dicom", value="acqharvest.adapters.dicom:DicomAdapter", group=GROUP),
@@ -97,6 +105,17 @@ class InterruptedAdapter(_Everything):
         raise KeyboardInterrupt
 
 
+#: what HangingAdapter waits for, as a vendor SDK waits for a licence server
+LICENCE_SERVER_ANSWERED = threading.Event()
+
+
+class HangingAdapter(_Everything):
+    info = _info("hangs")
+
+    def __init__(self) -> None:
+        LICENCE_SERVER_ANSWERED.wait()
+
+
 class ExitingClaim(_Everything):
     info = _info("exitclaim")
 
@@ -115,6 +134,14 @@ def _probe(path: Path, reader: FileReader) -> FileProbe:
 @pytest.fixture(autouse=True)
 def _no_env_limit(monkeypatch):
     monkeypatch.delenv(ENV_LOAD, raising=False)
+    monkeypatch.delenv(ENV_LOAD_SECONDS, raising=False)
+
+
+@pytest.fixture
+def licence_server() -> Iterator[threading.Event]:
+    LICENCE_SERVER_ANSWERED.clear()
+    yield LICENCE_SERVER_ANSWERED
+    LICENCE_SERVER_ANSWERED.set()  # the thread left behind finishes
 
 
 def test_builtins_load_from_installed_metadata():
@@ -229,3 +256,31 @@ def test_a_claim_calling_sys_exit_is_ignored(corpus):
     assert result is not None
     assert result[0] == "dicom"
     assert [e["error"] for e in logged if e["event"] == "adapter_claim_failed"] == ["SystemExit: 1"]
+
+
+def test_an_adapter_that_never_finishes_loading_is_a_load_error(monkeypatch, licence_server):
+    monkeypatch.setenv(ENV_LOAD_SECONDS, "0.5")
+    with structlog.testing.capture_logs() as logged:
+        registry = load_registry(entry_points=[_ep("hangs", "HangingAdapter"), *BUILTINS])
+    assert list(registry.adapters) == ["dicom", "tiff"]
+    (error,) = registry.errors
+    assert error.name == "hangs"
+    assert error.error == (
+        "TimeoutError: import or construction still running after 0.5 s "
+        f"({ENV_LOAD_SECONDS}); left behind"
+    )
+    assert [e["adapter"] for e in logged if e["event"] == "adapter_load_failed"] == ["hangs"]
+    left_behind = [t for t in threading.enumerate() if t.name == "load-adapter-hangs"]
+    assert left_behind
+    assert left_behind[0].daemon, "a thread left behind must not keep the process alive"
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-3", "inf", "nan"])
+def test_an_invalid_load_time_limit_falls_back_to_the_default(monkeypatch, value):
+    monkeypatch.setenv(ENV_LOAD_SECONDS, value)
+    with structlog.testing.capture_logs() as logged:
+        registry = load_registry(entry_points=BUILTINS)
+    assert list(registry.adapters) == ["dicom", "tiff"]
+    (warning,) = [e for e in logged if e["event"] == "adapter_load_seconds_invalid"]
+    assert warning["value"] == value
+    assert warning["used"] == DEFAULT_LOAD_SECONDS

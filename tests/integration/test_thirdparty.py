@@ -8,10 +8,11 @@ adapters`` lists it, a real daemon packages its file with it, and the vendor's o
 conformance test passes through the ``acqharvest.testing`` pytest plugin.
 
 ``tests/thirdparty_broken/`` is a second vendor distribution, installed into the same venv,
-whose four entry points fail to load: one module calls ``sys.exit()`` at import, one raises
-a BaseException subclass, and two adapter classes lack ``info`` or ``extract``. Every test
-here runs with it installed: each broken entry point is a "load error" row and an
-``adapter_load_failed`` log line, and the good adapter and the built-ins work as before.
+whose five entry points fail to load: one module calls ``sys.exit()`` at import, one raises
+a BaseException subclass, one never finishes importing, and two adapter classes lack
+``info`` or ``extract``. Every test here runs with it installed: each broken entry point is
+a "load error" row and an ``adapter_load_failed`` log line, and the good adapter and the
+built-ins work as before (the hung import costs each process ``LOAD_SECONDS``).
 """
 
 from __future__ import annotations
@@ -34,10 +35,14 @@ pytestmark = pytest.mark.integration
 DISTRIBUTION = REPO / "tests" / "thirdparty"
 BROKEN = REPO / "tests" / "thirdparty_broken"
 BROKEN_DISTRIBUTION = "acqharvest-broken-adapters"
+#: how long each process waits for the entry point whose import never returns
+LOAD_SECONDS = 2
 #: entry point -> the start of the error it must be reported with.
 BROKEN_ERRORS = {
     "broken_abort": "SdkAbort: licence server unreachable",
     "broken_exit": "SystemExit: acqharvest_broken: the vendor SDK is not installed",
+    "broken_hang": f"TimeoutError: import or construction still running after {LOAD_SECONDS} s "
+    "(ACQHARVEST_ADAPTER_LOAD_SECONDS); left behind",
     "broken_no_extract": "TypeError: adapter lacks callable claim/extract methods",
     "broken_no_info": "TypeError: info is NoneType, not AdapterInfo",
 }
@@ -46,6 +51,7 @@ BROKEN_ERRORS = {
 def _run(*argv: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACQHARVEST_")}
     env["ACQHARVEST_CORPUS"] = str(CORPUS)  # where the built-ins' samples resolve
+    env["ACQHARVEST_ADAPTER_LOAD_SECONDS"] = str(LOAD_SECONDS)
     return subprocess.run(
         [str(a) for a in argv], capture_output=True, text=True, timeout=120, cwd=cwd, env=env
     )
@@ -147,6 +153,8 @@ def test_the_daemon_packages_a_file_with_the_vendor_adapter(
     ran = _run(python, "-m", "acqharvest", "run", "--once", "--config", config)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert '"event": "adapter_load_failed"' in ran.stderr  # reported, and the run went on
+    assert "broken_hang" in ran.stderr  # its worker waited LOAD_SECONDS for it, no longer
+    assert '"event": "worker_terminated"' not in ran.stderr  # the thread left behind is no hang
     packages = {
         body["harvester"]["adapter"]: body
         for body in (json.loads(p.read_text()) for p in out.glob("*.json"))
