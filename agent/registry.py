@@ -198,9 +198,11 @@ def _load_seconds() -> float:
         seconds = -1.0
     if not 0 < seconds < float("inf"):
         _log.warning(
-            "adapter_load_seconds_invalid", variable=ENV_LOAD_SECONDS, value=raw,
+            "adapter_load_seconds_invalid",
+            variable=ENV_LOAD_SECONDS,
+            value=raw,
             used=DEFAULT_LOAD_SECONDS,
-        )  # fmt: skip
+        )
         return DEFAULT_LOAD_SECONDS
     return seconds
 
