@@ -58,6 +58,7 @@ from acqharvest.outbox import Outbox, OutboxError
 from acqharvest.package import build_package, relative_path
 from acqharvest.package import rfc3339 as package_rfc3339
 from acqharvest.readonly import FileReader
+from acqharvest.service import ServiceNotifier
 from acqharvest.settle import ScanFeed, Settler
 from acqharvest.state import State, StateError
 from acqharvest.watch import Watcher, examine, stat_file
@@ -320,6 +321,7 @@ class Daemon:
         self._in_progress: dict[Path, tuple[int, int]] = {}
         #: the scan under way, handed to the settle stage a bounded number of files at a time
         self._scan_feed = ScanFeed()
+        self._service = ServiceNotifier()
 
     # ------------------------------------------------------------------ configuration views
     def _folder(self, root: Path) -> WatchSettings:
@@ -373,8 +375,12 @@ class Daemon:
                 self._harvest_until_idle(pool, stop)
                 self._wait_for_attempts(deliverer, stop)
             else:
+                folders = len(self.settings.watch)
+                self._service.ready(f"watching {folders} folder{'s' if folders != 1 else ''}")
                 self._harvest_loop(pool, stop)
         finally:
+            if not self.once:
+                self._service.stopping()
             stop.set()
             self._wake_delivery.set()
             self.watcher.stop()
@@ -422,6 +428,7 @@ class Daemon:
         next_rescan = time.monotonic() + self.settings.rescan_seconds
         next_health = time.monotonic() + _HEALTH_SECONDS
         while not stop.is_set():
+            self._service.alive()
             self._drain_events(self._wait_time())
             self._turn(stop, self._step, pool, time.time())
             self._turn(stop, self._check_state_dir)

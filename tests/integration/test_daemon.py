@@ -3,11 +3,13 @@ of ours, a daemon subprocess, and a loopback HTTP endpoint."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -371,3 +373,27 @@ def test_stop_does_not_wait_for_a_hung_endpoint(
     harness.start()
     assert endpoint.wait_for(1, timeout=30), harness.output()
     assert harness.stop() == 0
+
+
+def test_systemd_hears_ready_watchdog_pings_and_stopping(harness: Harness, corpus: Path) -> None:
+    # A Type=notify unit with WatchdogSec=2: systemd's socket is played by ours.
+    name = f"acqharvest-test-{os.getpid()}-{time.monotonic_ns()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:
+        manager.bind("\0" + name)
+        manager.settimeout(30)
+        harness.start(env={"NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": "2000000"})
+        assert manager.recv(4096).decode() == "READY=1\nSTATUS=watching 1 folder"
+        shutil.copyfile(corpus / OME, harness.watch / "during.ome.tif")
+        harness.mark()
+        # the harvest loop pings at half the timeout while it harvests, and after
+        assert harness.endpoint.wait_for(1, timeout=30), harness.output()
+        pings = [manager.recv(4096).decode() for _ in range(3)]
+        assert pings == ["WATCHDOG=1"] * 3
+        assert harness.stop() == 0
+        manager.settimeout(1)
+        rest = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                rest.append(manager.recv(4096).decode())
+        assert rest[-1:] == ["STOPPING=1\nSTATUS=stopping"], rest
+        assert set(rest[:-1]) <= {"WATCHDOG=1"}, rest
