@@ -237,6 +237,13 @@ class AdapterInfo:
     #: conformance kit tries the corpus root (``--acqharvest-corpus``) first, then the
     #: package folder, and uses them to check no other adapter claims them.
     samples: tuple[str, ...] = ()
+    #: top-level modules ``extract`` imports that the base install does not carry (a
+    #: format's own reader). The adapter module itself must import them lazily, inside
+    #: ``extract``, so that claiming, start-up and workers that never meet the format
+    #: stay free of them; when one is missing, the adapter is listed as unavailable.
+    requires: tuple[str, ...] = ()
+    #: the pip extra that installs ``requires`` (``acqharvest[<extra>]``); shown to the admin.
+    extra: str = ""
 
 
 @dataclass(frozen=True, slots=True)
