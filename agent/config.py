@@ -672,8 +672,10 @@ def _overlap(target: Path, root: Path, root_key: str, *, either_way: bool) -> st
         pairs.append((real_root, real_target, "contains"))
     for inner, outer, relation in pairs:
         wanted = _identity(outer)
+        if wanted is None:
+            continue  # not there yet: nothing can lead into it
         for above in (inner, *inner.parents):
-            if wanted is not None and _identity(above) == wanted:
+            if _identity(above) == wanted:
                 return (
                     f"{shown_target} {relation} {root_key} ({shown_root}): {above} is the "
                     f"same folder as {outer} (device {wanted[0]}, inode {wanted[1]})"

@@ -272,6 +272,8 @@ class _Own:
         #: (config key, path) of each
         self._paths = tuple(paths)
         self._known: dict[tuple[int, int], str] = {}
+        #: ``within`` of each watch folder, by its real path
+        self._roots: dict[str, str | None] = {}
 
     def refresh(self) -> None:
         known: dict[tuple[int, int], str] = {}
@@ -279,17 +281,32 @@ class _Own:
             with contextlib.suppress(OSError, ValueError):
                 st = os.stat(path)
                 known[(st.st_dev, st.st_ino)] = f"acqharvest's own {key} ({path}): never harvested"
-        self._known = known  # one assignment: observer threads read it meanwhile
+        # each one assignment: observer threads read them meanwhile
+        self._known = known
+        self._roots = {}
 
     def refusal(self, st: os.stat_result) -> str | None:
         """Why the file or folder with this stat is not harvested; None when it is not ours."""
         return self._known.get((st.st_dev, st.st_ino)) if self._known else None
 
-    def holding(self, path: str) -> str | None:
+    def within(self, path: str) -> str | None:
         """``refusal`` of ``path`` or of the first folder above it that is ours."""
+        return self._walk(path, "") if self._known else None
+
+    def holding(self, path: str, root: str) -> str | None:
+        """``within`` for a path below the watch folder ``root``: the folders from ``root``
+        up are looked at once per refresh, not for every event."""
         if not self._known:
             return None
-        while True:
+        if reason := self._walk(path, root):
+            return reason
+        if root not in self._roots:
+            self._roots[root] = self._walk(root, "")
+        return self._roots[root]
+
+    def _walk(self, path: str, stop: str) -> str | None:
+        """``refusal`` of ``path`` or of a folder above it, up to (not including) ``stop``."""
+        while path != stop:
             with contextlib.suppress(OSError, ValueError):
                 if reason := self.refusal(os.stat(path)):
                     return reason
@@ -297,6 +314,7 @@ class _Own:
             if parent == path:
                 return None
             path = parent
+        return None
 
 
 class _Refusals:
@@ -338,6 +356,7 @@ class _Handler(FileSystemEventHandler):
         # Observers watch the resolved root (and FSEvents reports resolved paths anyway):
         # map their paths back under the root as configured.
         self._real_root = Path(os.path.realpath(ws.path))
+        self._real_text = str(self._real_root)
         #: monotonic time the dispatch in progress began; None when idle.
         self.busy_since: float | None = None
 
@@ -364,7 +383,7 @@ class _Handler(FileSystemEventHandler):
     def _seen(self, path: bytes | str, source: Literal["event", "closed"]) -> None:
         target = self._watched(path)
         # Quietly: the daemon writes there all the time; the next scan reports it once.
-        if target is not None and self._own.holding(os.fsdecode(path)) is None:
+        if target is not None and self._own.holding(os.fsdecode(path), self._real_text) is None:
             self._refusals.report(examine(target, self._ws.path, source))
 
     def _gone(self, path: bytes | str) -> None:
@@ -502,6 +521,11 @@ else:
 
         def __init__(self, fd: int) -> None:
             self._fd = fd
+            try:
+                self._st = os.fstat(fd)
+            except OSError:
+                os.close(fd)
+                raise
 
         @classmethod
         def open_root(cls, real_root: str) -> _Folder:
@@ -517,8 +541,8 @@ else:
             return entry.stat(follow_symlinks=False)  # fstatat, relative to this folder
 
         def stat(self) -> os.stat_result:
-            """The folder's own stat (fstat of the open folder)."""
-            return os.fstat(self._fd)
+            """The folder's own stat, taken when it was opened."""
+            return self._st
 
         def close(self) -> None:
             os.close(self._fd)
@@ -663,7 +687,7 @@ class Watcher:
         started = time.monotonic()
         real_root = os.path.realpath(root)
         self._own.refresh()
-        if reason := self._own.holding(real_root):
+        if reason := self._own.within(real_root):
             self._refusals.report(FileRefused(root, root, reason))
             return
         try:
@@ -684,11 +708,10 @@ class Watcher:
                 path = os.path.join(level.path, name)
                 try:
                     folder = level.folder.child(name)
-                    reason = self._own.refusal(folder.stat())
                 except OSError as exc:
                     self._unlistable(ws, path, exc)
                     continue
-                if reason is not None:
+                if (reason := self._own.refusal(folder.stat())) is not None:
                     folder.close()
                     self._refusals.report(FileRefused(Path(path), root, reason))
                     continue

@@ -814,3 +814,20 @@ def test_events_in_the_daemons_own_folders_are_ignored(
     assert _wait_until(lambda: bool(events.seen(root / "scan" / "c.dcm")))
     reported = {e.path.relative_to(root).parts[0] for e in events.items}
     assert reported == {"scan"}
+
+
+@MODES
+def test_events_in_a_watch_folder_inside_the_state_dir_are_ignored(
+    tmp_path: Path, events: Events, watching: Callable[..., Watcher], mode: WatchMode
+) -> None:
+    # a watch-folder link pointed into the state dir after start: its observer restarts there
+    site, own = _own_site(tmp_path)
+    inside, other = site / "state" / "outbox", tmp_path / "other"
+    other.mkdir()
+    watching(_ws(inside, mode), _ws(other, mode), own=own)
+    (inside / "q.json").write_text("{}")
+    (other / "b.dcm").write_bytes(b"y")
+
+    assert _wait_until(lambda: bool(events.seen(other / "b.dcm")))
+    threading.Event().wait(3 * POLL)  # the other folder's observer had as long as this one
+    assert {e.path for e in events.items} == {other / "b.dcm"}
