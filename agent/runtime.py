@@ -108,6 +108,13 @@ def log_file_of(settings: Settings) -> Path:
     return settings.log.file or settings.state_dir / "acqharvest.log"
 
 
+def own_paths(settings: Settings) -> tuple[tuple[str, Path], ...]:
+    """What the daemon writes, by config key: the watcher never harvests it, by any path."""
+    endpoint = settings.endpoint.path
+    own = (("state_dir", settings.state_dir), ("log file", log_file_of(settings)))
+    return own if endpoint is None else (*own, ("endpoint.path", endpoint))
+
+
 def instance_lock_path(settings: Settings) -> Path:
     """The file a running daemon holds locked: one daemon per state dir."""
     return settings.state_dir / "daemon.lock"
@@ -306,7 +313,9 @@ class Daemon:
         #: set when events were lost (our queue was full, the kernel's overflowed): the
         #: next loop turn rescans instead.
         self._rescan_now = threading.Event()
-        self.watcher = Watcher(settings.watch, self._enqueue, on_lost=self._rescan_now.set)
+        self.watcher = Watcher(
+            settings.watch, self._enqueue, on_lost=self._rescan_now.set, own=own_paths(settings)
+        )
         self.report = RunReport()
         self._wake_delivery = threading.Event()
         self._in_flight: list[tuple[Future[list[Any]], _Kind, list[Any]]] = []

@@ -153,6 +153,40 @@ def test_check_and_status_on_a_directory_endpoint(tmp_path: Path) -> None:
     assert "nope" in checked.stdout
 
 
+def test_check_refuses_a_state_dir_linked_into_the_watch_folder(tmp_path: Path) -> None:
+    config = write_config(tmp_path, f"{{type: directory, path: {tmp_path / 'out'}}}")
+    (tmp_path / "state").symlink_to(tmp_path / "watch")
+
+    checked = run("check", "--config", str(config))
+
+    assert checked.returncode == 2, checked.stdout + checked.stderr
+    assert checked.stderr.splitlines() == [
+        f"config error: {config}:4: state_dir: {tmp_path / 'state'} (really "
+        f"{tmp_path / 'watch'}) is the same folder as watch[0].path ({tmp_path / 'watch'}); "
+        "the state folder must be outside every watched folder"
+    ]
+
+
+def test_check_refuses_an_alias_bomb_and_unbounded_numbers_at_once(tmp_path: Path) -> None:
+    config = write_config(tmp_path, f"{{type: directory, path: {tmp_path / 'out'}}}")
+    # the "billion laughs": each level nine aliases of the one before
+    bomb = "".join(f"x{i + 1}: &x{i + 1} [{', '.join([f'*x{i}'] * 9)}]\n" for i in range(9))
+    config.write_text(f'x0: &x0 ["lol"]\n{bomb}' + config.read_text())
+    numbers = write_config(tmp_path, "{type: directory, path: out}", name="numbers.yaml")
+    numbers.write_text(numbers.read_text() + "workers: 10000\nrescan_seconds: 1e309\n")
+
+    bombed = run("check", "--config", str(config))
+    unbounded = run("check", "--config", str(numbers))
+
+    assert bombed.returncode == 2
+    assert "YAML aliases (*name) expand the config to" in bombed.stderr
+    assert unbounded.returncode == 2
+    assert unbounded.stderr.splitlines() == [
+        f"config error: {numbers}:5: workers: Input should be less than or equal to 64",
+        f"config error: {numbers}:6: rescan_seconds: must be a finite number of at most 604800",
+    ]
+
+
 @pytest.mark.integration
 def test_embedded_default_harvests_the_demo_folder(tmp_path: Path, corpus: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "ACQHARVEST_CONFIG"}
