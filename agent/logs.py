@@ -87,7 +87,8 @@ def escape_names(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMap
     escaped = []
     for key, value in event.items():
         text = _map_text(value, escape)
-        if text != value:
+        # valid text and other scalars come back as they were (a NaN is not equal to itself)
+        if text is not value and text != value:
             event[key] = text
             escaped.append(key)
     if escaped:

@@ -160,6 +160,7 @@ def test_names_that_are_not_utf8_are_logged_percent_encoded_and_listed(tmp_path:
         missing=(os.fsdecode(b"a\xb5.tif"), "b.tif"),
         files=2,
         note="100% fine",
+        ratio=float("nan"),
     )
     logging.getLogger("tifffile").warning("cannot read %s", path)  # a library's record
 
