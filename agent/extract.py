@@ -29,6 +29,7 @@ from acqharvest.adapter_api import (
     value_problem,
 )
 from acqharvest.model import Acquisition, Extraction, ExtractionFailure
+from acqharvest.pathtext import escape
 
 #: serialized size above which the largest ``original_metadata`` entries are dropped.
 ORIGINAL_METADATA_CAP = 256 * 1024
@@ -168,8 +169,10 @@ def _channel(key: str, index: int, item: Any, notes: list[str]) -> dict[str, Any
 
 def _jsonable(value: Any, where: str, notes: list[str], depth: int = 0) -> Any:
     """A JSON-serializable copy of ``value``; what cannot be represented is noted."""
-    if value is None or isinstance(value, (bool, str)):
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, str):
+        return escape(value)  # a file name an adapter quoted may not be valid UTF-8
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
@@ -190,7 +193,7 @@ def _jsonable(value: Any, where: str, notes: list[str], depth: int = 0) -> Any:
             if isinstance(item, _BINARY):
                 notes.append(f"{where}.{key}: binary value dropped")
                 continue
-            out[str(key)] = _jsonable(item, f"{where}.{key}", notes, depth + 1)
+            out[escape(str(key))] = _jsonable(item, f"{where}.{key}", notes, depth + 1)
         return out
     if isinstance(value, (list, tuple)):
         return [_jsonable(v, f"{where}[]", notes, depth + 1) for v in value]
@@ -199,7 +202,7 @@ def _jsonable(value: Any, where: str, notes: list[str], depth: int = 0) -> Any:
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
         return value.isoformat()
     if isinstance(value, PurePath):
-        return value.as_posix()
+        return escape(value.as_posix())
     return str(value)
 
 

@@ -11,11 +11,13 @@ import logging.handlers
 import os
 import sys
 import threading
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any, TextIO
 
 import structlog
+
+from acqharvest.pathtext import escape
 
 _SECRET_KEYS = frozenset({"authorization", "token", "password", "secret", "api_key"})
 _secrets: set[str] = set()
@@ -41,15 +43,26 @@ def mask(text: str) -> str:
 
 
 def _mask(value: Any) -> Any:
+    return _map_text(value, _mask_text)
+
+
+def _mask_text(text: str) -> str:
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def _map_text(value: Any, function: Callable[[str], str]) -> Any:
+    """``value`` with ``function`` applied to every text in it, in dicts, lists and tuples."""
     if isinstance(value, str):
-        for secret in _secrets:
-            if secret in value:
-                value = value.replace(secret, MASK)
-        return value
+        return function(value)
     if isinstance(value, dict):
-        return {key: _mask(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_mask(item) for item in value]
+        return {key: _map_text(item, function) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_map_text(item, function) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_map_text(item, function) for item in value)
     return value
 
 
@@ -63,11 +76,32 @@ def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
     return event
 
 
+def escape_names(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: text that is not valid UTF-8 (a file name written by an old
+    instrument PC) in the percent form of ``pathtext``, listed under ``escaped``.
+
+    Such a name is held as text with lone surrogates, which JSON readers other than
+    Python's refuse or replace and a UTF-8 console cannot print; percent-decoding the
+    listed values gives the name's exact bytes.
+    """
+    escaped = []
+    for key, value in event.items():
+        text = _map_text(value, escape)
+        # valid text and other scalars come back as they were (a NaN is not equal to itself)
+        if text is not value and text != value:
+            event[key] = text
+            escaped.append(key)
+    if escaped:
+        event["escaped"] = escaped
+    return event
+
+
 _SHARED: list[Any] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
     structlog.processors.format_exc_info,
+    escape_names,
     redact,
 ]
 

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from acqharvest import __version__
-from acqharvest.model import Acquisition, Deidentified, Extraction, Package
+from acqharvest.model import Acquisition, Deidentified, Extraction, Package, ProbedFile
+from acqharvest.pathtext import PERCENT, escape, is_text
 
 SCHEMA_VERSION = "1.0"
 HARVESTER = "acqharvest"
@@ -38,6 +39,21 @@ def relative_path(member_path: Path, root: Path) -> str:
     if ".." in relative.split("/"):
         raise ValueError(f"{member_path} is not below {root}: it climbs out with '..'")
     return relative
+
+
+def _file_entry(member: ProbedFile, root: Path) -> dict[str, Any]:
+    """One ``files`` item. A name that is not valid UTF-8 is given in the percent form,
+    flagged by ``path_encoding`` (see ``pathtext``): percent-decoding gives its bytes."""
+    path = relative_path(member.settled.path, root)
+    entry: dict[str, Any] = {
+        "path": escape(path),
+        "size": member.settled.size,
+        "sha256": member.sha256,
+        "modified": rfc3339_ns(member.settled.mtime_ns),
+    }
+    if not is_text(path):
+        entry["path_encoding"] = PERCENT
+    return entry
 
 
 def package_id(instrument_id: str, acquisition: Acquisition) -> str:
@@ -98,7 +114,8 @@ def build_package(
     acquisition_block: dict[str, Any] = {
         "format": extraction.format,
         "complete": acquisition.complete,
-        **acquisition_fields,
+        # folder names: one that is not valid UTF-8 in the percent form
+        **{name: escape(value) for name, value in acquisition_fields.items()},
     }
     if started:
         acquisition_block["started"] = started
@@ -115,15 +132,7 @@ def build_package(
             "adapter_version": extraction.adapter_version,
         },
         "acquisition": acquisition_block,
-        "files": [
-            {
-                "path": relative_path(member.settled.path, acquisition.root),
-                "size": member.settled.size,
-                "sha256": member.sha256,
-                "modified": rfc3339_ns(member.settled.mtime_ns),
-            }
-            for member in acquisition.members
-        ],
+        "files": [_file_entry(member, acquisition.root) for member in acquisition.members],
         "metadata": dict(deidentified.metadata),
         "original_metadata": dict(deidentified.original_metadata),
         # the earlier package of this acquisition, unless this is the same one rebuilt
@@ -134,7 +143,7 @@ def build_package(
                 "options": list(deidentified.options),
                 "removed": deidentified.removed,
             },
-            "warnings": redact(extraction.warnings, deidentified.redactions),
+            "warnings": [escape(w) for w in redact(extraction.warnings, deidentified.redactions)],
         },
     }
     return Package(package_id=identifier, acquisition_key=acquisition.key, body=body)

@@ -57,6 +57,7 @@ from acqharvest.model import (
 from acqharvest.outbox import Outbox, OutboxError
 from acqharvest.package import build_package, relative_path
 from acqharvest.package import rfc3339 as package_rfc3339
+from acqharvest.pathtext import escape
 from acqharvest.readonly import FileReader
 from acqharvest.service import ServiceNotifier
 from acqharvest.settle import ScanFeed, Settler
@@ -1129,7 +1130,7 @@ def read_status(settings: Settings) -> Status:
             try:
                 registry = state.counts()
                 problems += [
-                    f"{package_rfc3339(f.at)}  failed    {f.path}: {f.reason}"
+                    f"{package_rfc3339(f.at)}  failed    {escape(str(f.path))}: {f.reason}"
                     for f in state.failures()
                 ]
             finally:

@@ -122,6 +122,30 @@ _IN_DONT_FOLLOW = 0x02000000
 _IN_ATTRIB = 0x00000004
 
 
+def _path_max() -> int | None:
+    """Bytes a path given to the system may hold, its final NUL included; None if unknown."""
+    try:
+        return os.pathconf("/", "PC_PATH_MAX")
+    except (AttributeError, OSError, ValueError):  # Windows has no pathconf
+        return None
+
+
+#: a scan reaches deeper than this through open folders, but no reader can open such a path
+_PATH_MAX = _path_max()
+
+
+def too_long(path: str) -> str | None:
+    """Why nothing can open ``path`` by its name (longer than PATH_MAX), or None."""
+    length = len(os.fsencode(path))
+    if _PATH_MAX is None or length < _PATH_MAX:
+        return None
+    return (
+        f"its path is {length} bytes long, longer than the system allows (PATH_MAX "
+        f"{_PATH_MAX}, the final NUL included): it cannot be opened by name; shorten its "
+        "folder names"
+    )
+
+
 def file_identity(st: os.stat_result) -> str:
     """``device:inode:ctime_ns``: changes whenever the file is replaced or its inode changed.
 
@@ -214,6 +238,8 @@ def examine(path: Path, root: Path, source: Source) -> FileSeen | FileRefused | 
     The folder holding ``path`` must also resolve inside the root, so a folder swapped for
     a link to elsewhere cannot lead a read outside it.
     """
+    if (reason := too_long(str(path))) is not None:
+        return FileRefused(path, root, reason)
     st = _lstat(path, functools.partial(os.lstat, path))
     if st is None:
         return None
@@ -241,6 +267,8 @@ def _classified(
     if not stat.S_ISREG(st.st_mode):
         reason = _refusal(path, st, real_root)
         return None if reason is None else FileRefused(path, root, reason)
+    if (reason := too_long(str(path))) is not None:
+        return FileRefused(path, root, reason)
     return FileSeen(
         path=path,
         root=root,
@@ -706,6 +734,10 @@ class Watcher:
                     continue
                 name = level.subfolders.pop()
                 path = os.path.join(level.path, name)
+                if (reason := too_long(path)) is not None:
+                    # reachable through its parent, but nothing below it could be read
+                    self._refusals.report(FileRefused(Path(path), root, reason))
+                    continue
                 try:
                     folder = level.folder.child(name)
                 except OSError as exc:

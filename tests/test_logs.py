@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 import structlog
 
 from acqharvest import logs
+from acqharvest.pathtext import unescape
 
 
 @pytest.fixture(autouse=True)
@@ -143,3 +145,32 @@ def test_pydicom_warnings_quoting_file_values_never_reach_the_log(tmp_path: Path
     assert [json.loads(line)["event"] for line in console.getvalue().splitlines()] == [
         "a pydicom error still shows"
     ]
+
+
+def test_names_that_are_not_utf8_are_logged_percent_encoded_and_listed(tmp_path: Path) -> None:
+    log_file = tmp_path / "acqharvest.log"
+    console = io.StringIO()
+    logs.configure("info", "console", log_file, stream=console)
+    path = os.fsdecode(b"/data/caf\xe9.dcm")
+    log = logs.get_logger("acqharvest.test")
+    log.error(
+        "extraction_failed",
+        path=path,
+        reason=f"{path}: truncated",
+        missing=(os.fsdecode(b"a\xb5.tif"), "b.tif"),
+        files=2,
+        note="100% fine",
+        ratio=float("nan"),
+    )
+    logging.getLogger("tifffile").warning("cannot read %s", path)  # a library's record
+
+    own, library = (json.loads(line) for line in log_file.read_bytes().decode().splitlines())
+    assert own["path"] == "/data/caf%E9.dcm"
+    assert os.fsencode(unescape(own["path"])) == b"/data/caf\xe9.dcm"
+    assert own["reason"] == "/data/caf%E9.dcm: truncated"
+    assert own["missing"] == ["a%B5.tif", "b.tif"]
+    assert own["note"] == "100% fine"  # valid text: neither escaped nor listed
+    assert sorted(own["escaped"]) == ["missing", "path", "reason"]
+    assert library["event"] == "cannot read /data/caf%E9.dcm"
+    assert library["escaped"] == ["event"]
+    assert "caf%E9.dcm" in console.getvalue()

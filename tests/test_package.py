@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import jsonschema
@@ -10,6 +11,7 @@ import pytest
 
 from acqharvest.model import Acquisition, Deidentified, Extraction, FileSettled, ProbedFile
 from acqharvest.package import build_package, package_id, relative_path
+from acqharvest.pathtext import unescape
 
 SCHEMA = json.loads(
     (Path(__file__).resolve().parents[1] / "config" / "package.schema.json").read_text()
@@ -89,3 +91,39 @@ def test_relative_path_refuses_paths_outside_the_root(member: str) -> None:
 
 def test_relative_path_keeps_names_that_merely_contain_dots() -> None:
     assert relative_path(Path("/data/root/a..b/..c"), Path("/data/root")) == "a..b/..c"
+
+
+def test_a_name_that_is_not_utf8_is_carried_percent_encoded_and_flagged() -> None:
+    latin1 = os.fsdecode(b"Jos\xe9/scan 100%.tif")
+    acq = acquisition(member(latin1, "a" * 64), member("caf%E9.tif", "b" * 64))
+    extraction = Extraction(acq, "tiff", "1", "TIFF", {}, {}, None, (f"{ROOT / latin1}: odd",))
+    package = build_package(
+        extraction,
+        Deidentified({}, {}, None, (), 0),
+        instrument={"id": "urn:x", "id_type": "URN"},
+        acquisition_fields={"operator": os.fsdecode(b"Jos\xe9")},
+        previous=None,
+        created=0,
+        host="pc",
+    )
+    body = dict(package.body)
+    jsonschema.validate(body, SCHEMA)
+    escaped, literal = body["files"]
+    assert escaped["path"] == "Jos%E9/scan 100%25.tif"
+    assert escaped["path_encoding"] == "percent"
+    assert os.fsencode(unescape(escaped["path"])) == b"Jos\xe9/scan 100%.tif"
+    # a valid name that happens to look escaped is left alone and not flagged
+    assert literal == {
+        "path": "caf%E9.tif",
+        "size": 10,
+        "sha256": "b" * 64,
+        "modified": literal["modified"],
+    }
+    assert body["acquisition"]["operator"] == "Jos%E9"
+    assert body["provenance"]["warnings"] == ["/instrument/Jos%E9/scan 100%25.tif: odd"]
+    # what the outbox spools and posts: strict UTF-8 JSON
+    json.dumps(body, ensure_ascii=False).encode("utf-8")
+    # the id is as deterministic as for any name, and tells the two names apart
+    assert package.package_id == package_id("urn:x", acq)
+    other = acquisition(member(os.fsdecode(b"Jos\xe8/scan 100%.tif"), "a" * 64), acq.members[1])
+    assert package_id("urn:x", other) != package.package_id

@@ -24,6 +24,7 @@ from acqharvest.model import FileGone, FileRefused, FileSeen, WatchMode, WatchSe
 from acqharvest.readonly import FileReader, NotSettledFile
 from acqharvest.watch import Watcher, examine, file_identity, matches, stat_file
 from tests.helpers import wait_until
+from tests.simulator import write_past_path_max
 
 TIMEOUT = 20.0
 POLL = 0.2
@@ -593,6 +594,29 @@ def test_scan_refuses_links_out_loops_fifos_and_devices_once(tmp_path: Path) -> 
     # one warning per path, naming it, even over two scans
     warned = [log["path"] for log in logs if log["event"] == "watch_refused"]
     assert sorted(warned) == sorted(str(root / name) for name in expected)
+
+
+def test_paths_longer_than_path_max_are_refused_once_not_skipped(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "short.dcm").write_bytes(b"x")
+    long_file, long_folder = write_past_path_max(root, b"x", ".dcm")
+    events = Events()
+    watcher = Watcher([_ws(root)], events)
+    with capture_logs() as logs:
+        assert [s.path for s in watcher.scan()] == [root / "short.dcm"]
+        assert [s.path for s in watcher.scan()] == [root / "short.dcm"]
+    refused = {e.path: e.reason for e in events.items if isinstance(e, FileRefused)}
+    assert set(refused) == {long_file, long_folder}
+    length = len(os.fsencode(long_file))
+    assert refused[long_file].startswith(f"its path is {length} bytes long")
+    assert "PATH_MAX 4096" in refused[long_folder]
+    warned = [log["path"] for log in logs if log["event"] == "watch_refused"]
+    assert sorted(warned) == sorted([str(long_file), str(long_folder)])
+    # an event or a re-check before packaging names it the same way
+    again = examine(long_file, root, "event")
+    assert isinstance(again, FileRefused)
+    assert again.reason == refused[long_file]
 
 
 def _root_and_outside(tmp_path: Path) -> tuple[Path, Path]:
