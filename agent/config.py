@@ -27,7 +27,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from acqharvest.deliver import is_loopback
+from acqharvest.deliver import credential_parameters, is_loopback
 from acqharvest.identity import template_problem
 from acqharvest.model import (
     DeidentifySettings,
@@ -306,6 +306,13 @@ class EndpointConfig(_Section):
                 "credentials",
                 "must not carry a user name or password (user:pass@); put the credential "
                 "in token_file or token_env",
+            )
+        if credential_parameters(url):
+            raise PydanticCustomError(
+                "credentials",
+                "must not carry a credential in its query ({names}); put it in token_file or "
+                "token_env",
+                {"names": ", ".join(credential_parameters(url))},
             )
         if (
             parts.scheme == "http"
