@@ -68,7 +68,8 @@ class Sender(Protocol):
     def close(self) -> None: ...
 
     def probe(self) -> tuple[bool, str]:
-        """Whether the endpoint answers at all (for ``acqharvest check``), and how."""
+        """Whether the endpoint would take packages (for ``acqharvest check``), and how;
+        nothing is stored by asking."""
         ...
 
 
