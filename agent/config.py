@@ -29,7 +29,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from acqharvest.deliver import is_loopback
+from acqharvest.deliver import credential_parameters, is_loopback
 from acqharvest.identity import template_problem
 from acqharvest.model import (
     DeidentifySettings,
@@ -278,7 +278,9 @@ class EndpointConfig(_Section):
         default=None,
         validate_default=True,
         description="URL packages are posted to; required when type is 'http'. Must be "
-        "https:// unless the host is loopback or allow_plaintext is true.",
+        "https:// unless the host is loopback or allow_plaintext is true. No credential in "
+        "it (user:pass@, or a query parameter such as token, api_key, sig or code); query "
+        "values are masked wherever the URL is shown.",
     )
     proxy: _NonEmpty | None = Field(
         default=None,
@@ -321,9 +323,11 @@ class EndpointConfig(_Section):
     require_receipt: bool = Field(
         default=False,
         description="Count a 2xx or 409 as delivered only when its body is a JSON receipt "
-        "naming the package_id. A receipt that names another package or another sha256 "
-        "never counts, whatever this says. Recommended: it also guards against an endpoint "
-        "that answers 409 while the first request with the same key is still in progress.",
+        "naming the package_id. Without it, an empty body or a JSON object counts too. An "
+        "HTML page or other text, or a receipt that names another package or another "
+        "sha256, never counts, whatever this says. Recommended: it also guards against an "
+        "endpoint that answers 409 while the first request with the same key is still in "
+        "progress.",
     )
     timeout_seconds: float = Field(
         default=30.0,
@@ -352,6 +356,13 @@ class EndpointConfig(_Section):
                 "credentials",
                 "must not carry a user name or password (user:pass@); put the credential "
                 "in token_file or token_env",
+            )
+        if credential_parameters(url):
+            raise PydanticCustomError(
+                "credentials",
+                "must not carry a credential in its query ({names}); put it in token_file or "
+                "token_env",
+                {"names": ", ".join(credential_parameters(url))},
             )
         if (
             parts.scheme == "http"

@@ -268,3 +268,6 @@ class Receipt:
     detail: str
     #: seconds the endpoint asked us to wait (Retry-After), if it did.
     retry_after: float | None = None
+    #: whatever package were sent, the answer would be the same (a web page at the URL):
+    #: said once as an endpoint-wide problem, like a 401 or a 404.
+    endpoint_wide: bool = False

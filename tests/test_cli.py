@@ -221,10 +221,26 @@ def test_check_probes_an_http_endpoint(tmp_path: Path, endpoint: LoopbackEndpoin
     token = tmp_path / "token"
     token.write_text("check-token\n")
     token.chmod(0o600)
-    config = write_config(tmp_path, f"{{type: http, url: '{endpoint.url}', token_file: {token}}}")
+    endpoint.token = "check-token"
+    url = f"{endpoint.url}?project=b104"
+    config = write_config(tmp_path, f"{{type: http, url: '{url}', token_file: {token}}}")
     checked = run("check", "--config", str(config))
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert f"endpoint {endpoint.url}: answered HTTP" in checked.stdout
+    assert (
+        f"endpoint {endpoint.url}?project=[redacted]: answered HTTP 204 to the no-store probe "
+        "(token accepted)" in checked.stdout
+    )
+    (probe,) = endpoint.probes
+    assert probe.headers["authorization"] == "Bearer check-token"
+    assert endpoint.received == [], "the probe stores nothing"
+
+    endpoint.token = "rotated-elsewhere"
+    checked = run("check", "--config", str(config))
+    assert checked.returncode == 1
+    assert (
+        f"FAIL  endpoint {endpoint.url}?project=[redacted]: HTTP 401: the endpoint does not "
+        f"accept the token from token file {token}" in checked.stdout
+    )
     assert "check-token" not in checked.stdout + checked.stderr
 
     endpoint.stop()

@@ -341,6 +341,13 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
         ),
         pytest.param(
             "  type: directory\n  path: harvested",
+            "  type: http\n  url: https://h.example.org/in?project=b104&api_key=f00d",
+            "acqharvest.yaml:7: endpoint.url: must not carry a credential in its query "
+            "(api_key); put it in token_file or token_env",
+            id="credential-in-url-query",
+        ),
+        pytest.param(
+            "  type: directory\n  path: harvested",
             "  type: http\n  url: http://127.0.0.1:8080/in\n  proxy: http://proxy:3128",
             "acqharvest.yaml:8: endpoint.proxy: a proxy is only used for an https:// url "
             "(tunnelled, TLS end to end); with a plain http:// url it would see the packages "

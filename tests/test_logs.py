@@ -14,6 +14,7 @@ import structlog
 
 from acqharvest import logs
 from acqharvest.pathtext import unescape
+from tests.endpoint import ECHO_ENCODINGS
 
 
 @pytest.fixture(autouse=True)
@@ -46,6 +47,31 @@ def test_registered_secrets_and_secret_keys_are_masked_in_the_file(tmp_path: Pat
     assert "hunter2" not in console.getvalue()
     assert "timestamp" in event
     assert event["level"] == "info"
+
+
+@pytest.mark.parametrize("encoding", sorted(ECHO_ENCODINGS))
+def test_registered_secrets_are_masked_in_their_encoded_forms(
+    tmp_path: Path, encoding: str
+) -> None:
+    secret = "pw/9Kx+q2&Lm=rT~encoded"
+    log_file = tmp_path / "acqharvest.log"
+    logs.configure("info", "json", log_file, stream=io.StringIO())
+    logs.register_secret(secret)
+    echoed = ECHO_ENCODINGS[encoding](f"Bearer {secret}")
+    logs.get_logger("acqharvest.test").warning("echo", detail=f"server said <{echoed}>")
+    (line,) = log_file.read_text().splitlines()
+    detail = json.loads(line)["detail"]
+    assert logs.MASK in detail
+    # what is left of the echo is the encoded "Bearer " and at most 3 base64 characters
+    left = detail.removeprefix("server said <").removesuffix(">").replace(logs.MASK, "")
+    assert len(left) <= len(ECHO_ENCODINGS[encoding]("Bearer ")) + 3, detail
+
+
+def test_masking_leaves_ordinary_text_alone() -> None:
+    masker = logs.Masker(["s3cr3t-token-value"])
+    text = "HTTP 500: internal error at /api/v2?x=%2F&y=&amp; c2VjcmV0 \\u0041"
+    assert masker(text) == text
+    assert logs.Masker()("s3cr3t-token-value") == "s3cr3t-token-value"
 
 
 def test_third_party_library_warnings_become_structured_lines(tmp_path: Path) -> None:
