@@ -22,8 +22,10 @@ from acqharvest.adapter_api import (
     AdapterOutput,
     Draft,
     FieldSpec,
+    Identifier,
     Reader,
     channel_problems,
+    identifier_problem,
     value_problem,
 )
 from acqharvest.model import Acquisition, Extraction, ExtractionFailure
@@ -107,7 +109,24 @@ def extract(
         original_metadata=original,
         started=started,
         warnings=(*(str(w) for w in output.warnings), *notes),
+        identifiers=_identifiers(output.identifiers, notes),
     )
+
+
+def _identifiers(declared: Any, notes: list[str]) -> tuple[Identifier, ...]:
+    """The well-formed ``Identifier`` items; a malformed one is dropped with a note.
+
+    Its value may then reach the package: the conformance kit reports it to the adapter's
+    author (``field_problems``).
+    """
+    kept: list[Identifier] = []
+    for item in declared if isinstance(declared, (list, tuple)) else ():
+        problem = identifier_problem(item)
+        if problem is None:
+            kept.append(item)
+        else:
+            notes.append(f"identifiers: {problem}; dropped")
+    return tuple(kept)
 
 
 def _declared_only(

@@ -885,7 +885,10 @@ class Daemon:
         folder = self._folder(acquisition.root)
         primary = relative_path(acquisition.primary.settled.path, acquisition.root)
         clean = self.deidentifier.apply(
-            extraction.format, extraction.metadata, extraction.original_metadata
+            extraction.format,
+            extraction.metadata,
+            extraction.original_metadata,
+            extraction.identifiers,
         )
         return build_package(
             extraction,
@@ -1026,7 +1029,10 @@ def preview(
             errors.append(f"{extraction.path}: {extraction.reason}")
             continue
         clean = deidentifier.apply(
-            extraction.format, extraction.metadata, extraction.original_metadata
+            extraction.format,
+            extraction.metadata,
+            extraction.original_metadata,
+            extraction.identifiers,
         )
         package = build_package(
             extraction,
