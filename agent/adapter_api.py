@@ -12,7 +12,10 @@ through the :class:`Reader` the agent passes, returns an :class:`AdapterOutput`,
 :class:`AdapterError` naming the file for bad input (including any member of the
 acquisition that is cut short: see :meth:`Adapter.extract`), keeps no global state,
 writes nowhere, and is deterministic. De-identification is not the adapter's job: report what
-the file says and the agent applies the site's policy.
+the file says and the agent applies the site's policy; where a format keeps a patient's,
+case's or specimen's identity in fields of its own (a slide scanner's file name, barcode or
+scan date), name each such value as an :class:`Identifier` and the agent treats it as the
+DICOM attribute that holds the same information.
 """
 
 from __future__ import annotations
@@ -208,6 +211,26 @@ def channel_problems(item: object) -> dict[str, str]:
     return problems
 
 
+def identifier_problem(item: object) -> str | None:
+    """Why ``item`` is not a well-formed :class:`Identifier`, or None when it is.
+
+    The agent drops a malformed one (its value may then reach the package); the
+    conformance kit reports it. The message never quotes the value.
+    """
+    if not isinstance(item, Identifier):
+        return f"not an Identifier: {type(item).__name__}"
+    if not isinstance(item.attribute, str) or not item.attribute.strip():
+        return f"attribute {item.attribute!r} is not a DICOM keyword"
+    if not isinstance(item.value, str) or not item.value.strip():
+        return f"{item.attribute}: the value is not text"
+    path = item.path
+    if not isinstance(path, tuple) or not all(isinstance(key, str) for key in path):
+        return f"{item.attribute}: path {path!r} is not a tuple of keys"
+    if path and path[0] not in ("metadata", "original_metadata"):
+        return f"{item.attribute}: path {path!r} starts neither at metadata nor original_metadata"
+    return None
+
+
 def normalized_fields(sources: Mapping[str, str]) -> tuple[FieldSpec, ...]:
     """The catalogue's specs for the keys an adapter fills, each with where it reads them.
 
@@ -297,6 +320,30 @@ class Draft:
 
 
 @dataclass(frozen=True, slots=True)
+class Identifier:
+    """A value of the output that may identify a patient, a case or a specimen.
+
+    The adapter does not decide its fate: it names the DICOM attribute that holds the
+    same information (a slide's case number is a ``ContainerIdentifier``, a scan date an
+    ``AcquisitionDate``), and the agent applies that attribute's rule of the site's
+    de-identification policy, with the same retain options as for a DICOM file. When the
+    rule removes the value, the key at ``path`` goes and every whole occurrence of
+    ``value`` in the output's text (a free-text description that repeats it, a warning)
+    is replaced by ``<removed>``.
+    """
+
+    #: DICOM keyword whose rule applies, e.g. ``"ContainerIdentifier"`` (letter case is
+    #: not significant: ``"AcquisitionDatetime"`` names ``AcquisitionDateTime``).
+    attribute: str
+    #: the text as the file writes it.
+    value: str
+    #: the keys leading to the value in the output, the first ``"metadata"`` or
+    #: ``"original_metadata"``, e.g. ``("original_metadata", "svs_metadata", "Filename")``;
+    #: empty when the value is only inside other text.
+    path: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class AdapterOutput:
     """What ``extract`` returns."""
 
@@ -309,6 +356,8 @@ class AdapterOutput:
     #: acquisition start as RFC 3339, when the file says.
     started: str | None = None
     warnings: tuple[str, ...] = ()
+    #: values that may identify a patient, for the agent's de-identification policy.
+    identifiers: tuple[Identifier, ...] = ()
 
 
 class AdapterError(Exception):

@@ -16,16 +16,16 @@ from collections.abc import Mapping
 from pathlib import PurePath
 from typing import Any
 
-import structlog
-
 from acqharvest.adapter_api import (
     Adapter,
     AdapterError,
     AdapterOutput,
     Draft,
     FieldSpec,
+    Identifier,
     Reader,
     channel_problems,
+    identifier_problem,
     value_problem,
 )
 from acqharvest.model import Acquisition, Extraction, ExtractionFailure
@@ -37,8 +37,6 @@ ORIGINAL_METADATA_CAP = 256 * 1024
 _MAX_DEPTH = 32
 
 _BINARY = (bytes, bytearray, memoryview)
-
-_log = structlog.get_logger(__name__)
 
 
 def draft_for(acquisition: Acquisition) -> Draft:
@@ -62,7 +60,8 @@ def extract(
     """Run ``adapter.extract`` on ``acquisition``; every failure becomes an ExtractionFailure.
 
     ``memory_limit`` is the budget this process runs under, named in the failure when
-    the adapter runs out of memory.
+    the adapter runs out of memory. Failures are not logged here: the daemon logs each
+    one once, as ``extraction_failed``, where it records it.
     """
     draft = draft_for(acquisition)
     if adapter is None:
@@ -78,16 +77,13 @@ def extract(
     try:
         output: object = adapter.extract(draft, reader)
     except AdapterError as exc:
-        _log.warning("extraction_failed", adapter=name, path=str(exc.path), reason=exc.reason)
         return ExtractionFailure(acquisition, name, exc.path, exc.reason)
     except MemoryError:
         budget = "" if memory_limit is None else f" (memory budget {memory_limit // 2**20} MiB)"
         reason = f"{draft.primary}: adapter {name} ran out of memory reading it{budget}"
-        _log.error("extraction_out_of_memory", adapter=name, path=str(draft.primary))
         return ExtractionFailure(acquisition, name, draft.primary, reason)
     except Exception as exc:  # noqa: BLE001 - a vendor adapter may raise anything; the daemon goes on
         reason = f"adapter {name} crashed: {type(exc).__name__}: {exc}"
-        _log.error("extraction_crashed", adapter=name, path=str(draft.primary), reason=reason)
         return ExtractionFailure(acquisition, name, draft.primary, reason)
     if not isinstance(output, AdapterOutput):
         reason = f"adapter {name} returned {type(output).__name__}, not AdapterOutput"
@@ -114,7 +110,24 @@ def extract(
         original_metadata=original,
         started=started,
         warnings=(*(str(w) for w in output.warnings), *notes),
+        identifiers=_identifiers(output.identifiers, notes),
     )
+
+
+def _identifiers(declared: Any, notes: list[str]) -> tuple[Identifier, ...]:
+    """The well-formed ``Identifier`` items; a malformed one is dropped with a note.
+
+    Its value may then reach the package: the conformance kit reports it to the adapter's
+    author (``field_problems``).
+    """
+    kept: list[Identifier] = []
+    for item in declared if isinstance(declared, (list, tuple)) else ():
+        problem = identifier_problem(item)
+        if problem is None:
+            kept.append(item)
+        else:
+            notes.append(f"identifiers: {problem}; dropped")
+    return tuple(kept)
 
 
 def _declared_only(

@@ -18,6 +18,7 @@ import re
 import sys
 import threading
 from collections.abc import Callable, Iterable, MutableMapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -355,6 +356,16 @@ _VALUE_QUOTING_LIBRARIES = ("pydicom",)
 
 def _quotes_values(logger: str) -> bool:
     return any(logger == name or logger.startswith(name + ".") for name in _VALUE_QUOTING_LIBRARIES)
+
+
+def reading(path: Path) -> AbstractContextManager[None]:
+    """While it lasts, every log record of this thread names ``path``, a library's too.
+
+    tifffile logs what it finds wrong in a file with no file name (``<tifffile.TiffPages
+    @8> invalid circular reference``); inside this context such a line carries the path.
+    An event that names a path of its own keeps it.
+    """
+    return structlog.contextvars.bound_contextvars(path=str(path))
 
 
 def get_logger(name: str = "acqharvest") -> Any:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from acqharvest.adapter_api import Identifier
+
 # --------------------------------------------------------------------------- settings
 
 
@@ -223,6 +225,8 @@ class Extraction:
     original_metadata: Mapping[str, Any]
     started: str | None = None
     warnings: tuple[str, ...] = ()
+    #: values the adapter named as possibly identifying, for de-identification.
+    identifiers: tuple[Identifier, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

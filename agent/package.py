@@ -11,9 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 from acqharvest import __version__
 from acqharvest.model import Acquisition, Deidentified, Extraction, Package, ProbedFile
 from acqharvest.pathtext import PERCENT, escape, is_text
+from acqharvest.redaction import redact
 
 SCHEMA_VERSION = "1.0"
 HARVESTER = "acqharvest"
@@ -77,22 +77,6 @@ def rfc3339_ns(nanoseconds: int) -> str:
     seconds, remainder = divmod(nanoseconds, 1_000_000_000)
     moment = datetime.fromtimestamp(seconds, tz=UTC)
     return moment.replace(microsecond=remainder // 1000).isoformat().replace("+00:00", "Z")
-
-
-def redact(texts: Iterable[str], redactions: Mapping[str, str]) -> list[str]:
-    """``texts`` with every whole occurrence of a redacted value replaced by its stand-in.
-
-    Whole means not inside a longer word or number (``1.2.3`` stays in ``1.2.3.4``);
-    values of one character are left alone, as they occur everywhere by chance.
-    """
-    texts = list(texts)
-    values = sorted((v for v in redactions if len(v) > 1), key=len, reverse=True)
-    if not texts or not values:
-        return texts
-    pattern = re.compile(
-        r"(?<![\w.])(?:" + "|".join(re.escape(v) for v in values) + r")(?![\w]|\.\w)"
-    )
-    return [pattern.sub(lambda match: redactions[match.group(0)], text) for text in texts]
 
 
 def build_package(

@@ -29,6 +29,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from acqharvest import logs
+
 CHUNK = 1 << 20
 
 
@@ -125,7 +127,8 @@ class FileReader:
 
     @contextmanager
     def open(self, path: Path) -> Iterator[BinaryIO]:
-        with self._counting(path) as counted:
+        # a library's log lines name the file open now (a set member, not its primary)
+        with self._counting(path) as counted, logs.reading(path):
             yield counted  # type: ignore[misc]
 
     @contextmanager

@@ -739,7 +739,7 @@ class Daemon:
             if seen is not None:
                 self.settler.observe(seen)
             return
-        log.error("file_unreadable", path=str(path), reason=result.reason, retried=not result.final)
+        self._log_failure("file_unreadable", path, result.reason, retried=not result.final)
         self.report.failures.append(result.reason)
         settled = result.settled
         self.state.record_failure(
@@ -895,7 +895,10 @@ class Daemon:
         folder = self._folder(acquisition.root)
         primary = relative_path(acquisition.primary.settled.path, acquisition.root)
         clean = self.deidentifier.apply(
-            extraction.format, extraction.metadata, extraction.original_metadata
+            extraction.format,
+            extraction.metadata,
+            extraction.original_metadata,
+            extraction.identifiers,
         )
         return build_package(
             extraction,
@@ -907,12 +910,17 @@ class Daemon:
             host=self._host,
         )
 
+    def _log_failure(self, event: str, path: Path, reason: str, **context: Any) -> None:
+        """Log a failure once per file and cause: a file failing again for the same reason
+        (an unreadable file at every rescan) is only a debug line, ``failure_repeated``."""
+        if self.state.failed_already(path, reason):
+            log.debug("failure_repeated", logged_as=event, path=str(path), reason=reason)
+        else:
+            log.error(event, path=str(path), reason=reason, **context)
+
     def _fail(self, failure: ExtractionFailure, now: float) -> None:
-        log.error(
-            "extraction_failed",
-            path=str(failure.path),
-            adapter=failure.adapter,
-            reason=failure.reason,
+        self._log_failure(
+            "extraction_failed", failure.path, failure.reason, adapter=failure.adapter
         )
         self.report.failures.append(failure.reason)
         members = failure.acquisition.members
@@ -1031,7 +1039,10 @@ def preview(
             errors.append(f"{extraction.path}: {extraction.reason}")
             continue
         clean = deidentifier.apply(
-            extraction.format, extraction.metadata, extraction.original_metadata
+            extraction.format,
+            extraction.metadata,
+            extraction.original_metadata,
+            extraction.identifiers,
         )
         package = build_package(
             extraction,

@@ -274,6 +274,16 @@ class State:
                 f"{self.path}: cannot record a failure: {error}", self.path, error
             ) from error
 
+    def failed_already(self, path: Path, reason: str) -> bool:
+        """True when the failure recorded for ``path`` has this ``reason``: it was logged.
+
+        A file that fails again for the same cause (an unreadable file at every rescan, the
+        same version read again) is logged once, not at every attempt.
+        """
+        row = self._db.execute("SELECT reason FROM failures WHERE path = ?", (str(path),))
+        found = row.fetchone()
+        return found is not None and found[0] == reason
+
     def failures(self, limit: int = 20) -> list[Failure]:
         rows = self._db.execute(
             "SELECT path, reason, at FROM failures ORDER BY at DESC LIMIT ?", (limit,)

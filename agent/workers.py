@@ -194,8 +194,9 @@ def probe(settled: FileSettled) -> ProbedFile | ProbeFailure:
     path = settled.path
     allowed = (_setup.adapters_by_root or {}).get(settled.root, ())
     try:
-        head, digest = reader.head_and_sha256(path, HEAD_BYTES)
-        found = _current_registry().claim(FileProbe(path, settled.size, head), reader, allowed)
+        with logs.reading(path):
+            head, digest = reader.head_and_sha256(path, HEAD_BYTES)
+            found = _current_registry().claim(FileProbe(path, settled.size, head), reader, allowed)
         after = os.lstat(path)
     except OSError as error:
         if reader.refused is None:
@@ -237,7 +238,8 @@ def extract_acquisition(acquisition: Acquisition) -> Extraction | ExtractionFail
             f"adapter {acquisition.adapter} is not loaded in this process",
         )
     reader = FileReader({m.settled.path: m.settled.file_id for m in acquisition.members})
-    result = extract(acquisition, adapter, reader, memory_limit=_setup.memory_limit_bytes)
+    with logs.reading(acquisition.primary.settled.path):
+        result = extract(acquisition, adapter, reader, memory_limit=_setup.memory_limit_bytes)
     if reader.refused is None:
         return result
     # Whatever the adapter made of it, it did not read (only) the files that settled.

@@ -10,24 +10,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-import structlog
 
 from acqharvest import logs
 from acqharvest.pathtext import unescape
 from tests.endpoint import ECHO_ENCODINGS
 
-
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    stdlib_root = logging.getLogger()
-    handlers, level = list(stdlib_root.handlers), stdlib_root.level
-    yield
-    stdlib_root.handlers, stdlib_root.level = handlers, level
-    root = logging.getLogger("acqharvest")
-    for handler in root.handlers:
-        handler.close()
-    root.handlers = []
-    structlog.reset_defaults()
+pytestmark = pytest.mark.usefixtures("restored_logging")
 
 
 def test_registered_secrets_and_secret_keys_are_masked_in_the_file(tmp_path: Path) -> None:
@@ -200,3 +188,57 @@ def test_names_that_are_not_utf8_are_logged_percent_encoded_and_listed(tmp_path:
     assert library["event"] == "cannot read /data/caf%E9.dcm"
     assert library["escaped"] == ["event"]
     assert "caf%E9.dcm" in console.getvalue()
+
+
+def _looped_tiff(path: Path) -> Path:
+    """A one-page TIFF whose IFD names itself as the next one: tifffile logs an error
+    (``invalid circular reference``) that does not say which file it read."""
+    import tifffile
+
+    whole = io.BytesIO()
+    tifffile.imwrite(whole, [[1, 2], [3, 4]], dtype="uint8")
+    data = bytearray(whole.getvalue())
+    first = int.from_bytes(data[4:8], "little")
+    entries = int.from_bytes(data[first : first + 2], "little")
+    next_link = first + 2 + 12 * entries
+    data[next_link : next_link + 4] = first.to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_library_line_made_while_a_file_is_read_names_the_file(tmp_path: Path) -> None:
+    import tifffile
+
+    console = io.StringIO()
+    logs.configure("info", "json", stream=console)
+    looped = _looped_tiff(tmp_path / "looped.tif")
+    with logs.reading(looped):
+        with tifffile.TiffFile(looped) as tif:
+            assert len(tif.pages) == 1
+        logs.get_logger("acqharvest.test").warning("own_path_kept", path="/elsewhere")
+    with tifffile.TiffFile(looped) as tif:  # outside the context: no path to give
+        assert len(tif.pages) == 1
+
+    inside, own, outside = (json.loads(line) for line in console.getvalue().splitlines())
+    assert inside["logger"] == "tifffile"
+    assert "circular reference" in inside["event"]
+    assert inside["path"] == str(looped)
+    assert own["path"] == "/elsewhere"
+    assert "path" not in outside
+
+
+def test_a_worker_extracting_a_file_names_it_on_tifffile_lines(tmp_path: Path) -> None:
+    """Through the worker's extraction, as the daemon runs it, the line names the file."""
+    from acqharvest import workers
+    from acqharvest.model import Acquisition, Extraction
+    from tests.helpers import probed
+
+    console = io.StringIO()
+    logs.configure("info", "json", stream=console)
+    looped = _looped_tiff(tmp_path / "looped.tif")
+    member = probed(looped, tmp_path)
+    acquisition = Acquisition(member.group_key, member.adapter, tmp_path, (member,))
+    assert isinstance(workers.extract_acquisition(acquisition), Extraction)
+
+    events = [json.loads(line) for line in console.getvalue().splitlines()]
+    assert [e["path"] for e in events if e.get("logger") == "tifffile"] == [str(looped)]

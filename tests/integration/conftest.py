@@ -482,6 +482,16 @@ log: {{level: debug, format: json}}
                 parsed.append(json.loads(line))
         return parsed
 
+    def journal(self) -> list[dict[str, Any]]:
+        """The JSON lines of the console: what a service's journal gets (workers' too)."""
+        if not self.console.exists():
+            return []
+        parsed = []
+        for line in self.console.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                parsed.append(json.loads(line))
+        return [event for event in parsed if isinstance(event, dict)]
+
     def count_events(self, event: str) -> int:
         """How often ``event`` was logged (a text count: cheap on a long log)."""
         if not self.log_file.exists():
