@@ -936,7 +936,6 @@ class Daemon:
             instrument=self.instrument,
             acquisition_fields=path_fields(folder.path_template, primary),
             previous=self.state.package_of(acquisition.key),
-            created=time.time(),
             host=self._host,
         )
 
@@ -1074,7 +1073,6 @@ def preview(
             instrument=instrument,
             acquisition_fields={},
             previous=None,
-            created=time.time(),
         )
         packages.append(dict(package.body))
     return packages, errors
