@@ -538,6 +538,7 @@ class Daemon:
             self.settler.forget(event.path)
             self.grouper.remove(event.path)
             self._in_progress.pop(event.path, None)
+            self._stalled.pop(event.path, None)
             if isinstance(event, FileRefused):
                 # watch logged it once; this makes it one line of ``acqharvest status``
                 self.report.failures.append(f"{event.path}: {event.reason}")
