@@ -495,9 +495,12 @@ class ConfigFile(_Section):
         default=60.0,
         gt=0,
         le=DAY,
-        description="Longest a worker process may spend reading one file's headers or one "
-        "acquisition's metadata; a worker stuck longer (a hung adapter, a dead network share) "
-        "is terminated and the file gets one failure naming this budget. Needs workers >= 1.",
+        description="Longest a worker process may spend in an adapter on one file's headers "
+        "or one acquisition's metadata, and longest a checksum may go without reading a byte; "
+        "a worker stuck longer is terminated. A hung adapter fails its file with one failure "
+        "naming this budget; a stalled checksum (a dead network share) is read again later, "
+        "with backoff. Checksums of files of any size take as long as they need while they "
+        "progress. Needs workers >= 1.",
     )
     extract_memory_mb: int | None = Field(
         default=2048,

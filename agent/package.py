@@ -2,7 +2,10 @@
 
 The id is a digest of the instrument id, the acquisition key and the sorted list of
 (relative path, size, sha256): the same acquisition content always gives the same id,
-so re-harvesting after a crash is idempotent end to end. Warnings lose every value the
+so re-harvesting after a crash is idempotent end to end. The document holds no clock
+reading (``created`` is the newest member's modification time), so a package rebuilt
+after the state dir was lost carries the bytes sent before under its id, as endpoints
+that deduplicate by ``Idempotency-Key`` require. Warnings lose every value the
 de-identification removed or replaced, in case an adapter quoted one. Knows nothing of I/O.
 """
 
@@ -86,7 +89,6 @@ def build_package(
     instrument: Mapping[str, Any],
     acquisition_fields: Mapping[str, str],
     previous: str | None,
-    created: float,
     host: str | None = None,
 ) -> Package:
     """The package document for one extracted, de-identified acquisition."""
@@ -106,7 +108,8 @@ def build_package(
     body: dict[str, Any] = {
         "package_id": identifier,
         "schema_version": SCHEMA_VERSION,
-        "created": rfc3339(created),
+        # the content's time, not the build's: the same id always carries the same bytes
+        "created": rfc3339_ns(max(member.settled.mtime_ns for member in acquisition.members)),
         "instrument": dict(instrument),
         "harvester": {
             "name": HARVESTER,

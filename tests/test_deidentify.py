@@ -355,7 +355,7 @@ def _extraction(tmp_path: Path, warnings_: tuple[str, ...]) -> Extraction:
 
 def _package_warnings(extraction: Extraction, clean: Deidentified) -> list[str]:
     package = build_package(
-        extraction, clean, instrument={"id": "i"}, acquisition_fields={}, previous=None, created=0
+        extraction, clean, instrument={"id": "i"}, acquisition_fields={}, previous=None
     )
     return list(package.body["provenance"]["warnings"])
 
