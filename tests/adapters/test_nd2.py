@@ -82,8 +82,10 @@ def test_headers_only(corpus: Path) -> None:
     _extract(path, reader)
     with nd2.ND2File(str(path)) as file:
         attributes = file.attributes
-        assert attributes.sequenceCount is not None
-        data_bytes = attributes.widthBytes * attributes.heightPx * attributes.sequenceCount
+        width, frames = attributes.widthBytes, attributes.sequenceCount
+        assert width is not None
+        assert frames is not None
+        data_bytes = width * attributes.heightPx * frames
     assert reader.bytes_read < path.stat().st_size - data_bytes
     assert reader.bytes_read < path.stat().st_size * 0.15
 
