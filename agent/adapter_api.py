@@ -267,7 +267,8 @@ class AdapterInfo:
     #: ``extract``, so that claiming, start-up and workers that never meet the format
     #: stay free of them; when one is missing, the adapter is listed as unavailable.
     requires: tuple[str, ...] = ()
-    #: the pip extra that installs ``requires`` (``acqharvest[<extra>]``); shown to the admin.
+    #: the extra of the adapter's distribution that installs ``requires``
+    #: (``acqharvest[<extra>]`` for the built-ins); shown to the admin.
     extra: str = ""
 
 

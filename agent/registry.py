@@ -87,7 +87,7 @@ class Registry:
         return (
             f"adapter {name} is unavailable: its reader ({', '.join(modules)}) is not "
             f"installed, so its files are packaged with checksums only; install it with: "
-            f"{install_line(self.adapters[name].info)}"
+            f"{install_line(self.adapters[name].info, self.distributions.get(name, ''))}"
         )
 
     def listing(self) -> list[dict[str, str]]:
@@ -100,7 +100,7 @@ class Registry:
                 "distribution": self.distributions.get(name, ""),
                 "formats": ", ".join(spec.name for spec in adapter.info.formats),
                 "status": (
-                    f"unavailable: {install_line(adapter.info)}"
+                    f"unavailable: {install_line(adapter.info, self.distributions.get(name, ''))}"
                     if name in self.missing
                     else "loaded"
                 ),
@@ -222,10 +222,14 @@ def missing_modules(modules: Iterable[str]) -> tuple[str, ...]:
     return tuple(absent)
 
 
-def install_line(info: AdapterInfo) -> str:
-    """The command that installs an adapter's optional reader, as the admin types it."""
+def install_line(info: AdapterInfo, distribution: str = "") -> str:
+    """The command that installs an adapter's optional reader, as the admin types it.
+
+    The extra is the adapter's distribution's (acqharvest's for the built-ins); without
+    one, the modules are named as pip knows them at best.
+    """
     if info.extra:
-        return f"pip install 'acqharvest[{info.extra}]'"
+        return f"pip install '{distribution or 'acqharvest'}[{info.extra}]'"
     return "pip install " + " ".join(info.requires)
 
 

@@ -1144,7 +1144,8 @@ def _readers_missing(packaged: dict[str, int]) -> list[str]:
     registry = load_registry()
     return [
         f"{name}: {packaged[name]} acquisition(s) packaged with checksums only, its reader "
-        f"({', '.join(modules)}) is not installed: {install_line(registry.adapters[name].info)}"
+        f"({', '.join(modules)}) is not installed: "
+        f"{install_line(registry.adapters[name].info, registry.distributions.get(name, ''))}"
         for name, modules in registry.missing.items()
         if packaged.get(name)
     ]

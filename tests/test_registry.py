@@ -360,6 +360,8 @@ def test_install_line_without_an_extra_names_the_modules():
     info = dataclasses.replace(_info("vendor"), requires=("vendorsdk", "numpy"))
     assert install_line(info) == "pip install vendorsdk numpy"
     assert install_line(dataclasses.replace(info, extra="czi")) == "pip install 'acqharvest[czi]'"
+    vendor = dataclasses.replace(info, extra="sdk")
+    assert install_line(vendor, "acqharvest-zeiss") == "pip install 'acqharvest-zeiss[sdk]'"
 
 
 def test_requires_given_as_a_string_is_a_load_error():
