@@ -67,6 +67,20 @@ def test_files_of_an_unavailable_adapter_are_packaged_with_checksums_and_the_ext
     assert rows["nd2"].endswith("unavailable: pip install 'acqharvest[nd2]'")
     assert rows["lif"].endswith("loaded")  # it needs no reader
 
+    check = harness.command("check", env=env)
+    assert check.returncode == 0, check.stdout + check.stderr  # not a failure: nothing is lost
+    assert "ok    adapter nd2 is unavailable: its reader (nd2) is not installed" in check.stdout
+    preview = subprocess.run(
+        [ACQHARVEST, "extract", str(harness.watch / "testTinyCzi.czi")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
+    assert preview.returncode == 0, preview.stderr
+    assert "  adapter: czi  format: Zeiss CZI" in preview.stdout
+    assert "  warning: adapter czi is unavailable" in preview.stdout
+
     result = harness.command("run", "--once", env=env)
     assert result.returncode == 0, result.stderr + harness.output()
     packages = {body["files"][0]["path"]: body for body in harness.packages().values()}
