@@ -87,8 +87,12 @@ class Registry:
         return (
             f"adapter {name} is unavailable: its reader ({', '.join(modules)}) is not "
             f"installed, so its files are packaged with checksums only; install it with: "
-            f"{install_line(self.adapters[name].info, self.distributions.get(name, ''))}"
+            f"{self.install_line(name)}"
         )
+
+    def install_line(self, name: str) -> str:
+        """The ``pip install`` line of adapter ``name``'s optional reader."""
+        return install_line(self.adapters[name].info, self.distributions.get(name, ""))
 
     def listing(self) -> list[dict[str, str]]:
         """Rows for the ``acqharvest adapters`` table, loaded adapters first."""
@@ -100,9 +104,7 @@ class Registry:
                 "distribution": self.distributions.get(name, ""),
                 "formats": ", ".join(spec.name for spec in adapter.info.formats),
                 "status": (
-                    f"unavailable: {install_line(adapter.info, self.distributions.get(name, ''))}"
-                    if name in self.missing
-                    else "loaded"
+                    f"unavailable: {self.install_line(name)}" if name in self.missing else "loaded"
                 ),
             }
             for name, adapter in self.adapters.items()

@@ -1139,13 +1139,12 @@ def read_status(settings: Settings) -> Status:
 
 def _readers_missing(packaged: dict[str, int]) -> list[str]:
     """Once per adapter, not per file: its acquisitions lack metadata, and how to fix it."""
-    from acqharvest.registry import install_line, load_registry
+    from acqharvest.registry import load_registry
 
     registry = load_registry()
     return [
         f"{name}: {packaged[name]} acquisition(s) packaged with checksums only, its reader "
-        f"({', '.join(modules)}) is not installed: "
-        f"{install_line(registry.adapters[name].info, registry.distributions.get(name, ''))}"
+        f"({', '.join(modules)}) is not installed: {registry.install_line(name)}"
         for name, modules in registry.missing.items()
         if packaged.get(name)
     ]
