@@ -95,6 +95,8 @@ NORMALIZED_FIELDS: Mapping[str, FieldSpec] = {
         _spec("image.size_c", "integer", None, "number of channels"),
         _spec("image.size_t", "integer", None, "number of time points"),
         _spec("image.frames", "integer", None, "number of 2-D frames (pages) stored"),
+        _spec("image.scenes", "integer", None, "number of scenes or XY stage positions"),
+        _spec("image.tiles", "integer", None, "number of mosaic tiles (per scene)"),
         _spec("image.bits", "integer", "bit", "bits per sample"),
         _spec("image.pixel_type", "string", None, "e.g. uint8, uint16, int16, float32, bit"),
         _spec("image.dimension_order", "string", None, "OME dimension order, e.g. XYCZT"),
@@ -103,7 +105,28 @@ NORMALIZED_FIELDS: Mapping[str, FieldSpec] = {
         _spec("pixel_size_um.x", "number", "um", "pixel width in micrometres"),
         _spec("pixel_size_um.y", "number", "um", "pixel height in micrometres"),
         _spec("pixel_size_um.z", "number", "um", "section spacing in micrometres"),
-        _spec("channels", "list", None, "name, excitation_nm, emission_nm, fluor, exposure_s"),
+        _spec(
+            "channels",
+            "list",
+            None,
+            "name, excitation_nm, emission_nm, fluor, exposure_s, illumination, contrast_method",
+        ),
+        _spec(
+            "series",
+            "list",
+            None,
+            "every image series of a multi-series file (a LIF), in file order: name, "
+            "image (size_x/y/z/c/t, tiles), pixel_size_um (x/y/z)",
+        ),
+        _spec(
+            "loops",
+            "list",
+            None,
+            "acquisition loops, outermost first: type (time, z, xy), count, and "
+            "period_s (time) or step_um (z) when the file gives them",
+        ),
+        _spec("laser_lines_nm", "list", "nm", "wavelengths of the laser lines switched on"),
+        _spec("detectors", "list", None, "every detector the file lists: model, type"),
         _spec("objective.model", "string", None, "objective model"),
         _spec("objective.manufacturer", "string", None, "objective maker"),
         _spec("objective.magnification", "number", None, "nominal magnification"),
@@ -135,6 +158,8 @@ CHANNEL_FIELDS: Mapping[str, FieldSpec] = {
         _spec("emission_nm", "number", "nm", "emission wavelength in nanometres"),
         _spec("fluor", "string", None, "fluorophore"),
         _spec("exposure_s", "number", "s", "exposure time in seconds"),
+        _spec("illumination", "string", None, "illumination type, e.g. Epifluorescence"),
+        _spec("contrast_method", "string", None, "contrast method, e.g. Fluorescence"),
     )
 }
 
@@ -265,7 +290,8 @@ class AdapterInfo:
     #: ``extract``, so that claiming, start-up and workers that never meet the format
     #: stay free of them; when one is missing, the adapter is listed as unavailable.
     requires: tuple[str, ...] = ()
-    #: the pip extra that installs ``requires`` (``acqharvest[<extra>]``); shown to the admin.
+    #: the extra of the adapter's distribution that installs ``requires``
+    #: (``acqharvest[<extra>]`` for the built-ins); shown to the admin.
     extra: str = ""
 
 

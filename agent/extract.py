@@ -56,14 +56,29 @@ def extract(
     reader: Reader,
     *,
     memory_limit: int | None = None,
+    unavailable: str | None = None,
 ) -> Extraction | ExtractionFailure:
     """Run ``adapter.extract`` on ``acquisition``; every failure becomes an ExtractionFailure.
 
     ``memory_limit`` is the budget this process runs under, named in the failure when
-    the adapter runs out of memory. Failures are not logged here: the daemon logs each
-    one once, as ``extraction_failed``, where it records it.
+    the adapter runs out of memory. ``unavailable`` says why the claiming adapter cannot
+    read here (its optional reader is not installed): the acquisition is then packaged
+    with checksums only, under the adapter's name, with that as its warning. Failures are
+    not logged here: the daemon logs each one once, as ``extraction_failed``, where it
+    records it.
     """
     draft = draft_for(acquisition)
+    if adapter is not None and unavailable is not None:
+        formats = adapter.info.formats
+        return Extraction(
+            acquisition=acquisition,
+            adapter=adapter.info.name,
+            adapter_version=adapter.info.version,
+            format=formats[0].name if formats else "unknown",
+            metadata={},
+            original_metadata={},
+            warnings=(unavailable,),
+        )
     if adapter is None:
         return Extraction(
             acquisition=acquisition,

@@ -1127,6 +1127,9 @@ def check_installation(settings: Settings) -> Iterable[tuple[bool, str]]:
     yield bool(registry.adapters), "adapters loaded: " + (", ".join(registry.adapters) or "none")
     for load_error in registry.errors:
         yield False, f"adapter {load_error.name} failed to load: {load_error.error}"
+    for name in registry.missing:
+        # not a failure: the files are still packaged, with checksums only
+        yield True, str(registry.unavailable(name))
     for index, folder in enumerate(settings.watch):
         unknown = [name for name in folder.adapters if name not in registry.adapters]
         if unknown:
@@ -1155,6 +1158,8 @@ class Status:
     outbox: dict[str, int]
     registry: dict[str, int]
     problems: list[str]
+    #: one line per adapter whose reader is missing and whose files were packaged without it
+    readers_missing: list[str] = field(default_factory=list)
 
 
 def read_status(settings: Settings) -> Status:
@@ -1176,6 +1181,7 @@ def read_status(settings: Settings) -> Status:
             for p in summary.problems
         ]
     registry = {"files": 0, "acquisitions": 0, "failures": 0}
+    readers_missing: list[str] = []
     if db_path.exists():
         try:
             state = State.open(db_path, readonly=True)
@@ -1184,13 +1190,29 @@ def read_status(settings: Settings) -> Status:
         else:
             try:
                 registry = state.counts()
+                readers_missing = _readers_missing(state.acquisitions_by_adapter())
                 problems += [
                     f"{package_rfc3339(f.at)}  failed    {escape(str(f.path))}: {f.reason}"
                     for f in state.failures()
                 ]
             finally:
                 state.close()
-    return Status(outbox, registry, _state_dir_problems(settings.state_dir) + problems)
+    return Status(
+        outbox, registry, _state_dir_problems(settings.state_dir) + problems, readers_missing
+    )
+
+
+def _readers_missing(packaged: dict[str, int]) -> list[str]:
+    """Once per adapter, not per file: its acquisitions lack metadata, and how to fix it."""
+    from acqharvest.registry import load_registry
+
+    registry = load_registry()
+    return [
+        f"{name}: {packaged[name]} acquisition(s) packaged with checksums only, its reader "
+        f"({', '.join(modules)}) is not installed: {registry.install_line(name)}"
+        for name, modules in registry.missing.items()
+        if packaged.get(name)
+    ]
 
 
 def _state_dir_problems(folder: Path) -> list[str]:

@@ -290,6 +290,13 @@ class State:
         ).fetchall()
         return [Failure(Path(from_sql(p)), str(r), float(a)) for p, r, a in rows]
 
+    def acquisitions_by_adapter(self) -> dict[str, int]:
+        """Adapter name -> acquisitions it packaged (``""`` for those no adapter claimed)."""
+        rows = self._db.execute(
+            "SELECT coalesce(adapter, ''), count(*) FROM acquisitions GROUP BY 1"
+        ).fetchall()
+        return {str(adapter): int(count) for adapter, count in rows}
+
     def counts(self) -> dict[str, int]:
         files = self._db.execute("SELECT count(*) FROM files").fetchone()[0]
         acquisitions = self._db.execute("SELECT count(*) FROM acquisitions").fetchone()[0]

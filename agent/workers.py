@@ -159,6 +159,11 @@ def init_worker(setup: WorkerSetup, progress: Progress | None = None) -> None:
         level = "debug" if setup.log.level == "debug" else "warning"
         logs.configure(level, "json", None, stream=sys.stderr)
     _registry = load_registry()
+    if _row <= 0:  # one worker says it (each loads the registry), or the in-process one
+        for name in _registry.missing:
+            logs.get_logger().warning(
+                "adapter_unavailable", adapter=name, reason=_registry.unavailable(name)
+            )
     for root, names in (setup.adapters_by_root or {}).items():
         unknown = [name for name in names if name not in _registry.adapters]
         if unknown:
@@ -289,7 +294,13 @@ def extract_acquisition(acquisition: Acquisition) -> Extraction | ExtractionFail
         )
     reader = FileReader({m.settled.path: m.settled.file_id for m in acquisition.members})
     with logs.reading(acquisition.primary.settled.path):
-        result = extract(acquisition, adapter, reader, memory_limit=_setup.memory_limit_bytes)
+        result = extract(
+            acquisition,
+            adapter,
+            reader,
+            memory_limit=_setup.memory_limit_bytes,
+            unavailable=registry.unavailable(acquisition.adapter) if acquisition.adapter else None,
+        )
     if reader.refused is None:
         return result
     # Whatever the adapter made of it, it did not read (only) the files that settled.

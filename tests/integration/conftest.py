@@ -408,9 +408,12 @@ log: {{level: debug, format: json}}
         self.process = None
         self._daemon_ended()
 
-    def command(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """``acqharvest <args> --config <this config>``, output captured; a ``run`` is
-        checked like a daemon started with ``start``."""
+    def command(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """``acqharvest <args> --config <this config>`` (with ``env`` added to the
+        environment), output captured; a ``run`` is checked like a daemon started with
+        ``start``."""
         daemon = args[:1] == ("run",)
         if daemon:
             self._daemon_started()
@@ -419,6 +422,7 @@ log: {{level: debug, format: json}}
             capture_output=True,
             text=True,
             timeout=120,
+            env={**os.environ, **(env or {})},
         )
         if daemon:
             self._daemon_ended()
