@@ -270,7 +270,9 @@ class RunReport:
     """What a run did; ``run --once`` turns it into the exit code."""
 
     packaged: int = 0
-    failures: list[str] = field(default_factory=list)
+    #: distinct failures (a set: a file failing again at every rescan of a daemon running
+    #: for months counts, and is kept, once)
+    failures: set[str] = field(default_factory=set)
     undelivered: int = 0
     #: packages the endpoint refused during this run (kept in outbox/rejected/)
     rejected: int = 0
@@ -471,6 +473,7 @@ class Daemon:
             # Nothing is lost: files are marked done only after their package is on disk,
             # so a rescan picks up whatever this turn dropped.
             log.exception("harvest_step_failed", error=str(error))
+            self.report.failures.add(f"harvest step failed: {error}")
             self._in_progress.clear()
             self._rescan_now.set()
             stop.wait(_IDLE_WAIT)
@@ -551,7 +554,7 @@ class Daemon:
             self._stalled.pop(event.path, None)
             if isinstance(event, FileRefused):
                 # watch logged it once; this makes it one line of ``acqharvest status``
-                self.report.failures.append(f"{event.path}: {event.reason}")
+                self.report.failures.add(f"{event.path}: {event.reason}")
                 self.state.record_failure(event.path, 0, 0, event.reason)
             return
         if self._in_progress.get(event.path) == (event.size, event.mtime_ns):
@@ -784,7 +787,7 @@ class Daemon:
                 self.settler.observe(seen)
             return
         self._log_failure("file_unreadable", path, result.reason, retried=not result.final)
-        self.report.failures.append(result.reason)
+        self.report.failures.add(result.reason)
         settled = result.settled
         self.state.record_failure(
             path, settled.size, settled.mtime_ns, result.reason, final=result.final
@@ -797,7 +800,7 @@ class Daemon:
         except OutboxError as error:
             # Not recorded as harvested, so the files are packaged again on a later scan.
             self._storage_failed(error, packages=len(batch))
-            self.report.failures.append(str(error))
+            self.report.failures.add(str(error))
             self._release(acquisition for _, acquisition in batch)
             return
         self.state.record_packages(
@@ -965,7 +968,7 @@ class Daemon:
         self._log_failure(
             "extraction_failed", failure.path, failure.reason, adapter=failure.adapter
         )
-        self.report.failures.append(failure.reason)
+        self.report.failures.add(failure.reason)
         members = failure.acquisition.members
         # Only the version of the file the failure names is failed for good. The others
         # settled in this pass are grouped again at once, without it: the failed file, once

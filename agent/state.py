@@ -280,9 +280,10 @@ class State:
         A file that fails again for the same cause (an unreadable file at every rescan, the
         same version read again) is logged once, not at every attempt.
         """
-        row = self._db.execute("SELECT reason FROM failures WHERE path = ?", (str(path),))
+        row = self._db.execute("SELECT reason FROM failures WHERE path = ?", (to_sql(str(path)),))
         found = row.fetchone()
-        return found is not None and found[0] == reason
+        # reasons are stored in the percent form (record_failure)
+        return found is not None and found[0] == escape(reason)
 
     def failures(self, limit: int = 20) -> list[Failure]:
         rows = self._db.execute(

@@ -159,6 +159,10 @@ def test_names_that_are_not_utf8_round_trip_exactly(tmp_path: Path) -> None:
     (failure,) = state.failures()
     assert failure.path == failed
     assert failure.reason == f"{tmp_path}/Jos%E9/5%B5m.tif: truncated"
+    # the same cause is known as logged, another is not
+    assert state.failed_already(failed, f"{failed}: truncated")
+    assert not state.failed_already(failed, f"{failed}: cut short")
+    assert not state.failed_already(root / os.fsdecode(b"5\xb6m.tif"), f"{failed}: truncated")
     state.close()
 
     reopened = State.open(tmp_path / "s.sqlite3", readonly=True)
