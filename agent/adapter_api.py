@@ -302,6 +302,13 @@ class AdapterOutput:
     #: acquisition start as RFC 3339, when the file says.
     started: str | None = None
     warnings: tuple[str, ...] = ()
+    #: why the acquisition lacks data its headers announce although every file is whole
+    #: (ends cleanly after its last element, as written), e.g. a DICOM image header without
+    #: pixel data; None when nothing is missing. The package then says
+    #: ``acquisition.complete: false`` and carries the reason in ``provenance.warnings``
+    #: (do not repeat it in ``warnings``). A file cut short is never this: raise
+    #: ``AdapterError(member, "truncated: ...")`` as :meth:`Adapter.extract` says.
+    incomplete: str | None = None
 
 
 class AdapterError(Exception):
@@ -357,6 +364,8 @@ class Adapter(Protocol):
         then packages nothing, fails that version of that file only (it is read again
         once it changes, as a writer that resumes changes it), and groups the other
         members again at the next scan. An adapter whose format has no such test
-        accepts the file as settled.
+        accepts the file as settled. A file that is whole but holds less than its
+        header announces (a header written without its pixels) is extracted, with
+        :attr:`AdapterOutput.incomplete` saying what is missing.
         """
         ...

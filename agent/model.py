@@ -223,6 +223,8 @@ class Extraction:
     original_metadata: Mapping[str, Any]
     started: str | None = None
     warnings: tuple[str, ...] = ()
+    #: why the data is incomplete although every file is whole (``AdapterOutput.incomplete``).
+    incomplete: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -268,7 +268,7 @@ class DicomAdapter:
                 raise
             except Exception as exc:  # pydicom raises many unrelated types on bad input
                 raise AdapterError(path, f"unreadable DICOM: {type(exc).__name__}: {exc}") from exc
-        _check_members(draft, reader, header.head)
+        lacking = _check_members(draft, reader, header)
         # Messages quote the values they complain about; a package must not carry them.
         notes = tuple(
             dict.fromkeys(
@@ -282,31 +282,39 @@ class DicomAdapter:
             original_metadata=original,
             started=metadata.get("acquired"),
             warnings=(*notes, *trimmed),
+            incomplete=lacking,
         )
 
 
-def _check_members(draft: Draft, reader: Reader, primary_head: bytes) -> None:
+def _check_members(draft: Draft, reader: Reader, primary: Header) -> str | None:
     """Every instance of the series must be whole: the package lists each one.
 
     Only the completeness of the others is checked (``check_complete``), never their
     metadata, so what pydicom may say about their values is not the package's concern.
     The primary, whose header was parsed, gets the element walk too: it also refuses a
     file that ends inside a sequence, which a header parse may take for a whole one;
-    it walks the bytes the parse read (``primary_head``) without reading them again.
+    it walks the bytes the parse read (``primary.head``) without reading them again.
+    Returns why the series is incomplete (instances that are image headers without
+    pixel data, named), or None.
     """
+    lacking: dict[str, list[str]] = {}
     for member in draft.members:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
                 if member == draft.primary:
-                    walk_extent(member, reader, primary_head)
+                    walk_extent(member, reader, primary.head)
+                    reason = primary.incomplete
                 else:
-                    check_complete(member, reader)
+                    reason = check_complete(member, reader)
             except AdapterError:
                 raise
             except Exception as exc:  # pydicom raises many unrelated types on bad input
                 reason = f"unreadable DICOM: {type(exc).__name__}: {exc}"
                 raise AdapterError(member, reason) from exc
+        if reason is not None:
+            lacking.setdefault(reason, []).append(member.name)
+    return "; ".join(f"{reason}: {', '.join(names)}" for reason, names in lacking.items()) or None
 
 
 # --------------------------------------------------------------------------- claim
