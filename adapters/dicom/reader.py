@@ -82,7 +82,12 @@ def looks_headless(head: bytes) -> bool:
     they start directly with the file meta group or the dataset, in implicit or explicit VR
     little endian, or in (retired) explicit VR big endian.
     """
+    if head[:2] == b"\x02\x00" and _UID.fullmatch(_file_meta(head, 0)[1] or ""):
+        return True  # a file meta group that names a transfer syntax, however short
     return any(_walk(head, explicit, little) >= 2 for explicit, little in _LAYOUTS)
+
+
+_UID = re.compile(r"[0-9]+(\.[0-9]+)+")
 
 
 #: (explicit VR, little endian) of the encodings a dataset may be written in, the likeliest
@@ -309,6 +314,12 @@ class Header:
 
 #: why an image header that ends cleanly after its last element is packaged incomplete.
 NO_PIXEL_DATA = "image header but no pixel data element (the file ends after a whole element)"
+#: why a header without SOP class and pixel data is packaged incomplete.
+NO_SOP_CLASS = "no SOPClassUID and no pixel data element (the file ends after a whole element)"
+#: SOP classes with pixel data whose names do not say "Image Storage".
+_PIXEL_SOP_CLASSES = frozenset(
+    {"Parametric Map Storage", "Enhanced US Volume Storage", "Segmentation Storage"}
+)
 
 #: what :func:`walk_extent` proved: the pixel data lies inside the file, or the file has
 #: none and ends exactly where its last element does.
@@ -369,15 +380,30 @@ def read_header(path: Path, reader: Reader) -> Header:
         raise AdapterError(path, f"{found} found")
     if not deflated:
         _check_elements_fit(path, ds, size)
-    incomplete = None
-    if stop.tag is None and _is_image(ds):
-        if walk_extent(path, reader, cached.prefix) != "end":
-            raise AdapterError(path, "truncated: image header but no pixel data element")
-        incomplete = NO_PIXEL_DATA
+    incomplete = None if stop.tag is not None else _without_pixels(path, reader, ds, cached)
     pixel_keyword = PIXEL_TAGS.get(stop.tag) if stop.tag is not None else None
     header = Header(ds, size, pixel_keyword, head=cached.prefix, incomplete=incomplete)
     _drop_deferred(ds, header.skipped)
     return header
+
+
+def _without_pixels(path: Path, reader: Reader, ds: Dataset, cached: _Prefixed) -> str | None:
+    """Why a header without pixel data is incomplete; None for an object that has none.
+
+    An image header lacks its pixels; a header without SOPClassUID, Type 1 in every
+    object, lacks what follows too. Either is refused as truncated unless the element walk
+    proves the file ends where its last element does: pydicom takes a file cut inside an
+    element header for one that ends there.
+    """
+    if _is_image(ds):
+        reason = NO_PIXEL_DATA
+    elif "SOPClassUID" not in ds:
+        reason = NO_SOP_CLASS
+    else:
+        return None
+    if walk_extent(path, reader, cached.prefix) != "end":
+        raise AdapterError(path, f"truncated: {reason.split(' (')[0]}")
+    return reason
 
 
 def check_complete(path: Path, reader: Reader) -> str | None:
@@ -667,7 +693,8 @@ def _find_pixel_tag(data: bytearray, start: int) -> int | None:
 
 def _is_image(ds: Dataset) -> bool:
     sop = ds.get("SOPClassUID")
-    named_image = bool(sop) and "Image Storage" in UID(str(sop)).name
+    name = UID(str(sop)).name if sop else ""
+    named_image = "Image Storage" in name or name.endswith(tuple(_PIXEL_SOP_CLASSES))
     return named_image or ("Rows" in ds and "Columns" in ds)
 
 
