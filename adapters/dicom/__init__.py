@@ -308,8 +308,9 @@ def _check_members(draft: Draft, reader: Reader, primary: Header) -> str | None:
             warnings.simplefilter("ignore")
             try:
                 if member == draft.primary:
-                    walk_extent(member, reader, primary.head)
                     reason = primary.incomplete
+                    if reason is None:  # else the header read walked it to its end
+                        walk_extent(member, reader, primary.head)
                 else:
                     reason = check_complete(member, reader)
             except AdapterError:
