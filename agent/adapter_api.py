@@ -12,7 +12,10 @@ through the :class:`Reader` the agent passes, returns an :class:`AdapterOutput`,
 :class:`AdapterError` naming the file for bad input (including any member of the
 acquisition that is cut short: see :meth:`Adapter.extract`), keeps no global state,
 writes nowhere, and is deterministic. De-identification is not the adapter's job: report what
-the file says and the agent applies the site's policy.
+the file says and the agent applies the site's policy; where a format keeps a patient's,
+case's or specimen's identity in fields of its own (a slide scanner's file name, barcode or
+scan date), name each such value as an :class:`Identifier` and the agent treats it as the
+DICOM attribute that holds the same information.
 """
 
 from __future__ import annotations
@@ -92,6 +95,8 @@ NORMALIZED_FIELDS: Mapping[str, FieldSpec] = {
         _spec("image.size_c", "integer", None, "number of channels"),
         _spec("image.size_t", "integer", None, "number of time points"),
         _spec("image.frames", "integer", None, "number of 2-D frames (pages) stored"),
+        _spec("image.scenes", "integer", None, "number of scenes or XY stage positions"),
+        _spec("image.tiles", "integer", None, "number of mosaic tiles (per scene)"),
         _spec("image.bits", "integer", "bit", "bits per sample"),
         _spec("image.pixel_type", "string", None, "e.g. uint8, uint16, int16, float32, bit"),
         _spec("image.dimension_order", "string", None, "OME dimension order, e.g. XYCZT"),
@@ -100,7 +105,28 @@ NORMALIZED_FIELDS: Mapping[str, FieldSpec] = {
         _spec("pixel_size_um.x", "number", "um", "pixel width in micrometres"),
         _spec("pixel_size_um.y", "number", "um", "pixel height in micrometres"),
         _spec("pixel_size_um.z", "number", "um", "section spacing in micrometres"),
-        _spec("channels", "list", None, "name, excitation_nm, emission_nm, fluor, exposure_s"),
+        _spec(
+            "channels",
+            "list",
+            None,
+            "name, excitation_nm, emission_nm, fluor, exposure_s, illumination, contrast_method",
+        ),
+        _spec(
+            "series",
+            "list",
+            None,
+            "every image series of a multi-series file (a LIF), in file order: name, "
+            "image (size_x/y/z/c/t, tiles), pixel_size_um (x/y/z)",
+        ),
+        _spec(
+            "loops",
+            "list",
+            None,
+            "acquisition loops, outermost first: type (time, z, xy), count, and "
+            "period_s (time) or step_um (z) when the file gives them",
+        ),
+        _spec("laser_lines_nm", "list", "nm", "wavelengths of the laser lines switched on"),
+        _spec("detectors", "list", None, "every detector the file lists: model, type"),
         _spec("objective.model", "string", None, "objective model"),
         _spec("objective.manufacturer", "string", None, "objective maker"),
         _spec("objective.magnification", "number", None, "nominal magnification"),
@@ -132,6 +158,8 @@ CHANNEL_FIELDS: Mapping[str, FieldSpec] = {
         _spec("emission_nm", "number", "nm", "emission wavelength in nanometres"),
         _spec("fluor", "string", None, "fluorophore"),
         _spec("exposure_s", "number", "s", "exposure time in seconds"),
+        _spec("illumination", "string", None, "illumination type, e.g. Epifluorescence"),
+        _spec("contrast_method", "string", None, "contrast method, e.g. Fluorescence"),
     )
 }
 
@@ -208,6 +236,26 @@ def channel_problems(item: object) -> dict[str, str]:
     return problems
 
 
+def identifier_problem(item: object) -> str | None:
+    """Why ``item`` is not a well-formed :class:`Identifier`, or None when it is.
+
+    The agent drops a malformed one (its value may then reach the package); the
+    conformance kit reports it. The message never quotes the value.
+    """
+    if not isinstance(item, Identifier):
+        return f"not an Identifier: {type(item).__name__}"
+    if not isinstance(item.attribute, str) or not item.attribute.strip():
+        return f"attribute {item.attribute!r} is not a DICOM keyword"
+    if not isinstance(item.value, str) or not item.value.strip():
+        return f"{item.attribute}: the value is not text"
+    path = item.path
+    if not isinstance(path, tuple) or not all(isinstance(key, str) for key in path):
+        return f"{item.attribute}: path {path!r} is not a tuple of keys"
+    if path and path[0] not in ("metadata", "original_metadata"):
+        return f"{item.attribute}: path {path!r} starts neither at metadata nor original_metadata"
+    return None
+
+
 def normalized_fields(sources: Mapping[str, str]) -> tuple[FieldSpec, ...]:
     """The catalogue's specs for the keys an adapter fills, each with where it reads them.
 
@@ -237,6 +285,14 @@ class AdapterInfo:
     #: conformance kit tries the corpus root (``--acqharvest-corpus``) first, then the
     #: package folder, and uses them to check no other adapter claims them.
     samples: tuple[str, ...] = ()
+    #: top-level modules ``extract`` imports that the base install does not carry (a
+    #: format's own reader). The adapter module itself must import them lazily, inside
+    #: ``extract``, so that claiming, start-up and workers that never meet the format
+    #: stay free of them; when one is missing, the adapter is listed as unavailable.
+    requires: tuple[str, ...] = ()
+    #: the extra of the adapter's distribution that installs ``requires``
+    #: (``acqharvest[<extra>]`` for the built-ins); shown to the admin.
+    extra: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +346,30 @@ class Draft:
 
 
 @dataclass(frozen=True, slots=True)
+class Identifier:
+    """A value of the output that may identify a patient, a case or a specimen.
+
+    The adapter does not decide its fate: it names the DICOM attribute that holds the
+    same information (a slide's case number is a ``ContainerIdentifier``, a scan date an
+    ``AcquisitionDate``), and the agent applies that attribute's rule of the site's
+    de-identification policy, with the same retain options as for a DICOM file. When the
+    rule removes the value, the key at ``path`` goes and every whole occurrence of
+    ``value`` in the output's text (a free-text description that repeats it, a warning)
+    is replaced by ``<removed>``.
+    """
+
+    #: DICOM keyword whose rule applies, e.g. ``"ContainerIdentifier"`` (letter case is
+    #: not significant: ``"AcquisitionDatetime"`` names ``AcquisitionDateTime``).
+    attribute: str
+    #: the text as the file writes it.
+    value: str
+    #: the keys leading to the value in the output, the first ``"metadata"`` or
+    #: ``"original_metadata"``, e.g. ``("original_metadata", "svs_metadata", "Filename")``;
+    #: empty when the value is only inside other text.
+    path: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class AdapterOutput:
     """What ``extract`` returns."""
 
@@ -309,6 +389,8 @@ class AdapterOutput:
     #: (do not repeat it in ``warnings``). A file cut short is never this: raise
     #: ``AdapterError(member, "truncated: ...")`` as :meth:`Adapter.extract` says.
     incomplete: str | None = None
+    #: values that may identify a patient, for the agent's de-identification policy.
+    identifiers: tuple[Identifier, ...] = ()
 
 
 class AdapterError(Exception):

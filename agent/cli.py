@@ -182,6 +182,8 @@ def _print_summary(package: dict[str, Any]) -> None:
     print(f"  adapter: {harvester['adapter']}  format: {package['acquisition']['format']}")
     for key, value in sorted(package["metadata"].items()):
         print(f"  {key}: {json.dumps(value, ensure_ascii=False)}")
+    for warning in package["provenance"]["warnings"]:
+        print(f"  warning: {warning}")
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -213,6 +215,10 @@ def _status(args: argparse.Namespace) -> int:
     print(f"state:  {settings.state_dir}")
     print("outbox: " + ", ".join(f"{state} {count}" for state, count in status.outbox.items()))
     print("harvested: " + ", ".join(f"{name} {count}" for name, count in status.registry.items()))
+    if status.readers_missing:
+        print("readers missing:")
+        for line in status.readers_missing:
+            print(f"  {line}")
     if status.problems:
         print("last problems:")
         for line in status.problems:

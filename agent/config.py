@@ -9,14 +9,16 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, TypeGuard, get_args
 from urllib.parse import SplitResult, urlsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -27,7 +29,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from acqharvest.deliver import is_loopback
+from acqharvest.deliver import credential_parameters, is_loopback
 from acqharvest.identity import template_problem
 from acqharvest.model import (
     DeidentifySettings,
@@ -67,7 +69,40 @@ _SCHEMA_URI = "https://json-schema.org/draft/2020-12/schema"
 
 _Loc = tuple[str | int, ...]
 
-_NonEmpty = Annotated[str, StringConstraints(min_length=1)]
+#: one day and one week in seconds: the upper bounds of the time settings.
+DAY = 86_400.0
+WEEK = 7 * DAY
+#: most worker processes: each is a process with its own memory budget, so a few per core.
+MAX_WORKERS = 64
+#: largest ``extract_memory_mb``: 1 TiB.
+MAX_MEMORY_MB = 1_048_576
+#: most values (mappings, lists, scalars) a config may hold once its YAML aliases are
+#: expanded: a real config holds hundreds, a config of a thousand watch folders tens of
+#: thousands; a few lines of nested aliases hold billions.
+MAX_NODES = 100_000
+#: C0 and C1 control characters and DEL: a NUL cannot be in a path, and a newline or an
+#: escape in an instrument id goes into every package and log line unseen.
+_CONTROL_CHARS = r"\x00-\x1f\x7f-\x9f"
+_CONTROL = re.compile(f"[{_CONTROL_CHARS}]")
+
+
+def _no_control(value: str) -> str:
+    if found := _CONTROL.search(value):
+        raise PydanticCustomError(
+            "control_character",
+            f"must not contain control characters (found U+{ord(found.group()):04X})",
+        )
+    return value
+
+
+#: text without control characters: identities, paths, names.
+_Text = Annotated[
+    str,
+    AfterValidator(_no_control),
+    # the same rule for editors that read the schema (validation here names the character)
+    Field(json_schema_extra={"pattern": f"^[^{_CONTROL_CHARS}]*$"}),
+]
+_NonEmpty = Annotated[_Text, StringConstraints(min_length=1)]
 
 
 class ConfigError(Exception):
@@ -82,7 +117,8 @@ class ConfigError(Exception):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # 1e309 reads as infinity: a settle time that never ends, not a typo to accept
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class InstrumentConfig(_Section):
@@ -91,19 +127,21 @@ class InstrumentConfig(_Section):
     # serial numbers and models are often plain numbers in YAML
     model_config = ConfigDict(coerce_numbers_to_str=True)
 
-    id: str = Field(
+    id: _Text = Field(
         description="Persistent identifier of the instrument (a PIDINST handle, DOI or URN). "
         "It is part of every package id, so changing it re-sends everything."
     )
-    name: str | None = Field(default=None, description="Human-readable instrument name.")
-    manufacturer: str | None = Field(default=None, description="Manufacturer of the instrument.")
-    model: str | None = Field(default=None, description="Model name of the instrument.")
-    serial_number: str | None = Field(default=None, description="Serial number of the instrument.")
-    type: str | None = Field(
+    name: _Text | None = Field(default=None, description="Human-readable instrument name.")
+    manufacturer: _Text | None = Field(default=None, description="Manufacturer of the instrument.")
+    model: _Text | None = Field(default=None, description="Model name of the instrument.")
+    serial_number: _Text | None = Field(
+        default=None, description="Serial number of the instrument."
+    )
+    type: _Text | None = Field(
         default=None,
         description="Kind of instrument, for example 'MRI scanner' or 'electron microscope'.",
     )
-    owner: str | None = Field(
+    owner: _Text | None = Field(
         default=None, description="Facility or group that runs the instrument."
     )
 
@@ -135,6 +173,7 @@ class WatchConfig(_Section):
     settle_seconds: float = Field(
         default=10.0,
         ge=0,
+        le=DAY,
         description="A file counts as complete once its size and modification time have not "
         "changed for this many seconds.",
     )
@@ -147,6 +186,7 @@ class WatchConfig(_Section):
     blank_head_wait_seconds: float = Field(
         default=300.0,
         ge=0,
+        le=DAY,
         description="A file whose first 4 KiB are all zero bytes is taken for space the "
         "software reserved but has not written yet: it waits up to this many seconds for "
         "content, then is harvested anyway. 0 turns the check off.",
@@ -156,7 +196,7 @@ class WatchConfig(_Section):
         description="How changes are noticed: 'native' uses operating-system events, "
         "'polling' re-lists the folder (needed for SMB/NFS shares), 'auto' picks for you.",
     )
-    path_template: str | None = Field(
+    path_template: _Text | None = Field(
         default=None,
         description="Folder-naming convention below this folder from which fields such as "
         "the operator and project are read, for example '{operator}/{project}/**': {name} "
@@ -174,16 +214,18 @@ class WatchConfig(_Section):
     group_quiet_seconds: float | None = Field(
         default=None,
         ge=0,
+        le=DAY,
         description="How long a multi-file acquisition (for example a DICOM series) must "
         "receive no new files before it is packaged; null means settle_seconds.",
     )
     group_timeout_seconds: float = Field(
         default=3600.0,
         gt=0,
+        le=WEEK,
         description="An acquisition still incomplete after this many seconds is sent "
         "anyway, flagged incomplete.",
     )
-    adapters: tuple[str, ...] = Field(
+    adapters: tuple[_Text, ...] = Field(
         default=(),
         description="Names of the format adapters allowed to read files in this folder; "
         "empty means every enabled adapter.",
@@ -236,7 +278,9 @@ class EndpointConfig(_Section):
         default=None,
         validate_default=True,
         description="URL packages are posted to; required when type is 'http'. Must be "
-        "https:// unless the host is loopback or allow_plaintext is true.",
+        "https:// unless the host is loopback or allow_plaintext is true. No credential in "
+        "it (user:pass@, or a query parameter such as token, api_key, sig or code); query "
+        "values are masked wherever the URL is shown.",
     )
     proxy: _NonEmpty | None = Field(
         default=None,
@@ -279,18 +323,24 @@ class EndpointConfig(_Section):
     require_receipt: bool = Field(
         default=False,
         description="Count a 2xx or 409 as delivered only when its body is a JSON receipt "
-        "naming the package_id. A receipt that names another package or another sha256 "
-        "never counts, whatever this says. Recommended: it also guards against an endpoint "
-        "that answers 409 while the first request with the same key is still in progress.",
+        "naming the package_id. Without it, an empty body or a JSON object counts too. An "
+        "HTML page or other text, or a receipt that names another package or another "
+        "sha256, never counts, whatever this says. Recommended: it also guards against an "
+        "endpoint that answers 409 while the first request with the same key is still in "
+        "progress.",
     )
     timeout_seconds: float = Field(
         default=30.0,
         gt=0,
+        le=DAY,
         description="Longest one delivery attempt may take, connecting, sending and reading "
         "the answer together; an endpoint still answering then is cut off and retried.",
     )
     max_backoff_seconds: float = Field(
-        default=300.0, gt=0, description="Longest wait between retries of a failed delivery."
+        default=300.0,
+        gt=0,
+        le=DAY,
+        description="Longest wait between retries of a failed delivery.",
     )
 
     @field_validator("url")
@@ -306,6 +356,13 @@ class EndpointConfig(_Section):
                 "credentials",
                 "must not carry a user name or password (user:pass@); put the credential "
                 "in token_file or token_env",
+            )
+        if credential_parameters(url):
+            raise PydanticCustomError(
+                "credentials",
+                "must not carry a credential in its query ({names}); put it in token_file or "
+                "token_env",
+                {"names": ", ".join(credential_parameters(url))},
             )
         if (
             parts.scheme == "http"
@@ -423,25 +480,32 @@ class ConfigFile(_Section):
     workers: int = Field(
         default=2,
         ge=0,
+        le=MAX_WORKERS,
         description="Worker processes for header extraction and checksums; 0 runs them "
-        "in the main process.",
+        f"in the main process. At most {MAX_WORKERS}.",
     )
     rescan_seconds: float = Field(
         default=300.0,
         gt=0,
+        le=WEEK,
         description="Seconds between full scans of every watched folder, which catch files "
         "the change events missed.",
     )
     extract_timeout_seconds: float = Field(
         default=60.0,
         gt=0,
-        description="Longest a worker process may spend reading one file's headers or one "
-        "acquisition's metadata; a worker stuck longer (a hung adapter, a dead network share) "
-        "is terminated and the file gets one failure naming this budget. Needs workers >= 1.",
+        le=DAY,
+        description="Longest a worker process may spend in an adapter on one file's headers "
+        "or one acquisition's metadata, and longest a checksum may go without reading a byte; "
+        "a worker stuck longer is terminated. A hung adapter fails its file with one failure "
+        "naming this budget; a stalled checksum (a dead network share) is read again later, "
+        "with backoff. Checksums of files of any size take as long as they need while they "
+        "progress. Needs workers >= 1.",
     )
     extract_memory_mb: int | None = Field(
         default=2048,
         ge=64,
+        le=MAX_MEMORY_MB,
         description="Address-space limit of each worker process in MiB (Linux and other "
         "POSIX systems that enforce RLIMIT_AS; not enforced on Windows or macOS); an adapter "
         "that needs more fails on that file only. null: no limit. Needs workers >= 1.",
@@ -484,12 +548,16 @@ def parse_settings(text: str, *, source: str, base_dir: Path) -> Settings:
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
+        if node is not None and (problem := _alias_problem(node)):
+            raise ConfigError([f"{source}: {problem}"])
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}" if mark else source
         reason = "; ".join(part for part in (exc.context, exc.problem) if part)
         raise ConfigError([f"{where}: YAML syntax error: {reason}"]) from exc
+    except RecursionError as exc:
+        raise ConfigError([f"{source}: YAML nested too deeply to be a config"]) from exc
     finally:
         loader.dispose()
     if node is None:
@@ -542,34 +610,28 @@ def _resolve(raw: str, base_dir: Path) -> Path:
 def _overlaps(data: Mapping[Any, Any], base_dir: Path) -> list[tuple[_Loc, str]]:
     """Folders the daemon writes to must not lie in a folder it watches (it would harvest them).
 
-    Works on the raw data so these problems are reported together with every other one.
+    Compared as written, through symbolic links, and by device and inode (a bind mount):
+    any path that leads there would be harvested. Works on the raw data so these problems
+    are reported together with every other one.
     """
     watch = data.get("watch")
     roots = [
         (i, _resolve(item["path"], base_dir))
         for i, item in enumerate(watch if isinstance(watch, list) else [])
-        if isinstance(item, dict) and isinstance(item.get("path"), str) and item["path"]
+        if isinstance(item, dict) and _usable_path(item.get("path"))
     ]
     problems: list[tuple[_Loc, str]] = []
     state_dir = data.get("state_dir")
-    if isinstance(state_dir, str) and state_dir:
+    if _usable_path(state_dir):
         state = _resolve(state_dir, base_dir)
-        for i, root in roots:
-            if state == root:
-                relation = "is the same folder as"
-            elif state.is_relative_to(root):
-                relation = "is inside"
-            elif root.is_relative_to(state):
-                relation = "contains"
-            else:
-                continue
-            problems.append(
-                (
-                    ("state_dir",),
-                    f"{state} {relation} watch[{i}].path ({root}); "
-                    "the state folder must be outside every watched folder",
-                )
+        problems += [
+            (
+                ("state_dir",),
+                f"{overlap}; the state folder must be outside every watched folder",
             )
+            for i, root in roots
+            if (overlap := _overlap(state, root, f"watch[{i}].path", either_way=True))
+        ]
     endpoint = data.get("endpoint")
     log = data.get("log")
     endpoint = endpoint if isinstance(endpoint, dict) else {}
@@ -585,15 +647,106 @@ def _overlaps(data: Mapping[Any, Any], base_dir: Path) -> list[tuple[_Loc, str]]
         (("endpoint", "client_key"), endpoint.get("client_key"), "the key would be harvested"),
     )
     for loc, raw, consequence in inside_rules:
-        if not isinstance(raw, str) or not raw:
+        if not _usable_path(raw):
             continue
         target = _resolve(raw, base_dir)
         problems += [
-            (loc, f"{target} is inside watch[{i}].path ({root}); {consequence}")
+            (loc, f"{overlap}; {consequence}")
             for i, root in roots
-            if target.is_relative_to(root)
+            if (overlap := _overlap(target, root, f"watch[{i}].path", either_way=False))
         ]
     return problems
+
+
+def _usable_path(raw: object) -> TypeGuard[str]:
+    # a control character is reported by the validation; a NUL would break os.stat here
+    return isinstance(raw, str) and bool(raw) and not _CONTROL.search(raw)
+
+
+def _overlap(target: Path, root: Path, root_key: str, *, either_way: bool) -> str | None:
+    """How ``target`` lies in the watch folder ``root`` (or, ``either_way``, contains it),
+    as a sentence naming both; None when they are apart.
+
+    Looked at as written, then with symbolic links resolved (either may lead into the
+    other), then by the device and inode of each existing folder above one against the
+    other (a bind mount shows the same folder under another path).
+    """
+    real_target, real_root = Path(os.path.realpath(target)), Path(os.path.realpath(root))
+    shown_target = target if real_target == target else f"{target} (really {real_target})"
+    shown_root = root if real_root == root else f"{root}, really {real_root}"
+    for inner, outer in ((target, root), (real_target, real_root)):
+        if inner == outer:
+            return f"{shown_target} is the same folder as {root_key} ({shown_root})"
+        if inner.is_relative_to(outer):
+            return f"{shown_target} is inside {root_key} ({shown_root})"
+        if either_way and outer.is_relative_to(inner):
+            return f"{shown_target} contains {root_key} ({shown_root})"
+    pairs = [(real_target, real_root, "is inside")]
+    if either_way:
+        pairs.append((real_root, real_target, "contains"))
+    for inner, outer, relation in pairs:
+        wanted = _identity(outer)
+        if wanted is None:
+            continue  # not there yet: nothing can lead into it
+        for above in (inner, *inner.parents):
+            if _identity(above) == wanted:
+                return (
+                    f"{shown_target} {relation} {root_key} ({shown_root}): {above} is the "
+                    f"same folder as {outer} (device {wanted[0]}, inode {wanted[1]})"
+                )
+    return None
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of an existing file or folder, else None."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _alias_problem(root: yaml.Node) -> str | None:
+    """Why the document's aliases make it unusable: one that expands past ``MAX_NODES``
+    values (a "billion laughs" file of a few lines) or refers to a node it is inside.
+
+    Checked before anything walks the data: the duplicate-key check, the validation and
+    every later reader would follow each alias again and never finish.
+    """
+    sizes: dict[int, int] = {}
+    entered: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        # memoized by node: an alias is the very node it names, so this is linear
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        if id(node) in entered:
+            raise _AliasLoop
+        entered.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(key) + size(value) for key, value in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(item) for item in node.value)
+        else:
+            total = 1
+        sizes[id(node)] = total
+        return total
+
+    try:
+        expanded = size(root)
+    except _AliasLoop:
+        return "a YAML alias (*name) refers to a node it is inside; write the value out"
+    if expanded > MAX_NODES:
+        return (
+            f"YAML aliases (*name) expand the config to {expanded} values, more than "
+            f"{MAX_NODES}; write the values out"
+        )
+    return None
+
+
+class _AliasLoop(Exception):
+    """An alias inside the node it names: expanding it never ends."""
 
 
 def _duplicate_keys(node: yaml.Node, loc: _Loc) -> list[tuple[_Loc, str]]:
@@ -636,6 +789,11 @@ def _reason(error: ErrorDetails) -> str:
         return "should be a list"
     if kind in ("string_too_short", "too_short"):
         return "must not be empty"
+    if kind == "finite_number":
+        # infinity and NaN (1e309 reads as infinity): name the limit the key has
+        field = _model_at(error["loc"][:-1]).model_fields[str(error["loc"][-1])]
+        limits = [f" of at most {m.le:g}" for m in field.metadata if hasattr(m, "le")]
+        return "must be a finite number" + "".join(limits)
     return error["msg"]
 
 

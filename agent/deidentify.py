@@ -20,7 +20,11 @@ those values carry no identity. Beyond the table, for DICOM data: private attrib
 every person-name (PN) attribute and, unless ``retain_dates``, every date or time
 (DA/DT/TM) attribute are removed, and every other UID that is not a registered DICOM UID
 (SOP classes, transfer syntaxes) is replaced. For other formats only the table's
-removals apply, to keys that are DICOM keywords; their dates are kept. The package
+removals apply, to keys that are DICOM keywords; their dates are kept, except the values
+their adapter names as ``Identifier``s (a slide scanner's case number, barcode, scan date):
+each follows the rule of the DICOM attribute it names, as in a DICOM file, its key is
+removed and its text is taken out of every other text of the package (a free-text
+description that repeats it). An identifier naming no DICOM attribute is removed. The package
 records the profile, the options in force and how many attributes were removed. Every text
 value removed or replaced is listed in ``Deidentified.redactions`` with its stand-in, so
 the package stage can take it out of the warnings too, should an adapter have quoted it
@@ -33,15 +37,17 @@ import functools
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal
 
 from pydicom._uid_dict import UID_dictionary
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_dict, keyword_for_tag, tag_for_keyword
 
+from acqharvest.adapter_api import Identifier
 from acqharvest.model import Deidentified, DeidentifySettings
+from acqharvest.redaction import redact
 
 PROFILE = "DICOM PS3.15 Annex E Basic Application Level Confidentiality Profile"
 _TABLE = "confidentiality_profile.tsv"
@@ -199,7 +205,11 @@ class Deidentifier:
         return _UID_ROOT + str(int.from_bytes(digest[:16], "big"))
 
     def apply(
-        self, fmt: str, metadata: Mapping[str, Any], original: Mapping[str, Any]
+        self,
+        fmt: str,
+        metadata: Mapping[str, Any],
+        original: Mapping[str, Any],
+        identifiers: Iterable[Identifier] = (),
     ) -> Deidentified:
         if not self._settings.enabled:
             return Deidentified(metadata, original, None, (), 0)
@@ -208,6 +218,13 @@ class Deidentifier:
         dicom = fmt.upper().startswith("DICOM")
         clean_meta = self._clean_normalized(metadata, "", dicom, counter, redactions)
         clean_original = self._clean(original, dicom, counter, redactions)
+        trees = {"metadata": clean_meta, "original_metadata": clean_original}
+        named = self._named(identifiers, trees, counter)
+        # Only what adapters name is taken out of other text: a DICOM value removed from
+        # one attribute stays in another the policy keeps (device identity).
+        clean_meta = _scrubbed(trees["metadata"], named)
+        clean_original = _scrubbed(trees["original_metadata"], named)
+        redactions.update(named)
         return Deidentified(
             clean_meta, clean_original, PROFILE, self._options, counter[0], redactions
         )
@@ -275,6 +292,26 @@ class Deidentifier:
             if not _registered(text):
                 redactions[text] = self.replace_uid(text)
 
+    def _named(
+        self, identifiers: Iterable[Identifier], trees: dict[str, Any], counter: list[int]
+    ) -> dict[str, str]:
+        """Apply each identifier's attribute rule at its path (in ``trees``, copied on
+        write); the texts it removed or replaced, with their stand-ins."""
+        named: dict[str, str] = {}
+        for identifier in identifiers:
+            keyword = _keyword(identifier.attribute)
+            action = self.action(keyword) if keyword else "remove"
+            if action == "keep":
+                continue
+            counter[0] += 1
+            stand_in = REDACTED if action == "remove" else self.replace_uid(identifier.value)
+            for text in _texts(identifier.value):
+                named.setdefault(text, stand_in)
+            root, *keys = identifier.path or ("",)
+            if root in trees and keys:
+                trees[root] = _at_path(trees[root], keys, None if action == "remove" else stand_in)
+        return named
+
     def _replace_uids(self, value: Any) -> Any:
         if isinstance(value, list):
             return [self._replace_uids(item) for item in value]
@@ -317,3 +354,58 @@ class Deidentifier:
         if "U*" in rule.action:
             return "keep"  # the sequence stays; the UIDs in its items are replaced
         return "remove"
+
+
+@functools.cache
+def _keywords() -> dict[str, str]:
+    """Lowercase DICOM keyword -> the keyword, for identifiers that spell it in capitals."""
+    return {keyword.lower(): keyword for keyword in (*keyword_dict, *BASIC_PROFILE)}
+
+
+def _keyword(attribute: str) -> str | None:
+    return _keywords().get(attribute.lower())
+
+
+def _at_path(tree: Any, keys: list[str], value: Any) -> Any:
+    """``tree`` with the value at ``keys`` replaced by ``value`` (None: removed).
+
+    Copies only the mappings along the path: the extraction's own are never changed.
+    """
+    if not isinstance(tree, Mapping) or keys[0] not in tree:
+        return tree
+    copy = dict(tree)
+    if len(keys) > 1:
+        copy[keys[0]] = _at_path(tree[keys[0]], keys[1:], value)
+    elif value is None:
+        del copy[keys[0]]
+    else:
+        copy[keys[0]] = value
+    return copy
+
+
+def _scrubbed(tree: Any, redactions: Mapping[str, str]) -> Any:
+    """``tree`` with every whole occurrence of a redacted text replaced in its strings."""
+    if not redactions:
+        return tree
+    cleaned = iter(redact(_strings(tree), redactions))
+    return _refilled(tree, cleaned)
+
+
+def _strings(tree: Any) -> Iterator[str]:
+    if isinstance(tree, Mapping):
+        for item in tree.values():
+            yield from _strings(item)
+    elif isinstance(tree, list):
+        for item in tree:
+            yield from _strings(item)
+    elif isinstance(tree, str):
+        yield tree
+
+
+def _refilled(tree: Any, texts: Iterator[str]) -> Any:
+    """``tree`` with its strings taken from ``texts``, in the order ``_strings`` gives them."""
+    if isinstance(tree, Mapping):
+        return {key: _refilled(item, texts) for key, item in tree.items()}
+    if isinstance(tree, list):
+        return [_refilled(item, texts) for item in tree]
+    return next(texts) if isinstance(tree, str) else tree

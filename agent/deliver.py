@@ -23,8 +23,8 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
-from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
+from typing import Any, Protocol
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit, urlunsplit
 
 import certifi
 import httpx
@@ -36,6 +36,13 @@ from acqharvest.model import EndpointSettings, Receipt
 
 #: response text kept in a rejection reason or a retry detail.
 RESPONSE_TEXT_CAP = 2048
+#: response text kept of a 401, 403 or 407: the answers in which endpoints echo the
+#: credentials they refused, so little of them is worth keeping.
+AUTH_TEXT_CAP = 200
+_AUTH_REFUSALS = frozenset({401, 403, 407})
+#: the header marking ``acqharvest check``'s request, which the endpoint answers like a
+#: package (authentication included) but stores nothing for (README, "The HTTP contract").
+PROBE_HEADER = "Acqharvest-Probe"
 #: most bytes of an answer that are read; a receipt is far smaller, the rest is dropped.
 RESPONSE_BODY_CAP = 64 * 1024
 #: a Retry-After longer than this is treated as this (a misconfigured endpoint must not
@@ -61,7 +68,8 @@ class Sender(Protocol):
     def close(self) -> None: ...
 
     def probe(self) -> tuple[bool, str]:
-        """Whether the endpoint answers at all (for ``acqharvest check``), and how."""
+        """Whether the endpoint would take packages (for ``acqharvest check``), and how;
+        nothing is stored by asking."""
         ...
 
 
@@ -192,11 +200,34 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+#: query parameter names that carry a credential: ``token``, ``api_key``, ``sig`` (SAS),
+#: ``code`` (function keys), ``X-Amz-Signature``, ``client_secret``, ``subscription-key``...
+_CREDENTIAL_PARAMETER = re.compile(
+    r"(?:.*[-_.])?(?:access[-_]?token|token|api[-_]?key|apikey|key|secret|password|passwd|"
+    r"pwd|pass|auth|authorization|sig|signature|code|credentials?|session(?:id)?|jwt|bearer)",
+    re.IGNORECASE,
+)
+
+
+def credential_parameters(url: str) -> list[str]:
+    """Names of the query parameters of ``url`` that look like they carry a credential."""
+    return [
+        name
+        for name, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)
+        if _CREDENTIAL_PARAMETER.fullmatch(name)
+    ]
+
+
 def safe_url(url: str) -> str:
-    """The URL without user:password, for messages."""
+    """The URL for messages: no user:password, every query value masked (a name cannot
+    tell which value is a secret)."""
     parts = urlsplit(url)
     netloc = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    query = "&".join(
+        f"{item.split('=', 1)[0]}={logs.MASK}" if "=" in item else item
+        for item in parts.query.split("&")
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 #: OpenSSL certificate verification codes that call for their own advice.
@@ -292,19 +323,57 @@ def body_digest(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
-def _receipt_problem(
-    package_id: str, body: bytes, status: int, content: bytes, *, require_receipt: bool
-) -> str | None:
-    """Why a 2xx or 409 answer does not confirm the package; None when it does.
-
-    A receipt is a JSON object with a ``package_id`` (and optionally the ``sha256`` of
-    the body). Without one, the answer confirms unless ``require_receipt`` is set.
-    """
+def _json_object(content: bytes) -> dict[str, Any] | None:
     try:
         document = json.loads(content)
     except ValueError:
-        document = None
-    if not isinstance(document, dict) or "package_id" not in document:
+        return None
+    return document if isinstance(document, dict) else None
+
+
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
+
+
+def _not_a_receipt(
+    status: int, content_type: str, content: bytes, where: str, text: str
+) -> str | None:
+    """Why a 2xx or 409 cannot be an ingest endpoint's answer; None when it can.
+
+    Only an empty body or a JSON object can be: a wrong URL that lands on a web page or
+    a login portal answers 2xx to anything, with HTML, and must not empty the outbox.
+    ``text`` is the masked answer, shown in short (the page title when there is one).
+    """
+    html = "html" in content_type.lower()
+    if not html and (not content.strip() or _json_object(content) is not None):
+        return None
+    title = _TITLE.search(text)
+    shown = " ".join((title.group(1) if title else text).split())[:120]
+    what = f"{content_type or 'no Content-Type'}" + (f", {shown!r}" if shown else "")
+    return (
+        f"HTTP {status} from {where} is not a receipt ({what}): a web page or a login portal "
+        "answers 2xx to anything, so check endpoint.url; only an empty answer or a JSON "
+        "receipt confirms a package"
+    )
+
+
+def _receipt_problem(
+    package_id: str,
+    body: bytes,
+    status: int,
+    content: bytes,
+    *,
+    require_receipt: bool,
+    redact: Callable[[str], str],
+) -> str | None:
+    """Why a 2xx or 409 answer (empty or a JSON object) does not confirm the package; None
+    when it does.
+
+    A receipt is a JSON object with a ``package_id`` (and optionally the ``sha256`` of
+    the body). Without one, the answer confirms unless ``require_receipt`` is set. Echoed
+    values are masked by ``redact`` before they are cut, so no token prefix shows.
+    """
+    document = _json_object(content)
+    if document is None or "package_id" not in document:
         if require_receipt:
             return (
                 f"HTTP {status} without a receipt naming the package "
@@ -314,14 +383,14 @@ def _receipt_problem(
     echoed = str(document["package_id"])
     if echoed != package_id:
         return (
-            f"endpoint confirmed a different package_id {echoed[:100]!r} "
+            f"endpoint confirmed a different package_id {redact(echoed)[:100]!r} "
             f"(sent {package_id}); not counted as delivered"
         )
     digest = document.get("sha256")
     if digest is not None and str(digest).lower() != body_digest(body):
         return (
-            f"endpoint's receipt has sha256 {str(digest)[:64]!r}, but the body sent has "
-            f"{body_digest(body)}; not counted as delivered"
+            f"endpoint's receipt has sha256 {redact(str(digest))[:64]!r}, but the body sent "
+            f"has {body_digest(body)}; not counted as delivered"
         )
     return None
 
@@ -356,14 +425,18 @@ def is_endpoint_wide(http_status: int | None) -> bool:
     )
 
 
-def _endpoint_wide_detail(status: int, location: str | None, text: str) -> str:
+def _endpoint_wide_detail(
+    status: int, location: str | None, text: str, advice: str | None = None
+) -> str:
     if 300 <= status < 400:
         target = location or "(no Location header)"
         return (
             f"HTTP {status}: the endpoint redirects to {target}: set endpoint.url to it "
             "(redirects are never followed: a package must not silently go elsewhere)"
         )
-    advice = _ENDPOINT_WIDE_ADVICE.get(status, "the endpoint refuses every package this way")
+    advice = advice or _ENDPOINT_WIDE_ADVICE.get(
+        status, "the endpoint refuses every package this way"
+    )
     return f"HTTP {status}: {advice}; retried with backoff, nothing is rejected: {text}"
 
 
@@ -461,6 +534,12 @@ class HttpSender:
                 f"endpoint.url {safe_url(settings.url)} carries a user name or password; "
                 "put the credential in token_file or token_env"
             )
+        if credential_parameters(settings.url):
+            raise DeliveryConfigError(
+                f"endpoint.url {safe_url(settings.url)} carries a credential in its query "
+                f"({', '.join(credential_parameters(settings.url))}); put it in token_file or "
+                "token_env"
+            )
         if (
             parts.scheme == "http"
             and not settings.allow_plaintext
@@ -476,7 +555,10 @@ class HttpSender:
         self._display_url = safe_url(settings.url)
         self._host = parts.hostname
         self._timeout = settings.timeout_seconds
+        self._settings = settings
         self._token = token
+        #: masks every token this sender has used, raw and in the forms an echo may take
+        self._masker = logs.Masker([token] if token else [])
         self._client_cert = settings.client_cert
         self._require_receipt = settings.require_receipt
         #: the network stream of the last connection opened, for ``_Deadline``
@@ -499,13 +581,83 @@ class HttpSender:
         )
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._token, "[redacted]") if self._token else text
+        return self._masker(text)
+
+    def _excerpt(self, content: bytes, status: int) -> str:
+        """The answer as text for a message: masked whole, then cut, so that an echo of the
+        token straddling the cut cannot show its first characters."""
+        text = self._redact(content.decode("utf-8", errors="replace"))
+        return text[: AUTH_TEXT_CAP if status in _AUTH_REFUSALS else RESPONSE_TEXT_CAP]
+
+    def _auth_advice(self, status: int) -> str | None:
+        """What to do about a 401 or 403, naming where the token comes from."""
+        if status not in (401, 403):
+            return None
+        if self._token is None:
+            return (
+                "the endpoint wants a token and none is configured: set endpoint.token_file "
+                "or endpoint.token_env"
+            )
+        token, fresh = "the token", ""
+        if self._settings.token_file is not None:
+            token = f"the token from token file {self._settings.token_file}"
+            fresh = " (read again after each 401)"
+        elif self._settings.token_env is not None:
+            token = f"the token from environment variable {self._settings.token_env}"
+        if status == 401:
+            return (
+                f"the endpoint does not accept {token}{fresh}: replace it if it expired or "
+                "was revoked"
+            )
+        return (
+            f"the endpoint refuses this client: {token} lacks the permission to post to "
+            "this URL, or the client certificate or address is not allowed"
+        )
+
+    def _reload_token(self) -> bool:
+        """Read ``token_file`` again after a 401, so that a token rotated while the daemon
+        runs is used without a restart; True when it holds a new token."""
+        path = self._settings.token_file
+        if path is None or self._token is None:
+            return False
+        try:
+            token = read_token(self._settings)
+        except DeliveryConfigError as error:
+            log.warning("token_reload_failed", error=str(error), action="the old token is kept")
+            return False
+        if token is None or token == self._token:
+            return False
+        logs.register_secret(token)
+        self._masker.add(token)
+        self._token = token
+        self._client.headers["Authorization"] = f"Bearer {token}"
+        log.info(
+            "token_reloaded",
+            path=str(path),
+            reason="the endpoint refused the token read before (HTTP 401)",
+        )
+        return True
 
     def _trace(self, event: str, info: dict[str, object]) -> None:
         if event.endswith(("connect_tcp.complete", "start_tls.complete")):
             self._stream = info.get("return_value")
 
     def send(self, package_id: str, body: bytes) -> Receipt:
+        receipt = self._post(package_id, body)
+        if receipt.http_status == 401 and self._reload_token():
+            # the same bytes and key again, now with the new token: an idempotent resend
+            receipt = self._post(package_id, body)
+        return receipt
+
+    def _post(self, package_id: str, body: bytes) -> Receipt:
+        answer = self._exchange(body, {"Idempotency-Key": package_id})
+        if isinstance(answer, str):
+            return Receipt(package_id, "retry", None, answer)
+        return self._judge(package_id, body, *answer)
+
+    def _exchange(self, body: bytes, headers: dict[str, str]) -> tuple[httpx.Response, bytes] | str:
+        """POST ``body``: the response and up to ``RESPONSE_BODY_CAP`` bytes of its body, or
+        why there is none (a timeout, a connection or TLS failure), masked."""
         deadline = _Deadline(lambda: self._stream, self._timeout)
         try:
             with (
@@ -514,21 +666,19 @@ class HttpSender:
                     "POST",
                     self._url,
                     content=body,
-                    headers={"Idempotency-Key": package_id},
+                    headers=headers,
                     extensions={"trace": self._trace},
                 ) as response,
             ):
-                content = _read_capped(response, RESPONSE_BODY_CAP)
+                return response, _read_capped(response, RESPONSE_BODY_CAP)
         except httpx.HTTPError as exc:
             if deadline.expired or isinstance(exc, httpx.TimeoutException):
-                detail = (
+                return (
                     f"timed out after {self._timeout:g}s posting to {self._display_url} "
                     f"({type(exc).__name__}; endpoint.timeout_seconds bounds the whole "
                     "exchange)"
                 )
-                return Receipt(package_id, "retry", None, detail)
-            return Receipt(package_id, "retry", None, self._redact(self._transport_detail(exc)))
-        return self._judge(package_id, body, response, content)
+            return self._redact(self._transport_detail(exc))
 
     def _transport_detail(self, exc: httpx.HTTPError) -> str:
         cause = _ssl_cause(exc)
@@ -586,13 +736,22 @@ class HttpSender:
         self, package_id: str, body: bytes, response: httpx.Response, content: bytes
     ) -> Receipt:
         status = response.status_code
-        text = self._redact(content[:RESPONSE_TEXT_CAP].decode("utf-8", errors="replace"))
+        text = self._excerpt(content, status)
         if 200 <= status < 300 or status == 409:
             # 409 means "stored already", so it is held to the same receipt rules: an
             # endpoint using 409 for "a request with this key is in progress" must not
             # confirm a package it may still fail to store.
+            foreign = self._not_a_receipt(response, content, text)
+            if foreign is not None:
+                detail = f"{foreign}; not counted as delivered"
+                return Receipt(package_id, "retry", status, detail, endpoint_wide=True)
             problem = _receipt_problem(
-                package_id, body, status, content, require_receipt=self._require_receipt
+                package_id,
+                body,
+                status,
+                content,
+                require_receipt=self._require_receipt,
+                redact=self._redact,
             )
             if problem is not None:
                 return Receipt(package_id, "retry", status, self._redact(problem))
@@ -609,32 +768,52 @@ class HttpSender:
         if status in PACKAGE_REJECTIONS:
             return Receipt(package_id, "rejected", status, f"HTTP {status}: {text}")
         if is_endpoint_wide(status):
-            detail = _endpoint_wide_detail(status, response.headers.get("location"), text)
-            return Receipt(package_id, "retry", status, self._redact(detail))
+            return Receipt(package_id, "retry", status, self._refusal_detail(response, text))
         return Receipt(package_id, "retry", status, f"unexpected HTTP {status}: {text}")
 
-    def probe(self) -> tuple[bool, str]:
-        try:
-            with (
-                _Deadline(lambda: self._stream, self._timeout),
-                self._client.stream(
-                    "OPTIONS", self._url, extensions={"trace": self._trace}
-                ) as response,
-            ):
-                content = _read_capped(response, RESPONSE_TEXT_CAP)
-        except httpx.HTTPError as exc:
-            return False, self._redact(self._transport_detail(exc))
+    def _not_a_receipt(self, response: httpx.Response, content: bytes, text: str) -> str | None:
+        content_type = response.headers.get("content-type", "")
+        return _not_a_receipt(response.status_code, content_type, content, self._display_url, text)
+
+    def _refusal_detail(self, response: httpx.Response, text: str) -> str:
         status = response.status_code
-        # 405 is what an ingest URL may well answer to OPTIONS; the others hold for POST too
-        if status != 405 and is_endpoint_wide(status):
-            text = self._redact(content.decode("utf-8", errors="replace"))
-            detail = _endpoint_wide_detail(status, response.headers.get("location"), text)
-            return False, self._redact(detail)
+        location = response.headers.get("location")
+        detail = _endpoint_wide_detail(status, location, text, self._auth_advice(status))
+        return self._redact(detail)
+
+    def probe(self) -> tuple[bool, str]:
+        """Whether the endpoint takes packages from this client, asked without storing one.
+
+        An empty POST marked with ``PROBE_HEADER``, authenticated like a package: an
+        endpoint following the HTTP contract answers it 2xx (or 401/403) and stores
+        nothing; one that does not know the probe refuses the empty body (400, 415, 422)
+        after accepting the token, which counts too.
+        """
+        answer = self._exchange(b"", {PROBE_HEADER: "check"})
+        if isinstance(answer, str):
+            return False, answer
+        response, content = answer
+        status = response.status_code
+        text = self._excerpt(content, status)
         tls = ""
         if self._url.startswith("https"):
-            tls = " (TLS verified"
-            tls += ", client certificate presented)" if self._client_cert else ")"
-        return True, f"answered HTTP {status}{tls}"
+            tls = ", TLS verified"
+            tls += ", client certificate presented" if self._client_cert else ""
+        accepted = "token accepted" if self._token else "no token configured"
+        if 200 <= status < 300:
+            foreign = self._not_a_receipt(response, content, text)
+            if foreign is not None:
+                return False, foreign
+            return True, f"answered HTTP {status} to the no-store probe ({accepted}{tls})"
+        if status in PACKAGE_REJECTIONS:
+            return True, (
+                f"answered HTTP {status} to the no-store probe ({accepted}{tls}); the endpoint "
+                "does not know the probe (see the README's HTTP contract) and refused its "
+                "empty body"
+            )
+        if is_endpoint_wide(status):
+            return False, self._refusal_detail(response, text)
+        return False, f"HTTP {status} to the no-store probe: the endpoint fails now: {text}"
 
     def close(self) -> None:
         self._client.close()
@@ -844,7 +1023,7 @@ class Deliverer:
 
     def _note_endpoint_problem(self, receipt: Receipt) -> None:
         """One error line when an endpoint-wide refusal starts or changes, none per retry."""
-        if not is_endpoint_wide(receipt.http_status):
+        if not (receipt.endpoint_wide or is_endpoint_wide(receipt.http_status)):
             return
         if receipt.detail != self._endpoint_problem:
             self._endpoint_problem = receipt.detail

@@ -16,19 +16,20 @@ from collections.abc import Mapping
 from pathlib import PurePath
 from typing import Any
 
-import structlog
-
 from acqharvest.adapter_api import (
     Adapter,
     AdapterError,
     AdapterOutput,
     Draft,
     FieldSpec,
+    Identifier,
     Reader,
     channel_problems,
+    identifier_problem,
     value_problem,
 )
 from acqharvest.model import Acquisition, Extraction, ExtractionFailure
+from acqharvest.pathtext import escape
 
 #: serialized size above which the largest ``original_metadata`` entries are dropped.
 ORIGINAL_METADATA_CAP = 256 * 1024
@@ -36,8 +37,6 @@ ORIGINAL_METADATA_CAP = 256 * 1024
 _MAX_DEPTH = 32
 
 _BINARY = (bytes, bytearray, memoryview)
-
-_log = structlog.get_logger(__name__)
 
 
 def draft_for(acquisition: Acquisition) -> Draft:
@@ -57,13 +56,29 @@ def extract(
     reader: Reader,
     *,
     memory_limit: int | None = None,
+    unavailable: str | None = None,
 ) -> Extraction | ExtractionFailure:
     """Run ``adapter.extract`` on ``acquisition``; every failure becomes an ExtractionFailure.
 
     ``memory_limit`` is the budget this process runs under, named in the failure when
-    the adapter runs out of memory.
+    the adapter runs out of memory. ``unavailable`` says why the claiming adapter cannot
+    read here (its optional reader is not installed): the acquisition is then packaged
+    with checksums only, under the adapter's name, with that as its warning. Failures are
+    not logged here: the daemon logs each one once, as ``extraction_failed``, where it
+    records it.
     """
     draft = draft_for(acquisition)
+    if adapter is not None and unavailable is not None:
+        formats = adapter.info.formats
+        return Extraction(
+            acquisition=acquisition,
+            adapter=adapter.info.name,
+            adapter_version=adapter.info.version,
+            format=formats[0].name if formats else "unknown",
+            metadata={},
+            original_metadata={},
+            warnings=(unavailable,),
+        )
     if adapter is None:
         return Extraction(
             acquisition=acquisition,
@@ -77,16 +92,13 @@ def extract(
     try:
         output: object = adapter.extract(draft, reader)
     except AdapterError as exc:
-        _log.warning("extraction_failed", adapter=name, path=str(exc.path), reason=exc.reason)
         return ExtractionFailure(acquisition, name, exc.path, exc.reason)
     except MemoryError:
         budget = "" if memory_limit is None else f" (memory budget {memory_limit // 2**20} MiB)"
         reason = f"{draft.primary}: adapter {name} ran out of memory reading it{budget}"
-        _log.error("extraction_out_of_memory", adapter=name, path=str(draft.primary))
         return ExtractionFailure(acquisition, name, draft.primary, reason)
     except Exception as exc:  # noqa: BLE001 - a vendor adapter may raise anything; the daemon goes on
         reason = f"adapter {name} crashed: {type(exc).__name__}: {exc}"
-        _log.error("extraction_crashed", adapter=name, path=str(draft.primary), reason=reason)
         return ExtractionFailure(acquisition, name, draft.primary, reason)
     if not isinstance(output, AdapterOutput):
         reason = f"adapter {name} returned {type(output).__name__}, not AdapterOutput"
@@ -117,6 +129,7 @@ def extract(
         started=started,
         warnings=(*(str(w) for w in output.warnings), *notes),
         incomplete=incomplete,
+        identifiers=_identifiers(output.identifiers, notes),
     )
 
 
@@ -126,6 +139,22 @@ def _incomplete(reason: object) -> str | None:
         return None
     text = reason.strip() if isinstance(reason, str) else ""
     return text or f"the adapter says so, without a reason ({reason!r})"
+
+
+def _identifiers(declared: Any, notes: list[str]) -> tuple[Identifier, ...]:
+    """The well-formed ``Identifier`` items; a malformed one is dropped with a note.
+
+    Its value may then reach the package: the conformance kit reports it to the adapter's
+    author (``field_problems``).
+    """
+    kept: list[Identifier] = []
+    for item in declared if isinstance(declared, (list, tuple)) else ():
+        problem = identifier_problem(item)
+        if problem is None:
+            kept.append(item)
+        else:
+            notes.append(f"identifiers: {problem}; dropped")
+    return tuple(kept)
 
 
 def _declared_only(
@@ -180,8 +209,10 @@ def _channel(key: str, index: int, item: Any, notes: list[str]) -> dict[str, Any
 
 def _jsonable(value: Any, where: str, notes: list[str], depth: int = 0) -> Any:
     """A JSON-serializable copy of ``value``; what cannot be represented is noted."""
-    if value is None or isinstance(value, (bool, str)):
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, str):
+        return escape(value)  # a file name an adapter quoted may not be valid UTF-8
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
@@ -202,7 +233,7 @@ def _jsonable(value: Any, where: str, notes: list[str], depth: int = 0) -> Any:
             if isinstance(item, _BINARY):
                 notes.append(f"{where}.{key}: binary value dropped")
                 continue
-            out[str(key)] = _jsonable(item, f"{where}.{key}", notes, depth + 1)
+            out[escape(str(key))] = _jsonable(item, f"{where}.{key}", notes, depth + 1)
         return out
     if isinstance(value, (list, tuple)):
         return [_jsonable(v, f"{where}[]", notes, depth + 1) for v in value]
@@ -211,7 +242,7 @@ def _jsonable(value: Any, where: str, notes: list[str], depth: int = 0) -> Any:
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
         return value.isoformat()
     if isinstance(value, PurePath):
-        return value.as_posix()
+        return escape(value.as_posix())
     return str(value)
 
 

@@ -1,55 +1,157 @@
 """structlog setup: JSON lines for files and services, readable console output on a TTY.
 
 A redaction processor runs last before rendering: it drops keys that name secrets and
-masks any registered secret value wherever it appears, so a token can never reach a log.
+masks any registered secret value wherever it appears, raw or in the encodings a server
+may echo it in (JSON escapes, percent-encoding, HTML entities, base64), so a token can
+never reach a log.
 """
 
 from __future__ import annotations
 
+import base64
+import functools
+import html.entities
 import logging
 import logging.handlers
 import os
+import re
 import sys
 import threading
-from collections.abc import MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, TextIO
 
 import structlog
 
+from acqharvest.pathtext import escape
+
 _SECRET_KEYS = frozenset({"authorization", "token", "password", "secret", "api_key"})
-_secrets: set[str] = set()
-_secrets_lock = threading.Lock()
 MASK = "[redacted]"
 LOG_FILE_BYTES = 10 * 1024 * 1024
 LOG_FILE_BACKUPS = 5
 #: the name our handlers carry, so a second ``configure`` replaces them and nothing else.
 _HANDLER_NAME = "acqharvest"
+#: a base64 run shorter than this is too common in ordinary text to be masked as a secret
+_MIN_BASE64_RUN = 8
+
+
+def _entity_names() -> dict[str, list[str]]:
+    """The HTML5 entity names of each character (``/``: ``sol;``; ``&``: ``amp``, ``AMP;``...)."""
+    names: dict[str, list[str]] = {}
+    for name, value in html.entities.html5.items():
+        if len(value) == 1:
+            names.setdefault(value, []).append(name)
+    return names
+
+
+_ENTITY_NAMES = _entity_names()
+
+
+def _hex(code: str) -> str:
+    """A regex matching hex digits in either case."""
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in code)
+
+
+def _char_pattern(char: str) -> str:
+    """A regex matching ``char`` raw or escaped the ways a server may echo it: a JSON or
+    JavaScript escape (``\\/``, ``\\u002f``), percent-encoding, an HTML entity (numeric or
+    named), in upper or lower case hex."""
+    code = ord(char)
+    forms = [re.escape(char)]
+    if not char.isalnum():
+        forms.append(r"\\" + re.escape(char))
+    if code < 0x10000:
+        forms.append(r"\\u" + _hex(f"{code:04x}"))
+    forms.append("".join("%" + _hex(f"{byte:02x}") for byte in char.encode()))
+    forms.append(f"&#0*{code};")
+    forms.append("&#[xX]0*" + _hex(f"{code:x}") + ";")
+    forms.extend(re.escape("&" + name) for name in _ENTITY_NAMES.get(char, ()))
+    return "(?:" + "|".join(forms) + ")"
+
+
+def _base64_runs(secret: str) -> list[str]:
+    """The part of the base64 (and base64url) text of any data holding ``secret`` that
+    only the secret decides, for each of its three alignments: that covers the secret
+    encoded alone, as ``Bearer <secret>`` or inside a whole header line."""
+    runs: list[str] = []
+    data = secret.encode()
+    for shift, skip in ((0, 0), (1, 2), (2, 3)):
+        encoded = base64.b64encode(b"\0" * shift + data).decode().rstrip("=")
+        # the last character also holds bits of whatever byte follows the secret
+        end = len(encoded) - (1 if (shift + len(data)) % 3 else 0)
+        run = encoded[skip:end]
+        if len(run) >= _MIN_BASE64_RUN:
+            runs += [run, run.translate(str.maketrans("+/", "-_"))]
+    return runs
+
+
+@functools.lru_cache(maxsize=64)
+def secret_pattern(secret: str) -> re.Pattern[str]:
+    """A regex matching ``secret`` raw, escaped or base64-encoded (compiled once a secret:
+    a long token takes a good part of a second)."""
+    literals = {secret, *_base64_runs(secret)}
+    # longest first: the raw secret before a base64 run it might contain
+    ordered = sorted(literals, key=len, reverse=True)
+    return re.compile("|".join("".join(map(_char_pattern, literal)) for literal in ordered))
+
+
+class Masker:
+    """Replaces secrets in text, in their raw and encoded forms, with ``MASK``."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._lock = threading.Lock()
+        self._secrets: set[str] = set()
+        #: longest secret first, so one that contains another is masked whole; replaced
+        #: (never changed) on ``add``, so a thread masking meanwhile sees a whole tuple
+        self._patterns: tuple[re.Pattern[str], ...] = ()
+        for secret in secrets:
+            self.add(secret)
+
+    def add(self, secret: str) -> None:
+        if not secret:
+            return
+        with self._lock:
+            self._secrets.add(secret)
+            ordered = sorted(self._secrets, key=len, reverse=True)
+            self._patterns = tuple(secret_pattern(each) for each in ordered)
+
+    def __bool__(self) -> bool:
+        return bool(self._patterns)
+
+    def __call__(self, text: str) -> str:
+        for pattern in self._patterns:
+            text = pattern.sub(MASK, text)
+        return text
+
+
+_registered = Masker()
 
 
 def register_secret(value: str) -> None:
-    """Mask ``value`` in every log event from now on."""
-    if value:
-        with _secrets_lock:
-            _secrets.add(value)
+    """Mask ``value`` (and its encoded forms) in every log event from now on."""
+    _registered.add(value)
 
 
 def mask(text: str) -> str:
     """``text`` with every registered secret masked (for messages that bypass the log)."""
-    masked: str = _mask(text)
-    return masked
+    return _registered(text)
 
 
 def _mask(value: Any) -> Any:
+    return _map_text(value, _registered)
+
+
+def _map_text(value: Any, function: Callable[[str], str]) -> Any:
+    """``value`` with ``function`` applied to every text in it, in dicts, lists and tuples."""
     if isinstance(value, str):
-        for secret in _secrets:
-            if secret in value:
-                value = value.replace(secret, MASK)
-        return value
+        return function(value)
     if isinstance(value, dict):
-        return {key: _mask(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_mask(item) for item in value]
+        return {key: _map_text(item, function) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_map_text(item, function) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_map_text(item, function) for item in value)
     return value
 
 
@@ -57,9 +159,29 @@ def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
     """structlog processor: drop secret-named keys and mask registered secret values."""
     for key in [key for key in event if key.lower() in _SECRET_KEYS]:
         event[key] = MASK
-    if _secrets:
+    if _registered:
         for key, value in event.items():
             event[key] = _mask(value)
+    return event
+
+
+def escape_names(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: text that is not valid UTF-8 (a file name written by an old
+    instrument PC) in the percent form of ``pathtext``, listed under ``escaped``.
+
+    Such a name is held as text with lone surrogates, which JSON readers other than
+    Python's refuse or replace and a UTF-8 console cannot print; percent-decoding the
+    listed values gives the name's exact bytes.
+    """
+    escaped = []
+    for key, value in event.items():
+        text = _map_text(value, escape)
+        # valid text and other scalars come back as they were (a NaN is not equal to itself)
+        if text is not value and text != value:
+            event[key] = text
+            escaped.append(key)
+    if escaped:
+        event["escaped"] = escaped
     return event
 
 
@@ -68,6 +190,7 @@ _SHARED: list[Any] = [
     structlog.stdlib.add_log_level,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
     structlog.processors.format_exc_info,
+    escape_names,
     redact,
 ]
 
@@ -233,6 +356,16 @@ _VALUE_QUOTING_LIBRARIES = ("pydicom",)
 
 def _quotes_values(logger: str) -> bool:
     return any(logger == name or logger.startswith(name + ".") for name in _VALUE_QUOTING_LIBRARIES)
+
+
+def reading(path: Path) -> AbstractContextManager[None]:
+    """While it lasts, every log record of this thread names ``path``, a library's too.
+
+    tifffile logs what it finds wrong in a file with no file name (``<tifffile.TiffPages
+    @8> invalid circular reference``); inside this context such a line carries the path.
+    An event that names a path of its own keeps it.
+    """
+    return structlog.contextvars.bound_contextvars(path=str(path))
 
 
 def get_logger(name: str = "acqharvest") -> Any:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from acqharvest.adapter_api import Identifier
+
 # --------------------------------------------------------------------------- settings
 
 
@@ -225,6 +227,8 @@ class Extraction:
     warnings: tuple[str, ...] = ()
     #: why the data is incomplete although every file is whole (``AdapterOutput.incomplete``).
     incomplete: str | None = None
+    #: values the adapter named as possibly identifying, for de-identification.
+    identifiers: tuple[Identifier, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,3 +274,6 @@ class Receipt:
     detail: str
     #: seconds the endpoint asked us to wait (Retry-After), if it did.
     retry_after: float | None = None
+    #: whatever package were sent, the answer would be the same (a web page at the URL):
+    #: said once as an endpoint-wide problem, like a 401 or a 404.
+    endpoint_wide: bool = False

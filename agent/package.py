@@ -2,7 +2,10 @@
 
 The id is a digest of the instrument id, the acquisition key and the sorted list of
 (relative path, size, sha256): the same acquisition content always gives the same id,
-so re-harvesting after a crash is idempotent end to end. Warnings lose every value the
+so re-harvesting after a crash is idempotent end to end. The document holds no clock
+reading (``created`` is the newest member's modification time), so a package rebuilt
+after the state dir was lost carries the bytes sent before under its id, as endpoints
+that deduplicate by ``Idempotency-Key`` require. Warnings lose every value the
 de-identification removed or replaced, in case an adapter quoted one. Knows nothing of I/O.
 """
 
@@ -11,15 +14,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from acqharvest import __version__
-from acqharvest.model import Acquisition, Deidentified, Extraction, Package
+from acqharvest.model import Acquisition, Deidentified, Extraction, Package, ProbedFile
+from acqharvest.pathtext import PERCENT, escape, is_text
+from acqharvest.redaction import redact
 
 SCHEMA_VERSION = "1.0"
 HARVESTER = "acqharvest"
@@ -38,6 +42,21 @@ def relative_path(member_path: Path, root: Path) -> str:
     if ".." in relative.split("/"):
         raise ValueError(f"{member_path} is not below {root}: it climbs out with '..'")
     return relative
+
+
+def _file_entry(member: ProbedFile, root: Path) -> dict[str, Any]:
+    """One ``files`` item. A name that is not valid UTF-8 is given in the percent form,
+    flagged by ``path_encoding`` (see ``pathtext``): percent-decoding gives its bytes."""
+    path = relative_path(member.settled.path, root)
+    entry: dict[str, Any] = {
+        "path": escape(path),
+        "size": member.settled.size,
+        "sha256": member.sha256,
+        "modified": rfc3339_ns(member.settled.mtime_ns),
+    }
+    if not is_text(path):
+        entry["path_encoding"] = PERCENT
+    return entry
 
 
 def package_id(instrument_id: str, acquisition: Acquisition) -> str:
@@ -63,22 +82,6 @@ def rfc3339_ns(nanoseconds: int) -> str:
     return moment.replace(microsecond=remainder // 1000).isoformat().replace("+00:00", "Z")
 
 
-def redact(texts: Iterable[str], redactions: Mapping[str, str]) -> list[str]:
-    """``texts`` with every whole occurrence of a redacted value replaced by its stand-in.
-
-    Whole means not inside a longer word or number (``1.2.3`` stays in ``1.2.3.4``);
-    values of one character are left alone, as they occur everywhere by chance.
-    """
-    texts = list(texts)
-    values = sorted((v for v in redactions if len(v) > 1), key=len, reverse=True)
-    if not texts or not values:
-        return texts
-    pattern = re.compile(
-        r"(?<![\w.])(?:" + "|".join(re.escape(v) for v in values) + r")(?![\w]|\.\w)"
-    )
-    return [pattern.sub(lambda match: redactions[match.group(0)], text) for text in texts]
-
-
 def build_package(
     extraction: Extraction,
     deidentified: Deidentified,
@@ -86,7 +89,6 @@ def build_package(
     instrument: Mapping[str, Any],
     acquisition_fields: Mapping[str, str],
     previous: str | None,
-    created: float,
     host: str | None = None,
 ) -> Package:
     """The package document for one extracted, de-identified acquisition."""
@@ -99,14 +101,16 @@ def build_package(
         "format": extraction.format,
         # the grouper's verdict on the files, and the adapter's on what they hold
         "complete": acquisition.complete and extraction.incomplete is None,
-        **acquisition_fields,
+        # folder names: one that is not valid UTF-8 in the percent form
+        **{name: escape(value) for name, value in acquisition_fields.items()},
     }
     if started:
         acquisition_block["started"] = started
     body: dict[str, Any] = {
         "package_id": identifier,
         "schema_version": SCHEMA_VERSION,
-        "created": rfc3339(created),
+        # the content's time, not the build's: the same id always carries the same bytes
+        "created": rfc3339_ns(max(member.settled.mtime_ns for member in acquisition.members)),
         "instrument": dict(instrument),
         "harvester": {
             "name": HARVESTER,
@@ -116,15 +120,7 @@ def build_package(
             "adapter_version": extraction.adapter_version,
         },
         "acquisition": acquisition_block,
-        "files": [
-            {
-                "path": relative_path(member.settled.path, acquisition.root),
-                "size": member.settled.size,
-                "sha256": member.sha256,
-                "modified": rfc3339_ns(member.settled.mtime_ns),
-            }
-            for member in acquisition.members
-        ],
+        "files": [_file_entry(member, acquisition.root) for member in acquisition.members],
         "metadata": dict(deidentified.metadata),
         "original_metadata": dict(deidentified.original_metadata),
         # the earlier package of this acquisition, unless this is the same one rebuilt
@@ -135,7 +131,7 @@ def build_package(
                 "options": list(deidentified.options),
                 "removed": deidentified.removed,
             },
-            "warnings": redact(extraction.warnings, deidentified.redactions),
+            "warnings": [escape(w) for w in redact(extraction.warnings, deidentified.redactions)],
         },
     }
     return Package(package_id=identifier, acquisition_key=acquisition.key, body=body)

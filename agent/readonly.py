@@ -24,10 +24,12 @@ import hashlib
 import os
 import stat
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+from acqharvest import logs
 
 CHUNK = 1 << 20
 
@@ -125,7 +127,8 @@ class FileReader:
 
     @contextmanager
     def open(self, path: Path) -> Iterator[BinaryIO]:
-        with self._counting(path) as counted:
+        # a library's log lines name the file open now (a set member, not its primary)
+        with self._counting(path) as counted, logs.reading(path):
             yield counted  # type: ignore[misc]
 
     @contextmanager
@@ -163,10 +166,14 @@ class FileReader:
     def head(self, path: Path, length: int) -> bytes:
         return self.read(path, 0, length)
 
-    def head_and_sha256(self, path: Path, head_length: int) -> tuple[bytes, str]:
+    def head_and_sha256(
+        self, path: Path, head_length: int, on_chunk: Callable[[], None] | None = None
+    ) -> tuple[bytes, str]:
         """The first ``head_length`` bytes and the sha256 of the whole file, in one pass.
 
-        One open per file: on a network share every open is a round trip.
+        One open per file: on a network share every open is a round trip. ``on_chunk`` is
+        called after every chunk read: a worker tells the runtime it is still progressing
+        (see ``workers.Progress``), however long the whole file takes.
         """
         digest = hashlib.sha256()
         buffer = bytearray(CHUNK)
@@ -177,6 +184,8 @@ class FileReader:
                 if len(head) < head_length:
                     head += bytes(view[: min(count, head_length - len(head))])
                 digest.update(view[:count])
+                if on_chunk is not None:
+                    on_chunk()
         return head, digest.hexdigest()
 
 

@@ -11,6 +11,12 @@ operator asked. A vendor module that raises KeyboardInterrupt itself is indistin
 from that, and stops the program. ``os._exit`` and crashes in native code cannot be caught
 in-process at all.
 
+An adapter whose ``info.requires`` names a module that cannot be found (looked up with
+``importlib.util.find_spec``, never imported) is loaded but *unavailable*: it still claims
+its files from their magic bytes, so they are grouped and packaged with checksums, but its
+``extract`` is never called; the package, ``acqharvest adapters`` and ``status`` name the
+line that installs the reader (``pip install 'acqharvest[<extra>]'``).
+
 Each entry point is imported and constructed in a thread of its own, for at most
 ``ACQHARVEST_ADAPTER_LOAD_SECONDS`` (60 s): a vendor import that never returns (a licence
 server that does not answer) becomes a load error instead of a worker process that never
@@ -22,6 +28,7 @@ signal handlers at import, for one, fails there: a load error too).
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import os
 import threading
 from collections.abc import Collection, Iterable
@@ -68,6 +75,24 @@ class Registry:
     errors: list[LoadError] = field(default_factory=list)
     #: adapter name -> distribution that provides it ("" when unknown).
     distributions: dict[str, str] = field(default_factory=dict)
+    #: adapter name -> the modules of its ``requires`` that are not installed: such an
+    #: adapter claims files but does not extract them (see :meth:`unavailable`).
+    missing: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def unavailable(self, name: str) -> str | None:
+        """Why adapter ``name`` cannot read its files here, with the fix; None when it can."""
+        modules = self.missing.get(name)
+        if not modules:
+            return None
+        return (
+            f"adapter {name} is unavailable: its reader ({', '.join(modules)}) is not "
+            f"installed, so its files are packaged with checksums only; install it with: "
+            f"{self.install_line(name)}"
+        )
+
+    def install_line(self, name: str) -> str:
+        """The ``pip install`` line of adapter ``name``'s optional reader."""
+        return install_line(self.adapters[name].info, self.distributions.get(name, ""))
 
     def listing(self) -> list[dict[str, str]]:
         """Rows for the ``acqharvest adapters`` table, loaded adapters first."""
@@ -78,7 +103,9 @@ class Registry:
                 "stability": adapter.info.stability,
                 "distribution": self.distributions.get(name, ""),
                 "formats": ", ".join(spec.name for spec in adapter.info.formats),
-                "status": "loaded",
+                "status": (
+                    f"unavailable: {self.install_line(name)}" if name in self.missing else "loaded"
+                ),
             }
             for name, adapter in self.adapters.items()
         ]
@@ -147,6 +174,7 @@ def load_registry(
     seconds = _load_seconds()
     loaded: dict[str, Adapter] = {}
     distributions: dict[str, str] = {}
+    missing: dict[str, tuple[str, ...]] = {}
     errors: list[LoadError] = []
     for ep in sorted(entry_points, key=lambda e: e.name):
         if enabled is not None and ep.name not in enabled:
@@ -174,7 +202,37 @@ def load_registry(
             _log.info("adapter_not_stable", adapter=ep.name, stability=adapter.info.stability)
         loaded[ep.name] = adapter
         distributions[ep.name] = distribution
-    return Registry(adapters=loaded, errors=errors, distributions=distributions)
+        if absent := missing_modules(adapter.info.requires):
+            missing[ep.name] = absent
+    return Registry(adapters=loaded, errors=errors, distributions=distributions, missing=missing)
+
+
+def missing_modules(modules: Iterable[str]) -> tuple[str, ...]:
+    """The top-level ``modules`` that cannot be found, without importing any of them.
+
+    Importing an optional reader (numpy and friends behind it) at start-up would cost
+    every worker its memory and time whether or not it ever meets the format.
+    """
+    absent = []
+    for module in modules:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a dotted name whose parent is missing, or ""
+            found = False
+        if not found:
+            absent.append(module)
+    return tuple(absent)
+
+
+def install_line(info: AdapterInfo, distribution: str = "") -> str:
+    """The command that installs an adapter's optional reader, as the admin types it.
+
+    The extra is the adapter's distribution's (acqharvest's for the built-ins); without
+    one, the modules are named as pip knows them at best.
+    """
+    if info.extra:
+        return f"pip install '{distribution or 'acqharvest'}[{info.extra}]'"
+    return "pip install " + " ".join(info.requires)
 
 
 def _describe(exc: BaseException) -> str:
@@ -244,6 +302,9 @@ def _load_one(ep: importlib.metadata.EntryPoint) -> Adapter:
         raise TypeError("info.formats must hold FormatSpec objects")
     if not all(isinstance(spec, FieldSpec) for spec in info.fields):
         raise TypeError("info.fields must hold FieldSpec objects")
+    requires: object = info.requires  # a vendor may pass "czifile" for ("czifile",)
+    if not isinstance(requires, tuple) or not all(isinstance(m, str) for m in requires):
+        raise TypeError("info.requires must be a tuple of module names")
     if not isinstance(adapter, Adapter):
         raise TypeError("adapter lacks callable claim/extract methods")
     return adapter

@@ -57,6 +57,7 @@ from acqharvest.model import (
 from acqharvest.outbox import Outbox, OutboxError
 from acqharvest.package import build_package, relative_path
 from acqharvest.package import rfc3339 as package_rfc3339
+from acqharvest.pathtext import escape
 from acqharvest.readonly import FileReader
 from acqharvest.service import ServiceNotifier
 from acqharvest.settle import ScanFeed, Settler
@@ -87,6 +88,8 @@ _RECEIPT_RETENTION_SECONDS = 90 * 24 * 3600
 _STOP_DELIVERY_SECONDS = 5.0
 #: how long a stop waits for workers to finish the file they are reading
 _STOP_WORKERS_SECONDS = 5.0
+#: longest wait before a file whose checksum stalled (a dead share) is read again
+_STALL_RETRY_MAX_SECONDS = 3600.0
 #: packages spooled with one fsync round; small enough that delivery starts early.
 _SPOOL_BATCH = 16
 #: files per probe task and acquisitions per extraction task sent to a worker
@@ -106,6 +109,13 @@ def _event_queue_size() -> int:
 
 def log_file_of(settings: Settings) -> Path:
     return settings.log.file or settings.state_dir / "acqharvest.log"
+
+
+def own_paths(settings: Settings) -> tuple[tuple[str, Path], ...]:
+    """What the daemon writes, by config key: the watcher never harvests it, by any path."""
+    endpoint = settings.endpoint.path
+    own = (("state_dir", settings.state_dir), ("log file", log_file_of(settings)))
+    return own if endpoint is None else (*own, ("endpoint.path", endpoint))
 
 
 def instance_lock_path(settings: Settings) -> Path:
@@ -192,29 +202,31 @@ class _Pool:
         future.add_done_callback(lambda _: self._running.pop(token, None))
         return future
 
-    def expire(self) -> list[tuple[_Kind, Any]]:
+    def expire(self) -> list[tuple[_Kind, Any, bool]]:
         """Terminate every worker stuck on one item beyond the time budget; those items.
 
-        The pool is then broken: the other work it held fails with ``BrokenProcessPool``
-        and ``bystander`` tells it apart from the work of a crashed worker.
+        Each with whether it stalled while hashing (see ``workers.Overdue``). The pool is
+        then broken: the other work it held fails with ``BrokenProcessPool`` and
+        ``bystander`` tells it apart from the work of a crashed worker.
         """
         if self._executor is None or self._progress is None:
             return []
-        expired: list[tuple[_Kind, Any]] = []
-        for row, pid, token, index in self._progress.overdue(self._time_budget, time.monotonic()):
-            process = getattr(self._executor, "_processes", {}).get(pid)
-            running = self._running.get(token)
+        expired: list[tuple[_Kind, Any, bool]] = []
+        for late in self._progress.overdue(self._time_budget, time.monotonic()):
+            process = getattr(self._executor, "_processes", {}).get(late.pid)
+            running = self._running.get(late.token)
             if process is None or running is None:
                 continue
             _, kind, batch = running
+            what = "reading no byte of its file" if late.hashing else "on one item"
             log.error(
                 "worker_terminated",
-                pid=pid,
-                reason=f"read one item for longer than {self._time_budget:g} s",
+                pid=late.pid,
+                reason=f"{what} for longer than {self._time_budget:g} s",
             )
             process.kill()
-            self._progress.end(row)
-            expired.append((kind, batch[index]))
+            self._progress.end(late.row)
+            expired.append((kind, batch[late.index], late.hashing))
             self._bystanders.update(future for future, _, _ in list(self._running.values()))
         return expired
 
@@ -306,7 +318,9 @@ class Daemon:
         #: set when events were lost (our queue was full, the kernel's overflowed): the
         #: next loop turn rescans instead.
         self._rescan_now = threading.Event()
-        self.watcher = Watcher(settings.watch, self._enqueue, on_lost=self._rescan_now.set)
+        self.watcher = Watcher(
+            settings.watch, self._enqueue, on_lost=self._rescan_now.set, own=own_paths(settings)
+        )
         self.report = RunReport()
         self._wake_delivery = threading.Event()
         self._in_flight: list[tuple[Future[list[Any]], _Kind, list[Any]]] = []
@@ -316,6 +330,9 @@ class Daemon:
         self._quarantine_pool: _Pool | None = None
         #: id() of items whose worker exceeded the time budget; their failure is recorded
         self._timed_out: set[int] = set()
+        #: files whose checksum stalled: path -> ((size, mtime_ns), stalls, monotonic time
+        #: before which scans pass them by). Kept in memory only: a restart reads them at once.
+        self._stalled: dict[Path, tuple[tuple[int, int], int, float]] = {}
         self._setup = workers.WorkerSetup()
         #: settled files not yet packaged or failed, so rescans don't feed them in again
         self._in_progress: dict[Path, tuple[int, int]] = {}
@@ -531,6 +548,7 @@ class Daemon:
             self.settler.forget(event.path)
             self.grouper.remove(event.path)
             self._in_progress.pop(event.path, None)
+            self._stalled.pop(event.path, None)
             if isinstance(event, FileRefused):
                 # watch logged it once; this makes it one line of ``acqharvest status``
                 self.report.failures.append(f"{event.path}: {event.reason}")
@@ -538,6 +556,8 @@ class Daemon:
             return
         if self._in_progress.get(event.path) == (event.size, event.mtime_ns):
             return  # settled already; its package is on the way
+        if self._held_back(event):
+            return  # a later scan sees it again
         if not self.state.is_done(event.path, event.size, event.mtime_ns, event.file_id):
             self.settler.observe(event)
 
@@ -621,7 +641,12 @@ class Daemon:
             self._spool(batch)
 
     def _expire_overdue(self, pool: _Pool) -> list[tuple[_Kind, list[Any]]]:
-        """Failures for the items whose worker exceeded the time budget and was terminated."""
+        """Failures for the items whose worker exceeded the time budget and was terminated.
+
+        One stuck in an adapter fails its file for good. One whose checksum stopped
+        progressing (a share that stopped answering) says nothing against the file: it
+        is read again later, with backoff, and never failed for good.
+        """
         budget = self.settings.extract_timeout_seconds
         reason = (
             f"reading it took longer than the time budget of {budget:g} s "
@@ -629,10 +654,38 @@ class Daemon:
         )
         expired: list[tuple[_Kind, list[Any]]] = []
         for source in (pool, self._quarantine_pool):
-            for kind, item in source.expire() if source is not None else ():
+            for kind, item, hashing in source.expire() if source is not None else ():
                 self._timed_out.add(id(item))
-                expired.append((kind, [_crashed(kind, item, reason)]))
+                if hashing:
+                    delay = self._stalled_again(item)
+                    stalled = (
+                        f"no byte of it could be read for {budget:g} s while computing its "
+                        "checksum (extract_timeout_seconds; a slow or unreachable share?); its "
+                        f"worker process was terminated; read again in {delay:g} s at the earliest"
+                    )
+                    expired.append((kind, [_crashed(kind, item, stalled, final=False)]))
+                else:
+                    expired.append((kind, [_crashed(kind, item, reason)]))
         return expired
+
+    def _stalled_again(self, settled: FileSettled) -> float:
+        """Hold back a file whose checksum stalled; the seconds until it is read again."""
+        version = (settled.size, settled.mtime_ns)
+        earlier = self._stalled.get(settled.path)
+        attempts = earlier[1] if earlier is not None and earlier[0] == version else 0
+        delay = min(_STALL_RETRY_MAX_SECONDS, self.settings.extract_timeout_seconds * 2.0**attempts)
+        self._stalled[settled.path] = (version, attempts + 1, time.monotonic() + delay)
+        return delay
+
+    def _held_back(self, seen: FileSeen) -> bool:
+        """Whether this version of the file stalled while hashed and still waits."""
+        stalled = self._stalled.get(seen.path)
+        if stalled is None:
+            return False
+        if stalled[0] != (seen.size, seen.mtime_ns):
+            del self._stalled[seen.path]  # another version: read it as any new file
+            return False
+        return time.monotonic() < stalled[2]
 
     def _run_suspects(self) -> list[tuple[_Kind, list[Any]]]:
         """Re-run suspects one at a time in their own worker: a crash then names its file."""
@@ -715,6 +768,7 @@ class Daemon:
 
     def _probed(self, result: workers.ProbeOutcome, now: float) -> None:
         if isinstance(result, ProbedFile):
+            self._stalled.pop(result.settled.path, None)
             if self.state.refresh_unchanged(result):
                 # Looked changed (touched, replaced by a copy, remounted); the content is not.
                 self._in_progress.pop(result.settled.path, None)
@@ -729,7 +783,7 @@ class Daemon:
             if seen is not None:
                 self.settler.observe(seen)
             return
-        log.error("file_unreadable", path=str(path), reason=result.reason, retried=not result.final)
+        self._log_failure("file_unreadable", path, result.reason, retried=not result.final)
         self.report.failures.append(result.reason)
         settled = result.settled
         self.state.record_failure(
@@ -885,7 +939,10 @@ class Daemon:
         folder = self._folder(acquisition.root)
         primary = relative_path(acquisition.primary.settled.path, acquisition.root)
         clean = self.deidentifier.apply(
-            extraction.format, extraction.metadata, extraction.original_metadata
+            extraction.format,
+            extraction.metadata,
+            extraction.original_metadata,
+            extraction.identifiers,
         )
         return build_package(
             extraction,
@@ -893,16 +950,20 @@ class Daemon:
             instrument=self.instrument,
             acquisition_fields=path_fields(folder.path_template, primary),
             previous=self.state.package_of(acquisition.key),
-            created=time.time(),
             host=self._host,
         )
 
+    def _log_failure(self, event: str, path: Path, reason: str, **context: Any) -> None:
+        """Log a failure once per file and cause: a file failing again for the same reason
+        (an unreadable file at every rescan) is only a debug line, ``failure_repeated``."""
+        if self.state.failed_already(path, reason):
+            log.debug("failure_repeated", logged_as=event, path=str(path), reason=reason)
+        else:
+            log.error(event, path=str(path), reason=reason, **context)
+
     def _fail(self, failure: ExtractionFailure, now: float) -> None:
-        log.error(
-            "extraction_failed",
-            path=str(failure.path),
-            adapter=failure.adapter,
-            reason=failure.reason,
+        self._log_failure(
+            "extraction_failed", failure.path, failure.reason, adapter=failure.adapter
         )
         self.report.failures.append(failure.reason)
         members = failure.acquisition.members
@@ -967,10 +1028,12 @@ class Daemon:
 _DIED = "a worker process died while reading this file"
 
 
-def _crashed(kind: _Kind, item: Any, reason: str) -> workers.ProbeOutcome | workers.ExtractOutcome:
+def _crashed(
+    kind: _Kind, item: Any, reason: str, *, final: bool = True
+) -> workers.ProbeOutcome | workers.ExtractOutcome:
     """The outcome for the one item a worker process was lost on: a failure naming it."""
     if kind == "probe":
-        return workers.ProbeFailure(item, f"{item.path}: {reason}")
+        return workers.ProbeFailure(item, f"{item.path}: {reason}", final=final)
     primary = item.primary.settled.path
     return ExtractionFailure(item, item.adapter, primary, f"{primary}: {reason}")
 
@@ -1021,7 +1084,10 @@ def preview(
             errors.append(f"{extraction.path}: {extraction.reason}")
             continue
         clean = deidentifier.apply(
-            extraction.format, extraction.metadata, extraction.original_metadata
+            extraction.format,
+            extraction.metadata,
+            extraction.original_metadata,
+            extraction.identifiers,
         )
         package = build_package(
             extraction,
@@ -1029,7 +1095,6 @@ def preview(
             instrument=instrument,
             acquisition_fields={},
             previous=None,
-            created=time.time(),
         )
         packages.append(dict(package.body))
     return packages, errors
@@ -1062,6 +1127,9 @@ def check_installation(settings: Settings) -> Iterable[tuple[bool, str]]:
     yield bool(registry.adapters), "adapters loaded: " + (", ".join(registry.adapters) or "none")
     for load_error in registry.errors:
         yield False, f"adapter {load_error.name} failed to load: {load_error.error}"
+    for name in registry.missing:
+        # not a failure: the files are still packaged, with checksums only
+        yield True, str(registry.unavailable(name))
     for index, folder in enumerate(settings.watch):
         unknown = [name for name in folder.adapters if name not in registry.adapters]
         if unknown:
@@ -1090,6 +1158,8 @@ class Status:
     outbox: dict[str, int]
     registry: dict[str, int]
     problems: list[str]
+    #: one line per adapter whose reader is missing and whose files were packaged without it
+    readers_missing: list[str] = field(default_factory=list)
 
 
 def read_status(settings: Settings) -> Status:
@@ -1111,6 +1181,7 @@ def read_status(settings: Settings) -> Status:
             for p in summary.problems
         ]
     registry = {"files": 0, "acquisitions": 0, "failures": 0}
+    readers_missing: list[str] = []
     if db_path.exists():
         try:
             state = State.open(db_path, readonly=True)
@@ -1119,13 +1190,29 @@ def read_status(settings: Settings) -> Status:
         else:
             try:
                 registry = state.counts()
+                readers_missing = _readers_missing(state.acquisitions_by_adapter())
                 problems += [
-                    f"{package_rfc3339(f.at)}  failed    {f.path}: {f.reason}"
+                    f"{package_rfc3339(f.at)}  failed    {escape(str(f.path))}: {f.reason}"
                     for f in state.failures()
                 ]
             finally:
                 state.close()
-    return Status(outbox, registry, _state_dir_problems(settings.state_dir) + problems)
+    return Status(
+        outbox, registry, _state_dir_problems(settings.state_dir) + problems, readers_missing
+    )
+
+
+def _readers_missing(packaged: dict[str, int]) -> list[str]:
+    """Once per adapter, not per file: its acquisitions lack metadata, and how to fix it."""
+    from acqharvest.registry import load_registry
+
+    registry = load_registry()
+    return [
+        f"{name}: {packaged[name]} acquisition(s) packaged with checksums only, its reader "
+        f"({', '.join(modules)}) is not installed: {registry.install_line(name)}"
+        for name, modules in registry.missing.items()
+        if packaged.get(name)
+    ]
 
 
 def _state_dir_problems(folder: Path) -> list[str]:

@@ -12,6 +12,10 @@ one is created: every file in the watched folders is then read and packaged agai
 package whose receipt the outbox still keeps (``delivered/``, 90 days) is not sent again;
 an older one is, and the endpoint deduplicates it by ``Idempotency-Key``. Nothing is lost,
 and a damaged registry never becomes a crash loop.
+
+Paths and acquisition keys are stored through ``pathtext.to_sql``: TEXT as they are, or a
+BLOB of the name's bytes when it is not valid UTF-8 (a Latin-1 name from an old instrument
+PC), so every name is kept exactly; failure reasons are stored in the percent form.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import structlog
 
 from acqharvest.durable import StorageError, error_code
 from acqharvest.model import ProbedFile
+from acqharvest.pathtext import escape, from_sql, to_sql
 
 _CORRUPT = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
 _log = structlog.get_logger(__name__)
@@ -156,7 +161,7 @@ class State:
         Size and mtime must match; so must ``file_id`` when given (see ``same_file``): a
         file replaced by another of the same size and mtime is not the version packaged.
         """
-        key = (str(path), size, mtime_ns)
+        key = (to_sql(str(path)), size, mtime_ns)
         row = self._db.execute(
             "SELECT file_id FROM files WHERE path = ? AND size = ? AND mtime_ns = ?", key
         ).fetchone()
@@ -174,7 +179,13 @@ class State:
         when that matches, nothing is packaged again.
         """
         settled = probed.settled
-        row = (settled.mtime_ns, settled.file_id, str(settled.path), settled.size, probed.sha256)
+        row = (
+            settled.mtime_ns,
+            settled.file_id,
+            to_sql(str(settled.path)),
+            settled.size,
+            probed.sha256,
+        )
         try:
             with self._db:
                 updated = self._db.execute(
@@ -190,7 +201,7 @@ class State:
 
     def package_of(self, acquisition_key: str) -> str | None:
         row = self._db.execute(
-            "SELECT package_id FROM acquisitions WHERE key = ?", (acquisition_key,)
+            "SELECT package_id FROM acquisitions WHERE key = ?", (to_sql(acquisition_key),)
         ).fetchone()
         return None if row is None else str(row[0])
 
@@ -198,10 +209,10 @@ class State:
         rows = self._db.execute(
             "SELECT path, root, size, mtime_ns, file_id, sha256 FROM files "
             "WHERE acquisition_key = ? ORDER BY path",
-            (acquisition_key,),
+            (to_sql(acquisition_key),),
         ).fetchall()
         return [
-            HarvestedFile(Path(p), Path(r), int(s), int(m), str(f), str(h))
+            HarvestedFile(Path(from_sql(p)), Path(from_sql(r)), int(s), int(m), str(f), str(h))
             for p, r, s, m, f, h in rows
         ]
 
@@ -212,7 +223,8 @@ class State:
         now = time.time()
         try:
             with self._db:
-                for key, package_id, adapter, members in packaged:
+                for acquisition_key, package_id, adapter, members in packaged:
+                    key = to_sql(acquisition_key)
                     self._db.execute(
                         "INSERT OR REPLACE INTO acquisitions VALUES (?, ?, ?, ?)",
                         (key, adapter, package_id, now),
@@ -221,8 +233,8 @@ class State:
                         "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [
                             (
-                                str(m.settled.path),
-                                str(m.settled.root),
+                                to_sql(str(m.settled.path)),
+                                to_sql(str(m.settled.root)),
                                 m.settled.size,
                                 m.settled.mtime_ns,
                                 m.settled.file_id,
@@ -236,7 +248,7 @@ class State:
                     )
                     self._db.executemany(
                         "DELETE FROM failures WHERE path = ?",
-                        [(str(m.settled.path),) for m in members],
+                        [(to_sql(str(m.settled.path)),) for m in members],
                     )
         except sqlite3.Error as error:
             raise StateError(
@@ -255,18 +267,35 @@ class State:
             with self._db:
                 self._db.execute(
                     "INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?, ?)",
-                    (str(path), size, mtime_ns, reason, time.time(), int(final)),
+                    (to_sql(str(path)), size, mtime_ns, escape(reason), time.time(), int(final)),
                 )
         except sqlite3.Error as error:
             raise StateError(
                 f"{self.path}: cannot record a failure: {error}", self.path, error
             ) from error
 
+    def failed_already(self, path: Path, reason: str) -> bool:
+        """True when the failure recorded for ``path`` has this ``reason``: it was logged.
+
+        A file that fails again for the same cause (an unreadable file at every rescan, the
+        same version read again) is logged once, not at every attempt.
+        """
+        row = self._db.execute("SELECT reason FROM failures WHERE path = ?", (str(path),))
+        found = row.fetchone()
+        return found is not None and found[0] == reason
+
     def failures(self, limit: int = 20) -> list[Failure]:
         rows = self._db.execute(
             "SELECT path, reason, at FROM failures ORDER BY at DESC LIMIT ?", (limit,)
         ).fetchall()
-        return [Failure(Path(p), str(r), float(a)) for p, r, a in rows]
+        return [Failure(Path(from_sql(p)), str(r), float(a)) for p, r, a in rows]
+
+    def acquisitions_by_adapter(self) -> dict[str, int]:
+        """Adapter name -> acquisitions it packaged (``""`` for those no adapter claimed)."""
+        rows = self._db.execute(
+            "SELECT coalesce(adapter, ''), count(*) FROM acquisitions GROUP BY 1"
+        ).fetchall()
+        return {str(adapter): int(count) for adapter, count in rows}
 
     def counts(self) -> dict[str, int]:
         files = self._db.execute("SELECT count(*) FROM files").fetchone()[0]

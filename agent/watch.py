@@ -122,6 +122,30 @@ _IN_DONT_FOLLOW = 0x02000000
 _IN_ATTRIB = 0x00000004
 
 
+def _path_max() -> int | None:
+    """Bytes a path given to the system may hold, its final NUL included; None if unknown."""
+    try:
+        return os.pathconf("/", "PC_PATH_MAX")
+    except (AttributeError, OSError, ValueError):  # Windows has no pathconf
+        return None
+
+
+#: a scan reaches deeper than this through open folders, but no reader can open such a path
+_PATH_MAX = _path_max()
+
+
+def too_long(path: str) -> str | None:
+    """Why nothing can open ``path`` by its name (longer than PATH_MAX), or None."""
+    length = len(os.fsencode(path))
+    if _PATH_MAX is None or length < _PATH_MAX:
+        return None
+    return (
+        f"its path is {length} bytes long, longer than the system allows (PATH_MAX "
+        f"{_PATH_MAX}, the final NUL included): it cannot be opened by name; shorten its "
+        "folder names"
+    )
+
+
 def file_identity(st: os.stat_result) -> str:
     """``device:inode:ctime_ns``: changes whenever the file is replaced or its inode changed.
 
@@ -214,6 +238,8 @@ def examine(path: Path, root: Path, source: Source) -> FileSeen | FileRefused | 
     The folder holding ``path`` must also resolve inside the root, so a folder swapped for
     a link to elsewhere cannot lead a read outside it.
     """
+    if (reason := too_long(str(path))) is not None:
+        return FileRefused(path, root, reason)
     st = _lstat(path, functools.partial(os.lstat, path))
     if st is None:
         return None
@@ -241,6 +267,8 @@ def _classified(
     if not stat.S_ISREG(st.st_mode):
         reason = _refusal(path, st, real_root)
         return None if reason is None else FileRefused(path, root, reason)
+    if (reason := too_long(str(path))) is not None:
+        return FileRefused(path, root, reason)
     return FileSeen(
         path=path,
         root=root,
@@ -256,6 +284,65 @@ def stat_file(path: Path, root: Path, source: Source) -> FileSeen | None:
     """FileSeen for a regular file inside the root, None for anything else or a file gone."""
     seen = examine(path, root, source)
     return seen if isinstance(seen, FileSeen) else None
+
+
+class _Own:
+    """The daemon's own folders and files (state dir, log file, endpoint folder), known by
+    device and inode: never harvested, whatever path leads there.
+
+    The config refuses them inside a watched folder, but a path it cannot see may lead
+    there still: a watch root that is a link retargeted after start, a bind mount. Harvested,
+    they would package the daemon's secret and registry, and its own output over and over.
+    Their identities are taken again at every scan (a folder recreated, a log rotated).
+    """
+
+    def __init__(self, paths: Sequence[tuple[str, Path]]) -> None:
+        #: (config key, path) of each
+        self._paths = tuple(paths)
+        self._known: dict[tuple[int, int], str] = {}
+        #: ``within`` of each watch folder, by its real path
+        self._roots: dict[str, str | None] = {}
+
+    def refresh(self) -> None:
+        known: dict[tuple[int, int], str] = {}
+        for key, path in self._paths:
+            with contextlib.suppress(OSError, ValueError):
+                st = os.stat(path)
+                known[(st.st_dev, st.st_ino)] = f"acqharvest's own {key} ({path}): never harvested"
+        # each one assignment: observer threads read them meanwhile
+        self._known = known
+        self._roots = {}
+
+    def refusal(self, st: os.stat_result) -> str | None:
+        """Why the file or folder with this stat is not harvested; None when it is not ours."""
+        return self._known.get((st.st_dev, st.st_ino)) if self._known else None
+
+    def within(self, path: str) -> str | None:
+        """``refusal`` of ``path`` or of the first folder above it that is ours."""
+        return self._walk(path, "") if self._known else None
+
+    def holding(self, path: str, root: str) -> str | None:
+        """``within`` for a path below the watch folder ``root``: the folders from ``root``
+        up are looked at once per refresh, not for every event."""
+        if not self._known:
+            return None
+        if reason := self._walk(path, root):
+            return reason
+        if root not in self._roots:
+            self._roots[root] = self._walk(root, "")
+        return self._roots[root]
+
+    def _walk(self, path: str, stop: str) -> str | None:
+        """``refusal`` of ``path`` or of a folder above it, up to (not including) ``stop``."""
+        while path != stop:
+            with contextlib.suppress(OSError, ValueError):
+                if reason := self.refusal(os.stat(path)):
+                    return reason
+            parent = os.path.dirname(path)
+            if parent == path:
+                return None
+            path = parent
+        return None
 
 
 class _Refusals:
@@ -289,13 +376,15 @@ class _Refusals:
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, ws: WatchSettings, emit: Emit, refusals: _Refusals) -> None:
+    def __init__(self, ws: WatchSettings, emit: Emit, refusals: _Refusals, own: _Own) -> None:
         self._ws = ws
         self._emit = emit
         self._refusals = refusals
+        self._own = own
         # Observers watch the resolved root (and FSEvents reports resolved paths anyway):
         # map their paths back under the root as configured.
         self._real_root = Path(os.path.realpath(ws.path))
+        self._real_text = str(self._real_root)
         #: monotonic time the dispatch in progress began; None when idle.
         self.busy_since: float | None = None
 
@@ -321,7 +410,8 @@ class _Handler(FileSystemEventHandler):
 
     def _seen(self, path: bytes | str, source: Literal["event", "closed"]) -> None:
         target = self._watched(path)
-        if target is not None:
+        # Quietly: the daemon writes there all the time; the next scan reports it once.
+        if target is not None and self._own.holding(os.fsdecode(path), self._real_text) is None:
             self._refusals.report(examine(target, self._ws.path, source))
 
     def _gone(self, path: bytes | str) -> None:
@@ -421,6 +511,7 @@ if sys.platform == "win32":
             if not stat.S_ISDIR(st.st_mode):
                 raise NotADirectoryError(errno.ENOTDIR, "not a folder", path)
             self._path = path
+            self._st = st
 
         @classmethod
         def open_root(cls, real_root: str) -> _Folder:
@@ -435,6 +526,10 @@ if sys.platform == "win32":
         def lstat(self, entry: os.DirEntry[str]) -> os.stat_result:
             # DirEntry.stat leaves the device and the file index zero on Windows.
             return os.lstat(entry.path)
+
+        def stat(self) -> os.stat_result:
+            """The folder's own stat, as checked when it was entered."""
+            return self._st
 
         def close(self) -> None:
             """Nothing is held open."""
@@ -454,6 +549,11 @@ else:
 
         def __init__(self, fd: int) -> None:
             self._fd = fd
+            try:
+                self._st = os.fstat(fd)
+            except OSError:
+                os.close(fd)
+                raise
 
         @classmethod
         def open_root(cls, real_root: str) -> _Folder:
@@ -467,6 +567,10 @@ else:
 
         def lstat(self, entry: os.DirEntry[str]) -> os.stat_result:
             return entry.stat(follow_symlinks=False)  # fstatat, relative to this folder
+
+        def stat(self) -> os.stat_result:
+            """The folder's own stat, taken when it was opened."""
+            return self._st
 
         def close(self) -> None:
             os.close(self._fd)
@@ -507,8 +611,11 @@ class Watcher:
         native: Callable[[], BaseObserver] = Observer,
         on_lost: Callable[[], None] | None = None,
         stall_seconds: float = _STALL_SECONDS,
+        own: Sequence[tuple[str, Path]] = (),
     ) -> None:
+        """``own``: (config key, path) of what the daemon writes, never harvested."""
         self._folders = tuple(folders)
+        self._own = _Own(own)
         self._emit = emit
         self._refusals = _Refusals(emit)
         self._poll_interval = poll_interval
@@ -528,6 +635,7 @@ class Watcher:
     def start(self) -> None:
         """Start an observer per folder; a folder that cannot be watched is left for later."""
         self._running = True
+        self._own.refresh()
         _overflow.watchers.add(self._events_lost)
         for ws in self._folders:
             self._start_folder(ws)
@@ -606,6 +714,10 @@ class Watcher:
             return
         started = time.monotonic()
         real_root = os.path.realpath(root)
+        self._own.refresh()
+        if reason := self._own.within(real_root):
+            self._refusals.report(FileRefused(root, root, reason))
+            return
         try:
             top = _Folder.open_root(real_root)
         except OSError as exc:
@@ -622,10 +734,18 @@ class Watcher:
                     continue
                 name = level.subfolders.pop()
                 path = os.path.join(level.path, name)
+                if (reason := too_long(path)) is not None:
+                    # reachable through its parent, but nothing below it could be read
+                    self._refusals.report(FileRefused(Path(path), root, reason))
+                    continue
                 try:
                     folder = level.folder.child(name)
                 except OSError as exc:
                     self._unlistable(ws, path, exc)
+                    continue
+                if (reason := self._own.refusal(folder.stat())) is not None:
+                    folder.close()
+                    self._refusals.report(FileRefused(Path(path), root, reason))
                     continue
                 levels.append(_Level(folder, path, f"{level.prefix}{name}/", []))
                 files += yield from self._listed(ws, real_root, levels[-1])
@@ -658,10 +778,13 @@ class Watcher:
                     elif matches(rel, ws.include, ws.exclude):
                         path = Path(os.path.join(level.path, entry.name))
                         st = _lstat(path, functools.partial(level.folder.lstat, entry))
+                        if st is None:
+                            continue
+                        reason = self._own.refusal(st)
                         found = (
-                            None
-                            if st is None
-                            else _classified(path, ws.path, "scan", st, real_root)
+                            _classified(path, ws.path, "scan", st, real_root)
+                            if reason is None
+                            else FileRefused(path, ws.path, reason)
                         )
                         if isinstance(found, FileSeen):
                             self._refusals.cleared(found.path)
@@ -781,7 +904,7 @@ class Watcher:
         observer: BaseObserver | None = None
         # The resolved root: inotify would otherwise watch a symlinked root as a link.
         real = os.path.realpath(ws.path)
-        handler = _Handler(ws, self._emit, self._refusals)
+        handler = _Handler(ws, self._emit, self._refusals, self._own)
         try:
             observer = factory()
             observer.schedule(handler, real, recursive=ws.recursive, event_filter=_EVENTS)

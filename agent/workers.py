@@ -7,8 +7,9 @@ registry once; the functions here take and return only picklable model objects.
 Budgets. A worker process caps its own address space (``WorkerSetup.memory_limit_bytes``,
 ``RLIMIT_AS`` on POSIX systems that enforce it: an adapter that allocates beyond it gets a
 ``MemoryError``), and publishes on a shared ``Progress`` board which item it is reading
-and since when, so the parent can terminate a worker stuck in one item for longer than
-the time budget: a hung adapter cannot be interrupted from inside its own process.
+and when it last made progress, so the parent can terminate a worker stuck in one item
+for longer than the time budget: a hung adapter cannot be interrupted from inside its own
+process. Checksums count every chunk read as progress: a file of any size is hashed.
 """
 
 from __future__ import annotations
@@ -52,16 +53,33 @@ class WorkerSetup:
     memory_limit_bytes: int | None = None
 
 
-class Progress:
-    """Shared memory where each worker process says which item it reads, and since when.
+@dataclass(frozen=True, slots=True)
+class Overdue:
+    """A worker that made no progress on one item for longer than the time budget."""
 
-    One row per worker: (pid, task token, index in the batch, start on the monotonic
-    clock, 0 when idle). Lock-free, so a terminated worker can never leave a lock held:
-    the worker writes the start last and clears it first, and the parent reads the
-    start before and after the rest of a row and trusts the row only if it held still.
+    row: int
+    pid: int
+    token: int
+    index: int
+    #: stalled while computing the file's checksum (a slow or dead share), not in an
+    #: adapter: nothing says the file is bad, so its failure is not final
+    hashing: bool
+
+
+class Progress:
+    """Shared memory where each worker process says which item it reads, and how it fares.
+
+    One row per worker: (pid, task token, index in the batch, hashing flag, last progress
+    and start on the monotonic clock, start 0 when idle). The budget runs from the last
+    progress: the start of the item, the end of its checksum, and every chunk the checksum
+    reads, so a huge file that keeps being read is never overdue while an adapter gets its
+    whole budget after the checksum. Lock-free, so a terminated worker can never leave a
+    lock held: the worker writes the start last and clears it first, and the parent reads
+    the start before and after the rest of a row and trusts the row only if it held still.
     """
 
-    _FIELDS = 4
+    _FIELDS = 6
+    _HASHING, _PROGRESSED, _STARTED = 3, 4, 5
 
     def __init__(self, context: BaseContext, workers: int) -> None:
         self._rows = workers
@@ -80,24 +98,40 @@ class Progress:
 
     def begin(self, row: int, token: int, index: int) -> None:
         base = row * self._FIELDS
-        self._cells[base + 3] = 0.0
+        self._cells[base + self._STARTED] = 0.0
         self._cells[base] = float(os.getpid())
         self._cells[base + 1] = float(token)
         self._cells[base + 2] = float(index)
-        self._cells[base + 3] = time.monotonic()
+        self._cells[base + self._HASHING] = 0.0
+        now = time.monotonic()
+        self._cells[base + self._PROGRESSED] = now
+        self._cells[base + self._STARTED] = now
+
+    def hashing(self, row: int, active: bool) -> None:
+        """The checksum starts (True) or ends (False): the budget starts again either way."""
+        base = row * self._FIELDS
+        self._cells[base + self._PROGRESSED] = time.monotonic()
+        self._cells[base + self._HASHING] = 1.0 if active else 0.0
+
+    def progressed(self, row: int) -> None:
+        """Another chunk of the checksum was read."""
+        self._cells[row * self._FIELDS + self._PROGRESSED] = time.monotonic()
 
     def end(self, row: int) -> None:
-        self._cells[row * self._FIELDS + 3] = 0.0
+        self._cells[row * self._FIELDS + self._STARTED] = 0.0
 
-    def overdue(self, budget: float, now: float) -> list[tuple[int, int, int, int]]:
-        """(row, pid, token, index) of every item read for longer than ``budget`` seconds."""
-        late: list[tuple[int, int, int, int]] = []
+    def overdue(self, budget: float, now: float) -> list[Overdue]:
+        """Every item that made no progress for longer than ``budget`` seconds."""
+        late: list[Overdue] = []
         for row in range(self._rows):
             base = row * self._FIELDS
-            started = self._cells[base + 3]
+            started = self._cells[base + self._STARTED]
             pid, token, index = (int(self._cells[base + k]) for k in range(3))
-            if started and started == self._cells[base + 3] and now - started > budget:
-                late.append((row, pid, token, index))
+            hashing = bool(self._cells[base + self._HASHING])
+            progressed = self._cells[base + self._PROGRESSED]
+            held_still = started == self._cells[base + self._STARTED]
+            if started and held_still and now - progressed > budget:
+                late.append(Overdue(row, pid, token, index, hashing))
         return late
 
 
@@ -125,6 +159,11 @@ def init_worker(setup: WorkerSetup, progress: Progress | None = None) -> None:
         level = "debug" if setup.log.level == "debug" else "warning"
         logs.configure(level, "json", None, stream=sys.stderr)
     _registry = load_registry()
+    if _row <= 0:  # one worker says it (each loads the registry), or the in-process one
+        for name in _registry.missing:
+            logs.get_logger().warning(
+                "adapter_unavailable", adapter=name, reason=_registry.unavailable(name)
+            )
     for root, names in (setup.adapters_by_root or {}).items():
         unknown = [name for name in names if name not in _registry.adapters]
         if unknown:
@@ -194,8 +233,9 @@ def probe(settled: FileSettled) -> ProbedFile | ProbeFailure:
     path = settled.path
     allowed = (_setup.adapters_by_root or {}).get(settled.root, ())
     try:
-        head, digest = reader.head_and_sha256(path, HEAD_BYTES)
-        found = _current_registry().claim(FileProbe(path, settled.size, head), reader, allowed)
+        with logs.reading(path):
+            head, digest = _hashed(reader, path)
+            found = _current_registry().claim(FileProbe(path, settled.size, head), reader, allowed)
         after = os.lstat(path)
     except OSError as error:
         if reader.refused is None:
@@ -225,6 +265,22 @@ def probe(settled: FileSettled) -> ProbedFile | ProbeFailure:
     )
 
 
+def _hashed(reader: FileReader, path: Path) -> tuple[bytes, str]:
+    """Head and sha256 of ``path``, each chunk read shown on the board as progress.
+
+    Hashing a 100 GB file takes minutes even on a fast share: it is bounded by progress,
+    not by total time, and the adapter's claim then gets its whole budget.
+    """
+    if _progress is None:
+        return reader.head_and_sha256(path, HEAD_BYTES)
+    progress, row = _progress, _row
+    progress.hashing(row, True)
+    try:
+        return reader.head_and_sha256(path, HEAD_BYTES, lambda: progress.progressed(row))
+    finally:
+        progress.hashing(row, False)
+
+
 def extract_acquisition(acquisition: Acquisition) -> Extraction | ExtractionFailure:
     """Run the claiming adapter over one acquisition (never raises)."""
     registry = _current_registry()
@@ -237,7 +293,14 @@ def extract_acquisition(acquisition: Acquisition) -> Extraction | ExtractionFail
             f"adapter {acquisition.adapter} is not loaded in this process",
         )
     reader = FileReader({m.settled.path: m.settled.file_id for m in acquisition.members})
-    result = extract(acquisition, adapter, reader, memory_limit=_setup.memory_limit_bytes)
+    with logs.reading(acquisition.primary.settled.path):
+        result = extract(
+            acquisition,
+            adapter,
+            reader,
+            memory_limit=_setup.memory_limit_bytes,
+            unavailable=registry.unavailable(acquisition.adapter) if acquisition.adapter else None,
+        )
     if reader.refused is None:
         return result
     # Whatever the adapter made of it, it did not read (only) the files that settled.

@@ -1,13 +1,16 @@
 """Headers only, measured: bytes the adapters read per file, and files per second.
 
-Over the corpus DICOM files (``dicom/``) and TIFF files (``ome-tiff/``, ``tiff-vendor/``),
-in the same run: the built-in adapter's ``extract`` through the agent's counting
-``FileReader`` against a baseline reading the same file through a ``FileReader`` too
-(bytes handed to the caller): ``pydicom.dcmread(stop_before_pixels=True)`` for
-DICOM and a bare ``tifffile.TiffFile`` open plus page-0 tags for TIFF. A file the adapter
-refuses or the baseline fails on is listed apart, with the reason, and left out of the
-totals and ratios rather than counted as 0 bytes. Only ratios mean anything on a shared
-machine. Usage (from the repo root):
+Over the corpus DICOM files (``dicom/``), TIFF files (``ome-tiff/``, ``tiff-vendor/``) and
+light-microscopy files (``czi/``, ``nd2/``, ``lif/``), in the same run: the built-in
+adapter's ``extract`` through the agent's counting ``FileReader`` against a baseline
+reading the same file through a ``FileReader`` too (bytes handed to the caller):
+``pydicom.dcmread(stop_before_pixels=True)`` for DICOM, a bare ``tifffile.TiffFile`` open
+plus page-0 tags for TIFF, czifile's header and ``metadata()`` for CZI, an
+``nd2.ND2File`` on the handle with its attributes and metadata for ND2, and the LIF XML
+header alone (readlif opens paths itself, so its reads cannot be counted). A file the
+adapter refuses or the baseline fails on is listed apart, with the reason, and left out of
+the totals and ratios rather than counted as 0 bytes. Only ratios mean anything on a
+shared machine. Usage (from the repo root):
 
     .venv/bin/python bench/adapter_headers.py [--repeat 5] [--quiet]
 """
@@ -23,11 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import czifile
+import nd2
 import pydicom
 import tifffile
 
 from acqharvest.adapter_api import Adapter, AdapterError, Draft
+from acqharvest.adapters.czi import CziAdapter
 from acqharvest.adapters.dicom import DicomAdapter
+from acqharvest.adapters.lif import LifAdapter
+from acqharvest.adapters.nd2 import Nd2Adapter
 from acqharvest.adapters.tiff import TiffAdapter
 from acqharvest.readonly import FileReader
 
@@ -53,6 +61,21 @@ def tifffile_header(handle: BinaryIO, name: str) -> None:
             _ = tag.value
 
 
+def czifile_header(handle: BinaryIO, name: str) -> None:
+    czifile.CziFile(tifffile.FileHandle(handle, name=name)).metadata()
+
+
+def nd2_header(handle: BinaryIO, name: str) -> None:
+    with nd2.ND2File(handle) as file:  # type: ignore[arg-type]
+        _ = file.attributes, file.metadata
+
+
+def lif_xml_header(handle: BinaryIO, name: str) -> None:
+    """The least any LIF reader reads: the magic, the XML's length, and the XML."""
+    units = int.from_bytes(handle.read(13)[9:13], "little")
+    handle.read(2 * units)
+
+
 def adapter_read(adapter: Adapter, path: Path) -> int:
     """Bytes the adapter reads to extract ``path``; raises what the adapter raises."""
     reader = FileReader()
@@ -76,7 +99,8 @@ def corpus_files() -> dict[str, list[Path]]:
         for p in (CORPUS / folder).rglob("*")
         if p.is_file() and p.read_bytes()[:4] in TIFF_MAGIC
     )
-    return {"dicom": dicom, "tiff": tiffs}
+    light = {fmt: sorted((CORPUS / fmt).glob(f"*.{fmt}")) for fmt in ("czi", "nd2", "lif")}
+    return {"dicom": dicom, "tiff": tiffs, **light}
 
 
 def files_per_second(call: Callable[[Path], object], files: list[Path], repeat: int) -> float:
@@ -148,6 +172,9 @@ def main() -> None:
     families = {
         "dicom": Family(DicomAdapter(), pydicom_header, "pydicom stop_before_pixels"),
         "tiff": Family(TiffAdapter(), tifffile_header, "tifffile page-0 tags"),
+        "czi": Family(CziAdapter(), czifile_header, "czifile metadata()"),
+        "nd2": Family(Nd2Adapter(), nd2_header, "nd2 attributes+metadata"),
+        "lif": Family(LifAdapter(), lif_xml_header, "the XML header alone"),
     }
     for name, files in corpus_files().items():
         measure(name, families[name], files, args.repeat, args.quiet)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import io
+import json
+import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import structlog
 
 from tests.endpoint import LoopbackEndpoint
 
@@ -29,3 +34,28 @@ def endpoint() -> Iterator[LoopbackEndpoint]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    """The process's logging set-up as it was before the test, whatever the test configured."""
+    stdlib_root = logging.getLogger()
+    handlers, level = list(stdlib_root.handlers), stdlib_root.level
+    yield
+    stdlib_root.handlers, stdlib_root.level = handlers, level
+    root = logging.getLogger("acqharvest")
+    for handler in root.handlers:
+        handler.close()
+    root.handlers = []
+    structlog.reset_defaults()
+
+
+@pytest.fixture
+def log_events(restored_logging: None) -> Callable[[], list[dict[str, Any]]]:
+    """Logging configured as a service's (JSON lines, debug level) into memory; call the
+    fixture's value for the events logged so far."""
+    from acqharvest import logs
+
+    console = io.StringIO()
+    logs.configure("debug", "json", stream=console)
+    return lambda: [json.loads(line) for line in console.getvalue().splitlines()]

@@ -8,10 +8,15 @@ runs once the body is read, before anything is stored or answered, and may retur
 for this request only; ``on_accept`` runs after a 2xx request was stored in ``unique``,
 before the response is written (crash tests kill the client there). ``hold()`` keeps
 requests waiting before their body is read, until ``release()`` drops them unread.
+
+It follows the README's HTTP contract: ``acqharvest check``'s probe (an empty POST with the
+``Acqharvest-Probe`` header) is authenticated and answered without storing anything, and
+with ``token`` set, any other bearer token is refused with 401, as a real endpoint does.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -19,6 +24,7 @@ import socket
 import ssl
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -43,7 +49,31 @@ MODES = (
     "status",
     "drip",
     "huge",
+    "login_portal",
+    "echo",
 )
+
+#: ways ``echo`` writes the Authorization header back, as servers do in their error texts
+ECHO_ENCODINGS: dict[str, Callable[[str], str]] = {
+    "raw": lambda header: header,
+    # PHP's json_encode writes / as \/
+    "json_php": lambda header: json.dumps(header)[1:-1].replace("/", "\\/"),
+    "json_unicode": lambda header: "".join(f"\\u{ord(c):04x}" for c in header),
+    "percent": lambda header: urllib.parse.quote(header, safe=""),
+    "percent_lower": lambda header: "".join(f"%{ord(c):02x}" for c in header),
+    "html_numeric": lambda header: "".join(f"&#{ord(c)};" for c in header),
+    "html_hex": lambda header: "".join(f"&#x{ord(c):X};" for c in header),
+    "html_named": lambda header: header.replace("-", "&hyphen;").replace("/", "&sol;"),
+    "base64": lambda header: base64.b64encode(header.encode()).decode(),
+    "base64url": lambda header: base64.urlsafe_b64encode(header.encode()).decode(),
+    "base64_token": lambda header: base64.b64encode(header.split(" ", 1)[-1].encode()).decode(),
+}
+#: modes whose answer to acqharvest check's probe is the one they give a package (the
+#: endpoint as a whole behaves so); in the others the probe gets 204.
+_PROBE_ANSWERED_AS_PACKAGE = frozenset(
+    {"status", "fail", "retry_after", "no_receipt", "login_portal", "echo", "drop"}
+)
+PROBE_HEADER = "acqharvest-probe"
 
 
 @dataclass(frozen=True)
@@ -92,9 +122,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_PUT = do_POST
 
-    def do_OPTIONS(self) -> None:
-        self.server.endpoint._options(self)
-
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
@@ -133,6 +160,10 @@ class LoopbackEndpoint:
         self.unique: dict[str, RecordedRequest] = {}
         self.on_receive: Callable[[RecordedRequest], str | None] | None = None
         self.on_accept: Callable[[RecordedRequest], None] | None = None
+        #: when set, a request bearing another token is refused with 401
+        self.token: str | None = None
+        #: ``acqharvest check``'s probes (never in ``received``: that is about packages)
+        self.probes: list[RecordedRequest] = []
         #: bytes of the answers sent in ``drip`` and ``huge`` modes before the client left
         self.streamed = 0
 
@@ -202,9 +233,13 @@ class LoopbackEndpoint:
         ``drop`` closes the connection without an answer. ``conflict`` answers 409 with a
         receipt (stored: "already have it"), ``conflict_lie`` 409 naming another package,
         ``conflict_bare`` 409 with no body (neither stored). ``status`` answers ``code``
-        with an optional ``location`` header. ``drip`` sends a 200 receipt one byte every
-        ``interval`` seconds; ``huge`` a 200 declaring ``size`` bytes, streamed until the
-        client goes away (``streamed`` counts what it took). None of those three is stored.
+        with an optional ``location`` header and ``text``. ``login_portal`` answers 200
+        with a sign-in page (a wrong URL landing on a portal); ``echo`` answers ``code``
+        (403) with the Authorization header written back in ``encoding`` (a key of
+        ``ECHO_ENCODINGS``) after ``pad`` characters of text (neither stored). ``drip``
+        sends a 200 receipt one byte every ``interval`` seconds; ``huge`` a 200 declaring
+        ``size`` bytes, streamed until the client goes away (``streamed`` counts what it
+        took). None of those three is stored.
         """
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; one of {MODES}")
@@ -286,6 +321,10 @@ class LoopbackEndpoint:
             time.monotonic(),
         )
         key = headers.get("idempotency-key", "")
+        authorization = headers.get("authorization", "")
+        if PROBE_HEADER in headers:
+            self._probe(handler, record)
+            return
         with self._cond:
             self.received.append(record)
             mode, kw = self._next.pop(0) if self._next else self._mode
@@ -294,6 +333,8 @@ class LoopbackEndpoint:
             override = self.on_receive(record)
             if override is not None:
                 mode, kw = override, {}
+        if self.token is not None and authorization != f"Bearer {self.token}":
+            mode, kw = "status", {"code": 401, "text": "invalid or expired token"}
         if mode == "slow":
             self._stopping.wait(float(kw.get("seconds", 1.0)))
             mode = "ok"
@@ -303,7 +344,7 @@ class LoopbackEndpoint:
         if mode in ("drip", "huge"):
             self._stream_answer(handler, mode, kw, key, body)
             return
-        status, payload, extra = self._answer(mode, kw, key, body)
+        status, payload, extra = self._answer(mode, kw, key, body, authorization)
         if 200 <= status < 300 and mode == "ok":
             with self._cond:
                 self.unique.setdefault(key, record)
@@ -312,17 +353,25 @@ class LoopbackEndpoint:
                 self.on_accept(record)
         _reply(handler, status, payload, extra)
 
-    def _options(self, handler: _Handler) -> None:
-        """``acqharvest check`` probes with OPTIONS: the ``status`` answer, else 501.
+    def _probe(self, handler: _Handler, record: RecordedRequest) -> None:
+        """``acqharvest check``'s no-store probe: authenticated, then 204, or what the
+        endpoint as a whole answers now (``behave``'s mode; ``fail_next`` is left alone).
 
-        Not recorded: ``received`` and ``unique`` stay about packages.
+        Recorded in ``probes`` only: ``received`` and ``unique`` stay about packages.
         """
+        authorization = record.headers.get("authorization", "")
         with self._cond:
+            self.probes.append(record)
             mode, kw = self._mode
-        status, payload, extra = (
-            self._answer(mode, kw, "", b"") if mode == "status" else (501, b"", {})
-        )
-        _reply(handler, status, payload, extra)
+        if self.token is not None and authorization != f"Bearer {self.token}":
+            mode, kw = "status", {"code": 401, "text": "invalid or expired token"}
+        if mode == "drop":
+            _drop(handler)
+            return
+        if mode not in _PROBE_ANSWERED_AS_PACKAGE:
+            _reply(handler, 204, b"", {})
+            return
+        _reply(handler, *self._answer(mode, kw, "", b"", authorization))
 
     def _stream_answer(
         self, handler: _Handler, mode: str, kw: dict[str, Any], key: str, body: bytes
@@ -355,7 +404,7 @@ class LoopbackEndpoint:
 
     @staticmethod
     def _answer(
-        mode: str, kw: dict[str, Any], key: str, body: bytes
+        mode: str, kw: dict[str, Any], key: str, body: bytes, authorization: str
     ) -> tuple[int, bytes, dict[str, str]]:
         as_json = {"Content-Type": "application/json"}
         as_text = {"Content-Type": "text/plain; charset=utf-8"}
@@ -393,6 +442,21 @@ class LoopbackEndpoint:
                 b"<html><body>Welcome to the proxy</body></html>",
                 {"Content-Type": "text/html"},
             )
+        if mode == "login_portal":
+            page = (
+                "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+                "<title>Sign in - Example University SSO</title></head><body>"
+                "<form method='post' action='/sso/login'><input name='username'>"
+                "<input name='password' type='password'></form></body></html>"
+            )
+            return 200, page.encode(), {"Content-Type": "text/html; charset=utf-8"}
+        if mode == "echo":
+            echoed = ECHO_ENCODINGS[str(kw.get("encoding", "raw"))](authorization)
+            text = "x" * int(kw.get("pad", 0)) + f"refused Authorization: {echoed}"
+            if str(kw.get("encoding", "")).startswith("json"):
+                payload = f'{{"error": "forbidden", "detail": "{text}"}}'.encode()
+                return int(kw.get("code", 403)), payload, as_json
+            return int(kw.get("code", 403)), text.encode(), as_text
         raise AssertionError(f"unhandled mode {mode}")
 
 

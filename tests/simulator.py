@@ -239,3 +239,31 @@ def long_unicode_path(root: Path, suffix: str, *, margin: int = 64) -> Path:
     if budget > 1:
         path = path / ("d" * (budget - 1))
     return path / file_name
+
+
+def write_past_path_max(root: Path, data: bytes, suffix: str) -> tuple[Path, Path]:
+    """``data`` written twice where no program can open it by name: a file of NAME_MAX
+    bytes whose path passes PATH_MAX, in a folder whose own path does not; and a file in a
+    subfolder of that folder, whose own path passes PATH_MAX too. (file, subfolder).
+
+    Made through open folder descriptors, as nothing can be made by so long a path."""
+    folder, fd = root, os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        level = 0
+        while len(os.fsencode(folder)) < PATH_MAX - 1 - NAME_MAX:
+            level += 1
+            name = f"{level:02d}".ljust(NAME_MAX, "d")
+            os.mkdir(name, dir_fd=fd)
+            inner = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            folder, fd = folder / name, inner
+        file_name = longest_name("x", suffix)
+        subfolder = "s".ljust(NAME_MAX, "s")
+        os.mkdir(subfolder, dir_fd=fd)
+        for path in (file_name, f"{subfolder}/inside{suffix}"):
+            out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=fd)
+            with os.fdopen(out, "wb") as handle:
+                handle.write(data)
+    finally:
+        os.close(fd)
+    return folder / file_name, folder / subfolder

@@ -13,6 +13,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from acqharvest.deidentify import Deidentifier
+from acqharvest.model import DeidentifySettings
 from acqharvest.testing import AdapterConformance, golden
 from tests.adapters import test_builtin_conformance as builtin
 from tests.endpoint import LoopbackEndpoint
@@ -112,7 +114,9 @@ def test_adapters_lists_the_built_ins() -> None:
     assert result.returncode == 0, result.stderr
     header, *rows = result.stdout.splitlines()
     assert header.split()[:3] == ["NAME", "VERSION", "STABILITY"]
-    assert sorted(row.split()[0] for row in rows) == ["dicom", "tiff"]
+    assert sorted(row.split()[0] for row in rows) == ["czi", "dicom", "lif", "nd2", "tiff"]
+    # the test extra installs every reader: none is unavailable here
+    assert all(row.rstrip().endswith("loaded") for row in rows), rows
     assert "adapter_not_stable" not in result.stderr
 
 
@@ -153,6 +157,40 @@ def test_check_and_status_on_a_directory_endpoint(tmp_path: Path) -> None:
     assert "nope" in checked.stdout
 
 
+def test_check_refuses_a_state_dir_linked_into_the_watch_folder(tmp_path: Path) -> None:
+    config = write_config(tmp_path, f"{{type: directory, path: {tmp_path / 'out'}}}")
+    (tmp_path / "state").symlink_to(tmp_path / "watch")
+
+    checked = run("check", "--config", str(config))
+
+    assert checked.returncode == 2, checked.stdout + checked.stderr
+    assert checked.stderr.splitlines() == [
+        f"config error: {config}:4: state_dir: {tmp_path / 'state'} (really "
+        f"{tmp_path / 'watch'}) is the same folder as watch[0].path ({tmp_path / 'watch'}); "
+        "the state folder must be outside every watched folder"
+    ]
+
+
+def test_check_refuses_an_alias_bomb_and_unbounded_numbers_at_once(tmp_path: Path) -> None:
+    config = write_config(tmp_path, f"{{type: directory, path: {tmp_path / 'out'}}}")
+    # the "billion laughs": each level nine aliases of the one before
+    bomb = "".join(f"x{i + 1}: &x{i + 1} [{', '.join([f'*x{i}'] * 9)}]\n" for i in range(9))
+    config.write_text(f'x0: &x0 ["lol"]\n{bomb}' + config.read_text())
+    numbers = write_config(tmp_path, "{type: directory, path: out}", name="numbers.yaml")
+    numbers.write_text(numbers.read_text() + "workers: 10000\nrescan_seconds: 1e309\n")
+
+    bombed = run("check", "--config", str(config))
+    unbounded = run("check", "--config", str(numbers))
+
+    assert bombed.returncode == 2
+    assert "YAML aliases (*name) expand the config to" in bombed.stderr
+    assert unbounded.returncode == 2
+    assert unbounded.stderr.splitlines() == [
+        f"config error: {numbers}:5: workers: Input should be less than or equal to 64",
+        f"config error: {numbers}:6: rescan_seconds: must be a finite number of at most 604800",
+    ]
+
+
 @pytest.mark.integration
 def test_embedded_default_harvests_the_demo_folder(tmp_path: Path, corpus: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "ACQHARVEST_CONFIG"}
@@ -187,10 +225,26 @@ def test_check_probes_an_http_endpoint(tmp_path: Path, endpoint: LoopbackEndpoin
     token = tmp_path / "token"
     token.write_text("check-token\n")
     token.chmod(0o600)
-    config = write_config(tmp_path, f"{{type: http, url: '{endpoint.url}', token_file: {token}}}")
+    endpoint.token = "check-token"
+    url = f"{endpoint.url}?project=b104"
+    config = write_config(tmp_path, f"{{type: http, url: '{url}', token_file: {token}}}")
     checked = run("check", "--config", str(config))
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert f"endpoint {endpoint.url}: answered HTTP" in checked.stdout
+    assert (
+        f"endpoint {endpoint.url}?project=[redacted]: answered HTTP 204 to the no-store probe "
+        "(token accepted)" in checked.stdout
+    )
+    (probe,) = endpoint.probes
+    assert probe.headers["authorization"] == "Bearer check-token"
+    assert endpoint.received == [], "the probe stores nothing"
+
+    endpoint.token = "rotated-elsewhere"
+    checked = run("check", "--config", str(config))
+    assert checked.returncode == 1
+    assert (
+        f"FAIL  endpoint {endpoint.url}?project=[redacted]: HTTP 401: the endpoint does not "
+        f"accept the token from token file {token}" in checked.stdout
+    )
     assert "check-token" not in checked.stdout + checked.stderr
 
     endpoint.stop()
@@ -245,8 +299,11 @@ DEIDENTIFIED = {
 }
 
 
+DEFAULT_POLICY = Deidentifier(DeidentifySettings(), b"k" * 32)
+
+
 def test_extract_json_over_the_corpus_agrees_with_every_golden(corpus: Path) -> None:
-    folders = ("dicom", "ome-tiff", "tiff-vendor")
+    folders = ("dicom", "ome-tiff", "tiff-vendor", "czi", "nd2", "lif")
     result = run("extract", "--json", *(str(corpus / folder) for folder in folders))
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
@@ -257,7 +314,7 @@ def test_extract_json_over_the_corpus_agrees_with_every_golden(corpus: Path) -> 
             package_of[file["path"]] = package
     cases = [
         (case, golden.read_expected(case))
-        for adapter in ("dicom", "tiff")
+        for adapter in ("dicom", "tiff", "czi", "nd2", "lif")
         for case in golden.load_cases(REPO / "adapters" / adapter / "cases")
     ]
     assert set(package_of) == {path for case, _ in cases for path in case.files}
@@ -272,8 +329,16 @@ def test_extract_json_over_the_corpus_agrees_with_every_golden(corpus: Path) -> 
         assert package["acquisition"]["format"] == expected["format"], case.name
         if package["files"][0]["path"] != case.files[0]:
             continue
+        # what the adapter named as identifying and the default policy removes (a slide's
+        # scan date); a retained one (a scanner's serial number) must equal the golden
+        removed = {
+            identifier["path"][1]
+            for identifier in expected.get("identifiers", ())
+            if identifier["path"][:1] == ["metadata"]
+            and DEFAULT_POLICY.action(identifier["attribute"]) != "keep"
+        }
         for key, value in expected["metadata"].items():
-            if expected["format"] == "DICOM" and key in DEIDENTIFIED:
+            if (expected["format"] == "DICOM" and key in DEIDENTIFIED) or key in removed:
                 assert package["metadata"].get(key) != value, f"{case.name}: {key} kept"
             elif not (series and key == "instances"):
                 assert package["metadata"].get(key) == value, f"{case.name}: {key}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,9 @@ from acqharvest.config import (
     CONFIG_ENV,
     DEFAULT_EXCLUDE,
     EMBEDDED_SOURCE,
+    MAX_MEMORY_MB,
+    MAX_NODES,
+    MAX_WORKERS,
     ConfigError,
     is_embedded_default,
     load_settings,
@@ -337,6 +341,13 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
         ),
         pytest.param(
             "  type: directory\n  path: harvested",
+            "  type: http\n  url: https://h.example.org/in?project=b104&api_key=f00d",
+            "acqharvest.yaml:7: endpoint.url: must not carry a credential in its query "
+            "(api_key); put it in token_file or token_env",
+            id="credential-in-url-query",
+        ),
+        pytest.param(
+            "  type: directory\n  path: harvested",
             "  type: http\n  url: http://127.0.0.1:8080/in\n  proxy: http://proxy:3128",
             "acqharvest.yaml:8: endpoint.proxy: a proxy is only used for an https:// url "
             "(tunnelled, TLS end to end); with a plain http:// url it would see the packages "
@@ -497,3 +508,262 @@ def test_log_file_and_token_file_inside_a_watch_folder_are_refused(tmp_path: Pat
     assert "c.yaml:3: endpoint.token_file:" in joined
     assert "c.yaml:5: log.file:" in joined
     assert "the log would be harvested as it grows" in joined
+
+
+def _linked_config(tmp_path: Path, **paths: Path) -> str:
+    """A config watching ``tmp_path/watch`` (or ``paths["watch"]``) with the paths given."""
+    watch = paths.get("watch", tmp_path / "watch")
+    state = paths.get("state", tmp_path / "state")
+    log = f"log: {{file: {paths['log']}}}\n" if "log" in paths else ""
+    out = paths.get("out", tmp_path / "out")
+    return (
+        "instrument: {id: x}\n"
+        f"watch: [{{path: {watch}}}]\n"
+        f"endpoint: {{type: directory, path: {out}}}\n"
+        f"state_dir: {state}\n{log}"
+    )
+
+
+def test_a_state_dir_reached_through_a_link_into_a_watch_folder_is_refused(
+    tmp_path: Path,
+) -> None:
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    (tmp_path / "elsewhere").symlink_to(watch)
+    state = tmp_path / "elsewhere" / "state"
+
+    with pytest.raises(ConfigError) as raised:
+        parse_settings(_linked_config(tmp_path, state=state), source="c.yaml", base_dir=tmp_path)
+
+    assert raised.value.messages == [
+        f"c.yaml:4: state_dir: {state} (really {watch / 'state'}) is inside watch[0].path "
+        f"({watch}); the state folder must be outside every watched folder"
+    ]
+
+
+def test_a_watch_folder_linked_to_the_state_dirs_parent_is_refused(tmp_path: Path) -> None:
+    site, link = tmp_path / "site", tmp_path / "instrument"
+    (site / "state").mkdir(parents=True)
+    link.symlink_to(site)
+
+    with pytest.raises(ConfigError) as raised:
+        parse_settings(
+            _linked_config(tmp_path, watch=link, state=site / "state"),
+            source="c.yaml",
+            base_dir=tmp_path,
+        )
+
+    assert raised.value.messages == [
+        f"c.yaml:4: state_dir: {site / 'state'} is inside watch[0].path ({link}, really {site}); "
+        "the state folder must be outside every watched folder"
+    ]
+
+
+def test_a_log_file_and_endpoint_folder_reached_through_links_are_refused(
+    tmp_path: Path,
+) -> None:
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    (tmp_path / "logs").symlink_to(watch)
+    (tmp_path / "out").symlink_to(watch / "sub")
+    text = _linked_config(tmp_path, log=tmp_path / "logs" / "a.log")
+
+    with pytest.raises(ConfigError) as raised:
+        parse_settings(text, source="c.yaml", base_dir=tmp_path)
+
+    assert raised.value.messages == [
+        f"c.yaml:3: endpoint.path: {tmp_path / 'out'} (really {watch / 'sub'}) is inside "
+        f"watch[0].path ({watch}); delivered packages would be harvested again",
+        f"c.yaml:5: log.file: {tmp_path / 'logs' / 'a.log'} (really {watch / 'a.log'}) is "
+        f"inside watch[0].path ({watch}); the log would be harvested as it grows",
+    ]
+
+
+def test_folders_apart_through_links_are_accepted(tmp_path: Path) -> None:
+    # a link is no problem by itself: only where it leads
+    (tmp_path / "real-watch").mkdir()
+    (tmp_path / "real-state").mkdir()
+    (tmp_path / "watch").symlink_to(tmp_path / "real-watch")
+    (tmp_path / "state").symlink_to(tmp_path / "real-state")
+
+    settings = parse_settings(_linked_config(tmp_path), source="c.yaml", base_dir=tmp_path)
+
+    assert (settings.watch[0].path, settings.state_dir) == (
+        tmp_path / "watch",
+        tmp_path / "state",
+    )
+
+
+def _alias_bomb(levels: int) -> str:
+    """The "billion laughs": each level a list of nine aliases of the level below."""
+    lines = ['  l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    return "instrument:\n  id: x\n" + "\n".join(lines) + "\n" + MINIMAL.split("\n", 2)[2]
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once() -> None:
+    started = time.monotonic()
+
+    messages = errors_of(_alias_bomb(9))  # 9 ** 10 values: the walk used to never end
+
+    assert time.monotonic() - started < 2
+    (message,) = messages
+    prefix, rest = message.split(" expand the config to ")
+    count, suffix = rest.split(" ", 1)
+    assert prefix == "acqharvest.yaml: YAML aliases (*name)"
+    assert int(count) > 9**10
+    assert suffix == f"values, more than {MAX_NODES}; write the values out"
+
+
+def test_an_alias_inside_the_node_it_names_is_refused() -> None:
+    text = MINIMAL.replace("- path: acquisitions", "- path: acquisitions\n    include: &a [*a]")
+
+    assert errors_of(text) == [
+        "acqharvest.yaml: a YAML alias (*name) refers to a node it is inside; write the value out"
+    ]
+
+
+def test_ordinary_anchors_and_aliases_still_work() -> None:
+    text = MINIMAL.replace(
+        "  - path: acquisitions",
+        "  - path: acquisitions\n    exclude: &skip ['*.tmp']\n"
+        "  - path: second\n    exclude: *skip",
+    )
+
+    assert [ws.exclude for ws in parse(text).watch] == [("*.tmp",), ("*.tmp",)]
+
+
+def test_yaml_nested_too_deeply_is_a_config_error() -> None:
+    text = MINIMAL + "deep: " + "[" * 1000 + "]" * 1000 + "\n"
+
+    assert errors_of(text) == ["acqharvest.yaml: YAML nested too deeply to be a config"]
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        pytest.param(
+            "    settle_seconds: 1e309",
+            "watch[0].settle_seconds: must be a finite number of at most 86400",
+            id="infinite-settle",
+        ),
+        pytest.param(
+            "    group_quiet_seconds: .nan",
+            "watch[0].group_quiet_seconds: must be a finite number of at most 86400",
+            id="nan-quiet",
+        ),
+        pytest.param(
+            "    blank_head_wait_seconds: 86401",
+            "watch[0].blank_head_wait_seconds: Input should be less than or equal to 86400",
+            id="blank-wait",
+        ),
+        pytest.param(
+            "    group_timeout_seconds: 604801",
+            "watch[0].group_timeout_seconds: Input should be less than or equal to 604800",
+            id="group-timeout",
+        ),
+        pytest.param(
+            "workers: 10000",
+            f"workers: Input should be less than or equal to {MAX_WORKERS}",
+            id="workers",
+        ),
+        pytest.param(
+            "rescan_seconds: .inf",
+            "rescan_seconds: must be a finite number of at most 604800",
+            id="rescan",
+        ),
+        pytest.param(
+            "extract_timeout_seconds: 1e6",
+            "extract_timeout_seconds: Input should be less than or equal to 86400",
+            id="extract-timeout",
+        ),
+        pytest.param(
+            "extract_memory_mb: 99999999999",
+            f"extract_memory_mb: Input should be less than or equal to {MAX_MEMORY_MB}",
+            id="memory",
+        ),
+        pytest.param(
+            "endpoint: {type: directory, path: out, timeout_seconds: -.inf}",
+            "endpoint.timeout_seconds: must be a finite number of at most 86400",
+            id="endpoint-timeout",
+        ),
+        pytest.param(
+            "endpoint: {type: directory, path: out, max_backoff_seconds: 1e12}",
+            "endpoint.max_backoff_seconds: Input should be less than or equal to 86400",
+            id="backoff",
+        ),
+    ],
+)
+def test_every_number_is_finite_and_bounded(line: str, expected: str) -> None:
+    if line.startswith("endpoint:"):
+        text = MINIMAL.replace("endpoint:\n  type: directory\n  path: harvested\n", "") + line
+    elif line.startswith(" "):
+        text = MINIMAL.replace("  - path: acquisitions", "  - path: acquisitions\n" + line)
+    else:
+        text = MINIMAL + line
+
+    (message,) = errors_of(text)
+
+    assert message.split(": ", 1)[1] == expected
+
+
+def test_numbers_at_their_limits_are_accepted() -> None:
+    text = MINIMAL.replace(
+        "  - path: acquisitions",
+        "  - path: acquisitions\n    settle_seconds: 86400\n    group_timeout_seconds: 604800",
+    )
+    text += f"workers: {MAX_WORKERS}\nrescan_seconds: 604800\n"
+
+    settings = parse(text)
+
+    assert (settings.watch[0].settle_seconds, settings.workers) == (86400, MAX_WORKERS)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        pytest.param(
+            "  id: urn:test:instrument",
+            '  id: "urn:test:a\\nb"',
+            "acqharvest.yaml:2: instrument.id: must not contain control characters (found U+000A)",
+            id="newline-in-id",
+        ),
+        pytest.param(
+            "  id: urn:test:instrument",
+            '  id: "urn:test:\\0"',
+            "acqharvest.yaml:2: instrument.id: must not contain control characters (found U+0000)",
+            id="nul-in-id",
+        ),
+        pytest.param(
+            "  id: urn:test:instrument",
+            '  id: x\n  name: "scope\\x85"',
+            "acqharvest.yaml:3: instrument.name: must not contain control characters "
+            "(found U+0085)",
+            id="c1-in-name",
+        ),
+        pytest.param(
+            "  id: urn:test:instrument",
+            '  id: x\n  serial_number: "\\e[31m12"',
+            "acqharvest.yaml:3: instrument.serial_number: must not contain control "
+            "characters (found U+001B)",
+            id="escape-in-serial",
+        ),
+        pytest.param(
+            "state_dir: state",
+            'state_dir: "st\\0ate"',
+            "acqharvest.yaml:8: state_dir: must not contain control characters (found U+0000)",
+            id="nul-in-path",
+        ),
+        pytest.param(
+            "  - path: acquisitions",
+            '  - path: "acqui\\tsitions"',
+            "acqharvest.yaml:4: watch[0].path: must not contain control characters (found U+0009)",
+            id="tab-in-watch-path",
+        ),
+    ],
+)
+def test_control_characters_are_refused_in_ids_names_and_paths(
+    old: str, new: str, expected: str
+) -> None:
+    assert old in MINIMAL
+    assert errors_of(MINIMAL.replace(old, new)) == [expected]

@@ -16,6 +16,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.uid import UID
 
+from acqharvest.adapter_api import Identifier
 from acqharvest.config import embedded_settings
 from acqharvest.deidentify import BASIC_PROFILE, PROFILE, Deidentifier
 from acqharvest.model import (
@@ -28,6 +29,7 @@ from acqharvest.model import (
 )
 from acqharvest.package import build_package
 from acqharvest.runtime import preview
+from tests import slides
 
 UID_SHAPE = re.compile(r"^\d+(\.\d+)+$")
 CORPUS_DICOM = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "dicom"
@@ -353,7 +355,7 @@ def _extraction(tmp_path: Path, warnings_: tuple[str, ...]) -> Extraction:
 
 def _package_warnings(extraction: Extraction, clean: Deidentified) -> list[str]:
     package = build_package(
-        extraction, clean, instrument={"id": "i"}, acquisition_fields={}, previous=None, created=0
+        extraction, clean, instrument={"id": "i"}, acquisition_fields={}, previous=None
     )
     return list(package.body["provenance"]["warnings"])
 
@@ -597,3 +599,87 @@ def test_a_header_without_pixels_is_packaged_incomplete_without_its_patient(
     text = json.dumps(package, ensure_ascii=False)
     for component in re.split("[=^]", name):
         assert not component or component not in text, component
+
+
+# --------------------------------------------------------------------------- whole-slide TIFF
+
+
+def _package(source: Path, settings: DeidentifySettings) -> dict[str, Any]:
+    [package], errors = preview([source], embedded_settings(), Deidentifier(settings, b"s" * 32))
+    assert errors == []
+    return package
+
+
+@pytest.mark.parametrize("vendor", ["aperio", "hamamatsu", "leica", "philips", "ventana"])
+def test_a_slide_scanners_case_numbers_barcodes_and_dates_follow_the_profile(
+    tmp_path: Path, vendor: str
+) -> None:
+    """Each planted value is treated as the DICOM attribute that holds it would be."""
+    slide = getattr(slides, vendor)(tmp_path)
+    default = _package(slide.path, DeidentifySettings())
+    assert _leaks({*slide.identity, *slide.dates, *slide.labels, *slide.never}, default) == []
+    assert _leaks(set(slide.device), default) == sorted(slide.device)  # device identity kept
+    assert "acquired" not in default["metadata"]
+    assert "started" not in default["acquisition"]
+
+    dated = _package(slide.path, DeidentifySettings(retain_dates=True))
+    assert _leaks(set(slide.dates), dated) == sorted(slide.dates)
+    assert ("acquired" in dated["metadata"]) is slide.acquired
+    assert _leaks({*slide.identity, *slide.labels, *slide.never}, dated) == []
+
+    every_option = DeidentifySettings(
+        retain_uids=True,
+        retain_dates=True,
+        retain_patient_characteristics=True,
+        retain_descriptions=True,
+        retain_device_identity=False,
+    )
+    opposite = _package(slide.path, every_option)
+    assert _leaks(set(slide.labels), opposite) == sorted(slide.labels)
+    assert _leaks({*slide.identity, *slide.device, *slide.never}, opposite) == []
+
+
+def test_the_corpus_slides_lose_their_case_number_user_and_scan_date(corpus: Path) -> None:
+    svs = corpus / "tiff-vendor/aperio-svs/CMU-1-Small-Region.svs"
+    user = "b414003d-95c6-48b0-9369-8010ed517ba7"
+    package = _package(svs, DeidentifySettings())
+    assert _leaks({"CMU-1", "12/29/09", "09:59:15", user}, package) == []
+    assert (
+        "Filename = <removed>|Date = <removed>"
+        in package["original_metadata"]["tags"]["ImageDescription"]
+    )
+    assert package["metadata"]["instrument_reported"]["serial_number"] == "CPAPERIOCS"
+    assert package["provenance"]["deidentification"]["removed"] >= 5
+    dated = _package(svs, DeidentifySettings(retain_dates=True))
+    assert dated["acquisition"]["started"] == "2009-12-29T09:59:15"
+    assert dated["original_metadata"]["svs_metadata"]["Date"] == "12/29/09"
+    assert _leaks({"CMU-1", user}, dated) == []
+
+    ndpi = _package(
+        corpus / "tiff-vendor/hamamatsu-ndpi/test3-DAPI-2-(387).ndpi", DeidentifySettings()
+    )
+    assert _leaks({"2017:02:07 13:06:43", "2017-02-07T13:06:43"}, ndpi) == []
+
+
+def test_identifiers_follow_their_attribute_and_an_unknown_one_is_removed() -> None:
+    metadata = {"instrument_reported": {"serial_number": "SN-1"}}
+    original = {"vendor": {"Case": "C-1", "Specimen": "1.2.3.4", "Odd": "Q-9"}, "text": "C-1 Q-9"}
+    identifiers = (
+        Identifier("containeridentifier", "C-1", ("original_metadata", "vendor", "Case")),
+        Identifier("SpecimenUID", "1.2.3.4", ("original_metadata", "vendor", "Specimen")),
+        Identifier("NoSuchAttribute", "Q-9", ("original_metadata", "vendor", "Odd")),
+        Identifier(
+            "DeviceSerialNumber", "SN-1", ("metadata", "instrument_reported", "serial_number")
+        ),
+    )
+    policy = Deidentifier(DeidentifySettings(), b"k" * 32)
+    result = policy.apply("TIFF", metadata, original, identifiers)
+    replaced = policy.replace_uid("1.2.3.4")
+    assert result.original_metadata == {
+        "vendor": {"Specimen": replaced},
+        "text": "<removed> <removed>",
+    }
+    assert result.metadata == metadata  # device identity is retained by default
+    assert result.removed == 3
+    assert result.redactions["1.2.3.4"] == replaced
+    assert original["vendor"] == {"Case": "C-1", "Specimen": "1.2.3.4", "Odd": "Q-9"}  # untouched

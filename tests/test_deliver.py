@@ -18,6 +18,9 @@ from structlog.testing import capture_logs
 
 from acqharvest import __version__
 from acqharvest.deliver import (
+    AUTH_TEXT_CAP,
+    PROBE_HEADER,
+    RESPONSE_TEXT_CAP,
     RETRY_AFTER_CAP,
     Deliverer,
     DeliveryConfigError,
@@ -28,10 +31,12 @@ from acqharvest.deliver import (
     build_sender,
     parse_retry_after,
     read_token,
+    safe_url,
 )
 from acqharvest.model import EndpointSettings, Package, Receipt
 from acqharvest.outbox import Outbox
 from tests.endpoint import (
+    ECHO_ENCODINGS,
     ConnectProxy,
     LoopbackEndpoint,
     RawListener,
@@ -175,16 +180,56 @@ def test_a_matching_receipt_confirms(endpoint: LoopbackEndpoint, sender: HttpSen
     assert request.headers["idempotency-key"] == "a"
 
 
-def test_receiptless_2xx_confirms_unless_a_receipt_is_required(
-    endpoint: LoopbackEndpoint, lenient_and_strict: tuple[HttpSender, HttpSender]
+@pytest.mark.parametrize(
+    ("mode", "kw"),
+    [
+        ("status", {"code": 204}),
+        ("status", {"code": 200, "text": '{"stored": true}'}),
+    ],
+    ids=["empty", "json-without-package-id"],
+)
+def test_an_empty_or_json_2xx_confirms_unless_a_receipt_is_required(
+    endpoint: LoopbackEndpoint,
+    lenient_and_strict: tuple[HttpSender, HttpSender],
+    mode: str,
+    kw: dict[str, object],
 ) -> None:
     lenient, strict = lenient_and_strict
-    endpoint.behave("no_receipt")
+    endpoint.behave(mode, **kw)
     assert lenient.send("a", b"{}").outcome == "confirmed"
     receipt = strict.send("a", b"{}")
-    assert (receipt.outcome, receipt.http_status) == ("retry", 200)
+    assert (receipt.outcome, receipt.http_status) == ("retry", kw["code"])
     assert "without a receipt" in receipt.detail
     assert "require_receipt" in receipt.detail
+
+
+@pytest.mark.parametrize(
+    ("mode", "kw", "shown"),
+    [
+        ("login_portal", {}, "text/html; charset=utf-8, 'Sign in - Example University SSO'"),
+        ("no_receipt", {}, "text/html, '<html><body>Welcome to the proxy</body></html>'"),
+        ("status", {"code": 200, "text": "OK"}, "text/plain; charset=utf-8, 'OK'"),
+        ("status", {"code": 409, "text": "<p>exists</p>"}, "text/plain; charset=utf-8"),
+    ],
+    ids=["login-portal", "html-page", "plain-text", "409-text"],
+)
+def test_a_2xx_that_is_not_a_receipt_never_confirms(
+    endpoint: LoopbackEndpoint,
+    lenient_and_strict: tuple[HttpSender, HttpSender],
+    mode: str,
+    kw: dict[str, object],
+    shown: str,
+) -> None:
+    for sender in lenient_and_strict:
+        endpoint.behave(mode, **kw)
+        receipt = sender.send("a", b"{}")
+        assert (receipt.outcome, receipt.endpoint_wide) == ("retry", True)
+        assert receipt.detail.startswith(
+            f"HTTP {receipt.http_status} from {endpoint.url} is not a receipt ({shown}"
+        ), receipt.detail
+        assert "check endpoint.url" in receipt.detail
+        assert receipt.detail.endswith("not counted as delivered")
+    assert endpoint.unique == {}
 
 
 @pytest.mark.parametrize("mode", ["fail", "retry_after"])
@@ -295,6 +340,111 @@ def test_check_fails_on_a_refused_token(endpoint: LoopbackEndpoint, sender: Http
     ok, detail = sender.probe()
     assert not ok
     assert "HTTP 401: the endpoint does not accept the token" in detail
+
+
+def test_the_probe_is_authenticated_and_stores_nothing(
+    endpoint: LoopbackEndpoint, sender: HttpSender
+) -> None:
+    assert sender.probe() == (True, "answered HTTP 204 to the no-store probe (token accepted)")
+    (probe,) = endpoint.probes
+    assert (probe.method, probe.body) == ("POST", b"")
+    assert probe.headers["authorization"] == f"Bearer {TOKEN}"
+    assert probe.headers[PROBE_HEADER.lower()] == "check"
+    assert "idempotency-key" not in probe.headers
+    assert endpoint.received == []
+    assert endpoint.unique == {}
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "ok", "said"),
+    [
+        (
+            {"mode": "status", "code": 401},
+            False,
+            "HTTP 401: the endpoint does not accept the token from token file",
+        ),
+        (
+            {"mode": "status", "code": 403},
+            False,
+            "HTTP 403: the endpoint refuses this client: the token from token file",
+        ),
+        ({"mode": "login_portal"}, False, "is not a receipt (text/html; charset=utf-8, 'Sign in"),
+        ({"mode": "fail"}, False, "HTTP 500 to the no-store probe: the endpoint fails now"),
+        ({"mode": "status", "code": 404}, False, "nothing at this URL takes packages"),
+        # an endpoint that does not know the probe takes the token, then refuses the body
+        ({"mode": "status", "code": 422}, True, "does not know the probe"),
+    ],
+    ids=["401", "403", "login-portal", "500", "404", "422"],
+)
+def test_the_probe_fails_unless_the_endpoint_takes_the_token(
+    endpoint: LoopbackEndpoint,
+    tmp_path: Path,
+    behaviour: dict[str, object],
+    ok: bool,
+    said: str,
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    endpoint.behave(**behaviour)  # type: ignore[arg-type]
+    http = HttpSender(http_settings(endpoint.url, token_file=token_file), TOKEN)
+    try:
+        result = http.probe()
+    finally:
+        http.close()
+    assert result[0] is ok, result
+    assert said in result[1]
+    assert endpoint.received == []
+
+
+def test_a_probe_without_a_token_says_one_is_wanted(endpoint: LoopbackEndpoint) -> None:
+    endpoint.token = TOKEN
+    http = HttpSender(http_settings(endpoint.url), None)
+    try:
+        ok, detail = http.probe()
+    finally:
+        http.close()
+    assert not ok
+    assert "none is configured: set endpoint.token_file or endpoint.token_env" in detail
+
+
+def test_a_token_rotated_in_its_file_is_read_again_on_401(
+    endpoint: LoopbackEndpoint, tmp_path: Path
+) -> None:
+    old, new, newer = "tok-old-5b7c9d1e", "tok-new-2a4c6e8f", "tok-newer-0f1e2d3c"
+    token_file = tmp_path / "token"
+    token_file.write_text(old)
+    token_file.chmod(0o600)
+    http = build_sender(http_settings(endpoint.url, token_file=token_file))
+    assert isinstance(http, HttpSender)
+    try:
+        endpoint.token = new
+        token_file.write_text(new + "\n")
+        with capture_logs() as rotated:
+            first = http.send("a", b"{}")
+        endpoint.token = newer  # not yet in the file: the 401 stays
+        with capture_logs() as unchanged:
+            second = http.send("b", b"{}")
+        token_file.unlink()  # mid-rotation: the token read before is kept
+        with capture_logs() as missing:
+            third = http.send("c", b"{}")
+    finally:
+        http.close()
+    assert first.outcome == "confirmed", first
+    assert [r.headers["authorization"] for r in endpoint.requests_for("a")] == [
+        f"Bearer {old}",
+        f"Bearer {new}",
+    ]
+    (reloaded,) = rotated
+    assert (reloaded["event"], reloaded["path"]) == ("token_reloaded", str(token_file))
+    assert (second.outcome, second.http_status) == ("retry", 401)
+    assert f"does not accept the token from token file {token_file} (read again" in second.detail
+    assert unchanged == []
+    assert [r.headers["authorization"] for r in endpoint.requests_for("b")] == [f"Bearer {new}"]
+    assert (third.outcome, third.http_status) == ("retry", 401)
+    assert [e["event"] for e in missing] == ["token_reload_failed"]
+    assert "does not exist" in missing[0]["error"]
+    for token in (old, new, newer):
+        assert token not in repr(rotated + unchanged + missing + [first, second, third])
 
 
 def test_environment_proxies_are_ignored(
@@ -466,7 +616,8 @@ def test_mutual_tls(
             if label == "trusted":
                 assert http.probe() == (
                     True,
-                    "answered HTTP 501 (TLS verified, client certificate presented)",
+                    "answered HTTP 204 to the no-store probe (token accepted, TLS verified, "
+                    "client certificate presented)",
                 )
         finally:
             http.close()
@@ -831,6 +982,30 @@ def test_an_endpoint_wide_refusal_keeps_every_package_and_is_said_once(
     assert len(endpoint.unique) == 10
 
 
+def test_a_web_page_at_the_url_delivers_nothing_and_is_said_once(
+    endpoint: LoopbackEndpoint, sender: HttpSender, outbox: Outbox, clock: FakeClock
+) -> None:
+    outbox.spool([package(f"p{i}") for i in range(5)])
+    worker = deliverer(outbox, sender, clock)
+    endpoint.behave("login_portal")
+    with capture_logs() as logs:
+        for _ in range(60):
+            worker.step()
+            clock.advance(1.0)
+        assert len(outbox.pending()) == 5, "a sign-in page must not empty the outbox"
+        endpoint.behave("ok")
+        for _ in range(120):
+            worker.step()
+            clock.advance(1.0)
+    (error,) = [e for e in logs if e["event"] == "endpoint_refuses_packages"]
+    assert error["http_status"] == 200
+    assert f"{endpoint.url} is not a receipt (text/html" in error["detail"]
+    assert "'Sign in - Example University SSO'" in error["detail"]
+    assert [e["event"] for e in logs].count("endpoint_accepts_again") == 1
+    assert outbox.pending() == []
+    assert len(endpoint.unique) == 5
+
+
 def test_an_unreadable_pending_package_is_counted_said_once_and_retried(
     endpoint: LoopbackEndpoint, sender: HttpSender, outbox: Outbox, clock: FakeClock
 ) -> None:
@@ -961,3 +1136,96 @@ def test_token_never_in_logs_receipts_or_outbox_files(
     for path in outbox.root.rglob("*"):
         if path.is_file():
             assert TOKEN.encode() not in path.read_bytes(), path
+
+
+#: a token with the characters encoders treat specially (``/`` is ``\/`` in PHP's JSON)
+SLASHED_TOKEN = "Zq7/3f9a+8c1e/very=secret_x"
+
+
+def token_pieces(encoding: str, token: str) -> set[str]:
+    """Encoded pieces of ``token`` any of which in a text shows part of it: every run of
+    four of its characters, encoded; for base64, every 6-character run of the encoding of
+    ``Bearer <token>`` past what ``Bearer `` alone decides."""
+    encode = ECHO_ENCODINGS[encoding]
+    if not encoding.startswith("base64"):
+        return {encode(token[i : i + 4]) for i in range(len(token) - 3)}
+    whole = encode(f"Bearer {token}")
+    prefix = encode("Bearer ")
+    shared = next(
+        (i for i, (a, b) in enumerate(zip(whole, prefix, strict=False)) if a != b), len(prefix)
+    )
+    return {whole[i : i + 6] for i in range(shared, len(whole) - 5)}
+
+
+@pytest.mark.parametrize("encoding", sorted(ECHO_ENCODINGS))
+@pytest.mark.parametrize("code", [403, 400, 500])
+def test_an_echoed_token_is_masked_in_every_encoding(
+    endpoint: LoopbackEndpoint, code: int, encoding: str
+) -> None:
+    endpoint.behave("echo", code=code, encoding=encoding)
+    http = HttpSender(http_settings(endpoint.url), SLASHED_TOKEN)
+    try:
+        receipt = http.send("a", b"{}")
+    finally:
+        http.close()
+    assert receipt.http_status == code
+    assert "refused Authorization: " in receipt.detail
+    assert "[redacted]" in receipt.detail
+    shown = receipt.detail.replace("[redacted]", "")
+    leaked = [piece for piece in token_pieces(encoding, SLASHED_TOKEN) if piece in shown]
+    assert not leaked, (receipt.detail, leaked)
+
+
+@pytest.mark.parametrize(("code", "cap"), [(400, RESPONSE_TEXT_CAP), (403, AUTH_TEXT_CAP)])
+@pytest.mark.parametrize("encoding", ["raw", "json_php", "percent"])
+def test_an_echo_straddling_the_cut_shows_no_token_prefix(
+    endpoint: LoopbackEndpoint, code: int, cap: int, encoding: str
+) -> None:
+    # the answer is cut at ``cap`` characters: put the first characters of the token before
+    # the cut, the rest after it
+    before = len("refused Authorization: ") + len(ECHO_ENCODINGS[encoding]("Bearer "))
+    json_head = len('{"error": "forbidden", "detail": "') if encoding.startswith("json") else 0
+    endpoint.behave("echo", code=code, encoding=encoding, pad=cap - json_head - before - 5)
+    http = HttpSender(http_settings(endpoint.url), SLASHED_TOKEN)
+    try:
+        receipt = http.send("a", b"{}")
+    finally:
+        http.close()
+    assert receipt.http_status == code
+    assert "xxxxxxxxxxrefused Authorization: " in receipt.detail
+    assert SLASHED_TOKEN[:3] not in receipt.detail
+    assert ECHO_ENCODINGS[encoding](SLASHED_TOKEN)[:3] not in receipt.detail
+    assert receipt.detail.endswith("[reda"), "masked whole, then cut"
+
+
+def test_an_auth_refusal_keeps_only_a_short_excerpt(
+    endpoint: LoopbackEndpoint, sender: HttpSender
+) -> None:
+    endpoint.behave("status", code=403, text="denied " + "y" * 5000)
+    receipt = sender.send("a", b"{}")
+    assert receipt.detail.endswith("denied " + "y" * (AUTH_TEXT_CAP - len("denied ")))
+    endpoint.behave("status", code=500, text="broken " + "y" * 5000)
+    receipt = sender.send("a", b"{}")
+    assert receipt.detail.endswith("broken " + "y" * (RESPONSE_TEXT_CAP - len("broken ")))
+
+
+def test_a_receipt_echoing_the_token_shows_no_prefix(
+    endpoint: LoopbackEndpoint, sender: HttpSender
+) -> None:
+    endpoint.behave("lie")  # names "not-<the key sent>"
+    # the token starts 3 characters before the 100-character cut of the echoed package_id
+    receipt = sender.send("a" * 93 + TOKEN, b"{}")
+    assert "endpoint confirmed a different package_id 'not-aaa" in receipt.detail
+    assert f"{'a' * 93}[re'" in receipt.detail, "masked whole, then cut"
+    assert TOKEN[:3] not in receipt.detail
+
+
+def test_credentials_in_the_url_query_are_refused_and_query_values_never_shown() -> None:
+    with pytest.raises(DeliveryConfigError, match=r"credential in its query \(sig, code\)") as info:
+        HttpSender(http_settings("https://h.example.org/in?sv=2024&sig=c2VjcmV0&code=abc"), None)
+    assert "c2VjcmV0" not in str(info.value)
+    assert "abc" not in str(info.value)
+    assert (
+        safe_url("https://u:p@h.example.org/in?project=b104&k=s3cr3t&flag#frag")
+        == "https://h.example.org/in?project=[redacted]&k=[redacted]&flag"
+    )

@@ -5,26 +5,17 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
 import pytest
-import structlog
 
 from acqharvest import logs
+from acqharvest.pathtext import unescape
+from tests.endpoint import ECHO_ENCODINGS
 
-
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    stdlib_root = logging.getLogger()
-    handlers, level = list(stdlib_root.handlers), stdlib_root.level
-    yield
-    stdlib_root.handlers, stdlib_root.level = handlers, level
-    root = logging.getLogger("acqharvest")
-    for handler in root.handlers:
-        handler.close()
-    root.handlers = []
-    structlog.reset_defaults()
+pytestmark = pytest.mark.usefixtures("restored_logging")
 
 
 def test_registered_secrets_and_secret_keys_are_masked_in_the_file(tmp_path: Path) -> None:
@@ -44,6 +35,31 @@ def test_registered_secrets_and_secret_keys_are_masked_in_the_file(tmp_path: Pat
     assert "hunter2" not in console.getvalue()
     assert "timestamp" in event
     assert event["level"] == "info"
+
+
+@pytest.mark.parametrize("encoding", sorted(ECHO_ENCODINGS))
+def test_registered_secrets_are_masked_in_their_encoded_forms(
+    tmp_path: Path, encoding: str
+) -> None:
+    secret = "pw/9Kx+q2&Lm=rT~encoded"
+    log_file = tmp_path / "acqharvest.log"
+    logs.configure("info", "json", log_file, stream=io.StringIO())
+    logs.register_secret(secret)
+    echoed = ECHO_ENCODINGS[encoding](f"Bearer {secret}")
+    logs.get_logger("acqharvest.test").warning("echo", detail=f"server said <{echoed}>")
+    (line,) = log_file.read_text().splitlines()
+    detail = json.loads(line)["detail"]
+    assert logs.MASK in detail
+    # what is left of the echo is the encoded "Bearer " and at most 3 base64 characters
+    left = detail.removeprefix("server said <").removesuffix(">").replace(logs.MASK, "")
+    assert len(left) <= len(ECHO_ENCODINGS[encoding]("Bearer ")) + 3, detail
+
+
+def test_masking_leaves_ordinary_text_alone() -> None:
+    masker = logs.Masker(["s3cr3t-token-value"])
+    text = "HTTP 500: internal error at /api/v2?x=%2F&y=&amp; c2VjcmV0 \\u0041"
+    assert masker(text) == text
+    assert logs.Masker()("s3cr3t-token-value") == "s3cr3t-token-value"
 
 
 def test_third_party_library_warnings_become_structured_lines(tmp_path: Path) -> None:
@@ -143,3 +159,86 @@ def test_pydicom_warnings_quoting_file_values_never_reach_the_log(tmp_path: Path
     assert [json.loads(line)["event"] for line in console.getvalue().splitlines()] == [
         "a pydicom error still shows"
     ]
+
+
+def test_names_that_are_not_utf8_are_logged_percent_encoded_and_listed(tmp_path: Path) -> None:
+    log_file = tmp_path / "acqharvest.log"
+    console = io.StringIO()
+    logs.configure("info", "console", log_file, stream=console)
+    path = os.fsdecode(b"/data/caf\xe9.dcm")
+    log = logs.get_logger("acqharvest.test")
+    log.error(
+        "extraction_failed",
+        path=path,
+        reason=f"{path}: truncated",
+        missing=(os.fsdecode(b"a\xb5.tif"), "b.tif"),
+        files=2,
+        note="100% fine",
+        ratio=float("nan"),
+    )
+    logging.getLogger("tifffile").warning("cannot read %s", path)  # a library's record
+
+    own, library = (json.loads(line) for line in log_file.read_bytes().decode().splitlines())
+    assert own["path"] == "/data/caf%E9.dcm"
+    assert os.fsencode(unescape(own["path"])) == b"/data/caf\xe9.dcm"
+    assert own["reason"] == "/data/caf%E9.dcm: truncated"
+    assert own["missing"] == ["a%B5.tif", "b.tif"]
+    assert own["note"] == "100% fine"  # valid text: neither escaped nor listed
+    assert sorted(own["escaped"]) == ["missing", "path", "reason"]
+    assert library["event"] == "cannot read /data/caf%E9.dcm"
+    assert library["escaped"] == ["event"]
+    assert "caf%E9.dcm" in console.getvalue()
+
+
+def _looped_tiff(path: Path) -> Path:
+    """A one-page TIFF whose IFD names itself as the next one: tifffile logs an error
+    (``invalid circular reference``) that does not say which file it read."""
+    import tifffile
+
+    whole = io.BytesIO()
+    tifffile.imwrite(whole, [[1, 2], [3, 4]], dtype="uint8")
+    data = bytearray(whole.getvalue())
+    first = int.from_bytes(data[4:8], "little")
+    entries = int.from_bytes(data[first : first + 2], "little")
+    next_link = first + 2 + 12 * entries
+    data[next_link : next_link + 4] = first.to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_library_line_made_while_a_file_is_read_names_the_file(tmp_path: Path) -> None:
+    import tifffile
+
+    console = io.StringIO()
+    logs.configure("info", "json", stream=console)
+    looped = _looped_tiff(tmp_path / "looped.tif")
+    with logs.reading(looped):
+        with tifffile.TiffFile(looped) as tif:
+            assert len(tif.pages) == 1
+        logs.get_logger("acqharvest.test").warning("own_path_kept", path="/elsewhere")
+    with tifffile.TiffFile(looped) as tif:  # outside the context: no path to give
+        assert len(tif.pages) == 1
+
+    inside, own, outside = (json.loads(line) for line in console.getvalue().splitlines())
+    assert inside["logger"] == "tifffile"
+    assert "circular reference" in inside["event"]
+    assert inside["path"] == str(looped)
+    assert own["path"] == "/elsewhere"
+    assert "path" not in outside
+
+
+def test_a_worker_extracting_a_file_names_it_on_tifffile_lines(tmp_path: Path) -> None:
+    """Through the worker's extraction, as the daemon runs it, the line names the file."""
+    from acqharvest import workers
+    from acqharvest.model import Acquisition, Extraction
+    from tests.helpers import probed
+
+    console = io.StringIO()
+    logs.configure("info", "json", stream=console)
+    looped = _looped_tiff(tmp_path / "looped.tif")
+    member = probed(looped, tmp_path)
+    acquisition = Acquisition(member.group_key, member.adapter, tmp_path, (member,))
+    assert isinstance(workers.extract_acquisition(acquisition), Extraction)
+
+    events = [json.loads(line) for line in console.getvalue().splitlines()]
+    assert [e["path"] for e in events if e.get("logger") == "tifffile"] == [str(looped)]

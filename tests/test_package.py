@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import jsonschema
 import pytest
 
 from acqharvest.model import Acquisition, Deidentified, Extraction, FileSettled, ProbedFile
+from acqharvest.outbox import serialize
 from acqharvest.package import build_package, package_id, relative_path
+from acqharvest.pathtext import unescape
 
 SCHEMA = json.loads(
     (Path(__file__).resolve().parents[1] / "config" / "package.schema.json").read_text()
@@ -17,8 +21,10 @@ SCHEMA = json.loads(
 ROOT = Path("/instrument")
 
 
-def member(name: str, digest: str, size: int = 10) -> ProbedFile:
-    settled = FileSettled(ROOT / name, ROOT, size, 1_700_000_000_123_456_789, "1:2")
+def member(
+    name: str, digest: str, size: int = 10, mtime_ns: int = 1_700_000_000_123_456_789
+) -> ProbedFile:
+    settled = FileSettled(ROOT / name, ROOT, size, mtime_ns, "1:2")
     return ProbedFile(settled, digest, "dicom", "dicom:1.2.3", role="member", collects=True)
 
 
@@ -35,7 +41,10 @@ def test_package_id_depends_on_content_not_order_or_time() -> None:
 
 
 def test_built_package_matches_the_schema_and_carries_provenance() -> None:
-    acq = acquisition(member("bob/mri/IM1", "a" * 64), member("bob/mri/IM2", "b" * 64, 20))
+    newest = 1_700_000_060_000_001_999
+    acq = acquisition(
+        member("bob/mri/IM1", "a" * 64), member("bob/mri/IM2", "b" * 64, 20, mtime_ns=newest)
+    )
     extraction = Extraction(
         acq, "dicom", "1.0.0", "DICOM", {"modality": "MR"}, {}, "2024-01-02T10:15:00", ("w",)
     )
@@ -46,13 +55,12 @@ def test_built_package_matches_the_schema_and_carries_provenance() -> None:
         instrument={"id": "urn:x", "id_type": "URN"},
         acquisition_fields={"operator": "bob"},
         previous="f" * 64,
-        created=1_700_000_000.5,
         host="scope-pc",
     )
     body = dict(package.body)
     jsonschema.validate(body, SCHEMA)
     assert body["package_id"] == package.package_id == package_id("urn:x", acq)
-    assert body["created"] == "2023-11-14T22:13:20.500000Z"
+    assert body["created"] == "2023-11-14T22:14:20.000001Z"  # the newest file's mtime
     assert [f["path"] for f in body["files"]] == ["bob/mri/IM1", "bob/mri/IM2"]
     assert body["files"][0]["modified"].startswith("2023-11-14T22:13:20.123456")
     assert body["acquisition"] == {"format": "DICOM", "complete": True, "operator": "bob"}
@@ -77,7 +85,6 @@ def test_an_extraction_the_adapter_calls_incomplete_gives_an_incomplete_package(
             instrument={"id": "urn:x", "id_type": "URN"},
             acquisition_fields={},
             previous=None,
-            created=0,
         ).body
     )
     jsonschema.validate(body, SCHEMA)
@@ -96,10 +103,31 @@ def test_a_rebuilt_package_does_not_replace_itself() -> None:
         instrument={"id": "urn:x", "id_type": "URN"},
         acquisition_fields={},
         previous=same,
-        created=0.0,
         host="h",
     )
     assert package.body["replaces"] is None
+
+
+def test_a_package_built_again_later_has_the_same_bytes() -> None:
+    """What an endpoint deduplicating by Idempotency-Key needs: one body per package_id."""
+    acq = acquisition(member("IM1", "a" * 64), member("IM2", "b" * 64))
+    extraction = Extraction(acq, "dicom", "1.0.0", "DICOM", {"modality": "MR"}, {})
+    clean = Deidentified({"modality": "MR"}, {}, "profile", (), 1)
+
+    def build() -> bytes:
+        package = build_package(
+            extraction,
+            clean,
+            instrument={"id": "urn:x", "id_type": "URN"},
+            acquisition_fields={},
+            previous=None,
+            host="h",
+        )
+        return serialize(package.body)
+
+    first = build()
+    time.sleep(0.01)  # the clock moved: nothing in the bytes may follow it
+    assert build() == first
 
 
 @pytest.mark.parametrize(
@@ -112,3 +140,38 @@ def test_relative_path_refuses_paths_outside_the_root(member: str) -> None:
 
 def test_relative_path_keeps_names_that_merely_contain_dots() -> None:
     assert relative_path(Path("/data/root/a..b/..c"), Path("/data/root")) == "a..b/..c"
+
+
+def test_a_name_that_is_not_utf8_is_carried_percent_encoded_and_flagged() -> None:
+    latin1 = os.fsdecode(b"Jos\xe9/scan 100%.tif")
+    acq = acquisition(member(latin1, "a" * 64), member("caf%E9.tif", "b" * 64))
+    extraction = Extraction(acq, "tiff", "1", "TIFF", {}, {}, None, (f"{ROOT / latin1}: odd",))
+    package = build_package(
+        extraction,
+        Deidentified({}, {}, None, (), 0),
+        instrument={"id": "urn:x", "id_type": "URN"},
+        acquisition_fields={"operator": os.fsdecode(b"Jos\xe9")},
+        previous=None,
+        host="pc",
+    )
+    body = dict(package.body)
+    jsonschema.validate(body, SCHEMA)
+    escaped, literal = body["files"]
+    assert escaped["path"] == "Jos%E9/scan 100%25.tif"
+    assert escaped["path_encoding"] == "percent"
+    assert os.fsencode(unescape(escaped["path"])) == b"Jos\xe9/scan 100%.tif"
+    # a valid name that happens to look escaped is left alone and not flagged
+    assert literal == {
+        "path": "caf%E9.tif",
+        "size": 10,
+        "sha256": "b" * 64,
+        "modified": literal["modified"],
+    }
+    assert body["acquisition"]["operator"] == "Jos%E9"
+    assert body["provenance"]["warnings"] == ["/instrument/Jos%E9/scan 100%25.tif: odd"]
+    # what the outbox spools and posts: strict UTF-8 JSON
+    json.dumps(body, ensure_ascii=False).encode("utf-8")
+    # the id is as deterministic as for any name, and tells the two names apart
+    assert package.package_id == package_id("urn:x", acq)
+    other = acquisition(member(os.fsdecode(b"Jos\xe8/scan 100%.tif"), "a" * 64), acq.members[1])
+    assert package_id("urn:x", other) != package.package_id

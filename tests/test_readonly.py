@@ -24,6 +24,15 @@ def test_head_and_sha256_in_one_pass(tmp_path: Path) -> None:
     assert reader.bytes_read == len(data)
 
 
+def test_head_and_sha256_reports_each_chunk(tmp_path: Path) -> None:
+    path = tmp_path / "big.bin"
+    path.write_bytes(b"x" * (3 * CHUNK + 1))
+    chunks: list[int] = []
+    reader = FileReader()
+    reader.head_and_sha256(path, 4096, lambda: chunks.append(reader.bytes_read))
+    assert chunks == [CHUNK, 2 * CHUNK, 3 * CHUNK, 3 * CHUNK + 1]
+
+
 def test_short_and_empty_files(tmp_path: Path) -> None:
     short, empty = tmp_path / "short", tmp_path / "empty"
     short.write_bytes(b"abc")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ from acqharvest.adapter_api import (
     Claim,
     Draft,
     FileProbe,
+    FormatSpec,
     Reader,
 )
 from acqharvest.readonly import FileReader
@@ -26,7 +29,9 @@ from acqharvest.registry import (
     ENV_LOAD,
     ENV_LOAD_SECONDS,
     GROUP,
+    install_line,
     load_registry,
+    missing_modules,
 )
 
 BUILTINS = [
@@ -121,6 +126,32 @@ class ExitingClaim(_Everything):
 
     def claim(self, probe: FileProbe, reader: Reader) -> Claim | None:
         sys.exit(1)
+
+
+#: a reader no one installs: an adapter requiring it is unavailable
+NO_SUCH_READER = "acqharvest_no_such_reader"
+
+
+class NeedsMissingReader(_Everything):
+    """Claims every file; its reader, which it would import in ``extract``, is not installed."""
+
+    info = AdapterInfo(
+        name="needsreader",
+        title="needs a reader",
+        version="1.0.0",
+        stability="experimental",
+        formats=(FormatSpec(name="Needs Format"),),
+        fields=(),
+        requires=(NO_SUCH_READER,),
+        extra="needs",
+    )
+
+    def extract(self, draft: Draft, reader: Reader) -> AdapterOutput:
+        raise AssertionError("extract of an unavailable adapter must never be called")
+
+
+class RequiresAString(_Everything):
+    info = dataclasses.replace(_info("stringreq"), requires="czifile")  # type: ignore[arg-type]
 
 
 def _ep(name: str, target: str) -> EntryPoint:
@@ -284,3 +315,56 @@ def test_an_invalid_load_time_limit_falls_back_to_the_default(monkeypatch, value
     (warning,) = [e for e in logged if e["event"] == "adapter_load_seconds_invalid"]
     assert warning["value"] == value
     assert warning["used"] == DEFAULT_LOAD_SECONDS
+
+
+def test_an_adapter_whose_reader_is_missing_claims_but_is_listed_unavailable(corpus):
+    registry = load_registry(entry_points=[*BUILTINS, _ep("needsreader", "NeedsMissingReader")])
+    assert list(registry.adapters) == ["dicom", "needsreader", "tiff"]
+    assert registry.missing == {"needsreader": (NO_SUCH_READER,)}
+    assert registry.unavailable("tiff") is None
+    reason = registry.unavailable("needsreader")
+    assert reason is not None
+    assert NO_SUCH_READER in reason
+    assert reason.endswith("install it with: pip install 'acqharvest[needs]'")
+    statuses = {row["name"]: row["status"] for row in registry.listing()}
+    assert statuses["needsreader"] == "unavailable: pip install 'acqharvest[needs]'"
+    assert statuses["tiff"] == "loaded"
+    # its files are still claimed (grouped, packaged with checksums)
+    reader = FileReader()
+    found = registry.claim(_probe(corpus / "czi/testTinyCzi.czi", reader), reader)
+    assert found is not None
+    assert found[0] == "needsreader"
+
+
+def test_requires_is_looked_up_never_imported():
+    assert missing_modules(("json", NO_SUCH_READER, f"{NO_SUCH_READER}.sub", "")) == (
+        NO_SUCH_READER,
+        f"{NO_SUCH_READER}.sub",
+        "",
+    )
+    # A fresh interpreter: loading every installed adapter imports none of the optional
+    # readers, though they are installed here (numpy comes with pydicom, a base dependency).
+    script = (
+        "import sys; from acqharvest.registry import load_registry; r = load_registry(); "
+        "assert not r.missing, r.missing; "
+        "print(sorted(m for m in ('czifile', 'nd2', 'readlif', 'nibabel', 'tifffile') "
+        "if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert result.stdout.splitlines()[-1] == "[]"
+
+
+def test_install_line_without_an_extra_names_the_modules():
+    info = dataclasses.replace(_info("vendor"), requires=("vendorsdk", "numpy"))
+    assert install_line(info) == "pip install vendorsdk numpy"
+    assert install_line(dataclasses.replace(info, extra="czi")) == "pip install 'acqharvest[czi]'"
+    vendor = dataclasses.replace(info, extra="sdk")
+    assert install_line(vendor, "acqharvest-zeiss") == "pip install 'acqharvest-zeiss[sdk]'"
+
+
+def test_requires_given_as_a_string_is_a_load_error():
+    registry = load_registry(entry_points=[_ep("stringreq", "RequiresAString")])
+    assert registry.adapters == {}
+    assert "requires must be a tuple" in registry.errors[0].error

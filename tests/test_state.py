@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -129,4 +131,53 @@ def test_a_replaced_file_of_the_same_size_and_mtime_is_not_done(tmp_path: Path) 
     changed = ProbedFile(FileSettled(root / "a", root, 5, 11, "1:10:999"), "e" * 64, None, "x")
     assert not state.refresh_unchanged(changed)
     assert not state.is_done(root / "a", 5, 11, "1:10:999")
+    state.close()
+
+
+def test_names_that_are_not_utf8_round_trip_exactly(tmp_path: Path) -> None:
+    state = State.open(tmp_path / "s.sqlite3")
+    root = tmp_path / os.fsdecode(b"Jos\xe9")  # a watch folder named in Latin-1, too
+    latin1 = os.fsdecode(b"caf\xe9.dcm")
+    literal = "caf%E9.dcm"  # the percent form of the other, but another name
+    key = f"dicom:1.2@{root}"
+    state.record_packages([(key, "p1", "dicom", [probed(root, latin1), probed(root, literal)])])
+    assert state.is_done(root / latin1, 5, 7)
+    assert state.is_done(root / literal, 5, 7)
+    assert not state.is_done(root / os.fsdecode(b"caf\xe8.dcm"), 5, 7)
+    assert state.package_of(key) == "p1"
+    members = state.members_of(key)
+    assert sorted(os.fsencode(m.path) for m in members) == sorted(
+        [os.fsencode(root / latin1), os.fsencode(root / literal)]
+    )
+    assert {m.root for m in members} == {root}
+    moved = probed(root, latin1, mtime=9)
+    assert state.refresh_unchanged(moved)
+    assert state.is_done(root / latin1, 5, 9)
+
+    failed = root / os.fsdecode(b"5\xb5m.tif")
+    state.record_failure(failed, 5, 7, f"{failed}: truncated")
+    (failure,) = state.failures()
+    assert failure.path == failed
+    assert failure.reason == f"{tmp_path}/Jos%E9/5%B5m.tif: truncated"
+    state.close()
+
+    reopened = State.open(tmp_path / "s.sqlite3", readonly=True)
+    assert reopened.is_done(root / latin1, 5, 9)
+    assert reopened.counts() == {"files": 2, "acquisitions": 1, "failures": 1}
+    reopened.close()
+
+
+def test_a_registry_written_before_keeps_matching_its_utf8_names(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    State.open(path).close()
+    root = tmp_path / "watch"
+    with sqlite3.connect(path) as db:  # the rows as earlier versions wrote them: TEXT
+        db.execute(
+            "INSERT INTO files VALUES (?, ?, 5, 7, '1:1', ?, 'k', 'p0', 0)",
+            (str(root / "café.tif"), str(root), "d" * 64),
+        )
+    db.close()
+    state = State.open(path)
+    assert state.is_done(root / "café.tif", 5, 7)
+    assert [m.path for m in state.members_of("k")] == [root / "café.tif"]
     state.close()

@@ -24,6 +24,7 @@ from acqharvest.model import FileGone, FileRefused, FileSeen, WatchMode, WatchSe
 from acqharvest.readonly import FileReader, NotSettledFile
 from acqharvest.watch import Watcher, examine, file_identity, matches, stat_file
 from tests.helpers import wait_until
+from tests.simulator import write_past_path_max
 
 TIMEOUT = 20.0
 POLL = 0.2
@@ -595,6 +596,29 @@ def test_scan_refuses_links_out_loops_fifos_and_devices_once(tmp_path: Path) -> 
     assert sorted(warned) == sorted(str(root / name) for name in expected)
 
 
+def test_paths_longer_than_path_max_are_refused_once_not_skipped(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "short.dcm").write_bytes(b"x")
+    long_file, long_folder = write_past_path_max(root, b"x", ".dcm")
+    events = Events()
+    watcher = Watcher([_ws(root)], events)
+    with capture_logs() as logs:
+        assert [s.path for s in watcher.scan()] == [root / "short.dcm"]
+        assert [s.path for s in watcher.scan()] == [root / "short.dcm"]
+    refused = {e.path: e.reason for e in events.items if isinstance(e, FileRefused)}
+    assert set(refused) == {long_file, long_folder}
+    length = len(os.fsencode(long_file))
+    assert refused[long_file].startswith(f"its path is {length} bytes long")
+    assert "PATH_MAX 4096" in refused[long_folder]
+    warned = [log["path"] for log in logs if log["event"] == "watch_refused"]
+    assert sorted(warned) == sorted([str(long_file), str(long_folder)])
+    # an event or a re-check before packaging names it the same way
+    again = examine(long_file, root, "event")
+    assert isinstance(again, FileRefused)
+    assert again.reason == refused[long_file]
+
+
 def _root_and_outside(tmp_path: Path) -> tuple[Path, Path]:
     root, outside = tmp_path / "root", tmp_path / "outside"
     root.mkdir()
@@ -743,3 +767,91 @@ def test_scan_over_many_files_holds_none_of_them(tmp_path: Path) -> None:
     assert count == 20_000
     # a FileSeen with its Path is several hundred bytes: holding them all would be megabytes
     assert peak < 20_000 * 50, f"peak {peak} bytes"
+
+
+def _own_site(tmp_path: Path) -> tuple[Path, list[tuple[str, Path]]]:
+    """A folder holding a state dir, an endpoint folder and a log file, each with content,
+    beside one acquisition; and the daemon's own paths, as the runtime passes them."""
+    site = tmp_path / "site"
+    for name in ("state/outbox", "out", "scan"):
+        (site / name).mkdir(parents=True)
+    (site / "state" / "secret.key").write_bytes(b"k" * 32)
+    (site / "state" / "outbox" / "p.json").write_text("{}")
+    (site / "out" / "delivered.json").write_text("{}")
+    (site / "agent.log").write_text("{}\n")
+    (site / "scan" / "a.dcm").write_bytes(b"x")
+    own = [("state_dir", site / "state"), ("log file", site / "agent.log")]
+    return site, [*own, ("endpoint.path", site / "out")]
+
+
+def test_the_daemons_own_folders_and_log_are_never_scanned_by_any_path(tmp_path: Path) -> None:
+    # the config saw a watch folder apart from them; its link was pointed at them later
+    site, own = _own_site(tmp_path)
+    root = tmp_path / "instrument"
+    root.symlink_to(site)
+    events = Events()
+    watcher = Watcher([_ws(root)], events, own=own)
+
+    with capture_logs() as logs:
+        assert [s.path for s in watcher.scan()] == [root / "scan" / "a.dcm"]
+        assert [s.path for s in watcher.scan()] == [root / "scan" / "a.dcm"]
+
+    assert _refusals(events, root) == {
+        "state": f"acqharvest's own state_dir ({site / 'state'}): never harvested",
+        "out": f"acqharvest's own endpoint.path ({site / 'out'}): never harvested",
+        "agent.log": f"acqharvest's own log file ({site / 'agent.log'}): never harvested",
+    }
+    # once each, over two scans
+    assert sum(log["event"] == "watch_refused" for log in logs) == 3
+
+
+def test_a_watch_folder_inside_the_state_dir_is_not_scanned(tmp_path: Path) -> None:
+    site, own = _own_site(tmp_path)
+    events = Events()
+    root = site / "state" / "outbox"
+
+    assert list(Watcher([_ws(root)], events, own=own).scan()) == []
+    assert _refusals(events, root) == {
+        ".": f"acqharvest's own state_dir ({site / 'state'}): never harvested"
+    }
+
+
+@MODES
+def test_events_in_the_daemons_own_folders_are_ignored(
+    tmp_path: Path, events: Events, watching: Callable[..., Watcher], mode: WatchMode
+) -> None:
+    site, own = _own_site(tmp_path)
+    root = tmp_path / "instrument"
+    root.symlink_to(site)
+    watching(_ws(root, mode), own=own)
+    # what the daemon does all the time: write its registry, spool, deliver and log
+    (site / "state" / "state.sqlite3").write_bytes(b"db")
+    (site / "state" / "outbox" / "q.json").write_text("{}")
+    (site / "out" / "second.json").write_text("{}")
+    with (site / "agent.log").open("a") as log:
+        log.write("{}\n")
+    (site / "scan" / "b.dcm").write_bytes(b"y")
+
+    assert _wait_until(lambda: bool(events.seen(root / "scan" / "b.dcm")))
+    # the events of one poll may come in any order: those of a later one come after them
+    (site / "scan" / "c.dcm").write_bytes(b"z")
+    assert _wait_until(lambda: bool(events.seen(root / "scan" / "c.dcm")))
+    reported = {e.path.relative_to(root).parts[0] for e in events.items}
+    assert reported == {"scan"}
+
+
+@MODES
+def test_events_in_a_watch_folder_inside_the_state_dir_are_ignored(
+    tmp_path: Path, events: Events, watching: Callable[..., Watcher], mode: WatchMode
+) -> None:
+    # a watch-folder link pointed into the state dir after start: its observer restarts there
+    site, own = _own_site(tmp_path)
+    inside, other = site / "state" / "outbox", tmp_path / "other"
+    other.mkdir()
+    watching(_ws(inside, mode), _ws(other, mode), own=own)
+    (inside / "q.json").write_text("{}")
+    (other / "b.dcm").write_bytes(b"y")
+
+    assert _wait_until(lambda: bool(events.seen(other / "b.dcm")))
+    threading.Event().wait(3 * POLL)  # the other folder's observer had as long as this one
+    assert {e.path for e in events.items} == {other / "b.dcm"}

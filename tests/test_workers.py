@@ -13,7 +13,7 @@ import pytest
 from acqharvest import workers
 from acqharvest.model import Acquisition, Extraction, ExtractionFailure, FileSettled, ProbedFile
 from acqharvest.watch import stat_file
-from acqharvest.workers import Progress
+from acqharvest.workers import Overdue, Progress
 
 
 def _read_one_item_slowly(progress: Progress, started: multiprocessing.synchronize.Event) -> None:
@@ -33,7 +33,7 @@ def test_a_worker_busy_beyond_the_budget_is_named_with_its_item() -> None:
         assert started.wait(60)
         assert progress.overdue(budget=3600, now=time.monotonic()) == []
         late = progress.overdue(budget=0.0, now=time.monotonic() + 1)
-        assert late == [(0, worker.pid, 7, 2)]
+        assert late == [Overdue(0, worker.pid or 0, 7, 2, hashing=False)]
         progress.end(0)
         assert progress.overdue(budget=0.0, now=time.monotonic() + 1) == []
     finally:
@@ -47,6 +47,28 @@ def test_an_idle_board_reports_nothing() -> None:
     progress.begin(row, token=1, index=0)
     progress.end(row)
     assert progress.overdue(budget=0.0, now=time.monotonic() + 1) == []
+
+
+def test_the_budget_runs_from_the_last_progress_and_names_a_stalled_checksum() -> None:
+    progress = Progress(multiprocessing.get_context("spawn"), 1)
+    row = progress.claim_row()
+    progress.begin(row, token=5, index=1)
+    progress.hashing(row, True)
+    time.sleep(0.2)
+    before = time.monotonic()
+    progress.progressed(row)  # a chunk of the checksum, 0.2 s after the item began
+    after = time.monotonic()
+    # begun more than 10 s before ``now``, but progressed within the budget: not overdue
+    assert progress.overdue(budget=10.0, now=before + 9.9) == []
+    stalled = progress.overdue(budget=10.0, now=after + 10.1)
+    assert stalled == [Overdue(row, os.getpid(), 5, 1, hashing=True)]
+
+    before = time.monotonic()
+    progress.hashing(row, False)  # the checksum is done: the adapter gets a whole budget
+    after = time.monotonic()
+    assert progress.overdue(budget=10.0, now=before + 9.9) == []
+    hung = progress.overdue(budget=10.0, now=after + 10.1)
+    assert hung == [Overdue(row, os.getpid(), 5, 1, hashing=False)]
 
 
 # ---------------------------------------------------------------------- only the settled file

@@ -4,7 +4,8 @@ Formats and variants: classic TIFF and BigTIFF, both byte orders, and the flavou
 tifffile recognises from page-0 tags: OME-TIFF (OME-XML in ImageDescription), ImageJ
 hyperstacks, Zeiss LSM, Aperio SVS, Hamamatsu NDPI, FEI/Thermo SEM, Zeiss SEM, TVIPS,
 Hamamatsu streak, Olympus SIS/FluoView, MetaMorph STK, Micro-Manager, ScanImage, Leica
-SCN, NIH Image, plus Gatan DigitalMicrograph and JEOL SightX from their own tags.
+SCN, NIH Image, Ventana BIF, Philips, plus Gatan DigitalMicrograph and JEOL SightX from
+their own tags.
 Multi-file OME-TIFF sets (a master TIFF or a ``.companion.ome`` holding the OME-XML, the
 other TIFFs ``BinaryOnly``) are one acquisition: see ``claim`` and ``omeset``.
 
@@ -19,7 +20,8 @@ NDPI) and detector resolved through their Settings refs or vendor headers, opera
 The tag-to-field table per flavour is in this folder's README.md (the ``source`` of each
 field below, checked by a test).
 ``original_metadata`` holds page-0 tags, the OME-XML text, ImageJ metadata and the vendor
-metadata tifffile parses from tags.
+metadata tifffile parses from tags. Whole-slide scanners' case numbers, barcodes, users and
+scan dates are named as ``identifiers`` for the agent's de-identification (``identifiers``).
 
 Deliberately not read: pixel data (no ``asarray``, no series assembly), metadata of
 pages other than the first (the second for an Olympus SIS tag; every IFD is walked for
@@ -81,6 +83,8 @@ FLAVOURS = (
     ("scanimage", "TIFF (ScanImage)", "scanimage_metadata"),
     ("scn", "TIFF (Leica SCN)", None),
     ("nih", "TIFF (NIH Image)", "nih_metadata"),
+    ("bif", "TIFF (Ventana BIF)", None),
+    ("philips", "TIFF (Philips)", None),
 )
 
 _FIELDS = normalized_fields(
@@ -165,8 +169,8 @@ _FIELDS = normalized_fields(
         "detector.type": "OME Detector Type, FEI Detectors Mode (not `None`)",
         "operator": "OME Experimenter chosen by ExperimenterRef, JEOL SightX Operator, "
         "Micro-Manager UserName (image tag, else summary), FEI User User, Zeiss SEM "
-        "sv_user_name, LSM User (kept: the "
-        "de-identification profile covers DICOM attributes only)",
+        "sv_user_name, LSM User (a microscope's operator is kept; a whole-slide file's "
+        "follows OperatorsName: see Patient data)",
         "instances": "files in a multi-file OME-TIFF set",
     }
 )
@@ -178,7 +182,7 @@ class TiffAdapter:
     info = AdapterInfo(
         name="tiff",
         title="TIFF / OME-TIFF",
-        version="1.3.0",
+        version="1.4.0",
         stability="beta",
         formats=(
             FormatSpec(

@@ -32,6 +32,8 @@ DATA_TAGS = {273: 279, 324: 325, 288: 289}
 #: tags whose values are offsets of further IFDs: SubIFDs, Exif, GPS, Interoperability.
 IFD_TAGS = frozenset({330, 34665, 34853, 40965})
 OLYMPUS_SIS = 33560
+#: ImageWidth and ImageLength: an IFD with both over 0 holds an image.
+IMAGE_WIDTH, IMAGE_LENGTH = 256, 257
 #: an offset array larger than this is checked by its last entry only (strips and tiles
 #: are written in order), so a gigapixel slide's tile table is not read whole.
 ARRAY_BUDGET = 64 * 1024
@@ -78,6 +80,8 @@ class _Walker:
     def __init__(self, path: Path, handle: BinaryIO, size: int) -> None:
         self.path, self.handle, self.size = path, handle, size
         self.seen: set[int] = set()
+        #: True once an IFD gave an ImageWidth and an ImageLength over 0.
+        self.imaged = False
 
     def fail(self, what: str, end: int) -> AdapterError:
         return AdapterError(
@@ -136,6 +140,8 @@ class _Walker:
             for index in range(count)
         ]
         (following,) = struct.unpack_from(layout.offset_format, block, count * entry_size)
+        if not self.imaged:
+            self.imaged = min(self.extent(layout, entries)) > 0
         if following and following + count_size > self.size:
             raise self.fail(f"the next IFD after byte {offset}", following + count_size)
         return entries, following
@@ -171,6 +177,14 @@ class _Walker:
             data = self.read(start + skip, length - skip, f"the value of tag {entry.code}")
         return struct.unpack(f"{layout.byteorder}{len(data) // width}{code}", data)
 
+    def extent(self, layout: _Layout, entries: list[_Entry]) -> tuple[int, int]:
+        """(width, height) an IFD declares, 0 for a dimension it lacks."""
+        sizes = {IMAGE_WIDTH: 0, IMAGE_LENGTH: 0}
+        for entry in entries:
+            if entry.code in sizes and entry.count == 1:
+                sizes[entry.code] = next(iter(self.array(layout, entry, last_only=True)), 0)
+        return sizes[IMAGE_WIDTH], sizes[IMAGE_LENGTH]
+
     def data(self, layout: _Layout, offsets: _Entry, counts: _Entry) -> None:
         big = max(offsets.length(), counts.length()) > ARRAY_BUDGET
         starts = self.array(layout, offsets, last_only=big)
@@ -197,7 +211,8 @@ class _Walker:
 
 
 def check_extents(path: Path, handle: BinaryIO, size: int) -> int:
-    """Raise ``AdapterError`` naming ``path`` when a declared extent lies past ``size``.
+    """Raise ``AdapterError`` naming ``path`` when a declared extent lies past ``size``,
+    or when no IFD declares an image (width and height over 0).
 
     Returns the number of IFDs checked.
     """
@@ -206,6 +221,11 @@ def check_extents(path: Path, handle: BinaryIO, size: int) -> int:
     if not first:
         raise AdapterError(path, "no IFD: the header's first-IFD offset is 0")
     walker.chain(layout, first, "the first IFD")
+    if not walker.imaged:
+        # A sparse or self-referencing file would otherwise read as a complete 0x0 image.
+        raise AdapterError(
+            path, "no image with an extent: no IFD has an ImageWidth and ImageLength over 0"
+        )
     return len(walker.seen)
 
 

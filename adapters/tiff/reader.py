@@ -19,6 +19,7 @@ from tifffile.tifffile import (
 from acqharvest.adapter_api import AdapterError, AdapterOutput, Draft, Reader
 from acqharvest.adapters.tiff import FLAVOURS, flavours, ome, omeset, vendors
 from acqharvest.adapters.tiff.extent import check_extents
+from acqharvest.adapters.tiff.identifiers import slide_identifiers
 from acqharvest.adapters.tiff.omeset import OME_XML_CAP
 from acqharvest.adapters.tiff.safexml import MAX_BYTES, XmlBroken, XmlRefused
 from acqharvest.adapters.tiff.values import jsonable, tag_value
@@ -50,6 +51,7 @@ def read_tiff(draft: Draft, reader: Reader) -> AdapterOutput:
         original_metadata=output.original_metadata,
         started=output.started,
         warnings=(*output.warnings, *notes),
+        identifiers=output.identifiers,
     )
 
 
@@ -114,12 +116,15 @@ def _read(draft: Draft, reader: Reader, tif: tifffile.TiffFile) -> AdapterOutput
     _fill_instrument(meta, page, vendor)
     _fill_acquired(meta, page, vendor)
     _fill_vendor_extras(meta, vendor)
+    if "philips" in flags and "ImageDescription" in original["tags"]:
+        original["tags"]["ImageDescription"] = vendors.philips_description(page.description)
     return AdapterOutput(
         format=fmt,
         metadata=meta,
         original_metadata=original,
         started=meta.get("acquired"),
         warnings=tuple(notes),
+        identifiers=slide_identifiers(flags, page, meta, original),
     )
 
 

@@ -278,3 +278,16 @@ def _micromanager_time(value: Any) -> str | None:
         return None
     date, time, hours, minutes = match.groups()
     return f"{date}T{time}{f'{hours}:{minutes}' if hours else ''}"
+
+
+#: Philips TIFF writes its label and macro images into the XML, base64-encoded JPEG.
+_PHILIPS_IMAGE = re.compile(r'(<Attribute\s+Name="PIM_DP_IMAGE_DATA"[^>]*>)([^<]*)(<)')
+
+
+def philips_description(text: str) -> str:
+    """The Philips XML without its base64 images: binary data is not metadata, and the
+    label image shows the slide's label, barcode and all."""
+    return _PHILIPS_IMAGE.sub(
+        lambda match: f"{match[1]}[{len(match[2])} characters of image data left out]{match[3]}",
+        text,
+    )

@@ -24,6 +24,7 @@ from acqharvest.adapter_api import (
     Claim,
     FileProbe,
     Stability,
+    identifier_problem,
     value_problem,
 )
 from acqharvest.readonly import FileReader
@@ -164,6 +165,27 @@ def field_problems(info: AdapterInfo, output: AdapterOutput) -> list[str]:
     incomplete = output.incomplete
     if incomplete is not None and (not isinstance(incomplete, str) or not incomplete.strip()):
         problems.append(f"incomplete = {incomplete!r}: give the reason as text, or None")
+    problems.extend(identifier_problems(output))
+    return problems
+
+
+def identifier_problems(output: AdapterOutput) -> list[str]:
+    """Malformed identifiers, and paths that lead to no value of the output.
+
+    A path that leads nowhere would leave the value it meant wherever it really is.
+    """
+    trees = {"metadata": output.metadata, "original_metadata": output.original_metadata}
+    problems = []
+    for index, item in enumerate(output.identifiers):
+        problem = identifier_problem(item)
+        if problem is None and item.path:
+            found: Any = trees
+            for key in item.path:
+                found = found.get(key) if isinstance(found, Mapping) else None
+            if found is None:
+                problem = f"{item.attribute}: path {item.path!r} leads to no value of the output"
+        if problem is not None:
+            problems.append(f"identifiers[{index}]: {problem}")
     return problems
 
 

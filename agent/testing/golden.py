@@ -30,8 +30,8 @@ A case is two files side by side in an adapter's ``cases/`` folder:
     running the tests with ``--acqharvest-regenerate`` (or ``ACQHARVEST_REGENERATE=1``)
     and reviewed as a diff like any other change.
 
-The golden keeps ``format``, ``metadata``, ``started``, ``warnings`` and, when set,
-``incomplete`` verbatim, and
+The golden keeps ``format``, ``metadata``, ``started``, ``warnings``, any
+``identifiers`` and, when set, ``incomplete`` verbatim, and
 summarizes ``original_metadata`` (often hundreds of KiB of vendor text) as its size, a
 sha256 of its canonical JSON and a one-line-per-key preview, so a reviewer sees which
 keys came or went and what their short values are, while any deeper change still moves
@@ -164,7 +164,7 @@ def golden_of(output: AdapterOutput, samples_root: Path) -> dict[str, Any]:
     """
     original = json.loads(canonical(dict(output.original_metadata)))
     blob = json.dumps(original, sort_keys=True, ensure_ascii=False).encode("utf-8")
-    golden = {
+    golden: dict[str, Any] = {
         "format": output.format,
         "metadata": dict(output.metadata),
         "started": output.started,
@@ -177,6 +177,11 @@ def golden_of(output: AdapterOutput, samples_root: Path) -> dict[str, Any]:
             "preview": _preview_top(original),
         },
     }
+    if output.identifiers:  # left out when there are none: older goldens stay as they are
+        golden["identifiers"] = [
+            {"attribute": i.attribute, "value": i.value, "path": list(i.path)}
+            for i in output.identifiers
+        ]
     cleaned: dict[str, Any] = _without_root(json.loads(canonical(golden)), str(samples_root))
     return cleaned
 

@@ -27,7 +27,7 @@ from acqharvest.registry import GROUP
 from acqharvest.testing import AdapterConformance
 from tests.conftest import CORPUS, REPO
 
-BUILTINS = ("dicom", "tiff")
+BUILTINS = ("dicom", "tiff", "czi", "nd2", "lif")
 #: a length no file in the corpus reaches, yet not DICOM's "undefined length" marker.
 PAST_EOF = 0x7FFFFFF0
 PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
@@ -36,7 +36,17 @@ PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 def test_every_builtin_entry_point_has_a_conformance_class() -> None:
     names = {ep.name for ep in importlib.metadata.entry_points(group=GROUP)}
     assert set(BUILTINS) <= names
-    classes = (TestDicomConformance, TestTiffConformance)
+    from tests.adapters.test_czi import TestCziConformance
+    from tests.adapters.test_lif import TestLifConformance
+    from tests.adapters.test_nd2 import TestNd2Conformance
+
+    classes = (
+        TestDicomConformance,
+        TestTiffConformance,
+        TestCziConformance,
+        TestNd2Conformance,
+        TestLifConformance,
+    )
     assert {cls.entry_point for cls in classes} == set(BUILTINS)
     # a built-in lies about its own headers: a waiver is for formats with no header to lie in
     assert all(cls.header_lies_waiver is None for cls in classes)

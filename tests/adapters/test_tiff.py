@@ -296,6 +296,50 @@ def test_zero_byte_and_foreign_files(corpus, tmp_path):
         adapter.extract(Draft("tiff:x", dicom, (dicom,)), reader)
 
 
+def test_a_self_pointing_ifd_is_no_image(tmp_path):
+    """64 bytes: an IFD with no entries whose next-IFD link is itself. tifffile reads it as
+    one page of 0x0; no image has an extent, so nothing is packaged."""
+    looped = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<HI", 0, 8)
+    path = tmp_path / "self.tif"
+    path.write_bytes(looped.ljust(64, b"\x00"))
+    adapter, reader = TiffAdapter(), FileReader()
+    claim = adapter.claim(_probe(path, reader), reader)
+    assert claim is not None
+    with pytest.raises(AdapterError, match="no image with an extent") as raised:
+        adapter.extract(Draft(claim.group_key, path, (path,)), reader)
+    assert raised.value.path == path
+
+
+@pytest.mark.parametrize("first_ifd", [0, 8])
+def test_a_sparse_file_with_tiff_magic_is_no_image(tmp_path, first_ifd):
+    """``II*\\0``, perhaps a first-IFD offset, then a hole (a preallocated file)."""
+    path = tmp_path / "sparse.tif"
+    with path.open("wb") as handle:
+        handle.write(b"II*\x00" + struct.pack("<I", first_ifd))
+        handle.truncate(1 << 20)
+    reason = "no image with an extent" if first_ifd else "no IFD"
+    with pytest.raises(AdapterError, match=reason) as raised:
+        TiffAdapter().extract(Draft("tiff:x", path, (path,)), FileReader())
+    assert raised.value.path == path
+
+
+def test_an_image_after_an_empty_first_ifd_is_read(tmp_path):
+    """Only a chain with no image at all is refused: a later page with an extent counts."""
+    import tifffile
+
+    path = tmp_path / "later.tif"
+    tifffile.imwrite(path, np.zeros((1, 1), np.uint8))
+    tifffile.imwrite(path, np.zeros((4, 6), np.uint8), append=True)
+    data = bytearray(path.read_bytes())
+    with tifffile.TiffFile(path) as tif:
+        width = tif.pages.first.tags["ImageWidth"]
+        data[width.valueoffset : width.valueoffset + width.valuebytecount] = bytes(
+            width.valuebytecount
+        )
+    path.write_bytes(bytes(data))
+    assert _extract(path)["metadata"]["image"]["frames"] == 2
+
+
 def _five_pages(tmp_path: Path) -> tuple[Path, bytes, Any]:
     import tifffile
 

@@ -20,6 +20,8 @@ from tifffile.tifffile import TIFF
 from acqharvest.adapter_api import HEAD_BYTES, AdapterOutput, Draft, FileProbe
 from acqharvest.adapters.tiff import TiffAdapter, flavours, vendors
 from acqharvest.readonly import FileReader
+from acqharvest.testing import checks
+from tests import slides
 
 PLANE = numpy.zeros((8, 8), numpy.uint16)
 
@@ -367,3 +369,30 @@ def test_lsm_channels_take_the_laser_only_when_one_line_is_on():
     ]
     assert found["detector"] == {"model": "PMT2"}
     assert found["acquired"] == "2010-02-28T00:43:12"
+
+
+# --------------------------------------------------------------------------- whole-slide scanners
+
+
+@pytest.mark.parametrize("vendor", ["aperio", "hamamatsu", "leica", "philips", "ventana"])
+def test_slide_scanners_name_every_value_that_may_identify_a_patient(
+    tmp_path: Path, vendor: str
+) -> None:
+    """What is planted is named (the agent's policy decides its fate), with paths the
+    conformance kit accepts; the Philips label image is not in the output at all."""
+    slide = getattr(slides, vendor)(tmp_path)
+    with tifffile.TiffFile(slide.path) as tif:
+        assert slide.flag in tif.flags
+    output = _extract(slide.path)
+    named = {identifier.value for identifier in output.identifiers}
+    assert {*slide.identity, *slide.dates, *slide.labels, *slide.device} <= named
+    assert checks.identifier_problems(output) == []
+    text = json.dumps(dict(output.original_metadata))
+    assert all(value not in text for value in slide.never)
+
+
+def test_microscope_flavours_name_no_identifier(corpus: Path) -> None:
+    """Dates and operators of microscopes are the science, not a patient's: kept."""
+    output = _extract(corpus / "tiff-vendor/fei-sem/FEI-Helios-Ebeam-16bits.tif")
+    assert output.metadata.get("acquired")
+    assert output.identifiers == ()

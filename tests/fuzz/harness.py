@@ -34,6 +34,9 @@ SEEDS = (
     "tiff-vendor/zeiss-axiovision/optical_Zeiss_AxioVision_BW.tif",
     "tiff-vendor/imagej/xem_y32.tif",
     "tiff-vendor/gatan-dm-tiff/test_loading_image_saved_with_DM.tif",
+    "czi/testCziYX0Tiny.czi",
+    "nd2/cluster.nd2",
+    "lif/LeicaLASX_wavelength-sweep_example.lif",
 )
 
 #: seconds one file may take before the run counts as a hang

@@ -58,50 +58,75 @@ class Entry:
         return f"{stat.filemode(self.mode)} {self.size} bytes, mtime {self.mtime_ns}"
 
 
-def _content(path: Path, st: os.stat_result) -> str:
+def _content(path: str | Path, st: os.stat_result, dir_fd: int | None = None) -> str:
     if stat.S_ISREG(st.st_mode):
         try:
             # O_NOFOLLOW: the entry may have become a link since the lstat
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
         except OSError as error:
             return f"unreadable ({error.strerror})"
         with os.fdopen(fd, "rb") as handle:
             return hashlib.file_digest(handle, "sha256").hexdigest()
     if stat.S_ISLNK(st.st_mode):
-        return os.readlink(path)
+        return os.readlink(path, dir_fd=dir_fd)
     if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
         return f"device {os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
     return ""  # folders, FIFOs and sockets: their stat says it all (FIFOs are never opened)
 
 
-def entry_of(path: Path) -> Entry:
-    st = path.lstat()
+def entry_of(path: str | Path, dir_fd: int | None = None) -> Entry:
+    """``path`` as ``lstat`` sees it; relative to the folder open as ``dir_fd`` if given."""
+    st = os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
     return Entry(
-        st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, _content(path, st)
+        st.st_mode,
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+        st.st_ino,
+        _content(path, st, dir_fd),
     )
 
 
 def tree_snapshot(root: Path) -> dict[str, Entry]:
     """Every folder, file, link, FIFO and device below ``root`` and ``root`` itself ("."):
-    type and permission bits, size, mtime, ctime, inode and content hash (or link target)."""
-    snapshot: dict[str, Entry] = {}
-    folders = [root]
-    while folders:
-        folder = folders.pop()
-        key = folder.relative_to(root).as_posix()
-        snapshot[key] = entry_of(folder)
+    type and permission bits, size, mtime, ctime, inode and content hash (or link target).
+
+    Each folder is entered through its parent's open descriptor, so a tree whose paths are
+    longer than ``PATH_MAX`` is snapshotted whole (keys are still the relative paths)."""
+    snapshot: dict[str, Entry] = {".": entry_of(root)}
+    #: the folders on the way to the one being listed: descriptor, key, names left
+    levels: list[tuple[int, str, list[str]]] = []
+
+    def enter(key: str, name: str | Path, parent: int | None) -> None:
+        flags = os.O_RDONLY | os.O_DIRECTORY | (0 if parent is None else os.O_NOFOLLOW)
         try:
-            with os.scandir(folder) as listing:
-                children = list(listing)
+            fd = os.open(name, flags, dir_fd=parent)
         except PermissionError:
             snapshot[key] = dataclasses.replace(snapshot[key], content="cannot list")
-            continue
-        for child in children:
-            path = Path(child.path)
-            if child.is_dir(follow_symlinks=False):
-                folders.append(path)
-            else:
-                snapshot[path.relative_to(root).as_posix()] = entry_of(path)
+            return
+        try:
+            names = os.listdir(fd)
+        except PermissionError:
+            os.close(fd)
+            snapshot[key] = dataclasses.replace(snapshot[key], content="cannot list")
+            return
+        levels.append((fd, key, names))
+
+    enter(".", root, None)
+    try:
+        while levels:
+            fd, key, names = levels[-1]
+            if not names:
+                os.close(levels.pop()[0])
+                continue
+            name = names.pop()
+            child = name if key == "." else f"{key}/{name}"
+            snapshot[child] = entry_of(name, fd)
+            if stat.S_ISDIR(snapshot[child].mode):
+                enter(child, name, fd)
+    finally:
+        for fd, _, _ in levels:
+            os.close(fd)
     return snapshot
 
 
@@ -383,9 +408,12 @@ log: {{level: debug, format: json}}
         self.process = None
         self._daemon_ended()
 
-    def command(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """``acqharvest <args> --config <this config>``, output captured; a ``run`` is
-        checked like a daemon started with ``start``."""
+    def command(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """``acqharvest <args> --config <this config>`` (with ``env`` added to the
+        environment), output captured; a ``run`` is checked like a daemon started with
+        ``start``."""
         daemon = args[:1] == ("run",)
         if daemon:
             self._daemon_started()
@@ -394,6 +422,7 @@ log: {{level: debug, format: json}}
             capture_output=True,
             text=True,
             timeout=120,
+            env={**os.environ, **(env or {})},
         )
         if daemon:
             self._daemon_ended()
@@ -456,6 +485,16 @@ log: {{level: debug, format: json}}
             with contextlib.suppress(ValueError):
                 parsed.append(json.loads(line))
         return parsed
+
+    def journal(self) -> list[dict[str, Any]]:
+        """The JSON lines of the console: what a service's journal gets (workers' too)."""
+        if not self.console.exists():
+            return []
+        parsed = []
+        for line in self.console.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                parsed.append(json.loads(line))
+        return [event for event in parsed if isinstance(event, dict)]
 
     def count_events(self, event: str) -> int:
         """How often ``event`` was logged (a text count: cheap on a long log)."""

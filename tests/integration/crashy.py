@@ -4,7 +4,8 @@ The registry finds it through its entry point, in the test process, in worker pr
 and in a daemon subprocess (through ``PYTHONPATH``). It claims files starting with
 ``CRASHY`` and, by what follows: ``BOOM`` kills its process, ``HANG`` sleeps ten minutes
 (touching ``$CRASHY_HANGING`` first, when set), ``HOG`` reserves ``$CRASHY_HOG_BYTES``
-of memory; anything else extracts fine.
+of memory, ``UTF8ONLY`` fails on a file name that is not valid UTF-8 (an SDK taking
+UTF-8 names only); anything else extracts fine.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class CrashyAdapter:
 
             # reserved, not touched: only an address-space limit stops it
             numpy.empty(int(os.environ["CRASHY_HOG_BYTES"]), dtype=numpy.uint8)
+        if b"UTF8ONLY" in data:
+            draft.primary.name.encode("utf-8")  # a vendor SDK taking UTF-8 names only
         return AdapterOutput(format="CRASHY", metadata={"note": "fine"})
 """
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from tests import slides
 from tests.endpoint import LoopbackEndpoint
 from tests.helpers import wait_until
 from tests.integration.conftest import (
@@ -133,6 +134,16 @@ def test_no_patient_identifier_reaches_a_package(harness: Harness, corpus: Path)
     identifiers = {path: values - device for path, values in identifiers.items()}
     every_identifier = set().union(*identifiers.values())
     assert len(every_identifier) > 30, "the corpus should carry patient identifiers to remove"
+    # slide scanners' TIFFs: case numbers, barcodes, users and scan dates in vendor fields
+    planted = {
+        slide.path.relative_to(harness.watch).as_posix(): {
+            *slide.identity,
+            *slide.dates,
+            *slide.labels,
+            *slide.never,
+        }
+        for slide in slides.write_slides(harness.watch / "slides")
+    }
 
     result = harness.run_once()
     assert result.returncode == 0, result.stderr + harness.output()
@@ -148,8 +159,12 @@ def test_no_patient_identifier_reaches_a_package(harness: Harness, corpus: Path)
             if json.dumps(value, ensure_ascii=False) in text or (len(value) >= 6 and value in text)
         ]
         assert not leaked, f"{body['files'][0]['path']} leaks {leaked}"
-        if any(identifiers[entry["path"]] for entry in body["files"]):
+        if any(identifiers.get(entry["path"]) for entry in body["files"]):
             assert body["provenance"]["deidentification"]["removed"] > 0
+        slide = planted.pop(body["files"][0]["path"], set())
+        found = json.dumps({k: v for k, v in body.items() if k != "files"}, ensure_ascii=False)
+        assert [value for value in slide if value in found] == [], body["files"][0]["path"]
+    assert planted == {}, "every slide is packaged"
 
 
 def test_sigterm_then_restart_resends_nothing(harness: Harness, corpus: Path) -> None:

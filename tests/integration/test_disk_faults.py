@@ -21,7 +21,7 @@ import pytest
 
 from tests.endpoint import LoopbackEndpoint
 from tests.helpers import wait_until
-from tests.integration.conftest import ACQHARVEST, Harness, tree_snapshot
+from tests.integration.conftest import ACQHARVEST, Harness, drop_files, tree_snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -237,6 +237,35 @@ def test_a_deleted_state_dir_is_recreated_and_nothing_is_lost(harness: Harness) 
     assert harness.stop() == 0
     # the re-harvest re-sent before.dat under the same key: still exactly once
     assert len(harness.endpoint.unique) == 2
+
+
+def test_packages_rebuilt_after_the_state_was_lost_carry_the_same_bytes(
+    harness: Harness, corpus: Path
+) -> None:
+    """An endpoint that answers a repeated Idempotency-Key with its stored receipt (or 422
+    for other bytes, as the IETF draft says) needs one body per key, whenever it is built."""
+    drop_files(harness, corpus, 3)
+    # a DICOM file: its UIDs are replaced with the installation's key
+    shutil.copyfile(
+        corpus / "dicom/mr-siemens/MR-SIEMENS-DICOM-WithOverlays.dcm", harness.watch / "IM1"
+    )
+    assert harness.run_once().returncode == 0, harness.output()
+    keys = set(harness.endpoint.unique)
+    assert len(keys) == 4, harness.output()
+
+    # the state dir lost, the de-identification key kept (restored from a backup, say)
+    secret = (harness.state / "secret.key").read_bytes()
+    shutil.rmtree(harness.state)
+    harness.state.mkdir()
+    (harness.state / "secret.key").write_bytes(secret)
+    assert harness.run_once().returncode == 0, harness.output()
+
+    assert set(harness.endpoint.unique) == keys
+    for key in keys:
+        sent = harness.endpoint.requests_for(key)
+        assert len(sent) == 2, f"{key} was not built and sent again"
+        first, again = sent
+        assert again.body == first.body, (first.json, again.json)
 
 
 def test_one_daemon_per_state_dir_and_status_beside_it_writes_nothing(

@@ -195,7 +195,8 @@ def test_slow_responses_within_the_timeout_are_sent_once(
     [
         ("lie", False, "endpoint confirmed a different package_id"),
         ("lie_digest", False, "but the body sent has"),
-        ("no_receipt", True, "without a receipt naming the package"),
+        ("no_receipt", True, "/ingest is not a receipt (text/html"),
+        ("login_portal", False, "is not a receipt (text/html; charset=utf-8, 'Sign in"),
         ("conflict_lie", False, "endpoint confirmed a different package_id"),
         ("conflict_bare", True, "HTTP 409 without a receipt naming the package"),
     ],
@@ -256,6 +257,55 @@ def test_a_refused_token_holds_every_package_until_it_is_fixed(
     assert len(refusals) == 1, "one error line while the refusal lasts"
     assert harness.count_events("endpoint_accepts_again") == 1
     assert harness.count_events("package_rejected") == 0
+    assert_all_delivered(endpoint, 3)
+
+
+def test_a_token_rotated_while_running_is_read_again_on_401(
+    harness: Harness, corpus: Path, endpoint: LoopbackEndpoint
+) -> None:
+    # a query value may be a secret the daemon cannot recognise: it is never shown
+    configure(harness, url=f"{endpoint.url}?project=b104-confidential")
+    token_file = harness.tmp / "token"
+    endpoint.token = TOKEN
+    check = harness.command("check")
+    assert check.returncode == 0, check.stdout
+    assert "answered HTTP 204 to the no-store probe (token accepted)" in check.stdout
+    harness.start()
+    drop_files(harness, corpus, 1)
+    harness.mark()
+    assert endpoint.wait_for(1, timeout=60), harness.output()
+    # the endpoint's side of a rotation comes first: the daemon's token is now refused
+    rotated = "rotated-7e3b5a9c1d-token"
+    endpoint.token = rotated
+    check = harness.command("check")
+    token_file.write_text(rotated + "\n")
+    drop_files(harness, corpus, 3)  # the first again, unchanged: not sent again
+    harness.mark()
+    assert endpoint.wait_for(3, timeout=60), harness.output()
+    assert harness.stop() == 0
+
+    assert check.returncode == 1
+    assert (
+        f"HTTP 401: the endpoint does not accept the token from token file {token_file} "
+        "(read again after each 401)" in check.stdout
+    ), check.stdout
+    assert endpoint.probes[-1].headers["authorization"] == f"Bearer {TOKEN}"
+    reloads = [e for e in harness.events() if e.get("event") == "token_reloaded"]
+    assert [e["path"] for e in reloads] == [str(token_file)]
+    first, *later = endpoint.unique.values()
+    refused = [r for r in endpoint.received if r.at > first.at]
+    assert refused[0].headers["authorization"] == f"Bearer {TOKEN}", "401, then read again"
+    assert [r.headers["authorization"] for r in later] == [f"Bearer {rotated}"] * 2
+    assert harness.count_events("package_rejected") == 0
+    (started,) = [e for e in harness.events() if e.get("event") == "daemon_started"]
+    assert started["endpoint"] == f"{endpoint.url}?project=[redacted]"
+    for text in (harness.output(), check.stdout):
+        assert "b104-confidential" not in text
+        assert rotated not in text
+    assert (
+        endpoint.unique[first.headers["idempotency-key"]].path
+        == "/ingest?project=b104-confidential"
+    )
     assert_all_delivered(endpoint, 3)
 
 

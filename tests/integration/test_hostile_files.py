@@ -107,6 +107,9 @@ def test_hostile_objects_are_refused_once_and_good_files_flow(
     assert len(harness.endpoint.received) == 2
     assert all(SECRET not in request.body.decode() for request in harness.endpoint.received)
 
+    # the unreadable file was tried at every scan, and logged once
+    unreadable = [e for e in harness.journal() if e.get("event") == "file_unreadable"]
+    assert [Path(e["path"]).name for e in unreadable] == ["locked.ome.tif"]
     refused = [e for e in harness.events() if e.get("event") == "watch_refused"]
     assert sorted(Path(e["path"]).name for e in refused) == sorted(
         name for name in bad if name != "locked.ome.tif"
@@ -168,6 +171,8 @@ def test_hostile_contents_fail_once_each_and_good_files_flow(
     events = harness.events()
     failures = [Path(e["path"]).name for e in events if e.get("event") == "extraction_failed"]
     assert sorted(failures) == sorted(bad), "each hostile file is read once, and fails once"
+    journal = [e for e in harness.journal() if e.get("event") == "extraction_failed"]
+    assert sorted(Path(e["path"]).name for e in journal) == sorted(bad), "once in the journal"
     # README: an empty file is never settled (nothing to read), so it is neither packaged
     # nor failed; the write that fills it brings it back
     settled = {Path(e["path"]).name for e in events if e.get("event") == "file_settled"}

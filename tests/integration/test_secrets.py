@@ -12,6 +12,7 @@ import pytest
 import trustme
 
 from tests.endpoint import (
+    ECHO_ENCODINGS,
     LoopbackEndpoint,
     RawListener,
     client_identity,
@@ -26,6 +27,8 @@ pytestmark = pytest.mark.integration
 #: acquisitions per test (of tests.integration.conftest.SMALL_TIFFS)
 FILES = 3
 ENV_TOKEN = "env-tok-7c1d2e9f0a-not-for-logs"
+#: encodings in which the test endpoint writes the Authorization header back (base64 last)
+ENCODED_ECHOES = ("json_unicode", "percent_lower", "html_numeric", "base64")
 
 
 def key_material(key: Path) -> list[str]:
@@ -77,6 +80,10 @@ def test_token_and_client_key_never_leak(harness: Harness, corpus: Path) -> None
         echo = f"bad credentials: Authorization: Bearer {TOKEN}"
         server.fail_next(2, "fail", text=echo)
         server.fail_next(1, "reject", text=echo)
+        # and refusals that write it back encoded, cut or not
+        for encoding in ENCODED_ECHOES:
+            server.fail_next(1, "echo", code=403, encoding=encoding)
+        server.fail_next(1, "echo", code=500, encoding="raw", pad=2048 - 40)
         drop_files(harness, corpus, FILES)
         harness.start()
         assert wait_until(lambda: len(server.unique) == FILES - 1, timeout=120), harness.output()
@@ -86,7 +93,9 @@ def test_token_and_client_key_never_leak(harness: Harness, corpus: Path) -> None
         texts = everything_visible(harness, server)
     assert any("[redacted]" in text for text in texts.values()), "the echo should be masked"
     assert "rejected 1" in texts["status"]
-    assert_absent([TOKEN, *key_material(key)], texts)
+    encoded = [ECHO_ENCODINGS[encoding](f"Bearer {TOKEN}") for encoding in ENCODED_ECHOES]
+    pieces = [ECHO_ENCODINGS[encoding](TOKEN[:6]) for encoding in ENCODED_ECHOES[:-1]]
+    assert_absent([TOKEN, TOKEN[:6], *encoded, *pieces, *key_material(key)], texts)
 
 
 def test_token_from_the_environment_never_leaks(

@@ -1,0 +1,315 @@
+"""The LIF header's XML, the memory blocks' headers, and the fields they give."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import struct
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from acqharvest.adapter_api import AdapterError, AdapterOutput, Reader
+from acqharvest.adapters.tiff.safexml import MAX_BYTES, XmlBroken, XmlRefused, parse
+
+_MAGIC = 0x70
+_MEMORY = 0x2A
+#: magic, length of what follows, 0x2A, XML length in UTF-16 code units
+_HEADER = struct.Struct("<iiBi")
+#: a memory block starts: magic, length of its description part, 0x2A
+_BLOCK = struct.Struct("<iiB")
+#: DimID -> image key
+_DIMENSIONS = {1: "size_x", 2: "size_y", 3: "size_z", 4: "size_t", 10: "tiles"}
+_AXES = {1: "x", 2: "y", 3: "z"}
+#: metres per unit of a DimensionDescription's Length
+_METRES = {"m": 1.0, "mm": 1e-3, "um": 1e-6, "µm": 1e-6, "nm": 1e-9}
+#: FILETIME (100 ns ticks since 1601-01-01 UTC)
+_FILETIME_EPOCH = dt.datetime(1601, 1, 1, tzinfo=dt.UTC)
+_VERSIONED = re.compile(r"^(.*?)\s+v?(\d[\w.\-]*)$")
+
+
+def read_lif(path: Path, reader: Reader) -> AdapterOutput:
+    with reader.open(path) as handle:
+        size = handle.seek(0, 2)
+        handle.seek(0)
+        text = _xml_text(path, handle, size)
+        blocks = _blocks(path, handle, handle.tell(), size)
+    if 2 * len(text) > MAX_BYTES:
+        raise AdapterError(path, f"XML header of {2 * len(text)} bytes is over the limit")
+    try:
+        root = parse(text)
+    except (XmlRefused, XmlBroken) as exc:
+        raise AdapterError(path, f"XML header: {exc}") from exc
+    _check_blocks(path, root, blocks)
+    series = [_series(element, name) for element, name in _images(root)]
+    if not series:
+        return AdapterOutput(
+            format="Leica LIF", metadata={}, warnings=("the project holds no image series",)
+        )
+    first = series[0]
+    metadata: dict[str, Any] = {
+        key: first[key] for key in ("image", "pixel_size_um") if key in first
+    }
+    metadata.update(first["settings"])
+    metadata["acquired"] = first.get("acquired")
+    metadata["series"] = [
+        _clean({key: item.get(key) for key in ("name", "image", "pixel_size_um", "acquired")})
+        for item in series
+    ]
+    original = {"version": root.get("Version"), "series": [item["original"] for item in series]}
+    return AdapterOutput(
+        format="Leica LIF",
+        metadata=_clean(metadata),
+        original_metadata=original,
+        started=first.get("acquired"),
+    )
+
+
+def _xml_text(path: Path, handle: BinaryIO, size: int) -> str:
+    raw = handle.read(_HEADER.size)
+    if len(raw) < _HEADER.size:
+        raise AdapterError(path, "truncated: shorter than the LIF header")
+    magic, length, memory, units = _HEADER.unpack(raw)
+    if magic != _MAGIC or memory != _MEMORY:
+        raise AdapterError(path, "not a LIF file (no 0x70 header magic)")
+    if length != 1 + 4 + 2 * units or units <= 0:
+        raise AdapterError(path, f"header length {length} does not match its XML ({units} chars)")
+    if _HEADER.size + 2 * units > size:
+        raise AdapterError(
+            path, f"truncated: the XML header declares {2 * units} bytes, the file ends at {size}"
+        )
+    data = handle.read(2 * units)
+    try:
+        return data.decode("utf-16-le")
+    except UnicodeDecodeError as exc:
+        raise AdapterError(path, f"XML header is not UTF-16: {exc}") from exc
+
+
+def _blocks(path: Path, handle: BinaryIO, position: int, size: int) -> dict[str, int]:
+    """Memory block id -> size, walked header by header to the end of the file."""
+    blocks: dict[str, int] = {}
+    while position < size:
+        handle.seek(position)
+        raw = handle.read(_BLOCK.size + 8 + 1 + 4)
+        if len(raw) < _BLOCK.size + 4 + 1 + 4:
+            raise AdapterError(path, f"truncated: memory block header at {position} cut short")
+        magic, _, memory = _BLOCK.unpack_from(raw)
+        if magic != _MAGIC or memory != _MEMORY:
+            raise AdapterError(path, f"no memory block at {position}")
+        # version 1 blocks give their size in 4 bytes, version 2 in 8; 0x2A follows either
+        if raw[_BLOCK.size + 4] == _MEMORY:
+            (length,) = struct.unpack_from("<I", raw, _BLOCK.size)
+            after = _BLOCK.size + 4 + 1
+        elif len(raw) == _BLOCK.size + 13 and raw[_BLOCK.size + 8] == _MEMORY:
+            (length,) = struct.unpack_from("<Q", raw, _BLOCK.size)
+            after = _BLOCK.size + 8 + 1
+        else:
+            raise AdapterError(path, f"memory block at {position}: no 0x2A after its size")
+        handle.seek(position + after)
+        (units,) = struct.unpack("<I", handle.read(4))
+        name_at = position + after + 4
+        end = name_at + 2 * units + length
+        if end > size:
+            raise AdapterError(
+                path,
+                f"truncated: memory block at {position} declares {length} bytes, "
+                f"the file ends at {size}",
+            )
+        name = handle.read(2 * units).decode("utf-16-le", errors="replace")
+        blocks[name] = length
+        position = end
+    return blocks
+
+
+def _check_blocks(path: Path, root: ET.Element, blocks: dict[str, int]) -> None:
+    """Every block the XML declares with data must be in the file with that size."""
+    for memory in root.iter("Memory"):
+        declared = _int(memory.get("Size")) or 0
+        name = memory.get("MemoryBlockID") or ""
+        if declared > 0 and blocks.get(name) != declared:
+            found = blocks.get(name)
+            what = "missing" if found is None else f"{found} bytes"
+            raise AdapterError(
+                path, f"truncated: memory block {name} of {declared} bytes is {what}"
+            )
+
+
+def _images(root: ET.Element) -> list[tuple[ET.Element, str]]:
+    """Every element holding an image, in document order, with its folder path."""
+    found: list[tuple[ET.Element, str]] = []
+
+    def walk(element: ET.Element, prefix: str, depth: int) -> None:
+        for child in element.findall("Children/Element") if depth else element.findall("Element"):
+            name = child.get("Name") or "?"
+            # the top element is the project itself: paths start below it
+            path = f"{prefix}/{name}" if prefix else ("" if depth == 0 else name)
+            if child.find("Data/Image") is not None:
+                found.append((child, path or name))
+            walk(child, path, depth + 1)
+
+    walk(root, "", 0)
+    return found
+
+
+def _series(element: ET.Element, name: str) -> dict[str, Any]:
+    image = element.find("Data/Image")
+    assert image is not None  # _images chose it for having one
+    dims = image.findall("ImageDescription/Dimensions/DimensionDescription")
+    channels = image.findall("ImageDescription/Channels/ChannelDescription")
+    sizes: dict[str, Any] = {}
+    pixel: dict[str, float] = {}
+    for dim in dims:
+        dim_id, count = _int(dim.get("DimID")), _int(dim.get("NumberOfElements"))
+        if dim_id in _DIMENSIONS and count:
+            sizes[_DIMENSIONS[dim_id]] = count
+        length = _number(dim.get("Length"))
+        metres = _METRES.get((dim.get("Unit") or "").strip())
+        if dim_id in _AXES and count and count > 1 and length and metres:
+            pixel[_AXES[dim_id]] = abs(length) * metres * 1e6 / (count - 1)
+    sizes["size_c"] = len(channels) or None
+    sizes["bits"] = _int(channels[0].get("Resolution")) if channels else None
+    hardware = image.find("Attachment[@Name='HardwareSetting']")
+    definition = _definition(hardware)
+    detectors = _detectors(definition)
+    out = {
+        "name": name,
+        "image": _clean(sizes),
+        "pixel_size_um": pixel or None,
+        "acquired": _acquired(image),
+        "settings": _clean(_settings(hardware, definition, detectors, len(channels))),
+        "original": _clean(
+            {
+                "name": name,
+                "dimensions": [dict(d.attrib) for d in dims],
+                "channels": [dict(c.attrib) for c in channels],
+                "hardware_setting": dict(hardware.attrib) if hardware is not None else None,
+                "setting_definition": dict(definition.attrib) if definition is not None else None,
+            }
+        ),
+    }
+    return _clean(out)
+
+
+def _definition(hardware: ET.Element | None) -> ET.Element | None:
+    """The confocal or camera setting definition of a HardwareSetting attachment."""
+    if hardware is None:
+        return None
+    for child in hardware:
+        if child.tag.startswith("ATL") and child.tag.endswith("SettingDefinition"):
+            return child
+    return None
+
+
+def _detectors(definition: ET.Element | None) -> list[ET.Element]:
+    if definition is None:
+        return []
+    return [d for d in definition.iter("Detector") if d.get("IsActive") == "1"]
+
+
+def _settings(
+    hardware: ET.Element | None,
+    definition: ET.Element | None,
+    detectors: list[ET.Element],
+    channel_count: int,
+) -> dict[str, Any]:
+    if hardware is None:
+        return {}
+    software, version = _software(hardware.get("Software"))
+    out: dict[str, Any] = {
+        "modality": _text(hardware.get("DataSourceTypeName")),
+        "instrument_reported": _clean(
+            {
+                "model": _text(hardware.get("SystemTypeName")),
+                "software": software,
+                "software_version": version,
+            }
+        ),
+    }
+    if definition is None:
+        return out
+    out["objective"] = _clean(
+        {
+            "model": _text(definition.get("ObjectiveName")),
+            "magnification": _number(definition.get("Magnification")),
+            "na": _number(definition.get("NumericalAperture")),
+            "immersion": _text(definition.get("Immersion")),
+        }
+    )
+    out["detectors"] = [
+        _clean({"model": _text(d.get("Name")), "type": _text(d.get("Type"))}) for d in detectors
+    ]
+    lines = {
+        line
+        for setting in definition.iter("LaserLineSetting")
+        if (_number(setting.get("IntensityDev")) or 0) > 0
+        and (line := _number(setting.get("LaserLine"))) is not None
+    }
+    out["laser_lines_nm"] = sorted(lines)
+    if detectors and len(detectors) == channel_count:
+        out["channels"] = [_clean(_channel(definition, d)) for d in detectors]
+    return out
+
+
+def _channel(definition: ET.Element, detector: ET.Element) -> dict[str, Any]:
+    number = detector.get("Channel")
+    band = next(
+        (b for b in definition.findall("Spectro/MultiBand") if b.get("Channel") == number), None
+    )
+    return {
+        "name": _text(detector.get("ChannelName")) or _text(detector.get("Name")),
+        "fluor": _text(band.get("DyeName")) if band is not None else None,
+    }
+
+
+def _software(value: str | None) -> tuple[str | None, str | None]:
+    text = _text(value)
+    if text is None:
+        return None, None
+    match = _VERSIONED.match(text)
+    return (match.group(1), match.group(2)) if match else (text, None)
+
+
+def _acquired(image: ET.Element) -> str | None:
+    """The first time stamp of a series as RFC 3339 UTC (LIF stores Windows FILETIMEs)."""
+    stamps = image.find("TimeStampList")
+    ticks: int | None = None
+    if stamps is not None and (stamps.text or "").split():
+        try:
+            ticks = int((stamps.text or "").split()[0], 16)
+        except ValueError:
+            ticks = None
+    if ticks is None:
+        stamp = image.find("TimeStampList/TimeStamp")
+        if stamp is not None:
+            high, low = _int(stamp.get("HighInteger")), _int(stamp.get("LowInteger"))
+            ticks = (high << 32) + low if high is not None and low is not None else None
+    if not ticks:
+        return None
+    try:
+        moment = _FILETIME_EPOCH + dt.timedelta(microseconds=ticks // 10)
+    except OverflowError:
+        return None
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _text(value: str | None) -> str | None:
+    return value.strip() if value and value.strip() else None
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        number = float(value) if value is not None else None
+    except ValueError:
+        return None
+    if number is None or number != number or abs(number) == float("inf"):
+        return None
+    return number
+
+
+def _int(value: str | None) -> int | None:
+    number = _number(value)
+    return int(number) if number is not None and number.is_integer() and number >= 0 else None
+
+
+def _clean(mapping: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in mapping.items() if value not in (None, {}, [])}
