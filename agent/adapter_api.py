@@ -31,8 +31,10 @@ Stability = Literal["experimental", "beta", "stable"]
 #: A file's part in its acquisition. ``primary``: the file ``extract`` reads first (a
 #: single file, an OME-TIFF master or companion; the first by path is used when several
 #: say so). ``member``: one of the acquisition's other data files (a DICOM instance, a
-#: ``BinaryOnly`` OME-TIFF); a group of members alone that does not ``collect`` is never
-#: complete, as it waits for its primary, and is packaged incomplete at its timeout.
+#: ``BinaryOnly`` OME-TIFF, an imzML's ``.ibd``, a chunk of a ``.zarr`` store); a group of
+#: members alone that does not ``collect`` (or is a ``tree``) is never complete, as it waits
+#: for its primary, and is packaged incomplete at its timeout, unless its acquisition was
+#: packaged before (then a late file gives a new package with ``replaces``).
 #: ``sidecar``: a non-image file that travels with the acquisition (a text settings or
 #: log file); the agent treats it exactly like a member today (listed, hashed, drafted
 #: after the primary), and the name is there so packages may later tell them apart.
@@ -280,6 +282,14 @@ class Claim:
     #: ImagesInAcquisition): a collecting group is then packaged as soon as that many
     #: distinct files are there, without waiting for the quiet window.
     expected_instances: int | None = None
+    #: a folder, relative to the file's folder (``..`` steps up, ``.`` is the file's own),
+    #: whose whole tree is this one acquisition: a directory format such as a ``.zarr``
+    #: store. Claim every file under it with the same group key, the store's root metadata
+    #: as ``primary``. The group collects; it is complete when its primary is there (or
+    #: the acquisition was packaged before), no file under the folder is still settling,
+    #: and the tree has been quiet for the quiet window. None of its files is packaged
+    #: alone; a file added after the package gives a new package with ``replaces``.
+    tree: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
