@@ -228,10 +228,17 @@ class _Store:
                 self.json(name)  # every metadata file must be whole, needed or not
         v3 = "zarr.json" in self.files
         if not v3 and not {".zattrs", ".zgroup"} & set(self.files):
-            raise AdapterError(
-                draft.primary,
-                f"no root metadata (.zattrs, .zgroup or zarr.json) of {self.root.name} in the "
-                "acquisition",
+            # Released at the group timeout without its root metadata: listed, not lost;
+            # the metadata arriving later gives a package of the whole store.
+            self._check_chunks()
+            return AdapterOutput(
+                format="Zarr",
+                metadata={"instances": len(self.files)},
+                warnings=(
+                    *self.notes,
+                    f"{self.root.name}: its root metadata (.zattrs, .zgroup or zarr.json) is "
+                    "not in the acquisition; the files are listed only",
+                ),
             )
         attrs = self.attributes("")
         image_dir, layout, extra = self._image(attrs)
