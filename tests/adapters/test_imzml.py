@@ -26,9 +26,11 @@ def pair(corpus: Path, tmp_path: Path) -> tuple[Path, Path]:
 def test_values_equal_pyimzmls(corpus: Path) -> None:
     imzml, ibd = corpus / "imzml" / f"{NAME}.imzML", corpus / "imzml" / f"{NAME}.ibd"
     claims = claims_of(ImzmlAdapter(), [ibd, imzml])
-    assert claims[imzml] is not None and claims[ibd] is not None
-    assert claims[imzml].group_key == claims[ibd].group_key
-    assert (claims[imzml].role, claims[imzml].expects) == ("primary", (ibd.name,))
+    header, data = claims[imzml], claims[ibd]
+    assert header is not None
+    assert data is not None
+    assert header.group_key == data.group_key
+    assert (header.role, header.expects, data.role) == ("primary", (ibd.name,), "member")
     output, _ = extract_all(ImzmlAdapter(), [ibd, imzml])
     with ImzMLParser(str(imzml)) as parser:
         settings = parser.imzmldict
@@ -95,7 +97,7 @@ def test_a_large_ibd_is_read_by_its_header_and_its_checksum_left_unverified(
 def test_uuid_spelled_with_braces_and_dashes_links_the_pair(pair: tuple[Path, Path]) -> None:
     imzml, ibd = pair
     uuid = ibd.read_bytes()[:16].hex()
-    spelled = "{%s-%s-%s-%s-%s}" % (uuid[:8], uuid[8:12], uuid[12:16], uuid[16:20], uuid[20:])
+    spelled = f"{{{uuid[:8]}-{uuid[8:12]}-{uuid[12:16]}-{uuid[16:20]}-{uuid[20:]}}}"
     imzml.write_bytes(imzml.read_bytes().replace(uuid.encode(), spelled.upper().encode()))
     output, _ = extract_all(ImzmlAdapter(), [imzml, ibd])
     assert output.metadata["instances"] == 2
@@ -104,7 +106,8 @@ def test_uuid_spelled_with_braces_and_dashes_links_the_pair(pair: tuple[Path, Pa
 def test_either_file_alone_is_listed_with_what_is_missing(pair: tuple[Path, Path]) -> None:
     imzml, ibd = pair
     alone = ImzmlAdapter().extract(Draft("k", ibd, (ibd,)), FileReader())
-    assert alone.format == "imzML" and "no imzML" in alone.warnings[0]
+    assert alone.format == "imzML"
+    assert "no imzML" in alone.warnings[0]
     header = ImzmlAdapter().extract(Draft("k", imzml, (imzml,)), FileReader())
     assert header.metadata["msi"]["spectra"] == 9
     assert "not in the acquisition" in header.warnings[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import shutil
 from pathlib import Path
+from typing import Any
 
 import nibabel
 import numpy as np
@@ -29,7 +30,7 @@ def test_corpus_has_nifti_files() -> None:
 def test_sizes_and_voxel_sizes_equal_nibabels(corpus: Path, name: str) -> None:
     path = corpus / "nifti" / name
     image = nibabel.load(path)
-    header = image.header
+    header: Any = image.header
     output, _ = extract_all(NiftiAdapter(), [path])
     metadata = output.metadata
     shape = header.get_data_shape()
@@ -67,7 +68,8 @@ def test_units_are_converted_and_large_files_read_their_headers_only(tmp_path: P
     nibabel.save(_volume((64, 64, 40, 4)), plain)
     packed = tmp_path / "big.nii.gz"
     nibabel.save(_volume((64, 64, 40, 4)), packed)
-    assert plain.stat().st_size > 1_000_000 and packed.stat().st_size > 1_000_000
+    assert plain.stat().st_size > 1_000_000
+    assert packed.stat().st_size > 1_000_000
     for path in (plain, packed):
         output, reader = extract_all(NiftiAdapter(), [path])
         assert output.metadata["pixel_size_um"] == {"x": 0.5, "y": 0.25, "z": 2.0}
@@ -107,11 +109,13 @@ def test_hdr_img_pair_is_one_acquisition_found_by_the_header_magic(tmp_path: Pat
     nibabel.save(pair, tmp_path / "scan.hdr")
     hdr, img = tmp_path / "scan.hdr", tmp_path / "scan.img"
     claims = claims_of(NiftiAdapter(), [hdr, img])
-    assert claims[hdr] is not None and claims[img] is not None
-    assert claims[hdr].role == "primary" and claims[hdr].expects == ("scan.img",)
-    assert claims[img].role == "member" and claims[img].group_key == claims[hdr].group_key
+    header, data = claims[hdr], claims[img]
+    assert header is not None
+    assert data is not None
+    assert (header.role, header.expects) == ("primary", ("scan.img",))
+    assert (data.role, data.group_key) == ("member", header.group_key)
     output, _ = extract_all(NiftiAdapter(), [hdr, img])
-    loaded = nibabel.load(hdr)
+    loaded: Any = nibabel.load(hdr)
     assert output.format == "NIfTI-1"
     assert [output.metadata["image"][f"size_{a}"] for a in "xyz"] == list(loaded.shape)
     assert output.metadata["pixel_size_um"] == {"x": 1000.0, "y": 1000.0, "z": 3000.0}
@@ -127,10 +131,13 @@ def test_an_img_waits_for_its_header_and_leaves_other_formats_alone(tmp_path: Pa
     early = tmp_path / "early.img"
     early.write_bytes(b"\0" * 64)
     claim = claims_of(NiftiAdapter(), [early])[early]
-    assert claim is not None and claim.role == "member" and claim.expects == ("early.hdr",)
+    assert claim is not None
+    assert claim.role == "member"
+    assert claim.expects == ("early.hdr",)
     assert claim.confidence < 0.5  # another format's .img is not outbid
     output = NiftiAdapter().extract(Draft("k", early, (early,)), FileReader())
-    assert output.metadata == {"instances": 1} and "early.hdr" in output.warnings[0]
+    assert output.metadata == {"instances": 1}
+    assert "early.hdr" in output.warnings[0]
     envi = tmp_path / "envi.img"
     envi.write_bytes(b"\0" * 64)
     (tmp_path / "envi.hdr").write_text("ENVI\nsamples = 4\n")

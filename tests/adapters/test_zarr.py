@@ -114,7 +114,8 @@ def test_corpus_store_is_one_acquisition_and_values_match_its_json(corpus: Path)
     pixels = next(e for e in xml.iter() if e.tag.endswith("}Pixels"))
     assert metadata["image"]["size_x"] == int(pixels.get("SizeX", ""))
     assert metadata["pixel_size_um"]["x"] == pytest.approx(float(pixels.get("PhysicalSizeX", "")))
-    assert metadata["image"]["pixel_type"] == "uint8" and metadata["image"]["bits"] == 8
+    assert metadata["image"]["pixel_type"] == "uint8"
+    assert metadata["image"]["bits"] == 8
     assert metadata["image"]["dimension_order"] == "XYZCT"
     assert metadata["channels"] == [{"name": "Channel 0"}]
     assert metadata["instances"] == len(files) == 87
@@ -122,7 +123,8 @@ def test_corpus_store_is_one_acquisition_and_values_match_its_json(corpus: Path)
     assert output.warnings == ()
     # chunks: their 16-byte header only
     chunks = [p for p in files if p.name.isdigit() and p.parent.name.isdigit()]
-    assert chunks and all(reader.by_path[p] <= 16 for p in chunks)
+    assert chunks
+    assert all(reader.by_path[p] <= 16 for p in chunks)
 
 
 def test_a_chunk_cut_short_fails_the_store_naming_it(corpus: Path, tmp_path: Path) -> None:
@@ -155,7 +157,8 @@ def test_v2_image_with_a_large_uncompressed_chunk_reads_its_headers_only(tmp_pat
     assert output.metadata["channels"] == [{"name": "DAPI"}, {"name": "GFP"}]
     assert overread(reader) == {}
     chunk = store / "0/0/0/0/0"
-    assert chunk.stat().st_size == 1_200_000 and reader.by_path[chunk] <= 16
+    assert chunk.stat().st_size == 1_200_000
+    assert reader.by_path[chunk] <= 16
     chunk.write_bytes(b"\1" * 1000)
     with pytest.raises(AdapterError, match="uncompressed chunk"):
         extract_all(ZarrAdapter(), _files(store))
@@ -243,8 +246,11 @@ def test_claims_only_inside_a_zarr_folder_and_chunks_alone_are_listed(tmp_path: 
     write_v2_image(store, [1, 1, 4, 4], [1, 1, 4, 4])
     chunk = store / "0/0/0/0/0"
     claim = claims_of(ZarrAdapter(), [chunk])[chunk]
-    assert claim is not None and claim.role == "member" and claim.tree == "../../../.."
+    assert claim is not None
+    assert claim.role == "member"
+    assert claim.tree == "../../../.."
     # released at its timeout without the root metadata: listed, never an error
     output = ZarrAdapter().extract(Draft("k", chunk, (chunk,)), FileReader())
-    assert output.format == "Zarr" and output.metadata == {"instances": 1}
+    assert output.format == "Zarr"
+    assert output.metadata == {"instances": 1}
     assert "root metadata" in output.warnings[-1]
