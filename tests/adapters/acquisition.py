@@ -3,11 +3,8 @@ the bytes read counted per file for the headers-only rule."""
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO
 
 from acqharvest.adapter_api import HEAD_BYTES, Adapter, AdapterOutput, Claim, Draft, FileProbe
 from acqharvest.readonly import FileReader
@@ -15,23 +12,6 @@ from acqharvest.readonly import FileReader
 #: headers only: of a file over 1 MB an adapter reads at most 5%
 LARGE_FILE = 1_000_000
 LARGE_FILE_SHARE = 0.05
-
-
-class PerFileReader(FileReader):
-    """The agent's reader, with the bytes read kept per file as well."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.by_path: dict[Path, int] = defaultdict(int)
-
-    @contextmanager
-    def open(self, path: Path) -> Iterator[BinaryIO]:
-        before = self.bytes_read
-        try:
-            with super().open(path) as handle:
-                yield handle
-        finally:
-            self.by_path[path] += self.bytes_read - before
 
 
 def claims_of(adapter: Adapter, files: Iterable[Path]) -> dict[Path, Claim | None]:
@@ -54,15 +34,15 @@ def draft_of(adapter: Adapter, files: Iterable[Path]) -> Draft:
     return Draft(keys.pop(), ordered[0], tuple(ordered))
 
 
-def extract_all(adapter: Adapter, files: Iterable[Path]) -> tuple[AdapterOutput, PerFileReader]:
-    reader = PerFileReader()
+def extract_all(adapter: Adapter, files: Iterable[Path]) -> tuple[AdapterOutput, FileReader]:
+    reader = FileReader()
     return adapter.extract(draft_of(adapter, files), reader), reader
 
 
-def overread(reader: PerFileReader) -> dict[str, tuple[int, int]]:
+def overread(reader: FileReader) -> dict[str, tuple[int, int]]:
     """Files over 1 MB of which more than 5% was read: name -> (read, size)."""
     return {
         path.name: (read, path.stat().st_size)
-        for path, read in reader.by_path.items()
+        for path, read in reader.read_by_path.items()
         if path.stat().st_size > LARGE_FILE and read > LARGE_FILE_SHARE * path.stat().st_size
     }

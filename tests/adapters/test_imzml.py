@@ -90,7 +90,7 @@ def test_a_large_ibd_is_read_by_its_header_and_its_checksum_left_unverified(
         handle.write(b"\0" * 2_000_000)
     output, reader = extract_all(ImzmlAdapter(), [imzml, ibd])
     assert output.original_metadata["ibd_checksum"].startswith("not verified")
-    assert reader.by_path[ibd] == 16
+    assert reader.read_by_path[ibd] == 16
     assert overread(reader) == {}
 
 

@@ -124,7 +124,7 @@ def test_corpus_store_is_one_acquisition_and_values_match_its_json(corpus: Path)
     # chunks: their 16-byte header only
     chunks = [p for p in files if p.name.isdigit() and p.parent.name.isdigit()]
     assert chunks
-    assert all(reader.by_path[p] <= 16 for p in chunks)
+    assert all(reader.read_by_path[p] <= 16 for p in chunks)
 
 
 def test_a_chunk_cut_short_fails_the_store_naming_it(corpus: Path, tmp_path: Path) -> None:
@@ -158,7 +158,7 @@ def test_v2_image_with_a_large_uncompressed_chunk_reads_its_headers_only(tmp_pat
     assert overread(reader) == {}
     chunk = store / "0/0/0/0/0"
     assert chunk.stat().st_size == 1_200_000
-    assert reader.by_path[chunk] <= 16
+    assert reader.read_by_path[chunk] <= 16
     chunk.write_bytes(b"\1" * 1000)
     with pytest.raises(AdapterError, match="uncompressed chunk"):
         extract_all(ZarrAdapter(), _files(store))

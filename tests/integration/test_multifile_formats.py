@@ -29,7 +29,7 @@ def _one_package(harness: Harness, written: list[Written]) -> dict[str, Any]:
     assert len(packages) == 1, [
         [f["path"] for f in body["files"]][:3] for body in packages.values()
     ]
-    (body,) = packages.values()
+    body: dict[str, Any] = next(iter(packages.values()))
     validate_package(body)
     found = harvested(packages.values())
     assert {path: [(size, digest)] for path, ((size, digest, _),) in found.items()} == {
