@@ -112,7 +112,7 @@ def test_adapters_lists_the_built_ins() -> None:
     assert result.returncode == 0, result.stderr
     header, *rows = result.stdout.splitlines()
     assert header.split()[:3] == ["NAME", "VERSION", "STABILITY"]
-    assert sorted(row.split()[0] for row in rows) == ["dicom", "tiff"]
+    assert sorted(row.split()[0] for row in rows) == ["dicom", "imzml", "nifti", "tiff", "zarr"]
     assert "adapter_not_stable" not in result.stderr
 
 

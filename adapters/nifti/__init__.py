@@ -28,6 +28,7 @@ import gzip
 import io
 import math
 import os
+import stat
 import struct
 import zlib
 from collections.abc import Callable
@@ -216,12 +217,14 @@ def _claim_img(img: Path, reader: Reader) -> Claim | None:
     waits for its header (weakly: other formats use ``.img`` too)."""
     hdr = _hdr_of(img)
     try:
-        head = reader.read(hdr, 0, 1024)
+        kind = os.lstat(hdr).st_mode
     except FileNotFoundError:
         return Claim(
             _key(img), role="member", confidence=IMG_WAITING_CONFIDENCE, expects=(hdr.name,)
         )
-    found = _version(head)
+    if not stat.S_ISREG(kind):
+        return None  # a link or anything else is never read (and not this .img's header)
+    found = _version(reader.read(hdr, 0, 1024))
     if found is None or not found[1]:
         return None  # the .hdr beside it is not a NIfTI pair header (Analyze, ENVI...)
     return Claim(_key(img), role="member", confidence=CONFIDENCE, expects=(hdr.name,))
