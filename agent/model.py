@@ -192,6 +192,9 @@ class ProbedFile:
     collects: bool = False
     #: how many files the group will hold, when the adapter could tell (see Claim).
     expected_instances: int | None = None
+    #: the folder whose whole tree is this acquisition (a ``.zarr`` store), absolute;
+    #: see Claim.tree.
+    tree: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
