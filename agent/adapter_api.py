@@ -34,8 +34,10 @@ Stability = Literal["experimental", "beta", "stable"]
 #: A file's part in its acquisition. ``primary``: the file ``extract`` reads first (a
 #: single file, an OME-TIFF master or companion; the first by path is used when several
 #: say so). ``member``: one of the acquisition's other data files (a DICOM instance, a
-#: ``BinaryOnly`` OME-TIFF); a group of members alone that does not ``collect`` is never
-#: complete, as it waits for its primary, and is packaged incomplete at its timeout.
+#: ``BinaryOnly`` OME-TIFF, an imzML's ``.ibd``, a chunk of a ``.zarr`` store); a group of
+#: members alone that does not ``collect`` (or is a ``tree``) is never complete, as it waits
+#: for its primary, and is packaged incomplete at its timeout, unless its acquisition was
+#: packaged before (then a late file gives a new package with ``replaces``).
 #: ``sidecar``: a non-image file that travels with the acquisition (a text settings or
 #: log file); the agent treats it exactly like a member today (listed, hashed, drafted
 #: after the primary), and the name is there so packages may later tell them apart.
@@ -102,6 +104,7 @@ NORMALIZED_FIELDS: Mapping[str, FieldSpec] = {
         _spec("image.dimension_order", "string", None, "OME dimension order, e.g. XYCZT"),
         _spec("image.samples_per_pixel", "integer", None, "samples per pixel (3 for RGB)"),
         _spec("image.photometric", "string", None, "photometric interpretation"),
+        _spec("image.series", "integer", None, "images (series, fields) the acquisition holds"),
         _spec("pixel_size_um.x", "number", "um", "pixel width in micrometres"),
         _spec("pixel_size_um.y", "number", "um", "pixel height in micrometres"),
         _spec("pixel_size_um.z", "number", "um", "section spacing in micrometres"),
@@ -144,6 +147,20 @@ NORMALIZED_FIELDS: Mapping[str, FieldSpec] = {
         _spec("transfer_syntax", "string", None, "DICOM transfer syntax, as its name"),
         _spec("magnetic_field_t", "number", "T", "MR field strength in tesla"),
         _spec("slice_thickness_mm", "number", "mm", "slice thickness in millimetres"),
+        _spec("repetition_time_s", "number", "s", "time between volumes (TR) in seconds"),
+        _spec("description", "string", None, "free-text description the file carries"),
+        _spec("plate.name", "string", None, "multi-well plate name"),
+        _spec("plate.rows", "integer", None, "plate rows"),
+        _spec("plate.columns", "integer", None, "plate columns"),
+        _spec("plate.wells", "integer", None, "wells imaged"),
+        _spec("plate.fields", "integer", None, "fields (images) per well"),
+        _spec("msi.spectra", "integer", None, "mass spectra in a mass spectrometry image"),
+        _spec("msi.storage", "string", None, "spectra storage: continuous or processed"),
+        _spec("msi.ion_source", "string", None, "ion source, e.g. MALDI, DESI"),
+        _spec("msi.analyzer", "string", None, "mass analyzer, e.g. time-of-flight, orbitrap"),
+        _spec("nifti.intent", "string", None, "NIfTI intent (statistic or data meaning)"),
+        _spec("nifti.qform", "string", None, "NIfTI qform_code: what the qform maps to"),
+        _spec("nifti.sform", "string", None, "NIfTI sform_code: what the sform maps to"),
         _spec("instances", "integer", None, "number of files in the acquisition"),
     )
 }
@@ -329,6 +346,14 @@ class Claim:
     #: ImagesInAcquisition): a collecting group is then packaged as soon as that many
     #: distinct files are there, without waiting for the quiet window.
     expected_instances: int | None = None
+    #: a folder, relative to the file's folder (``..`` steps up, ``.`` is the file's own),
+    #: whose whole tree is this one acquisition: a directory format such as a ``.zarr``
+    #: store. Claim every file under it with the same group key, the store's root metadata
+    #: as ``primary``. The group collects; it is complete when its primary is there (or
+    #: the acquisition was packaged before), no file under the folder is still settling,
+    #: and the tree has been quiet for the quiet window. None of its files is packaged
+    #: alone; a file added after the package gives a new package with ``replaces``.
+    tree: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,6 +407,13 @@ class AdapterOutput:
     #: acquisition start as RFC 3339, when the file says.
     started: str | None = None
     warnings: tuple[str, ...] = ()
+    #: why the acquisition lacks data its headers announce although every file is whole
+    #: (ends cleanly after its last element, as written), e.g. a DICOM image header without
+    #: pixel data; None when nothing is missing. The package then says
+    #: ``acquisition.complete: false`` and carries the reason in ``provenance.warnings``
+    #: (do not repeat it in ``warnings``). A file cut short is never this: raise
+    #: ``AdapterError(member, "truncated: ...")`` as :meth:`Adapter.extract` says.
+    incomplete: str | None = None
     #: values that may identify a patient, for the agent's de-identification policy.
     identifiers: tuple[Identifier, ...] = ()
 
@@ -439,6 +471,8 @@ class Adapter(Protocol):
         then packages nothing, fails that version of that file only (it is read again
         once it changes, as a writer that resumes changes it), and groups the other
         members again at the next scan. An adapter whose format has no such test
-        accepts the file as settled.
+        accepts the file as settled. A file that is whole but holds less than its
+        header announces (a header written without its pixels) is extracted, with
+        :attr:`AdapterOutput.incomplete` saying what is missing.
         """
         ...

@@ -4,7 +4,7 @@ Turns any adapter failure into an ``ExtractionFailure`` naming the file, makes t
 JSON-safe, caps ``original_metadata``, and drops, with a warning naming the key, metadata
 keys the adapter did not declare and values that are not of their declared type (a
 non-finite number, a ``datetime`` or ``started`` that is not RFC 3339, a malformed
-``channels`` item).
+``channels`` item). An ``incomplete`` reason leads the warnings.
 """
 
 from __future__ import annotations
@@ -116,6 +116,9 @@ def extract(
     if started is not None and (problem := value_problem("datetime", started)):
         notes.append(f"started: {problem}; dropped")
         started = None
+    incomplete = _incomplete(output.incomplete)
+    if incomplete is not None:
+        notes.insert(0, f"acquisition incomplete: {incomplete}")
     return Extraction(
         acquisition=acquisition,
         adapter=name,
@@ -125,8 +128,17 @@ def extract(
         original_metadata=original,
         started=started,
         warnings=(*(str(w) for w in output.warnings), *notes),
+        incomplete=incomplete,
         identifiers=_identifiers(output.identifiers, notes),
     )
+
+
+def _incomplete(reason: object) -> str | None:
+    """The adapter's reason for calling the data incomplete; any flag without one counts."""
+    if reason is None or reason is False:
+        return None
+    text = reason.strip() if isinstance(reason, str) else ""
+    return text or f"the adapter says so, without a reason ({reason!r})"
 
 
 def _identifiers(declared: Any, notes: list[str]) -> tuple[Identifier, ...]:

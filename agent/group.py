@@ -5,7 +5,11 @@ files the header announced is there; expected companions; timeout). Expected nam
 root-relative and normalized here (``sub/../set.ome`` is ``set.ome``); one that climbs out of
 the root can never arrive. A group of members with no primary that does not collect
 (``BinaryOnly`` OME-TIFFs whose metadata file is not here) is never complete: at its
-timeout it is released incomplete, so its files are still packaged and nothing is lost.
+timeout it is released incomplete, so its files are still packaged and nothing is lost,
+unless its acquisition was packaged before: a late file then gives a new package at once.
+A tree group (a directory acquisition such as a ``.zarr`` store, see ``Claim.tree``)
+collects, waits for its primary as well, and is held while the caller's ``busy`` says a
+file under its folder is still on the way (settling, being probed, not yet scanned).
 An expected name already packaged under the same key and root (members released at their
 timeout before their metadata file arrived) is not missing: the caller's ``harvested``
 says which names those are, and the caller lists those files with the acquisition.
@@ -30,10 +34,16 @@ log = structlog.get_logger(__name__)
 _GroupId = tuple[Path, str]
 #: (root, group key) -> root-relative names of the files already packaged under that key.
 Harvested = Callable[[Path, str], Collection[str]]
+#: whether a file under this folder is still on its way to the grouper (see Grouper)
+Busy = Callable[[Path], bool]
 
 
 def _none_harvested(root: Path, key: str) -> Collection[str]:
     return ()
+
+
+def _never_busy(folder: Path) -> bool:
+    return False
 
 
 def missing_names(root: Path, members: Iterable[ProbedFile]) -> set[str]:
@@ -55,11 +65,16 @@ class _Group:
     created: float
     last_added: float
     members: dict[Path, ProbedFile] = field(default_factory=dict)
-    #: expected names packaged earlier under this key, as of the last ``Grouper.ready``
+    #: names packaged earlier under this key, as of the last ``Grouper.ready`` that asked
     harvested: frozenset[str] = frozenset()
+    #: complete but for files under its tree still on the way, at the last ``ready``
+    held: bool = False
+
+    def tree(self) -> Path | None:
+        return next((m.tree for m in self.members.values() if m.tree is not None), None)
 
     def collects(self) -> bool:
-        return any(m.collects for m in self.members.values())
+        return any(m.collects or m.tree is not None for m in self.members.values())
 
     def counted_out(self) -> bool:
         """True when the header's expected number of distinct files are all here."""
@@ -70,12 +85,23 @@ class _Group:
     def waits_for_quiet(self) -> bool:
         return self.collects() and not self.counted_out()
 
-    def headless(self) -> bool:
-        """True for members waiting for their primary (OME-TIFF ``BinaryOnly`` files).
+    def needs_primary(self) -> bool:
+        """True unless the group has no distinguished primary (a plain collecting group,
+        such as a DICOM series)."""
+        return not self.collects() or self.tree() is not None
 
-        A collecting group (a DICOM series) has no distinguished primary.
+    def headless(self) -> bool:
+        """True for members waiting for their primary (OME-TIFF ``BinaryOnly`` files, an
+        ``.ibd`` before its imzML, chunks before their store's metadata).
+
+        Not once the acquisition was packaged before: the file is a late one, and its
+        package lists the files packaged earlier (the primary among them).
         """
-        return not self.collects() and all(m.role != "primary" for m in self.members.values())
+        return (
+            self.needs_primary()
+            and not self.harvested
+            and all(m.role != "primary" for m in self.members.values())
+        )
 
     def missing(self) -> set[str]:
         """Expected root-relative names neither here nor packaged earlier under this key."""
@@ -90,11 +116,14 @@ class Grouper:
         quiet_seconds: Callable[[Path], float],
         timeout_seconds: Callable[[Path], float],
         harvested: Harvested = _none_harvested,
+        busy: Busy = _never_busy,
     ) -> None:
-        """``harvested`` is asked only about groups that miss expected names, at ``ready``."""
+        """``harvested`` is asked only about groups that miss expected names or their
+        primary, ``busy`` only about tree groups otherwise complete, at ``ready``."""
         self._quiet_seconds = quiet_seconds
         self._timeout_seconds = timeout_seconds
         self._harvested = harvested
+        self._busy = busy
         self._groups: dict[_GroupId, _Group] = {}
         self._group_of: dict[Path, _GroupId] = {}
 
@@ -114,7 +143,12 @@ class Grouper:
             group = self._groups[gid] = _Group(gid[0], gid[1], created=now, last_added=now)
         group.members[path] = probed
         group.last_added = now
+        group.held = False
         self._group_of[path] = gid
+
+    def holds(self, path: Path) -> bool:
+        """Whether ``path`` is a member of a pending group."""
+        return path in self._group_of
 
     def remove(self, path: Path) -> None:
         """Drop a file (deleted or renamed away); a group left empty is dropped too."""
@@ -131,13 +165,19 @@ class Grouper:
         released: list[Acquisition] = []
         for gid, group in list(self._groups.items()):
             missing = missing_names(group.root, group.members.values())
-            if missing:
+            primaryless = all(m.role != "primary" for m in group.members.values())
+            if missing or (primaryless and group.needs_primary()):
                 # Asked again each time: members released earlier may have been packaged
                 # only since (their extraction was under way when this group formed).
                 group.harvested = frozenset(self._harvested(group.root, group.key))
                 missing -= group.harvested
             quiet = not group.waits_for_quiet() or now - group.last_added >= self._quiet(group)
+            tree = group.tree()
+            group.held = False
             if quiet and not missing and not group.headless():
+                # A tree is whole only once no file under it is still on its way.
+                group.held = tree is not None and self._busy(tree)
+            if quiet and not missing and not group.headless() and not group.held:
                 complete = True
             elif now - group.created >= self._timeout_seconds(group.root):
                 complete = False
@@ -148,6 +188,7 @@ class Grouper:
                     missing=sorted(missing),
                     members=len(group.members),
                     primary_missing=group.headless(),
+                    files_on_the_way=group.held,
                 )
             else:
                 continue
@@ -170,8 +211,9 @@ class Grouper:
 
     def _due(self, group: _Group, now: float) -> float:
         timeout = group.created + self._timeout_seconds(group.root)
-        if group.missing() or group.headless():
-            # Only an add (which the caller follows with ready) or the timeout can release it.
+        if group.missing() or group.headless() or group.held:
+            # Only an add (which the caller follows with ready), the timeout, or (held) a
+            # later ready once its files are in can release it.
             return timeout
         if group.waits_for_quiet():
             return min(timeout, group.last_added + self._quiet(group))

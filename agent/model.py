@@ -192,6 +192,9 @@ class ProbedFile:
     collects: bool = False
     #: how many files the group will hold, when the adapter could tell (see Claim).
     expected_instances: int | None = None
+    #: the folder whose whole tree is this acquisition (a ``.zarr`` store), absolute;
+    #: see Claim.tree.
+    tree: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +228,8 @@ class Extraction:
     original_metadata: Mapping[str, Any]
     started: str | None = None
     warnings: tuple[str, ...] = ()
+    #: why the data is incomplete although every file is whole (``AdapterOutput.incomplete``).
+    incomplete: str | None = None
     #: values the adapter named as possibly identifying, for de-identification.
     identifiers: tuple[Identifier, ...] = ()
 

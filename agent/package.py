@@ -99,7 +99,8 @@ def build_package(
         started = None  # the policy removed the acquisition date; don't leak it here
     acquisition_block: dict[str, Any] = {
         "format": extraction.format,
-        "complete": acquisition.complete,
+        # the grouper's verdict on the files, and the adapter's on what they hold
+        "complete": acquisition.complete and extraction.incomplete is None,
         # folder names: one that is not valid UTF-8 in the percent form
         **{name: escape(value) for name, value in acquisition_fields.items()},
     }

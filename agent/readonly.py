@@ -121,6 +121,8 @@ class FileReader:
 
     def __init__(self, identities: Mapping[Path, str] | None = None) -> None:
         self.bytes_read = 0
+        #: the same count per file (the headers-only rule is per file)
+        self.read_by_path: dict[Path, int] = {}
         self._identities = identities or {}
         #: the first open this reader refused, if any
         self.refused: NotSettledFile | None = None
@@ -135,7 +137,7 @@ class FileReader:
     def _counting(self, path: Path) -> Iterator[_CountingFile]:
         handle = os.fdopen(self._checked_fd(path), "rb", buffering=64 * 1024)
         try:
-            yield _CountingFile(handle, self)
+            yield _CountingFile(handle, self, path)
         finally:
             handle.close()
 
@@ -196,22 +198,28 @@ class _CountingFile:
     not overridden is delegated to the real file object.
     """
 
-    def __init__(self, handle: BinaryIO, reader: FileReader) -> None:
+    def __init__(self, handle: BinaryIO, reader: FileReader, path: Path) -> None:
         self._handle = handle
         self._reader = reader
+        self._path = path
         # Bound once: header parsers call these per element, __getattr__ would run each time.
         self.seek = handle.seek
         self.tell = handle.tell
 
     def read(self, size: int = -1) -> bytes:
         data = self._handle.read(size)
-        self._reader.bytes_read += len(data)
+        self._count(len(data))
         return data
 
     def readinto(self, buffer: bytearray | memoryview) -> int:
-        count = self._handle.readinto(buffer)  # type: ignore[attr-defined]
-        self._reader.bytes_read += count or 0
-        return int(count or 0)
+        count = int(self._handle.readinto(buffer) or 0)  # type: ignore[attr-defined]
+        self._count(count)
+        return count
+
+    def _count(self, count: int) -> None:
+        self._reader.bytes_read += count
+        by_path = self._reader.read_by_path
+        by_path[self._path] = by_path.get(self._path, 0) + count
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._handle, name)

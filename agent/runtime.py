@@ -316,6 +316,7 @@ class Daemon:
             (lambda _: math.inf) if once else self._quiet_seconds,
             (lambda _: math.inf) if once else self._group_timeout,
             harvested=self._harvested_names,
+            busy=self._on_the_way,
         )
         #: set when events were lost (our queue was full, the kernel's overflowed): the
         #: next loop turn rescans instead.
@@ -936,6 +937,20 @@ class Daemon:
             for record in self.state.members_of(key)
             if record.root == root
         ]
+
+    def _on_the_way(self, folder: Path) -> bool:
+        """Whether a file under ``folder`` may still join its tree group (see Grouper).
+
+        It may while it settles or is probed, and while a scan is under way (its files
+        not yet fed are under some folder too). One being extracted with an earlier
+        package of the tree counts as well: the next package then lists it.
+        """
+        if self._scan_feed.active or self.settler.tracks_under(folder):
+            return True
+        return any(
+            path.is_relative_to(folder) and not self.grouper.holds(path)
+            for path in self._in_progress
+        )
 
     def _build(self, extraction: Extraction) -> Package:
         acquisition = extraction.acquisition

@@ -53,6 +53,7 @@ An mtime in the future (clock skew) counts as fresh. Not thread-safe: one owner 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,6 +129,11 @@ class Settler:
     @property
     def tracked(self) -> int:
         return len(self._files)
+
+    def tracks_under(self, folder: Path) -> bool:
+        """Whether a file under ``folder`` is still settling (a scan over every record)."""
+        prefix = os.path.join(folder, "")
+        return any(key.startswith(prefix) for key in self._files)
 
     def observe(self, seen: FileSeen) -> None:
         """Start tracking ``seen.path``, or restart its window if it changed since."""

@@ -262,6 +262,7 @@ def probe(settled: FileSettled) -> ProbedFile | ProbeFailure:
         expects=expects,
         collects=claim.collects,
         expected_instances=claim.expected_instances,
+        tree=None if claim.tree is None else Path(os.path.normpath(path.parent / claim.tree)),
     )
 
 

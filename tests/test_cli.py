@@ -114,7 +114,16 @@ def test_adapters_lists_the_built_ins() -> None:
     assert result.returncode == 0, result.stderr
     header, *rows = result.stdout.splitlines()
     assert header.split()[:3] == ["NAME", "VERSION", "STABILITY"]
-    assert sorted(row.split()[0] for row in rows) == ["czi", "dicom", "lif", "nd2", "tiff"]
+    assert sorted(row.split()[0] for row in rows) == [
+        "czi",
+        "dicom",
+        "imzml",
+        "lif",
+        "nd2",
+        "nifti",
+        "tiff",
+        "zarr",
+    ]
     # the test extra installs every reader: none is unavailable here
     assert all(row.rstrip().endswith("loaded") for row in rows), rows
     assert "adapter_not_stable" not in result.stderr
@@ -342,3 +351,35 @@ def test_extract_json_over_the_corpus_agrees_with_every_golden(corpus: Path) -> 
                 assert package["metadata"].get(key) != value, f"{case.name}: {key} kept"
             elif not (series and key == "instances"):
                 assert package["metadata"].get(key) == value, f"{case.name}: {key}"
+
+
+def test_extract_json_gives_one_package_per_directory_and_paired_acquisition(
+    corpus: Path,
+) -> None:
+    folders = ("ome-zarr", "nifti", "imzml")
+    result = run("extract", "--json", *(str(corpus / folder) for folder in folders))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    packages = [json.loads(line) for line in result.stdout.splitlines()]
+    by_adapter: dict[str, list[dict[str, object]]] = {}
+    for package in packages:
+        by_adapter.setdefault(package["harvester"]["adapter"], []).append(package)
+    # the whole .zarr store is one package, the imzML pair one, each NIfTI file one
+    assert {name: len(found) for name, found in by_adapter.items()} == {
+        "zarr": 1,
+        "imzml": 1,
+        "nifti": 5,
+    }
+    cases = {
+        case.files[0]: (case, golden.read_expected(case))
+        for adapter in ("zarr", "nifti", "imzml")
+        for case in golden.load_cases(REPO / "adapters" / adapter / "cases")
+    }
+    for package in packages:
+        listed = [file["path"] for file in package["files"]]
+        case, expected = cases[listed[0]]
+        assert set(listed) == set(case.files)
+        assert expected is not None
+        assert package["acquisition"]["format"] == expected["format"]
+        for key in ("image", "pixel_size_um"):
+            assert package["metadata"].get(key) == expected["metadata"].get(key), case.name

@@ -540,6 +540,67 @@ def test_the_corpus_holds_every_pinned_attribute() -> None:
     assert checked >= _PINNED
 
 
+# --------------------------------------------------------------------------- header exports
+
+#: patient names in the character sets PACS exports use beyond Latin-1 (PS3.5 annex H-J
+#: examples), each with the layout its header is written in.
+_MULTI_BYTE_NAMES = [
+    ("\\ISO 2022 IR 87", "Yamada^Tarou=山田^太郎=やまだ^たろう", "1.2.840.10008.1.2.1", True),
+    ("ISO_IR 192", "Wang^XiaoDong=王^小東", "1.2.840.10008.1.2", True),
+    ("GB18030", "Wang^XiaoDong=王^小东", "1.2.840.10008.1.2.2", False),
+    ("\\ISO 2022 IR 149", "Hong^Gildong=洪^吉洞=홍^길동", "1.2.840.10008.1.2.1", False),
+]
+
+
+def _header_export(source: Path, target: Path, charset: str, name: str, syntax: str) -> None:
+    """``source``'s header alone (no Pixel Data), re-encoded with a multi-byte patient name."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # old corpus files break VR length rules
+        dataset = pydicom.dcmread(source, force=True, stop_before_pixels=True)
+        dataset.SpecificCharacterSet = charset
+        dataset.PatientName = name
+        dataset.OperatorsName = name  # a name the normalized metadata reports
+        dataset.file_meta.TransferSyntaxUID = UID(syntax)
+        pydicom.dcmwrite(
+            target,
+            dataset,
+            implicit_vr=syntax == "1.2.840.10008.1.2",
+            little_endian=syntax != "1.2.840.10008.1.2.2",
+            enforce_file_format=True,
+        )
+
+
+@pytest.mark.parametrize(("charset", "name", "syntax", "preamble"), _MULTI_BYTE_NAMES)
+def test_a_header_without_pixels_is_packaged_incomplete_without_its_patient(
+    corpus: Path, tmp_path: Path, charset: str, name: str, syntax: str, preamble: bool
+) -> None:
+    source = tmp_path / "header.dcm"
+    _header_export(
+        corpus / "dicom/mr-siemens/MR-SIEMENS-DICOM-WithOverlays.dcm", source, charset, name, syntax
+    )
+    if not preamble:  # the same dataset as old exports write it: no preamble, no DICM
+        source.write_bytes(source.read_bytes()[132:])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert str(pydicom.dcmread(source, force=True).PatientName) == name  # encoded as said
+    policy = Deidentifier(DeidentifySettings(), b"s" * 32)
+    values = _must_not_survive(source, policy)
+    assert name in values
+    [package], errors = preview([source], embedded_settings(), policy)
+    assert errors == []
+    assert package["acquisition"]["complete"] is False
+    assert any(
+        w.startswith("acquisition incomplete: image header but no pixel data")
+        for w in package["provenance"]["warnings"]
+    )
+    assert package["metadata"]["image"]["size_x"] == 484  # the header's metadata is kept
+    assert _leaks(values, package) == []
+    assert _profile_leaks(source, package) == []
+    text = json.dumps(package, ensure_ascii=False)
+    for component in re.split("[=^]", name):
+        assert not component or component not in text, component
+
+
 # --------------------------------------------------------------------------- whole-slide TIFF
 
 

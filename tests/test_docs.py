@@ -218,3 +218,15 @@ def test_readme_http_contract_names_the_headers_the_sender_sends(endpoint: Any) 
     for header in ("Content-Type", "Idempotency-Key", "Authorization", "User-Agent"):
         assert header.lower() in request.headers
         assert f"{header}: " in readme
+
+
+@pytest.mark.parametrize("name", ["zarr", "nifti", "imzml"])
+def test_readme_field_table_is_the_declared_fields_of_the_new_adapters(name: str) -> None:
+    """Every declared field is in the adapter README's table with its source, nothing else."""
+    from acqharvest.registry import load_registry
+
+    adapter = load_registry(enabled={name}).adapters[name]
+    readme = (REPO / "adapters" / name / "README.md").read_text(encoding="utf-8")
+    rows = [f"| `{s.key}` | {s.source} | {s.unit or ''} |" for s in adapter.info.fields]
+    table = "\n".join(["| field | source | unit |", "| --- | --- | --- |", *rows])
+    assert f"{table}\n\n" in readme, f"regenerate the README's field table:\n{table}"

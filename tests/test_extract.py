@@ -258,3 +258,39 @@ def test_well_typed_values_and_rfc3339_times_pass(tmp_path):
     result = extract(acquisition, FakeAdapter(output=output), FileReader())
     assert isinstance(result, Extraction)
     assert (result.metadata, result.started, result.warnings) == (metadata, "2024-02-29", ())
+
+
+@pytest.mark.parametrize(
+    ("flag", "reason"),
+    [
+        (None, None),
+        ("  header only  ", "header only"),
+        ("", "the adapter says so, without a reason ('')"),
+        (True, "the adapter says so, without a reason (True)"),
+    ],
+)
+def test_an_incomplete_flag_is_carried_with_its_reason_leading_the_notes(tmp_path, flag, reason):
+    acquisition = _acquisition(tmp_path, ["p.bin"], "p.bin")
+    output = AdapterOutput(format="x", metadata={}, warnings=("adapter note",), incomplete=flag)
+    result = extract(acquisition, FakeAdapter(output=output), FileReader())
+    assert isinstance(result, Extraction)
+    assert result.incomplete == reason
+    expected = (
+        ("adapter note",)
+        if reason is None
+        else ("adapter note", f"acquisition incomplete: {reason}")
+    )
+    assert result.warnings == expected
+
+
+def test_a_dicom_image_header_without_pixel_data_is_extracted_incomplete(corpus, tmp_path):
+    data = (corpus / "dicom/mg/MG_Explicit_Little.dcm").read_bytes()
+    (tmp_path / "header.dcm").write_bytes(data[: data.index(b"\xe0\x7f\x10\x00")])
+    acquisition = _acquisition(tmp_path, ["header.dcm"], "header.dcm")
+    result = extract(acquisition, DicomAdapter(), FileReader())
+    assert isinstance(result, Extraction)
+    assert result.metadata["image"]["size_x"] == 512
+    assert result.incomplete == (
+        "image header but no pixel data element (the file ends after a whole element): header.dcm"
+    )
+    assert f"acquisition incomplete: {result.incomplete}" in result.warnings

@@ -27,6 +27,7 @@ def probed(
     expected_instances: int | None = None,
     size: int = 100,
     root: Path = ROOT,
+    tree: Path | None = None,
 ) -> ProbedFile:
     settled = FileSettled(
         path=root / name, root=root, size=size, mtime_ns=1, file_id=f"1:{hash(name)}"
@@ -40,6 +41,7 @@ def probed(
         expects=expects,
         collects=collects,
         expected_instances=expected_instances,
+        tree=tree,
     )
 
 
@@ -310,3 +312,84 @@ def test_missing_names_are_root_relative_and_normalized() -> None:
     assert missing_names(ROOT, members) == {"run/sub/m2.ome.tif"}
     assert missing_names(ROOT, members[:1]) == {"run/set.ome"}
     assert missing_names(ROOT, [probed("a.tif", "k")]) == set()
+
+
+STORE = ROOT / "run/plate.zarr"
+
+
+def chunk(name: str, role: Literal["primary", "member"] = "member") -> ProbedFile:
+    return probed(f"run/plate.zarr/{name}", "zarr:plate", adapter="zarr", role=role, tree=STORE)
+
+
+def test_a_tree_of_chunks_waits_for_its_metadata_past_the_quiet_window() -> None:
+    busy: set[Path] = set()
+    grouper = Grouper(lambda root: QUIET, lambda root: TIMEOUT, busy=lambda f: f in busy)
+    grouper.add(chunk("0/0/0"), T0)
+    grouper.add(chunk("0/0/1"), T0 + 1)
+    # chunks alone never form a package, however long they are quiet
+    assert grouper.ready(T0 + 10 * QUIET) == []
+    assert grouper.next_due(T0 + 10 * QUIET) == pytest.approx(TIMEOUT - 10 * QUIET)
+    grouper.add(chunk(".zattrs", role="primary"), T0 + 20 * QUIET)
+    assert grouper.ready(T0 + 21 * QUIET - 1) == []  # the tree collects: quiet window first
+    assert grouper.next_due(T0 + 20 * QUIET) == pytest.approx(QUIET)
+    # a file under the store still settling holds the whole tree back, without a busy loop
+    busy.add(STORE)
+    assert grouper.ready(T0 + 21 * QUIET) == []
+    assert grouper.next_due(T0 + 21 * QUIET) == pytest.approx(TIMEOUT - 21 * QUIET)
+    busy.clear()
+    [acq] = grouper.ready(T0 + 21 * QUIET + 1)
+    assert acq.complete
+    assert [m.settled.path.relative_to(STORE).as_posix() for m in acq.members] == [
+        ".zattrs",
+        "0/0/0",
+        "0/0/1",
+    ]
+
+
+def test_a_tree_never_complete_is_released_whole_at_the_timeout() -> None:
+    grouper = Grouper(lambda root: QUIET, lambda root: TIMEOUT, busy=lambda f: True)
+    grouper.add(chunk(".zattrs", role="primary"), T0)
+    grouper.add(chunk("0/0/0"), T0)
+    assert grouper.ready(T0 + TIMEOUT - 1) == []
+    [acq] = grouper.ready(T0 + TIMEOUT)
+    assert not acq.complete
+    assert len(acq.members) == 2
+
+
+def test_a_late_file_of_a_packaged_tree_or_pair_is_packaged_without_its_primary() -> None:
+    packaged: dict[str, list[str]] = {}
+    grouper = Grouper(
+        lambda root: QUIET, lambda root: TIMEOUT, lambda root, key: packaged.get(key, [])
+    )
+    grouper.add(chunk("0/0/9"), T0)
+    assert grouper.ready(T0 + QUIET) == []  # nothing packaged yet: waits for the metadata
+    packaged["zarr:plate"] = ["run/plate.zarr/.zattrs", "run/plate.zarr/0/0/0"]
+    [late] = grouper.ready(T0 + QUIET + 1)
+    assert late.complete
+    assert [m.settled.path.name for m in late.members] == ["9"]
+    # an .ibd rewritten after its pair was packaged: a new package at once
+    grouper.add(probed("run/a.ibd", "imzml:u", adapter="imzml", role="member"), T0)
+    assert grouper.ready(T0) == []
+    packaged["imzml:u"] = ["run/a.imzML", "run/a.ibd"]
+    assert len(grouper.ready(T0 + 1)) == 1
+    # a DICOM series has no primary to wait for, and its key is never looked up for one
+    packaged.clear()
+    grouper.add(probed("s/1.dcm", "dicom:s", role="member", collects=True), T0)
+    assert len(grouper.ready(T0 + QUIET)) == 1
+
+
+def test_a_pair_is_complete_only_with_both_members_in_either_order(grouper: Grouper) -> None:
+    ibd = probed("run/a.ibd", "imzml:u", adapter="imzml", role="member")
+    imzml = probed("run/a.imzML", "imzml:u", adapter="imzml", expects=("run/a.ibd",))
+    grouper.add(ibd, T0)
+    assert grouper.ready(T0 + QUIET) == []
+    grouper.add(imzml, T0 + QUIET)
+    [acq] = grouper.ready(T0 + QUIET)
+    assert acq.complete
+    assert acq.members == (imzml, ibd)
+    grouper.add(imzml, T0)
+    assert grouper.ready(T0 + QUIET) == []
+    assert grouper.next_due(T0 + QUIET) == pytest.approx(TIMEOUT - QUIET)
+    grouper.add(ibd, T0 + QUIET)
+    [again] = grouper.ready(T0 + QUIET)
+    assert again.complete

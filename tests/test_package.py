@@ -70,6 +70,28 @@ def test_built_package_matches_the_schema_and_carries_provenance() -> None:
     assert body["provenance"]["warnings"] == ["w"]
 
 
+def test_an_extraction_the_adapter_calls_incomplete_gives_an_incomplete_package() -> None:
+    acq = acquisition(member("bob/mri/IM1", "a" * 64))
+    reason = "image header but no pixel data element: IM1"
+    warning = f"acquisition incomplete: {reason}"
+    extraction = Extraction(
+        acq, "dicom", "1.0.0", "DICOM", {}, {}, None, (warning,), incomplete=reason
+    )
+    clean = Deidentified({}, {}, None, (), 0)
+    body = dict(
+        build_package(
+            extraction,
+            clean,
+            instrument={"id": "urn:x", "id_type": "URN"},
+            acquisition_fields={},
+            previous=None,
+        ).body
+    )
+    jsonschema.validate(body, SCHEMA)
+    assert body["acquisition"]["complete"] is False
+    assert body["provenance"]["warnings"] == [warning]
+
+
 def test_a_rebuilt_package_does_not_replace_itself() -> None:
     acq = acquisition(member("IM1", "a" * 64))
     extraction = Extraction(acq, "dicom", "1.0.0", "DICOM", {}, {})

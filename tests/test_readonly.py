@@ -139,3 +139,16 @@ def test_the_settled_file_reads_and_a_device_is_refused(tmp_path: Path) -> None:
     assert reader.refused is None
     with pytest.raises(NotSettledFile, match="not a regular file"):
         FileReader().read(Path("/dev/null"), 0, 1)
+
+
+def test_bytes_read_are_counted_per_file_too(tmp_path: Path) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.write_bytes(b"x" * 100)
+    second.write_bytes(b"y" * 10)
+    reader = FileReader()
+    reader.read(first, 0, 30)
+    reader.read(second, 5, 30)
+    with reader.open(first) as handle:
+        handle.read()
+    assert reader.read_by_path == {first: 130, second: 5}
+    assert reader.bytes_read == 135

@@ -548,3 +548,16 @@ def test_the_daemon_feeds_a_cold_start_scan_through_the_bound(tmp_path: Path) ->
         assert len(first) + len(rest) == len(made)
     finally:
         daemon.state.close()
+
+
+def test_tracks_under_tells_whether_a_file_of_a_folder_is_still_settling(
+    fs: FakeFs, settler: Settler
+) -> None:
+    settler.observe(fs.write("run.zarr/0/0/1", 10, T0))
+    assert settler.tracks_under(ROOT / "run.zarr")
+    assert settler.tracks_under(ROOT / "run.zarr" / "0")
+    # a sibling whose name merely starts the same is not under it
+    assert not settler.tracks_under(ROOT / "run.za")
+    assert not settler.tracks_under(ROOT / "other.zarr")
+    assert settler.tick(T0 + SETTLE, fs.stat)
+    assert not settler.tracks_under(ROOT / "run.zarr")

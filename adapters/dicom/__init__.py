@@ -1,12 +1,14 @@
 """DICOM adapter: one acquisition per series and folder, read from one representative header.
 
-Formats and variants: DICOM Part 10 files (128-byte preamble + ``DICM``) in any transfer
-syntax pydicom parses (implicit/explicit VR little endian, big endian, deflated, and every
-encapsulated syntax: JPEG, JPEG-LS, JPEG 2000, HTJ2K, RLE), single- and multi-frame,
-legacy and enhanced (functional groups) objects, Siemens mosaics, whole-slide (SM) tiled
-images, SEG, SR and parametric maps, and old ACR-NEMA style files with no preamble and no
-file meta group, whose head parses as group 0002/0008 elements; the file name and
-extension do not matter.
+Formats and variants: DICOM files in every layout pydicom reads (with or without the
+128-byte preamble + ``DICM``, with or without the file meta group: old ACR-NEMA style
+files are recognised when their head parses as group 0002/0008 elements) in any transfer
+syntax pydicom parses (implicit/explicit VR little endian, the retired explicit VR big
+endian, deflated, and every encapsulated syntax: JPEG, JPEG-LS, JPEG 2000, HTJ2K, RLE),
+single- and multi-frame, legacy and enhanced (functional groups) objects, Siemens
+mosaics, whole-slide (SM) tiled images, SEG, SR and parametric maps; the file name and
+extension do not matter. An image header without pixel data that ends exactly after its
+last element is read and flagged ``incomplete``; a file cut inside an element is refused.
 
 Fields filled (``info.fields`` names the element each one comes from; the adapter README
 table is generated from it): modality; ``acquired`` (RFC 3339, TimezoneOffsetFromUTC
@@ -194,16 +196,19 @@ class DicomAdapter:
     info = AdapterInfo(
         name="dicom",
         title="DICOM",
-        version="1.3.0",
+        version="1.4.0",
         stability="beta",
         formats=(
             FormatSpec(
                 name="DICOM",
                 extensions=(".dcm", ".dicom", ".ima", ""),
-                magic="DICM at offset 128, or group 0002/0008 elements at offset 0",
+                magic="DICM at offset 128, or group 0002/0008 elements at offset 0 (either "
+                "byte order)",
                 variants=(
                     "Part 10 with preamble",
-                    "ACR-NEMA style without preamble or file meta",
+                    "without preamble, with or without file meta (ACR-NEMA style)",
+                    "implicit VR, explicit VR little and big endian",
+                    "image header without pixel data (packaged incomplete)",
                     "legacy and enhanced multi-frame",
                     "Siemens mosaic with CSA header",
                     "whole-slide microscopy (SM), tiled",
@@ -268,7 +273,7 @@ class DicomAdapter:
                 raise
             except Exception as exc:  # pydicom raises many unrelated types on bad input
                 raise AdapterError(path, f"unreadable DICOM: {type(exc).__name__}: {exc}") from exc
-        _check_members(draft, reader, header.head)
+        lacking = _check_members(draft, reader, header)
         # Messages quote the values they complain about; a package must not carry them.
         notes = tuple(
             dict.fromkeys(
@@ -282,31 +287,40 @@ class DicomAdapter:
             original_metadata=original,
             started=metadata.get("acquired"),
             warnings=(*notes, *trimmed),
+            incomplete=lacking,
         )
 
 
-def _check_members(draft: Draft, reader: Reader, primary_head: bytes) -> None:
+def _check_members(draft: Draft, reader: Reader, primary: Header) -> str | None:
     """Every instance of the series must be whole: the package lists each one.
 
     Only the completeness of the others is checked (``check_complete``), never their
     metadata, so what pydicom may say about their values is not the package's concern.
     The primary, whose header was parsed, gets the element walk too: it also refuses a
     file that ends inside a sequence, which a header parse may take for a whole one;
-    it walks the bytes the parse read (``primary_head``) without reading them again.
+    it walks the bytes the parse read (``primary.head``) without reading them again.
+    Returns why the series is incomplete (instances that are image headers without
+    pixel data, named), or None.
     """
+    lacking: dict[str, list[str]] = {}
     for member in draft.members:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
                 if member == draft.primary:
-                    walk_extent(member, reader, primary_head)
+                    reason = primary.incomplete
+                    if reason is None:  # else the header read walked it to its end
+                        walk_extent(member, reader, primary.head)
                 else:
-                    check_complete(member, reader)
+                    reason = check_complete(member, reader)
             except AdapterError:
                 raise
             except Exception as exc:  # pydicom raises many unrelated types on bad input
                 reason = f"unreadable DICOM: {type(exc).__name__}: {exc}"
                 raise AdapterError(member, reason) from exc
+        if reason is not None:
+            lacking.setdefault(reason, []).append(member.name)
+    return "; ".join(f"{reason}: {', '.join(names)}" for reason, names in lacking.items()) or None
 
 
 # --------------------------------------------------------------------------- claim

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO, Literal, cast
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
@@ -78,19 +78,33 @@ def has_preamble(head: bytes) -> bool:
 def looks_headless(head: bytes) -> bool:
     """True when the head parses as at least two group 0002/0008 elements from offset 0.
 
-    Old ACR-NEMA style files have neither preamble nor file meta; they start directly
-    with the dataset, in implicit or explicit VR little endian.
+    Old ACR-NEMA style files and datasets written without a preamble have no ``DICM``;
+    they start directly with the file meta group or the dataset, in implicit or explicit VR
+    little endian, or in (retired) explicit VR big endian.
     """
-    return _walk(head, explicit=False) >= 2 or _walk(head, explicit=True) >= 2
+    if head[:2] == b"\x02\x00" and _UID.fullmatch(_file_meta(head, 0)[1] or ""):
+        return True  # a file meta group that names a transfer syntax, however short
+    return any(_walk(head, explicit, little) >= 2 for explicit, little in _LAYOUTS)
 
 
-def _walk(head: bytes, *, explicit: bool) -> int:
+_UID = re.compile(r"[0-9]+(\.[0-9]+)+")
+
+
+#: (explicit VR, little endian) of the encodings a dataset may be written in, the likeliest
+#: first; implicit VR big endian is no transfer syntax.
+_LAYOUTS = ((False, True), (True, True), (True, False))
+
+
+def _walk(head: bytes, explicit: bool, little: bool) -> int:
     pos, count, last = 0, 0, -1
+    order = "<" if little else ">"
     while count < 4 and pos + 8 <= len(head):
-        group, element = struct.unpack_from("<HH", head, pos)
+        group, element = struct.unpack_from(order + "HH", head, pos)
         tag = group << 16 | element
         if group not in (0x0002, 0x0008) or tag <= last:
             break
+        if group == 0x0002 and not little:
+            break  # the file meta group is always explicit VR little endian
         if explicit:
             vr = head[pos + 4 : pos + 6]
             if not (vr.isalpha() and vr.isupper()):
@@ -98,13 +112,13 @@ def _walk(head: bytes, *, explicit: bool) -> int:
             if vr in _EXPLICIT_LONG_VRS:
                 if pos + 12 > len(head):
                     break
-                (length,) = struct.unpack_from("<I", head, pos + 8)
+                (length,) = struct.unpack_from(order + "I", head, pos + 8)
                 pos += 12
             else:
-                (length,) = struct.unpack_from("<H", head, pos + 6)
+                (length,) = struct.unpack_from(order + "H", head, pos + 6)
                 pos += 8
         else:
-            (length,) = struct.unpack_from("<I", head, pos + 4)
+            (length,) = struct.unpack_from(order + "I", head, pos + 4)
             pos += 8
         count += 1
         if length == 0xFFFFFFFF:
@@ -128,7 +142,7 @@ class _Short(Undecided):
 
 
 _IMPLICIT_LE = "1.2.840.10008.1.2"
-_UNDECIDABLE = frozenset({"1.2.840.10008.1.2.2", str(DeflatedExplicitVRLittleEndian)})
+_BIG_ENDIAN = "1.2.840.10008.1.2.2"
 _ITEM_DELIMITER = 0xFFFEE00D
 _UNDEFINED = 0xFFFFFFFF
 
@@ -153,16 +167,12 @@ def head_values(head: bytes, tags: frozenset[int]) -> tuple[dict[int, bytes], in
     """Raw values of the top-level ``tags`` in the head, and the last tag walked past.
 
     Stops at the last wanted tag or where the head ends; raises :class:`Undecided` when the
-    encoding is not one it walks, or the elements are out of order.
+    encoding is not one it walks (its callers read values as little endian), or the
+    elements are out of order.
     """
-    if has_preamble(head):
-        pos, syntax = _file_meta(head, 132)
-        if syntax is None or syntax in _UNDECIDABLE:
-            raise Undecided
-        explicit = syntax != _IMPLICIT_LE
-    else:
-        pos = 0
-        explicit = head[4:6].isalpha() and head[4:6].isupper()
+    pos, explicit, little = dataset_start(head)
+    if not little:
+        raise Undecided
     found: dict[int, bytes] = {}
     last, stop = -1, max(tags)
     try:
@@ -174,7 +184,7 @@ def head_values(head: bytes, tags: frozenset[int]) -> tuple[dict[int, bytes], in
                 if value + length > len(head):
                     break
                 found[tag] = head[value : value + length]
-            pos = _skip_sequence(head, value, explicit) if length == _UNDEFINED else value + length
+            pos = _end_of(head, pos, length, value, explicit)
             last = tag
     except Undecided:
         if last < 0:
@@ -182,9 +192,29 @@ def head_values(head: bytes, tags: frozenset[int]) -> tuple[dict[int, bytes], in
     return found, last
 
 
+def dataset_start(head: bytes) -> tuple[int, bool, bool]:
+    """(offset, explicit VR, little endian) of the dataset the head holds.
+
+    Every layout pydicom reads: with or without the preamble, with or without the file
+    meta group (whose transfer syntax then names the encoding), and without it the
+    encoding the first elements parse in. Raises :class:`Undecided` for a deflated data
+    set, a file meta group longer than the head, or a head that parses in no encoding.
+    """
+    pos = 132 if has_preamble(head) else 0
+    if head[pos : pos + 2] == b"\x02\x00":
+        pos, syntax = _file_meta(head, pos)
+        if syntax is None or syntax == DeflatedExplicitVRLittleEndian:
+            raise Undecided
+        return pos, syntax != _IMPLICIT_LE, syntax != _BIG_ENDIAN
+    for explicit, little in _LAYOUTS:
+        if _walk(head[pos:], explicit, little) >= 2:
+            return pos, explicit, little
+    raise Undecided
+
+
 def _file_meta(head: bytes, pos: int) -> tuple[int, str | None]:
     syntax = None
-    while pos + 8 <= len(head) and struct.unpack_from("<H", head, pos)[0] == 0x0002:
+    while pos + 12 <= len(head) and struct.unpack_from("<H", head, pos)[0] == 0x0002:
         tag, length, value = _element(head, pos, explicit=True)
         if tag == 0x00020010:
             syntax = head[value : value + length].rstrip(b"\x00 ").decode("ascii", "replace")
@@ -192,42 +222,55 @@ def _file_meta(head: bytes, pos: int) -> tuple[int, str | None]:
     return pos, syntax
 
 
-def _element(head: bytes, pos: int, explicit: bool) -> tuple[int, int, int]:
+def _element(head: bytes, pos: int, explicit: bool, little: bool = True) -> tuple[int, int, int]:
     """(tag, value length, value offset) of the element at ``pos``."""
     if pos + 8 > len(head):
         raise _Short
-    group, element = struct.unpack_from("<HH", head, pos)
+    order = "<" if little else ">"
+    group, element = struct.unpack_from(order + "HH", head, pos)
     tag = group << 16 | element
     if explicit and group != 0xFFFE:
         vr = head[pos + 4 : pos + 6]
         if vr in _EXPLICIT_LONG_VRS:
             if pos + 12 > len(head):
                 raise _Short
-            length = struct.unpack_from("<I", head, pos + 8)[0]
-            if vr == b"UN" and length == _UNDEFINED:
-                raise Undecided  # an undefined-length UN nests implicit VR data
-            return tag, length, pos + 12
-        return tag, struct.unpack_from("<H", head, pos + 6)[0], pos + 8
-    return tag, struct.unpack_from("<I", head, pos + 4)[0], pos + 8
+            return tag, struct.unpack_from(order + "I", head, pos + 8)[0], pos + 12
+        return tag, struct.unpack_from(order + "H", head, pos + 6)[0], pos + 8
+    return tag, struct.unpack_from(order + "I", head, pos + 4)[0], pos + 8
 
 
-def _skip_sequence(head: bytes, pos: int, explicit: bool) -> int:
+def _end_of(
+    head: bytes, pos: int, length: int, value: int, explicit: bool, little: bool = True
+) -> int:
+    """Offset after the element at ``pos`` (its value at ``value``, of ``length``)."""
+    if length != _UNDEFINED:
+        return value + length
+    if explicit and head[pos + 4 : pos + 6] == b"UN":
+        # An undefined-length UN holds its items in implicit VR little endian (PS3.5 6.2.2).
+        if not little:
+            raise Undecided
+        explicit = False
+    return _skip_sequence(head, value, explicit, little)
+
+
+def _skip_sequence(head: bytes, pos: int, explicit: bool, little: bool = True) -> int:
     """Offset after an undefined-length sequence (or encapsulated data) starting at ``pos``."""
     while True:
-        tag, length, value = _element(head, pos, explicit=False)
+        tag, length, value = _element(head, pos, False, little)
         if tag == _SEQ_DELIMITER:
             return value
         if tag != _ITEM:
             raise Undecided
-        pos = _skip_item(head, value, explicit) if length == _UNDEFINED else value + length
+        undefined = length == _UNDEFINED
+        pos = _skip_item(head, value, explicit, little) if undefined else value + length
 
 
-def _skip_item(head: bytes, pos: int, explicit: bool) -> int:
+def _skip_item(head: bytes, pos: int, explicit: bool, little: bool) -> int:
     while True:
-        tag, length, value = _element(head, pos, explicit)
+        tag, length, value = _element(head, pos, explicit, little)
         if tag == _ITEM_DELIMITER:
             return value
-        pos = _skip_sequence(head, value, explicit) if length == _UNDEFINED else value + length
+        pos = _end_of(head, pos, length, value, explicit, little)
 
 
 # --------------------------------------------------------------------------- reading
@@ -237,7 +280,7 @@ def read_series_uid(path: Path, reader: Reader) -> str | None:
     """The SeriesInstanceUID, reading only up to element (0020,000E)."""
     with reader.open(path) as opened:
         meta, syntax, head = _peek_file_meta(opened)
-        handle = _Prefixed(opened, head).as_binary()
+        handle = _Prefixed(opened, head, path).as_binary()
         if syntax == DeflatedExplicitVRLittleEndian:
             ds, _ = _read_deflated(path, handle, meta, whole=False)
         else:
@@ -265,6 +308,22 @@ class Header:
     skipped: dict[str, int] = field(default_factory=dict)
     #: the file's first bytes as the parse read them, for a later walk to reuse.
     head: bytes = b""
+    #: why the file, whole as written, lacks data its header announces (``NO_PIXEL_DATA``).
+    incomplete: str | None = None
+
+
+#: why an image header that ends cleanly after its last element is packaged incomplete.
+NO_PIXEL_DATA = "image header but no pixel data element (the file ends after a whole element)"
+#: why a header without SOP class and pixel data is packaged incomplete.
+NO_SOP_CLASS = "no SOPClassUID and no pixel data element (the file ends after a whole element)"
+#: SOP classes with pixel data whose names do not say "Image Storage".
+_PIXEL_SOP_CLASSES = frozenset(
+    {"Parametric Map Storage", "Enhanced US Volume Storage", "Segmentation Storage"}
+)
+
+#: what :func:`walk_extent` proved: the pixel data lies inside the file, or the file has
+#: none and ends exactly where its last element does.
+Extent = Literal["pixels", "end"]
 
 
 @dataclass(slots=True)
@@ -281,7 +340,12 @@ class _PixelStop:
 
 
 def read_header(path: Path, reader: Reader) -> Header:
-    """Parse the header up to pixel data and check the file is not cut short."""
+    """Parse the header up to pixel data and check the file is not cut short.
+
+    An image header without pixel data is refused as truncated unless the element walk
+    proves the file ends where its last element does (then ``Header.incomplete`` says so):
+    a writer that stopped after the header, or a header exported on its own.
+    """
     with reader.open(path) as opened:
         size = opened.seek(0, os.SEEK_END)
         opened.seek(0)
@@ -291,111 +355,145 @@ def read_header(path: Path, reader: Reader) -> Header:
         deflated = syntax == DeflatedExplicitVRLittleEndian
         # The header is parsed from the bytes the peek already read, then from the file;
         # what is read on is kept (not for deflated data, whose rest is only checked).
-        cached = _Prefixed(opened, head, keep=0 if deflated else KEEP_HEAD)
+        cached = _Prefixed(opened, head, path, keep=0 if deflated else KEEP_HEAD)
         handle = cached.as_binary()
         if deflated:
             ds, stop = _read_deflated(path, handle, meta)
         else:
             stop = _PixelStop()
-            ds = read_partial(handle, stop_when=stop, defer_size=DEFER_SIZE, force=True)
+            try:
+                ds = read_partial(handle, stop_when=stop, defer_size=DEFER_SIZE, force=True)
+            except Exception:
+                # pydicom says where its parse broke (an unclosed sequence has it read the
+                # next bytes as an item), not why: the walk names the element cut short.
+                walk_extent(path, reader, cached.prefix)
+                raise
         if stop.tag is not None and not deflated:
             _check_pixel_extent(path, handle, handle.tell(), stop, ds, size)
-    if len(ds) == 0:
-        raise AdapterError(path, "no DICOM data elements found")
     tags = list(ds.keys())
     if not any(int(tag) >> 16 == 0x0008 for tag in tags):
-        raise AdapterError(path, "no DICOM identifying elements (group 0008) found")
+        if not deflated:
+            # pydicom drops the elements it read when a value it must find the end of
+            # (an unclosed undefined-length one) runs to the end of the file: say so.
+            walk_extent(path, reader, cached.prefix)
+        found = "no DICOM identifying elements (group 0008)" if tags else "no DICOM data elements"
+        raise AdapterError(path, f"{found} found")
     if not deflated:
         _check_elements_fit(path, ds, size)
-    if stop.tag is None and _is_image(ds):
-        raise AdapterError(path, "truncated: image header but no pixel data element")
+    incomplete = None if stop.tag is not None else _without_pixels(path, reader, ds, cached)
     pixel_keyword = PIXEL_TAGS.get(stop.tag) if stop.tag is not None else None
-    header = Header(ds, size, pixel_keyword, head=cached.prefix)
+    header = Header(ds, size, pixel_keyword, head=cached.prefix, incomplete=incomplete)
     _drop_deferred(ds, header.skipped)
     return header
 
 
-def check_complete(path: Path, reader: Reader) -> None:
+def _without_pixels(path: Path, reader: Reader, ds: Dataset, cached: _Prefixed) -> str | None:
+    """Why a header without pixel data is incomplete; None for an object that has none.
+
+    An image header lacks its pixels; a header without SOPClassUID, Type 1 in every
+    object, lacks what follows too. Either is refused as truncated unless the element walk
+    proves the file ends where its last element does: pydicom takes a file cut inside an
+    element header for one that ends there.
+    """
+    if _is_image(ds):
+        reason = NO_PIXEL_DATA
+    elif "SOPClassUID" not in ds:
+        reason = NO_SOP_CLASS
+    else:
+        return None
+    if walk_extent(path, reader, cached.prefix) != "end":
+        raise AdapterError(path, f"truncated: {reason.split(' (')[0]}")
+    return reason
+
+
+def check_complete(path: Path, reader: Reader) -> str | None:
     """Raise ``AdapterError`` naming ``path`` when it is cut short; read headers only.
 
     For the other instances of a series, whose metadata is not reported: first
     :func:`walk_extent`; what it cannot vouch for gets the full check of
-    :func:`read_header`, which also names the problem.
+    :func:`read_header`, which also names the problem. Returns ``Header.incomplete``.
     """
-    if not walk_extent(path, reader):
-        read_header(path, reader)
+    if walk_extent(path, reader) == "pixels":
+        return None
+    return read_header(path, reader).incomplete
 
 
-def walk_extent(path: Path, reader: Reader, head: bytes = b"") -> bool:
-    """True when a walk of the element headers proves the file whole; False when it cannot.
+def walk_extent(path: Path, reader: Reader, head: bytes = b"") -> Extent | None:
+    """What a walk of the element headers proves about the file's end; None when it cannot.
 
-    Raises ``AdapterError`` when the walk proves it cut short: an element or the pixel
-    data (by its declared length, or its fragment item headers when encapsulated) runs
-    past the end, or the file ends inside an element header or an undefined-length
-    sequence, which the full header parse may take for a whole file. No values are
-    parsed, so it costs a small part of a header parse. It cannot tell for big endian and
-    deflated data sets, files without pixel data, a sequence larger than ``WALK_BUDGET``,
-    or anything that looks wrong.
+    ``"pixels"``: the pixel data lies inside the file; ``"end"``: there is none, and the
+    last element ends exactly at the end of the file. Raises ``AdapterError`` when the
+    walk proves the file cut short: an element or the pixel data (by its declared length,
+    or its fragment item headers when encapsulated) runs past the end, or the file ends
+    inside an element header or an undefined-length sequence, which the full header
+    parse may take for a whole file. No values are parsed, so it costs a small part of a
+    header parse. It cannot tell for deflated data sets, a sequence larger than
+    ``WALK_BUDGET``, or anything that looks wrong.
 
     The walk reads a window of the file at a time: a value that ends past the window is
     skipped by moving the window after it, never read. ``head``, the file's first bytes
     when a header parse already read them, is not read again.
     """
     with reader.open(path) as opened:
-        handle = _Prefixed(opened, head).as_binary()
+        handle = _Prefixed(opened, head, path).as_binary()
         size = handle.seek(0, os.SEEK_END)
         if size == 0:
-            return False
+            return None
         window = _Window(handle, size)
-        head = window.at(0)
-        if has_preamble(head):
-            pos, syntax = _file_meta(head, 132)
-            if syntax is None or syntax in _UNDECIDABLE:
-                return False  # not found in the head, big endian or deflated
-            explicit = syntax != _IMPLICIT_LE
-        elif looks_headless(head):
-            pos, explicit = 0, head[4:6].isalpha() and head[4:6].isupper()
-        else:
-            return False
+        try:
+            pos, explicit, little = dataset_start(window.at(0))
+        except Undecided:
+            return None  # deflated, a file meta group past the head, or not DICOM at all
         last = -1
         while pos < size:
+            tag = length = None
             try:
-                tag, length, value = _element(window.data, pos - window.start, explicit)
+                tag, length, value = _element(window.data, pos - window.start, explicit, little)
                 if tag <= last:
-                    return False
+                    return None
                 if tag in PIXEL_TAGS:
-                    return _pixels_inside(path, handle, window.start + value, length, size)
-                if length == _UNDEFINED:
-                    end = window.start + _skip_sequence(window.data, value, explicit)
-                else:
-                    end = window.start + value + length
+                    value += window.start
+                    return _pixels_inside(path, handle, value, length, size, little)
+                relative = pos - window.start
+                end = window.start + _end_of(window.data, relative, length, value, explicit, little)
             except _Short:
                 if window.start + len(window.data) >= size:
-                    raise AdapterError(
-                        path, f"truncated: the file ends inside the element at byte {pos}"
-                    ) from None
+                    raise AdapterError(path, _ends_inside(pos, tag, length)) from None
                 if not window.move(pos):
-                    return False
+                    return None
                 continue
             except Undecided:
-                return False
+                return None
             if end > size:
                 raise AdapterError(path, f"truncated inside element {_tag_text(tag)}")
             pos, last = end, tag
-        return False  # no pixel data: whether one was due is for the header to say
+        return "end"
 
 
-def _pixels_inside(path: Path, handle: BinaryIO, value: int, length: int, size: int) -> bool:
+def _ends_inside(pos: int, tag: int | None, length: int | None) -> str:
+    if tag is None:
+        return f"truncated: the file ends inside the element header at byte {pos}"
+    if length == _UNDEFINED:
+        return (
+            f"truncated: the file ends inside element {_tag_text(tag)} at byte {pos}, "
+            "an undefined-length sequence whose items or sequence delimiter never come"
+        )
+    return f"truncated: the file ends inside element {_tag_text(tag)} at byte {pos}"
+
+
+def _pixels_inside(
+    path: Path, handle: BinaryIO, value: int, length: int, size: int, little: bool
+) -> Extent:
     if length != _UNDEFINED:
         if value + length > size:
             raise AdapterError(
                 path, f"truncated: pixel data needs {value + length} bytes, file has {size}"
             )
-        return True
-    problem = _fragments_problem(handle, value, size, little=True)
+        return "pixels"
+    problem = _fragments_problem(handle, value, size, little)
     if problem is not None:
         raise AdapterError(path, problem)
-    return True
+    return "pixels"
 
 
 def _tag_text(tag: int) -> str:
@@ -431,15 +529,17 @@ class _Window:
 def _peek_file_meta(handle: BinaryIO) -> tuple[bytes, str | None, bytes]:
     """The preamble and file meta group's bytes, the transfer syntax they name, the head read.
 
-    Reads the head, more of it only while the group goes on, and leaves the handle at 0.
+    The group may come without the preamble. Reads the head, more of it only while the
+    group goes on, and leaves the handle at 0.
     """
     size, syntax, end = HEAD_BYTES, None, 0
     while True:
         handle.seek(0)
         head = handle.read(size)
-        if not has_preamble(head):
+        start = 132 if has_preamble(head) else 0
+        if head[start : start + 2] != b"\x02\x00":
             break
-        end, syntax = _file_meta(head, 132)
+        end, syntax = _file_meta(head, start)
         if end + 8 <= len(head) or len(head) < size or size >= _META_HEAD:
             break
         size *= 4
@@ -455,8 +555,11 @@ class _Prefixed:
     read them again. Everything but ``read``, ``seek`` and ``tell`` goes to the file.
     """
 
-    def __init__(self, handle: BinaryIO, prefix: bytes, *, keep: int = 0) -> None:
+    def __init__(self, handle: BinaryIO, prefix: bytes, path: Path, *, keep: int = 0) -> None:
         self._handle = handle
+        # pydicom names the file in its messages; the agent's handle is a descriptor's
+        # (``name`` an int), which made pydicom fail with a TypeError instead.
+        self.name = str(path)
         self._prefix = bytearray(prefix)
         self._keep = keep
         self._pos = 0
@@ -590,7 +693,8 @@ def _find_pixel_tag(data: bytearray, start: int) -> int | None:
 
 def _is_image(ds: Dataset) -> bool:
     sop = ds.get("SOPClassUID")
-    named_image = bool(sop) and "Image Storage" in UID(str(sop)).name
+    name = UID(str(sop)).name if sop else ""
+    named_image = "Image Storage" in name or name.endswith(tuple(_PIXEL_SOP_CLASSES))
     return named_image or ("Rows" in ds and "Columns" in ds)
 
 

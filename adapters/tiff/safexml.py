@@ -10,6 +10,7 @@ with the standard API. Element tags come out as ``namespace}local`` (or just ``l
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pyexpat import ExpatError, ParserCreate
 from typing import Any
 
@@ -27,24 +28,70 @@ class XmlBroken(Exception):
     """The XML is not well-formed."""
 
 
+class _Stop(Exception):
+    """The element ``parse_until`` stops at has started."""
+
+
 def parse(text: str | bytes) -> ET.Element:
     """The root element of ``text``; :class:`XmlRefused` or :class:`XmlBroken` otherwise."""
     data = text.encode("utf-8") if isinstance(text, str) else text
     if len(data) > MAX_BYTES:
         raise XmlRefused(f"XML is {len(data)} bytes, over the {MAX_BYTES}-byte limit")
     builder = ET.TreeBuilder()
-    depth = 0
+    parser, _ = _parser(builder, None)
+    try:
+        parser.Parse(data, True)
+    # ValueError and LookupError: a declared encoding expat cannot read (UTF-7) or that
+    # Python does not know
+    except (ExpatError, ValueError, LookupError) as exc:
+        raise XmlBroken(f"XML does not parse: {exc}") from exc
+    return builder.close()
+
+
+def parse_until(read: Callable[[int], bytes], stop: str, chunk: int = 64 * 1024) -> ET.Element:
+    """The document read from ``read`` up to the start of the first ``stop`` element.
+
+    That element is kept with its attributes but no content, and the elements still open
+    are closed there: a header before a long body (an imzML's spectra) is read without
+    the body. The whole document is read when ``stop`` never starts; at most
+    ``MAX_BYTES`` either way.
+    """
+    builder = ET.TreeBuilder()
+    parser, open_tags = _parser(builder, stop)
+    taken = 0
+    try:
+        while data := read(chunk):
+            taken += len(data)
+            if taken > MAX_BYTES:
+                raise XmlRefused(f"XML header over the {MAX_BYTES}-byte limit")
+            parser.Parse(data, False)
+        parser.Parse(b"", True)
+    except _Stop:
+        for tag in reversed(open_tags):
+            builder.end(tag)
+    except (ExpatError, ValueError, LookupError) as exc:
+        raise XmlBroken(f"XML does not parse: {exc}") from exc
+    return builder.close()
+
+
+def _parser(builder: ET.TreeBuilder, stop: str | None) -> tuple[Any, list[str]]:
+    """An expat parser feeding ``builder``, hostile constructs refused; its open elements.
+
+    With ``stop``, the start of an element of that local name raises ``_Stop`` once the
+    element is built.
+    """
+    open_tags: list[str] = []
 
     def start(tag: str, attributes: dict[str, str]) -> None:
-        nonlocal depth
-        depth += 1
-        if depth > MAX_DEPTH:
+        open_tags.append(tag)
+        if len(open_tags) > MAX_DEPTH:
             raise XmlRefused(f"XML is nested deeper than {MAX_DEPTH} levels")
         builder.start(tag, attributes)
+        if stop is not None and local(tag) == stop:
+            raise _Stop
 
     def end(tag: str) -> None:
-        nonlocal depth
-        depth -= 1
+        open_tags.pop()
         builder.end(tag)
 
     def refuse_doctype(*_: object) -> Any:
@@ -57,13 +104,7 @@ def parse(text: str | bytes) -> ET.Element:
     parser.StartDoctypeDeclHandler = refuse_doctype
     parser.EntityDeclHandler = refuse_doctype
     parser.ExternalEntityRefHandler = refuse_doctype
-    try:
-        parser.Parse(data, True)
-    # ValueError and LookupError: a declared encoding expat cannot read (UTF-7) or that
-    # Python does not know
-    except (ExpatError, ValueError, LookupError) as exc:
-        raise XmlBroken(f"XML does not parse: {exc}") from exc
-    return builder.close()
+    return parser, open_tags
 
 
 def local(tag: str) -> str:

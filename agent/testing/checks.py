@@ -162,6 +162,9 @@ def field_problems(info: AdapterInfo, output: AdapterOutput) -> list[str]:
         problems.append(f"started = {output.started!r} is not RFC 3339")
     if not isinstance(output.format, str) or not output.format:
         problems.append(f"format {output.format!r} must be a non-empty string")
+    incomplete = output.incomplete
+    if incomplete is not None and (not isinstance(incomplete, str) or not incomplete.strip()):
+        problems.append(f"incomplete = {incomplete!r}: give the reason as text, or None")
     problems.extend(identifier_problems(output))
     return problems
 

@@ -13,10 +13,12 @@ its own test method, parametrised over the cases, so a failure names the check a
 
 ``test_info``                 ``info`` is valid and every normalized field is declared
                               with the catalogue's type and unit
-``test_golden``               the output equals ``<case>.expected.json`` (diff on mismatch);
+``test_golden``               the output equals ``<case>.expected.json`` (diff on mismatch;
+                              ``incomplete``, when the adapter sets it, is part of it);
                               when regenerating, it writes the golden and skips (the run
                               then ends failed, so regeneration never passes for a check)
-``test_fields``               every emitted key is declared; values have the declared type
+``test_fields``               every emitted key is declared; values have the declared type;
+                              ``incomplete`` is None or a reason
 ``test_deterministic``        two extractions give the same output
 ``test_read_only``            extract and claim write nothing: no change in the tree around
                               the case (:func:`~acqharvest.testing.harness.case_reach`), no
@@ -188,9 +190,9 @@ class AdapterConformance:
     def test_golden(self, case: golden.Case, request: pytest.FixtureRequest) -> None:
         files = case.paths(self.samples())
         try:
-            actual = golden.golden_of(self._extract(files), self.samples())
+            actual = golden.golden_of(self._extract(files), case.root(self.samples()))
         except AdapterError as error:
-            actual = golden.error_golden(str(error), self.samples())
+            actual = golden.error_golden(str(error), case.root(self.samples()))
         if plugin.regenerating(request.config):
             golden.write_expected(case, actual)
             plugin.record_regenerated(request.config, case.expected_path)
@@ -212,14 +214,14 @@ class AdapterConformance:
 
     def test_deterministic(self, case: golden.Case) -> None:
         files = case.paths(self.samples())
-        first = golden.golden_of(self._extract(files), self.samples())
-        second = golden.golden_of(self._extract(files), self.samples())
+        first = golden.golden_of(self._extract(files), case.root(self.samples()))
+        second = golden.golden_of(self._extract(files), case.root(self.samples()))
         if first != second:
             pytest.fail("two extractions differ:\n" + golden.golden_diff(first, second, case.name))
 
     def test_read_only(self, case: golden.Case) -> None:
         files = case.paths(self.samples())
-        reach = harness.case_reach(files, self.samples())
+        reach = harness.case_reach(files, case.root(self.samples()))
         before = harness.tree_snapshot(reach, hashed=files)
         handles = harness.open_handles() if harness.handles_observable() else None
         with harness.writes_recorded() as writes:

@@ -12,14 +12,26 @@ A case is two files side by side in an adapter's ``cases/`` folder:
           - ome-tiff/multifile-master/multifile-Z1.ome.tiff
           - ome-tiff/multifile-master/multifile-Z2.ome.tiff
 
+    A case may read a derived input instead: ``first_bytes: N`` makes the primary a copy
+    of the named file's first N bytes, for a file that ends cleanly short of what its
+    header announces (a header written without its pixel data) when such a file cannot be
+    shipped: it is derived from a sample at test time. The case's files are then copied,
+    with their relative paths, into a temporary folder of the test process, which stands
+    for ``samples_root`` (``Case.root``)::
+
+        # the MG image's header alone: the file cut just before its Pixel Data element
+        files:
+          - dicom/mg/MG_Explicit_Little.dcm
+        first_bytes: 1696
+
 ``<case>.expected.json``
     the normalized output (see :func:`golden_of`), or ``{"error": "<reason>"}`` for a
     case whose input the adapter must refuse with an ``AdapterError``. It is written by
     running the tests with ``--acqharvest-regenerate`` (or ``ACQHARVEST_REGENERATE=1``)
     and reviewed as a diff like any other change.
 
-The golden keeps ``format``, ``metadata``, ``started``, ``warnings`` and any
-``identifiers`` verbatim, and
+The golden keeps ``format``, ``metadata``, ``started``, ``warnings``, any
+``identifiers`` and, when set, ``incomplete`` verbatim, and
 summarizes ``original_metadata`` (often hundreds of KiB of vendor text) as its size, a
 sha256 of its canonical JSON and a one-line-per-key preview, so a reviewer sees which
 keys came or went and what their short values are, while any deeper change still moves
@@ -28,11 +40,14 @@ the digest. Absolute paths of the samples folder are replaced by ``<samples>``.
 
 from __future__ import annotations
 
+import atexit
 import difflib
 import hashlib
 import json
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -66,14 +81,43 @@ class Case:
     files: tuple[str, ...]
     #: the ``<case>.yaml`` file.
     source: Path
+    #: the primary is this many leading bytes of the named file (see the module doc).
+    first_bytes: int | None = None
 
     @property
     def expected_path(self) -> Path:
         return self.source.with_name(self.name + EXPECTED_SUFFIX)
 
+    def root(self, samples_root: Path) -> Path:
+        """What the input files are relative to: ``samples_root``, or the derived copy's."""
+        return samples_root if self.first_bytes is None else _derived_root() / self.name
+
     def paths(self, samples_root: Path) -> tuple[Path, ...]:
-        """The input files, absolute, primary first."""
-        return tuple(samples_root / rel for rel in self.files)
+        """The input files, absolute, primary first; a derived case's written on first use."""
+        root = self.root(samples_root)
+        paths = tuple(root / rel for rel in self.files)
+        if self.first_bytes is not None and not paths[0].is_file():
+            self._derive(samples_root, root)
+        return paths
+
+    def _derive(self, samples_root: Path, root: Path) -> None:
+        for index, rel in enumerate(self.files):
+            source, copy = samples_root / rel, root / rel
+            size = source.stat().st_size
+            length = self.first_bytes if index == 0 and self.first_bytes is not None else size
+            if length > size:
+                raise CaseError(f"{self.source}: first_bytes {length} is past the end of {source}")
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            with source.open("rb") as reading:
+                copy.write_bytes(reading.read(length))
+
+
+@cache
+def _derived_root() -> Path:
+    """A temporary folder for derived inputs, one per test process, removed at its exit."""
+    folder = tempfile.TemporaryDirectory(prefix="acqharvest-cases-")
+    atexit.register(folder.cleanup)
+    return Path(folder.name)
 
 
 def load_cases(cases_dir: Path) -> list[Case]:
@@ -87,7 +131,12 @@ def load_cases(cases_dir: Path) -> list[Case]:
         files = body.get("files") if isinstance(body, dict) else None
         if not isinstance(files, list) or not files or not all(isinstance(f, str) for f in files):
             raise CaseError(f"{source}: needs 'files', a non-empty list of paths (primary first)")
-        cases.append(Case(source.name[: -len(CASE_SUFFIX)], tuple(files), source))
+        first_bytes = body.get("first_bytes")
+        if first_bytes is not None and not (
+            isinstance(first_bytes, int) and not isinstance(first_bytes, bool) and first_bytes > 0
+        ):
+            raise CaseError(f"{source}: 'first_bytes' must be a positive number of bytes")
+        cases.append(Case(source.name[: -len(CASE_SUFFIX)], tuple(files), source, first_bytes))
     return cases
 
 
@@ -120,6 +169,7 @@ def golden_of(output: AdapterOutput, samples_root: Path) -> dict[str, Any]:
         "metadata": dict(output.metadata),
         "started": output.started,
         "warnings": list(output.warnings),
+        **({} if output.incomplete is None else {"incomplete": output.incomplete}),
         "original_metadata": {
             "bytes": len(blob),
             "sha256": hashlib.sha256(blob).hexdigest(),

@@ -11,8 +11,11 @@ big-endian DICOM data set) needs a lie taught here. Regenerate the goldens with
 
 from __future__ import annotations
 
+import gzip
 import importlib.metadata
 import io
+import json
+import re
 import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -27,7 +30,7 @@ from acqharvest.registry import GROUP
 from acqharvest.testing import AdapterConformance
 from tests.conftest import CORPUS, REPO
 
-BUILTINS = ("dicom", "tiff", "czi", "nd2", "lif")
+BUILTINS = ("dicom", "tiff", "czi", "nd2", "lif", "zarr", "nifti", "imzml")
 #: a length no file in the corpus reaches, yet not DICOM's "undefined length" marker.
 PAST_EOF = 0x7FFFFFF0
 PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
@@ -46,6 +49,9 @@ def test_every_builtin_entry_point_has_a_conformance_class() -> None:
         TestCziConformance,
         TestNd2Conformance,
         TestLifConformance,
+        TestZarrConformance,
+        TestNiftiConformance,
+        TestImzmlConformance,
     )
     assert {cls.entry_point for cls in classes} == set(BUILTINS)
     # a built-in lies about its own headers: a waiver is for formats with no header to lie in
@@ -66,8 +72,11 @@ class TestDicomConformance(_Builtin):
     def truncations(self, data: bytes) -> dict[str, int]:
         cuts = super().truncations(data)
         elements = list(_dicom_elements(data))
-        if len(elements) > 2:  # inside the data set, well before any pixel data
-            cuts["inside the data set"] = elements[len(elements) // 2][1]
+        # inside the value of an element of the data set, well before any pixel data (a
+        # cut between two elements is a header that ends cleanly: packaged incomplete)
+        inside = [tell + 1 for _, tell, _, length in elements if 2 <= length < 0xFFFFFFFF]
+        if len(inside) > 2:
+            cuts["inside the data set"] = inside[len(inside) // 2]
         return cuts
 
     def wrong_magic(self, data: bytes) -> bytes:
@@ -150,6 +159,56 @@ class TestTiffConformance(_Builtin):
                     f"first {strips.name} value past EOF",
                     _patch(data, strips.valueoffset, struct.pack(fmt, len(data) + 4096)),
                 )
+
+
+class TestZarrConformance(_Builtin):
+    entry_point = "zarr"
+    cases_dir = REPO / "adapters" / "zarr" / "cases"
+
+    def header_lies(self, data: bytes) -> Iterator[tuple[str, bytes]]:
+        # the root metadata names a level-0 dataset the store does not hold
+        lie = {"multiscales": [{"axes": ["y", "x"], "datasets": [{"path": "99"}]}]}
+        yield "multiscales dataset not in the store", json.dumps(lie).encode()
+
+
+class TestNiftiConformance(_Builtin):
+    entry_point = "nifti"
+    cases_dir = REPO / "adapters" / "nifti" / "cases"
+
+    def header_lies(self, data: bytes) -> Iterator[tuple[str, bytes]]:
+        packed = data[:2] == b"\x1f\x8b"
+        raw = gzip.decompress(data) if packed else data
+        size = struct.unpack("<i", raw[:4])[0]
+        order = "<" if size in (348, 540) else ">"
+        version_2 = struct.unpack(f"{order}i", raw[:4])[0] == 540
+        # dim[1] (the width) and vox_offset, each far past the voxels the file holds
+        dim1, dim_format = (24, "q") if version_2 else (42, "h")
+        offset, offset_format = (168, "q") if version_2 else (108, "f")
+        lies = {
+            "dim[1] past the end": _patch(raw, dim1, struct.pack(f"{order}{dim_format}", 30000)),
+            "vox_offset past the end": _patch(
+                raw, offset, struct.pack(f"{order}{offset_format}", len(raw) * 16)
+            ),
+        }
+        for label, lie in lies.items():
+            yield label, gzip.compress(lie, mtime=0) if packed else lie
+
+
+class TestImzmlConformance(_Builtin):
+    entry_point = "imzml"
+    cases_dir = REPO / "adapters" / "imzml" / "cases"
+
+    def truncations(self, data: bytes) -> dict[str, int]:
+        cuts = super().truncations(data)
+        # the last byte is a newline nobody needs: cut inside the closing tag instead
+        cuts["last byte missing"] = data.rstrip().rindex(b">")
+        return cuts
+
+    def header_lies(self, data: bytes) -> Iterator[tuple[str, bytes]]:
+        offsets = list(re.finditer(rb'accession="IMS:1000102"[^>]*?value="(\d+)"', data))
+        if offsets:
+            start, end = offsets[-1].span(1)
+            yield "last external offset past the .ibd", data[:start] + b"999999999" + data[end:]
 
 
 def _is_tiff(data: bytes) -> bool:

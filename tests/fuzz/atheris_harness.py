@@ -24,10 +24,17 @@ with atheris.instrument_imports():
     from tests.fuzz.harness import SEEDS, run_adapters, seed_bytes
 
 _SCRATCH = Path(tempfile.mkdtemp(prefix="acqharvest-atheris-"))
-_NAMES = (_SCRATCH / "input.dcm", _SCRATCH / "input.ome.tif")
+_NAMES = (
+    _SCRATCH / "input.dcm",
+    _SCRATCH / "input.ome.tif",
+    _SCRATCH / "input.nii",
+    _SCRATCH / "input.imzML",
+    _SCRATCH / "input.zarr" / ".zattrs",
+)
 
 
 def test_one_input(data: bytes) -> None:
+    _NAMES[-1].parent.mkdir(exist_ok=True)
     for path in _NAMES:
         path.write_bytes(data)
         run_adapters(path)

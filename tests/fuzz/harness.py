@@ -37,6 +37,10 @@ SEEDS = (
     "czi/testCziYX0Tiny.czi",
     "nd2/cluster.nd2",
     "lif/LeicaLASX_wavelength-sweep_example.lif",
+    "nifti/standard.nii.gz",
+    "nifti/functional.nii",
+    "imzml/Example_Continuous.imzML",
+    "ome-zarr/xyz_8bit__mitotic_plate_calibrated.ome.zarr/0/.zattrs",
 )
 
 #: seconds one file may take before the run counts as a hang
@@ -50,6 +54,14 @@ def registry() -> Registry:
     if _registry is None:
         _registry = load_registry()
     return _registry
+
+
+def placed(folder: Path, seed: str) -> Path:
+    """Where a mutated copy of ``seed`` goes under ``folder``: by its name, but inside a
+    ``.zarr`` folder when the seed comes from one (only files in a store are claimed)."""
+    store = next((part for part in Path(seed).parts[:-1] if part.endswith(".zarr")), None)
+    name = Path(seed).name
+    return folder / store / name if store else folder / name
 
 
 def seed_bytes() -> dict[str, bytes]:

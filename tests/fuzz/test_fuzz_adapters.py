@@ -20,6 +20,7 @@ from tests.fuzz.harness import (
     SEEDS,
     flip,
     huge_number,
+    placed,
     run_adapters,
     seed_bytes,
     tiff_ifd,
@@ -87,7 +88,8 @@ def check(scratch: Path, seed: str, mutations: list[Mutation]) -> None:
     data = _SEED_BYTES[seed]
     for _, mutate in mutations:
         data = mutate(data)
-    path = scratch / Path(seed).name
+    path = placed(scratch, seed)
+    path.parent.mkdir(exist_ok=True)
     path.write_bytes(data)
     steps = " then ".join(label for label, _ in mutations)
     with time_bound():

@@ -16,7 +16,7 @@ import numpy
 import pytest
 import tifffile
 
-from tests.fuzz.harness import SEEDS, run_adapters, seed_bytes, time_bound
+from tests.fuzz.harness import SEEDS, placed, run_adapters, seed_bytes, time_bound
 
 _SEED_BYTES = seed_bytes()
 
@@ -35,7 +35,8 @@ def test_a_zero_byte_file_is_claimed_by_nobody(tmp_path: Path) -> None:
 @pytest.mark.parametrize("seed", SEEDS)
 def test_truncated_headers_fail_cleanly(tmp_path: Path, seed: str) -> None:
     data = _SEED_BYTES[seed]
-    path = tmp_path / Path(seed).name
+    path = placed(tmp_path, seed)
+    path.parent.mkdir(exist_ok=True)
     claimed_failures = 0
     for length in sorted({1, 4, 8, 16, 128, 132, 136, 200, 512, len(data) // 2, len(data) - 1}):
         path.write_bytes(data[:length])

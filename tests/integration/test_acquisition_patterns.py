@@ -565,3 +565,37 @@ def test_simulated_bytes_match_the_corpus(tmp_path: Path, corpus: Path) -> None:
         assert hashlib.sha256(written.path.read_bytes()).hexdigest() == digest
     name = simulator.longest_name("Zelle Ω ", ".tif")
     assert len(name.encode()) == simulator.NAME_MAX
+
+
+def test_an_image_header_without_pixel_data_is_packaged_incomplete_then_replaced(
+    harness: Harness, corpus: Path
+) -> None:
+    # A writer that stops after the header for longer than the settle window (a header
+    # export looks the same): the header's metadata is packaged, flagged incomplete, and
+    # the whole file, once written, replaces that package.
+    data = (corpus / "dicom/mg/MG_Explicit_Little.dcm").read_bytes()
+    header = data.index(b"\xe0\x7f\x10\x00")  # the Pixel Data element starts here
+    target = harness.watch / "erin" / "mammo" / "IM0001"
+    target.parent.mkdir(parents=True)
+    harness.start()
+    with target.open("wb") as handle:
+        handle.write(data[:header])
+        handle.flush()
+        assert harness.endpoint.wait_for(1, timeout=60), harness.output()
+        handle.write(data[header:])
+    harness.mark()
+    packages = stop_once_whole(
+        harness,
+        lambda: any(b["files"][0]["size"] == len(data) for b in harness.packages().values()),
+    )
+    [first] = [b for b in packages.values() if b["files"][0]["size"] == header]
+    [final] = [b for b in packages.values() if b["files"][0]["size"] == len(data)]
+    assert first["acquisition"]["complete"] is False
+    assert first["metadata"]["image"]["size_x"] == 512
+    assert any(
+        w.startswith("acquisition incomplete: image header but no pixel data element")
+        for w in first["provenance"]["warnings"]
+    )
+    assert final["replaces"] == first["package_id"]
+    assert final["acquisition"]["complete"] is True
+    assert not any("incomplete" in w for w in final["provenance"]["warnings"])

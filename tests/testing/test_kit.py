@@ -102,7 +102,11 @@ class TinyAdapter:
         _CALLS[0] += 1
         if FLAW == "nondeterministic":
             metadata["tiny"]["label"] += "!" * (_CALLS[0] % 2)
-        return AdapterOutput(format="TINY", metadata=metadata)
+        # a header announcing pixels that the file, ending cleanly after it, lacks
+        incomplete = "no pixels" if body.get("pixels") and len(data) == 8 + length else None
+        if FLAW == "incomplete_without_reason":
+            incomplete = True
+        return AdapterOutput(format="TINY", metadata=metadata, incomplete=incomplete)
 """
 
 CONFORMANCE = """
@@ -255,6 +259,7 @@ def test_a_changed_output_fails_the_golden_with_a_diff(pytester: pytest.Pytester
         ("wrong_type", "test_fields", "image.size_x = '640'"),
         ("bad_channel", "test_fields", "channels[0]"),
         ("impossible_date", "test_fields", "acquired = '2020-13-45'"),
+        ("incomplete_without_reason", "test_fields", "incomplete = True: give the reason"),
         ("nondeterministic", "test_deterministic", "two extractions differ"),
         ("leaks_handle", "test_read_only", "left open: {samples}/run-001.tiny"),
         ("writes", "test_read_only", "wrote: opened {samples}/run-001.tiny.cache for writing"),
@@ -290,6 +295,25 @@ def test_each_flaw_fails_exactly_its_check(
         assert finding.format(root=root, samples=root / "samples") in failed[check]
     finally:
         _close_handles_under(pytester.path)
+
+
+def test_a_case_derived_from_the_first_bytes_of_a_sample_keeps_incomplete_in_its_golden(
+    pytester: pytest.Pytester,
+) -> None:
+    golden = _project(pytester, "none")
+    header = _tiny("header export", 64, 32).replace(b'"label"', b'"pixels": 4, "label"')
+    header = header[:4] + (len(header) - 8).to_bytes(4, "little") + header[8:]
+    (pytester.path / "samples" / "run-001.tiny").write_bytes(header + b"PIXL")
+    (pytester.path / "cases" / "run-001.yaml").write_text(
+        f"files:\n  - samples/run-001.tiny\nfirst_bytes: {len(header)}\n"
+    )
+    _regenerate(pytester, "--acqharvest-regenerate")
+    written = json.loads(golden.read_text())
+    assert written["incomplete"] == "no pixels"
+    assert written["metadata"]["tiny"] == {"label": "header export"}
+    assert _failed_checks(pytester) == set()
+    # the sample itself is whole: the case reads a derived copy, not the sample
+    assert (pytester.path / "samples" / "run-001.tiny").read_bytes() == header + b"PIXL"
 
 
 def test_header_lies_fail_until_overridden(pytester: pytest.Pytester) -> None:
