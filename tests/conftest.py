@@ -18,6 +18,28 @@ REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO.parent / "shared" / "corpus"
 
 
+def _utf8_safe(value: Any) -> Any:
+    """``value`` with any lone surrogate in its texts written as ``\\udcXX``."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {key: _utf8_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_utf8_safe(item) for item in value)
+    return value
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_report_to_serializable(report: Any) -> Any:
+    """Reports made UTF-8 safe before pytest-xdist sends them between processes.
+
+    Tests harvest file names that are not UTF-8 (surrogate-escaped in Python), and their
+    captured log lines carry them; the worker's channel encodes reports as strict UTF-8.
+    """
+    serialized = yield
+    return _utf8_safe(serialized)
+
+
 @pytest.fixture(scope="session")
 def corpus() -> Path:
     """``../shared/corpus``: real files written by third parties. Never copied into the repo."""
