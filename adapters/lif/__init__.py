@@ -1,5 +1,8 @@
 """Leica LIF adapter: the XML header of a LAS X / LAS AF project file, read directly.
 
+It reads LOF files (one image exported by LAS X) too: the same XML ``Element`` after the
+image memory rather than before named memory blocks; the one image is the one series.
+
 Formats and variants: LIF files (version 1 and 2 memory blocks) written by LAS AF and
 LAS X, holding any number of image series in nested folders: XY, XZ, XYZ, time series,
 lambda (emission or excitation) sweeps and tile scans, confocal
@@ -24,7 +27,8 @@ the XML declares (``Memory Size`` above 0) must be there with that size.
 
 Proved by the corpus's two LAS X 3.5 files: ``lif/xz-example.lif`` (three series: XZ over
 time, XZY, XZ) and ``lif/LeicaLASX_wavelength-sweep_example.lif`` (three lambda sweeps,
-one over Z and time).
+one over Z and time). No LOF is in the corpus: LOF reading is proved on files written by
+the tests to the layout Bio-Formats' LOFReader and Leica's readers document.
 """
 
 from __future__ import annotations
@@ -41,13 +45,15 @@ from acqharvest.adapter_api import (
     Reader,
     normalized_fields,
 )
-from acqharvest.adapters.lif.header import read_lif
+from acqharvest.adapters.lif.header import LOF_TYPE, read_lif
 
 __all__ = ["LifAdapter"]
 
 MAGIC = b"\x70\x00\x00\x00"
 #: the XML's root element as the header's first characters (UTF-16 little-endian)
 ROOT = "<LMSDataContainerHeader".encode("utf-16-le")
+#: a LOF's first text block: its type, not the XML (that follows the image memory)
+LOF = LOF_TYPE.encode("utf-16-le")
 
 _FIELDS = normalized_fields(
     {
@@ -83,12 +89,12 @@ _FIELDS = normalized_fields(
 
 
 class LifAdapter:
-    """Leica LIF: the XML header and the memory block headers, never a block's data."""
+    """Leica LIF and LOF: the XML and the memory block headers, never a block's data."""
 
     info = AdapterInfo(
         name="lif",
-        title="Leica LIF",
-        version="1.0.0",
+        title="Leica LIF / LOF",
+        version="1.1.0",
         stability="beta",
         formats=(
             FormatSpec(
@@ -97,6 +103,12 @@ class LifAdapter:
                 magic="0x70 0 0 0, length, 0x2A, then <LMSDataContainerHeader in UTF-16",
                 variants=("LAS X", "LAS AF", "memory blocks v1 and v2"),
             ),
+            FormatSpec(
+                name="Leica LOF",
+                extensions=(".lof",),
+                magic="0x70 0 0 0, length, 0x2A, then LMS_Object_File in UTF-16",
+                variants=("LAS X export", "XML with LMSDataContainerHeader or bare Data"),
+            ),
         ),
         fields=_FIELDS,
         samples=("lif/xz-example.lif", "lif/LeicaLASX_wavelength-sweep_example.lif"),
@@ -104,7 +116,9 @@ class LifAdapter:
 
     def claim(self, probe: FileProbe, reader: Reader) -> Claim | None:
         head = probe.head
-        if not (head.startswith(MAGIC) and head[8:9] == b"\x2a" and ROOT in head[13:1024]):
+        if not (head.startswith(MAGIC) and head[8:9] == b"\x2a"):
+            return None
+        if not (ROOT in head[13:1024] or head[13:].startswith(LOF)):
             return None
         return Claim(group_key=f"lif:{os.path.normpath(probe.path)}", confidence=0.9)
 

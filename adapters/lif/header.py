@@ -1,4 +1,12 @@
-"""The LIF header's XML, the memory blocks' headers, and the fields they give."""
+"""The LIF or LOF header's XML, the memory blocks' headers, and the fields they give.
+
+A LIF is a text block (0x70, its length, 0x2A, the XML as UTF-16) and then named memory
+blocks. A LOF (one image exported by LAS X) starts with the same kind of text block, but
+its text is ``LMS_Object_File``; then 0x2A and a major version, 0x2A and a minor version,
+0x2A and the memory size (8 bytes), that many bytes of image memory, and last a second
+text block holding the XML (Bio-Formats' LOFReader, Leica's own MATLAB reader and
+liffile agree on this order).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +26,10 @@ _MEMORY = 0x2A
 _HEADER = struct.Struct("<iiBi")
 #: a memory block starts: magic, length of its description part, 0x2A
 _BLOCK = struct.Struct("<iiB")
+#: the text of a LOF's first block, in place of the XML
+LOF_TYPE = "LMS_Object_File"
+#: after it: 0x2A, major version, 0x2A, minor version, 0x2A, memory size
+_LOF_MEMORY = struct.Struct("<BiBiBQ")
 #: DimID -> image key
 _DIMENSIONS = {1: "size_x", 2: "size_y", 3: "size_z", 4: "size_t", 10: "tiles"}
 _AXES = {1: "x", 2: "y", 3: "z"}
@@ -29,23 +41,32 @@ _VERSIONED = re.compile(r"^(.*?)\s+v?(\d[\w.\-]*)$")
 
 
 def read_lif(path: Path, reader: Reader) -> AdapterOutput:
+    """A LIF (a project of series) or a LOF (one exported image): they differ in layout only."""
+    lof: dict[str, int] | None = None
+    blocks: dict[str, int] = {}
     with reader.open(path) as handle:
         size = handle.seek(0, 2)
         handle.seek(0)
         text = _xml_text(path, handle, size)
-        blocks = _blocks(path, handle, handle.tell(), size)
-    if 2 * len(text) > MAX_BYTES:
-        raise AdapterError(path, f"XML header of {2 * len(text)} bytes is over the limit")
+        if text == LOF_TYPE:
+            lof = _lof_memory(path, handle, size)
+            text = _xml_text(path, handle, size)
+        else:
+            blocks = _blocks(path, handle, handle.tell(), size)
     try:
         root = parse(text)
     except (XmlRefused, XmlBroken) as exc:
         raise AdapterError(path, f"XML header: {exc}") from exc
+    if lof is not None:
+        root = _lof_root(root, path)
+        # a LOF's one memory block has no name of its own: the XML's Memory is that block
+        blocks = {m.get("MemoryBlockID") or "": lof["memory_bytes"] for m in root.iter("Memory")}
     _check_blocks(path, root, blocks)
+    fmt = "Leica LIF" if lof is None else "Leica LOF"
     series = [_series(element, name) for element, name in _images(root)]
     if not series:
-        return AdapterOutput(
-            format="Leica LIF", metadata={}, warnings=("the project holds no image series",)
-        )
+        what = "the project holds no image series" if lof is None else "the object is no image"
+        return AdapterOutput(format=fmt, metadata={}, warnings=(what,))
     first = series[0]
     metadata: dict[str, Any] = {
         key: first[key] for key in ("image", "pixel_size_um") if key in first
@@ -56,33 +77,77 @@ def read_lif(path: Path, reader: Reader) -> AdapterOutput:
         _clean({key: item.get(key) for key in ("name", "image", "pixel_size_um", "acquired")})
         for item in series
     ]
-    original = {"version": root.get("Version"), "series": [item["original"] for item in series]}
+    original: dict[str, Any] = {
+        "version": root.get("Version"),
+        "series": [item["original"] for item in series],
+    }
+    if lof is not None:
+        original["lof"] = lof
     return AdapterOutput(
-        format="Leica LIF",
+        format=fmt,
         metadata=_clean(metadata),
-        original_metadata=original,
+        original_metadata=_clean(original),
         started=first.get("acquired"),
     )
 
 
 def _xml_text(path: Path, handle: BinaryIO, size: int) -> str:
+    """The text of the 0x70 text block at the handle's position (the XML, or a LOF's type)."""
+    start = handle.tell()
     raw = handle.read(_HEADER.size)
     if len(raw) < _HEADER.size:
-        raise AdapterError(path, "truncated: shorter than the LIF header")
+        where = "the Leica header" if start == 0 else f"the XML block at {start}"
+        raise AdapterError(path, f"truncated: shorter than {where}")
     magic, length, memory, units = _HEADER.unpack(raw)
     if magic != _MAGIC or memory != _MEMORY:
-        raise AdapterError(path, "not a LIF file (no 0x70 header magic)")
+        if start == 0:
+            raise AdapterError(path, "not a LIF or LOF file (no 0x70 header magic)")
+        raise AdapterError(path, f"no 0x70 XML block at {start}")
     if length != 1 + 4 + 2 * units or units <= 0:
         raise AdapterError(path, f"header length {length} does not match its XML ({units} chars)")
-    if _HEADER.size + 2 * units > size:
+    if start + _HEADER.size + 2 * units > size:
         raise AdapterError(
             path, f"truncated: the XML header declares {2 * units} bytes, the file ends at {size}"
         )
+    if 2 * units > MAX_BYTES:
+        raise AdapterError(path, f"XML header of {2 * units} bytes is over the limit")
     data = handle.read(2 * units)
     try:
         return data.decode("utf-16-le")
     except UnicodeDecodeError as exc:
         raise AdapterError(path, f"XML header is not UTF-16: {exc}") from exc
+
+
+def _lof_memory(path: Path, handle: BinaryIO, size: int) -> dict[str, int]:
+    """A LOF's versions and memory size; the handle is left on the XML block after the memory."""
+    start = handle.tell()
+    raw = handle.read(_LOF_MEMORY.size)
+    if len(raw) < _LOF_MEMORY.size:
+        raise AdapterError(path, f"truncated: LOF memory header at {start} cut short")
+    mark1, major, mark2, minor, mark3, length = _LOF_MEMORY.unpack(raw)
+    if (mark1, mark2, mark3) != (_MEMORY,) * 3:
+        raise AdapterError(path, f"LOF memory header at {start}: no 0x2A before its values")
+    memory_at = start + _LOF_MEMORY.size
+    # the XML follows the memory: a file that ends inside the memory or right after it
+    # has lost its metadata as well as pixels
+    if memory_at + length >= size:
+        raise AdapterError(
+            path,
+            f"truncated: the LOF memory declares {length} bytes from {memory_at}, "
+            f"the file ends at {size} with no XML after it",
+        )
+    handle.seek(memory_at + length)
+    return {"major_version": major, "minor_version": minor, "memory_bytes": length}
+
+
+def _lof_root(root: ET.Element, path: Path) -> ET.Element:
+    """A LOF's XML as a one-element project: older LOFs hold a bare ``<Data>`` fragment."""
+    if root.tag != "Data":
+        return root
+    wrapped = ET.Element("LMSDataContainerHeader")
+    element = ET.SubElement(wrapped, "Element", Name=path.stem)
+    element.append(root)
+    return wrapped
 
 
 def _blocks(path: Path, handle: BinaryIO, position: int, size: int) -> dict[str, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from readlif.reader import LifFile
 
 from acqharvest.adapter_api import AdapterError, Draft, FileProbe
 from acqharvest.adapters.lif import LifAdapter
+from acqharvest.adapters.tiff.safexml import parse
 from acqharvest.readonly import FileReader
 from tests.adapters.readme import assert_readme_table
 from tests.adapters.test_builtin_conformance import _Builtin, _patch
@@ -132,3 +134,134 @@ def test_claim_reads_the_head_only(corpus: Path) -> None:
 
 def test_readme_field_table_is_the_declared_fields() -> None:
     assert_readme_table(LifAdapter.info.fields, REPO / "adapters" / "lif" / "README.md")
+
+
+# LOF: no LOF is in the corpus, so these files are written here to the layout Bio-Formats'
+# LOFReader and Leica's own readers document, from a corpus LIF series' XML element and
+# its real memory block.
+LOF_TYPE = "LMS_Object_File"
+#: the series made a LOF below, and its memory block in the LIF (version 2 blocks)
+LOF_SERIES = "xz"
+
+
+def _text_block(text: str) -> bytes:
+    units = text.encode("utf-16-le")
+    return struct.pack("<iiBi", 0x70, 5 + len(units), 0x2A, len(units) // 2) + units
+
+
+def _lif_memory(data: bytes, wanted: str) -> bytes:
+    """The data of the LIF memory block named ``wanted``, walked by its version 2 headers."""
+    (units,) = struct.unpack_from("<i", data, 9)
+    position = XML_AT + 2 * units
+    while position < len(data):
+        (size,) = struct.unpack_from("<q", data, position + 9)
+        (name_units,) = struct.unpack_from("<i", data, position + 18)
+        start = position + 22 + 2 * name_units
+        name = data[position + 22 : start].decode("utf-16-le")
+        if name == wanted:
+            return data[start : start + size]
+        position = start + size
+    raise AssertionError(f"no memory block {wanted}")
+
+
+def _lof_parts(corpus: Path, bare: bool = False) -> tuple[bytes, bytes, bytes]:
+    """(first block and memory header, memory, XML block) of a LOF of ``LOF_SERIES``."""
+    data = (corpus / "lif/xz-example.lif").read_bytes()
+    (units,) = struct.unpack_from("<i", data, 9)
+    root = parse(data[XML_AT : XML_AT + 2 * units].decode("utf-16-le"))
+    element = next(e for e in root.iter("Element") if e.get("Name") == LOF_SERIES)
+    memory_element = element.find("Memory")
+    assert memory_element is not None
+    memory = _lif_memory(data, memory_element.get("MemoryBlockID") or "")
+    if bare:  # older LOFs: the image's Data alone, no container or Element
+        data_element = element.find("Data")
+        assert data_element is not None
+        xml = ET.tostring(data_element, encoding="unicode")
+    else:
+        inner = ET.tostring(element, encoding="unicode")
+        xml = f'<LMSDataContainerHeader Version="2">{inner}</LMSDataContainerHeader>'
+    head = _text_block(LOF_TYPE) + struct.pack("<BiBiBQ", 0x2A, 2, 0x2A, 0, 0x2A, len(memory))
+    return head, memory, _text_block(xml)
+
+
+def _lof(corpus: Path, folder: Path, name: str = "export.lof", bare: bool = False) -> Path:
+    path = folder / name
+    path.write_bytes(b"".join(_lof_parts(corpus, bare)))
+    return path
+
+
+def test_a_lof_gives_its_one_image_as_the_lif_series_it_came_from(
+    corpus: Path, tmp_path: Path
+) -> None:
+    path = _lof(corpus, tmp_path)
+    reader = FileReader()
+    out = _extract(path, reader)
+    lif = _extract(corpus / "lif/xz-example.lif").metadata
+    from_lif = next(s for s in lif["series"] if s["name"] == LOF_SERIES)
+    meta = out.metadata
+    assert out.format == "Leica LOF"
+    assert meta["series"] == [from_lif]
+    assert meta["image"] == {"size_x": 512, "size_z": 512, "size_c": 2, "bits": 8}
+    assert meta["pixel_size_um"] == from_lif["pixel_size_um"]
+    assert meta["acquired"] == out.started == "2021-03-04T16:42:50.247000Z"
+    assert meta["instrument_reported"]["software_version"] == "3.5.7.23225"
+    assert meta["objective"]["model"] == "HC PL APO CS2    63x/1.30 GLYC"
+    assert [d["model"] for d in meta["detectors"]] == ["HyD 1", "HyD 3"]
+    assert [c["fluor"] for c in meta["channels"]] == ["Leica/FITC", "Leica/TRITC"]
+    assert meta["laser_lines_nm"] == [488.0, 552.0]
+    lof = out.original_metadata["lof"]
+    assert lof == {"major_version": 2, "minor_version": 0, "memory_bytes": 512 * 512 * 2}
+    # the image memory is skipped, never read: what is read is the two text blocks and the
+    # memory header around it
+    head, _, xml = _lof_parts(corpus)
+    assert reader.bytes_read == len(head) + len(xml)
+
+
+def test_an_older_lof_with_a_bare_data_fragment_is_named_after_its_file(
+    corpus: Path, tmp_path: Path
+) -> None:
+    meta = _extract(_lof(corpus, tmp_path, "Position 3.lof", bare=True)).metadata
+    assert [s["name"] for s in meta["series"]] == ["Position 3"]
+    assert meta["image"]["size_x"] == 512
+    assert meta["objective"]["na"] == 1.3
+
+
+def test_a_lof_is_claimed_by_its_head(corpus: Path, tmp_path: Path) -> None:
+    path = _lof(corpus, tmp_path)
+    head = path.read_bytes()[:4096]
+    claim = LifAdapter().claim(FileProbe(path, path.stat().st_size, head), FileReader())
+    assert claim is not None
+    assert claim.group_key == f"lif:{path}"
+    other = _text_block("LMS_Other_File") + head[13 + 30 :]
+    assert LifAdapter().claim(FileProbe(path, 4096, other), FileReader()) is None
+
+
+def _hostile_lofs(head: bytes, memory: bytes, xml: bytes) -> list[tuple[str, bytes, str]]:
+    whole = head + memory + xml
+    shorter = memory[: len(memory) // 2]
+    return [
+        ("cut in the type block", whole[:10], "truncated: shorter than the Leica header"),
+        ("cut in the memory header", whole[: len(head) - 3], "LOF memory header at 43 cut"),
+        ("cut in the memory", whole[: len(head) + 1000], "truncated: the LOF memory declares"),
+        ("cut after the memory", head + memory, "the file ends at .* with no XML after it"),
+        ("cut in the XML", whole[:-10], "truncated: the XML header declares"),
+        (
+            "a memory shorter than the XML declares",
+            head[:-8] + struct.pack("<Q", len(shorter)) + shorter + xml,
+            f"truncated: memory block MemBlock_138 of {len(memory)} bytes is {len(shorter)} bytes",
+        ),
+        ("no 0x2A before a version", head[:43] + b"\x00" + head[44:] + memory + xml, "no 0x2A"),
+        ("no XML block after the memory", head + memory + b"\x00" * 20, "no 0x70 XML block at"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "index", range(8), ids=[name for name, _, _ in _hostile_lofs(b"\0" * 62, b"", b"")]
+)
+def test_a_hostile_lof_is_a_clear_adapter_error(corpus: Path, tmp_path: Path, index: int) -> None:
+    name, data, message = _hostile_lofs(*_lof_parts(corpus))[index]
+    path = tmp_path / "hostile.lof"
+    path.write_bytes(data)
+    with pytest.raises(AdapterError, match=message) as caught:
+        _extract(path)
+    assert str(path) in str(caught.value), name
