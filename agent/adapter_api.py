@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import math
 import re
 from collections.abc import Mapping
@@ -45,6 +46,15 @@ Role = Literal["primary", "member", "sidecar"]
 
 #: how many leading bytes of every file the agent reads before asking adapters to claim it.
 HEAD_BYTES = 4096
+
+#: the ``hashlib`` names an adapter may ask for in :attr:`AdapterInfo.digests`: the
+#: fixed-length ones every Python has. sha256 is not among them: the agent computes it of
+#: every file anyway (the package checksum) and always hands it to ``extract``.
+DIGEST_ALGORITHMS = frozenset(
+    name
+    for name in hashlib.algorithms_guaranteed
+    if not name.startswith("shake_") and name != "sha256"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +168,12 @@ NORMALIZED_FIELDS: Mapping[str, FieldSpec] = {
         _spec("msi.storage", "string", None, "spectra storage: continuous or processed"),
         _spec("msi.ion_source", "string", None, "ion source, e.g. MALDI, DESI"),
         _spec("msi.analyzer", "string", None, "mass analyzer, e.g. time-of-flight, orbitrap"),
+        _spec(
+            "msi.ibd_checksum_verified",
+            "string",
+            None,
+            "the .ibd's checksum the imzML names matched its bytes: the algorithm (sha1, md5)",
+        ),
         _spec("nifti.intent", "string", None, "NIfTI intent (statistic or data meaning)"),
         _spec("nifti.qform", "string", None, "NIfTI qform_code: what the qform maps to"),
         _spec("nifti.sform", "string", None, "NIfTI sform_code: what the sform maps to"),
@@ -273,6 +289,28 @@ def identifier_problem(item: object) -> str | None:
     return None
 
 
+def digests_problem(info: AdapterInfo) -> str | None:
+    """Why ``info.digests`` is malformed, or None when it is well-formed.
+
+    The agent refuses to load such an adapter; the conformance kit reports it.
+    """
+    digests: object = info.digests
+    if not isinstance(digests, Mapping):
+        return f"digests is {type(digests).__name__}, not a mapping of suffix to algorithms"
+    for suffix, names in digests.items():
+        if not (isinstance(suffix, str) and suffix.startswith(".") and suffix == suffix.lower()):
+            return f"digests: {suffix!r} is not a lowercase file suffix such as '.ibd'"
+        if not isinstance(names, tuple) or not names:
+            return f"digests[{suffix!r}] must be a non-empty tuple of algorithm names"
+        unknown = [name for name in names if name not in DIGEST_ALGORITHMS]
+        if unknown:
+            return (
+                f"digests[{suffix!r}]: {unknown} not among {sorted(DIGEST_ALGORITHMS)} "
+                "(sha256 is always computed)"
+            )
+    return None
+
+
 def normalized_fields(sources: Mapping[str, str]) -> tuple[FieldSpec, ...]:
     """The catalogue's specs for the keys an adapter fills, each with where it reads them.
 
@@ -310,6 +348,17 @@ class AdapterInfo:
     #: the extra of the adapter's distribution that installs ``requires``
     #: (``acqharvest[<extra>]`` for the built-ins); shown to the admin.
     extra: str = ""
+    #: lowercase file suffix (``".ibd"``) -> names from :data:`DIGEST_ALGORITHMS` of the
+    #: digests the agent computes of every such file besides its sha256, in the same single
+    #: pass over its bytes, and hands to ``extract`` in :attr:`Draft.digests`: so a
+    #: checksum the acquisition names for a file of any size is verified without the
+    #: adapter reading it. Only files with such a suffix pay for them; ask for every
+    #: algorithm the format may name (the imzML adapter: ``{".ibd": ("md5", "sha1")}``).
+    digests: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def digests_for(self, path: Path) -> tuple[str, ...]:
+        """The extra digests this adapter asks for of ``path`` (by its suffix)."""
+        return self.digests.get(path.suffix.lower(), ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,6 +417,13 @@ class Draft:
     key: str
     primary: Path
     members: tuple[Path, ...]
+    #: member -> ``hashlib`` name -> lowercase hex digest of the whole file, as the agent
+    #: computed it while hashing the file before the claim: ``sha256`` of every member, and
+    #: what :attr:`AdapterInfo.digests` asks for. Compare a checksum the acquisition names
+    #: with these; never read a file whole to compute one. A member or name absent (a file
+    #: packaged earlier and not read again, a caller that hashed nothing) is unknown:
+    #: report the checksum as not verified.
+    digests: Mapping[Path, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

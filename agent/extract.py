@@ -40,13 +40,15 @@ _BINARY = (bytes, bytearray, memoryview)
 
 
 def draft_for(acquisition: Acquisition) -> Draft:
-    """The adapter's view of an acquisition: its key and its files, primary first."""
+    """The adapter's view of an acquisition: its key, its files, primary first, and their
+    digests (sha256 and whatever else was computed of each as it was hashed)."""
     primary = acquisition.primary
     others = tuple(m.settled.path for m in acquisition.members if m is not primary)
     return Draft(
         key=acquisition.key,
         primary=primary.settled.path,
         members=(primary.settled.path, *others),
+        digests={m.settled.path: {**m.digests, "sha256": m.sha256} for m in acquisition.members},
     )
 
 

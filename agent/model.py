@@ -195,6 +195,10 @@ class ProbedFile:
     #: the folder whose whole tree is this acquisition (a ``.zarr`` store), absolute;
     #: see Claim.tree.
     tree: Path | None = None
+    #: the digests its adapters' ``AdapterInfo.digests`` ask for besides sha256 (``hashlib``
+    #: name -> hex), computed in the same pass; empty for most files. Not kept in the state
+    #: database: a member packaged earlier has only its sha256 (see ``Draft.digests``).
+    digests: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

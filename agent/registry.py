@@ -33,6 +33,7 @@ import os
 import threading
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import get_args
 
 import structlog
@@ -46,6 +47,7 @@ from acqharvest.adapter_api import (
     FormatSpec,
     Reader,
     Stability,
+    digests_problem,
 )
 
 GROUP = "acqharvest.adapters"
@@ -121,6 +123,23 @@ class Registry:
             for error in self.errors
         )
         return rows
+
+    def digests_for(self, path: Path, allowed: Collection[str] = ()) -> tuple[str, ...]:
+        """The extra digests of ``path`` that the adapters allowed for it ask for, sorted.
+
+        Asked before the claim (the file is hashed first, in one pass), so by suffix: every
+        adapter's ``info.digests`` counts, whichever then claims the file.
+        """
+        return tuple(
+            sorted(
+                {
+                    name
+                    for adapter_name, adapter in self.adapters.items()
+                    if not allowed or adapter_name in allowed
+                    for name in adapter.info.digests_for(path)
+                }
+            )
+        )
 
     def claim(
         self, probe: FileProbe, reader: Reader, allowed: Collection[str] = ()
@@ -305,6 +324,8 @@ def _load_one(ep: importlib.metadata.EntryPoint) -> Adapter:
     requires: object = info.requires  # a vendor may pass "czifile" for ("czifile",)
     if not isinstance(requires, tuple) or not all(isinstance(m, str) for m in requires):
         raise TypeError("info.requires must be a tuple of module names")
+    if problem := digests_problem(info):
+        raise ValueError(problem)
     if not isinstance(adapter, Adapter):
         raise TypeError("adapter lacks callable claim/extract methods")
     return adapter

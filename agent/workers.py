@@ -224,7 +224,7 @@ class ProbeFailure:
 
 
 def probe(settled: FileSettled) -> ProbedFile | ProbeFailure:
-    """Head bytes, adapter claim and sha256 of one settled file.
+    """Head bytes, adapter claim, sha256 and any digests adapters ask for, of one settled file.
 
     Only the file that settled is read (see ``readonly``): a path swapped for another
     file since is observed again, one swapped for a link or a FIFO is a failure naming it.
@@ -232,10 +232,11 @@ def probe(settled: FileSettled) -> ProbedFile | ProbeFailure:
     reader = FileReader({settled.path: settled.file_id})
     path = settled.path
     allowed = (_setup.adapters_by_root or {}).get(settled.root, ())
+    registry = _current_registry()
     try:
         with logs.reading(path):
-            head, digest = _hashed(reader, path)
-            found = _current_registry().claim(FileProbe(path, settled.size, head), reader, allowed)
+            head, digest, digests = _hashed(reader, path, registry.digests_for(path, allowed))
+            found = registry.claim(FileProbe(path, settled.size, head), reader, allowed)
         after = os.lstat(path)
     except OSError as error:
         if reader.refused is None:
@@ -263,21 +264,24 @@ def probe(settled: FileSettled) -> ProbedFile | ProbeFailure:
         collects=claim.collects,
         expected_instances=claim.expected_instances,
         tree=None if claim.tree is None else Path(os.path.normpath(path.parent / claim.tree)),
+        digests=digests,
     )
 
 
-def _hashed(reader: FileReader, path: Path) -> tuple[bytes, str]:
-    """Head and sha256 of ``path``, each chunk read shown on the board as progress.
+def _hashed(
+    reader: FileReader, path: Path, extra: tuple[str, ...]
+) -> tuple[bytes, str, dict[str, str]]:
+    """Head, sha256 and ``extra`` digests of ``path``, each chunk read shown as progress.
 
     Hashing a 100 GB file takes minutes even on a fast share: it is bounded by progress,
     not by total time, and the adapter's claim then gets its whole budget.
     """
     if _progress is None:
-        return reader.head_and_sha256(path, HEAD_BYTES)
+        return reader.head_and_digests(path, HEAD_BYTES, extra)
     progress, row = _progress, _row
     progress.hashing(row, True)
     try:
-        return reader.head_and_sha256(path, HEAD_BYTES, lambda: progress.progressed(row))
+        return reader.head_and_digests(path, HEAD_BYTES, extra, lambda: progress.progressed(row))
     finally:
         progress.hashing(row, False)
 

@@ -11,9 +11,11 @@ header alone (readlif opens paths itself, so its reads cannot be counted). A fil
 adapter refuses or the baseline fails on is listed apart, with the reason, and left out of
 the totals and ratios rather than counted as 0 bytes. Only ratios mean anything on a
 shared machine. The multi-file formats (``ome-zarr/``, ``nifti/``, ``imzml/``) are read one
-acquisition at a time, every file of it in the draft, and reported per file as a share of
-its size (the headers-only rule: at most 5% of any file over 1 MB). Usage (from the repo
-root):
+acquisition at a time, every file of it in the draft with the digests the agent hands
+``extract`` (computed by a reader of their own, as the agent's hashing pass is not the
+adapter's: the imzML's ``.ibd`` checksum is compared with them, its ``.ibd`` never read
+whole), and reported per file as a share of its size (the headers-only rule: at most 5%
+of any file over 1 MB). Usage (from the repo root):
 
     .venv/bin/python bench/adapter_headers.py [--repeat 5] [--quiet]
 """
@@ -44,6 +46,7 @@ from acqharvest.adapters.nifti import NiftiAdapter
 from acqharvest.adapters.tiff import TiffAdapter
 from acqharvest.adapters.zarr import ZarrAdapter
 from acqharvest.readonly import FileReader
+from acqharvest.testing.checks import digests_of
 
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
@@ -186,7 +189,7 @@ def acquisitions(adapter: Adapter, folder: Path) -> list[Draft]:
     drafts = []
     for key, members in groups.items():
         ordered = tuple(path for _, path in sorted(members))
-        drafts.append(Draft(key, ordered[0], ordered))
+        drafts.append(Draft(key, ordered[0], ordered, digests_of(adapter.info, ordered)))
     return drafts
 
 

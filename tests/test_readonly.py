@@ -13,23 +13,38 @@ from acqharvest.readonly import CHUNK, FileReader, NotSettledFile
 from acqharvest.watch import file_identity
 
 
-def test_head_and_sha256_in_one_pass(tmp_path: Path) -> None:
+def test_head_and_digests_in_one_pass(tmp_path: Path) -> None:
     data = bytes(range(256)) * (CHUNK // 256 * 2 + 7)  # more than two chunks
     path = tmp_path / "big.bin"
     path.write_bytes(data)
     reader = FileReader()
-    head, digest = reader.head_and_sha256(path, 4096)
+    head, digest, extra = reader.head_and_digests(path, 4096)
     assert head == data[:4096]
     assert digest == hashlib.sha256(data).hexdigest()
+    assert extra == {}  # nothing asked, nothing else computed
     assert reader.bytes_read == len(data)
 
 
-def test_head_and_sha256_reports_each_chunk(tmp_path: Path) -> None:
+def test_extra_digests_come_from_the_same_single_pass(tmp_path: Path) -> None:
+    data = bytes(range(256)) * (CHUNK // 256 * 2 + 7)
+    path = tmp_path / "data.ibd"
+    path.write_bytes(data)
+    reader = FileReader()
+    head, digest, extra = reader.head_and_digests(path, 16, ("sha1", "md5"))
+    assert (head, digest) == (data[:16], hashlib.sha256(data).hexdigest())
+    assert extra == {
+        "sha1": hashlib.sha1(data, usedforsecurity=False).hexdigest(),
+        "md5": hashlib.md5(data, usedforsecurity=False).hexdigest(),
+    }
+    assert reader.bytes_read == len(data)  # every byte read once, for all three
+
+
+def test_head_and_digests_reports_each_chunk(tmp_path: Path) -> None:
     path = tmp_path / "big.bin"
     path.write_bytes(b"x" * (3 * CHUNK + 1))
     chunks: list[int] = []
     reader = FileReader()
-    reader.head_and_sha256(path, 4096, lambda: chunks.append(reader.bytes_read))
+    reader.head_and_digests(path, 4096, ("sha1",), lambda: chunks.append(reader.bytes_read))
     assert chunks == [CHUNK, 2 * CHUNK, 3 * CHUNK, 3 * CHUNK + 1]
 
 
@@ -38,8 +53,13 @@ def test_short_and_empty_files(tmp_path: Path) -> None:
     short.write_bytes(b"abc")
     empty.write_bytes(b"")
     reader = FileReader()
-    assert reader.head_and_sha256(short, 4096) == (b"abc", hashlib.sha256(b"abc").hexdigest())
-    assert reader.head_and_sha256(empty, 4096) == (b"", hashlib.sha256(b"").hexdigest())
+    abc = hashlib.sha256(b"abc").hexdigest()
+    assert reader.head_and_digests(short, 4096) == (b"abc", abc, {})
+    assert reader.head_and_digests(empty, 4096, ("md5",)) == (
+        b"",
+        hashlib.sha256(b"").hexdigest(),
+        {"md5": hashlib.md5(b"", usedforsecurity=False).hexdigest()},
+    )
 
 
 def test_reads_count_and_leave_the_file_untouched(tmp_path: Path) -> None:
@@ -92,7 +112,7 @@ def test_a_file_swapped_for_a_link_outside_is_refused_not_followed(tmp_path: Pat
     os.symlink(outside / "secret.dcm", path)
     reader = FileReader({path: settled_as})
     with pytest.raises(NotSettledFile) as refused:
-        reader.head_and_sha256(path, 4096)
+        reader.head_and_digests(path, 4096)
     assert str(path) in str(refused.value)
     assert "symbolic link" in str(refused.value)
     assert not refused.value.replaced

@@ -154,6 +154,14 @@ class RequiresAString(_Everything):
     info = dataclasses.replace(_info("stringreq"), requires="czifile")  # type: ignore[arg-type]
 
 
+class AsksForSha256(_Everything):
+    info = dataclasses.replace(_info("asks256"), digests={".raw": ("sha256",)})
+
+
+class AsksForSha1(_Everything):
+    info = dataclasses.replace(_info("asks1"), digests={".raw": ("sha1",), ".bin": ("md5",)})
+
+
 def _ep(name: str, target: str) -> EntryPoint:
     return EntryPoint(name=name, value=f"tests.test_registry:{target}", group=GROUP)
 
@@ -368,3 +376,23 @@ def test_requires_given_as_a_string_is_a_load_error():
     registry = load_registry(entry_points=[_ep("stringreq", "RequiresAString")])
     assert registry.adapters == {}
     assert "requires must be a tuple" in registry.errors[0].error
+
+
+def test_digests_are_asked_by_suffix_of_allowed_adapters_only():
+    registry = load_registry(
+        entry_points=[
+            _ep("asks1", "AsksForSha1"),
+            EntryPoint(name="imzml", value="acqharvest.adapters.imzml:ImzmlAdapter", group=GROUP),
+        ]
+    )
+    assert registry.digests_for(Path("/d/run.IBD")) == ("md5", "sha1")
+    assert registry.digests_for(Path("/d/run.raw")) == ("sha1",)
+    assert registry.digests_for(Path("/d/run.imzML")) == ()
+    assert registry.digests_for(Path("/d/run.ibd"), allowed=("asks1",)) == ()
+
+
+def test_a_malformed_digests_request_is_a_load_error():
+    registry = load_registry(entry_points=[_ep("asks256", "AsksForSha256")])
+    assert registry.adapters == {}
+    assert "digests['.raw']: ['sha256'] not among" in registry.errors[0].error
+    assert "sha256 is always computed" in registry.errors[0].error

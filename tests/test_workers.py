@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 import shutil
@@ -145,3 +146,32 @@ def test_extraction_refuses_a_member_swapped_for_a_link(
     assert isinstance(outcome, ExtractionFailure)
     assert outcome.path == path
     assert outcome.reason == f"{path}: refused, not read: it is a symbolic link, never followed"
+
+
+def test_probe_computes_the_extra_digests_an_adapter_asks_for_and_only_those(
+    folders: tuple[Path, Path], corpus: Path
+) -> None:
+    watched, _ = folders
+    for name in ("Example_Continuous.imzML", "Example_Continuous.ibd"):
+        shutil.copyfile(corpus / "imzml" / name, watched / name)
+    shutil.copyfile(corpus / MR, watched / "IM0001")
+    ibd, imzml, dicom = (
+        workers.probe(_settled(watched / name, watched))
+        for name in ("Example_Continuous.ibd", "Example_Continuous.imzML", "IM0001")
+    )
+    assert isinstance(ibd, ProbedFile)
+    data = (watched / "Example_Continuous.ibd").read_bytes()
+    assert ibd.sha256 == hashlib.sha256(data).hexdigest()
+    assert ibd.digests == {
+        "md5": hashlib.md5(data, usedforsecurity=False).hexdigest(),
+        "sha1": hashlib.sha1(data, usedforsecurity=False).hexdigest(),
+    }
+    # every other file pays for its sha256 alone
+    assert isinstance(imzml, ProbedFile)
+    assert isinstance(dicom, ProbedFile)
+    assert (imzml.digests, dicom.digests) == ({}, {})
+    # and the pair's extraction compares the imzML's SHA-1 with the probe's, not reading it
+    pair = Acquisition(imzml.group_key, "imzml", watched, (imzml, ibd))
+    extraction = workers.extract_acquisition(pair)
+    assert isinstance(extraction, Extraction)
+    assert extraction.metadata["msi"]["ibd_checksum_verified"] == "sha1"

@@ -19,18 +19,20 @@ Deliberately not read: the spectra. The imzML is parsed up to ``<spectrumList>``
 its last 64 KiB are read to check it ends (``</mzML>``) and for the extents its last
 spectra declare in the ``.ibd`` (external offset + encoded length), which the ``.ibd``
 must reach: a cut-short file of either kind fails the extraction naming it. Of the
-``.ibd``, its first 16 bytes (the UUID) and, when it is at most ``CHECKSUM_MAX_BYTES``,
-the whole file for the checksum the imzML names (SHA-1, MD5 or SHA-256); a larger one
-would break the headers-only budget, so its checksum is reported as not verified.
+``.ibd``, its first 16 bytes (the UUID) only: the checksum the imzML names (SHA-1, MD5
+or SHA-256) is compared with the digest the agent computed of the whole ``.ibd`` as it
+hashed it (``info.digests`` asks for SHA-1 and MD5 of every ``.ibd``; sha256 it computes
+of every file), so it is verified for an ``.ibd`` of any size without the adapter reading
+it; a match is ``msi.ibd_checksum_verified``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +56,6 @@ __all__ = ["ImzmlAdapter"]
 CLAIM_BUDGET = 64 * 1024
 #: the imzML's last bytes read for its end tag and the extents of its last spectra.
 TAIL_BYTES = 64 * 1024
-#: an ``.ibd`` up to this size is hashed to verify the checksum its imzML names; larger
-#: ones are not (headers only: an adapter reads at most 5% of a file over 1 MB).
-CHECKSUM_MAX_BYTES = 1_000_000
 UUID_BYTES = 16
 #: structure (a UUID shared by both files) beats an extension alone.
 CONFIDENCE = 0.9
@@ -90,6 +89,8 @@ _FIELDS = normalized_fields(
         "to: its first cvParam name, else its id",
         "instrument_reported.software_version": "that software's version",
         "acquired": "run startTimeStamp",
+        "msi.ibd_checksum_verified": "fileContent IMS:1000091 ibd SHA-1, IMS:1000090 ibd MD5 "
+        "(or IMS:1000092 ibd SHA-256) equal to the agent's digest of the .ibd",
         "instances": "files in the acquisition (2 for a whole pair)",
     }
 )
@@ -124,6 +125,8 @@ class ImzmlAdapter:
         ),
         fields=_FIELDS,
         samples=("imzml/Example_Continuous.imzML", "imzml/Example_Continuous.ibd"),
+        # which of the two the imzML names is only known at extraction: both are asked for
+        digests={".ibd": ("md5", "sha1")},
     )
 
     def claim(self, probe: FileProbe, reader: Reader) -> Claim | None:
@@ -163,7 +166,11 @@ class ImzmlAdapter:
         if not ibds:
             notes.append(f"{_ibd_name(path)}: the .ibd with UUID {uuid} is not in the acquisition")
         for ibd in ibds:
-            original["ibd_checksum"] = _check_ibd(ibd, path, uuid, needed, header.checksum, reader)
+            _check_ibd(ibd, path, uuid, needed, reader)
+            digests = draft.digests.get(ibd, {})
+            original["ibd_checksum"], verified = _checksum(ibd, path, header.checksum, digests)
+            if verified is not None:
+                metadata.setdefault("msi", {})["ibd_checksum_verified"] = verified
         metadata["instances"] = len(draft.members)
         return AdapterOutput(
             format="imzML",
@@ -344,36 +351,40 @@ def _tail_extent(path: Path, reader: Reader) -> int:
     return needed
 
 
-def _check_ibd(
-    ibd: Path,
-    imzml: Path,
-    uuid: str,
-    needed: int,
-    checksum: tuple[str, str] | None,
-    reader: Reader,
-) -> str:
-    """Check the ``.ibd`` against its imzML; how its checksum fared."""
+def _check_ibd(ibd: Path, imzml: Path, uuid: str, needed: int, reader: Reader) -> None:
+    """Check the ``.ibd``'s UUID and size against its imzML (its first 16 bytes only)."""
     with reader.open(ibd) as handle:
         head = handle.read(UUID_BYTES)
         size = int(handle.seek(0, os.SEEK_END))
-        if len(head) < UUID_BYTES:
-            raise AdapterError(ibd, f"truncated: {size} bytes, shorter than its UUID")
-        if head.hex() != uuid:
-            raise AdapterError(ibd, f"its UUID {head.hex()} is not {uuid}, that of {imzml}")
-        if size < needed:
-            raise AdapterError(
-                ibd, f"truncated: {size} bytes, but the spectra of {imzml} reach byte {needed}"
-            )
-        if checksum is None:
-            return "none named"
-        name, expected = checksum
-        if size > CHECKSUM_MAX_BYTES:
-            return f"not verified: {size} bytes, over the {CHECKSUM_MAX_BYTES}-byte budget"
-        handle.seek(0)
-        actual = hashlib.new(name, handle.read(CHECKSUM_MAX_BYTES + 1)).hexdigest()
-    if actual != expected:
-        raise AdapterError(ibd, f"its {name} is {actual}, but {imzml} names {expected}")
-    return f"{name} verified"
+    if len(head) < UUID_BYTES:
+        raise AdapterError(ibd, f"truncated: {size} bytes, shorter than its UUID")
+    if head.hex() != uuid:
+        raise AdapterError(ibd, f"its UUID {head.hex()} is not {uuid}, that of {imzml}")
+    if size < needed:
+        raise AdapterError(
+            ibd, f"truncated: {size} bytes, but the spectra of {imzml} reach byte {needed}"
+        )
+
+
+def _checksum(
+    ibd: Path, imzml: Path, checksum: tuple[str, str] | None, digests: Mapping[str, str]
+) -> tuple[str, str | None]:
+    """How the ``.ibd``'s checksum fared, and its algorithm when it matched.
+
+    Compared with the agent's digest of the whole ``.ibd`` (``Draft.digests``), never read
+    here. A mismatch is an AdapterError naming the ``.ibd``: the pair is then failed.
+    """
+    if checksum is None:
+        return "none named", None
+    name, expected = checksum
+    actual = digests.get(name)
+    if actual is None:  # a caller that hashed nothing, or an .ibd packaged earlier
+        return f"not verified: the agent computed no {name} of the .ibd", None
+    if actual.lower() != expected:
+        raise AdapterError(
+            ibd, f"checksum mismatch: its {name} is {actual}, but {imzml} names {expected}"
+        )
+    return f"{name} verified", name
 
 
 def _ibd_alone(ibds: list[Path], reader: Reader) -> AdapterOutput:

@@ -24,6 +24,7 @@ from acqharvest.adapter_api import (
     Claim,
     FileProbe,
     Stability,
+    digests_problem,
     identifier_problem,
     value_problem,
 )
@@ -36,6 +37,17 @@ def probe_of(path: Path) -> FileProbe:
     """The probe the agent would build for ``path`` (size and first ``HEAD_BYTES``)."""
     size = path.stat().st_size
     return FileProbe(path, size, FileReader().head(path, HEAD_BYTES))
+
+
+def digests_of(info: AdapterInfo, paths: Iterable[Path]) -> dict[Path, dict[str, str]]:
+    """The ``Draft.digests`` the agent hands ``extract`` for ``paths``: each file read whole
+    once, for its sha256 and the digests ``info.digests`` asks for (by a reader of its own,
+    so the bytes never count as the adapter's)."""
+    found: dict[Path, dict[str, str]] = {}
+    for path in paths:
+        _, sha256, extra = FileReader().head_and_digests(path, 0, info.digests_for(path))
+        found[path] = {**extra, "sha256": sha256}
+    return found
 
 
 def package_dir(adapter: Adapter) -> Path:
@@ -104,6 +116,8 @@ def info_problems(info: AdapterInfo, entry_point: str | None) -> list[str]:
         problems.append("formats is empty")
     if not info.fields:
         problems.append("fields is empty: declare every metadata key extract emits")
+    if problem := digests_problem(info):
+        problems.append(problem)
     seen: set[str] = set()
     for spec in info.fields:
         if spec.key in seen:

@@ -174,7 +174,12 @@ class AdapterConformance:
 
     def _extract(self, files: tuple[Path, ...], reader: FileReader | None = None) -> AdapterOutput:
         adapter = self.the_adapter()
-        draft = Draft(f"conformance:{files[0].name}", files[0], files)
+        draft = Draft(
+            f"conformance:{files[0].name}",
+            files[0],
+            files,
+            checks.digests_of(adapter.info, files),
+        )
         output: AdapterOutput = self._call(
             f"extract({files[0].name})", lambda: adapter.extract(draft, reader or FileReader())
         )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from acqharvest.adapter_api import HEAD_BYTES, Adapter, AdapterOutput, Claim, Draft, FileProbe
 from acqharvest.readonly import FileReader
+from acqharvest.testing.checks import digests_of
 
 #: headers only: of a file over 1 MB an adapter reads at most 5%
 LARGE_FILE = 1_000_000
@@ -25,13 +26,14 @@ def claims_of(adapter: Adapter, files: Iterable[Path]) -> dict[Path, Claim | Non
 
 
 def draft_of(adapter: Adapter, files: Iterable[Path]) -> Draft:
-    """The one acquisition the files form by their claims, primary first (as the agent)."""
+    """The one acquisition the files form by their claims, primary first, with the digests
+    the agent computes of them (as the agent)."""
     claims = claims_of(adapter, files)
     assert all(claims.values()), [str(p) for p, c in claims.items() if c is None]
     keys = {c.group_key for c in claims.values() if c is not None}
     assert len(keys) == 1, keys
     ordered = sorted(claims, key=lambda p: (claims[p].role != "primary", p))  # type: ignore[union-attr]
-    return Draft(keys.pop(), ordered[0], tuple(ordered))
+    return Draft(keys.pop(), ordered[0], tuple(ordered), digests_of(adapter.info, ordered))
 
 
 def extract_all(adapter: Adapter, files: Iterable[Path]) -> tuple[AdapterOutput, FileReader]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -11,9 +12,11 @@ from pyimzml.ImzMLParser import ImzMLParser
 from acqharvest.adapter_api import AdapterError, Draft
 from acqharvest.adapters.imzml import ImzmlAdapter
 from acqharvest.readonly import FileReader
-from tests.adapters.acquisition import claims_of, extract_all, overread
+from tests.adapters.acquisition import claims_of, draft_of, extract_all, overread
 
 NAME = "Example_Continuous"
+#: the ibd SHA-1 (IMS:1000091) the corpus imzML names
+SHA1 = "a5be532d25997b71be6d20c76561ddc4d5307ddd"
 
 
 @pytest.fixture
@@ -51,6 +54,7 @@ def test_values_equal_pyimzmls(corpus: Path) -> None:
     assert metadata["detector"] == {"type": "electron multiplier"}
     assert metadata["instances"] == 2
     assert output.original_metadata["ibd_checksum"] == "sha1 verified"
+    assert metadata["msi"]["ibd_checksum_verified"] == "sha1"
     assert output.original_metadata["uuid"] == ibd.read_bytes()[:16].hex()
 
 
@@ -62,9 +66,13 @@ def test_ibd_cut_short_or_not_the_named_one_fails_naming_it(pair: tuple[Path, Pa
         extract_all(ImzmlAdapter(), [imzml, ibd])
     assert caught.value.path == ibd
     ibd.write_bytes(whole[:100] + bytes([whole[100] ^ 0xFF]) + whole[101:])
-    with pytest.raises(AdapterError, match="sha1") as checksum:
+    with pytest.raises(AdapterError, match="checksum mismatch") as checksum:
         extract_all(ImzmlAdapter(), [imzml, ibd])
     assert checksum.value.path == ibd
+    assert (
+        hashlib.sha1(ibd.read_bytes(), usedforsecurity=False).hexdigest() in checksum.value.reason
+    )
+    assert SHA1 in checksum.value.reason
     # another UUID: never grouped with this imzML (its key differs)
     ibd.write_bytes(bytes(16) + whole[16:])
     keys = {c.group_key for c in claims_of(ImzmlAdapter(), [imzml, ibd]).values() if c}
@@ -82,16 +90,63 @@ def test_imzml_cut_short_fails(pair: tuple[Path, Path]) -> None:
     assert caught.value.path == imzml
 
 
-def test_a_large_ibd_is_read_by_its_header_and_its_checksum_left_unverified(
+def _grow(ibd: Path, extra: int) -> bytes:
+    """The ``.ibd`` with ``extra`` bytes after its spectra (still a valid pair); its bytes."""
+    with ibd.open("ab") as handle:
+        handle.write(b"\x5a" * extra)
+    return ibd.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("accession", "term", "algorithm"),
+    [("IMS:1000091", "ibd SHA-1", "sha1"), ("IMS:1000090", "ibd MD5", "md5")],
+)
+def test_a_large_ibds_checksum_is_verified_from_the_agents_digest_reading_its_header_only(
+    pair: tuple[Path, Path], accession: str, term: str, algorithm: str
+) -> None:
+    imzml, ibd = pair
+    data = _grow(ibd, 3_000_000)
+    named = hashlib.new(algorithm, data).hexdigest()
+    text = imzml.read_text(encoding="latin-1")
+    text = text.replace(
+        f'accession="IMS:1000091" name="ibd SHA-1" value="{SHA1}"',
+        f'accession="{accession}" name="{term}" value="{named.upper()}"',  # as writers vary
+    )
+    assert named.upper() in text
+    imzml.write_text(text, encoding="latin-1")
+    output, reader = extract_all(ImzmlAdapter(), [imzml, ibd])
+    assert output.metadata["msi"]["ibd_checksum_verified"] == algorithm
+    assert output.original_metadata["ibd_checksum"] == f"{algorithm} verified"
+    assert reader.read_by_path[ibd] == 16  # its UUID: the digest is the agent's
+    assert overread(reader) == {}
+
+
+def test_a_large_ibd_whose_checksum_differs_fails_naming_it_and_both_values(
     pair: tuple[Path, Path],
 ) -> None:
     imzml, ibd = pair
-    with ibd.open("ab") as handle:
-        handle.write(b"\0" * 2_000_000)
-    output, reader = extract_all(ImzmlAdapter(), [imzml, ibd])
-    assert output.original_metadata["ibd_checksum"].startswith("not verified")
-    assert reader.read_by_path[ibd] == 16
+    actual = hashlib.sha1(_grow(ibd, 2_000_000), usedforsecurity=False).hexdigest()
+    reader = FileReader()
+    with pytest.raises(AdapterError) as caught:
+        ImzmlAdapter().extract(draft_of(ImzmlAdapter(), [imzml, ibd]), reader)
+    assert caught.value.path == ibd
+    assert caught.value.reason == (
+        f"checksum mismatch: its sha1 is {actual}, but {imzml} names {SHA1}"
+    )
     assert overread(reader) == {}
+
+
+def test_without_the_agents_digest_the_checksum_is_said_not_verified(
+    pair: tuple[Path, Path],
+) -> None:
+    imzml, ibd = pair
+    reader = FileReader()
+    output = ImzmlAdapter().extract(Draft("k", imzml, (imzml, ibd)), reader)
+    assert output.original_metadata["ibd_checksum"] == (
+        "not verified: the agent computed no sha1 of the .ibd"
+    )
+    assert "ibd_checksum_verified" not in output.metadata["msi"]
+    assert reader.read_by_path[ibd] == 16
 
 
 def test_uuid_spelled_with_braces_and_dashes_links_the_pair(pair: tuple[Path, Path]) -> None:

@@ -101,7 +101,7 @@ def run_adapters(path: Path) -> Outcome:
     """Claim and extract ``path`` with every adapter; raises whatever is not AdapterError."""
     reader = FileReader()
     size = path.stat().st_size
-    head, _ = reader.head_and_sha256(path, HEAD_BYTES)
+    head, _, _ = reader.head_and_digests(path, HEAD_BYTES)
     outcome: dict[str, str | None] = {}
     outputs: dict[str, AdapterOutput] = {}
     for name, adapter in registry().adapters.items():

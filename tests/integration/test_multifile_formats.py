@@ -136,4 +136,6 @@ def test_an_imzml_before_its_ibd_and_a_nifti_img_before_its_hdr_are_one_package_
             w.path.relative_to(harness.watch).as_posix() for w in files
         )
     assert by_format["imzML"]["metadata"]["msi"]["spectra"] == 9
+    # the SHA-1 the imzML names, against the worker's digest of the .ibd as it hashed it
+    assert by_format["imzML"]["metadata"]["msi"]["ibd_checksum_verified"] == "sha1"
     assert by_format["NIfTI-1"]["metadata"]["image"]["size_x"] == 8
