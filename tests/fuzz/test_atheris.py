@@ -25,6 +25,8 @@ FUZZ_SEED, FUZZ_RUNS = 1, 8000
 FUZZ_SECONDS = 120
 
 
+# a fuzzing campaign, CPU-bound for minutes on a small machine: CI runs it with the long tier
+@pytest.mark.long
 @pytest.mark.timeout(FUZZ_SECONDS * 4)
 def test_coverage_guided_fuzzing_finds_no_crash(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
