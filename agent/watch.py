@@ -124,9 +124,12 @@ _IN_ATTRIB = 0x00000004
 
 def _path_max() -> int | None:
     """Bytes a path given to the system may hold, its final NUL included; None if unknown."""
+    pathconf = getattr(os, "pathconf", None)  # Windows has none
+    if pathconf is None:
+        return None
     try:
-        return os.pathconf("/", "PC_PATH_MAX")
-    except (AttributeError, OSError, ValueError):  # Windows has no pathconf
+        return int(pathconf("/", "PC_PATH_MAX"))
+    except (OSError, ValueError):
         return None
 
 
