@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -154,6 +158,8 @@ def _indent(line: str) -> int:
 
 # --------------------------------------------------------------------------- README
 
+DOCS = REPO / "docs"
+
 
 def _readme_commands() -> list[str]:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
@@ -175,23 +181,106 @@ def test_ci_runs_the_readmes_test_command() -> None:
     assert tests in ci
 
 
-def test_readme_documents_every_top_level_config_key_and_command() -> None:
+def _nav_pages() -> set[str]:
+    """Every page the site's navigation lists, as a path below docs/."""
+
+    def walk(node: Any) -> Iterator[str]:
+        if isinstance(node, str):
+            yield node
+        elif isinstance(node, list):
+            for item in node:
+                yield from walk(item)
+        elif isinstance(node, dict):
+            for value in node.values():
+                yield from walk(value)
+
+    config = yaml.safe_load((REPO / "mkdocs.yml").read_text(encoding="utf-8"))
+    return set(walk(config["nav"]))
+
+
+def test_readme_fits_on_two_screens_and_ends_with_links_into_the_site() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 90, "the README is the quick start; move the rest to docs/"
+    last_section = readme.rsplit("\n## ", 1)[1]
+    assert last_section.startswith("Documentation\n")
+    assert len(re.findall(r"\]\(docs/[\w/-]+\.md\)", last_section)) >= 10
+
+
+def test_readme_links_point_at_existing_files_and_site_pages() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    targets = [t for t in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme) if "://" not in t]
+    in_nav = _nav_pages()
+    assert len(targets) >= 12
+    for target in targets:
+        assert (REPO / target).is_file(), f"README links to {target}, which does not exist"
+        if target.startswith("docs/"):
+            page = target.removeprefix("docs/")
+            assert page in in_nav, f"README links to {target}, which the site's nav lacks"
+
+
+def test_docs_document_every_top_level_config_key_and_command() -> None:
+    configuration = (DOCS / "admin" / "configuration.md").read_text(encoding="utf-8")
     for key in json_schema()["properties"]:
-        assert f"`{key}" in readme, f"README's configuration table lacks {key}"
+        assert f"`{key}" in configuration, f"the configuration table lacks {key}"
+    commands = (DOCS / "admin" / "commands.md").read_text(encoding="utf-8")
     for command in ("run", "run --once", "extract", "check", "status", "adapters"):
-        assert f"`acqharvest {command}" in readme, f"README's command table lacks {command}"
+        assert f"`acqharvest {command}" in commands, f"the command table lacks {command}"
+
+
+@pytest.mark.parametrize(
+    "page", ["README.md", "docs/admin/index.md", "docs/admin/configuration.md"]
+)
+def test_the_configs_the_docs_show_are_valid(page: str) -> None:
+    text = (REPO / page).read_text(encoding="utf-8")
+    configs = [
+        textwrap.dedent(block)
+        for block in re.findall(r"```yaml\n(.*?)```", text, re.S)
+        if "instrument:" in block
+    ]
+    assert configs, f"{page} shows no config"
+    for config in configs:
+        assert parse_settings(config, source=page, base_dir=REPO).watch
 
 
 def test_every_test_the_guarantees_name_exists() -> None:
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Guarantees", 1)[1].split("\n## ", 1)[0]
+    section = (DOCS / "guarantees.md").read_text(encoding="utf-8")
     named = re.findall(r"`(tests/[\w/]+\.py)(?:::(\w+))?`", section)
     assert len(named) >= 20, "the Guarantees table should name the tests that prove it"
     for path, name in named:
         source = (REPO / path).read_text(encoding="utf-8")
         if name:
             assert re.search(rf"^def {name}\(", source, re.M), f"{path} has no test {name}"
+
+
+def test_every_builtin_adapter_has_a_page_showing_its_readme() -> None:
+    in_nav = _nav_pages()
+    names = [f.name for f in sorted((REPO / "adapters").iterdir()) if (f / "__init__.py").is_file()]
+    assert len(names) >= 8
+    for name in names:
+        page = DOCS / "adapters" / f"{name}.md"
+        assert f'--8<-- "adapters/{name}/README.md"' in page.read_text(encoding="utf-8")
+        assert f"adapters/{name}.md" in in_nav, f"the site's nav lacks adapters/{name}.md"
+
+
+def test_the_docs_site_builds_strictly(tmp_path: Path) -> None:
+    """A real strict build: a broken link, anchor or included file fails it."""
+    site = tmp_path / "site"
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    # the included repository files are in the pages, not the include lines
+    tiff = (site / "adapters" / "tiff" / "index.html").read_text(encoding="utf-8")
+    assert "Patient data" in tiff
+    assert "--8&lt;--" not in tiff
+    guarantees = (site / "guarantees" / "index.html").read_text(encoding="utf-8")
+    assert "test_kill9_at_chosen_points_loses_and_duplicates_nothing" in guarantees
 
 
 def test_every_builtin_adapter_has_a_readme_with_the_required_sections() -> None:
@@ -203,12 +292,12 @@ def test_every_builtin_adapter_has_a_readme_with_the_required_sections() -> None
             assert section in text, f"adapters/{folder.name}/README.md lacks {section}"
 
 
-def test_readme_http_contract_names_the_headers_the_sender_sends(endpoint: Any) -> None:
+def test_http_contract_names_the_headers_the_sender_sends(endpoint: Any) -> None:
     """The documented request headers are the ones a real endpoint receives."""
     from acqharvest.deliver import HttpSender
     from acqharvest.model import EndpointSettings
 
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    contract = (DOCS / "endpoint.md").read_text(encoding="utf-8")
     sender = HttpSender(EndpointSettings(type="http", url=endpoint.url), "t0ken")
     try:
         assert sender.send("a" * 64, b"{}").outcome == "confirmed"
@@ -217,7 +306,7 @@ def test_readme_http_contract_names_the_headers_the_sender_sends(endpoint: Any) 
     (request,) = endpoint.received
     for header in ("Content-Type", "Idempotency-Key", "Authorization", "User-Agent"):
         assert header.lower() in request.headers
-        assert f"{header}: " in readme
+        assert f"{header}: " in contract
 
 
 @pytest.mark.parametrize("name", ["zarr", "nifti", "imzml"])
