@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 from acqharvest.adapter_api import Identifier
 
-# The settings are declared in their own module, with the config schema they are; stages
-# import them from here with the rest of the data they are handed.
+# declared in ``settings`` (they are the config file's schema too); stages take them from
+# here with the rest of the data they are handed
 from acqharvest.settings import DeidentifySettings as DeidentifySettings
 from acqharvest.settings import EndpointSettings as EndpointSettings
 from acqharvest.settings import InstrumentSettings as InstrumentSettings
