@@ -7,12 +7,12 @@ Owns nothing of the file contents; it turns configuration and relative paths int
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from typing import Any
 
 from acqharvest.model import InstrumentSettings
-
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+from acqharvest.pathtemplate import template_names as template_names
+from acqharvest.pathtemplate import template_pattern
+from acqharvest.pathtemplate import template_problem as template_problem
 
 
 def identifier_type(identifier: str) -> str:
@@ -44,32 +44,6 @@ def instrument_block(instrument: InstrumentSettings) -> dict[str, Any]:
     return block
 
 
-@lru_cache(maxsize=64)
-def _template_pattern(template: str) -> re.Pattern[str]:
-    parts: list[str] = []
-    for segment in template.strip("/").split("/"):
-        if segment == "**":
-            parts.append("(?:.*)")
-            continue
-        pieces: list[str] = []
-        position = 0
-        for match in _PLACEHOLDER.finditer(segment):
-            pieces.append(_glob_to_regex(segment[position : match.start()]))
-            pieces.append(f"(?P<{match.group(1)}>[^/]+?)")
-            position = match.end()
-        pieces.append(_glob_to_regex(segment[position:]))
-        parts.append("".join(pieces))
-    # "**" may stand for no folder at all, at the end ("a/**") and at the start ("**/a").
-    pattern = "/".join(parts).replace("/(?:.*)", "(?:/.*)?")
-    if pattern.startswith("(?:.*)/"):
-        pattern = "(?:.*/)?" + pattern[len("(?:.*)/") :]
-    return re.compile(pattern)
-
-
-def _glob_to_regex(text: str) -> str:
-    return "".join("[^/]*" if char == "*" else re.escape(char) for char in text)
-
-
 def path_fields(template: str | None, relative_path: str) -> dict[str, str]:
     """Fields named in ``template`` (e.g. ``{operator}/{project}/**``) taken from a path.
 
@@ -81,27 +55,7 @@ def path_fields(template: str | None, relative_path: str) -> dict[str, str]:
     if not template:
         return {}
     folder = relative_path.rpartition("/")[0]
-    match = _template_pattern(template).fullmatch(folder)
+    match = template_pattern(template).fullmatch(folder)
     if match is None:
         return {}
     return {name: value for name, value in match.groupdict().items() if value}
-
-
-def template_problem(template: str) -> str | None:
-    """Why a ``path_template`` cannot work, or None when it can."""
-    names = template_names(template)
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        return f"each field may appear once; repeated: {', '.join(repeated)}"
-    if not names:
-        return "names no field; write fields in braces, e.g. {operator}/{project}/**"
-    try:
-        _template_pattern(template)
-    except re.error as error:
-        return f"is not a usable pattern: {error}"
-    return None
-
-
-def template_names(template: str) -> tuple[str, ...]:
-    """The field names a template defines, in order (for config validation and docs)."""
-    return tuple(_PLACEHOLDER.findall(template))

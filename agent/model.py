@@ -19,115 +19,15 @@ from typing import Any, Literal
 
 from acqharvest.adapter_api import Identifier
 
-# --------------------------------------------------------------------------- settings
-
-
-@dataclass(frozen=True, slots=True)
-class InstrumentSettings:
-    """PIDINST-style identity of the instrument this daemon runs beside."""
-
-    id: str
-    name: str | None = None
-    manufacturer: str | None = None
-    model: str | None = None
-    serial_number: str | None = None
-    type: str | None = None
-    owner: str | None = None
-
-
-WatchMode = Literal["auto", "native", "polling"]
-
-
-@dataclass(frozen=True, slots=True)
-class WatchSettings:
-    """One watched instrument output folder."""
-
-    path: Path
-    include: tuple[str, ...] = ("*",)
-    exclude: tuple[str, ...] = ()
-    recursive: bool = True
-    settle_seconds: float = 10.0
-    #: a close-after-write event lets a file settle after one confirming look.
-    settle_on_close: bool = True
-    #: how long a file whose first bytes are all zero waits for content; 0 does not wait.
-    blank_head_wait_seconds: float = 300.0
-    mode: WatchMode = "auto"
-    path_template: str | None = None
-    #: how long a multi-file group (e.g. a DICOM series) must be quiet before it is packaged;
-    #: None means "the same as settle_seconds".
-    group_quiet_seconds: float | None = None
-    #: a group still incomplete after this long is released anyway, flagged incomplete.
-    group_timeout_seconds: float = 3600.0
-    #: adapter names allowed for this folder; empty means every enabled adapter.
-    adapters: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class EndpointSettings:
-    """Where packages go: an HTTP endpoint or a local directory."""
-
-    type: Literal["http", "directory"]
-    url: str | None = None
-    path: Path | None = None
-    token_file: Path | None = None
-    token_env: str | None = None
-    ca_bundle: Path | None = None
-    #: PEM client certificate for mutual TLS; its key is in ``client_key`` or in the same file.
-    client_cert: Path | None = None
-    client_key: Path | None = None
-    #: a 2xx confirms only with a JSON receipt naming the package.
-    require_receipt: bool = False
-    timeout_seconds: float = 30.0
-    #: upper bound of the exponential retry backoff.
-    max_backoff_seconds: float = 300.0
-    #: plain http:// is refused for any host but loopback unless this is set.
-    allow_plaintext: bool = False
-    #: http(s) proxy an https endpoint is reached through (CONNECT tunnel); None: direct.
-    proxy: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DeidentifySettings:
-    """Patient-data policy; identifiers are removed unless this says otherwise."""
-
-    enabled: bool = True
-    retain_uids: bool = False
-    #: the profile's Retain Device Identity option: serial numbers, station names.
-    retain_device_identity: bool = True
-    retain_dates: bool = False
-    retain_patient_characteristics: bool = False
-    retain_descriptions: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class LogSettings:
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["auto", "json", "console"] = "auto"
-    #: JSON-lines log file; None means ``<state_dir>/acqharvest.log``.
-    file: Path | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """The whole validated configuration, as the stages see it."""
-
-    instrument: InstrumentSettings
-    watch: tuple[WatchSettings, ...]
-    endpoint: EndpointSettings
-    state_dir: Path
-    deidentify: DeidentifySettings = field(default_factory=DeidentifySettings)
-    log: LogSettings = field(default_factory=LogSettings)
-    #: worker processes for header extraction and checksums; 0 runs them in-process.
-    workers: int = 2
-    #: seconds between reconciliation scans of every watched folder.
-    rescan_seconds: float = 300.0
-    #: longest a worker may read one file or acquisition before it is terminated.
-    extract_timeout_seconds: float = 60.0
-    #: address-space cap of each worker process in MiB (POSIX); None: no cap.
-    extract_memory_mb: int | None = 2048
-    #: where the config came from, for messages ("<embedded default>" for the demo).
-    source: str = "<embedded default>"
-
+# declared in ``settings`` (they are the config file's schema too); stages take them from
+# here with the rest of the data they are handed
+from acqharvest.settings import DeidentifySettings as DeidentifySettings
+from acqharvest.settings import EndpointSettings as EndpointSettings
+from acqharvest.settings import InstrumentSettings as InstrumentSettings
+from acqharvest.settings import LogSettings as LogSettings
+from acqharvest.settings import Settings as Settings
+from acqharvest.settings import WatchMode as WatchMode
+from acqharvest.settings import WatchSettings as WatchSettings
 
 # --------------------------------------------------------------------------- stages
 

@@ -293,7 +293,8 @@ def test_scan_finds_nested_files(tmp_path: Path) -> None:
 
 def test_scan_respects_recursive_false(tmp_path: Path) -> None:
     _tree(tmp_path)
-    ws = _ws(tmp_path, recursive=False)
+    # exclude nothing: b.tmp shows that only the depth limits the scan
+    ws = _ws(tmp_path, recursive=False, exclude=())
     assert _names(Watcher([ws], Events()).scan_folder(ws), tmp_path) == {"a.dcm", "b.tmp"}
 
 

@@ -1,0 +1,99 @@
+"""The settings are declared once: the frozen dataclasses the stages use are the config schema."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import pkgutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, TypeAdapter
+
+import acqharvest
+from acqharvest import settings
+from acqharvest.config import json_schema, parse_settings
+
+SECTIONS = [
+    settings.Settings,
+    settings.InstrumentSettings,
+    settings.WatchSettings,
+    settings.EndpointSettings,
+    settings.DeidentifySettings,
+    settings.LogSettings,
+]
+
+
+def _classes_with_fields() -> list[tuple[type, frozenset[str]]]:
+    """Every dataclass and pydantic model defined anywhere in acqharvest, with its fields."""
+    found = []
+    for module_info in pkgutil.walk_packages(acqharvest.__path__, "acqharvest."):
+        name = module_info.name
+        if name.endswith("__main__") or name.startswith(
+            ("acqharvest.adapters", "acqharvest.testing")
+        ):
+            continue  # __main__ runs the CLI; adapter and kit classes hold no settings
+        module = importlib.import_module(name)
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ != module.__name__:
+                continue
+            if dataclasses.is_dataclass(cls):
+                found.append((cls, frozenset(f.name for f in dataclasses.fields(cls))))
+            elif issubclass(cls, BaseModel):
+                found.append((cls, frozenset(cls.model_fields)))
+    return found
+
+
+@pytest.mark.parametrize("section", SECTIONS, ids=lambda cls: cls.__name__)
+def test_each_settings_section_is_declared_by_one_class(section: type) -> None:
+    keys = {f.name for f in dataclasses.fields(section)} - {"source"}
+    twins = [cls for cls, names in _classes_with_fields() if keys <= names and cls is not section]
+    assert twins == [], f"{section.__name__}'s keys are declared again by {twins}"
+
+
+def test_the_config_loader_declares_no_settings_of_its_own() -> None:
+    assert [cls for cls, _ in _classes_with_fields() if cls.__module__ == "acqharvest.config"] == []
+
+
+def _schema_of(section: type) -> dict[str, Any]:
+    schema = json_schema()
+    return schema if section is settings.Settings else schema["$defs"][section.__name__]
+
+
+@pytest.mark.parametrize("section", SECTIONS, ids=lambda cls: cls.__name__)
+def test_every_key_has_its_description_and_default_from_the_declaration(section: type) -> None:
+    properties = _schema_of(section)["properties"]
+    declared = [f for f in dataclasses.fields(section) if f.name != "source"]
+    assert sorted(properties) == sorted(f.name for f in declared)
+    for field in declared:
+        prop = properties[field.name]
+        assert prop.get("description"), f"{field.name} has no description"
+        if field.default is dataclasses.MISSING:
+            assert field.name in _schema_of(section)["required"]
+        else:
+            jsonable = TypeAdapter(Any).dump_python(field.default, mode="json")
+            assert prop["default"] == jsonable, field.name
+
+
+def test_a_config_gives_the_declared_defaults_for_every_key_it_leaves_out(tmp_path: Path) -> None:
+    loaded = parse_settings(
+        "instrument: {id: x}\nwatch: [{path: w}]\nendpoint: {type: directory, path: out}\n"
+        "state_dir: state\n",
+        source="c.yaml",
+        base_dir=tmp_path,
+    )
+    assert loaded == settings.Settings(
+        instrument=settings.InstrumentSettings(id="x"),
+        watch=(settings.WatchSettings(path=tmp_path / "w"),),
+        endpoint=settings.EndpointSettings(type="directory", path=tmp_path / "out"),
+        state_dir=tmp_path / "state",
+        source="c.yaml",
+    )
+    assert loaded.watch[0].exclude == settings.DEFAULT_EXCLUDE
+
+
+def test_validating_settings_without_the_loader_context_is_refused() -> None:
+    with pytest.raises(TypeError, match="Loading context"):
+        TypeAdapter(settings.WatchSettings).validate_python({"path": "relative"})
