@@ -101,7 +101,8 @@ def _run(args: argparse.Namespace) -> int:
     if settings is None:
         return EXIT_CONFIG
     from acqharvest.config import is_embedded_default
-    from acqharvest.runtime import Daemon, log_file_of
+    from acqharvest.runtime import Daemon
+    from acqharvest.statedir import log_file_of
 
     if is_embedded_default(settings):
         for folder in (settings.watch[0].path, settings.endpoint.path):
@@ -231,7 +232,7 @@ def _retry(args: argparse.Namespace) -> int:
     if settings is None:
         return EXIT_CONFIG
     from acqharvest.outbox import Outbox, OutboxError
-    from acqharvest.runtime import state_paths
+    from acqharvest.statedir import state_paths
 
     outbox = Outbox.open(state_paths(settings)[0], recover=False)
     wanted = outbox.rejected() if args.all else args.package_ids

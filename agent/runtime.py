@@ -14,8 +14,6 @@ import math
 import multiprocessing
 import os
 import queue
-import secrets
-import shutil
 import socket
 import threading
 import time
@@ -34,9 +32,6 @@ from acqharvest.deliver import Deliverer, build_sender, safe_url
 from acqharvest.durable import (
     InstanceLock,
     StorageError,
-    error_code,
-    fsync_dir,
-    replace_durably,
     writable_folder,
 )
 from acqharvest.group import Grouper, missing_names
@@ -62,6 +57,15 @@ from acqharvest.readonly import FileReader
 from acqharvest.service import ServiceNotifier
 from acqharvest.settle import ScanFeed, Settler
 from acqharvest.state import State, StateError
+from acqharvest.statedir import (
+    StorageHealth,
+    installation_secret,
+    instance_lock_path,
+    own_paths,
+    recreate,
+    state_dir_problems,
+    state_paths,
+)
 from acqharvest.watch import Watcher, examine, stat_file
 
 log = logs.get_logger("acqharvest.runtime")
@@ -77,12 +81,9 @@ _EVENT_QUEUE_SIZE = 100_000
 #: overrides ``_EVENT_QUEUE_SIZE`` (read once, at start): less memory on a small machine,
 #: and a storm tests can provoke with hundreds of files instead of a hundred thousand
 EVENT_QUEUE_ENV = "ACQHARVEST_EVENT_QUEUE_SIZE"
-#: free space in the state dir below which ``status`` warns
-_LOW_SPACE_BYTES = 16 * 2**20
 #: seconds between watch health checks (dead, stalled or stale observers, inotify budget)
 _HEALTH_SECONDS = 10.0
 _IDLE_WAIT = 0.5
-_SECRET_BYTES = 32
 _RECEIPT_RETENTION_SECONDS = 90 * 24 * 3600
 #: how long a stop waits for a send in progress before leaving it to the next start
 _STOP_DELIVERY_SECONDS = 5.0
@@ -105,46 +106,6 @@ def _event_queue_size() -> int:
         return int(raw)
     log.warning("event_queue_size_ignored", value=raw, reason="not a positive whole number")
     return _EVENT_QUEUE_SIZE
-
-
-def log_file_of(settings: Settings) -> Path:
-    return settings.log.file or settings.state_dir / "acqharvest.log"
-
-
-def own_paths(settings: Settings) -> tuple[tuple[str, Path], ...]:
-    """What the daemon writes, by config key: the watcher never harvests it, by any path."""
-    endpoint = settings.endpoint.path
-    own = (("state_dir", settings.state_dir), ("log file", log_file_of(settings)))
-    return own if endpoint is None else (*own, ("endpoint.path", endpoint))
-
-
-def instance_lock_path(settings: Settings) -> Path:
-    """The file a running daemon holds locked: one daemon per state dir."""
-    return settings.state_dir / "daemon.lock"
-
-
-def state_paths(settings: Settings) -> tuple[Path, Path, Path]:
-    """(outbox folder, registry database, per-installation secret) under the state dir."""
-    root = settings.state_dir
-    return root / "outbox", root / "state.sqlite3", root / "secret.key"
-
-
-def installation_secret(path: Path) -> bytes:
-    """The key for consistent UID replacement; created once, readable by the owner only."""
-    with contextlib.suppress(FileNotFoundError):
-        value = path.read_bytes()
-        if len(value) == _SECRET_BYTES:
-            return value
-        # Only a crash while creating it leaves a short key, before any package used it.
-        log.warning("secret_replaced", path=str(path), reason="incomplete key file")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_bytes(_SECRET_BYTES)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    replace_durably(tmp, path, value, mode=0o600)
-    fsync_dir(path.parent)
-    return value
 
 
 class _Pool:
@@ -301,8 +262,7 @@ class Daemon:
         self.deidentifier = Deidentifier(settings.deidentify, self._secret)
         #: the registry file this daemon writes; another (or none) there means it was deleted
         self._state_file = self.state.file_id
-        #: (code, path) of the state dir's current write failure, to log each problem once
-        self._storage_problem: tuple[str | None, str] | None = None
+        self._storage = StorageHealth()
         self.instrument = instrument_block(settings.instrument)
         self._host = socket.gethostname()
         self._folders = {ws.path: ws for ws in settings.watch}
@@ -467,7 +427,7 @@ class Daemon:
         except StorageError as error:
             # The state dir is full, read-only or gone: the files are harvested again
             # by the next regular rescan, without hammering the disk meanwhile.
-            self._storage_failed(error)
+            self._storage.failed(error)
             self._in_progress.clear()
             stop.wait(_IDLE_WAIT)
         except Exception as error:
@@ -800,7 +760,7 @@ class Daemon:
             self.outbox.spool([package for package, _ in batch])
         except OutboxError as error:
             # Not recorded as harvested, so the files are packaged again on a later scan.
-            self._storage_failed(error, packages=len(batch))
+            self._storage.failed(error, packages=len(batch))
             self.report.failures.add(str(error))
             self._release(acquisition for _, acquisition in batch)
             return
@@ -808,7 +768,7 @@ class Daemon:
             (package.acquisition_key, package.package_id, acquisition.adapter, acquisition.members)
             for package, acquisition in batch
         )
-        self._storage_ok()
+        self._storage.ok()
         self._release(acquisition for _, acquisition in batch)
         for package, acquisition in batch:
             log.info(
@@ -822,25 +782,6 @@ class Daemon:
         self.report.packaged += len(batch)
         self._wake_delivery.set()
 
-    def _storage_failed(self, error: StorageError, **context: Any) -> None:
-        """Log a state-dir write failure: an error when it starts or changes, debug after."""
-        problem = (error.code, str(error.path))
-        level = log.debug if problem == self._storage_problem else log.error
-        self._storage_problem = problem
-        level(
-            "state_dir_unwritable",
-            path=str(error.path),
-            errno=error.code,
-            error=str(error),
-            action="harvested again at the next scan once it is writable",
-            **context,
-        )
-
-    def _storage_ok(self) -> None:
-        if self._storage_problem is not None:
-            log.info("state_dir_writable_again", path=self._storage_problem[1])
-            self._storage_problem = None
-
     def _check_state_dir(self) -> None:
         """Recreate the state dir when it was deleted under the running daemon.
 
@@ -849,30 +790,14 @@ class Daemon:
         """
         if self._state_file is not None and self.state.file_id == self._state_file:
             return
-        _, db_path, secret_path = state_paths(self.settings)
+        _, db_path, _ = state_paths(self.settings)
         log.error(
             "state_dir_lost",
             path=str(self.settings.state_dir),
             missing=str(db_path),
             action="recreated; files already harvested are harvested and sent again",
         )
-        try:
-            self.settings.state_dir.mkdir(parents=True, exist_ok=True)
-            # the lock went with the folder: hold the new one, so no second daemon starts
-            self._instance.release()
-            self._instance.acquire()
-            replace_durably(
-                secret_path.with_name(f".{secret_path.name}.tmp"),
-                secret_path,
-                self._secret,
-                mode=0o600,
-            )
-        except OSError as error:
-            raise StorageError(
-                f"cannot recreate {self.settings.state_dir}: {error}",
-                self.settings.state_dir,
-                error_code(error),
-            ) from error
+        recreate(self.settings, self._instance, self._secret)
         self.outbox.ensure_folders()
         self.state.close()
         self.state = State.open(db_path)
@@ -1216,7 +1141,7 @@ def read_status(settings: Settings) -> Status:
             finally:
                 state.close()
     return Status(
-        outbox, registry, _state_dir_problems(settings.state_dir) + problems, readers_missing
+        outbox, registry, state_dir_problems(settings.state_dir) + problems, readers_missing
     )
 
 
@@ -1231,15 +1156,3 @@ def _readers_missing(packaged: dict[str, int]) -> list[str]:
         for name, modules in registry.missing.items()
         if packaged.get(name)
     ]
-
-
-def _state_dir_problems(folder: Path) -> list[str]:
-    """Why the daemon cannot write its state dir now, if it cannot."""
-    if not folder.is_dir():
-        return []  # never ran here (or deleted: the daemon recreates it)
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return [f"state dir {folder}: not writable (read-only file system or permissions)"]
-    free = shutil.disk_usage(folder).free
-    if free < _LOW_SPACE_BYTES:
-        return [f"state dir {folder}: only {free} bytes free; packages cannot be spooled"]
-    return []
