@@ -27,15 +27,16 @@ from typing import Any, Literal, TypeVar
 
 from acqharvest import logs, workers
 from acqharvest.adapter_api import HEAD_BYTES
+from acqharvest.commands import endpoint_label
 from acqharvest.deidentify import Deidentifier
-from acqharvest.deliver import Deliverer, build_sender, safe_url
+from acqharvest.deliver import Deliverer, build_sender
 from acqharvest.durable import (
     InstanceLock,
     StorageError,
-    writable_folder,
 )
+from acqharvest.enrich import enrich
 from acqharvest.group import Grouper, missing_names
-from acqharvest.identity import instrument_block, path_fields
+from acqharvest.identity import instrument_block
 from acqharvest.model import (
     Acquisition,
     Extraction,
@@ -50,20 +51,17 @@ from acqharvest.model import (
     WatchSettings,
 )
 from acqharvest.outbox import Outbox, OutboxError
-from acqharvest.package import build_package, relative_path
-from acqharvest.package import rfc3339 as package_rfc3339
-from acqharvest.pathtext import escape
+from acqharvest.package import relative_path
 from acqharvest.readonly import FileReader
 from acqharvest.service import ServiceNotifier
 from acqharvest.settle import ScanFeed, Settler
-from acqharvest.state import State, StateError
+from acqharvest.state import State
 from acqharvest.statedir import (
     StorageHealth,
     installation_secret,
     instance_lock_path,
     own_paths,
     recreate,
-    state_dir_problems,
     state_paths,
 )
 from acqharvest.watch import Watcher, examine, stat_file
@@ -342,7 +340,7 @@ class Daemon:
             "daemon_started",
             config=self.settings.source,
             folders=[str(ws.path) for ws in self.settings.watch],
-            endpoint=_label(self.settings),
+            endpoint=endpoint_label(self.settings),
             state_dir=str(self.settings.state_dir),
             once=self.once,
         )
@@ -879,19 +877,11 @@ class Daemon:
 
     def _build(self, extraction: Extraction) -> Package:
         acquisition = extraction.acquisition
-        folder = self._folder(acquisition.root)
-        primary = relative_path(acquisition.primary.settled.path, acquisition.root)
-        clean = self.deidentifier.apply(
-            extraction.format,
-            extraction.metadata,
-            extraction.original_metadata,
-            extraction.identifiers,
-        )
-        return build_package(
+        return enrich(
             extraction,
-            clean,
+            self.deidentifier,
             instrument=self.instrument,
-            acquisition_fields=path_fields(folder.path_template, primary),
+            path_template=self._folder(acquisition.root).path_template,
             previous=self.state.package_of(acquisition.key),
             host=self._host,
         )
@@ -992,167 +982,3 @@ def _head_is_blank(path: Path) -> bool:
     except OSError:
         return False  # the probe reports a file it cannot read
     return bool(head) and not head.strip(b"\0")
-
-
-# ---------------------------------------------------------------------- one-shot commands
-def preview(
-    paths: Iterable[Path], settings: Settings, deidentifier: Deidentifier
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """Packages the daemon would build from these files now (``acqharvest extract``).
-
-    Files are taken as complete; folders are walked. Nothing is written or sent.
-    """
-    files = sorted(_expand(paths))
-    if not files:
-        return [], ["no files given"]
-    root = Path(os.path.commonpath([f.parent for f in files]))
-    grouper = Grouper(lambda _: 0.0, lambda _: 0.0)
-    errors: list[str] = []
-    for path in files:
-        seen = _stat(path, root)
-        if seen is None:
-            errors.append(f"{path}: cannot stat the file")
-            continue
-        settled = FileSettled(path, root, seen.size, seen.mtime_ns, seen.file_id)
-        result = workers.probe(settled)
-        if isinstance(result, workers.ProbeFailure):
-            errors.append(result.reason)
-        else:
-            grouper.add(result, 0.0)
-    instrument = instrument_block(settings.instrument)
-    packages: list[dict[str, Any]] = []
-    for acquisition in grouper.ready(math.inf):
-        extraction = workers.extract_acquisition(acquisition)
-        if isinstance(extraction, ExtractionFailure):
-            errors.append(f"{extraction.path}: {extraction.reason}")
-            continue
-        clean = deidentifier.apply(
-            extraction.format,
-            extraction.metadata,
-            extraction.original_metadata,
-            extraction.identifiers,
-        )
-        package = build_package(
-            extraction,
-            clean,
-            instrument=instrument,
-            acquisition_fields={},
-            previous=None,
-        )
-        packages.append(dict(package.body))
-    return packages, errors
-
-
-def _expand(paths: Iterable[Path]) -> Iterable[Path]:
-    for path in paths:
-        absolute = path.resolve()
-        if absolute.is_dir():
-            yield from (p for p in absolute.rglob("*") if p.is_file())
-        else:
-            yield absolute
-
-
-def check_installation(settings: Settings) -> Iterable[tuple[bool, str]]:
-    """(ok, message) lines for ``acqharvest check``: folders, state dir, adapters, endpoint."""
-    yield True, f"config {settings.source} is valid"
-    for folder in settings.watch:
-        try:
-            with os.scandir(folder.path) as entries:
-                next(entries, None)
-            yield True, f"watch folder {folder.path} is readable"
-        except OSError as error:
-            yield False, f"watch folder {folder.path}: {error.strerror or error}"
-    ok, detail = writable_folder(settings.state_dir)
-    yield ok, f"state dir {settings.state_dir}: {detail}"
-    from acqharvest.registry import load_registry
-
-    registry = load_registry()
-    yield bool(registry.adapters), "adapters loaded: " + (", ".join(registry.adapters) or "none")
-    for load_error in registry.errors:
-        yield False, f"adapter {load_error.name} failed to load: {load_error.error}"
-    for name in registry.missing:
-        # not a failure: the files are still packaged, with checksums only
-        yield True, str(registry.unavailable(name))
-    for index, folder in enumerate(settings.watch):
-        unknown = [name for name in folder.adapters if name not in registry.adapters]
-        if unknown:
-            yield (
-                False,
-                (
-                    f"watch[{index}].adapters names adapters that are not installed: "
-                    f"{', '.join(unknown)} (installed: {', '.join(registry.adapters) or 'none'})"
-                ),
-            )
-    sender = build_sender(settings.endpoint)  # DeliveryConfigError: the caller exits 2
-    try:
-        ok, detail = sender.probe()
-        yield ok, f"endpoint {_label(settings)}: {detail}"
-    finally:
-        sender.close()
-
-
-def _label(settings: Settings) -> str:
-    endpoint = settings.endpoint
-    return str(endpoint.path) if endpoint.type == "directory" else safe_url(str(endpoint.url))
-
-
-@dataclass(frozen=True, slots=True)
-class Status:
-    outbox: dict[str, int]
-    registry: dict[str, int]
-    problems: list[str]
-    #: one line per adapter whose reader is missing and whose files were packaged without it
-    readers_missing: list[str] = field(default_factory=list)
-
-
-def read_status(settings: Settings) -> Status:
-    """Outbox counts, harvest counts and recent problems, read without changing anything."""
-    outbox_dir, db_path, _ = state_paths(settings)
-    outbox = {"pending": 0, "delivered": 0, "rejected": 0, "corrupt": 0}
-    problems: list[str] = []
-    if outbox_dir.is_dir():  # else the daemon never ran here; create nothing
-        summary = Outbox.open(outbox_dir, recover=False, create=False).summary()
-        outbox = {
-            "pending": summary.pending,
-            "delivered": summary.delivered,
-            "rejected": summary.rejected,
-            "corrupt": summary.corrupt,
-        }
-        problems = [
-            f"{p.at or '-'}  {p.state:<9} {p.package_id[:16]}  attempts={p.attempts}  "
-            f"{p.last_error or ''}"
-            for p in summary.problems
-        ]
-    registry = {"files": 0, "acquisitions": 0, "failures": 0}
-    readers_missing: list[str] = []
-    if db_path.exists():
-        try:
-            state = State.open(db_path, readonly=True)
-        except StateError as error:
-            problems.append(f"{error} (the daemon moves a corrupt one aside when it starts)")
-        else:
-            try:
-                registry = state.counts()
-                readers_missing = _readers_missing(state.acquisitions_by_adapter())
-                problems += [
-                    f"{package_rfc3339(f.at)}  failed    {escape(str(f.path))}: {f.reason}"
-                    for f in state.failures()
-                ]
-            finally:
-                state.close()
-    return Status(
-        outbox, registry, state_dir_problems(settings.state_dir) + problems, readers_missing
-    )
-
-
-def _readers_missing(packaged: dict[str, int]) -> list[str]:
-    """Once per adapter, not per file: its acquisitions lack metadata, and how to fix it."""
-    from acqharvest.registry import load_registry
-
-    registry = load_registry()
-    return [
-        f"{name}: {packaged[name]} acquisition(s) packaged with checksums only, its reader "
-        f"({', '.join(modules)}) is not installed: {registry.install_line(name)}"
-        for name, modules in registry.missing.items()
-        if packaged.get(name)
-    ]
