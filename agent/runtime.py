@@ -7,23 +7,17 @@ drains the outbox; watchdog's observer threads feed events through a bounded que
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import contextlib
-import itertools
 import math
-import multiprocessing
 import os
 import queue
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import CancelledError, Future
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from acqharvest import logs, workers
 from acqharvest.adapter_api import HEAD_BYTES
@@ -52,6 +46,7 @@ from acqharvest.model import (
 )
 from acqharvest.outbox import Outbox, OutboxError
 from acqharvest.package import relative_path
+from acqharvest.pool import Workbench
 from acqharvest.readonly import FileReader
 from acqharvest.service import ServiceNotifier
 from acqharvest.settle import ScanFeed, Settler
@@ -69,11 +64,6 @@ from acqharvest.watch import Watcher, examine, stat_file
 log = logs.get_logger("acqharvest.runtime")
 
 T = TypeVar("T")
-_Kind = Literal["probe", "extract"]
-_TASKS: dict[_Kind, Callable[[int, list[Any]], list[Any]]] = {
-    "probe": workers.probe_many,
-    "extract": workers.extract_many,
-}
 #: watch events queued for the harvest loop; beyond that a rescan stands in for them
 _EVENT_QUEUE_SIZE = 100_000
 #: overrides ``_EVENT_QUEUE_SIZE`` (read once, at start): less memory on a small machine,
@@ -85,10 +75,6 @@ _IDLE_WAIT = 0.5
 _RECEIPT_RETENTION_SECONDS = 90 * 24 * 3600
 #: how long a stop waits for a send in progress before leaving it to the next start
 _STOP_DELIVERY_SECONDS = 5.0
-#: how long a stop waits for workers to finish the file they are reading
-_STOP_WORKERS_SECONDS = 5.0
-#: longest wait before a file whose checksum stalled (a dead share) is read again
-_STALL_RETRY_MAX_SECONDS = 3600.0
 #: packages spooled with one fsync round; small enough that delivery starts early.
 _SPOOL_BATCH = 16
 #: files per probe task and acquisitions per extraction task sent to a worker
@@ -104,119 +90,6 @@ def _event_queue_size() -> int:
         return int(raw)
     log.warning("event_queue_size_ignored", value=raw, reason="not a positive whole number")
     return _EVENT_QUEUE_SIZE
-
-
-class _Pool:
-    """Worker processes for probing and extraction, or the calling thread when workers is 0.
-
-    Each item a worker reads may take at most ``time_budget`` seconds (see ``expire``).
-    In-process (workers 0) nothing can interrupt a hung adapter and no budget applies.
-    """
-
-    def __init__(self, count: int, setup: workers.WorkerSetup, time_budget: float) -> None:
-        self._count = count
-        self._setup = setup
-        self._time_budget = time_budget
-        self._executor: cf.ProcessPoolExecutor | None = None
-        self._progress: workers.Progress | None = None
-        self._tokens = itertools.count(1)
-        #: work in the workers by token: what an overdue worker was reading
-        self._running: dict[int, tuple[Future[list[Any]], _Kind, list[Any]]] = {}
-        #: futures broken only because ``expire`` terminated a worker of their pool
-        self._bystanders: set[Future[list[Any]]] = set()
-        if count == 0:
-            workers.init_worker(replace(setup, log=None))
-        else:
-            self._start()
-
-    def _start(self) -> None:
-        # spawn, not fork: watchdog threads are running and fork would copy their locks.
-        context = multiprocessing.get_context("spawn")
-        self._progress = workers.Progress(context, self._count)
-        self._executor = cf.ProcessPoolExecutor(
-            max_workers=self._count,
-            mp_context=context,
-            initializer=workers.init_worker,
-            initargs=(self._setup, self._progress),
-        )
-        # Start the workers now: their imports then overlap the start-up scan.
-        for _ in range(self._count):
-            self._executor.submit(os.getpid)
-
-    def submit(self, kind: _Kind, batch: list[Any]) -> Future[list[Any]]:
-        token = next(self._tokens)
-        function = _TASKS[kind]
-        if self._executor is None:
-            future: Future[list[Any]] = Future()
-            future.set_result(function(token, batch))
-            return future
-        try:
-            future = self._executor.submit(function, token, batch)
-        except BrokenProcessPool:
-            # A worker died (a crashing adapter): a fresh pool for the work that remains.
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._start()
-            future = self._executor.submit(function, token, batch)
-        self._running[token] = (future, kind, batch)
-        future.add_done_callback(lambda _: self._running.pop(token, None))
-        return future
-
-    def expire(self) -> list[tuple[_Kind, Any, bool]]:
-        """Terminate every worker stuck on one item beyond the time budget; those items.
-
-        Each with whether it stalled while hashing (see ``workers.Overdue``). The pool is
-        then broken: the other work it held fails with ``BrokenProcessPool`` and
-        ``bystander`` tells it apart from the work of a crashed worker.
-        """
-        if self._executor is None or self._progress is None:
-            return []
-        expired: list[tuple[_Kind, Any, bool]] = []
-        for late in self._progress.overdue(self._time_budget, time.monotonic()):
-            process = getattr(self._executor, "_processes", {}).get(late.pid)
-            running = self._running.get(late.token)
-            if process is None or running is None:
-                continue
-            _, kind, batch = running
-            what = "reading no byte of its file" if late.hashing else "on one item"
-            log.error(
-                "worker_terminated",
-                pid=late.pid,
-                reason=f"{what} for longer than {self._time_budget:g} s",
-            )
-            process.kill()
-            self._progress.end(late.row)
-            expired.append((kind, batch[late.index], late.hashing))
-            self._bystanders.update(future for future, _, _ in list(self._running.values()))
-        return expired
-
-    def bystander(self, future: Future[list[Any]]) -> bool:
-        """True when ``future`` broke only because ``expire`` terminated its pool's worker."""
-        if future in self._bystanders:
-            self._bystanders.discard(future)
-            return True
-        return False
-
-    def shutdown(self, grace: float = _STOP_WORKERS_SECONDS) -> None:
-        """Stop the workers; one stuck in a hung adapter is terminated after ``grace``.
-
-        Its file was not recorded as harvested, so it is read again at the next start.
-        """
-        if self._executor is None:
-            return
-        # Private but stable since 3.2 (3.14 adds terminate_workers() for this).
-        processes = list(getattr(self._executor, "_processes", {}).values())
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        deadline = time.monotonic() + grace
-        for process in processes:
-            process.join(max(0.0, deadline - time.monotonic()))
-            # Its sentinel fires a moment before an exiting worker can be reaped: only one
-            # still alive at the deadline is stuck.
-            while process.is_alive() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            if process.is_alive():
-                log.warning("worker_terminated", pid=process.pid, reason="still busy at stop")
-                process.terminate()
-                process.join(1.0)
 
 
 def _batches(items: list[T], size: int) -> Iterator[list[T]]:
@@ -284,17 +157,7 @@ class Daemon:
         )
         self.report = RunReport()
         self._wake_delivery = threading.Event()
-        self._in_flight: list[tuple[Future[list[Any]], _Kind, list[Any]]] = []
-        #: items of batches whose worker died, re-run one at a time to find the culprit
-        self._suspects: deque[tuple[_Kind, Any]] = deque()
-        self._quarantine: tuple[Future[list[Any]], _Kind, Any] | None = None
-        self._quarantine_pool: _Pool | None = None
-        #: id() of items whose worker exceeded the time budget; their failure is recorded
-        self._timed_out: set[int] = set()
-        #: files whose checksum stalled: path -> ((size, mtime_ns), stalls, monotonic time
-        #: before which scans pass them by). Kept in memory only: a restart reads them at once.
-        self._stalled: dict[Path, tuple[tuple[int, int], int, float]] = {}
-        self._setup = workers.WorkerSetup()
+        self._work = Workbench(settings.extract_timeout_seconds, self._wake)
         #: settled files not yet packaged or failed, so rescans don't feed them in again
         self._in_progress: dict[Path, tuple[int, int]] = {}
         #: the scan under way, handed to the settle stage a bounded number of files at a time
@@ -317,12 +180,12 @@ class Daemon:
     def run(self, stop: threading.Event) -> RunReport:
         """Run until ``stop`` is set (or, with ``once``, until what is there now is done)."""
         memory_mb = self.settings.extract_memory_mb
-        self._setup = workers.WorkerSetup(
+        setup = workers.WorkerSetup(
             log=self.settings.log,
             adapters_by_root={ws.path: ws.adapters for ws in self.settings.watch},
             memory_limit_bytes=None if memory_mb is None else memory_mb * 2**20,
         )
-        pool = _Pool(self.settings.workers, self._setup, self.settings.extract_timeout_seconds)
+        self._work.start(self.settings.workers, setup)
         sender = self._sender
         deliverer = Deliverer(
             self.outbox, sender, max_backoff=self.settings.endpoint.max_backoff_seconds
@@ -350,12 +213,12 @@ class Daemon:
             delivery.start()
             self._scan(self.watcher.scan())
             if self.once:
-                self._harvest_until_idle(pool, stop)
+                self._harvest_until_idle(stop)
                 self._wait_for_attempts(deliverer, stop)
             else:
                 folders = len(self.settings.watch)
                 self._service.ready(f"watching {folders} folder{'s' if folders != 1 else ''}")
-                self._harvest_loop(pool, stop)
+                self._harvest_loop(stop)
         finally:
             if not self.once:
                 self._service.stopping()
@@ -366,9 +229,7 @@ class Daemon:
                 delivery.join(timeout=_STOP_DELIVERY_SECONDS)
             if not delivery.is_alive():
                 sender.close()
-            pool.shutdown()
-            if self._quarantine_pool is not None:
-                self._quarantine_pool.shutdown()
+            self._work.shutdown()
             self.report.undelivered = len(self.outbox.pending())
             self.report.rejected = len(self.outbox.rejected()) - rejected_before
             self.state.close()
@@ -402,13 +263,13 @@ class Daemon:
             self._events.put_nowait(None)
 
     # ------------------------------------------------------------------ harvest loop
-    def _harvest_loop(self, pool: _Pool, stop: threading.Event) -> None:
+    def _harvest_loop(self, stop: threading.Event) -> None:
         next_rescan = time.monotonic() + self.settings.rescan_seconds
         next_health = time.monotonic() + _HEALTH_SECONDS
         while not stop.is_set():
             self._service.alive()
             self._drain_events(self._wait_time())
-            self._turn(stop, self._step, pool, time.time())
+            self._turn(stop, self._step, time.time())
             self._turn(stop, self._check_state_dir)
             if time.monotonic() >= next_health:
                 self._turn(stop, self._check_watch)
@@ -444,20 +305,20 @@ class Daemon:
     def _rescan(self) -> None:
         self._scan(self.watcher.scan())
 
-    def _harvest_until_idle(self, pool: _Pool, stop: threading.Event) -> None:
+    def _harvest_until_idle(self, stop: threading.Event) -> None:
         # Files still changing after two full windows are left for the next run; files the
         # scan hands on later get their two windows from then.
         longest = max(ws.settle_seconds for ws in self.settings.watch)
         deadline = time.monotonic() + 2 * longest + _IDLE_WAIT
         fed = self._scan_feed.passed
         while not stop.is_set():
-            self._turn(stop, self._step, pool, time.time())
+            self._turn(stop, self._step, time.time())
             if self._scan_feed.passed != fed:
                 fed = self._scan_feed.passed
                 deadline = time.monotonic() + 2 * longest + _IDLE_WAIT
             pending = self.settler.tracked or self._scan_feed.active
             settling = pending and time.monotonic() < deadline
-            if not settling and not self._busy("probe"):
+            if not settling and not self._work.busy("probe"):
                 break
             self._drain_events(self._wait_time())
         if self.settler.tracked or self._scan_feed.active:
@@ -470,19 +331,11 @@ class Daemon:
         # Nothing else is coming in this run: release every group, complete or not, and
         # again whatever a failed acquisition put back (each round fails one file more).
         while not stop.is_set():
-            self._turn(stop, self._extract, pool, self.grouper.ready(math.inf))
-            if not self._busy("extract"):
+            self._turn(stop, self._extract, self.grouper.ready(math.inf))
+            if not self._work.busy("extract"):
                 break
             self._drain_events(_IDLE_WAIT)
-            self._turn(stop, self._collect, pool, time.time())
-
-    def _busy(self, kind: _Kind) -> bool:
-        quarantined = self._quarantine is not None and self._quarantine[1] == kind
-        return (
-            quarantined
-            or any(k == kind for _, k, _ in self._in_flight)
-            or any(k == kind for k, _ in self._suspects)
-        )
+            self._turn(stop, self._collect, time.time())
 
     def _wait_time(self) -> float:
         now = time.time()
@@ -510,7 +363,7 @@ class Daemon:
             self.settler.forget(event.path)
             self.grouper.remove(event.path)
             self._in_progress.pop(event.path, None)
-            self._stalled.pop(event.path, None)
+            self._work.forget(event.path)
             if isinstance(event, FileRefused):
                 # watch logged it once; this makes it one line of ``acqharvest status``
                 self.report.failures.add(f"{event.path}: {event.reason}")
@@ -518,7 +371,7 @@ class Daemon:
             return
         if self._in_progress.get(event.path) == (event.size, event.mtime_ns):
             return  # settled already; its package is on the way
-        if self._held_back(event):
+        if self._work.held_back(event):
             return  # a later scan sees it again
         if not self.state.is_done(event.path, event.size, event.mtime_ns, event.file_id):
             self.settler.observe(event)
@@ -530,64 +383,28 @@ class Daemon:
 
     def _feed_scan(self) -> None:
         """Take files from the scan under way while few are settling or being probed."""
-        probing = sum(len(batch) for _, kind, batch in self._in_flight if kind == "probe")
+        probing = self._work.probing()
         self._scan_feed.feed(self._take, lambda: self.settler.tracked + probing)
 
-    def _step(self, pool: _Pool, now: float) -> None:
+    def _step(self, now: float) -> None:
         """Hand settled files to the workers, collect what they finished, release groups."""
         self._feed_scan()
         settled = self.settler.tick(now, _stat)
         for file in settled:
             self._in_progress[file.path] = (file.size, file.mtime_ns)
         for batch in _batches(settled, _PROBE_BATCH):
-            self._submit(pool, "probe", batch)
-        self._collect(pool, now)
-        self._extract(pool, self.grouper.ready(now))
+            self._work.submit("probe", batch)
+        self._collect(now)
+        self._extract(self.grouper.ready(now))
 
-    def _extract(self, pool: _Pool, ready: list[Acquisition]) -> None:
+    def _extract(self, ready: list[Acquisition]) -> None:
         merged = [self._with_earlier_members(acquisition) for acquisition in ready]
         for batch in _batches(merged, _EXTRACT_BATCH):
-            self._submit(pool, "extract", batch)
+            self._work.submit("extract", batch)
 
-    def _submit(self, pool: _Pool, kind: _Kind, batch: list[Any]) -> None:
-        future = pool.submit(kind, batch)
-        future.add_done_callback(self._wake)
-        self._in_flight.append((future, kind, batch))
-
-    def _collect(self, pool: _Pool, now: float) -> None:
+    def _collect(self, now: float) -> None:
         """Take every finished worker task, then act on probes first, extractions second."""
-        finished = self._expire_overdue(pool)
-        running: list[tuple[Future[list[Any]], _Kind, list[Any]]] = []
-        resubmit: list[tuple[_Kind, list[Any]]] = []
-        for future, kind, batch in self._in_flight:
-            if not future.done():
-                running.append((future, kind, batch))
-                continue
-            try:
-                results = future.result()
-            except (BrokenProcessPool, CancelledError):
-                left = [item for item in batch if id(item) not in self._timed_out]
-                self._timed_out.difference_update(id(item) for item in batch)
-                if pool.bystander(future):
-                    resubmit.append((kind, left))  # innocent: their worker was terminated
-                else:
-                    # Which item killed the worker is unknown: each is re-run on its own.
-                    self._suspects.extend((kind, item) for item in left)
-            else:
-                if self._timed_out:
-                    # finished just as its worker was terminated: it already failed
-                    results = [
-                        r
-                        for r, i in zip(results, batch, strict=True)
-                        if id(i) not in self._timed_out
-                    ]
-                    self._timed_out.difference_update(id(item) for item in batch)
-                finished.append((kind, results))
-        self._in_flight = running
-        for kind, batch in resubmit:
-            if batch:
-                self._submit(pool, kind, batch)
-        finished.extend(self._run_suspects())
+        finished = self._work.collect()
         for kind, results in finished:
             if kind == "probe":
                 for result in results:
@@ -601,75 +418,6 @@ class Daemon:
                         packages.append((package, extraction.acquisition))
         for batch in _batches(packages, _SPOOL_BATCH):
             self._spool(batch)
-
-    def _expire_overdue(self, pool: _Pool) -> list[tuple[_Kind, list[Any]]]:
-        """Failures for the items whose worker exceeded the time budget and was terminated.
-
-        One stuck in an adapter fails its file for good. One whose checksum stopped
-        progressing (a share that stopped answering) says nothing against the file: it
-        is read again later, with backoff, and never failed for good.
-        """
-        budget = self.settings.extract_timeout_seconds
-        reason = (
-            f"reading it took longer than the time budget of {budget:g} s "
-            "(extract_timeout_seconds); its worker process was terminated"
-        )
-        expired: list[tuple[_Kind, list[Any]]] = []
-        for source in (pool, self._quarantine_pool):
-            for kind, item, hashing in source.expire() if source is not None else ():
-                self._timed_out.add(id(item))
-                if hashing:
-                    delay = self._stalled_again(item)
-                    stalled = (
-                        f"no byte of it could be read for {budget:g} s while computing its "
-                        "checksum (extract_timeout_seconds; a slow or unreachable share?); its "
-                        f"worker process was terminated; read again in {delay:g} s at the earliest"
-                    )
-                    expired.append((kind, [_crashed(kind, item, stalled, final=False)]))
-                else:
-                    expired.append((kind, [_crashed(kind, item, reason)]))
-        return expired
-
-    def _stalled_again(self, settled: FileSettled) -> float:
-        """Hold back a file whose checksum stalled; the seconds until it is read again."""
-        version = (settled.size, settled.mtime_ns)
-        earlier = self._stalled.get(settled.path)
-        attempts = earlier[1] if earlier is not None and earlier[0] == version else 0
-        delay = min(_STALL_RETRY_MAX_SECONDS, self.settings.extract_timeout_seconds * 2.0**attempts)
-        self._stalled[settled.path] = (version, attempts + 1, time.monotonic() + delay)
-        return delay
-
-    def _held_back(self, seen: FileSeen) -> bool:
-        """Whether this version of the file stalled while hashed and still waits."""
-        stalled = self._stalled.get(seen.path)
-        if stalled is None:
-            return False
-        if stalled[0] != (seen.size, seen.mtime_ns):
-            del self._stalled[seen.path]  # another version: read it as any new file
-            return False
-        return time.monotonic() < stalled[2]
-
-    def _run_suspects(self) -> list[tuple[_Kind, list[Any]]]:
-        """Re-run suspects one at a time in their own worker: a crash then names its file."""
-        finished: list[tuple[_Kind, list[Any]]] = []
-        if self._quarantine is not None and self._quarantine[0].done():
-            future, kind, item = self._quarantine
-            self._quarantine = None
-            try:
-                finished.append((kind, future.result()))
-            except (BrokenProcessPool, CancelledError):
-                if id(item) in self._timed_out:
-                    self._timed_out.discard(id(item))  # its failure is recorded already
-                else:
-                    finished.append((kind, [_crashed(kind, item, _DIED)]))
-        if self._quarantine is None and self._suspects:
-            kind, item = self._suspects.popleft()
-            if self._quarantine_pool is None:
-                self._quarantine_pool = _Pool(1, self._setup, self.settings.extract_timeout_seconds)
-            future = self._quarantine_pool.submit(kind, [item])
-            future.add_done_callback(self._wake)
-            self._quarantine = (future, kind, item)
-        return finished
 
     def _package(self, extraction: workers.ExtractOutcome, now: float) -> Package | None:
         """The package of one extraction, or None after recording why there is none."""
@@ -730,7 +478,7 @@ class Daemon:
 
     def _probed(self, result: workers.ProbeOutcome, now: float) -> None:
         if isinstance(result, ProbedFile):
-            self._stalled.pop(result.settled.path, None)
+            self._work.forget(result.settled.path)
             if self.state.refresh_unchanged(result):
                 # Looked changed (touched, replaced by a copy, remounted); the content is not.
                 self._in_progress.pop(result.settled.path, None)
@@ -956,19 +704,6 @@ class Daemon:
             if not untried or deliverer.endpoint_failing:
                 return
             stop.wait(0.05)
-
-
-_DIED = "a worker process died while reading this file"
-
-
-def _crashed(
-    kind: _Kind, item: Any, reason: str, *, final: bool = True
-) -> workers.ProbeOutcome | workers.ExtractOutcome:
-    """The outcome for the one item a worker process was lost on: a failure naming it."""
-    if kind == "probe":
-        return workers.ProbeFailure(item, f"{item.path}: {reason}", final=final)
-    primary = item.primary.settled.path
-    return ExtractionFailure(item, item.adapter, primary, f"{primary}: {reason}")
 
 
 def _stat(path: Path, root: Path) -> FileSeen | None:
