@@ -22,6 +22,13 @@ from typing import Any, TypeVar
 from acqharvest import logs, workers
 from acqharvest.adapter_api import HEAD_BYTES
 from acqharvest.commands import endpoint_label
+from acqharvest.decisions import (
+    Fail,
+    SettleAgain,
+    after_extraction,
+    failed,
+    with_earlier_members,
+)
 from acqharvest.deidentify import Deidentifier
 from acqharvest.deliver import Deliverer, build_sender
 from acqharvest.durable import (
@@ -29,7 +36,7 @@ from acqharvest.durable import (
     StorageError,
 )
 from acqharvest.enrich import enrich
-from acqharvest.group import Grouper, missing_names
+from acqharvest.group import Grouper
 from acqharvest.identity import instrument_block
 from acqharvest.model import (
     Acquisition,
@@ -38,7 +45,6 @@ from acqharvest.model import (
     FileGone,
     FileRefused,
     FileSeen,
-    FileSettled,
     Package,
     ProbedFile,
     Settings,
@@ -398,7 +404,10 @@ class Daemon:
         self._extract(self.grouper.ready(now))
 
     def _extract(self, ready: list[Acquisition]) -> None:
-        merged = [self._with_earlier_members(acquisition) for acquisition in ready]
+        merged = [
+            with_earlier_members(acquisition, self.state.members_of(acquisition.key), _stat)
+            for acquisition in ready
+        ]
         for batch in _batches(merged, _EXTRACT_BATCH):
             self._work.submit("extract", batch)
 
@@ -421,13 +430,17 @@ class Daemon:
 
     def _package(self, extraction: workers.ExtractOutcome, now: float) -> Package | None:
         """The package of one extraction, or None after recording why there is none."""
-        if self._written_since_settled(extraction.acquisition):
+        members = extraction.acquisition.members
+        seen_now = [examine(m.settled.path, m.settled.root, "scan") for m in members]
+        decision = after_extraction(extraction, seen_now, self._in_progress)
+        if isinstance(decision, SettleAgain):
+            self._settle_again(extraction.acquisition, decision, seen_now)
             return None
-        if isinstance(extraction, ExtractionFailure):
-            self._fail(extraction, now)
+        if isinstance(decision, Fail):
+            self._apply_failure(decision, now)
             return None
         try:
-            return self._build(extraction)
+            return self._build(decision.extraction)
         except Exception as error:  # noqa: BLE001 - one bad acquisition must not stop the rest
             primary = extraction.acquisition.primary.settled.path
             self._fail(
@@ -441,40 +454,28 @@ class Daemon:
             )
             return None
 
-    def _written_since_settled(self, acquisition: Acquisition) -> bool:
-        """Settle again, neither package nor fail, when a member changed after settling.
+    def _settle_again(
+        self,
+        acquisition: Acquisition,
+        decision: SettleAgain,
+        seen_now: list[FileSeen | FileRefused | None],
+    ) -> None:
+        """Members changed after settling: each is observed again as it is now.
 
-        The extraction then read a version that no longer exists, and its failure may only
-        mean that the writer was not done. A member deleted meanwhile is no change: what was
-        read was complete by the settle rules. A member refused now (its folder became a
-        link leading out of the watch folder) is: it is recorded as refused, never packaged.
+        One refused now is recorded as refused, never packaged.
         """
-        now = [examine(m.settled.path, m.settled.root, "scan") for m in acquisition.members]
-        changed = [
-            member.settled.path
-            for member, seen in zip(acquisition.members, now, strict=True)
-            if isinstance(seen, FileRefused)
-            or (
-                seen is not None
-                and (seen.size, seen.mtime_ns, seen.file_id)
-                != (member.settled.size, member.settled.mtime_ns, member.settled.file_id)
-            )
-        ]
-        if not changed:
-            return False
         log.info(
             "acquisition_changed_while_read",
-            path=str(changed[0]),
-            changed=len(changed),
+            path=str(decision.changed[0]),
+            changed=len(decision.changed),
             action="settle again",
         )
         self._release([acquisition])
-        for seen in now:
+        for seen in seen_now:
             if isinstance(seen, FileRefused):
                 log.warning("file_refused_after_read", path=str(seen.path), reason=seen.reason)
             if seen is not None:
                 self._take(seen)
-        return True
 
     def _probed(self, result: workers.ProbeOutcome, now: float) -> None:
         if isinstance(result, ProbedFile):
@@ -551,56 +552,6 @@ class Daemon:
         self._in_progress.clear()
         self._rescan_now.set()
 
-    def _with_earlier_members(self, acquisition: Acquisition) -> Acquisition:
-        """A group that grows after it was packaged lists every file, earlier ones included.
-
-        A late DICOM instance, or an OME-TIFF metadata file arriving after its members were
-        packaged at their timeout: the unchanged files packaged under the key are listed.
-        """
-        earlier = self.state.members_of(acquisition.key)
-        present = {member.settled.path for member in acquisition.members}
-        extra: list[ProbedFile] = []
-        for record in earlier:
-            if record.path in present or record.root != acquisition.root:
-                continue
-            seen = _stat(record.path, record.root)
-            if seen is None or (seen.size, seen.mtime_ns) != (record.size, record.mtime_ns):
-                continue
-            settled = FileSettled(
-                record.path, record.root, record.size, record.mtime_ns, record.file_id
-            )
-            template = acquisition.members[0]
-            extra.append(
-                ProbedFile(
-                    settled,
-                    record.sha256,
-                    template.adapter,
-                    acquisition.key,
-                    role="member",
-                    collects=template.collects,
-                )
-            )
-        members = acquisition.members
-        if extra:
-            members = tuple(sorted((*members, *extra), key=lambda m: m.settled.path))
-        # The grouper counted expected files packaged earlier as present; one changed or
-        # gone since is not listed, and the acquisition is then not complete.
-        missing = missing_names(acquisition.root, members)
-        complete = acquisition.complete and not missing
-        if acquisition.complete and missing:
-            log.warning(
-                "acquisition_incomplete",
-                key=acquisition.key,
-                root=str(acquisition.root),
-                missing=sorted(missing),
-                reason="packaged earlier, changed or deleted since",
-            )
-        if not extra and complete == acquisition.complete:
-            return acquisition
-        return Acquisition(
-            acquisition.key, acquisition.adapter, acquisition.root, members, complete
-        )
-
     def _harvested_names(self, root: Path, key: str) -> list[str]:
         """Root-relative names of the files packaged under ``key`` in ``root`` (see Grouper)."""
         return [
@@ -643,30 +594,22 @@ class Daemon:
             log.error(event, path=str(path), reason=reason, **context)
 
     def _fail(self, failure: ExtractionFailure, now: float) -> None:
+        self._apply_failure(failed(failure, self._in_progress), now)
+
+    def _apply_failure(self, decision: Fail, now: float) -> None:
+        """Record the failure for the members it fails; group the others again (``failed``)."""
+        failure = decision.failure
         self._log_failure(
             "extraction_failed", failure.path, failure.reason, adapter=failure.adapter
         )
         self.report.failures.add(failure.reason)
-        members = failure.acquisition.members
-        # Only the version of the file the failure names is failed for good. The others
-        # settled in this pass are grouped again at once, without it: the failed file, once
-        # complete, then rejoins that group (or replaces its package) instead of being
-        # packaged apart while its siblings wait for a scan. Earlier members merged in from
-        # the registry are listed again by the next package of the key. A failure naming
-        # none of the members is the acquisition's own: every member fails.
-        named = any(member.settled.path == failure.path for member in members)
-        regroup: list[ProbedFile] = []
-        for member in members:
+        for member in decision.failed:
             settled = member.settled
-            if named and settled.path != failure.path:
-                if settled.path in self._in_progress:
-                    regroup.append(member)
-                continue
             self.state.record_failure(
                 settled.path, settled.size, settled.mtime_ns, failure.reason, final=True
             )
         self._release([failure.acquisition])
-        for member in regroup:
+        for member in decision.regroup:
             self._in_progress[member.settled.path] = (member.settled.size, member.settled.mtime_ns)
             self.grouper.add(member, now)
 

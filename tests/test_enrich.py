@@ -48,9 +48,7 @@ def test_extract_prints_the_package_the_daemon_builds(tmp_path: Path, corpus: Pa
     assert printed["provenance"]["deidentification"]["removed"] > 0
 
 
-def test_enrich_adds_the_path_fields_and_the_package_replaced(
-    tmp_path: Path, corpus: Path
-) -> None:
+def test_enrich_adds_the_path_fields_and_the_package_replaced(tmp_path: Path, corpus: Path) -> None:
     folder = tmp_path / "alice" / "brain"
     folder.mkdir(parents=True)
     source = folder / "mr.dcm"
@@ -82,9 +80,7 @@ def test_enrich_adds_the_path_fields_and_the_package_replaced(
     assert "PatientName" not in json.dumps(body["original_metadata"])
 
 
-def test_enrich_without_a_policy_keeps_what_the_adapter_read(
-    tmp_path: Path, corpus: Path
-) -> None:
+def test_enrich_without_a_policy_keeps_what_the_adapter_read(tmp_path: Path, corpus: Path) -> None:
     source = tmp_path / "mr.dcm"
     shutil.copyfile(corpus / MR, source)
     extraction = _extraction(source, tmp_path)
