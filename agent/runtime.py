@@ -3,6 +3,14 @@
 One harvest loop thread drives the pure state machines (settle, group) with the wall
 clock, hands file reading to a worker pool, and spools packages; one delivery thread
 drains the outbox; watchdog's observer threads feed events through a bounded queue.
+
+This module is the wiring and the loop; the parts it wires each have a room of their own,
+testable without a daemon: ``pool`` (worker processes, and recovery when one crashes or
+hangs), ``decisions`` (what follows an extraction, as values), ``enrich`` (the package
+chain, shared with ``acqharvest extract``), ``statedir`` (the state dir's layout and
+health) and ``commands`` (``extract``, ``check``, ``status``). What stays here is what
+needs the running daemon's state: the events queue, files in progress, the scan feed,
+the registry and outbox it holds open, and their start and stop order.
 """
 
 from __future__ import annotations
@@ -31,10 +39,7 @@ from acqharvest.decisions import (
 )
 from acqharvest.deidentify import Deidentifier
 from acqharvest.deliver import Deliverer, build_sender
-from acqharvest.durable import (
-    InstanceLock,
-    StorageError,
-)
+from acqharvest.durable import InstanceLock, StorageError
 from acqharvest.enrich import enrich
 from acqharvest.group import Grouper
 from acqharvest.identity import instrument_block
