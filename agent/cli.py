@@ -101,7 +101,8 @@ def _run(args: argparse.Namespace) -> int:
     if settings is None:
         return EXIT_CONFIG
     from acqharvest.config import is_embedded_default
-    from acqharvest.runtime import Daemon, log_file_of
+    from acqharvest.runtime import Daemon
+    from acqharvest.statedir import log_file_of
 
     if is_embedded_default(settings):
         for folder in (settings.watch[0].path, settings.endpoint.path):
@@ -145,9 +146,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _extract(args: argparse.Namespace) -> int:
+    from acqharvest.commands import preview
     from acqharvest.config import embedded_settings
     from acqharvest.deidentify import Deidentifier
-    from acqharvest.runtime import preview
 
     logs.configure("error", "auto")  # the errors are printed below, one line each
     # Format libraries (tifffile) log about bad files through the root logger, which would
@@ -190,8 +191,8 @@ def _check(args: argparse.Namespace) -> int:
     settings = _load(args)
     if settings is None:
         return EXIT_CONFIG
+    from acqharvest.commands import check_installation
     from acqharvest.deliver import DeliveryConfigError
-    from acqharvest.runtime import check_installation
 
     problems = 0
     try:
@@ -208,7 +209,7 @@ def _status(args: argparse.Namespace) -> int:
     settings = _load(args)
     if settings is None:
         return EXIT_CONFIG
-    from acqharvest.runtime import read_status
+    from acqharvest.commands import read_status
 
     status = read_status(settings)
     print(f"config: {settings.source}")
@@ -231,7 +232,7 @@ def _retry(args: argparse.Namespace) -> int:
     if settings is None:
         return EXIT_CONFIG
     from acqharvest.outbox import Outbox, OutboxError
-    from acqharvest.runtime import state_paths
+    from acqharvest.statedir import state_paths
 
     outbox = Outbox.open(state_paths(settings)[0], recover=False)
     wanted = outbox.rejected() if args.all else args.package_ids

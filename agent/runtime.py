@@ -3,44 +3,46 @@
 One harvest loop thread drives the pure state machines (settle, group) with the wall
 clock, hands file reading to a worker pool, and spools packages; one delivery thread
 drains the outbox; watchdog's observer threads feed events through a bounded queue.
+
+This module is the wiring and the loop; the parts it wires each have a room of their own,
+testable without a daemon: ``pool`` (worker processes, and recovery when one crashes or
+hangs), ``decisions`` (what follows an extraction, as values), ``enrich`` (the package
+chain, shared with ``acqharvest extract``), ``statedir`` (the state dir's layout and
+health) and ``commands`` (``extract``, ``check``, ``status``). What stays here is what
+needs the running daemon's state: the events queue, files in progress, the scan feed,
+the registry and outbox it holds open, and their start and stop order.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import contextlib
-import itertools
 import math
-import multiprocessing
 import os
 import queue
-import secrets
-import shutil
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import CancelledError, Future
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from acqharvest import logs, workers
 from acqharvest.adapter_api import HEAD_BYTES
-from acqharvest.deidentify import Deidentifier
-from acqharvest.deliver import Deliverer, build_sender, safe_url
-from acqharvest.durable import (
-    InstanceLock,
-    StorageError,
-    error_code,
-    fsync_dir,
-    replace_durably,
-    writable_folder,
+from acqharvest.commands import endpoint_label
+from acqharvest.decisions import (
+    Fail,
+    SettleAgain,
+    after_extraction,
+    failed,
+    with_earlier_members,
 )
-from acqharvest.group import Grouper, missing_names
-from acqharvest.identity import instrument_block, path_fields
+from acqharvest.deidentify import Deidentifier
+from acqharvest.deliver import Deliverer, build_sender
+from acqharvest.durable import InstanceLock, StorageError
+from acqharvest.enrich import enrich
+from acqharvest.group import Grouper
+from acqharvest.identity import instrument_block
 from acqharvest.model import (
     Acquisition,
     Extraction,
@@ -48,48 +50,42 @@ from acqharvest.model import (
     FileGone,
     FileRefused,
     FileSeen,
-    FileSettled,
     Package,
     ProbedFile,
     Settings,
     WatchSettings,
 )
 from acqharvest.outbox import Outbox, OutboxError
-from acqharvest.package import build_package, relative_path
-from acqharvest.package import rfc3339 as package_rfc3339
-from acqharvest.pathtext import escape
+from acqharvest.package import relative_path
+from acqharvest.pool import Workbench
 from acqharvest.readonly import FileReader
 from acqharvest.service import ServiceNotifier
 from acqharvest.settle import ScanFeed, Settler
-from acqharvest.state import State, StateError
+from acqharvest.state import State
+from acqharvest.statedir import (
+    StorageHealth,
+    installation_secret,
+    instance_lock_path,
+    own_paths,
+    recreate,
+    state_paths,
+)
 from acqharvest.watch import Watcher, examine, stat_file
 
 log = logs.get_logger("acqharvest.runtime")
 
 T = TypeVar("T")
-_Kind = Literal["probe", "extract"]
-_TASKS: dict[_Kind, Callable[[int, list[Any]], list[Any]]] = {
-    "probe": workers.probe_many,
-    "extract": workers.extract_many,
-}
 #: watch events queued for the harvest loop; beyond that a rescan stands in for them
 _EVENT_QUEUE_SIZE = 100_000
 #: overrides ``_EVENT_QUEUE_SIZE`` (read once, at start): less memory on a small machine,
 #: and a storm tests can provoke with hundreds of files instead of a hundred thousand
 EVENT_QUEUE_ENV = "ACQHARVEST_EVENT_QUEUE_SIZE"
-#: free space in the state dir below which ``status`` warns
-_LOW_SPACE_BYTES = 16 * 2**20
 #: seconds between watch health checks (dead, stalled or stale observers, inotify budget)
 _HEALTH_SECONDS = 10.0
 _IDLE_WAIT = 0.5
-_SECRET_BYTES = 32
 _RECEIPT_RETENTION_SECONDS = 90 * 24 * 3600
 #: how long a stop waits for a send in progress before leaving it to the next start
 _STOP_DELIVERY_SECONDS = 5.0
-#: how long a stop waits for workers to finish the file they are reading
-_STOP_WORKERS_SECONDS = 5.0
-#: longest wait before a file whose checksum stalled (a dead share) is read again
-_STALL_RETRY_MAX_SECONDS = 3600.0
 #: packages spooled with one fsync round; small enough that delivery starts early.
 _SPOOL_BATCH = 16
 #: files per probe task and acquisitions per extraction task sent to a worker
@@ -105,159 +101,6 @@ def _event_queue_size() -> int:
         return int(raw)
     log.warning("event_queue_size_ignored", value=raw, reason="not a positive whole number")
     return _EVENT_QUEUE_SIZE
-
-
-def log_file_of(settings: Settings) -> Path:
-    return settings.log.file or settings.state_dir / "acqharvest.log"
-
-
-def own_paths(settings: Settings) -> tuple[tuple[str, Path], ...]:
-    """What the daemon writes, by config key: the watcher never harvests it, by any path."""
-    endpoint = settings.endpoint.path
-    own = (("state_dir", settings.state_dir), ("log file", log_file_of(settings)))
-    return own if endpoint is None else (*own, ("endpoint.path", endpoint))
-
-
-def instance_lock_path(settings: Settings) -> Path:
-    """The file a running daemon holds locked: one daemon per state dir."""
-    return settings.state_dir / "daemon.lock"
-
-
-def state_paths(settings: Settings) -> tuple[Path, Path, Path]:
-    """(outbox folder, registry database, per-installation secret) under the state dir."""
-    root = settings.state_dir
-    return root / "outbox", root / "state.sqlite3", root / "secret.key"
-
-
-def installation_secret(path: Path) -> bytes:
-    """The key for consistent UID replacement; created once, readable by the owner only."""
-    with contextlib.suppress(FileNotFoundError):
-        value = path.read_bytes()
-        if len(value) == _SECRET_BYTES:
-            return value
-        # Only a crash while creating it leaves a short key, before any package used it.
-        log.warning("secret_replaced", path=str(path), reason="incomplete key file")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_bytes(_SECRET_BYTES)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    replace_durably(tmp, path, value, mode=0o600)
-    fsync_dir(path.parent)
-    return value
-
-
-class _Pool:
-    """Worker processes for probing and extraction, or the calling thread when workers is 0.
-
-    Each item a worker reads may take at most ``time_budget`` seconds (see ``expire``).
-    In-process (workers 0) nothing can interrupt a hung adapter and no budget applies.
-    """
-
-    def __init__(self, count: int, setup: workers.WorkerSetup, time_budget: float) -> None:
-        self._count = count
-        self._setup = setup
-        self._time_budget = time_budget
-        self._executor: cf.ProcessPoolExecutor | None = None
-        self._progress: workers.Progress | None = None
-        self._tokens = itertools.count(1)
-        #: work in the workers by token: what an overdue worker was reading
-        self._running: dict[int, tuple[Future[list[Any]], _Kind, list[Any]]] = {}
-        #: futures broken only because ``expire`` terminated a worker of their pool
-        self._bystanders: set[Future[list[Any]]] = set()
-        if count == 0:
-            workers.init_worker(replace(setup, log=None))
-        else:
-            self._start()
-
-    def _start(self) -> None:
-        # spawn, not fork: watchdog threads are running and fork would copy their locks.
-        context = multiprocessing.get_context("spawn")
-        self._progress = workers.Progress(context, self._count)
-        self._executor = cf.ProcessPoolExecutor(
-            max_workers=self._count,
-            mp_context=context,
-            initializer=workers.init_worker,
-            initargs=(self._setup, self._progress),
-        )
-        # Start the workers now: their imports then overlap the start-up scan.
-        for _ in range(self._count):
-            self._executor.submit(os.getpid)
-
-    def submit(self, kind: _Kind, batch: list[Any]) -> Future[list[Any]]:
-        token = next(self._tokens)
-        function = _TASKS[kind]
-        if self._executor is None:
-            future: Future[list[Any]] = Future()
-            future.set_result(function(token, batch))
-            return future
-        try:
-            future = self._executor.submit(function, token, batch)
-        except BrokenProcessPool:
-            # A worker died (a crashing adapter): a fresh pool for the work that remains.
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._start()
-            future = self._executor.submit(function, token, batch)
-        self._running[token] = (future, kind, batch)
-        future.add_done_callback(lambda _: self._running.pop(token, None))
-        return future
-
-    def expire(self) -> list[tuple[_Kind, Any, bool]]:
-        """Terminate every worker stuck on one item beyond the time budget; those items.
-
-        Each with whether it stalled while hashing (see ``workers.Overdue``). The pool is
-        then broken: the other work it held fails with ``BrokenProcessPool`` and
-        ``bystander`` tells it apart from the work of a crashed worker.
-        """
-        if self._executor is None or self._progress is None:
-            return []
-        expired: list[tuple[_Kind, Any, bool]] = []
-        for late in self._progress.overdue(self._time_budget, time.monotonic()):
-            process = getattr(self._executor, "_processes", {}).get(late.pid)
-            running = self._running.get(late.token)
-            if process is None or running is None:
-                continue
-            _, kind, batch = running
-            what = "reading no byte of its file" if late.hashing else "on one item"
-            log.error(
-                "worker_terminated",
-                pid=late.pid,
-                reason=f"{what} for longer than {self._time_budget:g} s",
-            )
-            process.kill()
-            self._progress.end(late.row)
-            expired.append((kind, batch[late.index], late.hashing))
-            self._bystanders.update(future for future, _, _ in list(self._running.values()))
-        return expired
-
-    def bystander(self, future: Future[list[Any]]) -> bool:
-        """True when ``future`` broke only because ``expire`` terminated its pool's worker."""
-        if future in self._bystanders:
-            self._bystanders.discard(future)
-            return True
-        return False
-
-    def shutdown(self, grace: float = _STOP_WORKERS_SECONDS) -> None:
-        """Stop the workers; one stuck in a hung adapter is terminated after ``grace``.
-
-        Its file was not recorded as harvested, so it is read again at the next start.
-        """
-        if self._executor is None:
-            return
-        # Private but stable since 3.2 (3.14 adds terminate_workers() for this).
-        processes = list(getattr(self._executor, "_processes", {}).values())
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        deadline = time.monotonic() + grace
-        for process in processes:
-            process.join(max(0.0, deadline - time.monotonic()))
-            # Its sentinel fires a moment before an exiting worker can be reaped: only one
-            # still alive at the deadline is stuck.
-            while process.is_alive() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            if process.is_alive():
-                log.warning("worker_terminated", pid=process.pid, reason="still busy at stop")
-                process.terminate()
-                process.join(1.0)
 
 
 def _batches(items: list[T], size: int) -> Iterator[list[T]]:
@@ -301,8 +144,7 @@ class Daemon:
         self.deidentifier = Deidentifier(settings.deidentify, self._secret)
         #: the registry file this daemon writes; another (or none) there means it was deleted
         self._state_file = self.state.file_id
-        #: (code, path) of the state dir's current write failure, to log each problem once
-        self._storage_problem: tuple[str | None, str] | None = None
+        self._storage = StorageHealth()
         self.instrument = instrument_block(settings.instrument)
         self._host = socket.gethostname()
         self._folders = {ws.path: ws for ws in settings.watch}
@@ -326,17 +168,7 @@ class Daemon:
         )
         self.report = RunReport()
         self._wake_delivery = threading.Event()
-        self._in_flight: list[tuple[Future[list[Any]], _Kind, list[Any]]] = []
-        #: items of batches whose worker died, re-run one at a time to find the culprit
-        self._suspects: deque[tuple[_Kind, Any]] = deque()
-        self._quarantine: tuple[Future[list[Any]], _Kind, Any] | None = None
-        self._quarantine_pool: _Pool | None = None
-        #: id() of items whose worker exceeded the time budget; their failure is recorded
-        self._timed_out: set[int] = set()
-        #: files whose checksum stalled: path -> ((size, mtime_ns), stalls, monotonic time
-        #: before which scans pass them by). Kept in memory only: a restart reads them at once.
-        self._stalled: dict[Path, tuple[tuple[int, int], int, float]] = {}
-        self._setup = workers.WorkerSetup()
+        self._work = Workbench(settings.extract_timeout_seconds, self._wake)
         #: settled files not yet packaged or failed, so rescans don't feed them in again
         self._in_progress: dict[Path, tuple[int, int]] = {}
         #: the scan under way, handed to the settle stage a bounded number of files at a time
@@ -359,12 +191,12 @@ class Daemon:
     def run(self, stop: threading.Event) -> RunReport:
         """Run until ``stop`` is set (or, with ``once``, until what is there now is done)."""
         memory_mb = self.settings.extract_memory_mb
-        self._setup = workers.WorkerSetup(
+        setup = workers.WorkerSetup(
             log=self.settings.log,
             adapters_by_root={ws.path: ws.adapters for ws in self.settings.watch},
             memory_limit_bytes=None if memory_mb is None else memory_mb * 2**20,
         )
-        pool = _Pool(self.settings.workers, self._setup, self.settings.extract_timeout_seconds)
+        self._work.start(self.settings.workers, setup)
         sender = self._sender
         deliverer = Deliverer(
             self.outbox, sender, max_backoff=self.settings.endpoint.max_backoff_seconds
@@ -382,7 +214,7 @@ class Daemon:
             "daemon_started",
             config=self.settings.source,
             folders=[str(ws.path) for ws in self.settings.watch],
-            endpoint=_label(self.settings),
+            endpoint=endpoint_label(self.settings),
             state_dir=str(self.settings.state_dir),
             once=self.once,
         )
@@ -392,12 +224,12 @@ class Daemon:
             delivery.start()
             self._scan(self.watcher.scan())
             if self.once:
-                self._harvest_until_idle(pool, stop)
+                self._harvest_until_idle(stop)
                 self._wait_for_attempts(deliverer, stop)
             else:
                 folders = len(self.settings.watch)
                 self._service.ready(f"watching {folders} folder{'s' if folders != 1 else ''}")
-                self._harvest_loop(pool, stop)
+                self._harvest_loop(stop)
         finally:
             if not self.once:
                 self._service.stopping()
@@ -408,9 +240,7 @@ class Daemon:
                 delivery.join(timeout=_STOP_DELIVERY_SECONDS)
             if not delivery.is_alive():
                 sender.close()
-            pool.shutdown()
-            if self._quarantine_pool is not None:
-                self._quarantine_pool.shutdown()
+            self._work.shutdown()
             self.report.undelivered = len(self.outbox.pending())
             self.report.rejected = len(self.outbox.rejected()) - rejected_before
             self.state.close()
@@ -444,13 +274,13 @@ class Daemon:
             self._events.put_nowait(None)
 
     # ------------------------------------------------------------------ harvest loop
-    def _harvest_loop(self, pool: _Pool, stop: threading.Event) -> None:
+    def _harvest_loop(self, stop: threading.Event) -> None:
         next_rescan = time.monotonic() + self.settings.rescan_seconds
         next_health = time.monotonic() + _HEALTH_SECONDS
         while not stop.is_set():
             self._service.alive()
             self._drain_events(self._wait_time())
-            self._turn(stop, self._step, pool, time.time())
+            self._turn(stop, self._step, time.time())
             self._turn(stop, self._check_state_dir)
             if time.monotonic() >= next_health:
                 self._turn(stop, self._check_watch)
@@ -467,7 +297,7 @@ class Daemon:
         except StorageError as error:
             # The state dir is full, read-only or gone: the files are harvested again
             # by the next regular rescan, without hammering the disk meanwhile.
-            self._storage_failed(error)
+            self._storage.failed(error)
             self._in_progress.clear()
             stop.wait(_IDLE_WAIT)
         except Exception as error:
@@ -486,20 +316,20 @@ class Daemon:
     def _rescan(self) -> None:
         self._scan(self.watcher.scan())
 
-    def _harvest_until_idle(self, pool: _Pool, stop: threading.Event) -> None:
+    def _harvest_until_idle(self, stop: threading.Event) -> None:
         # Files still changing after two full windows are left for the next run; files the
         # scan hands on later get their two windows from then.
         longest = max(ws.settle_seconds for ws in self.settings.watch)
         deadline = time.monotonic() + 2 * longest + _IDLE_WAIT
         fed = self._scan_feed.passed
         while not stop.is_set():
-            self._turn(stop, self._step, pool, time.time())
+            self._turn(stop, self._step, time.time())
             if self._scan_feed.passed != fed:
                 fed = self._scan_feed.passed
                 deadline = time.monotonic() + 2 * longest + _IDLE_WAIT
             pending = self.settler.tracked or self._scan_feed.active
             settling = pending and time.monotonic() < deadline
-            if not settling and not self._busy("probe"):
+            if not settling and not self._work.busy("probe"):
                 break
             self._drain_events(self._wait_time())
         if self.settler.tracked or self._scan_feed.active:
@@ -512,19 +342,11 @@ class Daemon:
         # Nothing else is coming in this run: release every group, complete or not, and
         # again whatever a failed acquisition put back (each round fails one file more).
         while not stop.is_set():
-            self._turn(stop, self._extract, pool, self.grouper.ready(math.inf))
-            if not self._busy("extract"):
+            self._turn(stop, self._extract, self.grouper.ready(math.inf))
+            if not self._work.busy("extract"):
                 break
             self._drain_events(_IDLE_WAIT)
-            self._turn(stop, self._collect, pool, time.time())
-
-    def _busy(self, kind: _Kind) -> bool:
-        quarantined = self._quarantine is not None and self._quarantine[1] == kind
-        return (
-            quarantined
-            or any(k == kind for _, k, _ in self._in_flight)
-            or any(k == kind for k, _ in self._suspects)
-        )
+            self._turn(stop, self._collect, time.time())
 
     def _wait_time(self) -> float:
         now = time.time()
@@ -552,7 +374,7 @@ class Daemon:
             self.settler.forget(event.path)
             self.grouper.remove(event.path)
             self._in_progress.pop(event.path, None)
-            self._stalled.pop(event.path, None)
+            self._work.forget(event.path)
             if isinstance(event, FileRefused):
                 # watch logged it once; this makes it one line of ``acqharvest status``
                 self.report.failures.add(f"{event.path}: {event.reason}")
@@ -560,7 +382,7 @@ class Daemon:
             return
         if self._in_progress.get(event.path) == (event.size, event.mtime_ns):
             return  # settled already; its package is on the way
-        if self._held_back(event):
+        if self._work.held_back(event):
             return  # a later scan sees it again
         if not self.state.is_done(event.path, event.size, event.mtime_ns, event.file_id):
             self.settler.observe(event)
@@ -572,64 +394,31 @@ class Daemon:
 
     def _feed_scan(self) -> None:
         """Take files from the scan under way while few are settling or being probed."""
-        probing = sum(len(batch) for _, kind, batch in self._in_flight if kind == "probe")
+        probing = self._work.probing()
         self._scan_feed.feed(self._take, lambda: self.settler.tracked + probing)
 
-    def _step(self, pool: _Pool, now: float) -> None:
+    def _step(self, now: float) -> None:
         """Hand settled files to the workers, collect what they finished, release groups."""
         self._feed_scan()
         settled = self.settler.tick(now, _stat)
         for file in settled:
             self._in_progress[file.path] = (file.size, file.mtime_ns)
         for batch in _batches(settled, _PROBE_BATCH):
-            self._submit(pool, "probe", batch)
-        self._collect(pool, now)
-        self._extract(pool, self.grouper.ready(now))
+            self._work.submit("probe", batch)
+        self._collect(now)
+        self._extract(self.grouper.ready(now))
 
-    def _extract(self, pool: _Pool, ready: list[Acquisition]) -> None:
-        merged = [self._with_earlier_members(acquisition) for acquisition in ready]
+    def _extract(self, ready: list[Acquisition]) -> None:
+        merged = [
+            with_earlier_members(acquisition, self.state.members_of(acquisition.key), _stat)
+            for acquisition in ready
+        ]
         for batch in _batches(merged, _EXTRACT_BATCH):
-            self._submit(pool, "extract", batch)
+            self._work.submit("extract", batch)
 
-    def _submit(self, pool: _Pool, kind: _Kind, batch: list[Any]) -> None:
-        future = pool.submit(kind, batch)
-        future.add_done_callback(self._wake)
-        self._in_flight.append((future, kind, batch))
-
-    def _collect(self, pool: _Pool, now: float) -> None:
+    def _collect(self, now: float) -> None:
         """Take every finished worker task, then act on probes first, extractions second."""
-        finished = self._expire_overdue(pool)
-        running: list[tuple[Future[list[Any]], _Kind, list[Any]]] = []
-        resubmit: list[tuple[_Kind, list[Any]]] = []
-        for future, kind, batch in self._in_flight:
-            if not future.done():
-                running.append((future, kind, batch))
-                continue
-            try:
-                results = future.result()
-            except (BrokenProcessPool, CancelledError):
-                left = [item for item in batch if id(item) not in self._timed_out]
-                self._timed_out.difference_update(id(item) for item in batch)
-                if pool.bystander(future):
-                    resubmit.append((kind, left))  # innocent: their worker was terminated
-                else:
-                    # Which item killed the worker is unknown: each is re-run on its own.
-                    self._suspects.extend((kind, item) for item in left)
-            else:
-                if self._timed_out:
-                    # finished just as its worker was terminated: it already failed
-                    results = [
-                        r
-                        for r, i in zip(results, batch, strict=True)
-                        if id(i) not in self._timed_out
-                    ]
-                    self._timed_out.difference_update(id(item) for item in batch)
-                finished.append((kind, results))
-        self._in_flight = running
-        for kind, batch in resubmit:
-            if batch:
-                self._submit(pool, kind, batch)
-        finished.extend(self._run_suspects())
+        finished = self._work.collect()
         for kind, results in finished:
             if kind == "probe":
                 for result in results:
@@ -644,84 +433,19 @@ class Daemon:
         for batch in _batches(packages, _SPOOL_BATCH):
             self._spool(batch)
 
-    def _expire_overdue(self, pool: _Pool) -> list[tuple[_Kind, list[Any]]]:
-        """Failures for the items whose worker exceeded the time budget and was terminated.
-
-        One stuck in an adapter fails its file for good. One whose checksum stopped
-        progressing (a share that stopped answering) says nothing against the file: it
-        is read again later, with backoff, and never failed for good.
-        """
-        budget = self.settings.extract_timeout_seconds
-        reason = (
-            f"reading it took longer than the time budget of {budget:g} s "
-            "(extract_timeout_seconds); its worker process was terminated"
-        )
-        expired: list[tuple[_Kind, list[Any]]] = []
-        for source in (pool, self._quarantine_pool):
-            for kind, item, hashing in source.expire() if source is not None else ():
-                self._timed_out.add(id(item))
-                if hashing:
-                    delay = self._stalled_again(item)
-                    stalled = (
-                        f"no byte of it could be read for {budget:g} s while computing its "
-                        "checksum (extract_timeout_seconds; a slow or unreachable share?); its "
-                        f"worker process was terminated; read again in {delay:g} s at the earliest"
-                    )
-                    expired.append((kind, [_crashed(kind, item, stalled, final=False)]))
-                else:
-                    expired.append((kind, [_crashed(kind, item, reason)]))
-        return expired
-
-    def _stalled_again(self, settled: FileSettled) -> float:
-        """Hold back a file whose checksum stalled; the seconds until it is read again."""
-        version = (settled.size, settled.mtime_ns)
-        earlier = self._stalled.get(settled.path)
-        attempts = earlier[1] if earlier is not None and earlier[0] == version else 0
-        delay = min(_STALL_RETRY_MAX_SECONDS, self.settings.extract_timeout_seconds * 2.0**attempts)
-        self._stalled[settled.path] = (version, attempts + 1, time.monotonic() + delay)
-        return delay
-
-    def _held_back(self, seen: FileSeen) -> bool:
-        """Whether this version of the file stalled while hashed and still waits."""
-        stalled = self._stalled.get(seen.path)
-        if stalled is None:
-            return False
-        if stalled[0] != (seen.size, seen.mtime_ns):
-            del self._stalled[seen.path]  # another version: read it as any new file
-            return False
-        return time.monotonic() < stalled[2]
-
-    def _run_suspects(self) -> list[tuple[_Kind, list[Any]]]:
-        """Re-run suspects one at a time in their own worker: a crash then names its file."""
-        finished: list[tuple[_Kind, list[Any]]] = []
-        if self._quarantine is not None and self._quarantine[0].done():
-            future, kind, item = self._quarantine
-            self._quarantine = None
-            try:
-                finished.append((kind, future.result()))
-            except (BrokenProcessPool, CancelledError):
-                if id(item) in self._timed_out:
-                    self._timed_out.discard(id(item))  # its failure is recorded already
-                else:
-                    finished.append((kind, [_crashed(kind, item, _DIED)]))
-        if self._quarantine is None and self._suspects:
-            kind, item = self._suspects.popleft()
-            if self._quarantine_pool is None:
-                self._quarantine_pool = _Pool(1, self._setup, self.settings.extract_timeout_seconds)
-            future = self._quarantine_pool.submit(kind, [item])
-            future.add_done_callback(self._wake)
-            self._quarantine = (future, kind, item)
-        return finished
-
     def _package(self, extraction: workers.ExtractOutcome, now: float) -> Package | None:
         """The package of one extraction, or None after recording why there is none."""
-        if self._written_since_settled(extraction.acquisition):
+        members = extraction.acquisition.members
+        seen_now = [examine(m.settled.path, m.settled.root, "scan") for m in members]
+        decision = after_extraction(extraction, seen_now, self._in_progress)
+        if isinstance(decision, SettleAgain):
+            self._settle_again(extraction.acquisition, decision, seen_now)
             return None
-        if isinstance(extraction, ExtractionFailure):
-            self._fail(extraction, now)
+        if isinstance(decision, Fail):
+            self._apply_failure(decision, now)
             return None
         try:
-            return self._build(extraction)
+            return self._build(decision.extraction)
         except Exception as error:  # noqa: BLE001 - one bad acquisition must not stop the rest
             primary = extraction.acquisition.primary.settled.path
             self._fail(
@@ -735,44 +459,32 @@ class Daemon:
             )
             return None
 
-    def _written_since_settled(self, acquisition: Acquisition) -> bool:
-        """Settle again, neither package nor fail, when a member changed after settling.
+    def _settle_again(
+        self,
+        acquisition: Acquisition,
+        decision: SettleAgain,
+        seen_now: list[FileSeen | FileRefused | None],
+    ) -> None:
+        """Members changed after settling: each is observed again as it is now.
 
-        The extraction then read a version that no longer exists, and its failure may only
-        mean that the writer was not done. A member deleted meanwhile is no change: what was
-        read was complete by the settle rules. A member refused now (its folder became a
-        link leading out of the watch folder) is: it is recorded as refused, never packaged.
+        One refused now is recorded as refused, never packaged.
         """
-        now = [examine(m.settled.path, m.settled.root, "scan") for m in acquisition.members]
-        changed = [
-            member.settled.path
-            for member, seen in zip(acquisition.members, now, strict=True)
-            if isinstance(seen, FileRefused)
-            or (
-                seen is not None
-                and (seen.size, seen.mtime_ns, seen.file_id)
-                != (member.settled.size, member.settled.mtime_ns, member.settled.file_id)
-            )
-        ]
-        if not changed:
-            return False
         log.info(
             "acquisition_changed_while_read",
-            path=str(changed[0]),
-            changed=len(changed),
+            path=str(decision.changed[0]),
+            changed=len(decision.changed),
             action="settle again",
         )
         self._release([acquisition])
-        for seen in now:
+        for seen in seen_now:
             if isinstance(seen, FileRefused):
                 log.warning("file_refused_after_read", path=str(seen.path), reason=seen.reason)
             if seen is not None:
                 self._take(seen)
-        return True
 
     def _probed(self, result: workers.ProbeOutcome, now: float) -> None:
         if isinstance(result, ProbedFile):
-            self._stalled.pop(result.settled.path, None)
+            self._work.forget(result.settled.path)
             if self.state.refresh_unchanged(result):
                 # Looked changed (touched, replaced by a copy, remounted); the content is not.
                 self._in_progress.pop(result.settled.path, None)
@@ -800,7 +512,7 @@ class Daemon:
             self.outbox.spool([package for package, _ in batch])
         except OutboxError as error:
             # Not recorded as harvested, so the files are packaged again on a later scan.
-            self._storage_failed(error, packages=len(batch))
+            self._storage.failed(error, packages=len(batch))
             self.report.failures.add(str(error))
             self._release(acquisition for _, acquisition in batch)
             return
@@ -808,7 +520,7 @@ class Daemon:
             (package.acquisition_key, package.package_id, acquisition.adapter, acquisition.members)
             for package, acquisition in batch
         )
-        self._storage_ok()
+        self._storage.ok()
         self._release(acquisition for _, acquisition in batch)
         for package, acquisition in batch:
             log.info(
@@ -822,25 +534,6 @@ class Daemon:
         self.report.packaged += len(batch)
         self._wake_delivery.set()
 
-    def _storage_failed(self, error: StorageError, **context: Any) -> None:
-        """Log a state-dir write failure: an error when it starts or changes, debug after."""
-        problem = (error.code, str(error.path))
-        level = log.debug if problem == self._storage_problem else log.error
-        self._storage_problem = problem
-        level(
-            "state_dir_unwritable",
-            path=str(error.path),
-            errno=error.code,
-            error=str(error),
-            action="harvested again at the next scan once it is writable",
-            **context,
-        )
-
-    def _storage_ok(self) -> None:
-        if self._storage_problem is not None:
-            log.info("state_dir_writable_again", path=self._storage_problem[1])
-            self._storage_problem = None
-
     def _check_state_dir(self) -> None:
         """Recreate the state dir when it was deleted under the running daemon.
 
@@ -849,86 +542,20 @@ class Daemon:
         """
         if self._state_file is not None and self.state.file_id == self._state_file:
             return
-        _, db_path, secret_path = state_paths(self.settings)
+        _, db_path, _ = state_paths(self.settings)
         log.error(
             "state_dir_lost",
             path=str(self.settings.state_dir),
             missing=str(db_path),
             action="recreated; files already harvested are harvested and sent again",
         )
-        try:
-            self.settings.state_dir.mkdir(parents=True, exist_ok=True)
-            # the lock went with the folder: hold the new one, so no second daemon starts
-            self._instance.release()
-            self._instance.acquire()
-            replace_durably(
-                secret_path.with_name(f".{secret_path.name}.tmp"),
-                secret_path,
-                self._secret,
-                mode=0o600,
-            )
-        except OSError as error:
-            raise StorageError(
-                f"cannot recreate {self.settings.state_dir}: {error}",
-                self.settings.state_dir,
-                error_code(error),
-            ) from error
+        recreate(self.settings, self._instance, self._secret)
         self.outbox.ensure_folders()
         self.state.close()
         self.state = State.open(db_path)
         self._state_file = self.state.file_id
         self._in_progress.clear()
         self._rescan_now.set()
-
-    def _with_earlier_members(self, acquisition: Acquisition) -> Acquisition:
-        """A group that grows after it was packaged lists every file, earlier ones included.
-
-        A late DICOM instance, or an OME-TIFF metadata file arriving after its members were
-        packaged at their timeout: the unchanged files packaged under the key are listed.
-        """
-        earlier = self.state.members_of(acquisition.key)
-        present = {member.settled.path for member in acquisition.members}
-        extra: list[ProbedFile] = []
-        for record in earlier:
-            if record.path in present or record.root != acquisition.root:
-                continue
-            seen = _stat(record.path, record.root)
-            if seen is None or (seen.size, seen.mtime_ns) != (record.size, record.mtime_ns):
-                continue
-            settled = FileSettled(
-                record.path, record.root, record.size, record.mtime_ns, record.file_id
-            )
-            template = acquisition.members[0]
-            extra.append(
-                ProbedFile(
-                    settled,
-                    record.sha256,
-                    template.adapter,
-                    acquisition.key,
-                    role="member",
-                    collects=template.collects,
-                )
-            )
-        members = acquisition.members
-        if extra:
-            members = tuple(sorted((*members, *extra), key=lambda m: m.settled.path))
-        # The grouper counted expected files packaged earlier as present; one changed or
-        # gone since is not listed, and the acquisition is then not complete.
-        missing = missing_names(acquisition.root, members)
-        complete = acquisition.complete and not missing
-        if acquisition.complete and missing:
-            log.warning(
-                "acquisition_incomplete",
-                key=acquisition.key,
-                root=str(acquisition.root),
-                missing=sorted(missing),
-                reason="packaged earlier, changed or deleted since",
-            )
-        if not extra and complete == acquisition.complete:
-            return acquisition
-        return Acquisition(
-            acquisition.key, acquisition.adapter, acquisition.root, members, complete
-        )
 
     def _harvested_names(self, root: Path, key: str) -> list[str]:
         """Root-relative names of the files packaged under ``key`` in ``root`` (see Grouper)."""
@@ -954,19 +581,11 @@ class Daemon:
 
     def _build(self, extraction: Extraction) -> Package:
         acquisition = extraction.acquisition
-        folder = self._folder(acquisition.root)
-        primary = relative_path(acquisition.primary.settled.path, acquisition.root)
-        clean = self.deidentifier.apply(
-            extraction.format,
-            extraction.metadata,
-            extraction.original_metadata,
-            extraction.identifiers,
-        )
-        return build_package(
+        return enrich(
             extraction,
-            clean,
+            self.deidentifier,
             instrument=self.instrument,
-            acquisition_fields=path_fields(folder.path_template, primary),
+            path_template=self._folder(acquisition.root).path_template,
             previous=self.state.package_of(acquisition.key),
             host=self._host,
         )
@@ -980,30 +599,22 @@ class Daemon:
             log.error(event, path=str(path), reason=reason, **context)
 
     def _fail(self, failure: ExtractionFailure, now: float) -> None:
+        self._apply_failure(failed(failure, self._in_progress), now)
+
+    def _apply_failure(self, decision: Fail, now: float) -> None:
+        """Record the failure for the members it fails; group the others again (``failed``)."""
+        failure = decision.failure
         self._log_failure(
             "extraction_failed", failure.path, failure.reason, adapter=failure.adapter
         )
         self.report.failures.add(failure.reason)
-        members = failure.acquisition.members
-        # Only the version of the file the failure names is failed for good. The others
-        # settled in this pass are grouped again at once, without it: the failed file, once
-        # complete, then rejoins that group (or replaces its package) instead of being
-        # packaged apart while its siblings wait for a scan. Earlier members merged in from
-        # the registry are listed again by the next package of the key. A failure naming
-        # none of the members is the acquisition's own: every member fails.
-        named = any(member.settled.path == failure.path for member in members)
-        regroup: list[ProbedFile] = []
-        for member in members:
+        for member in decision.failed:
             settled = member.settled
-            if named and settled.path != failure.path:
-                if settled.path in self._in_progress:
-                    regroup.append(member)
-                continue
             self.state.record_failure(
                 settled.path, settled.size, settled.mtime_ns, failure.reason, final=True
             )
         self._release([failure.acquisition])
-        for member in regroup:
+        for member in decision.regroup:
             self._in_progress[member.settled.path] = (member.settled.size, member.settled.mtime_ns)
             self.grouper.add(member, now)
 
@@ -1043,19 +654,6 @@ class Daemon:
             stop.wait(0.05)
 
 
-_DIED = "a worker process died while reading this file"
-
-
-def _crashed(
-    kind: _Kind, item: Any, reason: str, *, final: bool = True
-) -> workers.ProbeOutcome | workers.ExtractOutcome:
-    """The outcome for the one item a worker process was lost on: a failure naming it."""
-    if kind == "probe":
-        return workers.ProbeFailure(item, f"{item.path}: {reason}", final=final)
-    primary = item.primary.settled.path
-    return ExtractionFailure(item, item.adapter, primary, f"{primary}: {reason}")
-
-
 def _stat(path: Path, root: Path) -> FileSeen | None:
     return stat_file(path, root, "scan")
 
@@ -1067,179 +665,3 @@ def _head_is_blank(path: Path) -> bool:
     except OSError:
         return False  # the probe reports a file it cannot read
     return bool(head) and not head.strip(b"\0")
-
-
-# ---------------------------------------------------------------------- one-shot commands
-def preview(
-    paths: Iterable[Path], settings: Settings, deidentifier: Deidentifier
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """Packages the daemon would build from these files now (``acqharvest extract``).
-
-    Files are taken as complete; folders are walked. Nothing is written or sent.
-    """
-    files = sorted(_expand(paths))
-    if not files:
-        return [], ["no files given"]
-    root = Path(os.path.commonpath([f.parent for f in files]))
-    grouper = Grouper(lambda _: 0.0, lambda _: 0.0)
-    errors: list[str] = []
-    for path in files:
-        seen = _stat(path, root)
-        if seen is None:
-            errors.append(f"{path}: cannot stat the file")
-            continue
-        settled = FileSettled(path, root, seen.size, seen.mtime_ns, seen.file_id)
-        result = workers.probe(settled)
-        if isinstance(result, workers.ProbeFailure):
-            errors.append(result.reason)
-        else:
-            grouper.add(result, 0.0)
-    instrument = instrument_block(settings.instrument)
-    packages: list[dict[str, Any]] = []
-    for acquisition in grouper.ready(math.inf):
-        extraction = workers.extract_acquisition(acquisition)
-        if isinstance(extraction, ExtractionFailure):
-            errors.append(f"{extraction.path}: {extraction.reason}")
-            continue
-        clean = deidentifier.apply(
-            extraction.format,
-            extraction.metadata,
-            extraction.original_metadata,
-            extraction.identifiers,
-        )
-        package = build_package(
-            extraction,
-            clean,
-            instrument=instrument,
-            acquisition_fields={},
-            previous=None,
-        )
-        packages.append(dict(package.body))
-    return packages, errors
-
-
-def _expand(paths: Iterable[Path]) -> Iterable[Path]:
-    for path in paths:
-        absolute = path.resolve()
-        if absolute.is_dir():
-            yield from (p for p in absolute.rglob("*") if p.is_file())
-        else:
-            yield absolute
-
-
-def check_installation(settings: Settings) -> Iterable[tuple[bool, str]]:
-    """(ok, message) lines for ``acqharvest check``: folders, state dir, adapters, endpoint."""
-    yield True, f"config {settings.source} is valid"
-    for folder in settings.watch:
-        try:
-            with os.scandir(folder.path) as entries:
-                next(entries, None)
-            yield True, f"watch folder {folder.path} is readable"
-        except OSError as error:
-            yield False, f"watch folder {folder.path}: {error.strerror or error}"
-    ok, detail = writable_folder(settings.state_dir)
-    yield ok, f"state dir {settings.state_dir}: {detail}"
-    from acqharvest.registry import load_registry
-
-    registry = load_registry()
-    yield bool(registry.adapters), "adapters loaded: " + (", ".join(registry.adapters) or "none")
-    for load_error in registry.errors:
-        yield False, f"adapter {load_error.name} failed to load: {load_error.error}"
-    for name in registry.missing:
-        # not a failure: the files are still packaged, with checksums only
-        yield True, str(registry.unavailable(name))
-    for index, folder in enumerate(settings.watch):
-        unknown = [name for name in folder.adapters if name not in registry.adapters]
-        if unknown:
-            yield (
-                False,
-                (
-                    f"watch[{index}].adapters names adapters that are not installed: "
-                    f"{', '.join(unknown)} (installed: {', '.join(registry.adapters) or 'none'})"
-                ),
-            )
-    sender = build_sender(settings.endpoint)  # DeliveryConfigError: the caller exits 2
-    try:
-        ok, detail = sender.probe()
-        yield ok, f"endpoint {_label(settings)}: {detail}"
-    finally:
-        sender.close()
-
-
-def _label(settings: Settings) -> str:
-    endpoint = settings.endpoint
-    return str(endpoint.path) if endpoint.type == "directory" else safe_url(str(endpoint.url))
-
-
-@dataclass(frozen=True, slots=True)
-class Status:
-    outbox: dict[str, int]
-    registry: dict[str, int]
-    problems: list[str]
-    #: one line per adapter whose reader is missing and whose files were packaged without it
-    readers_missing: list[str] = field(default_factory=list)
-
-
-def read_status(settings: Settings) -> Status:
-    """Outbox counts, harvest counts and recent problems, read without changing anything."""
-    outbox_dir, db_path, _ = state_paths(settings)
-    outbox = {"pending": 0, "delivered": 0, "rejected": 0, "corrupt": 0}
-    problems: list[str] = []
-    if outbox_dir.is_dir():  # else the daemon never ran here; create nothing
-        summary = Outbox.open(outbox_dir, recover=False, create=False).summary()
-        outbox = {
-            "pending": summary.pending,
-            "delivered": summary.delivered,
-            "rejected": summary.rejected,
-            "corrupt": summary.corrupt,
-        }
-        problems = [
-            f"{p.at or '-'}  {p.state:<9} {p.package_id[:16]}  attempts={p.attempts}  "
-            f"{p.last_error or ''}"
-            for p in summary.problems
-        ]
-    registry = {"files": 0, "acquisitions": 0, "failures": 0}
-    readers_missing: list[str] = []
-    if db_path.exists():
-        try:
-            state = State.open(db_path, readonly=True)
-        except StateError as error:
-            problems.append(f"{error} (the daemon moves a corrupt one aside when it starts)")
-        else:
-            try:
-                registry = state.counts()
-                readers_missing = _readers_missing(state.acquisitions_by_adapter())
-                problems += [
-                    f"{package_rfc3339(f.at)}  failed    {escape(str(f.path))}: {f.reason}"
-                    for f in state.failures()
-                ]
-            finally:
-                state.close()
-    return Status(
-        outbox, registry, _state_dir_problems(settings.state_dir) + problems, readers_missing
-    )
-
-
-def _readers_missing(packaged: dict[str, int]) -> list[str]:
-    """Once per adapter, not per file: its acquisitions lack metadata, and how to fix it."""
-    from acqharvest.registry import load_registry
-
-    registry = load_registry()
-    return [
-        f"{name}: {packaged[name]} acquisition(s) packaged with checksums only, its reader "
-        f"({', '.join(modules)}) is not installed: {registry.install_line(name)}"
-        for name, modules in registry.missing.items()
-        if packaged.get(name)
-    ]
-
-
-def _state_dir_problems(folder: Path) -> list[str]:
-    """Why the daemon cannot write its state dir now, if it cannot."""
-    if not folder.is_dir():
-        return []  # never ran here (or deleted: the daemon recreates it)
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return [f"state dir {folder}: not writable (read-only file system or permissions)"]
-    free = shutil.disk_usage(folder).free
-    if free < _LOW_SPACE_BYTES:
-        return [f"state dir {folder}: only {free} bytes free; packages cannot be spooled"]
-    return []

@@ -17,6 +17,7 @@ from pydicom.dataelem import DataElement
 from pydicom.uid import UID
 
 from acqharvest.adapter_api import Identifier
+from acqharvest.commands import preview
 from acqharvest.config import embedded_settings
 from acqharvest.deidentify import BASIC_PROFILE, PROFILE, Deidentifier
 from acqharvest.model import (
@@ -28,7 +29,6 @@ from acqharvest.model import (
     ProbedFile,
 )
 from acqharvest.package import build_package
-from acqharvest.runtime import preview
 from tests import slides
 
 UID_SHAPE = re.compile(r"^\d+(\.\d+)+$")

@@ -292,9 +292,9 @@ def test_leica_scn_description(tmp_path):
 def test_binaryonly_members_without_their_metadata_file_are_one_incomplete_package(
     tmp_path, metadata_file
 ):
+    from acqharvest.commands import preview
     from acqharvest.config import embedded_settings
     from acqharvest.deidentify import Deidentifier
-    from acqharvest.runtime import preview
 
     (tmp_path / "sub").mkdir()
     xml = f'<OME xmlns="{NS}"><BinaryOnly MetadataFile="{metadata_file}" UUID="u"/></OME>'

@@ -1,0 +1,53 @@
+"""Enrich: one extracted acquisition becomes its package, the same way for every caller.
+
+The chain is de-identification (``deidentify``: the site's patient-data policy, keyed by
+the installation secret), the folder-template fields of the primary file's path
+(``identity.path_fields``) and the package document (``package.build_package``), under
+the instrument block built once from the config (``identity.instrument_block``).
+
+The daemon (``runtime.Daemon``) and ``acqharvest extract`` (``commands.preview``) both
+call ``enrich``, so what ``extract`` prints is what the daemon would send, except what
+only a running daemon knows: the package this one replaces (``previous``), the host,
+and, as ``extract`` takes no config, the watch folder's ``path_template``.
+
+Pure: nothing here reads a file, writes or keeps state (the host name is looked up when
+none is given). ``created`` is the newest member's mtime, so one id always has one body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from acqharvest.deidentify import Deidentifier
+from acqharvest.identity import path_fields
+from acqharvest.model import Extraction, Package
+from acqharvest.package import build_package, relative_path
+
+
+def enrich(
+    extraction: Extraction,
+    deidentifier: Deidentifier,
+    *,
+    instrument: Mapping[str, Any],
+    path_template: str | None,
+    previous: str | None,
+    host: str | None = None,
+) -> Package:
+    """The package of one extraction: de-identified, with the fields its path carries."""
+    acquisition = extraction.acquisition
+    primary = relative_path(acquisition.primary.settled.path, acquisition.root)
+    clean = deidentifier.apply(
+        extraction.format,
+        extraction.metadata,
+        extraction.original_metadata,
+        extraction.identifiers,
+    )
+    return build_package(
+        extraction,
+        clean,
+        instrument=instrument,
+        acquisition_fields=path_fields(path_template, primary),
+        previous=previous,
+        host=host,
+    )
