@@ -29,7 +29,6 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from acqharvest.deliver import credential_parameters, is_loopback
 from acqharvest.identity import template_problem
 from acqharvest.model import (
     DeidentifySettings,
@@ -40,6 +39,7 @@ from acqharvest.model import (
     WatchMode,
     WatchSettings,
 )
+from acqharvest.urls import credential_parameters, is_loopback
 
 #: names of files that are still being written or belong to the OS, never acquisitions.
 #: Dotfiles in general are not excluded: OME-Zarr keeps its metadata in ``.zattrs``.

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import hashlib
-import ipaddress
 import json
 import math
 import os
@@ -24,7 +23,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 import certifi
 import httpx
@@ -33,6 +32,10 @@ import structlog
 from acqharvest import __version__, logs
 from acqharvest.durable import fsync_dir, replace_durably, writable_folder
 from acqharvest.model import EndpointSettings, Receipt
+from acqharvest.urls import credential_parameters, is_loopback
+
+# re-exported: the runtime and the tests import it from the delivery stage
+from acqharvest.urls import safe_url as safe_url
 
 #: response text kept in a rejection reason or a retry detail.
 RESPONSE_TEXT_CAP = 2048
@@ -188,46 +191,6 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 
 
 # --------------------------------------------------------------------------- senders
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names this machine (where plain http is acceptable)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-#: query parameter names that carry a credential: ``token``, ``api_key``, ``sig`` (SAS),
-#: ``code`` (function keys), ``X-Amz-Signature``, ``client_secret``, ``subscription-key``...
-_CREDENTIAL_PARAMETER = re.compile(
-    r"(?:.*[-_.])?(?:access[-_]?token|token|api[-_]?key|apikey|key|secret|password|passwd|"
-    r"pwd|pass|auth|authorization|sig|signature|code|credentials?|session(?:id)?|jwt|bearer)",
-    re.IGNORECASE,
-)
-
-
-def credential_parameters(url: str) -> list[str]:
-    """Names of the query parameters of ``url`` that look like they carry a credential."""
-    return [
-        name
-        for name, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)
-        if _CREDENTIAL_PARAMETER.fullmatch(name)
-    ]
-
-
-def safe_url(url: str) -> str:
-    """The URL for messages: no user:password, every query value masked (a name cannot
-    tell which value is a secret)."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    query = "&".join(
-        f"{item.split('=', 1)[0]}={logs.MASK}" if "=" in item else item
-        for item in parts.query.split("&")
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 #: OpenSSL certificate verification codes that call for their own advice.
