@@ -73,23 +73,27 @@ from acqharvest.adapter_api import (
     Reader,
     normalized_fields,
 )
-from acqharvest.adapters.dicom.reader import (
+from acqharvest.adapters.dicom.head import (
     SERIES_UID_TAG,
-    Header,
     Undecided,
-    check_complete,
-    convert_all,
-    dataset_json,
-    first_item,
     has_preamble,
     head_values,
     looks_headless,
+)
+from acqharvest.adapters.dicom.reader import (
+    Header,
+    check_complete,
     read_header,
     read_series_uid,
+    walk_extent,
+)
+from acqharvest.adapters.dicom.values import (
+    convert_all,
+    dataset_json,
+    first_item,
     rfc3339,
     rfc3339_dt,
     value,
-    walk_extent,
     without_values,
 )
 
