@@ -13,7 +13,6 @@ LONG_MODULES = {
     "agent/outbox.py": "not yet split (issue 10)",
     "agent/adapter_api.py": "not yet split (issue 10)",
     "adapters/dicom/__init__.py": "not yet split (issue 10)",
-    "adapters/zarr/__init__.py": "not yet split (issue 10)",
     "adapters/tiff/reader.py": "not yet split (issue 10)",
 }
 
