@@ -12,7 +12,6 @@ LONG_MODULES = {
     "agent/config.py": "settings being declared once with agent/model.py for issue 10",
     "agent/outbox.py": "not yet split (issue 10)",
     "agent/adapter_api.py": "not yet split (issue 10)",
-    "adapters/tiff/reader.py": "not yet split (issue 10)",
 }
 
 
