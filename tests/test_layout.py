@@ -10,8 +10,10 @@ LIMIT = 500
 LONG_MODULES = {
     "agent/runtime.py": "the imperative shell, wiring only; being split for issue 10",
     "agent/config.py": "settings being declared once with agent/model.py for issue 10",
-    "agent/outbox.py": "not yet split (issue 10)",
-    "agent/adapter_api.py": "not yet split (issue 10)",
+    "agent/outbox.py": "one class, the durable spool; its docstring is the on-disk format and "
+    "invariants contract, and its public methods hold the spool's lock: no seam outside the class",
+    "agent/adapter_api.py": "the public adapter API, one module vendors read whole; a contract, "
+    "docstring-dense by design",
 }
 
 
