@@ -21,12 +21,12 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from acqharvest.deliver import credential_parameters, is_loopback
 from acqharvest.settings import CONTROL, Loading, Settings, resolve_path
 from acqharvest.settings import DEFAULT_EXCLUDE as DEFAULT_EXCLUDE
 from acqharvest.settings import EMBEDDED_SOURCE as EMBEDDED_SOURCE
 from acqharvest.settings import MAX_MEMORY_MB as MAX_MEMORY_MB
 from acqharvest.settings import MAX_WORKERS as MAX_WORKERS
+from acqharvest.urls import credential_parameters, is_loopback
 
 #: environment variable naming the config file when none is passed.
 CONFIG_ENV = "ACQHARVEST_CONFIG"

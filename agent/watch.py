@@ -34,26 +34,8 @@ Only creation, modification, attribute, move, delete and close-after-write event
 subscribed: open and close-without-write events are left out, since our own scans and
 reads would otherwise flood the queue and overflow it.
 
-File identity (``file_identity``) is ``device:inode:ctime_ns``. Neither the inode (reused
-after a delete; unstable on some SMB mounts) nor a fingerprint of the first bytes (many
-files share headers) tells two versions apart. The state registry treats a file as the
-version it harvested when path, size and mtime match and the ctime matches too, and also
-the inode when the device is the same (a remount changes the device number and may
-renumber inodes). Anything else is read again, and the content sha256 computed then
-decides: the same digest only refreshes the record, a different one gives a new package
-with ``replaces``. So inode reuse, a same-size same-mtime rewrite in place, and a file
-swapped for another with an identical header are all harvested again, and a remount
-re-reads but never re-sends.
-
-What is watched and what is refused. Only regular files are reported. Nothing is ever
-followed through a symbolic link below the root (the root itself may be a link): a link
-that resolves inside the root is skipped quietly (its target is harvested under its own
-name), a link leading outside the root or into a loop is refused. FIFOs, sockets and
-device files are refused without being opened (opening a FIFO blocks). A folder that
-cannot be listed is refused until it can. Each refusal is a FileRefused, logged once as
-``watch_refused`` naming the path and the reason. A scan enters a folder only through its
-parent's open descriptor (``_Folder``): a folder swapped for a link after it was listed,
-while the scan was busy elsewhere, is not entered either.
+File identity, and what is watched and what is refused: see ``acqharvest.watch_rules``;
+how a scan walks a folder: ``acqharvest.watch_scan``.
 """
 
 from __future__ import annotations
@@ -61,16 +43,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import fnmatch
-import functools
 import logging
 import os
-import re
-import stat
 import sys
-import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -90,21 +67,37 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserverVFS
 
-from acqharvest.model import FileGone, FileRefused, FileSeen, WatchSettings
+from acqharvest.model import FileGone, FileSeen, WatchSettings
+from acqharvest.watch_rules import (
+    Emit,
+    OwnPaths,
+    Refusals,
+    examine,
+    file_identity,
+    is_folder,
+    matches,
+    stat_file,
+)
+from acqharvest.watch_scan import Scanner
+
+# the stage's one import for the runtime and the tests; the rules and scans live apart
+__all__ = [
+    "Emit",
+    "Watcher",
+    "examine",
+    "file_identity",
+    "matches",
+    "stat_file",
+    "watch_budget_exhausted",
+    "watch_limit",
+]
 
 log = structlog.get_logger(__name__)
-
-Emit = Callable[[FileSeen | FileGone | FileRefused], None]
-Source = Literal["event", "scan", "closed"]
 
 #: seconds a stopping observer may take to join before we give up on it.
 _JOIN_SECONDS = 5.0
 #: a handler busy this long is taken for stalled (a stat hanging on a dead share).
 _STALL_SECONDS = 60.0
-_VANISHED = (FileNotFoundError, NotADirectoryError)
-#: a folder listed a moment ago that is no folder now (ENOTDIR: opened with O_DIRECTORY
-#: and O_NOFOLLOW, a symbolic link fails so on Linux; ELOOP or EMLINK elsewhere)
-_SWAPPED = (errno.ENOTDIR, errno.ELOOP, errno.EMLINK)
 #: what the observers report; open and close-without-write are left out on purpose.
 _EVENTS: list[type[FileSystemEvent]] = [
     FileCreatedEvent,
@@ -122,83 +115,6 @@ _IN_DONT_FOLLOW = 0x02000000
 _IN_ATTRIB = 0x00000004
 
 
-def _path_max() -> int | None:
-    """Bytes a path given to the system may hold, its final NUL included; None if unknown."""
-    pathconf = getattr(os, "pathconf", None)  # Windows has none
-    if pathconf is None:
-        return None
-    try:
-        return int(pathconf("/", "PC_PATH_MAX"))
-    except (OSError, ValueError):
-        return None
-
-
-#: a scan reaches deeper than this through open folders, but no reader can open such a path
-_PATH_MAX = _path_max()
-
-
-def too_long(path: str) -> str | None:
-    """Why nothing can open ``path`` by its name (longer than PATH_MAX), or None."""
-    length = len(os.fsencode(path))
-    if _PATH_MAX is None or length < _PATH_MAX:
-        return None
-    return (
-        f"its path is {length} bytes long, longer than the system allows (PATH_MAX "
-        f"{_PATH_MAX}, the final NUL included): it cannot be opened by name; shorten its "
-        "folder names"
-    )
-
-
-def file_identity(st: os.stat_result) -> str:
-    """``device:inode:ctime_ns``: changes whenever the file is replaced or its inode changed.
-
-    On Windows the inode is the file index and the ctime the creation time.
-    """
-    return f"{st.st_dev}:{st.st_ino}:{st.st_ctime_ns}"
-
-
-def matches(relpath: str, include: Sequence[str], exclude: Sequence[str]) -> bool:
-    """Whether a posix path relative to the watch root is watched.
-
-    A pattern matches the basename or the whole relative path (``*`` also crosses ``/``), so
-    ``*.tmp`` works at any depth and ``cache/*`` names one folder. Exclude patterns also
-    match any parent folder, by name or by path, so excluding ``.git`` excludes its files.
-    """
-    name = relpath.rsplit("/", 1)[-1]
-    included = _compiled(tuple(include))
-    if not (included.match(name) or included.match(relpath)):
-        return False
-    if not exclude:
-        return True
-    excluded = _compiled(tuple(exclude))
-    parts = relpath.split("/")
-    candidates = {name, relpath, *parts[:-1]}
-    candidates.update("/".join(parts[:i]) for i in range(1, len(parts)))
-    return not any(excluded.match(candidate) for candidate in candidates)
-
-
-@functools.lru_cache(maxsize=256)
-def _compiled(patterns: tuple[str, ...]) -> re.Pattern[str]:
-    """All patterns as one regex: scans test every file, so this runs millions of times."""
-    if not patterns:
-        return re.compile(r"(?!)")
-    # Windows file names are case-insensitive, as fnmatch.fnmatch treats them there.
-    flags = re.IGNORECASE if os.name == "nt" else 0
-    return re.compile("|".join(fnmatch.translate(p) for p in patterns), flags)
-
-
-def _is_folder(path: Path) -> bool:
-    """False for a missing folder and for one that cannot be reached right now.
-
-    ``Path.is_dir`` raises on EACCES, ESTALE or EIO (a share that dropped); here any of
-    those means "unavailable for now", never a reason to stop.
-    """
-    try:
-        return os.path.isdir(path)
-    except OSError:
-        return False
-
-
 def _relpath(path: str, root: Path) -> str | None:
     try:
         return Path(path).relative_to(root).as_posix()
@@ -206,180 +122,8 @@ def _relpath(path: str, root: Path) -> str | None:
         return None
 
 
-def _inside(path: str, real_root: str) -> bool:
-    return path == real_root or path.startswith(real_root.rstrip(os.sep) + os.sep)
-
-
-def _refusal(path: Path, st: os.stat_result, real_root: str) -> str | None:
-    """Why a non-regular file is refused, or None when it is skipped without a word."""
-    mode = st.st_mode
-    if stat.S_ISLNK(mode):
-        try:
-            os.stat(path)
-        except OSError as error:
-            if error.errno == errno.ELOOP:
-                return "a symbolic link loop: never followed"
-            # A dangling link: nothing to read.
-            return None
-        target = os.path.realpath(path)
-        if _inside(target, real_root):
-            return None  # harvested under its own name
-        return f"a symbolic link to {target}, outside the watch folder: never followed"
-    if stat.S_ISFIFO(mode):
-        return "a named pipe (FIFO): never opened"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device file: never opened"
-    if stat.S_ISSOCK(mode):
-        return "a socket: never opened"
-    return None
-
-
-def examine(path: Path, root: Path, source: Source) -> FileSeen | FileRefused | None:
-    """FileSeen for a regular file below the root, FileRefused for what must not be read.
-
-    None for a directory, a file already gone, or a link whose target is harvested anyway.
-    The folder holding ``path`` must also resolve inside the root, so a folder swapped for
-    a link to elsewhere cannot lead a read outside it.
-    """
-    if (reason := too_long(str(path))) is not None:
-        return FileRefused(path, root, reason)
-    st = _lstat(path, functools.partial(os.lstat, path))
-    if st is None:
-        return None
-    real_root = os.path.realpath(root)
-    if stat.S_ISREG(st.st_mode) and not _inside(os.path.realpath(path.parent), real_root):
-        return FileRefused(path, root, "reached through a link that leads outside the folder")
-    return _classified(path, root, source, st, real_root)
-
-
-def _lstat(path: Path, lstat: Callable[[], os.stat_result]) -> os.stat_result | None:
-    """``lstat()`` of ``path``; None when the file is gone or cannot be stat'ed (logged)."""
-    try:
-        return lstat()
-    except _VANISHED:
-        return None
-    except OSError as exc:
-        log.warning("watch_stat_failed", path=str(path), error=str(exc))
-        return None
-
-
-def _classified(
-    path: Path, root: Path, source: Source, st: os.stat_result, real_root: str
-) -> FileSeen | FileRefused | None:
-    """What ``examine`` reports for ``path`` with this ``lstat``, its folder known inside."""
-    if not stat.S_ISREG(st.st_mode):
-        reason = _refusal(path, st, real_root)
-        return None if reason is None else FileRefused(path, root, reason)
-    if (reason := too_long(str(path))) is not None:
-        return FileRefused(path, root, reason)
-    return FileSeen(
-        path=path,
-        root=root,
-        size=st.st_size,
-        mtime_ns=st.st_mtime_ns,
-        file_id=file_identity(st),
-        seen_at=time.time(),
-        source=source,
-    )
-
-
-def stat_file(path: Path, root: Path, source: Source) -> FileSeen | None:
-    """FileSeen for a regular file inside the root, None for anything else or a file gone."""
-    seen = examine(path, root, source)
-    return seen if isinstance(seen, FileSeen) else None
-
-
-class _Own:
-    """The daemon's own folders and files (state dir, log file, endpoint folder), known by
-    device and inode: never harvested, whatever path leads there.
-
-    The config refuses them inside a watched folder, but a path it cannot see may lead
-    there still: a watch root that is a link retargeted after start, a bind mount. Harvested,
-    they would package the daemon's secret and registry, and its own output over and over.
-    Their identities are taken again at every scan (a folder recreated, a log rotated).
-    """
-
-    def __init__(self, paths: Sequence[tuple[str, Path]]) -> None:
-        #: (config key, path) of each
-        self._paths = tuple(paths)
-        self._known: dict[tuple[int, int], str] = {}
-        #: ``within`` of each watch folder, by its real path
-        self._roots: dict[str, str | None] = {}
-
-    def refresh(self) -> None:
-        known: dict[tuple[int, int], str] = {}
-        for key, path in self._paths:
-            with contextlib.suppress(OSError, ValueError):
-                st = os.stat(path)
-                known[(st.st_dev, st.st_ino)] = f"acqharvest's own {key} ({path}): never harvested"
-        # each one assignment: observer threads read them meanwhile
-        self._known = known
-        self._roots = {}
-
-    def refusal(self, st: os.stat_result) -> str | None:
-        """Why the file or folder with this stat is not harvested; None when it is not ours."""
-        return self._known.get((st.st_dev, st.st_ino)) if self._known else None
-
-    def within(self, path: str) -> str | None:
-        """``refusal`` of ``path`` or of the first folder above it that is ours."""
-        return self._walk(path, "") if self._known else None
-
-    def holding(self, path: str, root: str) -> str | None:
-        """``within`` for a path below the watch folder ``root``: the folders from ``root``
-        up are looked at once per refresh, not for every event."""
-        if not self._known:
-            return None
-        if reason := self._walk(path, root):
-            return reason
-        if root not in self._roots:
-            self._roots[root] = self._walk(root, "")
-        return self._roots[root]
-
-    def _walk(self, path: str, stop: str) -> str | None:
-        """``refusal`` of ``path`` or of a folder above it, up to (not including) ``stop``."""
-        while path != stop:
-            with contextlib.suppress(OSError, ValueError):
-                if reason := self.refusal(os.stat(path)):
-                    return reason
-            parent = os.path.dirname(path)
-            if parent == path:
-                return None
-            path = parent
-        return None
-
-
-class _Refusals:
-    """Paths refused so far, so each is reported once (again only after it was fine)."""
-
-    def __init__(self, emit: Emit) -> None:
-        self._emit = emit
-        self._lock = threading.Lock()
-        self._reasons: dict[Path, str] = {}
-
-    def report(self, found: FileSeen | FileRefused | None) -> None:
-        if found is None:
-            return
-        if isinstance(found, FileSeen):
-            if self._reasons:
-                with self._lock:
-                    self._reasons.pop(found.path, None)
-            self._emit(found)
-            return
-        with self._lock:
-            if self._reasons.get(found.path) == found.reason:
-                return
-            self._reasons[found.path] = found.reason
-        log.warning("watch_refused", path=str(found.path), reason=found.reason)
-        self._emit(found)
-
-    def cleared(self, path: Path) -> None:
-        if self._reasons:
-            with self._lock:
-                self._reasons.pop(path, None)
-
-
 class _Handler(FileSystemEventHandler):
-    def __init__(self, ws: WatchSettings, emit: Emit, refusals: _Refusals, own: _Own) -> None:
+    def __init__(self, ws: WatchSettings, emit: Emit, refusals: Refusals, own: OwnPaths) -> None:
         self._ws = ws
         self._emit = emit
         self._refusals = refusals
@@ -495,102 +239,6 @@ def watch_budget_exhausted(folder: str) -> bool:
             os.close(descriptor)
 
 
-if sys.platform == "win32":
-    _FILE_ATTRIBUTE_REPARSE_POINT = 0x400
-
-    class _Folder:
-        """A folder of a scan, by its path: Windows lists a folder by name only.
-
-        Just before it is listed a folder must still be a folder and no reparse point (a
-        symbolic link or junction put in its place since its parent was listed). A swap
-        between that check and the listing, or of a parent folder meanwhile, goes unseen:
-        Windows offers no listing relative to an open folder.
-        """
-
-        def __init__(self, path: str) -> None:
-            st = os.lstat(path)
-            if st.st_file_attributes & _FILE_ATTRIBUTE_REPARSE_POINT:
-                raise OSError(errno.ELOOP, "a link or junction: never followed", path)
-            if not stat.S_ISDIR(st.st_mode):
-                raise NotADirectoryError(errno.ENOTDIR, "not a folder", path)
-            self._path = path
-            self._st = st
-
-        @classmethod
-        def open_root(cls, real_root: str) -> _Folder:
-            return cls(real_root)
-
-        def child(self, name: str) -> _Folder:
-            return _Folder(os.path.join(self._path, name))
-
-        def entries(self) -> contextlib.AbstractContextManager[Iterator[os.DirEntry[str]]]:
-            return os.scandir(self._path)
-
-        def lstat(self, entry: os.DirEntry[str]) -> os.stat_result:
-            # DirEntry.stat leaves the device and the file index zero on Windows.
-            return os.lstat(entry.path)
-
-        def stat(self) -> os.stat_result:
-            """The folder's own stat, as checked when it was entered."""
-            return self._st
-
-        def close(self) -> None:
-            """Nothing is held open."""
-
-else:
-    _FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-
-    class _Folder:
-        """A folder of a scan, held open: what is below it is reached through it.
-
-        Its subfolders are opened relative to its descriptor with ``O_NOFOLLOW`` and its
-        files stat'ed relative to it. A subfolder swapped for a symbolic link after this
-        folder was listed is not entered (``O_NOFOLLOW`` with ``O_DIRECTORY`` fails), and a
-        parent swapped for one cannot lead the scan elsewhere: no path is resolved again.
-        A scan holds one per level of the folder it is in.
-        """
-
-        def __init__(self, fd: int) -> None:
-            self._fd = fd
-            try:
-                self._st = os.fstat(fd)
-            except OSError:
-                os.close(fd)
-                raise
-
-        @classmethod
-        def open_root(cls, real_root: str) -> _Folder:
-            return cls(os.open(real_root, _FOLDER_FLAGS))
-
-        def child(self, name: str) -> _Folder:
-            return _Folder(os.open(name, _FOLDER_FLAGS, dir_fd=self._fd))
-
-        def entries(self) -> contextlib.AbstractContextManager[Iterator[os.DirEntry[str]]]:
-            return os.scandir(self._fd)
-
-        def lstat(self, entry: os.DirEntry[str]) -> os.stat_result:
-            return entry.stat(follow_symlinks=False)  # fstatat, relative to this folder
-
-        def stat(self) -> os.stat_result:
-            """The folder's own stat, taken when it was opened."""
-            return self._st
-
-        def close(self) -> None:
-            os.close(self._fd)
-
-
-@dataclass
-class _Level:
-    """A folder on the scan's current path, with the subfolders it has yet to visit."""
-
-    folder: _Folder
-    #: the folder's path under the root as configured (as files are reported)
-    path: str
-    #: its path relative to the root: "" or ending in "/"
-    prefix: str
-    subfolders: list[str]
-
-
 @dataclass
 class _Live:
     """A running observer and what it was started on."""
@@ -618,9 +266,10 @@ class Watcher:
     ) -> None:
         """``own``: (config key, path) of what the daemon writes, never harvested."""
         self._folders = tuple(folders)
-        self._own = _Own(own)
+        self._own = OwnPaths(own)
         self._emit = emit
-        self._refusals = _Refusals(emit)
+        self._refusals = Refusals(emit)
+        self._scanner = Scanner(self._own, self._refusals)
         self._poll_interval = poll_interval
         self._native = native
         self._on_lost = on_lost
@@ -703,112 +352,8 @@ class Watcher:
             yield from self.scan_folder(ws)
 
     def scan_folder(self, ws: WatchSettings) -> Iterator[FileSeen]:
-        """Every watched file under one folder, lazily; never follows a symbolic link.
-
-        Holds only the folders still to visit, never the files: memory grows with the
-        breadth of the tree, not with the number of files. Refusals go to ``emit``.
-        The folders on the path to the one being listed stay open and each is entered
-        through its parent (``_Folder``): a folder swapped for a link to elsewhere while
-        the scan was busy (hours, on a huge tree) cannot lead it out of the root.
-        """
-        root = ws.path
-        if not _is_folder(root):
-            log.warning("watch_folder_unavailable", folder=str(root), reason="missing")
-            return
-        started = time.monotonic()
-        real_root = os.path.realpath(root)
-        self._own.refresh()
-        if reason := self._own.within(real_root):
-            self._refusals.report(FileRefused(root, root, reason))
-            return
-        try:
-            top = _Folder.open_root(real_root)
-        except OSError as exc:
-            log.warning("watch_scan_failed", folder=str(root), path=str(root), error=str(exc))
-            return
-        levels = [_Level(top, str(root), "", [])]
-        files = 0
-        try:
-            files += yield from self._listed(ws, real_root, levels[-1])
-            while levels:
-                level = levels[-1]
-                if not level.subfolders:
-                    levels.pop().folder.close()
-                    continue
-                name = level.subfolders.pop()
-                path = os.path.join(level.path, name)
-                if (reason := too_long(path)) is not None:
-                    # reachable through its parent, but nothing below it could be read
-                    self._refusals.report(FileRefused(Path(path), root, reason))
-                    continue
-                try:
-                    folder = level.folder.child(name)
-                except OSError as exc:
-                    self._unlistable(ws, path, exc)
-                    continue
-                if (reason := self._own.refusal(folder.stat())) is not None:
-                    folder.close()
-                    self._refusals.report(FileRefused(Path(path), root, reason))
-                    continue
-                levels.append(_Level(folder, path, f"{level.prefix}{name}/", []))
-                files += yield from self._listed(ws, real_root, levels[-1])
-        finally:
-            for level in levels:
-                level.folder.close()
-        log.debug(
-            "watch_scan_finished",
-            folder=str(root),
-            files=files,
-            seconds=round(time.monotonic() - started, 3),
-        )
-
-    def _listed(
-        self, ws: WatchSettings, real_root: str, level: _Level
-    ) -> Generator[FileSeen, None, int]:
-        """The watched files of one folder; its subfolders to visit go to the level."""
-        count = 0
-        try:
-            with level.folder.entries() as entries:
-                for entry in entries:
-                    rel = level.prefix + entry.name
-                    try:
-                        is_dir = entry.is_dir(follow_symlinks=False)
-                    except OSError:
-                        continue
-                    if is_dir:
-                        if ws.recursive and matches(rel, ("*",), ws.exclude):
-                            level.subfolders.append(entry.name)
-                    elif matches(rel, ws.include, ws.exclude):
-                        path = Path(os.path.join(level.path, entry.name))
-                        st = _lstat(path, functools.partial(level.folder.lstat, entry))
-                        if st is None:
-                            continue
-                        reason = self._own.refusal(st)
-                        found = (
-                            _classified(path, ws.path, "scan", st, real_root)
-                            if reason is None
-                            else FileRefused(path, ws.path, reason)
-                        )
-                        if isinstance(found, FileSeen):
-                            self._refusals.cleared(found.path)
-                            count += 1
-                            yield found
-                        else:
-                            self._refusals.report(found)
-        except OSError as exc:
-            self._unlistable(ws, level.path, exc)
-        return count
-
-    def _unlistable(self, ws: WatchSettings, path: str, exc: OSError) -> None:
-        if exc.errno in _SWAPPED and path != str(ws.path):
-            # Listed as a folder, now a link or a file: not entered. Its own event and
-            # the next scan report what it is now.
-            log.warning("watch_folder_swapped", folder=str(ws.path), path=path, error=str(exc))
-        elif path == str(ws.path) or isinstance(exc, FileNotFoundError):
-            log.warning("watch_scan_failed", folder=str(ws.path), path=path, error=str(exc))
-        else:
-            reason = f"cannot list this folder: {exc.strerror or exc}"
-            self._refusals.report(FileRefused(Path(path), ws.path, reason))
+        """Every watched file under one folder, lazily (see ``watch_scan.Scanner``)."""
+        return self._scanner.scan_folder(ws)
 
     def _events_lost(self) -> None:
         log.warning("watch_events_lost", reason="kernel event queue overflowed", action="rescan")
@@ -875,7 +420,7 @@ class Watcher:
         return self._start_folder(ws)
 
     def _start_folder(self, ws: WatchSettings) -> bool:
-        if not _is_folder(ws.path):
+        if not is_folder(ws.path):
             if ws.path not in self._down:
                 log.warning("watch_folder_unavailable", folder=str(ws.path), reason="missing")
             self._down.add(ws.path)

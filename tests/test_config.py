@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -767,3 +769,16 @@ def test_control_characters_are_refused_in_ids_names_and_paths(
 ) -> None:
     assert old in MINIMAL
     assert errors_of(MINIMAL.replace(old, new)) == [expected]
+
+
+def test_validating_a_config_does_not_load_the_delivery_stage() -> None:
+    # config checks URLs with acqharvest.urls; importing the delivery stage (and httpx
+    # with it) made `acqharvest config`, and every worker process, pay for an HTTP client.
+    probe = (
+        "import sys, acqharvest.config; "
+        "print(sorted({'httpx', 'acqharvest.deliver'} & set(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"
