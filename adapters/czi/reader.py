@@ -15,8 +15,9 @@ import czifile
 import tifffile
 
 from acqharvest.adapter_api import AdapterError, AdapterOutput, Reader
+from acqharvest.adapters import safexml
 from acqharvest.adapters.czi import MAGIC
-from acqharvest.adapters.tiff.safexml import XmlBroken, XmlRefused, parse
+from acqharvest.adapters.safexml import XmlBroken, XmlRefused, parse
 
 #: a segment header: 16-byte id, allocated size, used size (both int64, little-endian)
 _SEGMENT = struct.Struct("<16sqq")
@@ -175,19 +176,19 @@ def _normalized(root: ET.Element) -> tuple[dict[str, Any], str | None]:
         image.findtext("Dimensions/T/StartTime")
     )
     out["acquired"] = acquired
-    out["operator"] = _text(info.findtext("Document/UserName")) or _text(
+    out["operator"] = safexml.text(info.findtext("Document/UserName")) or safexml.text(
         info.findtext("User/UserName")
     )
     instrument = info.find("Instrument")
     microscope = _chosen(instrument, "Microscopes/Microscope", image.find("MicroscopeRef"))
     out["instrument_reported"] = _clean(
         {
-            "manufacturer": _text(_find(microscope, "Manufacturer/Manufacturer")),
+            "manufacturer": safexml.text(_find(microscope, "Manufacturer/Manufacturer")),
             "model": _model(microscope),
-            "serial_number": _text(_find(microscope, "Manufacturer/SerialNumber")),
-            "type": _text(_find(microscope, "Type")),
-            "software": _text(info.findtext("Application/Name")),
-            "software_version": _text(info.findtext("Application/Version")),
+            "serial_number": safexml.text(_find(microscope, "Manufacturer/SerialNumber")),
+            "type": safexml.text(_find(microscope, "Type")),
+            "software": safexml.text(info.findtext("Application/Name")),
+            "software_version": safexml.text(info.findtext("Application/Version")),
         }
     )
     settings = image.find("ObjectiveSettings")
@@ -199,11 +200,11 @@ def _normalized(root: ET.Element) -> tuple[dict[str, Any], str | None]:
     out["objective"] = _clean(
         {
             "model": _model(objective),
-            "manufacturer": _text(_find(objective, "Manufacturer/Manufacturer")),
-            "magnification": _number(_find(objective, "NominalMagnification")),
-            "na": _number(_find(objective, "LensNA")),
-            "immersion": _text(_find(objective, "Immersion"))
-            or _text(settings.findtext("Medium") if settings is not None else None),
+            "manufacturer": safexml.text(_find(objective, "Manufacturer/Manufacturer")),
+            "magnification": safexml.number(_find(objective, "NominalMagnification")),
+            "na": safexml.number(_find(objective, "LensNA")),
+            "immersion": safexml.text(_find(objective, "Immersion"))
+            or safexml.text(settings.findtext("Medium") if settings is not None else None),
         }
     )
     channels = image.findall("Dimensions/Channels/Channel")
@@ -213,7 +214,7 @@ def _normalized(root: ET.Element) -> tuple[dict[str, Any], str | None]:
     every = instrument.findall("Detectors/Detector") if instrument is not None else []
     out["detectors"] = [d for d in (_detector(e) for e in every) if d] or None
     out["channels"] = [c for c in (_channel(e) for e in channels) if c] or None
-    out["modality"] = _text(channels[0].findtext("AcquisitionMode")) if channels else None
+    out["modality"] = safexml.text(channels[0].findtext("AcquisitionMode")) if channels else None
     return _with_scaling(root, _clean(out)), acquired
 
 
@@ -221,7 +222,7 @@ def _with_scaling(root: ET.Element, out: dict[str, Any]) -> dict[str, Any]:
     sizes = {}
     for distance in root.findall("Metadata/Scaling/Items/Distance"):
         axis = (distance.get("Id") or "").lower()
-        metres = _number(distance.findtext("Value"))
+        metres = safexml.number(distance.findtext("Value"))
         if axis in ("x", "y", "z") and metres is not None and metres > 0:
             sizes[axis] = metres * 1e6
     if sizes:
@@ -230,16 +231,16 @@ def _with_scaling(root: ET.Element, out: dict[str, Any]) -> dict[str, Any]:
 
 
 def _channel(element: ET.Element) -> dict[str, Any]:
-    exposure_ns = _number(element.findtext("ExposureTime"))
+    exposure_ns = safexml.number(element.findtext("ExposureTime"))
     return _clean(
         {
-            "name": _text(element.get("Name")),
-            "fluor": _text(element.findtext("Fluor")),
-            "excitation_nm": _number(element.findtext("ExcitationWavelength")),
-            "emission_nm": _number(element.findtext("EmissionWavelength")),
+            "name": safexml.text(element.get("Name")),
+            "fluor": safexml.text(element.findtext("Fluor")),
+            "excitation_nm": safexml.number(element.findtext("ExcitationWavelength")),
+            "emission_nm": safexml.number(element.findtext("EmissionWavelength")),
             "exposure_s": exposure_ns / 1e9 if exposure_ns is not None else None,
-            "illumination": _text(element.findtext("IlluminationType")),
-            "contrast_method": _text(element.findtext("ContrastMethod")),
+            "illumination": safexml.text(element.findtext("IlluminationType")),
+            "contrast_method": safexml.text(element.findtext("ContrastMethod")),
         }
     )
 
@@ -248,8 +249,8 @@ def _detector(element: ET.Element | None) -> dict[str, Any]:
     return _clean(
         {
             "model": _model(element),
-            "manufacturer": _text(_find(element, "Manufacturer/Manufacturer")),
-            "type": _text(_find(element, "Type")),
+            "manufacturer": safexml.text(_find(element, "Manufacturer/Manufacturer")),
+            "type": safexml.text(_find(element, "Type")),
         }
     )
 
@@ -273,35 +274,21 @@ def _chosen(
 def _model(element: ET.Element | None) -> str | None:
     if element is None:
         return None
-    return _text(element.findtext("Manufacturer/Model")) or _text(element.get("Name"))
+    return safexml.text(element.findtext("Manufacturer/Model")) or safexml.text(element.get("Name"))
 
 
 def _find(element: ET.Element | None, path: str) -> str | None:
     return element.findtext(path) if element is not None else None
 
 
-def _text(value: str | None) -> str | None:
-    return value.strip() if value and value.strip() else None
-
-
-def _number(value: str | None) -> float | None:
-    try:
-        number = float(value) if value is not None else None
-    except ValueError:
-        return None
-    return (
-        number if number is not None and number == number and abs(number) != float("inf") else None
-    )
-
-
 def _int(value: str | None) -> int | None:
-    number = _number(value)
+    number = safexml.number(value)
     return int(number) if number is not None and number.is_integer() and number > 0 else None
 
 
 def _date(value: str | None) -> str | None:
     """An RFC 3339 date-time as the file writes it (7 fraction digits), not year 1."""
-    text = _text(value)
+    text = safexml.text(value)
     if text is None or text.startswith("0001-"):
         return None
     return text
@@ -314,7 +301,7 @@ def _clean(mapping: dict[str, Any]) -> dict[str, Any]:
 def _as_mapping(element: ET.Element, depth: int = 0) -> Any:
     """An element as nested mappings: attributes, children by tag (lists when repeated)."""
     children = list(element)
-    text = _text(element.text)
+    text = safexml.text(element.text)
     if not children and not element.attrib:
         return text
     if depth >= _MAX_DEPTH:

@@ -48,7 +48,7 @@ from acqharvest.adapter_api import (
     is_rfc3339,
     normalized_fields,
 )
-from acqharvest.adapters.tiff.safexml import XmlBroken, XmlRefused, local, parse_until
+from acqharvest.adapters.safexml import XmlBroken, XmlRefused, local, parse_until
 
 __all__ = ["ImzmlAdapter"]
 

@@ -13,7 +13,7 @@ lines are those of the first series.
 
 No optional reader is needed: the header is a 0x70 magic, a length, and the XML as
 UTF-16, so it is read here through the agent's read-only reader and parsed with the
-TIFF adapter's ``safexml`` (DOCTYPE refused, depth and size capped). readlif, which
+adapters' shared ``safexml`` (DOCTYPE refused, depth and size capped). readlif, which
 opens the path itself and parses without those limits, serves only to cross-check
 values in the tests.
 

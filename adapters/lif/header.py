@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from acqharvest.adapter_api import AdapterError, AdapterOutput, Reader
-from acqharvest.adapters.tiff.safexml import MAX_BYTES, XmlBroken, XmlRefused, parse
+from acqharvest.adapters import safexml
+from acqharvest.adapters.safexml import MAX_BYTES, XmlBroken, XmlRefused, parse
 
 _MAGIC = 0x70
 _MEMORY = 0x2A
@@ -227,7 +228,7 @@ def _series(element: ET.Element, name: str) -> dict[str, Any]:
         dim_id, count = _int(dim.get("DimID")), _int(dim.get("NumberOfElements"))
         if dim_id in _DIMENSIONS and count:
             sizes[_DIMENSIONS[dim_id]] = count
-        length = _number(dim.get("Length"))
+        length = safexml.number(dim.get("Length"))
         metres = _METRES.get((dim.get("Unit") or "").strip())
         if dim_id in _AXES and count and count > 1 and length and metres:
             pixel[_AXES[dim_id]] = abs(length) * metres * 1e6 / (count - 1)
@@ -281,10 +282,10 @@ def _settings(
         return {}
     software, version = _software(hardware.get("Software"))
     out: dict[str, Any] = {
-        "modality": _text(hardware.get("DataSourceTypeName")),
+        "modality": safexml.text(hardware.get("DataSourceTypeName")),
         "instrument_reported": _clean(
             {
-                "model": _text(hardware.get("SystemTypeName")),
+                "model": safexml.text(hardware.get("SystemTypeName")),
                 "software": software,
                 "software_version": version,
             }
@@ -294,20 +295,21 @@ def _settings(
         return out
     out["objective"] = _clean(
         {
-            "model": _text(definition.get("ObjectiveName")),
-            "magnification": _number(definition.get("Magnification")),
-            "na": _number(definition.get("NumericalAperture")),
-            "immersion": _text(definition.get("Immersion")),
+            "model": safexml.text(definition.get("ObjectiveName")),
+            "magnification": safexml.number(definition.get("Magnification")),
+            "na": safexml.number(definition.get("NumericalAperture")),
+            "immersion": safexml.text(definition.get("Immersion")),
         }
     )
     out["detectors"] = [
-        _clean({"model": _text(d.get("Name")), "type": _text(d.get("Type"))}) for d in detectors
+        _clean({"model": safexml.text(d.get("Name")), "type": safexml.text(d.get("Type"))})
+        for d in detectors
     ]
     lines = {
         line
         for setting in definition.iter("LaserLineSetting")
-        if (_number(setting.get("IntensityDev")) or 0) > 0
-        and (line := _number(setting.get("LaserLine"))) is not None
+        if (safexml.number(setting.get("IntensityDev")) or 0) > 0
+        and (line := safexml.number(setting.get("LaserLine"))) is not None
     }
     out["laser_lines_nm"] = sorted(lines)
     if detectors and len(detectors) == channel_count:
@@ -321,13 +323,13 @@ def _channel(definition: ET.Element, detector: ET.Element) -> dict[str, Any]:
         (b for b in definition.findall("Spectro/MultiBand") if b.get("Channel") == number), None
     )
     return {
-        "name": _text(detector.get("ChannelName")) or _text(detector.get("Name")),
-        "fluor": _text(band.get("DyeName")) if band is not None else None,
+        "name": safexml.text(detector.get("ChannelName")) or safexml.text(detector.get("Name")),
+        "fluor": safexml.text(band.get("DyeName")) if band is not None else None,
     }
 
 
 def _software(value: str | None) -> tuple[str | None, str | None]:
-    text = _text(value)
+    text = safexml.text(value)
     if text is None:
         return None, None
     match = _VERSIONED.match(text)
@@ -357,22 +359,8 @@ def _acquired(image: ET.Element) -> str | None:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _text(value: str | None) -> str | None:
-    return value.strip() if value and value.strip() else None
-
-
-def _number(value: str | None) -> float | None:
-    try:
-        number = float(value) if value is not None else None
-    except ValueError:
-        return None
-    if number is None or number != number or abs(number) == float("inf"):
-        return None
-    return number
-
-
 def _int(value: str | None) -> int | None:
-    number = _number(value)
+    number = safexml.number(value)
     return int(number) if number is not None and number.is_integer() and number >= 0 else None
 
 

@@ -57,9 +57,9 @@ from acqharvest.adapter_api import (
     Reader,
     normalized_fields,
 )
+from acqharvest.adapters.safexml import XmlBroken, XmlRefused
 from acqharvest.adapters.tiff import ome, omeset, sniff
 from acqharvest.adapters.tiff.extent import check_member
-from acqharvest.adapters.tiff.safexml import XmlBroken, XmlRefused
 
 __all__ = ["TiffAdapter"]
 

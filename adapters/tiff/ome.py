@@ -1,6 +1,6 @@
 """OME-XML (an OME-TIFF ImageDescription or a ``.companion.ome`` file) to normalized fields.
 
-Parsed with :mod:`acqharvest.adapters.tiff.safexml` (DTDs and entities refused, depth and
+Parsed with :mod:`acqharvest.adapters.safexml` (DTDs and entities refused, depth and
 size capped); namespaces are ignored so every OME schema year reads the same way.
 Every quantity honours its OME unit attribute (``PhysicalSizeXUnit``,
 ``EmissionWavelengthUnit``, ``ExposureTimeUnit``...) and falls back to the schema's
@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from acqharvest.adapter_api import is_rfc3339
-from acqharvest.adapters.tiff.safexml import local
-from acqharvest.adapters.tiff.safexml import parse as parse_xml
+from acqharvest.adapters import safexml
+from acqharvest.adapters.safexml import local
+from acqharvest.adapters.safexml import parse as parse_xml
 
 __all__ = ["OmeLinks", "links", "normalized", "parse_xml", "plane_count", "to_um"]
 
@@ -170,15 +171,6 @@ def _integer(text: str | None) -> int | None:
         return int(text) if text is not None else None
     except ValueError:
         return None
-
-
-def _number(text: str | None) -> float | None:
-    """A finite float, else None."""
-    try:
-        number = float(text) if text is not None else None
-    except ValueError:
-        return None
-    return number if number is not None and math.isfinite(number) else None
 
 
 def _compact(mapping: dict[str, Any]) -> dict[str, Any]:
@@ -344,7 +336,7 @@ def _planes(pixels: ET.Element) -> dict[str, Any]:
     for plane in planes:
         for axis in ("X", "Y", "Z"):
             unit = plane.get(f"Position{axis}Unit")
-            value = _number(plane.get(f"Position{axis}"))
+            value = safexml.number(plane.get(f"Position{axis}"))
             factor = UNITS_UM.get(unit) if unit else None
             if value is None or factor is None:
                 continue

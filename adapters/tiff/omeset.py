@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from acqharvest.adapter_api import HEAD_BYTES, AdapterError, AdapterOutput, Draft, Reader
+from acqharvest.adapters.safexml import MAX_BYTES, XmlBroken, XmlRefused, local
 from acqharvest.adapters.tiff import ome, sniff
-from acqharvest.adapters.tiff.safexml import MAX_BYTES, XmlBroken, XmlRefused, local
 
 #: the OME-XML text kept in ``original_metadata`` is cut at this many characters.
 OME_XML_CAP = 64 * 1024

@@ -15,6 +15,7 @@ from tifffile.tifffile import (
 )
 
 from acqharvest.adapter_api import AdapterError, AdapterOutput, Draft, Reader
+from acqharvest.adapters.safexml import MAX_BYTES, XmlBroken, XmlRefused
 from acqharvest.adapters.tiff import FLAVOURS, flavours, ome, omeset, vendors
 from acqharvest.adapters.tiff.extent import check_extents
 from acqharvest.adapters.tiff.identifiers import slide_identifiers
@@ -26,7 +27,6 @@ from acqharvest.adapters.tiff.normalize import (
     fill_vendor_extras,
 )
 from acqharvest.adapters.tiff.omeset import OME_XML_CAP
-from acqharvest.adapters.tiff.safexml import MAX_BYTES, XmlBroken, XmlRefused
 from acqharvest.adapters.tiff.values import jsonable, tag_value
 
 

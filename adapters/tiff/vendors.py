@@ -16,8 +16,8 @@ from typing import Any
 
 import tifffile
 
+from acqharvest.adapters.safexml import XmlBroken, XmlRefused, local
 from acqharvest.adapters.tiff import ome
-from acqharvest.adapters.tiff.safexml import XmlBroken, XmlRefused, local
 
 #: Gatan DigitalMicrograph private tags: (scale x, y, z) and their unit tags.
 _DM_SCALES = {"x": (65009, 65003), "y": (65010, 65004), "z": (65011, 65005)}

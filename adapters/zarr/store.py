@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from acqharvest.adapter_api import AdapterError, AdapterOutput, Draft, Reader
+from acqharvest.adapters.safexml import MAX_BYTES, XmlBroken, XmlRefused, local
 from acqharvest.adapters.tiff import ome
-from acqharvest.adapters.tiff.safexml import MAX_BYTES, XmlBroken, XmlRefused, local
 from acqharvest.adapters.zarr.arrays import Array, bits_of_name, numpy_dtype, parse_shape
 
 #: JSON metadata larger than this is refused (a consolidated ``.zmetadata`` of a big

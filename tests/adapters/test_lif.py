@@ -13,7 +13,7 @@ from readlif.reader import LifFile
 
 from acqharvest.adapter_api import AdapterError, Draft, FileProbe
 from acqharvest.adapters.lif import LifAdapter
-from acqharvest.adapters.tiff.safexml import parse
+from acqharvest.adapters.safexml import parse
 from acqharvest.readonly import FileReader
 from tests.adapters.readme import assert_readme_table
 from tests.adapters.test_builtin_conformance import _Builtin, _patch

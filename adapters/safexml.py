@@ -1,9 +1,10 @@
-"""XML from instrument files, parsed with every expansion trick refused.
+"""XML from instrument files, parsed with every expansion trick refused; shared by adapters.
 
-OME-XML, OME companion files, Leica SCN and JEOL SightX headers are XML written by
-whatever produced the file. The parser here refuses document type declarations outright
-(so no internal entities, no billion laughs, no external entities or DTD fetches), caps
-nesting depth and input size, and builds an ordinary ``ElementTree`` so callers read it
+OME-XML, OME companion files, Leica SCN and JEOL SightX headers, CZI metadata segments,
+LIF/LOF headers, imzML and OME-Zarr's OME-XML are XML written by whatever produced the
+file. The parser here refuses document type declarations outright (so no internal
+entities, no billion laughs, no external entities or DTD fetches), caps nesting depth and
+input size, and builds an ordinary ``ElementTree`` so callers read it
 with the standard API. Element tags come out as ``namespace}local`` (or just ``local``).
 """
 
@@ -110,3 +111,19 @@ def _parser(builder: ET.TreeBuilder, stop: str | None) -> tuple[Any, list[str]]:
 def local(tag: str) -> str:
     """A tag without its namespace."""
     return tag.rsplit("}", 1)[-1]
+
+
+def text(value: str | None) -> str | None:
+    """An element's text stripped, or None when there is none."""
+    return value.strip() if value and value.strip() else None
+
+
+def number(value: str | None) -> float | None:
+    """An element's text as a finite number, or None (absent, not a number, NaN or infinite)."""
+    try:
+        found = float(value) if value is not None else None
+    except ValueError:
+        return None
+    if found is None or found != found or abs(found) == float("inf"):
+        return None
+    return found
