@@ -529,7 +529,9 @@ class Daemon:
                 adapter=acquisition.adapter,
                 path=relative_path(acquisition.primary.settled.path, acquisition.root),
                 files=len(acquisition.members),
-                complete=acquisition.complete,
+                # the package's verdict: the grouper's on the files and the adapter's on
+                # what they hold (a header without its pixel data)
+                complete=package.body["acquisition"]["complete"],
             )
         self.report.packaged += len(batch)
         self._wake_delivery.set()

@@ -599,3 +599,9 @@ def test_an_image_header_without_pixel_data_is_packaged_incomplete_then_replaced
     assert final["replaces"] == first["package_id"]
     assert final["acquisition"]["complete"] is True
     assert not any("incomplete" in w for w in final["provenance"]["warnings"])
+    logged = {
+        event["package_id"]: event["complete"]
+        for event in harness.events()
+        if event.get("event") == "acquisition_packaged"
+    }
+    assert logged == {first["package_id"]: False, final["package_id"]: True}
