@@ -119,8 +119,10 @@ def _segment_starts(path: Path, handle: BinaryIO, size: int) -> set[int]:
             raise AdapterError(path, f"truncated: segment header at {position} cut short")
         sid, allocated, _ = _SEGMENT.unpack(raw)
         name = sid.rstrip(b"\0").decode("ascii", errors="replace")
-        if position == 0 and not sid.startswith(MAGIC):
-            raise AdapterError(path, "not a CZI file (no ZISRAWFILE header)")
+        # czifile takes any other id for an unknown segment and fails on it with an
+        # AttributeError (found by atheris: "ZISRAWFILE" followed by a stray byte)
+        if position == 0 and sid.rstrip(b"\0") != MAGIC:
+            raise AdapterError(path, f"not a CZI file (no ZISRAWFILE header: {sid!r})")
         if not sid.startswith((b"ZISRAW", b"DELETED")):
             raise AdapterError(path, f"no segment at {position} (found {sid[:16]!r})")
         end = position + _SEGMENT.size + allocated

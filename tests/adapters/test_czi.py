@@ -129,6 +129,19 @@ def test_a_file_cut_inside_a_subblock_is_truncated(corpus: Path, tmp_path: Path)
         _extract(path)
 
 
+def test_a_file_header_id_with_a_stray_byte_is_not_a_czi(corpus: Path, tmp_path: Path) -> None:
+    # found by atheris: czifile reads such a first segment as unknown and fails on it with
+    # an AttributeError; the claim (magic at offset 0) still takes the file
+    data = bytearray((corpus / "czi/testTinyCzi.czi").read_bytes())
+    data[10] = 1
+    path = tmp_path / "stray.czi"
+    path.write_bytes(bytes(data))
+    with pytest.raises(
+        AdapterError, match=r"not a CZI file \(no ZISRAWFILE header: b'ZISRAWFILE\\x01"
+    ):
+        _extract(path)
+
+
 def test_claim_needs_no_czifile(corpus: Path) -> None:
     """Claiming reads the magic only, in a process where czifile cannot be imported."""
     path = corpus / "czi/testTinyCzi.czi"
