@@ -25,7 +25,7 @@ from acqharvest.model import Acquisition, Deidentified, Extraction, Package, Pro
 from acqharvest.pathtext import PERCENT, escape, is_text
 from acqharvest.redaction import redact
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 HARVESTER = "acqharvest"
 
 
