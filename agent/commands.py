@@ -4,8 +4,9 @@ Each runs apart from any daemon and reads what it needs itself; ``cli`` only par
 arguments and prints what these return.
 
 - ``preview`` runs the daemon's stages in this process on files given by hand: probe,
-  group (every file taken as complete), extract, and ``enrich``, the chain the daemon
-  packages with. Nothing is written or sent.
+  group (every file taken as complete), extract with the sidecars found from each
+  acquisition's folder up to the folder all given files share, and ``enrich``, the chain
+  the daemon packages with. Nothing is written or sent.
 - ``check_installation`` tries what the daemon will need, one (ok, message) line each:
   the watch folders readable, the state dir writable, the adapters loaded and named
   rightly, the endpoint answering.
@@ -45,7 +46,8 @@ def preview(
 
     Files are taken as complete; folders are walked. Nothing is written or sent.
     """
-    files = sorted(_expand(paths))
+    # a sidecar is read for the acquisitions below it, never packaged as one
+    files = sorted(f for f in _expand(paths) if f.name not in settings.sidecar_names)
     if not files:
         return [], ["no files given"]
     root = Path(os.path.commonpath([f.parent for f in files]))
@@ -65,7 +67,7 @@ def preview(
     instrument = instrument_block(settings.instrument)
     packages: list[dict[str, Any]] = []
     for acquisition in grouper.ready(math.inf):
-        extraction = workers.extract_acquisition(acquisition)
+        extraction = workers.extract_acquisition(acquisition, settings.sidecar_names)
         if isinstance(extraction, ExtractionFailure):
             errors.append(f"{extraction.path}: {extraction.reason}")
             continue
