@@ -4,12 +4,13 @@ malformed or hostile ones with the place named."""
 from __future__ import annotations
 
 import datetime
+import hashlib
 import io
 import json
-import os
 import struct
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import openpyxl
@@ -23,6 +24,7 @@ from acqharvest.model import (
     Extraction,
     FileSettled,
     ProbedFile,
+    Sidecar,
     WatchSettings,
 )
 from acqharvest.package import build_package
@@ -49,7 +51,7 @@ def workbook(*rows: tuple[object, ...], title: str = "Sheet1") -> bytes:
     return buffer.getvalue()
 
 
-def read_file(path: Path, root: Path) -> sidecar.Sidecar:
+def read_file(path: Path, root: Path) -> Sidecar:
     return sidecar.read(path, root, FileReader())
 
 
@@ -228,11 +230,13 @@ def test_a_sidecar_that_is_a_symbolic_link_is_refused(tmp_path: Path) -> None:
 def _zip_bomb_workbook() -> bytes:
     """A real workbook plus one part of 256 MiB of zeros: a few hundred KiB on disk."""
     buffer = io.BytesIO(workbook(("study", "S")))
-    with zipfile.ZipFile(buffer, "a", compression=zipfile.ZIP_DEFLATED) as archive:
-        with archive.open("xl/media/zeros.bin", "w", force_zip64=True) as part:
-            chunk = bytes(1 << 20)
-            for _ in range(256):
-                part.write(chunk)
+    with (
+        zipfile.ZipFile(buffer, "a", compression=zipfile.ZIP_DEFLATED) as archive,
+        archive.open("xl/media/zeros.bin", "w", force_zip64=True) as part,
+    ):
+        chunk = bytes(1 << 20)
+        for _ in range(256):
+            part.write(chunk)
     return buffer.getvalue()
 
 
@@ -281,7 +285,8 @@ def _lying_workbook() -> bytes:
 def test_a_workbook_whose_directory_lies_about_sizes_is_never_inflated_beyond_them() -> None:
     data = _lying_workbook()
     assert len(data) < MAX_BYTES
-    with pytest.raises(SidecarError, match="readable|cannot be read"):
+    # zipfile stops inflating at the declared size, and the checksum then tells the lie
+    with pytest.raises(SidecarError, match="Bad CRC-32 for file 'xl/worksheets/sheet1"):
         parse("acquisition.xlsx", data)
 
 
@@ -301,7 +306,9 @@ def test_a_sheet_reaching_a_millionth_row_stops_at_the_row_cap() -> None:
 
 def test_a_yaml_alias_bomb_is_refused_without_being_expanded() -> None:
     lines = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
-    lines += [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 10)}]" for i in range(8)]
+    lines += [
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 10)}]" for i in range(8)
+    ]
     with pytest.raises(SidecarError, match="line 1 column 4: the value of 'a' is a list"):
         parse("acquisition.yaml", "\n".join(lines).encode())
 
@@ -348,7 +355,7 @@ def _acquisition(primary: Path, root: Path) -> Acquisition:
     return Acquisition(f"file:{primary}", None, root, (member,))
 
 
-def _package(extraction: Extraction) -> dict[str, object]:
+def _package(extraction: Extraction) -> dict[str, Any]:
     clean = Deidentified({}, {}, None, (), 0)
     instrument = {"id": "urn:x", "id_type": "URN"}
     package = build_package(
@@ -365,7 +372,7 @@ def test_the_nearest_sidecar_wins_key_by_key_across_three_levels(tmp_path: Path)
     assert isinstance(extraction, Extraction)
     body = _package(extraction)
 
-    assert body["acquisition"]["annotations"] == {  # type: ignore[index]
+    assert body["acquisition"]["annotations"] == {
         "study": "Facility study",  # only the root says it
         "organism": "Mus musculus",  # alice's folder overrides the root
         "project": "P-104",
@@ -382,8 +389,8 @@ def test_the_nearest_sidecar_wins_key_by_key_across_three_levels(tmp_path: Path)
     yaml_entry = files[-1]
     yaml_bytes = (primary.parent / "acquisition.yaml").read_bytes()
     assert yaml_entry["size"] == len(yaml_bytes)
-    assert yaml_entry["sha256"] == __import__("hashlib").sha256(yaml_bytes).hexdigest()
-    assert body["provenance"]["sidecars"] == [  # type: ignore[index]
+    assert yaml_entry["sha256"] == hashlib.sha256(yaml_bytes).hexdigest()
+    assert body["provenance"]["sidecars"] == [
         {"path": "acquisition.xlsx", "applied": True},
         {"path": "alice/acquisition.csv", "applied": True},
         {"path": "alice/neuro/acquisition.yaml", "applied": True},
@@ -399,19 +406,20 @@ def test_a_malformed_sidecar_leaves_its_values_out_and_the_package_says_why(
     assert isinstance(extraction, Extraction)
     body = _package(extraction)
 
-    assert body["acquisition"]["annotations"] == {  # type: ignore[index]
+    assert body["acquisition"]["annotations"] == {
         "study": "Facility study",
         "organism": "Homo sapiens",  # the malformed csv did not override it
         "sample": "mouse-17",
     }
-    assert "alice/acquisition.csv" not in [f["path"] for f in body["files"]]  # type: ignore[attr-defined]
+    assert "alice/acquisition.csv" not in [f["path"] for f in body["files"]]
     error = "cell B2: a value with no key beside it"
-    assert {"path": "alice/acquisition.csv", "applied": False, "error": error} in body[
-        "provenance"
-    ]["sidecars"]  # type: ignore[index]
-    assert f"sidecar alice/acquisition.csv not applied: {error}" in body["provenance"][
-        "warnings"
-    ]  # type: ignore[index]
+    provenance = body["provenance"]
+    assert provenance["sidecars"][1] == {
+        "path": "alice/acquisition.csv",
+        "applied": False,
+        "error": error,
+    }
+    assert f"sidecar alice/acquisition.csv not applied: {error}" in provenance["warnings"]
 
 
 def test_no_sidecar_names_reads_none(tmp_path: Path) -> None:
@@ -419,8 +427,8 @@ def test_no_sidecar_names_reads_none(tmp_path: Path) -> None:
     extraction = workers.extract_acquisition(_acquisition(primary, root), ())
     assert isinstance(extraction, Extraction)
     body = _package(extraction)
-    assert "annotations" not in body["acquisition"]  # type: ignore[operator]
-    assert "sidecars" not in body["provenance"]  # type: ignore[operator]
+    assert "annotations" not in body["acquisition"]
+    assert "sidecars" not in body["provenance"]
 
 
 # ----------------------------------------------------------------------------- config, watch
