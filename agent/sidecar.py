@@ -11,7 +11,8 @@ Reading happens in the worker that extracts the acquisition, the one place the f
 package are read, under the worker's time and memory budgets; the runtime never parses a
 file. Each sidecar is read whole, once, through ``readonly.FileReader`` (no link followed,
 no FIFO opened, nothing locked), and the bytes parsed are the bytes hashed, so the sha256
-the package lists says exactly which version applied. A sidecar's own change packages
+the package lists says exactly which version applied. A worker keeps what it read
+(``Cache``) while the file's ``lstat`` shows the same version. A sidecar's own change packages
 nothing: the watch stage never harvests a file with a sidecar name (``excluding_sidecars``),
 so an edited sidecar applies to the acquisitions packaged after it changed.
 
@@ -45,6 +46,7 @@ import hashlib
 import io
 import os
 import re
+import stat
 import warnings
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -94,7 +96,7 @@ def find(primary: Path, root: Path, names: Sequence[str]) -> list[Path]:
     """
     folders: list[Path] = []
     folder = primary.parent
-    while folder == root or folder.is_relative_to(root):
+    while folder.is_relative_to(root):
         folders.append(folder)
         if folder == root:
             break
@@ -108,17 +110,48 @@ def find(primary: Path, root: Path, names: Sequence[str]) -> list[Path]:
         for name in reversed(names):
             candidate = folder / name
             try:
-                if not os.path.isdir(candidate) and os.path.lexists(candidate):
+                if not stat.S_ISDIR(os.lstat(candidate).st_mode):
                     found.append(candidate)
             except OSError:
-                continue
+                continue  # none there (or the folder cannot be looked into)
     return found
 
 
-def read_all(paths: Iterable[Path], root: Path, reader: FileReader | None = None) -> list[Sidecar]:
-    """``read`` of each path, in order."""
-    reader = reader or FileReader()
-    return [read(path, root, reader) for path in paths]
+class Cache:
+    """Sidecars read before, so that a workbook above ten thousand acquisitions is parsed
+    once, not ten thousand times (``openpyxl`` takes some 15 ms for a small one).
+
+    A sidecar whose ``lstat`` still shows the version read (size, mtime, device, inode and
+    ctime: the registry's rule for an unchanged file) is taken from here; any change reads
+    it again. One that could not be read at all is never kept (its cause may pass).
+    Holds at most ``size`` sidecars, the least recently used going first.
+    """
+
+    def __init__(self, size: int = 64) -> None:
+        self._size = size
+        self._kept: dict[Path, tuple[tuple[int, ...], Sidecar]] = {}
+
+    def read_all(self, paths: Iterable[Path], root: Path) -> list[Sidecar]:
+        """``read`` of each path, in order, unless it is kept unchanged."""
+        reader = FileReader()
+        return [self._read(path, root, reader) for path in paths]
+
+    def _read(self, path: Path, root: Path, reader: FileReader) -> Sidecar:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return read(path, root, reader)  # which names the problem
+        version = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        kept = self._kept.pop(path, None)
+        if kept is not None and kept[0] == version and kept[1].root == root:
+            self._kept[path] = kept  # now the most recently used
+            return kept[1]
+        found = read(path, root, reader)
+        if found.size == st.st_size and found.mtime_ns == st.st_mtime_ns:
+            self._kept[path] = (version, found)
+            while len(self._kept) > self._size:
+                del self._kept[next(iter(self._kept))]
+        return found
 
 
 def read(path: Path, root: Path, reader: FileReader) -> Sidecar:

@@ -139,6 +139,8 @@ class Progress:
 
 
 _registry: Registry | None = None
+#: the sidecars this process read, kept while unchanged
+_sidecars = sidecar.Cache()
 _setup = WorkerSetup()
 _progress: Progress | None = None
 _row = -1
@@ -321,7 +323,7 @@ def extract_acquisition(
         return result
     root = acquisition.root
     found = sidecar.find(acquisition.primary.settled.path, root, names)
-    return dataclasses.replace(result, sidecars=tuple(sidecar.read_all(found, root)))
+    return dataclasses.replace(result, sidecars=tuple(_sidecars.read_all(found, root)))
 
 
 ProbeOutcome = ProbedFile | ProbeFailure

@@ -7,6 +7,7 @@ import datetime
 import hashlib
 import io
 import json
+import os
 import struct
 import zipfile
 from pathlib import Path
@@ -474,3 +475,20 @@ def test_sidecar_names_default_and_may_be_emptied(tmp_path: Path) -> None:
     assert settings.sidecar_names == ("acquisition.xlsx", "acquisition.csv", "acquisition.yaml")
     settings = parse_settings(text + "sidecar_names: []\n", source="a.yaml", base_dir=tmp_path)
     assert settings.sidecar_names == ()
+
+
+def test_a_worker_reads_a_sidecar_again_only_when_it_changed(tmp_path: Path) -> None:
+    path = tmp_path / "acquisition.csv"
+    path.write_text("sample,mouse-17\n")
+    cache = sidecar.Cache()
+    [first] = cache.read_all([path], tmp_path)
+    [again] = cache.read_all([path], tmp_path)
+    assert again is first  # kept, not parsed again
+
+    # rewritten in place to the same size, its mtime put back: the ctime tells
+    st = path.stat()
+    path.write_text("sample,mouse-18\n")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    [changed] = cache.read_all([path], tmp_path)
+    assert changed.values == {"sample": "mouse-18"}
+    assert changed.sha256 != first.sha256
