@@ -56,7 +56,7 @@ from pathlib import Path
 import yaml
 
 from acqharvest.model import Sidecar, WatchSettings
-from acqharvest.readonly import FileReader
+from acqharvest.readonly import FileReader, NotSettledFile
 
 #: largest sidecar read, in bytes: key/value facts fit in a few KiB
 MAX_BYTES = 1 << 20
@@ -132,30 +132,33 @@ class Cache:
         self._kept: dict[Path, tuple[tuple[int, ...], Sidecar]] = {}
 
     def read_all(self, paths: Iterable[Path], root: Path) -> list[Sidecar]:
-        """``read`` of each path, in order, unless it is kept unchanged."""
+        """``read`` of each path still there, in order, unless it is kept unchanged."""
         reader = FileReader()
-        return [self._read(path, root, reader) for path in paths]
+        return [found for path in paths if (found := self._read(path, root, reader))]
 
-    def _read(self, path: Path, root: Path, reader: FileReader) -> Sidecar:
+    def _read(self, path: Path, root: Path, reader: FileReader) -> Sidecar | None:
         try:
             st = os.lstat(path)
         except OSError:
-            return read(path, root, reader)  # which names the problem
+            return read(path, root, reader)  # which names the problem, or finds it gone
         version = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         kept = self._kept.pop(path, None)
         if kept is not None and kept[0] == version and kept[1].root == root:
             self._kept[path] = kept  # now the most recently used
             return kept[1]
         found = read(path, root, reader)
-        if found.size == st.st_size and found.mtime_ns == st.st_mtime_ns:
+        if found is not None and (found.size, found.mtime_ns) == (st.st_size, st.st_mtime_ns):
             self._kept[path] = (version, found)
             while len(self._kept) > self._size:
                 del self._kept[next(iter(self._kept))]
         return found
 
 
-def read(path: Path, root: Path, reader: FileReader) -> Sidecar:
-    """One sidecar, read whole and parsed; never raises (a problem is its ``error``)."""
+def read(path: Path, root: Path, reader: FileReader) -> Sidecar | None:
+    """One sidecar, read whole and parsed; never raises (a problem is its ``error``).
+
+    None when it is gone (deleted since it was found): there is no sidecar then.
+    """
     try:
         with reader.open(path) as handle:
             before = os.fstat(handle.fileno())
@@ -168,6 +171,10 @@ def read(path: Path, root: Path, reader: FileReader) -> Sidecar:
             after = os.fstat(handle.fileno())
     except SidecarError as error:
         return Sidecar(path, root, error=str(error))
+    except FileNotFoundError:
+        return None
+    except NotSettledFile as error:  # a link or a FIFO; its path is the package's own
+        return Sidecar(path, root, error=str(error).removeprefix(f"{path}: "))
     except OSError as error:
         return Sidecar(path, root, error=f"cannot read it: {error.strerror or error}")
     moved = (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns)

@@ -53,7 +53,9 @@ def workbook(*rows: tuple[object, ...], title: str = "Sheet1") -> bytes:
 
 
 def read_file(path: Path, root: Path) -> Sidecar:
-    return sidecar.read(path, root, FileReader())
+    found = sidecar.read(path, root, FileReader())
+    assert found is not None
+    return found
 
 
 # ----------------------------------------------------------------------------- formats
@@ -220,9 +222,13 @@ def test_a_sidecar_that_is_a_symbolic_link_is_refused(tmp_path: Path) -> None:
     root.mkdir()
     (root / "acquisition.csv").symlink_to(outside)
     found = read_file(root / "acquisition.csv", root)
-    assert found.error is not None
-    assert "symbolic link" in found.error
+    assert found.error == "refused, not read: it is a symbolic link, never followed"
     assert found.values == {}
+
+
+def test_a_sidecar_deleted_after_it_was_found_is_no_sidecar(tmp_path: Path) -> None:
+    assert sidecar.read(tmp_path / "acquisition.csv", tmp_path, FileReader()) is None
+    assert sidecar.Cache().read_all([tmp_path / "acquisition.csv"], tmp_path) == []
 
 
 # ----------------------------------------------------------------------------- hostile
