@@ -177,10 +177,14 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _print_summary(package: dict[str, Any]) -> None:
-    files = package["files"]
+    files = [entry for entry in package["files"] if "role" not in entry]  # not sidecars
     harvester = package["harvester"]
+    acquisition = package["acquisition"]
     print(f"{files[0]['path']}" + (f" (+{len(files) - 1} files)" if len(files) > 1 else ""))
-    print(f"  adapter: {harvester['adapter']}  format: {package['acquisition']['format']}")
+    print(f"  adapter: {harvester['adapter']}  format: {acquisition['format']}")
+    if "annotations" in acquisition:
+        # what the sidecars above it say: a microscopist checks a new one this way
+        print(f"  annotations: {json.dumps(acquisition['annotations'], ensure_ascii=False)}")
     for key, value in sorted(package["metadata"].items()):
         print(f"  {key}: {json.dumps(value, ensure_ascii=False)}")
     for warning in package["provenance"]["warnings"]:

@@ -4,7 +4,8 @@ Each runs apart from any daemon and reads what it needs itself; ``cli`` only par
 arguments and prints what these return.
 
 - ``preview`` runs the daemon's stages in this process on files given by hand: probe,
-  group (every file taken as complete), extract, and ``enrich``, the chain the daemon
+  group (every file taken as complete), extract with the sidecars found from each
+  acquisition's folder up to the folder given, and ``enrich``, the chain the daemon
   packages with. Nothing is written or sent.
 - ``check_installation`` tries what the daemon will need, one (ok, message) line each:
   the watch folders readable, the state dir writable, the adapters loaded and named
@@ -43,12 +44,17 @@ def preview(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Packages the daemon would build from these files now (``acqharvest extract``).
 
-    Files are taken as complete; folders are walked. Nothing is written or sent.
+    Files are taken as complete; folders are walked, and stand for a watch folder: paths
+    are relative to the folder given (to the folder all given paths share), and the
+    sidecars above an acquisition are looked for up to it. Nothing is written or sent.
     """
-    files = sorted(_expand(paths))
+    paths = list(paths)
+    # a sidecar is read for the acquisitions below it, never packaged as one
+    files = sorted(f for f in _expand(paths) if f.name not in settings.sidecar_names)
     if not files:
         return [], ["no files given"]
-    root = Path(os.path.commonpath([f.parent for f in files]))
+    given = [p.resolve() for p in paths]
+    root = Path(os.path.commonpath([p if p.is_dir() else p.parent for p in given]))
     grouper = Grouper(lambda _: 0.0, lambda _: 0.0)
     errors: list[str] = []
     for path in files:
@@ -65,7 +71,7 @@ def preview(
     instrument = instrument_block(settings.instrument)
     packages: list[dict[str, Any]] = []
     for acquisition in grouper.ready(math.inf):
-        extraction = workers.extract_acquisition(acquisition)
+        extraction = workers.extract_acquisition(acquisition, settings.sidecar_names)
         if isinstance(extraction, ExtractionFailure):
             errors.append(f"{extraction.path}: {extraction.reason}")
             continue

@@ -121,6 +121,22 @@ class Acquisition:
 
 
 @dataclass(frozen=True, slots=True)
+class Sidecar:
+    """A sidecar file found above an acquisition (``sidecar``), as read for its package."""
+
+    path: Path
+    root: Path
+    #: size, mtime and sha256 of the bytes read; None when not a byte could be read
+    size: int | None = None
+    mtime_ns: int | None = None
+    sha256: str | None = None
+    #: its key/value pairs, keys normalized; empty when ``error`` is set
+    values: Mapping[str, str] = field(default_factory=dict)
+    #: why its values are not applied (the place in the file and the problem), or None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Extraction:
     """What an adapter read from an acquisition's headers."""
 
@@ -136,6 +152,8 @@ class Extraction:
     incomplete: str | None = None
     #: values the adapter named as possibly identifying, for de-identification.
     identifiers: tuple[Identifier, ...] = ()
+    #: the sidecars found above the acquisition, farthest (the watch root's) first
+    sidecars: tuple[Sidecar, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,6 +53,7 @@ from acqharvest.model import (
     Package,
     ProbedFile,
     Settings,
+    Sidecar,
     WatchSettings,
 )
 from acqharvest.outbox import Outbox, OutboxError
@@ -61,6 +62,7 @@ from acqharvest.pool import Workbench
 from acqharvest.readonly import FileReader
 from acqharvest.service import ServiceNotifier
 from acqharvest.settle import ScanFeed, Settler
+from acqharvest.sidecar import excluding_sidecars
 from acqharvest.state import State
 from acqharvest.statedir import (
     StorageHealth,
@@ -164,7 +166,11 @@ class Daemon:
         #: next loop turn rescans instead.
         self._rescan_now = threading.Event()
         self.watcher = Watcher(
-            settings.watch, self._enqueue, on_lost=self._rescan_now.set, own=own_paths(settings)
+            # a sidecar is read for the acquisitions below it, never harvested as one
+            tuple(excluding_sidecars(ws, settings.sidecar_names) for ws in settings.watch),
+            self._enqueue,
+            on_lost=self._rescan_now.set,
+            own=own_paths(settings),
         )
         self.report = RunReport()
         self._wake_delivery = threading.Event()
@@ -195,6 +201,7 @@ class Daemon:
             log=self.settings.log,
             adapters_by_root={ws.path: ws.adapters for ws in self.settings.watch},
             memory_limit_bytes=None if memory_mb is None else memory_mb * 2**20,
+            sidecar_names=self.settings.sidecar_names,
         )
         self._work.start(self.settings.workers, setup)
         sender = self._sender
@@ -445,7 +452,7 @@ class Daemon:
             self._apply_failure(decision, now)
             return None
         try:
-            return self._build(decision.extraction)
+            package = self._build(decision.extraction)
         except Exception as error:  # noqa: BLE001 - one bad acquisition must not stop the rest
             primary = extraction.acquisition.primary.settled.path
             self._fail(
@@ -458,6 +465,23 @@ class Daemon:
                 now,
             )
             return None
+        self._note_sidecars(decision.extraction.sidecars)
+        return package
+
+    def _note_sidecars(self, sidecars: Iterable[Sidecar]) -> None:
+        """A sidecar not applied is a problem ``status`` lists, logged once per cause (its
+        packages still go out, marked); once applied again, it is no longer one."""
+        for sidecar in sidecars:
+            if sidecar.error is None:
+                self.state.clear_failure(sidecar.path)
+                continue
+            reason = f"sidecar not applied, packages go out without its values: {sidecar.error}"
+            if self.state.failed_already(sidecar.path, reason):
+                continue
+            log.warning("sidecar_not_applied", path=str(sidecar.path), reason=sidecar.error)
+            self.state.record_failure(
+                sidecar.path, sidecar.size or 0, sidecar.mtime_ns or 0, reason, final=False
+            )
 
     def _settle_again(
         self,

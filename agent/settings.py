@@ -55,6 +55,11 @@ DEFAULT_EXCLUDE: tuple[str, ...] = (
     "._*",
 )
 
+#: file name endings of sidecar files (``sidecar``), lower case: what each is read as.
+SIDECAR_SUFFIXES: tuple[str, ...] = (".xlsx", ".csv", ".yaml", ".yml")
+#: ``Settings.sidecar_names`` by default.
+DEFAULT_SIDECAR_NAMES: tuple[str, ...] = ("acquisition.xlsx", "acquisition.csv", "acquisition.yaml")
+
 #: ``Settings.source`` (and the message prefix) when no config file was given.
 EMBEDDED_SOURCE = "<embedded default>"
 
@@ -90,6 +95,22 @@ _Text = Annotated[
     Field(json_schema_extra={"pattern": f"^[^{_CONTROL_CHARS}]*$"}),
 ]
 _NonEmpty = Annotated[_Text, StringConstraints(min_length=1)]
+
+
+def _sidecar_name(name: str) -> str:
+    """A plain file name (no folder, no pattern) ending in one of ``SIDECAR_SUFFIXES``."""
+    if not name.strip() or name in (".", "..") or any(c in name for c in "/\\*?[]"):
+        raise PydanticCustomError(
+            "sidecar_name", "must be a plain file name: no folder, no pattern characters"
+        )
+    if not name.lower().endswith(SIDECAR_SUFFIXES):
+        raise PydanticCustomError(
+            "sidecar_name", f"must end in one of {', '.join(SIDECAR_SUFFIXES)}"
+        )
+    return name
+
+
+_SidecarName = Annotated[_NonEmpty, AfterValidator(_sidecar_name)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -603,5 +624,15 @@ class Settings:
             "workers >= 1.",
         ),
     ] = 2048
+    sidecar_names: Annotated[
+        tuple[_SidecarName, ...],
+        Field(
+            description="File names of sidecars: key/value files (.xlsx, .csv or .yaml) a "
+            "microscopist puts in an acquisition's folder or any folder above it, up to the "
+            "watch folder. Their values go into the package's acquisition.annotations, the "
+            "nearest file winning key by key; a file with one of these names is never "
+            "harvested as an acquisition itself. An empty list reads no sidecars."
+        ),
+    ] = DEFAULT_SIDECAR_NAMES
     #: where the config came from, for messages: set by the loader, not a key of the file.
     source: Annotated[str, SkipJsonSchema()] = EMBEDDED_SOURCE

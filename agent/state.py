@@ -274,6 +274,19 @@ class State:
                 f"{self.path}: cannot record a failure: {error}", self.path, error
             ) from error
 
+    def clear_failure(self, path: Path) -> None:
+        """Forget the failure recorded for ``path`` (a sidecar applied again), if any."""
+        key = (to_sql(str(path)),)
+        if self._db.execute("SELECT 1 FROM failures WHERE path = ?", key).fetchone() is None:
+            return  # the common case: nothing to write
+        try:
+            with self._db:
+                self._db.execute("DELETE FROM failures WHERE path = ?", key)
+        except sqlite3.Error as error:
+            raise StateError(
+                f"{self.path}: cannot clear a failure: {error}", self.path, error
+            ) from error
+
     def failed_already(self, path: Path, reason: str) -> bool:
         """True when the failure recorded for ``path`` has this ``reason``: it was logged.
 

@@ -14,6 +14,7 @@ process. Checksums count every chunk read as progress: a file of any size is has
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -21,13 +22,13 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any
 
-from acqharvest import logs
+from acqharvest import logs, sidecar
 from acqharvest.adapter_api import HEAD_BYTES, FileProbe
 from acqharvest.extract import extract
 from acqharvest.model import (
@@ -51,6 +52,8 @@ class WorkerSetup:
     adapters_by_root: Mapping[Path, tuple[str, ...]] | None = None
     #: address-space cap of a worker process; None: no cap.
     memory_limit_bytes: int | None = None
+    #: ``Settings.sidecar_names``: the sidecars read for each acquisition extracted.
+    sidecar_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +139,8 @@ class Progress:
 
 
 _registry: Registry | None = None
+#: the sidecars this process read, kept while unchanged
+_sidecars = sidecar.Cache()
 _setup = WorkerSetup()
 _progress: Progress | None = None
 _row = -1
@@ -286,8 +291,11 @@ def _hashed(
         progress.hashing(row, False)
 
 
-def extract_acquisition(acquisition: Acquisition) -> Extraction | ExtractionFailure:
-    """Run the claiming adapter over one acquisition (never raises)."""
+def extract_acquisition(
+    acquisition: Acquisition, sidecar_names: Sequence[str] | None = None
+) -> Extraction | ExtractionFailure:
+    """Run the claiming adapter over one acquisition, and read the sidecars above it
+    (``sidecar_names``, by default the worker's); never raises."""
     registry = _current_registry()
     adapter = registry.adapters.get(acquisition.adapter) if acquisition.adapter else None
     if acquisition.adapter and adapter is None:
@@ -306,11 +314,16 @@ def extract_acquisition(acquisition: Acquisition) -> Extraction | ExtractionFail
             memory_limit=_setup.memory_limit_bytes,
             unavailable=registry.unavailable(acquisition.adapter) if acquisition.adapter else None,
         )
-    if reader.refused is None:
+    if reader.refused is not None:
+        # Whatever the adapter made of it, it did not read (only) the files that settled.
+        name = result.adapter
+        return ExtractionFailure(acquisition, name, reader.refused.path, str(reader.refused))
+    names = _setup.sidecar_names if sidecar_names is None else sidecar_names
+    if isinstance(result, ExtractionFailure) or not names:
         return result
-    # Whatever the adapter made of it, it did not read (only) the files that settled.
-    name = result.adapter
-    return ExtractionFailure(acquisition, name, reader.refused.path, str(reader.refused))
+    root = acquisition.root
+    found = sidecar.find(acquisition.primary.settled.path, root, names)
+    return dataclasses.replace(result, sidecars=tuple(_sidecars.read_all(found, root)))
 
 
 ProbeOutcome = ProbedFile | ProbeFailure

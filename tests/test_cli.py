@@ -84,6 +84,37 @@ def test_extract_prints_packages_without_config_or_writes(corpus: Path, tmp_path
     assert list(tmp_path.iterdir()) == [], "extract must write nothing"
 
 
+def test_extract_of_a_folder_shows_what_the_sidecars_above_each_acquisition_add(
+    corpus: Path, tmp_path: Path
+) -> None:
+    """How a microscopist checks a new sidecar: the folder given stands for the watch folder."""
+    folder = tmp_path / "alice" / "neuro"
+    folder.mkdir(parents=True)
+    shutil.copyfile(corpus / "tiff-vendor" / "imagej" / "xem_y32.tif", folder / "cells.tif")
+    (tmp_path / "acquisition.csv").write_text("Study,Calcium imaging\nOrganism,Mus musculus\n")
+    (tmp_path / "alice" / "acquisition.yaml").write_text("sample: [a, b]\n")
+
+    result = run("extract", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[:3] == [
+        "alice/neuro/cells.tif",  # the sidecars are no acquisitions, nor counted as files
+        "  adapter: tiff  format: TIFF (ImageJ)",
+        '  annotations: {"study": "Calcium imaging", "organism": "Mus musculus"}',
+    ]
+    assert (
+        "  warning: sidecar alice/acquisition.yaml not applied: line 1 column 9: the value of "
+        "'sample' is a list, not text"
+    ) in result.stdout.splitlines()
+
+    (line,) = run("extract", "--json", str(tmp_path)).stdout.splitlines()
+    body = json.loads(line)
+    jsonschema.validate(body, json.loads(PACKAGE_SCHEMA.read_text()))
+    assert [(f["path"], f.get("role")) for f in body["files"]] == [
+        ("alice/neuro/cells.tif", None),
+        ("acquisition.csv", "sidecar"),
+    ]
+
+
 def test_extract_ignores_a_site_config(corpus: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text("instrument: [\n")

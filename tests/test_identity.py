@@ -71,3 +71,7 @@ def test_template_problems_are_named() -> None:
     assert template_problem("{operator}/{project}/**") is None
     assert "repeated: operator" in str(template_problem("{operator}/{operator}/**"))
     assert "names no field" in str(template_problem("data/**"))
+    # keys the harvester fills in the acquisition block (sidecars fill annotations)
+    assert "annotations, complete: the package's acquisition block" in str(
+        template_problem("{annotations}/{complete}/**")
+    )

@@ -10,7 +10,14 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from acqharvest.model import Acquisition, Deidentified, Extraction, FileSettled, ProbedFile
+from acqharvest.model import (
+    Acquisition,
+    Deidentified,
+    Extraction,
+    FileSettled,
+    ProbedFile,
+    Sidecar,
+)
 from acqharvest.outbox import serialize
 from acqharvest.package import build_package, package_id, relative_path
 from acqharvest.pathtext import unescape
@@ -175,3 +182,74 @@ def test_a_name_that_is_not_utf8_is_carried_percent_encoded_and_flagged() -> Non
     assert package.package_id == package_id("urn:x", acq)
     other = acquisition(member(os.fsdecode(b"Jos\xe8/scan 100%.tif"), "a" * 64), acq.members[1])
     assert package_id("urn:x", other) != package.package_id
+
+
+def test_sidecars_give_annotations_sidecar_files_and_their_provenance() -> None:
+    acq = acquisition(member("bob/mri/IM1", "a" * 64))
+    applied = Sidecar(
+        ROOT / "bob" / "acquisition.csv",
+        ROOT,
+        size=40,
+        mtime_ns=1_700_000_000_000_000_000,
+        sha256="c" * 64,
+        values={"study": "Brain atlas", "subject": "Doe^John"},
+    )
+    broken = Sidecar(
+        ROOT / "bob/mri/acquisition.yaml",
+        ROOT,
+        size=9,
+        mtime_ns=1_700_000_000_000_000_000,
+        sha256="d" * 64,
+        error="line 1: the file must be a mapping of keys to values",
+    )
+    extraction = Extraction(acq, "dicom", "1", "DICOM", {}, {}, sidecars=(applied, broken))
+    # the de-identification removed the patient's name from the headers: not from here either
+    clean = Deidentified({}, {}, "profile", (), 1, redactions={"Doe^John": "[removed]"})
+    package = build_package(
+        extraction,
+        clean,
+        instrument={"id": "urn:x", "id_type": "URN"},
+        acquisition_fields={},
+        previous=None,
+        host="h",
+    )
+    body = dict(package.body)
+    jsonschema.validate(body, SCHEMA)
+    assert body["acquisition"]["annotations"] == {"study": "Brain atlas", "subject": "[removed]"}
+    assert body["files"][1] == {
+        "path": "bob/acquisition.csv",
+        "size": 40,
+        "sha256": "c" * 64,
+        "modified": "2023-11-14T22:13:20Z",
+        "role": "sidecar",
+    }
+    assert len(body["files"]) == 2  # the broken one is not listed: nothing of it applied
+    assert body["provenance"]["sidecars"] == [
+        {"path": "bob/acquisition.csv", "applied": True},
+        {"path": "bob/mri/acquisition.yaml", "applied": False, "error": broken.error},
+    ]
+    assert body["provenance"]["warnings"] == [
+        f"sidecar bob/mri/acquisition.yaml not applied: {broken.error}"
+    ]
+    # another sidecar version is another body, so another id; none at all is the old id
+    assert package.package_id == package_id("urn:x", acq, (applied, broken))
+    assert package.package_id != package_id("urn:x", acq, (applied,))
+    assert package_id("urn:x", acq) == package_id("urn:x", acq, (Sidecar(ROOT / "x.csv", ROOT),))
+
+
+def test_annotations_are_optional_in_the_schema_and_hold_only_text() -> None:
+    acq = acquisition(member("IM1", "a" * 64))
+    body = dict(
+        build_package(
+            Extraction(acq, "dicom", "1", "DICOM", {}, {}),
+            Deidentified({}, {}, None, (), 0),
+            instrument={"id": "urn:x", "id_type": "URN"},
+            acquisition_fields={},
+            previous=None,
+            host="h",
+        ).body
+    )
+    jsonschema.validate(body, SCHEMA)  # no sidecar: none of the new fields
+    body["acquisition"] = {**body["acquisition"], "annotations": {"passage": 17}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(body, SCHEMA)
