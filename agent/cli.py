@@ -129,7 +129,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def run_daemon(
-    config: Path | None, stop: threading.Event, *, once: bool = False, log_stream: TextIO | None = None
+    config: Path | None,
+    stop: threading.Event,
+    *,
+    once: bool = False,
+    log_stream: TextIO | None = None,
 ) -> int:
     """Run the daemon until ``stop`` is set; its exit status (the Windows service runs this)."""
     settings = _load(argparse.Namespace(config=config))
@@ -149,7 +153,9 @@ def run_daemon(
             "Ctrl-C stops.",
             file=sys.stderr,
         )
-    logs.configure(settings.log.level, settings.log.format, log_file_of(settings), stream=log_stream)
+    logs.configure(
+        settings.log.level, settings.log.format, log_file_of(settings), stream=log_stream
+    )
     from acqharvest.deliver import DeliveryConfigError
 
     try:

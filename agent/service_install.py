@@ -17,7 +17,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -27,8 +27,8 @@ from acqharvest.service_plan import (
     Action,
     FromEnv,
     MakeFolder,
-    Platform,
     PlanError,
+    Platform,
     Program,
     Remove,
     Request,
@@ -53,10 +53,11 @@ def planner(platform: Platform) -> ModuleType:
     ]
 
 
+_PLATFORMS: dict[str, Platform] = {"win32": "windows", "darwin": "macos"}
+
+
 def this_platform() -> Platform:
-    if sys.platform == "win32":
-        return "windows"
-    return "macos" if sys.platform == "darwin" else "linux"
+    return _PLATFORMS.get(sys.platform, "linux")
 
 
 def default_config(platform: Platform) -> str:
@@ -151,7 +152,7 @@ class StepFailed(Exception):
 
 
 def apply(
-    steps: list[Step],
+    steps: Sequence[Step],
     platform: Platform,
     *,
     root: Path | None = None,
@@ -191,8 +192,12 @@ def _apply_file_step(step: WriteFile | MakeFolder | SetAccess | Remove, path: Pa
         raise FileNotFoundError(f"no such file: {path}")
     if step.mode is not None:
         os.chmod(path, step.mode)
-    if step.owner or step.group:
+    if step.owner and step.group:
         shutil.chown(path, step.owner, step.group)
+    elif step.owner:
+        shutil.chown(path, step.owner)
+    elif step.group:
+        shutil.chown(path, group=step.group)
 
 
 def _run(step: Run, platform: Platform, say: Callable[[str], None]) -> None:
@@ -203,14 +208,13 @@ def _run(step: Run, platform: Platform, say: Callable[[str], None]) -> None:
             return
     argv = [_resolve(word) for word in step.argv]
     try:
-        result = subprocess.run(argv, check=False)
+        returncode = subprocess.run(argv, check=False).returncode
     except OSError as error:
-        result = None
         reason = str(error)
     else:
-        reason = f"exit status {result.returncode}"
-    if result is not None and result.returncode == 0:
-        return
+        if returncode == 0:
+            return
+        reason = f"exit status {returncode}"
     message = f"{_command(step.argv, platform)} failed: {reason}"
     if not step.may_fail:
         raise StepFailed(message)

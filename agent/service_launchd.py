@@ -64,7 +64,10 @@ def plan(request: Request) -> list[Step]:
     if request.action == "install":
         return _install(request)
     if request.action == "uninstall":
-        steps: list[Step] = [Run(("launchctl", "bootout", _TARGET), may_fail=True), Remove(PLIST_PATH)]
+        steps: list[Step] = [
+            Run(("launchctl", "bootout", _TARGET), may_fail=True),
+            Remove(PLIST_PATH),
+        ]
         if request.purge:
             paths = needs_paths(request)
             steps += [Remove(paths.state_dir, tree=True), Remove(paths.config)]

@@ -73,7 +73,7 @@ WantedBy=multi-user.target
 def _quoted(value: str) -> str:
     """One word of a unit file setting: ``%`` escaped, quoted when it holds a space."""
     value = value.replace("%", "%%")
-    if any(char in value for char in ' \t"\\\''):
+    if any(char in value for char in " \t\"\\'"):
         value = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return value
 

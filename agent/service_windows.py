@@ -41,7 +41,7 @@ from acqharvest.service_plan import (
 SC = "sc.exe"
 DEFAULT_ACCOUNT = f"NT SERVICE\\{SERVICE_NAME}"
 DEFAULT_CONFIG = r"C:\ProgramData\acqharvest\acqharvest.yaml"
-PASSWORD_ENV = "ACQHARVEST_SERVICE_PASSWORD"
+PASSWORD_ENV = "ACQHARVEST_SERVICE_PASSWORD"  # noqa: S105 - a variable name, not its value
 #: reset the failure count after a day; restart after 1 min, 1 min, then every 5 min
 RECOVERY = ("reset=", "86400", "actions=", "restart/60000/restart/60000/restart/300000")
 _SYSTEM, _ADMINISTRATORS = "*S-1-5-18", "*S-1-5-32-544"
@@ -68,7 +68,9 @@ def account_arguments(user: str | None) -> tuple[Argument, ...]:
             f"(DOMAIN\\{account}, .\\{account}), or use a virtual account (NT SERVICE\\...)"
         )
     needs_password = not (
-        account.upper().startswith(_NO_PASSWORD) or account.endswith("$") or account == "LocalSystem"
+        account.upper().startswith(_NO_PASSWORD)
+        or account.endswith("$")
+        or account == "LocalSystem"
     )
     return ("obj=", account, *(("password=", FromEnv(PASSWORD_ENV)) if needs_password else ()))
 
@@ -140,7 +142,12 @@ def _install(request: Request) -> list[Step]:
         )
     if request.program.event_messages is not None:
         steps += [
-            _reg_add(_EVENT_SOURCE_KEY, "EventMessageFile", "REG_EXPAND_SZ", request.program.event_messages),
+            _reg_add(
+                _EVENT_SOURCE_KEY,
+                "EventMessageFile",
+                "REG_EXPAND_SZ",
+                request.program.event_messages,
+            ),
             _reg_add(_EVENT_SOURCE_KEY, "TypesSupported", "REG_DWORD", "7"),
         ]
     steps += [

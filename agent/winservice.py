@@ -22,6 +22,7 @@ import os
 import sys
 import threading
 from pathlib import Path
+from typing import TextIO, cast
 
 import servicemanager
 import win32service
@@ -82,7 +83,7 @@ class AcqharvestService(win32serviceutil.ServiceFramework):
         # no console: what the daemon prints (a config error) reaches the event log
         sys.stdout = sys.stderr = events
         servicemanager.LogInfoMsg(f"{SERVICE_NAME}: starting with {self.config}")
-        status = run_daemon(self.config, self._stop, log_stream=events)
+        status = run_daemon(self.config, self._stop, log_stream=cast(TextIO, events))
         if status != 0:
             servicemanager.LogErrorMsg(f"{SERVICE_NAME}: stopped with exit status {status}")
             os._exit(status)  # not a stop: the service manager's recovery restarts it
@@ -95,7 +96,7 @@ def main() -> None:
     AcqharvestService.config = parser.parse_args().config
     servicemanager.Initialize(SERVICE_NAME, servicemanager.__file__)
     servicemanager.PrepareToHostSingle(AcqharvestService)
-    servicemanager.StartServiceCtrlDispatcher()
+    servicemanager.StartServiceCtrlDispatcher()  # type: ignore[no-untyped-call]
 
 
 if __name__ == "__main__":

@@ -12,8 +12,16 @@ from acqharvest.service_launchd import (
     parse_status,
     plan,
 )
-from acqharvest.service_plan import MakeFolder, Program, Remove, Request, Run, ServicePaths
-from acqharvest.service_plan import SetAccess, WriteFile
+from acqharvest.service_plan import (
+    MakeFolder,
+    Program,
+    Remove,
+    Request,
+    Run,
+    ServicePaths,
+    SetAccess,
+    WriteFile,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 PATHS = ServicePaths(
@@ -107,5 +115,7 @@ def test_status_is_read_from_launchctl_print() -> None:
     assert (running.installed, running.running, running.detail) == (True, True, "running")
     waiting = parse_status(0, LAUNCHCTL_PRINT.replace("state = running", "state = waiting"))
     assert (waiting.installed, waiting.running) == (True, False)
-    missing = parse_status(113, 'Could not find service "org.acqharvest.agent" in domain for system')
+    missing = parse_status(
+        113, 'Could not find service "org.acqharvest.agent" in domain for system'
+    )
     assert (missing.installed, missing.running) == (False, False)

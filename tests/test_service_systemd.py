@@ -59,7 +59,9 @@ def test_install_makes_the_user_the_folders_and_the_unit_then_starts_it() -> Non
         SetAccess("/etc/acqharvest/token", 0o640, "root", "acqharvest"),
         MakeFolder("/var/lib/acqharvest", 0o750, "acqharvest", "acqharvest"),
         MakeFolder("/var/log/acqharvest", 0o750, "acqharvest", "acqharvest", take_over=False),
-        WriteFile(UNIT_PATH, unit_text(PROGRAM.executable, PATHS, "acqharvest"), 0o644, "root", "root"),
+        WriteFile(
+            UNIT_PATH, unit_text(PROGRAM.executable, PATHS, "acqharvest"), 0o644, "root", "root"
+        ),
         Run(("systemctl", "daemon-reload")),
         Run(("systemctl", "enable", "acqharvest.service")),
         Run(("systemctl", "restart", "acqharvest.service")),
@@ -123,12 +125,17 @@ def test_the_written_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     ]
     unit_root = tmp_path / "root"
     apply(
-        [step for step in steps if isinstance(step, WriteFile)], "linux", root=unit_root,
-        run_commands=False, say=lambda _: None,
+        [step for step in steps if isinstance(step, WriteFile)],
+        "linux",
+        root=unit_root,
+        run_commands=False,
+        say=lambda _: None,
     )
     apply(
-        [step for step in steps if not isinstance(step, WriteFile)], "linux",
-        run_commands=False, say=lambda _: None,
+        [step for step in steps if not isinstance(step, WriteFile)],
+        "linux",
+        run_commands=False,
+        say=lambda _: None,
     )
 
     unit = unit_root / UNIT_PATH.lstrip("/")
@@ -155,7 +162,10 @@ def test_the_verify_catches_a_unit_systemd_would_not_start(tmp_path: Path) -> No
     unit = tmp_path / "acqharvest.service"
     unit.write_text(unit_text(str(tmp_path / "missing"), PATHS, "acqharvest"))
     result = subprocess.run(
-        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=120,
+        ["systemd-analyze", "verify", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=120,
         check=False,
     )
     assert result.returncode != 0

@@ -44,38 +44,95 @@ def test_install_creates_a_delayed_auto_service_with_recovery_as_a_virtual_accou
         ),
         Run(
             (
-                "sc.exe", "config", "acqharvest", "binPath=", BIN_PATH, "start=", "delayed-auto",
-                "obj=", r"NT SERVICE\acqharvest", "DisplayName=", "acqharvest",
+                "sc.exe",
+                "config",
+                "acqharvest",
+                "binPath=",
+                BIN_PATH,
+                "start=",
+                "delayed-auto",
+                "obj=",
+                r"NT SERVICE\acqharvest",
+                "DisplayName=",
+                "acqharvest",
             )
         ),
         Run(("sc.exe", "sidtype", "acqharvest", "unrestricted")),
         Run(("sc.exe", "description", "acqharvest", steps[3].argv[3])),  # type: ignore[union-attr]
         Run(
             (
-                "sc.exe", "failure", "acqharvest", "reset=", "86400",
-                "actions=", "restart/60000/restart/60000/restart/300000",
+                "sc.exe",
+                "failure",
+                "acqharvest",
+                "reset=",
+                "86400",
+                "actions=",
+                "restart/60000/restart/60000/restart/300000",
             )
         ),
         Run(("sc.exe", "failureflag", "acqharvest", "1")),
         Run(
-            ("reg.exe", "add", event_key, "/v", "EventMessageFile", "/t", "REG_EXPAND_SZ",
-             "/d", MESSAGES, "/f")
+            (
+                "reg.exe",
+                "add",
+                event_key,
+                "/v",
+                "EventMessageFile",
+                "/t",
+                "REG_EXPAND_SZ",
+                "/d",
+                MESSAGES,
+                "/f",
+            )
         ),
-        Run(("reg.exe", "add", event_key, "/v", "TypesSupported", "/t", "REG_DWORD", "/d", "7", "/f")),
+        Run(
+            (
+                "reg.exe",
+                "add",
+                event_key,
+                "/v",
+                "TypesSupported",
+                "/t",
+                "REG_DWORD",
+                "/d",
+                "7",
+                "/f",
+            )
+        ),
         MakeFolder(r"C:\ProgramData\acqharvest\state"),
         Run(
-            ("icacls", r"C:\ProgramData\acqharvest\state", "/inheritance:r", "/grant:r",
-             *SERVICE_ACL, r"NT SERVICE\acqharvest:(OI)(CI)(M)")
+            (
+                "icacls",
+                r"C:\ProgramData\acqharvest\state",
+                "/inheritance:r",
+                "/grant:r",
+                *SERVICE_ACL,
+                r"NT SERVICE\acqharvest:(OI)(CI)(M)",
+            )
         ),
         MakeFolder(r"D:\harvested", take_over=False),
         Run(("icacls", r"D:\harvested", "/grant", r"NT SERVICE\acqharvest:(OI)(CI)(M)")),
         Run(
-            ("icacls", r"C:\ProgramData\acqharvest\acqharvest.yaml", "/inheritance:r", "/grant:r",
-             "*S-1-5-18:(F)", "*S-1-5-32-544:(F)", r"NT SERVICE\acqharvest:(R)")
+            (
+                "icacls",
+                r"C:\ProgramData\acqharvest\acqharvest.yaml",
+                "/inheritance:r",
+                "/grant:r",
+                "*S-1-5-18:(F)",
+                "*S-1-5-32-544:(F)",
+                r"NT SERVICE\acqharvest:(R)",
+            )
         ),
         Run(
-            ("icacls", r"C:\ProgramData\acqharvest\token", "/inheritance:r", "/grant:r",
-             "*S-1-5-18:(F)", "*S-1-5-32-544:(F)", r"NT SERVICE\acqharvest:(R)")
+            (
+                "icacls",
+                r"C:\ProgramData\acqharvest\token",
+                "/inheritance:r",
+                "/grant:r",
+                "*S-1-5-18:(F)",
+                "*S-1-5-32-544:(F)",
+                r"NT SERVICE\acqharvest:(R)",
+            )
         ),
         Run(("sc.exe", "stop", "acqharvest"), may_fail=True),
         Run(("sc.exe", "start", "acqharvest")),
@@ -87,13 +144,23 @@ def test_install_creates_a_delayed_auto_service_with_recovery_as_a_virtual_accou
 def test_a_venv_is_named_in_the_services_environment() -> None:
     venv = Program(PYTHON, venv_python=r"C:\acqharvest\Scripts\python.exe")
     steps = plan(Request("install", "windows", venv, PATHS))
-    assert Run(
-        (
-            "reg.exe", "add", r"HKLM\SYSTEM\CurrentControlSet\Services\acqharvest",
-            "/v", "Environment", "/t", "REG_MULTI_SZ",
-            "/d", r"__PYVENV_LAUNCHER__=C:\acqharvest\Scripts\python.exe", "/f",
+    assert (
+        Run(
+            (
+                "reg.exe",
+                "add",
+                r"HKLM\SYSTEM\CurrentControlSet\Services\acqharvest",
+                "/v",
+                "Environment",
+                "/t",
+                "REG_MULTI_SZ",
+                "/d",
+                r"__PYVENV_LAUNCHER__=C:\acqharvest\Scripts\python.exe",
+                "/f",
+            )
         )
-    ) in steps
+        in steps
+    )
 
 
 @pytest.mark.parametrize(
@@ -102,11 +169,16 @@ def test_a_venv_is_named_in_the_services_environment() -> None:
         (None, ("obj=", r"NT SERVICE\acqharvest")),
         (r"NT AUTHORITY\NetworkService", ("obj=", r"NT AUTHORITY\NetworkService")),
         (r"LAB\gmsa-acq$", ("obj=", r"LAB\gmsa-acq$")),
-        (r"LAB\svc-acq", ("obj=", r"LAB\svc-acq", "password=", FromEnv("ACQHARVEST_SERVICE_PASSWORD"))),
+        (
+            r"LAB\svc-acq",
+            ("obj=", r"LAB\svc-acq", "password=", FromEnv("ACQHARVEST_SERVICE_PASSWORD")),
+        ),
         (r".\acqsvc", ("obj=", r".\acqsvc", "password=", FromEnv("ACQHARVEST_SERVICE_PASSWORD"))),
     ],
 )
-def test_the_account_and_whether_it_needs_a_password(user: str | None, expected: tuple) -> None:
+def test_the_account_and_whether_it_needs_a_password(
+    user: str | None, expected: tuple[object, ...]
+) -> None:
     assert account_arguments(user) == expected
 
 
@@ -161,7 +233,9 @@ SC_MISSING = (
         (1060, SC_MISSING, (False, False, "not installed")),
     ],
 )
-def test_status_is_read_from_sc_query(returncode: int, output: str, state: tuple) -> None:
+def test_status_is_read_from_sc_query(
+    returncode: int, output: str, state: tuple[bool, bool, str]
+) -> None:
     found = parse_status(returncode, output)
     assert (found.installed, found.running, found.detail) == state
 
