@@ -282,7 +282,10 @@ def command(
             print(describe(step, platform))
         return EXIT_OK
     if sys.platform != "win32" and os.geteuid() != 0:
-        print(f"acqharvest service {action}: run it as root (sudo), or with --dry-run")
+        print(
+            f"acqharvest service {action}: run it as root (sudo), or with --dry-run",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     try:
         apply(steps, platform)

@@ -81,10 +81,17 @@ def plan(request: Request) -> list[Step]:
     if request.action == "uninstall":
         return _uninstall(request)
     if request.action == "start":
-        return [Run((SC, "start", SERVICE_NAME))]
+        return [_powershell("Start-Service")]
     if request.action == "stop":
-        return [Run((SC, "stop", SERVICE_NAME))]
+        return [_powershell("Stop-Service")]
     return [status_command()]
+
+
+def _powershell(cmdlet: str) -> Run:
+    """Start, stop or restart and wait until done (``sc.exe`` returns while it is pending)."""
+    return Run(
+        ("powershell.exe", "-NoProfile", "-NonInteractive", "-Command", f"{cmdlet} {SERVICE_NAME}")
+    )
 
 
 def _grant(path: str, service: str, rights: str) -> Run:
@@ -165,8 +172,8 @@ def _install(request: Request) -> list[Step]:
         ),
         _grant(paths.config, service_sid, "R"),
         *(_grant(secret, service_sid, "R") for secret in paths.secrets),
-        Run((SC, "stop", SERVICE_NAME), may_fail=True),
-        Run((SC, "start", SERVICE_NAME)),
+        # restart, not start: installing again applies a changed config or interpreter
+        _powershell("Restart-Service"),
     ]
     return steps
 
@@ -177,7 +184,7 @@ def _reg_add(key: str, name: str, kind: str, data: str) -> Run:
 
 def _uninstall(request: Request) -> list[Step]:
     steps: list[Step] = [
-        Run((SC, "stop", SERVICE_NAME), may_fail=True),
+        Run(_powershell("Stop-Service").argv, may_fail=True),
         Run((SC, "delete", SERVICE_NAME), may_fail=True),
         Run(("reg.exe", "delete", _EVENT_SOURCE_KEY, "/f"), may_fail=True),
     ]

@@ -30,6 +30,13 @@ BIN_PATH = (
     r'"C:\Program Files\Python312\python.exe" -m acqharvest.winservice '
     r"--config C:\ProgramData\acqharvest\acqharvest.yaml"
 )
+RESTART = (
+    "powershell.exe",
+    "-NoProfile",
+    "-NonInteractive",
+    "-Command",
+    "Restart-Service acqharvest",
+)
 SERVICE_ACL = ("*S-1-5-18:(OI)(CI)(F)", "*S-1-5-32-544:(OI)(CI)(F)")
 
 
@@ -134,11 +141,20 @@ def test_install_creates_a_delayed_auto_service_with_recovery_as_a_virtual_accou
                 r"NT SERVICE\acqharvest:(R)",
             )
         ),
-        Run(("sc.exe", "stop", "acqharvest"), may_fail=True),
-        Run(("sc.exe", "start", "acqharvest")),
+        Run(RESTART),
     ]
     # the instrument's folders keep their ACLs
     assert not any(r"D:\Instrument Data" in str(step) for step in steps)
+
+
+def test_start_and_stop_wait_until_done() -> None:
+    assert plan(Request("start", "windows", PROGRAM)) == [
+        Run((*RESTART[:-1], "Start-Service acqharvest"))
+    ]
+    assert plan(Request("stop", "windows", PROGRAM)) == [
+        Run((*RESTART[:-1], "Stop-Service acqharvest"))
+    ]
+    assert plan(Request("status", "windows", PROGRAM)) == [Run(("sc.exe", "query", "acqharvest"))]
 
 
 def test_a_venv_is_named_in_the_services_environment() -> None:
@@ -200,10 +216,11 @@ def test_a_password_is_never_in_the_printed_plan(monkeypatch: pytest.MonkeyPatch
 def test_uninstall_keeps_state_and_config_unless_purged() -> None:
     keep = plan(Request("uninstall", "windows", PROGRAM))
     assert [step.argv[:2] for step in keep if isinstance(step, Run)] == [
-        ("sc.exe", "stop"),
+        ("powershell.exe", "-NoProfile"),
         ("sc.exe", "delete"),
         ("reg.exe", "delete"),
     ]
+    assert keep[0] == Run((*RESTART[:-1], "Stop-Service acqharvest"), may_fail=True)
     assert all(isinstance(step, Run) for step in keep)
     purge = plan(Request("uninstall", "windows", PROGRAM, PATHS, purge=True))
     assert purge[3:] == [
