@@ -1,13 +1,14 @@
 """The Windows plan: a native service (pywin32) created and configured with ``sc.exe``.
 
-The service runs ``python.exe -m acqharvest.winservice --config FILE`` (the real
-interpreter: a console-script launcher or a venv's ``python.exe`` would start it as a child
-process, which cannot answer the service manager). In a venv the interpreter is pointed at
-it through the service's environment (``__PYVENV_LAUNCHER__``, what the venv's own
-launcher does). By default it runs as the virtual account ``NT SERVICE\\acqharvest``, which
-needs no password and reaches network shares as the computer account; ``--user`` names
-another (a gMSA ending in ``$``, or an account whose password is read from
-``ACQHARVEST_SERVICE_PASSWORD`` when the plan runs, never printed).
+The service runs ``python.exe -m acqharvest.winservice --config FILE`` with the real
+interpreter: a console-script launcher or a venv's ``python.exe`` would start the
+interpreter as a child process, not the process the service manager started and talks to.
+In a venv the interpreter is pointed at it through the service's environment
+(``__PYVENV_LAUNCHER__``, what the venv's own launcher does). By default it runs as the
+virtual account ``NT SERVICE\\acqharvest``, which needs no password and reaches network
+shares as the computer account; ``--user`` names another (a gMSA ending in ``$``, or an
+account whose password is read from ``ACQHARVEST_SERVICE_PASSWORD`` when the plan runs,
+never printed).
 
 Start is automatic and delayed (after the boot rush); a failure restarts it after one
 minute, twice, then after five minutes, the count reset after a day; a stop with a
@@ -118,6 +119,8 @@ def _install(request: Request) -> list[Step]:
     bin_path = command_line(request, paths.config)
     steps: list[Step] = [
         Run((SC, "create", SERVICE_NAME, "binPath=", bin_path), unless=(SC, "query", SERVICE_NAME)),
+        # before the account: a virtual account is the service's SID, which this enables
+        Run((SC, "sidtype", SERVICE_NAME, "unrestricted")),
         Run(
             (
                 SC,
@@ -132,7 +135,6 @@ def _install(request: Request) -> list[Step]:
                 "acqharvest",
             )
         ),
-        Run((SC, "sidtype", SERVICE_NAME, "unrestricted")),
         Run((SC, "description", SERVICE_NAME, DESCRIPTION)),
         Run((SC, "failure", SERVICE_NAME, *RECOVERY)),
         # a stop with a non-zero exit status (the daemon failed) also triggers the recovery
@@ -146,6 +148,10 @@ def _install(request: Request) -> list[Step]:
                 "REG_MULTI_SZ",
                 f"__PYVENV_LAUNCHER__={request.program.venv_python}",
             )
+        )
+    else:  # an earlier install from a venv named it
+        steps.append(
+            Run(("reg.exe", "delete", _SERVICE_KEY, "/v", "Environment", "/f"), may_fail=True)
         )
     if request.program.event_messages is not None:
         steps += [

@@ -17,9 +17,9 @@ both tested on every platform.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
-import sys
 import threading
 from pathlib import Path
 from typing import TextIO, cast
@@ -80,10 +80,10 @@ class AcqharvestService(win32serviceutil.ServiceFramework):
 
     def SvcDoRun(self) -> None:
         events = _EventLog()
-        # no console: what the daemon prints (a config error) reaches the event log
-        sys.stdout = sys.stderr = events
         servicemanager.LogInfoMsg(f"{SERVICE_NAME}: starting with {self.config}")
-        status = run_daemon(self.config, self._stop, log_stream=cast(TextIO, events))
+        # no console: what the daemon prints (a config error) reaches the event log
+        with contextlib.redirect_stdout(events), contextlib.redirect_stderr(events):
+            status = run_daemon(self.config, self._stop, log_stream=cast(TextIO, events))
         if status != 0:
             servicemanager.LogErrorMsg(f"{SERVICE_NAME}: stopped with exit status {status}")
             os._exit(status)  # not a stop: the service manager's recovery restarts it

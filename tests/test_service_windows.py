@@ -7,7 +7,16 @@ import json
 import pytest
 
 from acqharvest.service_install import describe
-from acqharvest.service_plan import FromEnv, MakeFolder, PlanError, Program, Remove, Request, Run
+from acqharvest.service_plan import (
+    DESCRIPTION,
+    FromEnv,
+    MakeFolder,
+    PlanError,
+    Program,
+    Remove,
+    Request,
+    Run,
+)
 from acqharvest.service_plan import ServicePaths as Paths
 from acqharvest.service_windows import (
     account_arguments,
@@ -49,6 +58,7 @@ def test_install_creates_a_delayed_auto_service_with_recovery_as_a_virtual_accou
             ("sc.exe", "create", "acqharvest", "binPath=", BIN_PATH),
             unless=("sc.exe", "query", "acqharvest"),
         ),
+        Run(("sc.exe", "sidtype", "acqharvest", "unrestricted")),
         Run(
             (
                 "sc.exe",
@@ -64,8 +74,7 @@ def test_install_creates_a_delayed_auto_service_with_recovery_as_a_virtual_accou
                 "acqharvest",
             )
         ),
-        Run(("sc.exe", "sidtype", "acqharvest", "unrestricted")),
-        Run(("sc.exe", "description", "acqharvest", steps[3].argv[3])),  # type: ignore[union-attr]
+        Run(("sc.exe", "description", "acqharvest", DESCRIPTION)),
         Run(
             (
                 "sc.exe",
@@ -78,6 +87,17 @@ def test_install_creates_a_delayed_auto_service_with_recovery_as_a_virtual_accou
             )
         ),
         Run(("sc.exe", "failureflag", "acqharvest", "1")),
+        Run(
+            (
+                "reg.exe",
+                "delete",
+                r"HKLM\SYSTEM\CurrentControlSet\Services\acqharvest",
+                "/v",
+                "Environment",
+                "/f",
+            ),
+            may_fail=True,
+        ),
         Run(
             (
                 "reg.exe",
