@@ -14,7 +14,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from acqharvest import __version__, logs
 
@@ -61,6 +61,25 @@ def _parser() -> argparse.ArgumentParser:
     with_config(retry)
     retry.add_argument("package_ids", nargs="*", metavar="PACKAGE_ID")
     retry.add_argument("--all", action="store_true", help="every rejected package")
+    service = commands.add_parser(
+        "service", help="install, uninstall, start, stop the system service, or show its state"
+    )
+    service.add_argument("action", choices=["install", "uninstall", "start", "stop", "status"])
+    service.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        help="the config the service runs with (default: /etc/acqharvest/acqharvest.yaml; "
+        r"C:\ProgramData\acqharvest\acqharvest.yaml on Windows; "
+        "/Library/Application Support/acqharvest/acqharvest.yaml on macOS)",
+    )
+    service.add_argument(
+        "--user", help=r"account it runs as (default: acqharvest; NT SERVICE\acqharvest)"
+    )
+    service.add_argument("--dry-run", action="store_true", help="print every step, do nothing")
+    service.add_argument(
+        "--purge", action="store_true", help="uninstall: also remove the state dir and config"
+    )
     commands.add_parser("adapters", help="list installed adapters and load errors")
     config = commands.add_parser("config", help="print the config's JSON Schema")
     config.add_argument("what", choices=["schema"])
@@ -79,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "retry": _retry,
         "adapters": _adapters,
         "config": _config,
+        "service": _service,
     }
     result: int = handlers[args.command](args)
     return result
@@ -97,7 +117,26 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    settings = _load(args)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        logs.get_logger().info("stop_requested", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    return run_daemon(args.config, stop, once=args.once)
+
+
+def run_daemon(
+    config: Path | None,
+    stop: threading.Event,
+    *,
+    once: bool = False,
+    log_stream: TextIO | None = None,
+) -> int:
+    """Run the daemon until ``stop`` is set; its exit status (the Windows service runs this)."""
+    settings = _load(argparse.Namespace(config=config))
     if settings is None:
         return EXIT_CONFIG
     from acqharvest.config import is_embedded_default
@@ -114,19 +153,13 @@ def _run(args: argparse.Namespace) -> int:
             "Ctrl-C stops.",
             file=sys.stderr,
         )
-    logs.configure(settings.log.level, settings.log.format, log_file_of(settings))
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        logs.get_logger().info("stop_requested", signal=signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    logs.configure(
+        settings.log.level, settings.log.format, log_file_of(settings), stream=log_stream
+    )
     from acqharvest.deliver import DeliveryConfigError
 
     try:
-        report = Daemon(settings, once=args.once).run(stop)
+        report = Daemon(settings, once=once).run(stop)
     except DeliveryConfigError as error:
         # the same at every start: exit 2, so a service manager does not restart in a loop
         print(f"config error: endpoint: {error}", file=sys.stderr)
@@ -134,7 +167,7 @@ def _run(args: argparse.Namespace) -> int:
     except Exception as error:  # noqa: BLE001 - report any start-up failure in one clear line
         print(f"acqharvest: cannot run: {error}", file=sys.stderr)
         return EXIT_FAILED
-    if args.once and (report.failures or report.undelivered or report.rejected):
+    if once and (report.failures or report.undelivered or report.rejected):
         print(
             f"acqharvest: {report.packaged} packaged, {len(report.failures)} failed, "
             f"{report.rejected} rejected by the endpoint, {report.undelivered} undelivered "
@@ -277,6 +310,12 @@ def _adapters(_: argparse.Namespace) -> int:
     for error in registry.errors:
         print(f"load error: {error.name} ({error.distribution}): {error.error}", file=sys.stderr)
     return EXIT_OK
+
+
+def _service(args: argparse.Namespace) -> int:
+    from acqharvest.service_install import command
+
+    return command(args.action, args.config, args.user, dry_run=args.dry_run, purge=args.purge)
 
 
 def _config(_: argparse.Namespace) -> int:
