@@ -90,8 +90,14 @@ def build_package(
     acquisition_fields: Mapping[str, str],
     previous: str | None,
     host: str | None = None,
+    identity_check: Mapping[str, Any] | None = None,
+    attribution: Mapping[str, Any] | None = None,
 ) -> Package:
-    """The package document for one extracted, de-identified acquisition."""
+    """The package document for one extracted, de-identified acquisition.
+
+    ``identity_check`` goes into ``provenance``; ``attribution`` holds top-level fields
+    (``people``, ``facility``, ``license``).
+    """
     acquisition = extraction.acquisition
     identifier = package_id(str(instrument["id"]), acquisition)
     started = extraction.started
@@ -112,6 +118,7 @@ def build_package(
         # the content's time, not the build's: the same id always carries the same bytes
         "created": rfc3339_ns(max(member.settled.mtime_ns for member in acquisition.members)),
         "instrument": dict(instrument),
+        **(attribution or {}),
         "harvester": {
             "name": HARVESTER,
             "version": __version__,
@@ -134,4 +141,6 @@ def build_package(
             "warnings": [escape(w) for w in redact(extraction.warnings, deidentified.redactions)],
         },
     }
+    if identity_check is not None:
+        body["provenance"]["identity_check"] = dict(identity_check)
     return Package(package_id=identifier, acquisition_key=acquisition.key, body=body)

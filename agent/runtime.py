@@ -57,6 +57,7 @@ from acqharvest.model import (
 )
 from acqharvest.outbox import Outbox, OutboxError
 from acqharvest.package import relative_path
+from acqharvest.people import Attribution, PeopleFile
 from acqharvest.pool import Workbench
 from acqharvest.readonly import FileReader
 from acqharvest.service import ServiceNotifier
@@ -146,6 +147,8 @@ class Daemon:
         self._state_file = self.state.file_id
         self._storage = StorageHealth()
         self.instrument = instrument_block(settings.instrument)
+        # read now: a broken people file stops the start (PeopleError), like a bad config
+        self._people = None if settings.people is None else PeopleFile(settings.people)
         self._host = socket.gethostname()
         self._folders = {ws.path: ws for ws in settings.watch}
         #: watch events, plus None as a wake-up when work comes back from a worker
@@ -535,6 +538,27 @@ class Daemon:
             )
         self.report.packaged += len(batch)
         self._wake_delivery.set()
+        for package, acquisition in batch:
+            self._note_identity(package, acquisition)
+
+    def _note_identity(self, package: Package, acquisition: Acquisition) -> None:
+        """Keep the package's identity check for ``status``; a mismatch is logged once per
+        acquisition (its later packages with the same mismatch are not logged again)."""
+        check = package.body["provenance"].get("identity_check", {})
+        mismatches = check.get("mismatches", []) if check.get("result") == "mismatch" else []
+        if self.state.record_identity(
+            acquisition.key, package.package_id, acquisition.primary.settled.path, mismatches
+        ):
+            for mismatch in mismatches:
+                log.warning(
+                    "instrument_identity_mismatch",
+                    package_id=package.package_id,
+                    path=relative_path(acquisition.primary.settled.path, acquisition.root),
+                    field=mismatch["field"],
+                    configured=mismatch["configured"],
+                    reported=mismatch["reported"],
+                    key=f"instrument.{mismatch['field']}",
+                )
 
     def _check_state_dir(self) -> None:
         """Recreate the state dir when it was deleted under the running daemon.
@@ -590,6 +614,9 @@ class Daemon:
             path_template=self._folder(acquisition.root).path_template,
             previous=self.state.package_of(acquisition.key),
             host=self._host,
+            attribution=Attribution.of(
+                self.settings, None if self._people is None else self._people.current()
+            ),
         )
 
     def _log_failure(self, event: str, path: Path, reason: str, **context: Any) -> None:

@@ -20,10 +20,11 @@ PC), so every name is kept exactly; failure reasons are stored in the percent fo
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,6 +56,13 @@ CREATE TABLE IF NOT EXISTS acquisitions (
     adapter TEXT,
     package_id TEXT NOT NULL,
     updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS identity_mismatches (
+    acquisition_key TEXT PRIMARY KEY,
+    package_id TEXT NOT NULL,
+    path TEXT NOT NULL,
+    mismatches TEXT NOT NULL,
+    at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS failures (
     path TEXT PRIMARY KEY,
@@ -96,6 +104,17 @@ class HarvestedFile:
 class Failure:
     path: Path
     reason: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityMismatch:
+    """The last package of an acquisition whose file reports another instrument."""
+
+    path: Path
+    package_id: str
+    #: ``provenance.identity_check.mismatches``: field, configured, reported
+    mismatches: list[dict[str, str]]
     at: float
 
 
@@ -284,6 +303,53 @@ class State:
         found = row.fetchone()
         # reasons are stored in the percent form (record_failure)
         return found is not None and found[0] == escape(reason)
+
+    def record_identity(
+        self,
+        acquisition_key: str,
+        package_id: str,
+        path: Path,
+        mismatches: Sequence[Mapping[str, str]],
+    ) -> bool:
+        """Keep the identity mismatches of an acquisition's latest package for ``status``
+        (none: forget earlier ones). True when they are new for this acquisition, so a
+        package built again with the same mismatch is not reported twice."""
+        key = to_sql(acquisition_key)
+        text = json.dumps(list(mismatches), sort_keys=True)
+        try:
+            with self._db:
+                row = self._db.execute(
+                    "SELECT mismatches FROM identity_mismatches WHERE acquisition_key = ?", (key,)
+                ).fetchone()
+                if not mismatches:
+                    self._db.execute(
+                        "DELETE FROM identity_mismatches WHERE acquisition_key = ?", (key,)
+                    )
+                    return False
+                self._db.execute(
+                    "INSERT OR REPLACE INTO identity_mismatches VALUES (?, ?, ?, ?, ?)",
+                    (key, package_id, to_sql(str(path)), text, time.time()),
+                )
+        except sqlite3.Error as error:
+            raise StateError(
+                f"{self.path}: cannot record an identity check: {error}", self.path, error
+            ) from error
+        return row is None or row[0] != text
+
+    def identity_mismatches(self, limit: int = 20) -> list[IdentityMismatch]:
+        """The latest acquisitions whose files report another instrument, newest first."""
+        try:
+            rows = self._db.execute(
+                "SELECT path, package_id, mismatches, at FROM identity_mismatches "
+                "ORDER BY at DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        except sqlite3.OperationalError:
+            return []  # a registry no daemon of this version has opened yet has no such table
+        return [
+            IdentityMismatch(Path(from_sql(p)), str(i), json.loads(m), float(a))
+            for p, i, m, a in rows
+        ]
 
     def failures(self, limit: int = 20) -> list[Failure]:
         rows = self._db.execute(
