@@ -131,8 +131,9 @@ class Daemon:
     def __init__(self, settings: Settings, *, once: bool = False) -> None:
         self.settings = settings
         self.once = once
-        # First: an endpoint that cannot be set up is a config error (DeliveryConfigError),
-        # reported before anything is written.
+        # First: a broken people file (PeopleError) and an endpoint that cannot be set up
+        # (DeliveryConfigError) are config errors, reported before anything is written.
+        self._people = None if settings.people is None else PeopleFile(settings.people)
         self._sender = build_sender(settings.endpoint)
         outbox_dir, db_path, secret_path = state_paths(settings)
         settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -147,8 +148,6 @@ class Daemon:
         self._state_file = self.state.file_id
         self._storage = StorageHealth()
         self.instrument = instrument_block(settings.instrument)
-        # read now: a broken people file stops the start (PeopleError), like a bad config
-        self._people = None if settings.people is None else PeopleFile(settings.people)
         self._host = socket.gethostname()
         self._folders = {ws.path: ws for ws in settings.watch}
         #: watch events, plus None as a wake-up when work comes back from a worker
