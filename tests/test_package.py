@@ -179,7 +179,7 @@ def test_a_name_that_is_not_utf8_is_carried_percent_encoded_and_flagged() -> Non
 
 
 #: every field schema 1.1 adds to the instrument, the top level and the identity check
-FAIR = {
+FAIR: dict[str, dict[str, Any]] = {
     "instrument": {
         "id": "https://hdl.handle.net/21.11157/example-lsm980",
         "id_type": "Handle",
