@@ -23,6 +23,7 @@ The daemon never writes the file.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -123,7 +124,8 @@ def _csv_rows(path: Path) -> list[list[str]]:
     header = text.partition("\n")[0]
     # a comma, or the semicolon of a spreadsheet in a locale whose decimal mark is a comma
     delimiter = max(_DELIMITERS, key=header.count)
-    return list(csv.reader(text.splitlines(), delimiter=delimiter))
+    # a row is a record, as the spreadsheet numbers it, even when a cell holds a line break
+    return list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
 
 
 def _xlsx_rows(path: Path) -> list[list[str]]:
@@ -274,7 +276,7 @@ class Attribution:
         them and lets them say themselves how to be reached.
         """
         found: dict[str, Any] = {}
-        person = self.people.find(operator) if self.people and operator else None
+        person = self.people.find(operator) if self.people is not None and operator else None
         if person is not None:
             entry: dict[str, Any] = {"role": "operator", "name": person.name}
             if person.orcid:

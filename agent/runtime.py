@@ -537,17 +537,26 @@ class Daemon:
             )
         self.report.packaged += len(batch)
         self._wake_delivery.set()
-        for package, acquisition in batch:
-            self._note_identity(package, acquisition)
+        self._note_identities(batch)
 
-    def _note_identity(self, package: Package, acquisition: Acquisition) -> None:
-        """Keep the package's identity check for ``status``; a mismatch is logged once per
+    def _note_identities(self, batch: list[tuple[Package, Acquisition]]) -> None:
+        """Keep the packages' identity mismatches for ``status``; each is logged once per
         acquisition (its later packages with the same mismatch are not logged again)."""
-        check = package.body["provenance"].get("identity_check", {})
-        mismatches = check.get("mismatches", []) if check.get("result") == "mismatch" else []
-        if self.state.record_identity(
-            acquisition.key, package.package_id, acquisition.primary.settled.path, mismatches
-        ):
+        checked = [
+            (
+                package,
+                acquisition,
+                package.body["provenance"]["identity_check"].get("mismatches", []),
+            )
+            for package, acquisition in batch
+        ]
+        new = self.state.record_identities(
+            (acquisition.key, package.package_id, acquisition.primary.settled.path, mismatches)
+            for package, acquisition, mismatches in checked
+        )
+        for package, acquisition, mismatches in checked:
+            if acquisition.key not in new:
+                continue
             for mismatch in mismatches:
                 log.warning(
                     "instrument_identity_mismatch",

@@ -304,37 +304,40 @@ class State:
         # reasons are stored in the percent form (record_failure)
         return found is not None and found[0] == escape(reason)
 
-    def record_identity(
-        self,
-        acquisition_key: str,
-        package_id: str,
-        path: Path,
-        mismatches: Sequence[Mapping[str, str]],
-    ) -> bool:
-        """Keep the identity mismatches of an acquisition's latest package for ``status``
-        (none: forget earlier ones). True when they are new for this acquisition, so a
+    def record_identities(
+        self, checked: Iterable[tuple[str, str, Path, Sequence[Mapping[str, str]]]]
+    ) -> set[str]:
+        """Keep the identity mismatches of each acquisition's latest package for ``status``,
+        from (acquisition_key, package_id, path, mismatches) rows, in one transaction; no
+        mismatches forget the earlier ones. Returns the keys whose mismatches are new, so a
         package built again with the same mismatch is not reported twice."""
-        key = to_sql(acquisition_key)
-        text = json.dumps(list(mismatches), sort_keys=True)
+        new: set[str] = set()
         try:
             with self._db:
-                row = self._db.execute(
-                    "SELECT mismatches FROM identity_mismatches WHERE acquisition_key = ?", (key,)
-                ).fetchone()
-                if not mismatches:
+                for acquisition_key, package_id, path, mismatches in checked:
+                    key = to_sql(acquisition_key)
+                    text = json.dumps(list(mismatches), sort_keys=True)
+                    row = self._db.execute(
+                        "SELECT mismatches FROM identity_mismatches WHERE acquisition_key = ?",
+                        (key,),
+                    ).fetchone()
+                    if not mismatches:
+                        if row is not None:
+                            self._db.execute(
+                                "DELETE FROM identity_mismatches WHERE acquisition_key = ?", (key,)
+                            )
+                        continue
                     self._db.execute(
-                        "DELETE FROM identity_mismatches WHERE acquisition_key = ?", (key,)
+                        "INSERT OR REPLACE INTO identity_mismatches VALUES (?, ?, ?, ?, ?)",
+                        (key, package_id, to_sql(str(path)), text, time.time()),
                     )
-                    return False
-                self._db.execute(
-                    "INSERT OR REPLACE INTO identity_mismatches VALUES (?, ?, ?, ?, ?)",
-                    (key, package_id, to_sql(str(path)), text, time.time()),
-                )
+                    if row is None or row[0] != text:
+                        new.add(acquisition_key)
         except sqlite3.Error as error:
             raise StateError(
-                f"{self.path}: cannot record an identity check: {error}", self.path, error
+                f"{self.path}: cannot record identity checks: {error}", self.path, error
             ) from error
-        return row is None or row[0] != text
+        return new
 
     def identity_mismatches(self, limit: int = 20) -> list[IdentityMismatch]:
         """The latest acquisitions whose files report another instrument, newest first."""

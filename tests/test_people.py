@@ -295,3 +295,18 @@ def test_an_operator_not_in_the_file_gives_no_people(operator: str | None) -> No
         "facility": {"name": "Example Imaging Facility", "ror": "https://ror.org/05abcde12"}
     }
     assert Attribution().fields(operator) == {}
+
+
+def test_a_cell_with_a_line_break_keeps_rows_numbered_as_the_spreadsheet_does(
+    tmp_path: Path,
+) -> None:
+    people = tmp_path / "people.csv"
+    people.write_text(
+        'username,name,group,orcid\nalice,Alice,"Neuro\nbiology",\nbob,Bob,,0000-0002-1825-009\n'
+    )
+    with pytest.raises(PeopleError, match=r"row 3, column 'orcid'"):
+        read_people(people)
+    people.write_text('username,name,group\nalice,Alice,"Neuro\nbiology"\nbob,Bob,\n')
+    table = read_people(people)
+    assert table.find("alice") == Person("alice", "Alice", group="Neuro\nbiology")
+    assert table.find("bob") == Person("bob", "Bob")

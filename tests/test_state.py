@@ -197,30 +197,33 @@ def test_an_identity_mismatch_is_new_once_per_acquisition_until_it_changes(
     state = State.open(tmp_path / "s.sqlite3")
     image = tmp_path / "watch" / "navcam.tif"
 
-    assert state.record_identity("tiff:a", "p1", image, [SERIAL]) is True
+    assert state.record_identities([("tiff:a", "p1", image, [SERIAL])]) == {"tiff:a"}
     # the same acquisition packaged again (a file changed) with the same mismatch
-    assert state.record_identity("tiff:a", "p2", image, [SERIAL]) is False
-    assert state.record_identity("tiff:a", "p3", image, [SERIAL, MODEL]) is True
-    assert state.record_identity("tiff:b", "p4", image, [SERIAL]) is True
+    assert state.record_identities([("tiff:a", "p2", image, [SERIAL])]) == set()
+    assert state.record_identities(
+        [("tiff:a", "p3", image, [SERIAL, MODEL]), ("tiff:b", "p4", image, [SERIAL])]
+    ) == {"tiff:a", "tiff:b"}
     state.close()
 
     reopened = State.open(tmp_path / "s.sqlite3", readonly=True)
     listed = reopened.identity_mismatches()
     reopened.close()
-    assert [(m.package_id, m.path, m.mismatches) for m in listed] == [
-        ("p4", image, [SERIAL]),
+    assert sorted((m.package_id, m.path, m.mismatches) for m in listed) == [
         ("p3", image, [SERIAL, MODEL]),
+        ("p4", image, [SERIAL]),
     ]
 
 
 def test_a_later_package_that_matches_clears_the_mismatch(tmp_path: Path) -> None:
     state = State.open(tmp_path / "s.sqlite3")
     image = tmp_path / "watch" / "navcam.tif"
-    state.record_identity("tiff:a", "p1", image, [SERIAL])
+    state.record_identities([("tiff:a", "p1", image, [SERIAL])])
 
-    assert state.record_identity("tiff:a", "p2", image, []) is False
+    assert (
+        state.record_identities([("tiff:a", "p2", image, []), ("tiff:c", "p5", image, [])]) == set()
+    )
     assert state.identity_mismatches() == []
-    assert state.record_identity("tiff:a", "p3", image, [SERIAL]) is True
+    assert state.record_identities([("tiff:a", "p3", image, [SERIAL])]) == {"tiff:a"}
 
 
 def test_a_registry_from_before_identity_checks_lists_none(tmp_path: Path) -> None:
