@@ -157,12 +157,16 @@ def run_daemon(
         settings.log.level, settings.log.format, log_file_of(settings), stream=log_stream
     )
     from acqharvest.deliver import DeliveryConfigError
+    from acqharvest.people import PeopleError
 
     try:
         report = Daemon(settings, once=once).run(stop)
     except DeliveryConfigError as error:
         # the same at every start: exit 2, so a service manager does not restart in a loop
         print(f"config error: endpoint: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except PeopleError as error:
+        print(f"config error: people: {error}", file=sys.stderr)
         return EXIT_CONFIG
     except Exception as error:  # noqa: BLE001 - report any start-up failure in one clear line
         print(f"acqharvest: cannot run: {error}", file=sys.stderr)
@@ -224,6 +228,9 @@ def _print_summary(package: dict[str, Any]) -> None:
         print(f"  warning: {warning}")
 
 
+_VERDICT_LABELS = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
+
+
 def _check(args: argparse.Namespace) -> int:
     settings = _load(args)
     if settings is None:
@@ -233,9 +240,9 @@ def _check(args: argparse.Namespace) -> int:
 
     problems = 0
     try:
-        for ok, message in check_installation(settings):
-            print(f"{'ok  ' if ok else 'FAIL'}  {message}")
-            problems += not ok
+        for verdict, message in check_installation(settings):
+            print(f"{_VERDICT_LABELS[verdict]}  {message}")
+            problems += verdict == "fail"
     except DeliveryConfigError as error:
         print(f"FAIL  endpoint: {error}")
         return EXIT_CONFIG
@@ -256,6 +263,10 @@ def _status(args: argparse.Namespace) -> int:
     if status.readers_missing:
         print("readers missing:")
         for line in status.readers_missing:
+            print(f"  {line}")
+    if status.identity_mismatches:
+        print("instrument identity mismatches (the file reports another instrument):")
+        for line in status.identity_mismatches:
             print(f"  {line}")
     if status.problems:
         print("last problems:")

@@ -7,9 +7,11 @@ arguments and prints what these return.
   group (every file taken as complete), extract with the sidecars found from each
   acquisition's folder up to the folder given, and ``enrich``, the chain the daemon
   packages with. Nothing is written or sent.
-- ``check_installation`` tries what the daemon will need, one (ok, message) line each:
-  the watch folders readable, the state dir writable, the adapters loaded and named
-  rightly, the endpoint answering.
+- ``check_installation`` tries what the daemon will need, one (verdict, message) line
+  each: the watch folders readable, the state dir writable, the adapters loaded and named
+  rightly, the people file readable, the endpoint answering; and warns where the config
+  is valid but falls short of what packages should carry (an instrument id that is no
+  persistent identifier).
 - ``read_status`` reads the outbox and the registry without changing anything, even
   beside a running daemon, and creates nothing where no daemon ever ran.
 """
@@ -21,7 +23,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from acqharvest import workers
 from acqharvest.deidentify import Deidentifier
@@ -29,11 +31,12 @@ from acqharvest.deliver import build_sender, safe_url
 from acqharvest.durable import writable_folder
 from acqharvest.enrich import enrich
 from acqharvest.group import Grouper
-from acqharvest.identity import instrument_block
+from acqharvest.identity import identifier_type, instrument_block, is_persistent
 from acqharvest.model import ExtractionFailure, FileSettled, Settings
 from acqharvest.outbox import Outbox
 from acqharvest.package import rfc3339 as package_rfc3339
 from acqharvest.pathtext import escape
+from acqharvest.people import Attribution, PeopleError, read_people
 from acqharvest.state import State, StateError
 from acqharvest.statedir import state_dir_problems, state_paths
 from acqharvest.watch import stat_file
@@ -69,6 +72,13 @@ def preview(
         else:
             grouper.add(result, 0.0)
     instrument = instrument_block(settings.instrument)
+    people = None
+    if settings.people is not None:
+        try:
+            people = read_people(settings.people)
+        except PeopleError as error:
+            errors.append(f"people: {error}")  # the packages are shown without people
+    attribution = Attribution.of(settings, people)
     packages: list[dict[str, Any]] = []
     for acquisition in grouper.ready(math.inf):
         extraction = workers.extract_acquisition(acquisition, settings.sidecar_names)
@@ -76,7 +86,12 @@ def preview(
             errors.append(f"{extraction.path}: {extraction.reason}")
             continue
         package = enrich(
-            extraction, deidentifier, instrument=instrument, path_template=None, previous=None
+            extraction,
+            deidentifier,
+            instrument=instrument,
+            path_template=None,
+            previous=None,
+            attribution=attribution,
         )
         packages.append(dict(package.body))
     return packages, errors
@@ -91,43 +106,74 @@ def _expand(paths: Iterable[Path]) -> Iterable[Path]:
             yield absolute
 
 
-def check_installation(settings: Settings) -> Iterable[tuple[bool, str]]:
-    """(ok, message) lines for ``acqharvest check``: folders, state dir, adapters, endpoint."""
-    yield True, f"config {settings.source} is valid"
+#: a line of ``acqharvest check``: a warning does not fail the check.
+Verdict = Literal["ok", "warn", "fail"]
+
+
+def _verdict(ok: bool) -> Verdict:
+    return "ok" if ok else "fail"
+
+
+def check_installation(settings: Settings) -> Iterable[tuple[Verdict, str]]:
+    """(verdict, message) lines for ``acqharvest check``: folders, state dir, adapters,
+    people file, endpoint."""
+    yield "ok", f"config {settings.source} is valid"
+    yield from _identity_warnings(settings)
     for folder in settings.watch:
         try:
             with os.scandir(folder.path) as entries:
                 next(entries, None)
-            yield True, f"watch folder {folder.path} is readable"
+            yield "ok", f"watch folder {folder.path} is readable"
         except OSError as error:
-            yield False, f"watch folder {folder.path}: {error.strerror or error}"
+            yield "fail", f"watch folder {folder.path}: {error.strerror or error}"
     ok, detail = writable_folder(settings.state_dir)
-    yield ok, f"state dir {settings.state_dir}: {detail}"
+    yield _verdict(ok), f"state dir {settings.state_dir}: {detail}"
     from acqharvest.registry import load_registry
 
     registry = load_registry()
-    yield bool(registry.adapters), "adapters loaded: " + (", ".join(registry.adapters) or "none")
+    adapters = ", ".join(registry.adapters) or "none"
+    yield _verdict(bool(registry.adapters)), f"adapters loaded: {adapters}"
     for load_error in registry.errors:
-        yield False, f"adapter {load_error.name} failed to load: {load_error.error}"
+        yield "fail", f"adapter {load_error.name} failed to load: {load_error.error}"
     for name in registry.missing:
         # not a failure: the files are still packaged, with checksums only
-        yield True, str(registry.unavailable(name))
+        yield "ok", str(registry.unavailable(name))
     for index, folder in enumerate(settings.watch):
         unknown = [name for name in folder.adapters if name not in registry.adapters]
         if unknown:
             yield (
-                False,
+                "fail",
                 (
                     f"watch[{index}].adapters names adapters that are not installed: "
                     f"{', '.join(unknown)} (installed: {', '.join(registry.adapters) or 'none'})"
                 ),
             )
+    if settings.people is not None:
+        try:
+            people = read_people(settings.people)
+            yield "ok", f"people file {settings.people}: {len(people.by_username)} people"
+        except PeopleError as error:
+            yield "fail", f"people: {error}"
     sender = build_sender(settings.endpoint)  # DeliveryConfigError: the caller exits 2
     try:
         ok, detail = sender.probe()
-        yield ok, f"endpoint {endpoint_label(settings)}: {detail}"
+        yield _verdict(ok), f"endpoint {endpoint_label(settings)}: {detail}"
     finally:
         sender.close()
+
+
+def _identity_warnings(settings: Settings) -> Iterable[tuple[Verdict, str]]:
+    """Where the instrument's identity falls short of PIDINST, though the config is valid."""
+    instrument = settings.instrument
+    if not is_persistent(instrument.id):
+        kind = "a plain URL" if identifier_type(instrument.id) == "URL" else "a local name"
+        yield (
+            "warn",
+            f"instrument.id {instrument.id!r} is {kind}, not a persistent identifier: "
+            "register the instrument (a PIDINST handle or a DataCite DOI) and use that id, "
+            "so packages stay findable when names and web sites change (changing the id "
+            "sends every acquisition again under new package ids)",
+        )
 
 
 def endpoint_label(settings: Settings) -> str:
@@ -143,6 +189,8 @@ class Status:
     problems: list[str]
     #: one line per adapter whose reader is missing and whose files were packaged without it
     readers_missing: list[str] = field(default_factory=list)
+    #: one line per acquisition whose file reports another instrument than the config
+    identity_mismatches: list[str] = field(default_factory=list)
 
 
 def read_status(settings: Settings) -> Status:
@@ -165,6 +213,7 @@ def read_status(settings: Settings) -> Status:
         ]
     registry = {"files": 0, "acquisitions": 0, "failures": 0}
     readers_missing: list[str] = []
+    mismatches: list[str] = []
     if db_path.exists():
         try:
             state = State.open(db_path, readonly=True)
@@ -174,6 +223,16 @@ def read_status(settings: Settings) -> Status:
             try:
                 registry = state.counts()
                 readers_missing = _readers_missing(state.acquisitions_by_adapter())
+                mismatches = [
+                    f"{package_rfc3339(m.at)}  {escape(str(m.path))}: "
+                    + "; ".join(
+                        f"{item['field']} configured {item['configured']!r}, "
+                        f"file reports {item['reported']!r}"
+                        for item in m.mismatches
+                    )
+                    + f" (package {m.package_id[:16]})"
+                    for m in state.identity_mismatches()
+                ]
                 problems += [
                     f"{package_rfc3339(f.at)}  failed    {escape(str(f.path))}: {f.reason}"
                     for f in state.failures()
@@ -181,7 +240,11 @@ def read_status(settings: Settings) -> Status:
             finally:
                 state.close()
     return Status(
-        outbox, registry, state_dir_problems(settings.state_dir) + problems, readers_missing
+        outbox,
+        registry,
+        state_dir_problems(settings.state_dir) + problems,
+        readers_missing,
+        mismatches,
     )
 
 

@@ -203,6 +203,7 @@ def _overlaps(data: Mapping[Any, Any], base_dir: Path) -> list[tuple[_Loc, str]]
         (("endpoint", "ca_bundle"), endpoint.get("ca_bundle"), "it would be harvested"),
         (("endpoint", "client_cert"), endpoint.get("client_cert"), "it would be harvested"),
         (("endpoint", "client_key"), endpoint.get("client_key"), "the key would be harvested"),
+        (("people",), data.get("people"), "the people file would be harvested"),
     )
     for loc, raw, consequence in inside_rules:
         if not _usable_path(raw):

@@ -23,6 +23,7 @@ from acqharvest.adapter_api import Identifier
 # here with the rest of the data they are handed
 from acqharvest.settings import DeidentifySettings as DeidentifySettings
 from acqharvest.settings import EndpointSettings as EndpointSettings
+from acqharvest.settings import FacilitySettings as FacilitySettings
 from acqharvest.settings import InstrumentSettings as InstrumentSettings
 from acqharvest.settings import LogSettings as LogSettings
 from acqharvest.settings import Settings as Settings

@@ -129,8 +129,14 @@ def build_package(
     acquisition_fields: Mapping[str, str],
     previous: str | None,
     host: str | None = None,
+    identity_check: Mapping[str, Any] | None = None,
+    attribution: Mapping[str, Any] | None = None,
 ) -> Package:
-    """The package document for one extracted, de-identified acquisition."""
+    """The package document for one extracted, de-identified acquisition.
+
+    ``identity_check`` goes into ``provenance``; ``attribution`` holds top-level fields
+    (``people``, ``facility``, ``license``).
+    """
     acquisition = extraction.acquisition
     sidecars = extraction.sidecars
     identifier = package_id(str(instrument["id"]), acquisition, sidecars)
@@ -167,6 +173,7 @@ def build_package(
         # the content's time, not the build's: the same id always carries the same bytes
         "created": rfc3339_ns(max(member.settled.mtime_ns for member in acquisition.members)),
         "instrument": dict(instrument),
+        **(attribution or {}),
         "harvester": {
             "name": HARVESTER,
             "version": __version__,
@@ -194,4 +201,6 @@ def build_package(
     }
     if found:
         body["provenance"]["sidecars"] = found
+    if identity_check is not None:
+        body["provenance"]["identity_check"] = dict(identity_check)
     return Package(package_id=identifier, acquisition_key=acquisition.key, body=body)

@@ -58,6 +58,7 @@ from acqharvest.model import (
 )
 from acqharvest.outbox import Outbox, OutboxError
 from acqharvest.package import relative_path
+from acqharvest.people import Attribution, PeopleFile
 from acqharvest.pool import Workbench
 from acqharvest.readonly import FileReader
 from acqharvest.service import ServiceNotifier
@@ -132,8 +133,9 @@ class Daemon:
     def __init__(self, settings: Settings, *, once: bool = False) -> None:
         self.settings = settings
         self.once = once
-        # First: an endpoint that cannot be set up is a config error (DeliveryConfigError),
-        # reported before anything is written.
+        # First: a broken people file (PeopleError) and an endpoint that cannot be set up
+        # (DeliveryConfigError) are config errors, reported before anything is written.
+        self._people = None if settings.people is None else PeopleFile(settings.people)
         self._sender = build_sender(settings.endpoint)
         outbox_dir, db_path, secret_path = state_paths(settings)
         settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -559,6 +561,36 @@ class Daemon:
             )
         self.report.packaged += len(batch)
         self._wake_delivery.set()
+        self._note_identities(batch)
+
+    def _note_identities(self, batch: list[tuple[Package, Acquisition]]) -> None:
+        """Keep the packages' identity mismatches for ``status``; each is logged once per
+        acquisition (its later packages with the same mismatch are not logged again)."""
+        checked = [
+            (
+                package,
+                acquisition,
+                package.body["provenance"]["identity_check"].get("mismatches", []),
+            )
+            for package, acquisition in batch
+        ]
+        new = self.state.record_identities(
+            (acquisition.key, package.package_id, acquisition.primary.settled.path, mismatches)
+            for package, acquisition, mismatches in checked
+        )
+        for package, acquisition, mismatches in checked:
+            if acquisition.key not in new:
+                continue
+            for mismatch in mismatches:
+                log.warning(
+                    "instrument_identity_mismatch",
+                    package_id=package.package_id,
+                    path=relative_path(acquisition.primary.settled.path, acquisition.root),
+                    field=mismatch["field"],
+                    configured=mismatch["configured"],
+                    reported=mismatch["reported"],
+                    key=f"instrument.{mismatch['field']}",
+                )
 
     def _check_state_dir(self) -> None:
         """Recreate the state dir when it was deleted under the running daemon.
@@ -614,6 +646,9 @@ class Daemon:
             path_template=self._folder(acquisition.root).path_template,
             previous=self.state.package_of(acquisition.key),
             host=self._host,
+            attribution=Attribution.of(
+                self.settings, None if self._people is None else self._people.current()
+            ),
         )
 
     def _log_failure(self, event: str, path: Path, reason: str, **context: Any) -> None:

@@ -17,6 +17,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import SplitResult, urlsplit
@@ -161,7 +162,139 @@ _SECTION = ConfigDict(
 )
 
 
-@with_config(_SECTION | ConfigDict(coerce_numbers_to_str=True))  # serial numbers, models
+#: PIDINST 1.0's vocabularies (``rdawg-pidinst/schema``, ``pidinst-schema-1_0.xsd``).
+AlternateIdentifierType = Literal["SerialNumber", "InventoryNumber", "Other"]
+RelatedIdentifierType = Literal[
+    "ARK", "arXiv", "bibcode", "DOI", "EAN13", "EISSN", "Handle", "IGSN", "ISBN", "ISSN",
+    "ISTC", "LISSN", "PMID", "PURL", "RAiD", "RRID", "UPC", "URL", "URN", "w3id",
+]  # fmt: skip
+RelationType = Literal[
+    "IsDescribedBy", "IsNewVersionOf", "IsPreviousVersionOf", "HasComponent", "IsComponentOf",
+    "References", "HasMetadata", "WasUsedIn", "IsIdenticalTo", "IsAttachedTo",
+]  # fmt: skip
+
+#: a ROR id: "0", six Crockford base32 characters (no i, l, o, u), two check digits.
+_ROR = re.compile(r"^(?:https://ror\.org/)?(0[0-9a-hjkmnp-tv-z]{6}[0-9]{2})$")
+#: an SPDX license identifier (letters, digits, ".", "-", "+"), e.g. CC-BY-4.0.
+_SPDX_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+-]*$")
+#: identifiers, serial and inventory numbers may be written as YAML numbers.
+_IDENTIFIER_SECTION = _SECTION | ConfigDict(coerce_numbers_to_str=True)
+
+
+def _web_url(url: str) -> str:
+    _http_url(url, "URL")
+    return url
+
+
+def _ror_uri(value: str) -> str:
+    """A ROR id, bare or as its URI, as the ``https://ror.org/...`` URI; else a config error.
+
+    The shape is checked, not the check digits: ROR computes those over its own base32
+    reading of the id, and the shape alone catches most typos.
+    """
+    found = _ROR.match(value.strip().lower())
+    if found is None:
+        raise PydanticCustomError(
+            "ror",
+            "must be a ROR id: https://ror.org/ and nine characters (0, six letters or "
+            "digits, two digits), or those nine alone",
+        )
+    return f"https://ror.org/{found.group(1)}"
+
+
+def _license(value: str) -> str:
+    if value.startswith(("http://", "https://")):
+        _http_url(value, "license URL")
+        return value
+    if _SPDX_ID.match(value):
+        return value
+    raise PydanticCustomError(
+        "license", "must be an SPDX license identifier such as CC-BY-4.0, or an http(s) URL"
+    )
+
+
+#: an http(s) URL with a host.
+_WebUrl = Annotated[_NonEmpty, AfterValidator(_web_url)]
+
+
+@with_config(_IDENTIFIER_SECTION)
+@dataclass(frozen=True, slots=True)
+class TypedIdentifier:
+    """An identifier and its kind, such as a manufacturer's ROR or a type's FBbi IRI."""
+
+    identifier: Annotated[_NonEmpty, Field(description="The identifier, e.g. a URL or IRI.")]
+    identifier_type: Annotated[
+        _NonEmpty, Field(description="Its kind, e.g. ROR, URL, DOI, FBbi or OBI.")
+    ]
+
+
+@with_config(_IDENTIFIER_SECTION)
+@dataclass(frozen=True, slots=True)
+class OwnerSettings:
+    """A PIDINST Owner: who runs the instrument."""
+
+    name: Annotated[_NonEmpty, Field(description="Name of the owning institution or group.")]
+    identifier: Annotated[
+        _NonEmpty | None, Field(description="Its identifier, e.g. https://ror.org/05qj6w324.")
+    ] = None
+    identifier_type: Annotated[
+        _NonEmpty | None,
+        Field(validate_default=True, description="Kind of identifier, e.g. ROR; needed with it."),
+    ] = None
+    contact: Annotated[
+        _NonEmpty | None, Field(description="Contact of the owner, e.g. a facility e-mail.")
+    ] = None
+
+    @field_validator("identifier_type")
+    @classmethod
+    def _typed(cls, kind: str | None, info: ValidationInfo) -> str | None:
+        if (kind is None) != (info.data.get("identifier") is None):
+            raise PydanticCustomError("pair", "set identifier and identifier_type together")
+        return kind
+
+
+@with_config(_IDENTIFIER_SECTION)
+@dataclass(frozen=True, slots=True)
+class AlternateIdentifier:
+    """Another identifier of the instrument: its serial or inventory number."""
+
+    identifier: Annotated[_NonEmpty, Field(description="The serial or inventory number.")]
+    identifier_type: Annotated[
+        AlternateIdentifierType, Field(description="What it is (PIDINST's vocabulary).")
+    ]
+    name: Annotated[_NonEmpty | None, Field(description="What it numbers, e.g. 'scan head'.")] = (
+        None
+    )
+
+
+@with_config(_IDENTIFIER_SECTION)
+@dataclass(frozen=True, slots=True)
+class RelatedIdentifier:
+    """Something the instrument relates to: a component, a manual, a hardware description."""
+
+    identifier: Annotated[_NonEmpty, Field(description="The related resource's identifier.")]
+    identifier_type: Annotated[
+        RelatedIdentifierType, Field(description="Its kind (PIDINST's vocabulary).")
+    ]
+    relation_type: Annotated[
+        RelationType, Field(description="How the instrument relates to it (PIDINST's vocabulary).")
+    ]
+    name: Annotated[_NonEmpty | None, Field(description="What it is, e.g. 'detector'.")] = None
+
+
+@with_config(_SECTION)
+@dataclass(frozen=True, slots=True)
+class FacilitySettings:
+    """The facility that runs the instrument, as packages name it."""
+
+    name: Annotated[_NonEmpty, Field(description="Name of the facility.")]
+    ror: Annotated[
+        Annotated[_NonEmpty, AfterValidator(_ror_uri)] | None,
+        Field(description="Its ROR id (bare or as https://ror.org/... URI; packages get the URI)."),
+    ] = None
+
+
+@with_config(_IDENTIFIER_SECTION)  # serial numbers, models
 @dataclass(frozen=True, slots=True)
 class InstrumentSettings:
     """PIDINST-style identity of the instrument, copied into every package."""
@@ -177,9 +310,19 @@ class InstrumentSettings:
     manufacturer: Annotated[_Text | None, Field(description="Manufacturer of the instrument.")] = (
         None
     )
-    model: Annotated[_Text | None, Field(description="Model name of the instrument.")] = None
+    model: Annotated[
+        _Text | None,
+        Field(
+            description="Model name of the instrument, as its files spell it: every package "
+            "compares it with the model the file reports (provenance.identity_check)."
+        ),
+    ] = None
     serial_number: Annotated[
-        _Text | None, Field(description="Serial number of the instrument.")
+        _Text | None,
+        Field(
+            description="Serial number of the instrument, compared with the one each file "
+            "reports (provenance.identity_check). Quote it: YAML reads 0123 as a number."
+        ),
     ] = None
     type: Annotated[
         _Text | None,
@@ -188,8 +331,70 @@ class InstrumentSettings:
         ),
     ] = None
     owner: Annotated[
-        _Text | None, Field(description="Facility or group that runs the instrument.")
+        _Text | None,
+        Field(description="Facility or group that runs the instrument (one name; see owners)."),
     ] = None
+    # PIDINST properties beyond the flat keys above (all optional)
+    landing_page: Annotated[
+        _WebUrl | None, Field(description="Web page that describes the instrument (its PID's).")
+    ] = None
+    description: Annotated[_Text | None, Field(description="What the instrument is and does.")] = (
+        None
+    )
+    owners: Annotated[
+        tuple[OwnerSettings, ...], Field(description="Who owns the instrument, with identifiers.")
+    ] = ()
+    manufacturer_identifier: Annotated[
+        TypedIdentifier | None,
+        Field(description="Identifier of the manufacturer, e.g. its ROR."),
+    ] = None
+    model_identifier: Annotated[
+        TypedIdentifier | None,
+        Field(description="Identifier of the model, e.g. a catalogue URL."),
+    ] = None
+    type_identifier: Annotated[
+        TypedIdentifier | None,
+        Field(description="Vocabulary term of the type, e.g. an FBbi or OBI IRI."),
+    ] = None
+    measured_variables: Annotated[
+        tuple[_NonEmpty, ...], Field(description="What the instrument measures, free text.")
+    ] = ()
+    commissioned: Annotated[
+        date | None, Field(description="Date the instrument was commissioned (YYYY-MM-DD).")
+    ] = None
+    decommissioned: Annotated[
+        date | None,
+        Field(description="Date it was decommissioned (YYYY-MM-DD)."),
+    ] = None
+    alternate_identifiers: Annotated[
+        tuple[AlternateIdentifier, ...],
+        Field(
+            description="Serial and inventory numbers; a SerialNumber is checked like "
+            "serial_number."
+        ),
+    ] = ()
+    related_identifiers: Annotated[
+        tuple[RelatedIdentifier, ...],
+        Field(description="Components, manuals and other related resources."),
+    ] = ()
+
+    @field_validator("manufacturer_identifier", "model_identifier", "type_identifier")
+    @classmethod
+    def _names_what_it_identifies(
+        cls, identifier: TypedIdentifier | None, info: ValidationInfo
+    ) -> TypedIdentifier | None:
+        named = str(info.field_name).removesuffix("_identifier")
+        if identifier is not None and not info.data.get(named):
+            raise PydanticCustomError("unnamed", f"needs instrument.{named} set too")
+        return identifier
+
+    @field_validator("decommissioned")
+    @classmethod
+    def _after_commissioning(cls, end: date | None, info: ValidationInfo) -> date | None:
+        start = info.data.get("commissioned")
+        if end is not None and isinstance(start, date) and end < start:
+            raise PydanticCustomError("order", "must not be before commissioned")
+        return end
 
     @field_validator("id")
     @classmethod
@@ -634,5 +839,29 @@ class Settings:
             "harvested as an acquisition itself. An empty list reads no sidecars."
         ),
     ] = DEFAULT_SIDECAR_NAMES
+    people: Annotated[
+        _ConfigPath | None,
+        Field(
+            description="CSV or XLSX file of the people who acquire (columns username, name, "
+            "orcid, email, group; username and name required): the operator's full name, "
+            "ORCID iD and group go into packages. Read at start and again whenever it "
+            "changes. Relative to the config file's folder."
+        ),
+    ] = None
+    people_include_email: Annotated[
+        bool,
+        Field(
+            description="Also put the operator's e-mail address from the people file into "
+            "packages. Off by default: packages travel further than the people file."
+        ),
+    ] = False
+    facility: Annotated[
+        FacilitySettings | None,
+        Field(description="The facility, as packages name it (name and ROR id)."),
+    ] = None
+    license: Annotated[
+        Annotated[_NonEmpty, AfterValidator(_license)] | None,
+        Field(description="License of the data, as an SPDX id (CC-BY-4.0) or a URL."),
+    ] = None
     #: where the config came from, for messages: set by the loader, not a key of the file.
     source: Annotated[str, SkipJsonSchema()] = EMBEDDED_SOURCE

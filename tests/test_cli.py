@@ -414,3 +414,52 @@ def test_extract_json_gives_one_package_per_directory_and_paired_acquisition(
         assert package["acquisition"]["format"] == expected["format"]
         for key in ("image", "pixel_size_um"):
             assert package["metadata"].get(key) == expected["metadata"].get(key), case.name
+
+
+def test_check_warns_when_the_instrument_id_is_no_persistent_identifier(tmp_path: Path) -> None:
+    local = write_config(tmp_path, f"{{type: directory, path: {tmp_path / 'out'}}}")
+    checked = run("check", "--config", str(local))
+    # a warning, not a failure: the config works, its packages are just less findable
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    (warning,) = [line for line in checked.stdout.splitlines() if line.startswith("WARN")]
+    assert warning.startswith(
+        "WARN  instrument.id 'local-1' is a local name, not a persistent identifier"
+    )
+
+    url = tmp_path / "url.yaml"
+    url.write_text(local.read_text().replace("id: local-1", "id: 'https://lab.example.org/s1'"))
+    assert (
+        "is a plain URL, not a persistent identifier" in run("check", "--config", str(url)).stdout
+    )
+
+    handle = tmp_path / "handle.yaml"
+    handle.write_text(
+        local.read_text().replace("id: local-1", "id: 'https://hdl.handle.net/21.T11998/x'")
+    )
+    checked = run("check", "--config", str(handle))
+    assert checked.returncode == 0
+    assert "WARN" not in checked.stdout
+
+
+def test_a_broken_people_file_fails_check_and_stops_the_daemon_with_exit_2(
+    tmp_path: Path,
+) -> None:
+    people = tmp_path / "people.csv"
+    people.write_text("username,name,orcid\nalice,Alice,0000-0002-1825-0098\n")
+    config = write_config(tmp_path, f"{{type: directory, path: {tmp_path / 'out'}}}")
+    config.write_text(config.read_text() + "people: people.csv\n")  # beside the config
+
+    checked = run("check", "--config", str(config))
+    assert checked.returncode == 1
+    assert (
+        f"FAIL  people: {people}: row 2, column 'orcid': '0000-0002-1825-0098' is not an "
+        "ORCID iD: its check character is wrong"
+    ) in checked.stdout.splitlines()
+
+    started = run("run", "--once", "--config", str(config))
+    assert started.returncode == 2, started.stdout + started.stderr
+    assert started.stderr.startswith(f"config error: people: {people}: row 2, column 'orcid'")
+
+    people.write_text("username,name,orcid\nalice,Alice,0000-0002-1825-0097\n")
+    checked = run("check", "--config", str(config))
+    assert f"ok    people file {people}: 1 people" in checked.stdout.splitlines()

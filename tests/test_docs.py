@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -58,8 +59,9 @@ def test_every_optional_setting_is_shown_commented_out_at_its_real_default() -> 
     defaults = {
         path: prop["default"]
         for path, prop in _schema_properties(json_schema())
-        # sections are compared key by key; their null-default keys may show an example
-        if prop.get("default") is not None and "$ref" not in prop
+        # sections are compared key by key; their keys without a default (null, or an
+        # empty list) may show an example
+        if prop.get("default") not in (None, []) and "$ref" not in prop
     }
     shown = {
         path: value
@@ -327,3 +329,20 @@ def test_readme_field_table_is_the_declared_fields_of_the_new_adapters(name: str
     rows = [f"| `{s.key}` | {s.source} | {s.unit or ''} |" for s in adapter.info.fields]
     table = "\n".join(["| field | source | unit |", "| --- | --- | --- |", *rows])
     assert f"{table}\n\n" in readme, f"regenerate the README's field table:\n{table}"
+
+
+def test_the_examples_full_pidinst_instrument_is_valid_when_uncommented() -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    start, end = text.index("\ninstrument:"), text.index("\nwatch:")
+    uncommented = [
+        parsed[1] for line in text[start:end].splitlines() if (parsed := _uncomment(line))
+    ]
+    settings = parse_settings(
+        "\n".join(uncommented) + text[end:], source=str(EXAMPLE), base_dir=REPO
+    )
+    shown = {
+        field.name
+        for field in dataclasses.fields(settings.instrument)
+        if getattr(settings.instrument, field.name) not in (None, ())
+    }
+    assert shown == {field.name for field in dataclasses.fields(settings.instrument)}

@@ -6,6 +6,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
@@ -251,5 +252,116 @@ def test_annotations_are_optional_in_the_schema_and_hold_only_text() -> None:
     )
     jsonschema.validate(body, SCHEMA)  # no sidecar: none of the new fields
     body["acquisition"] = {**body["acquisition"], "annotations": {"passage": 17}}
+
+
+#: every field schema 1.1 adds to the instrument, the top level and the identity check
+FAIR: dict[str, dict[str, Any]] = {
+    "instrument": {
+        "id": "https://hdl.handle.net/21.11157/example-lsm980",
+        "id_type": "Handle",
+        "serial_number": "2801000123",
+        "owner": "Example Imaging Facility",
+        "landing_page": "https://imaging.example.org/instruments/lsm980",
+        "description": "Point-scanning confocal",
+        "owners": [
+            {
+                "name": "Example Imaging Facility",
+                "identifier": "https://ror.org/05abcde12",
+                "identifier_type": "ROR",
+                "contact": "imaging@example.org",
+            }
+        ],
+        "manufacturer_identifier": {
+            "identifier": "https://ror.org/01xnwqx93",
+            "identifier_type": "ROR",
+        },
+        "model_identifier": {"identifier": "https://example.org/lsm980", "identifier_type": "URL"},
+        "type_identifier": {
+            "identifier": "http://purl.obolibrary.org/obo/FBbi_00000251",
+            "identifier_type": "FBbi",
+        },
+        "measured_variables": ["fluorescence intensity"],
+        "commissioned": "2021-03-01",
+        "decommissioned": "2031-03-01",
+        "alternate_identifiers": [
+            {"identifier": "INV-0042", "identifier_type": "InventoryNumber", "name": "stand"}
+        ],
+        "related_identifiers": [
+            {
+                "identifier": "https://example.org/det",
+                "identifier_type": "URL",
+                "relation_type": "HasComponent",
+                "name": "detector",
+            }
+        ],
+    },
+    "attribution": {
+        "people": [
+            {
+                "role": "operator",
+                "name": "Alice Liddell",
+                "orcid": "https://orcid.org/0000-0002-1825-0097",
+                "email": "alice@example.org",
+                "affiliation": "Neurobiology",
+            }
+        ],
+        "facility": {"name": "Example Imaging Facility", "ror": "https://ror.org/05abcde12"},
+        "license": "CC-BY-4.0",
+    },
+    "identity_check": {
+        "result": "mismatch",
+        "compared": ["serial_number", "model"],
+        "mismatches": [
+            {"field": "serial_number", "configured": "2801000123", "reported": "2801000999"}
+        ],
+    },
+}
+
+
+def _fair_body() -> dict[str, Any]:
+    acq = acquisition(member("alice/IM1", "a" * 64))
+    extraction = Extraction(acq, "dicom", "1.0.0", "DICOM", {}, {})
+    return dict(
+        build_package(
+            extraction,
+            Deidentified({}, {}, None, (), 0),
+            instrument=FAIR["instrument"],
+            acquisition_fields={"operator": "alice"},
+            previous=None,
+            identity_check=FAIR["identity_check"],
+            attribution=FAIR["attribution"],
+        ).body
+    )
+
+
+def test_a_package_with_every_fair_field_matches_the_schema() -> None:
+    body = _fair_body()
+    jsonschema.validate(body, SCHEMA)
+    assert body["instrument"] == FAIR["instrument"]
+    assert body["people"] == FAIR["attribution"]["people"]
+    assert body["facility"]["ror"] == "https://ror.org/05abcde12"
+    assert body["license"] == "CC-BY-4.0"
+    assert body["provenance"]["identity_check"] == FAIR["identity_check"]
+
+
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [
+        (("people", 0, "orcid"), "0000-0002-1825-0097"),  # the bare iD: packages carry the URI
+        (("people", 0, "role"), "pi"),
+        (("facility", "ror"), "05abcde12"),
+        (("instrument", "related_identifiers", 0, "relation_type"), "Contains"),
+        (("instrument", "alternate_identifiers", 0, "identifier_type"), "Serial"),
+        (("provenance", "identity_check", "result"), "maybe"),
+    ],
+)
+def test_the_schema_refuses_fair_fields_outside_their_vocabulary(
+    where: tuple[str | int, ...], value: str
+) -> None:
+    body = json.loads(json.dumps(_fair_body()))
+    target: Any = body
+    for step in where[:-1]:
+        target = target[step]
+    target[where[-1]] = value
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(body, SCHEMA)
