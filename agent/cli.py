@@ -129,7 +129,7 @@ def _run(args: argparse.Namespace) -> int:
         report = Daemon(settings, once=args.once).run(stop)
     except DeliveryConfigError as error:
         # the same at every start: exit 2, so a service manager does not restart in a loop
-        print(f"config error: endpoint: {error}", file=sys.stderr)
+        print(f"config error: {error.key}: {error}", file=sys.stderr)
         return EXIT_CONFIG
     except Exception as error:  # noqa: BLE001 - report any start-up failure in one clear line
         print(f"acqharvest: cannot run: {error}", file=sys.stderr)
