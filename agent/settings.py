@@ -547,7 +547,7 @@ def _listen_parts(listen: str) -> tuple[str, int]:
         except ValueError:
             raise PydanticCustomError(
                 "listen",
-                "the host must be an IP address or localhost, not {host!r}",
+                "the host must be an IP address or localhost, not '{host}'",
                 {"host": host},
             ) from None
     return host, int(port)
