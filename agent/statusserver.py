@@ -562,13 +562,13 @@ header { padding: 16px 24px; color: #fff; }
 header.ok { background: #0b7a33; } header.bad { background: #b3001b; }
 header h1 { margin: 0; font-size: 34px; } header p { margin: 4px 0 0; }
 main { padding: 8px 24px 24px; }
-h2 { font-size: 26px; margin: 24px 0 8px; word-break: break-all; }
+h2 { font-size: 26px; margin: 24px 0 8px; overflow-wrap: anywhere; }
 .watch { font-size: 20px; font-weight: normal; }
 .watch.bad { color: #b3001b; font-weight: bold; }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: 8px 12px; border-bottom: 2px solid #ccc; vertical-align: top; }
 th { font-size: 18px; text-transform: uppercase; color: #333; }
-td.name { font-family: ui-monospace, monospace; word-break: break-all; }
+td.name { font-family: ui-monospace, monospace; overflow-wrap: anywhere; }
 .state { display: inline-block; min-width: 8em; padding: 2px 10px; border-radius: 6px;
          font-weight: bold; text-align: center; }
 .error { color: #b3001b; } .empty { color: #333; font-style: italic; }

@@ -380,7 +380,7 @@ watch:
 workers: {extra.get("workers", self.workers)}
 rescan_seconds: {extra.get("rescan_seconds", 2)}
 log: {{level: debug, format: json}}
-""",
+{extra.get("more_yaml", "")}""",
             encoding="utf-8",
         )
 
