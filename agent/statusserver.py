@@ -31,6 +31,7 @@ from __future__ import annotations
 import hmac
 import html
 import json
+import os
 import socket
 import socketserver
 import sys
@@ -344,11 +345,10 @@ class StatusBoard:
 
 def _name(path: Path, root: Path) -> str:
     """The path below the watch folder, as the page shows it."""
-    try:
-        relative = path.relative_to(root).as_posix()
-    except ValueError:
-        relative = str(path)
-    return escape(relative)
+    # string slicing, not relative_to: this runs for every file an event storm brings
+    text, prefix = str(path), os.path.join(root, "")
+    relative = text[len(prefix) :] if text.startswith(prefix) else text
+    return escape(relative.replace(os.sep, "/"))
 
 
 # --------------------------------------------------------------------------- server
