@@ -283,7 +283,10 @@ class StatusBoard:
         folders = []
         for root, rows in copied.items():
             shown = []
-            for name, row in reversed(rows):
+            # newest acquisition first (kept in order of latest news, for eviction); ties
+            # (a coarse clock) in the order they came
+            ordered = sorted(enumerate(rows), key=lambda item: (item[1][1].seen_at, item[0]))
+            for _, (name, row) in reversed(ordered):
                 state, reason = row.state, row.reason
                 if row.package_id is not None and state in ("packaged", "delivered"):
                     # the outbox is the truth: held, rejected or retried by a command since
@@ -492,7 +495,7 @@ class _Handler(BaseHTTPRequestHandler):
             snapshot = status.snapshot()
             if path == "/healthz":
                 health = snapshot.health()
-                body = json.dumps(health, indent=2, ensure_ascii=False).encode()
+                body = logs.mask(json.dumps(health, indent=2, ensure_ascii=False)).encode()
                 code = 200 if health["healthy"] else 503
                 self._send(code, "application/json", body)
             elif path == "/metrics":
@@ -503,7 +506,8 @@ class _Handler(BaseHTTPRequestHandler):
                 )
                 self._send(200, CONTENT_TYPE_LATEST, body)
             else:
-                self._send(200, "text/html; charset=utf-8", render_page(snapshot).encode())
+                page = logs.mask(render_page(snapshot))  # an endpoint's answer may echo a token
+                self._send(200, "text/html; charset=utf-8", page.encode())
         except Exception as error:
             log.exception("status_request_failed", path=path, error=str(error))
             self._send(500, "text/plain; charset=utf-8", b"internal error; see the daemon log\n")
