@@ -74,7 +74,8 @@ from acqharvest.statedir import (
     state_dir_problems,
     state_paths,
 )
-from acqharvest.statusserver import PackageState, StatusBoard, StatusSnapshot, status_server
+from acqharvest.status import PackageState, StatusBoard, StatusSnapshot
+from acqharvest.statusserver import status_server
 from acqharvest.watch import Watcher, examine, stat_file
 
 log = logs.get_logger("acqharvest.runtime")

@@ -14,24 +14,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from acqharvest.config import ConfigError, parse_settings
 from acqharvest.deliver import DeliveryConfigError
-from acqharvest.metrics import Metrics
 from acqharvest.model import Settings
-from acqharvest.statusserver import (
-    ROWS_PER_FOLDER,
-    PackageState,
-    StatusBoard,
-    StatusServer,
-    StatusSnapshot,
-    render_page,
-    status_server,
-)
+from acqharvest.status import PackageState
+from acqharvest.statusserver import StatusServer, render_page, status_server
+from tests.test_metrics import samples_of
+from tests.test_status import SINK, board_of, snapshot_of
 
 TOKEN = "status-token-for-tests-only"
-SINK = "https://ingest.example.org/packages"
 HOSTILE = "<script>window.pwned=1</script>"
 
 
@@ -149,10 +141,10 @@ def test_a_token_file_inside_a_watched_folder_is_refused(tmp_path: Path) -> None
 
 def test_a_missing_token_file_is_a_config_error_of_the_status_server(tmp_path: Path) -> None:
     settings = _load(tmp_path, f"  listen: 127.0.0.1:0\n  token_file: {tmp_path / 'nope'}\n")
-    board = _board(tmp_path)
+    board = board_of(tmp_path)
 
     with pytest.raises(DeliveryConfigError) as raised:
-        status_server(settings.status_server, lambda: _snapshot(board), board.metrics)
+        status_server(settings.status_server, lambda: snapshot_of(board), board.metrics)
     assert raised.value.key == "status_server"
     assert str(tmp_path / "nope") in str(raised.value)
 
@@ -160,37 +152,18 @@ def test_a_missing_token_file_is_a_config_error_of_the_status_server(tmp_path: P
 # --------------------------------------------------------------------------- a real server
 
 
-def _board(tmp_path: Path, folders: int = 1) -> StatusBoard:
-    roots = [tmp_path / f"watch{i}" if i else tmp_path / "watch" for i in range(folders)]
-    return StatusBoard(roots, Metrics(SINK, [str(r) for r in roots]), instrument="Confocal 3")
-
-
-def _snapshot(
-    board: StatusBoard,
-    outbox: dict[str, int] | None = None,
-    packages: dict[str, PackageState] | None = None,
-    state_dir: tuple[str, ...] = (),
-) -> StatusSnapshot:
-    return board.snapshot(
-        outbox=outbox or {"pending": 0, "delivered": 0, "rejected": 0, "corrupt": 0},
-        package_state=(packages or {}).get,
-        oldest_pending_age=None,
-        state_dir_problems=state_dir,
-    )
-
-
 class _Served:
     """A board behind a started server; ``state_dir`` and ``packages`` feed its snapshots."""
 
     def __init__(self, tmp_path: Path, **server: object) -> None:
         self.root = tmp_path / "watch"
-        self.board = _board(tmp_path)
+        self.board = board_of(tmp_path)
         self.state_dir: tuple[str, ...] = ()
         self.packages: dict[str, PackageState] = {}
         self.outbox = {"pending": 0, "delivered": 0, "rejected": 0, "corrupt": 0}
         self.server = StatusServer(
             server.pop("address", ("127.0.0.1", 0)),  # type: ignore[arg-type]
-            lambda: _snapshot(self.board, self.outbox, self.packages, self.state_dir),
+            lambda: snapshot_of(self.board, self.outbox, self.packages, self.state_dir),
             self.board.metrics,
             **server,  # type: ignore[arg-type]
         )
@@ -296,8 +269,8 @@ def test_an_address_in_use_is_logged_and_serve_returns_false(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        board = _board(tmp_path)
-        server = StatusServer(("127.0.0.1", port), lambda: _snapshot(board), board.metrics)
+        board = board_of(tmp_path)
+        server = StatusServer(("127.0.0.1", port), lambda: snapshot_of(board), board.metrics)
 
         assert server.serve() is False
     (event,) = [e for e in log_events() if e["event"] == "status_server_failed"]  # type: ignore[operator]
@@ -306,14 +279,6 @@ def test_an_address_in_use_is_logged_and_serve_returns_false(
 
 
 # --------------------------------------------------------------------------- metrics
-
-
-def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
 
 def test_metrics_count_what_the_board_was_told(tmp_path: Path) -> None:
@@ -340,7 +305,7 @@ def test_metrics_count_what_the_board_was_told(tmp_path: Path) -> None:
 
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("text/plain; version=")
-    samples = _samples(answer.text)
+    samples = samples_of(answer.text)
     folder = (("folder", str(root)),)
     sink = (("sink", SINK),)
     assert samples["acqharvest_files_seen_total", folder] == 3
@@ -360,65 +325,7 @@ def test_metrics_count_what_the_board_was_told(tmp_path: Path) -> None:
     assert samples["acqharvest_watch_up", folder] == 1
 
 
-def test_metrics_of_two_daemons_do_not_mix(tmp_path: Path) -> None:
-    first, second = _board(tmp_path), _board(tmp_path)
-    first.file_seen(tmp_path / "watch", tmp_path / "watch" / "a.tif")
-
-    text = second.metrics.exposition({}, None, {}).decode()
-
-    assert (
-        _samples(text)["acqharvest_files_seen_total", (("folder", str(tmp_path / "watch")),)] == 0
-    )
-
-
 # --------------------------------------------------------------------------- the page
-
-
-def test_rows_follow_an_acquisition_from_waiting_to_delivered(tmp_path: Path) -> None:
-    board = _board(tmp_path)
-    root = tmp_path / "watch"
-    series = [root / "series" / f"{i}.dcm" for i in range(3)]
-    for path in series:
-        board.file_seen(root, path)
-    waiting = _snapshot(board).folders[0].acquisitions
-    assert [(r.name, r.state) for r in waiting] == [
-        ("series/2.dcm", "waiting"),
-        ("series/1.dcm", "waiting"),
-        ("series/0.dcm", "waiting"),
-    ]
-    assert waiting[0].reason == "waiting for the file to settle"
-
-    board.packaged(root, series[0], series, "p-series")
-    (packaged,) = _snapshot(board).folders[0].acquisitions
-    assert (packaged.name, packaged.state, packaged.files) == ("series/0.dcm", "packaged", 3)
-
-    retrying = _snapshot(board, packages={"p-series": ("pending", 2, "HTTP 503")})
-    assert retrying.folders[0].acquisitions[0].reason == "sending failed 2x, retrying: HTTP 503"
-    held = _snapshot(board, packages={"p-series": ("held", 0, "burned-in annotation")})
-    assert held.folders[0].acquisitions[0].state == "held"
-
-    board.delivered("p-series")
-    (delivered,) = _snapshot(board).folders[0].acquisitions
-    assert delivered.state == "delivered"
-
-
-def test_a_file_deleted_while_settling_leaves_the_page(tmp_path: Path) -> None:
-    board, root = _board(tmp_path), tmp_path / "watch"
-    board.file_seen(root, root / "scratch.tif")
-    board.file_left(root, root / "scratch.tif")
-    assert _snapshot(board).folders[0].acquisitions == ()
-
-
-def test_the_page_keeps_the_latest_acquisitions_per_folder(tmp_path: Path) -> None:
-    board, root = _board(tmp_path, folders=2), tmp_path / "watch"
-    for i in range(ROWS_PER_FOLDER + 5):
-        board.file_seen(root, root / f"{i:03}.tif")
-    board.file_seen(tmp_path / "watch1", tmp_path / "watch1" / "other.tif")
-
-    first, second = _snapshot(board).folders
-    assert len(first.acquisitions) == ROWS_PER_FOLDER
-    assert first.acquisitions[0].name == f"{ROWS_PER_FOLDER + 4:03}.tif"
-    assert [r.name for r in second.acquisitions] == ["other.tif"]
 
 
 def test_the_page_escapes_file_names_and_forbids_scripts(served: _Served) -> None:
@@ -444,10 +351,10 @@ def test_the_page_escapes_file_names_and_forbids_scripts(served: _Served) -> Non
 
 
 def test_the_page_says_what_is_wrong(tmp_path: Path) -> None:
-    board, root = _board(tmp_path), tmp_path / "watch"
+    board, root = board_of(tmp_path), tmp_path / "watch"
     board.watch_health({root: "the folder was replaced or remounted"})
 
-    page = render_page(_snapshot(board))
+    page = render_page(snapshot_of(board))
 
     assert '<header class="bad"' in page
     assert "NOT WATCHED: the folder was replaced or remounted" in page

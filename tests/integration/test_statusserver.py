@@ -14,11 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.endpoint import LoopbackEndpoint
 from tests.helpers import wait_until
 from tests.integration.conftest import SMALL_TIFFS, Harness, drop_files
+from tests.test_metrics import samples_of
 
 pytestmark = pytest.mark.integration
 
@@ -43,11 +43,7 @@ def _serve(harness: Harness, status_yaml: str = LOOPBACK, env: dict[str, str] | 
 def _metrics(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     answer = httpx.get(f"{url}/metrics", timeout=10)
     assert answer.status_code == 200
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(answer.text)
-        for sample in family.samples
-    }
+    return samples_of(answer.text)
 
 
 def test_healthz_and_metrics_follow_a_real_harvest(harness: Harness, corpus: Path) -> None:
