@@ -185,14 +185,15 @@ class StatusBoard:
 
     def file_failed(self, root: Path, path: Path, reason: str) -> None:
         """A file refused or unreadable (before any adapter read it)."""
-        self._finished(root, path, [path], _Row("failed", reason, time.time()))
+        self._finished(root, path, [path], _Row("failed", escape(reason), time.time()))
 
     def acquisition_failed(
         self, adapter: str | None, root: Path, primary: Path, failed: Sequence[Path], reason: str
     ) -> None:
         self.metrics.adapter_failed(adapter)
         main = primary if primary in failed or not failed else failed[0]
-        self._finished(root, main, failed, _Row("failed", reason, time.time(), len(failed)))
+        row = _Row("failed", escape(reason), time.time(), len(failed))
+        self._finished(root, main, failed, row)
 
     def packaged(self, root: Path, primary: Path, members: Sequence[Path], package_id: str) -> None:
         """An acquisition's package is in the outbox (counted once per batch by the caller)."""
@@ -212,6 +213,7 @@ class StatusBoard:
         self.metrics.package_delivered(None if spooled is None else time.monotonic() - spooled)
 
     def rejected(self, package_id: str, reason: str) -> None:
+        reason = escape(reason)
         with self._lock:
             self._spooled_at.pop(package_id, None)
             self._set_package_state(package_id, "failed", f"refused by the endpoint: {reason}")

@@ -333,6 +333,8 @@ def test_the_page_escapes_file_names_and_forbids_scripts(served: _Served) -> Non
     served.board.file_seen(root, root / f"{HOSTILE}.tif")
     served.board.file_failed(root, root / '"><img src=x onerror=alert(1)>.dcm', "<b>bad</b>")
     served.board.file_seen(root, root / "caf\udce9.tif")  # a Latin-1 name from an old PC
+    latin = root / "na\udcefve.tif"
+    served.board.file_failed(root, latin, f"{latin}: cannot read: permission denied")
 
     answer = served.get("/")
 
@@ -347,6 +349,7 @@ def test_the_page_escapes_file_names_and_forbids_scripts(served: _Served) -> Non
     assert "&lt;script&gt;window.pwned=1&lt;/script&gt;.tif" in page
     assert "&lt;b&gt;bad&lt;/b&gt;" in page
     assert "caf%E9.tif" in page
+    assert "na%EFve.tif: cannot read: permission denied" in page
     assert 'http-equiv="refresh"' in page
 
 

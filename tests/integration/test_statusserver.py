@@ -190,6 +190,9 @@ def browser_page(tmp_path: Path) -> Iterator[Page]:
         try:
             # a shared screen in the lab: 1280x800
             page = browser.new_page(viewport={"width": 1280, "height": 800})
+            # a loaded CI machine: every check waits generously, none asserts on time
+            page.set_default_timeout(60_000)
+            expect.set_options(timeout=30_000)
             yield page
         finally:
             browser.close()
