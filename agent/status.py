@@ -130,7 +130,7 @@ def _outbox_row(state: PackageState) -> tuple[str, str]:
         return "delivered", ""
     if name == "rejected":
         return "failed", f"refused by the endpoint: {error or 'reason unknown'}"
-    return name, error or ""
+    return name, error or f"{name} in the outbox; the admin can say why"
 
 
 # --------------------------------------------------------------------------- board
