@@ -163,7 +163,7 @@ def run_daemon(
         report = Daemon(settings, once=once).run(stop)
     except DeliveryConfigError as error:
         # the same at every start: exit 2, so a service manager does not restart in a loop
-        print(f"config error: endpoint: {error}", file=sys.stderr)
+        print(f"config error: {error.key}: {error}", file=sys.stderr)
         return EXIT_CONFIG
     except PeopleError as error:
         print(f"config error: people: {error}", file=sys.stderr)

@@ -151,8 +151,12 @@ class Deliverer:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         idle_wait: float = 1.0,
+        on_answer: Callable[[Receipt], None] | None = None,
     ) -> None:
+        """``on_answer`` hears of each package the endpoint confirmed or refused, once the
+        outbox recorded it (the daemon's status and metrics)."""
         self._outbox = outbox
+        self._on_answer = on_answer
         self._sender = sender
         self._max_backoff = max_backoff
         self._clock = clock
@@ -234,6 +238,7 @@ class Deliverer:
                 log.info(
                     "package_delivered", package_id=package_id, http_status=receipt.http_status
                 )
+                self._answered(receipt)
                 return
             if receipt.outcome == "rejected":
                 self._outbox.reject(package_id, receipt.http_status, receipt.detail)
@@ -244,6 +249,7 @@ class Deliverer:
                     http_status=receipt.http_status,
                     detail=receipt.detail,
                 )
+                self._answered(receipt)
                 return
         # Disk full or similar: the package is still pending, so sending again is safe.
         except Exception as exc:  # noqa: BLE001
@@ -254,6 +260,10 @@ class Deliverer:
                 f"outbox could not record the outcome ({receipt.outcome}): {exc}",
             )
         self._schedule_retry(receipt)
+
+    def _answered(self, receipt: Receipt) -> None:
+        if self._on_answer is not None:
+            self._on_answer(receipt)
 
     def _unreadable_package(self, package_id: str, error: OSError) -> None:
         """A pending file that cannot be read (permissions, a folder in its place).

@@ -559,6 +559,14 @@ class Outbox:
         return [name[: -len(".json")] for _, name in ordered]
 
     @_locked
+    def oldest_pending_at(self) -> float | None:
+        """When the oldest pending package entered ``pending/`` (Unix time); None if none did."""
+        for package_id in self.pending():
+            with contextlib.suppress(FileNotFoundError):
+                return self._stamp_of(f"{package_id}.json") / 1e9
+        return None
+
+    @_locked
     def rejected(self) -> list[str]:
         """Rejected package ids, sorted by id."""
         return sorted(

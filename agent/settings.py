@@ -13,6 +13,7 @@ may carry packages (delivery's rule, kept out of this bottom layer).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable
@@ -755,6 +756,104 @@ class LogSettings:
     ] = None
 
 
+def _listen_parts(listen: str) -> tuple[str, int]:
+    """(host, port) of a ``host:port`` listen address; ``[v6]:port`` for IPv6."""
+    host, colon, port = listen.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    if bracketed:
+        host = host[1:-1]
+    unbracketed_v6 = ":" in host and not bracketed
+    if not colon or not host or unbracketed_v6 or not port.isdigit() or int(port) > 65535:
+        raise PydanticCustomError(
+            "listen", "must be host:port, for example 127.0.0.1:9847 or [::1]:9847"
+        )
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise PydanticCustomError(
+                "listen",
+                "the host must be an IP address or localhost, not '{host}'",
+                {"host": host},
+            ) from None
+    return host, int(port)
+
+
+@with_config(
+    _SECTION | ConfigDict(json_schema_extra={"not": {"required": ["token_file", "token_env"]}})
+)
+# kw_only: listen, the one required key, comes after the keys its check reads
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatusServerSettings:
+    """The status server: /healthz, /metrics (Prometheus) and a status page."""
+
+    allow_remote: Annotated[
+        bool,
+        Field(
+            description="Allow a listen address other than loopback (0.0.0.0, a LAN "
+            "address). Needs token_file or token_env: the status names acquisitions. The "
+            "server speaks plain HTTP; put it behind a TLS proxy to cross a network."
+        ),
+    ] = False
+    token_file: Annotated[
+        _ConfigPath | None,
+        Field(
+            description="File whose content is the bearer token every request must carry "
+            "(Authorization: Bearer ...). Use this or token_env, not both."
+        ),
+    ] = None
+    token_env: Annotated[
+        _NonEmpty | None,
+        Field(
+            description="Environment variable holding the bearer token every request must "
+            "carry. Use this or token_file, not both."
+        ),
+    ] = None
+    listen: Annotated[
+        _NonEmpty,
+        Field(
+            description="host:port to serve on: 127.0.0.1:PORT or [::1]:PORT (loopback). "
+            "Any other address is refused unless allow_remote is true and a token is set."
+        ),
+    ]
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """(host, port) to bind."""
+        return _listen_parts(self.listen)
+
+    @field_validator("token_env")
+    @classmethod
+    def _one_token_source(cls, token_env: str | None, info: ValidationInfo) -> str | None:
+        if token_env is not None and info.data.get("token_file") is not None:
+            raise PydanticCustomError(
+                "token", "token_file and token_env are mutually exclusive; set only one"
+            )
+        return token_env
+
+    @field_validator("listen")
+    @classmethod
+    def _loopback_unless_allowed(cls, listen: str, info: ValidationInfo) -> str:
+        host, _ = _listen_parts(listen)
+        if host == "localhost" or ipaddress.ip_address(host).is_loopback:
+            return listen
+        if not info.data.get("allow_remote"):
+            raise PydanticCustomError(
+                "remote",
+                "{host} is not a loopback address; the status server listens on 127.0.0.1 "
+                "or [::1] unless status_server.allow_remote is true and a token is set",
+                {"host": host},
+            )
+        if info.data.get("token_file") is None and info.data.get("token_env") is None:
+            raise PydanticCustomError(
+                "token",
+                "{host} is not a loopback address: status_server.allow_remote needs "
+                "status_server.token_file or status_server.token_env",
+                {"host": host},
+            )
+        return listen
+
+
 def _not_empty(items: tuple[Any, ...]) -> tuple[Any, ...]:
     if not items:
         raise PydanticCustomError("too_short", "must not be empty")
@@ -862,6 +961,13 @@ class Settings:
     license: Annotated[
         Annotated[_NonEmpty, AfterValidator(_license)] | None,
         Field(description="License of the data, as an SPDX id (CC-BY-4.0) or a URL."),
+    ] = None
+    status_server: Annotated[
+        StatusServerSettings | None,
+        Field(
+            description="Serve /healthz, /metrics and a status page for the microscopist; "
+            "null (the default) serves nothing."
+        ),
     ] = None
     #: where the config came from, for messages: set by the loader, not a key of the file.
     source: Annotated[str, SkipJsonSchema()] = EMBEDDED_SOURCE

@@ -725,6 +725,28 @@ def test_build_sender_picks_by_type(tmp_path: Path, endpoint: LoopbackEndpoint) 
     http.close()
 
 
+def test_on_answer_hears_each_confirmation_and_refusal_once_recorded(
+    endpoint: LoopbackEndpoint, outbox: Outbox, sender: HttpSender, clock: FakeClock
+) -> None:
+    heard: list[tuple[str, str, str | None]] = []
+
+    def on_answer(receipt: Receipt) -> None:
+        # the outbox recorded it first: the status shown never runs ahead of the disk
+        heard.append((receipt.package_id, receipt.outcome, outbox.state_of(receipt.package_id)))
+
+    worker = Deliverer(outbox, sender, max_backoff=60.0, clock=clock, on_answer=on_answer)
+    outbox.spool([package("good")])
+    worker.step()
+    endpoint.behave("fail")
+    outbox.spool([package("later")])
+    worker.step()  # a failed attempt is no answer
+    clock.advance(120)
+    endpoint.behave("reject")
+    worker.step()
+
+    assert heard == [("good", "confirmed", "delivered"), ("later", "rejected", "rejected")]
+
+
 # --------------------------------------------------------------------------- token
 
 
@@ -754,6 +776,16 @@ def test_token_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ACQ_TEST_TOKEN", f"{TOKEN}\n")
     assert read_token(EndpointSettings(type="http", token_env="ACQ_TEST_TOKEN")) == TOKEN
     assert read_token(EndpointSettings(type="http")) is None
+
+
+def test_token_errors_name_the_config_section(tmp_path: Path) -> None:
+    settings = EndpointSettings(type="http", token_file=tmp_path / "missing")
+    with pytest.raises(DeliveryConfigError) as endpoint_error:
+        read_token(settings)
+    with pytest.raises(DeliveryConfigError) as status_error:
+        read_token(settings, key="status_server")
+    assert (endpoint_error.value.key, status_error.value.key) == ("endpoint", "status_server")
+    assert str(status_error.value) == f"token file {tmp_path / 'missing'} does not exist"
 
 
 def test_token_errors_name_the_source_never_the_token(

@@ -109,6 +109,10 @@ def _schema_properties(schema: dict[str, Any]) -> Iterator[tuple[str, dict[str, 
     def walk(node: dict[str, Any], prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
         if "$ref" in node:
             node = schema["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+        # an optional section (status_server: null by default) is one of a section or null
+        sections = [option for option in node.get("anyOf", ()) if "$ref" in option]
+        if len(sections) == 1:
+            node = schema["$defs"][sections[0]["$ref"].rsplit("/", 1)[-1]]
         if node.get("type") == "array":
             yield from walk(node["items"], prefix)
             return

@@ -174,6 +174,22 @@ def test_note_failure_counts_and_persists(tmp_path: Path) -> None:
     assert "b" not in problems
 
 
+def test_oldest_pending_at_is_when_the_first_in_line_was_spooled(outbox: Outbox) -> None:
+    assert outbox.oldest_pending_at() is None
+    before = time.time()
+    outbox.spool([package("first")])
+    outbox.spool([package("second")])
+    oldest = outbox.oldest_pending_at()
+    assert oldest is not None
+    assert before - 1 <= oldest <= time.time() + 1
+    outbox.confirm("first", 200, "ok")
+    later = outbox.oldest_pending_at()
+    assert later is not None
+    assert later > oldest
+    outbox.confirm("second", 200, "ok")
+    assert outbox.oldest_pending_at() is None
+
+
 def test_summary_counts_and_recent_problems(outbox: Outbox) -> None:
     outbox.spool([package(i) for i in "abcde"])
     outbox.confirm("a", 200, "ok")

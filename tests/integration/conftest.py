@@ -381,7 +381,7 @@ instrument:
 workers: {extra.get("workers", self.workers)}
 rescan_seconds: {extra.get("rescan_seconds", 2)}
 log: {{level: debug, format: json}}
-{_yaml_options(extra.get("top_options", {}), "")}""",
+{_yaml_options(extra.get("top_options", {}), "")}{extra.get("more_yaml", "")}""",
             encoding="utf-8",
         )
 
