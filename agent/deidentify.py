@@ -38,13 +38,14 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Literal
 
 from pydicom._uid_dict import UID_dictionary
 from pydicom.datadict import dictionary_VR, keyword_dict, keyword_for_tag, tag_for_keyword
 
+from acqharvest import deidentify_options as options
 from acqharvest.adapter_api import Identifier
 from acqharvest.model import Deidentified, DeidentifySettings
 from acqharvest.redaction import redact
@@ -52,7 +53,7 @@ from acqharvest.redaction import redact
 PROFILE = "DICOM PS3.15 Annex E Basic Application Level Confidentiality Profile"
 _TABLE = "confidentiality_profile.tsv"
 
-Action = Literal["keep", "remove", "uid"]
+Action = Literal["keep", "remove", "uid", "shift"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +93,19 @@ def _load_profile() -> dict[str, ProfileRule]:
     return rules
 
 
+def _edition() -> str:
+    """The edition of PS3.15 the table was transcribed from, as its ``# Edition:`` line says."""
+    text = resources.files("acqharvest").joinpath(_TABLE).read_text(encoding="utf-8")
+    for line in text.splitlines():
+        if line.startswith("# Edition:"):
+            return f"DICOM PS3.15 Table E.1-1, edition {line.split(':', 1)[1].strip()}"
+    raise ValueError(f"{_TABLE} names no edition (a '# Edition:' line)")
+
+
 #: Keyword -> Table E.1-1 rule.
 BASIC_PROFILE: Mapping[str, ProfileRule] = _load_profile()
+#: recorded as ``provenance.deidentification.profile_edition``.
+PROFILE_EDITION = _edition()
 
 #: Which setting retains each profile option (institution identity is never retained).
 _OPTION_SETTINGS = {
@@ -178,12 +190,36 @@ def _registered(uid: str) -> bool:
     return uid in UID_dictionary
 
 
+@dataclass(slots=True)
+class _Run:
+    """What one ``apply`` collects as it goes, and the patient's date shift."""
+
+    #: the patient's date offset in days (0 unless dates are shifted).
+    days: int = 0
+    removed: int = 0
+    redactions: dict[str, str] = field(default_factory=dict)
+
+
 class Deidentifier:
-    """Applies the configured policy; keyed by a per-installation secret for UID mapping."""
+    """Applies the configured policy; keyed by a per-installation secret for UID mapping,
+    date offsets and pseudonyms."""
 
     def __init__(self, settings: DeidentifySettings, secret: bytes) -> None:
         self._settings = settings
         self._secret = secret
+        self._dates = settings.date_policy
+        retained = {
+            name
+            for name in (
+                "retain_device_identity",
+                "retain_uids",
+                "retain_patient_characteristics",
+                "retain_descriptions",
+            )
+            if getattr(settings, name)
+        }
+        if self._dates == "keep":
+            retained.add("retain_dates")
         self._options = tuple(
             name
             for name in (
@@ -193,8 +229,8 @@ class Deidentifier:
                 "retain_patient_characteristics",
                 "retain_descriptions",
             )
-            if getattr(settings, name)
-        )
+            if name in retained
+        ) + (("shift_dates",) if self._dates == "shift" else ())
         self._retained = frozenset(
             option for option, name in _OPTION_SETTINGS.items() if name in self._options
         )
@@ -210,24 +246,108 @@ class Deidentifier:
         metadata: Mapping[str, Any],
         original: Mapping[str, Any],
         identifiers: Iterable[Identifier] = (),
+        *,
+        started: str | None = None,
+        paths: Iterable[str] = (),
     ) -> Deidentified:
+        """The extraction's metadata under the policy; ``started`` is the acquisition's
+        start and ``paths`` the root-relative names and path_template values the package
+        will show (see ``Deidentified``)."""
         if not self._settings.enabled:
-            return Deidentified(metadata, original, None, (), 0)
-        counter = [0]
-        redactions: dict[str, str] = {}
+            return Deidentified(metadata, original, None, (), 0, started=started)
+        identifiers = tuple(identifiers)
         dicom = fmt.upper().startswith("DICOM")
-        clean_meta = self._clean_normalized(metadata, "", dicom, counter, redactions)
-        clean_original = self._clean(original, dicom, counter, redactions)
+        run = _Run()
+        if dicom and self._dates == "shift":
+            run.days = options.date_offset_days(self._secret, options.patient_key(original))
+        clean_meta = self._clean_normalized(metadata, "", dicom, run)
+        clean_original = self._clean(original, dicom, run)
         trees = {"metadata": clean_meta, "original_metadata": clean_original}
-        named = self._named(identifiers, trees, counter)
+        named = self._named(identifiers, trees, run)
+        if not dicom and self._settings.operator != "keep":
+            named.update(self._operators(metadata, original, trees, run))
+        tokens = options.path_tokens(original) if dicom else set()
+        tokens.update(_identifier_tokens(identifiers))
+        path_map = self._path_map(paths, tokens)
         # Only what adapters name is taken out of other text: a DICOM value removed from
         # one attribute stays in another the policy keeps (device identity).
-        clean_meta = _scrubbed(trees["metadata"], named)
-        clean_original = _scrubbed(trees["original_metadata"], named)
-        redactions.update(named)
+        clean_meta = _scrubbed(trees["metadata"], {**named, **path_map})
+        clean_original = _scrubbed(trees["original_metadata"], {**named, **path_map})
+        run.redactions.update(named)
+        burned = options.burned_in(original) if dicom else None
         return Deidentified(
-            clean_meta, clean_original, PROFILE, self._options, counter[0], redactions
+            clean_meta,
+            clean_original,
+            PROFILE,
+            self._options,
+            run.removed,
+            run.redactions,
+            started=self._started(started, clean_meta, dicom, run),
+            record=self._record(burned, len(path_map)) if dicom or identifiers else {},
+            path_redactions=path_map,
+            burned_in_risk=burned.risk if burned else None,
+            held=bool(burned and burned.risk and self._settings.burned_in == "hold"),
         )
+
+    def _started(
+        self, started: str | None, metadata: Mapping[str, Any], dicom: bool, run: _Run
+    ) -> str | None:
+        """The acquisition start the package may show: none when the policy removed
+        ``acquired``, shifted with the patient's dates."""
+        if started is None or "acquired" not in metadata:
+            return None
+        return options.shifted_rfc3339(started, run.days) if dicom and run.days else started
+
+    def _record(self, burned: options.BurnedIn | None, paths_redacted: int) -> dict[str, Any]:
+        """The package's record of the method, for data with a patient (see module doc)."""
+        dates = {"remove": "removed", "shift": "shifted", "keep": "kept"}[self._dates]
+        in_force = [*self._options, f"dates={self._dates}"]
+        return {
+            "profile_edition": PROFILE_EDITION,
+            "method_codes": options.method_codes(in_force),
+            "patient_identity_removed": True,
+            "dates": dates,
+            "burned_in_annotation": burned.verdict if burned else "unknown",
+            "pixel_data_cleaned": False,
+            "paths_redacted": paths_redacted,
+        }
+
+    def _operators(
+        self,
+        metadata: Mapping[str, Any],
+        original: Mapping[str, Any],
+        trees: dict[str, Any],
+        run: _Run,
+    ) -> dict[str, str]:
+        """Operator names of a non-DICOM header, pseudonymized or removed: the stand-in of
+        each, to take it out of every text."""
+        texts = options.operator_texts(metadata, original)
+        if not texts:
+            return {}
+        pseudonymize = self._settings.operator == "pseudonymize"
+        stand_ins = {
+            text: "operator-" + options.keyed_hex(self._secret, "operator", text)
+            if pseudonymize
+            else REDACTED
+            for text in texts
+        }
+        operator = trees["metadata"].get("operator")
+        if isinstance(operator, str):
+            run.removed += 1
+            replaced = stand_ins.get(operator.strip(), REDACTED) if pseudonymize else None
+            trees["metadata"] = _at_path(trees["metadata"], ["operator"], replaced)
+        return stand_ins
+
+    def _path_map(self, paths: Iterable[str], tokens: set[str]) -> dict[str, str]:
+        """File and folder name -> its pseudonym, for each name that holds a token."""
+        if self._settings.paths != "redact" or not tokens:
+            return {}
+        return {
+            component: options.redacted_component(self._secret, component, tokens)
+            for path in paths
+            for component in path.split("/")
+            if options.names_a_token(component, tokens)
+        }
 
     def action(self, keyword: str, dicom: bool = True) -> Action:
         """What the policy does to an attribute (a DICOM keyword, or any metadata key)."""
@@ -241,35 +361,33 @@ class Deidentifier:
         metadata: Mapping[str, Any],
         prefix: str,
         dicom: bool,
-        counter: list[int],
-        redactions: dict[str, str],
+        run: _Run,
     ) -> dict[str, Any]:
         cleaned: dict[str, Any] = {}
         for key, value in metadata.items():
             source = _NORMALIZED_SOURCES.get(prefix + key) if dicom else None
             action = self.action(source) if source else "keep"
             if action == "keep" and isinstance(value, Mapping) and dicom:
-                cleaned[key] = self._clean_normalized(value, f"{key}.", dicom, counter, redactions)
+                cleaned[key] = self._clean_normalized(value, f"{key}.", dicom, run)
             elif action == "keep":
                 cleaned[key] = value
             else:
-                self._act(cleaned, key, value, action, counter, redactions)
+                self._act(cleaned, key, value, action, run)
         return cleaned
 
     def _clean(
-        self, value: Any, dicom: bool, counter: list[int], redactions: dict[str, str]
-    ) -> Any:
+        self, value: Any, dicom: bool, run: _Run) -> Any:
         if isinstance(value, Mapping):
             cleaned: dict[str, Any] = {}
             for key, item in value.items():
                 action = self.action(str(key), dicom)
                 if action == "keep":
-                    cleaned[key] = self._clean(item, dicom, counter, redactions)
+                    cleaned[key] = self._clean(item, dicom, run)
                 else:
-                    self._act(cleaned, key, item, action, counter, redactions)
+                    self._act(cleaned, key, item, action, run)
             return cleaned
         if isinstance(value, list):
-            return [self._clean(item, dicom, counter, redactions) for item in value]
+            return [self._clean(item, dicom, run) for item in value]
         return value
 
     def _act(
@@ -278,22 +396,39 @@ class Deidentifier:
         key: str,
         value: Any,
         action: Action,
-        counter: list[int],
-        redactions: dict[str, str],
+        run: _Run,
     ) -> None:
-        """Remove ``value`` or replace its UIDs; note each text it held for the warnings."""
+        """Remove ``value``, shift its dates or replace its UIDs; note each text it held
+        for the warnings."""
+        if action == "shift":
+            moved = self._shifted(key, value, run.days)
+            if moved is not None:
+                cleaned[key] = moved
+                for text, stand_in in zip(_texts(value), _texts(moved), strict=False):
+                    if text != stand_in:
+                        run.redactions[text] = stand_in
+                return
+            action = "remove"  # a date that cannot be read cannot be shifted
         if action == "remove":
-            counter[0] += 1
+            run.removed += 1
             for text in _texts(value):
-                redactions.setdefault(text, REDACTED)
+                run.redactions.setdefault(text, REDACTED)
             return
         cleaned[key] = self._replace_uids(value)
         for text in _texts(value):
             if not _registered(text):
-                redactions[text] = self.replace_uid(text)
+                run.redactions[text] = self.replace_uid(text)
+
+    @staticmethod
+    def _shifted(key: str, value: Any, days: int) -> Any:
+        """A DICOM date value moved by ``days``; ``acquired`` (RFC 3339) too."""
+        if key == "acquired":
+            return options.shifted_rfc3339(value, days) if isinstance(value, str) else None
+        suffixed = _SUFFIXED.match(key)
+        return options.shifted(value, _dictionary_vr(suffixed.group("keyword") if suffixed else key), days)
 
     def _named(
-        self, identifiers: Iterable[Identifier], trees: dict[str, Any], counter: list[int]
+        self, identifiers: Iterable[Identifier], trees: dict[str, Any], run: _Run
     ) -> dict[str, str]:
         """Apply each identifier's attribute rule at its path (in ``trees``, copied on
         write); the texts it removed or replaced, with their stand-ins."""
@@ -303,13 +438,14 @@ class Deidentifier:
             action = self.action(keyword) if keyword else "remove"
             if action == "keep":
                 continue
-            counter[0] += 1
-            stand_in = REDACTED if action == "remove" else self.replace_uid(identifier.value)
+            run.removed += 1
+            # a vendor's date is not DICOM's: it is removed, not shifted
+            stand_in = REDACTED if action != "uid" else self.replace_uid(identifier.value)
             for text in _texts(identifier.value):
                 named.setdefault(text, stand_in)
             root, *keys = identifier.path or ("",)
             if root in trees and keys:
-                trees[root] = _at_path(trees[root], keys, None if action == "remove" else stand_in)
+                trees[root] = _at_path(trees[root], keys, None if action != "uid" else stand_in)
         return named
 
     def _replace_uids(self, value: Any) -> Any:
@@ -336,7 +472,7 @@ class Deidentifier:
         if vr == "PN":
             return "remove"  # a person's name, whatever the attribute is called
         if vr in _DATE_VRS and "dates" not in self._retained:
-            return "remove"
+            return "shift" if self._dates == "shift" else "remove"
         if vr == "UI" and "uids" not in self._retained:
             # Class UIDs name a kind of object or an implementation, not a patient.
             return "keep" if keyword.endswith(("ClassUID", "TransferSyntaxUID")) else "uid"
@@ -349,11 +485,24 @@ class Deidentifier:
         if not dicom:
             # Outside DICOM only the removals apply, and a format's own dates are its own.
             return "keep" if "U" in rule.action or "dates" in rule.options else "remove"
+        if "dates" in rule.options and self._dates == "shift":
+            return "shift"  # the option's C: "modified dates"
         if rule.action == "U":
             return "uid"
         if "U*" in rule.action:
             return "keep"  # the sequence stays; the UIDs in its items are replaced
         return "remove"
+
+
+def _identifier_tokens(identifiers: Iterable[Identifier]) -> set[str]:
+    """What adapters named as identifying (a case number, a barcode), lower-cased, for
+    file and folder names; dates are left out (a scan date names no one)."""
+    return {
+        identifier.value.strip().lower()
+        for identifier in identifiers
+        if len(identifier.value.strip()) >= options.MIN_TOKEN
+        and _dictionary_vr(_keyword(identifier.attribute) or "") not in _DATE_VRS
+    }
 
 
 @functools.cache

@@ -37,17 +37,24 @@ def enrich(
     """The package of one extraction: de-identified, with the fields its path carries."""
     acquisition = extraction.acquisition
     primary = relative_path(acquisition.primary.settled.path, acquisition.root)
+    fields = path_fields(path_template, primary)
     clean = deidentifier.apply(
         extraction.format,
         extraction.metadata,
         extraction.original_metadata,
         extraction.identifiers,
+        started=extraction.started,
+        # every name the package shows: the files' and the template's fields
+        paths=[
+            *(relative_path(m.settled.path, acquisition.root) for m in acquisition.members),
+            *fields.values(),
+        ],
     )
     return build_package(
         extraction,
         clean,
         instrument=instrument,
-        acquisition_fields=path_fields(path_template, primary),
+        acquisition_fields=fields,
         previous=previous,
         host=host,
     )

@@ -44,10 +44,17 @@ def relative_path(member_path: Path, root: Path) -> str:
     return relative
 
 
-def _file_entry(member: ProbedFile, root: Path) -> dict[str, Any]:
+def _shown(path: str, pseudonyms: Mapping[str, str]) -> str:
+    """``path`` with each file or folder name the policy redacted replaced by its pseudonym."""
+    if not pseudonyms:
+        return path
+    return "/".join(pseudonyms.get(component, component) for component in path.split("/"))
+
+
+def _file_entry(member: ProbedFile, root: Path, pseudonyms: Mapping[str, str]) -> dict[str, Any]:
     """One ``files`` item. A name that is not valid UTF-8 is given in the percent form,
     flagged by ``path_encoding`` (see ``pathtext``): percent-decoding gives its bytes."""
-    path = relative_path(member.settled.path, root)
+    path = _shown(relative_path(member.settled.path, root), pseudonyms)
     entry: dict[str, Any] = {
         "path": escape(path),
         "size": member.settled.size,
@@ -94,18 +101,21 @@ def build_package(
     """The package document for one extracted, de-identified acquisition."""
     acquisition = extraction.acquisition
     identifier = package_id(str(instrument["id"]), acquisition)
-    started = extraction.started
-    if deidentified.profile is not None and "acquired" not in deidentified.metadata:
-        started = None  # the policy removed the acquisition date; don't leak it here
+    # the policy's: none when it removed the acquisition date, shifted with the dates
+    started = extraction.started if deidentified.profile is None else deidentified.started
+    pseudonyms = deidentified.path_redactions
     acquisition_block: dict[str, Any] = {
         "format": extraction.format,
         # the grouper's verdict on the files, and the adapter's on what they hold
         "complete": acquisition.complete and extraction.incomplete is None,
         # folder names: one that is not valid UTF-8 in the percent form
-        **{name: escape(value) for name, value in acquisition_fields.items()},
+        **{name: escape(_shown(value, pseudonyms)) for name, value in acquisition_fields.items()},
     }
     if started:
         acquisition_block["started"] = started
+    risk = deidentified.burned_in_risk
+    warnings = (*extraction.warnings, *((f"burned-in annotation: {risk}",) if risk else ()))
+    redactions = {**deidentified.redactions, **pseudonyms}
     body: dict[str, Any] = {
         "package_id": identifier,
         "schema_version": SCHEMA_VERSION,
@@ -120,7 +130,7 @@ def build_package(
             "adapter_version": extraction.adapter_version,
         },
         "acquisition": acquisition_block,
-        "files": [_file_entry(member, acquisition.root) for member in acquisition.members],
+        "files": [_file_entry(m, acquisition.root, pseudonyms) for m in acquisition.members],
         "metadata": dict(deidentified.metadata),
         "original_metadata": dict(deidentified.original_metadata),
         # the earlier package of this acquisition, unless this is the same one rebuilt
@@ -130,8 +140,15 @@ def build_package(
                 "profile": deidentified.profile,
                 "options": list(deidentified.options),
                 "removed": deidentified.removed,
+                **deidentified.record,
             },
-            "warnings": [escape(w) for w in redact(extraction.warnings, deidentified.redactions)],
+            "warnings": [escape(w) for w in redact(warnings, redactions)],
         },
     }
-    return Package(package_id=identifier, acquisition_key=acquisition.key, body=body)
+    return Package(
+        package_id=identifier,
+        acquisition_key=acquisition.key,
+        body=body,
+        burned_in_risk=deidentified.burned_in_risk,
+        held=deidentified.held,
+    )

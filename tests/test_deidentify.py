@@ -62,7 +62,8 @@ METADATA = {
 
 
 def test_dicom_identifiers_dates_and_characteristics_go_device_identity_stays() -> None:
-    result = Deidentifier(DeidentifySettings(), b"k" * 32).apply("DICOM", METADATA, ORIGINAL)
+    removing = DeidentifySettings(dates="remove")
+    result = Deidentifier(removing, b"k" * 32).apply("DICOM", METADATA, ORIGINAL)
     original = dict(result.original_metadata)
     for gone in ("PatientName", "PatientID", "PatientAge", "StudyDate", "AcquisitionTime"):
         assert gone not in original
@@ -152,7 +153,9 @@ def test_actions_follow_the_table_and_its_options() -> None:
     assert default.action("InstitutionName") == "remove"  # Institution Identity: never kept
     assert default.action("OverlayComments_6002") == "remove"  # a second overlay group
     assert default.action("(0019,100A)") == "remove"  # private
-    assert default.action("ReviewDate") == "remove"  # not in the table; a DA all the same
+    assert default.action("ReviewDate") == "shift"  # not in the table; a DA all the same
+    assert default.action("StudyDate") == "shift"  # Modified Dates, the default
+    assert default.action("PatientBirthDate") == "remove"  # Z: no dates option, never shifted
     assert default.action("FrameOfReferenceUID") == "uid"
     assert default.action("SOPClassUID") == "keep"
     assert default.action("ExposureTime") == "keep"
@@ -214,8 +217,10 @@ def _values(
             continue  # the creator names the vendor, as Manufacturer does
         private = element.tag.is_private
         action = "remove" if private else policy.action(element.keyword)
-        governed = (
-            removed_whole or private or (element.keyword in BASIC_PROFILE and action != "keep")
+        # shifted dates keep their time of day (TM): only a DA or DT value must change
+        shifted_time = action == "shift" and element.VR == "TM"
+        governed = removed_whole or private or (
+            element.keyword in BASIC_PROFILE and action != "keep" and not shifted_time
         )
         if element.VR == "SQ":
             for item in element.value or ():
@@ -268,8 +273,11 @@ def _retained_by_option(dataset: pydicom.Dataset, value: str, policy: Deidentifi
 
 
 def _leaks(values: set[str], package: dict[str, Any]) -> list[str]:
-    # File and folder names are the site's to choose and are never changed (README).
-    text = json.dumps({k: v for k, v in package.items() if k != "files"}, ensure_ascii=False)
+    # File and folder names lose only the patient's names, IDs and birth date (``paths``,
+    # tested on their own below); the method record is the standard's fixed vocabulary.
+    shown = {k: v for k, v in package.items() if k != "files"}
+    shown["provenance"] = {k: v for k, v in shown["provenance"].items() if k != "deidentification"}
+    text = json.dumps(shown, ensure_ascii=False)
     # A short value (a 4-digit time, "0001") is matched as a whole JSON string only: as a
     # substring it occurs by chance in checksums and in the keyed-hash UIDs.
     return sorted(
@@ -385,12 +393,15 @@ _PINNED = frozenset({"PatientName", "PatientSex", "PatientAge", "PatientWeight",
 
 
 def _profile_outcomes() -> list[tuple[str, str]]:
-    """(tag mask, "remove" | "replace") for every row the default options do not keep.
+    """(tag mask, "remove" | "replace" | "shift") for every row the default options do
+    not keep.
 
     Read straight from the table file with the standard's meaning of its codes, not
     through ``deidentify``: the oracle must not share the code it checks. Under the
-    default options an option's K/C keeps and its X removes; otherwise U replaces, a
-    ``.../U*`` sequence is kept (its UIDs are replaced inside) and D, Z and X remove.
+    default options an option's K/C keeps and its X removes; the default Modified Dates
+    option shifts the rows with a dates code (their DA and DT values change, a TM stays);
+    otherwise U replaces, a ``.../U*`` sequence is kept (its UIDs are replaced inside) and
+    D, Z and X remove.
     """
     text = resources.files("acqharvest").joinpath("confidentiality_profile.tsv").read_text()
     outcomes = []
@@ -402,6 +413,8 @@ def _profile_outcomes() -> list[tuple[str, str]]:
         retained = [code for option, code in codes.items() if option in _DEFAULT_RETAINED]
         if retained:
             outcome = "remove" if retained[0] == "X" else "keep"
+        elif "dates" in codes:
+            outcome = "shift"
         elif action == "U":
             outcome = "replace"
         elif "U*" in action:
@@ -490,6 +503,8 @@ def _profile_leaks(source: Path, package: dict[str, Any]) -> list[str]:
     leaks: list[str] = []
     for element, outcome in _governed(elements):
         keyword = element.keyword
+        if outcome == "shift" and element.VR not in ("DA", "DT"):
+            continue  # a time of day stays; a sequence's dates are checked item by item
         if outcome == "remove":
             named = sorted(k for k in keys if re.fullmatch(rf"{keyword}(_[0-9A-Fa-f]{{4}})?", k))
             leaks.extend(f"{keyword}: key {name} kept" for name in named)
@@ -507,6 +522,8 @@ def test_the_profile_oracle_reads_the_defaults_and_removes_patient_characteristi
         name for name in dir(defaults) if name.startswith("retain_") and getattr(defaults, name)
     }
     assert retained == {"retain_device_identity"}  # what _DEFAULT_RETAINED stands for
+    assert defaults.date_policy == "shift"  # the oracle's "shift" rows
+    assert _outcome(tag_for_keyword("StudyDate") or 0) == "shift"
     for keyword in _PINNED:
         assert _outcome(tag_for_keyword(keyword) or 0) == "remove", keyword
     assert _outcome(tag_for_keyword("StudyInstanceUID") or 0) == "replace"
