@@ -375,8 +375,7 @@ class Deidentifier:
                 self._act(cleaned, key, value, action, run)
         return cleaned
 
-    def _clean(
-        self, value: Any, dicom: bool, run: _Run) -> Any:
+    def _clean(self, value: Any, dicom: bool, run: _Run) -> Any:
         if isinstance(value, Mapping):
             cleaned: dict[str, Any] = {}
             for key, item in value.items():
@@ -425,7 +424,9 @@ class Deidentifier:
         if key == "acquired":
             return options.shifted_rfc3339(value, days) if isinstance(value, str) else None
         suffixed = _SUFFIXED.match(key)
-        return options.shifted(value, _dictionary_vr(suffixed.group("keyword") if suffixed else key), days)
+        return options.shifted(
+            value, _dictionary_vr(suffixed.group("keyword") if suffixed else key), days
+        )
 
     def _named(
         self, identifiers: Iterable[Identifier], trees: dict[str, Any], run: _Run

@@ -117,8 +117,9 @@ def shifted(value: Any, vr: str | None, days: int) -> Any:
     match = _DT.match(text)
     if match is None:
         return None
-    moved = _moved(*match.groups()[:3], days)
-    return None if moved is None else moved.strftime("%Y%m%d") + match.group(4)
+    year, month, day, rest = match.groups()
+    moved = _moved(year, month, day, days)
+    return None if moved is None else moved.strftime("%Y%m%d") + rest
 
 
 def shifted_rfc3339(text: str, days: int) -> str | None:
@@ -126,8 +127,9 @@ def shifted_rfc3339(text: str, days: int) -> str | None:
     match = _RFC3339.match(text)
     if match is None:
         return None
-    moved = _moved(*match.groups()[:3], days)
-    return None if moved is None else moved.isoformat() + match.group(4)
+    year, month, day, rest = match.groups()
+    moved = _moved(year, month, day, days)
+    return None if moved is None else moved.isoformat() + rest
 
 
 def _moved(year: str, month: str, day: str, days: int) -> date | None:
