@@ -166,6 +166,30 @@ def test_check_and_status_on_a_directory_endpoint(tmp_path: Path) -> None:
     assert "nope" in checked.stdout
 
 
+def test_outbox_release_lets_a_held_package_go_and_names_what_it_cannot(tmp_path: Path) -> None:
+    from acqharvest.model import Package
+    from acqharvest.outbox import Outbox
+
+    config = write_config(tmp_path, f"{{type: directory, path: {tmp_path / 'out'}}}")
+    outbox = Outbox.open(tmp_path / "state" / "outbox")
+    body = {"package_id": "h1", "provenance": {"deidentification": {"burned_in_annotation": "YES"}}}
+    outbox.spool([Package("h1", "k", body, held=True), Package("p1", "k2", {"package_id": "p1"})])
+
+    status = run("status", "--config", str(config))
+    assert "held 1" in status.stdout
+    assert "acqharvest outbox release h1" in status.stdout
+
+    released = run("outbox", "release", "h1", "p1", "nope", "--config", str(config))
+    assert released.returncode == 1  # two of three were not held
+    assert released.stdout == "h1: released, queued for delivery\n"
+    assert released.stderr.splitlines() == [
+        "p1: pending, not held; left alone",
+        "nope: no such package in the outbox",
+    ]
+    assert outbox.pending() == ["p1", "h1"]
+    assert run("outbox", "--config", str(config)).returncode == 2  # an action is required
+
+
 def test_check_refuses_a_state_dir_linked_into_the_watch_folder(tmp_path: Path) -> None:
     config = write_config(tmp_path, f"{{type: directory, path: {tmp_path / 'out'}}}")
     (tmp_path / "state").symlink_to(tmp_path / "watch")
