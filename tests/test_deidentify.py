@@ -734,7 +734,8 @@ def test_dates_of_one_patient_move_back_by_one_keyed_number_of_days() -> None:
     days = _shift_of(first)
     assert -3650 <= days <= -1
     assert first.metadata["acquired"] == first.started
-    assert first.started is not None and first.started.endswith("T10:15:00.5+01:00")
+    assert first.started is not None
+    assert first.started.endswith("T10:15:00.5+01:00")
     original = first.original_metadata
     shifted = _shift_of(Deidentified({}, {}, None, (), 0, started=_iso(original["StudyDate"])))
     assert shifted == days
@@ -779,7 +780,9 @@ def test_without_a_patient_id_the_name_and_birth_date_key_the_shift() -> None:
     assert patient_key({"StudyInstanceUID": "1.2.3"}) == "study:1.2.3"
     assert patient_key({}) == ""
     offsets = {date_offset_days(b"k" * 32, f"id:{n}") for n in range(200)}
-    assert min(offsets) >= -3650 and max(offsets) <= -1 and len(offsets) > 150
+    assert min(offsets) >= -3650
+    assert max(offsets) <= -1
+    assert len(offsets) > 150
 
 
 def test_an_unreadable_date_is_removed_and_remove_and_keep_do_what_they_say() -> None:
@@ -791,7 +794,8 @@ def test_an_unreadable_date_is_removed_and_remove_and_keep_do_what_they_say() ->
     removed = Deidentifier(DeidentifySettings(dates="remove"), b"k" * 32).apply(
         "DICOM", metadata, PATIENT, started=metadata["acquired"]
     )
-    assert removed.started is None and "StudyDate" not in removed.original_metadata
+    assert removed.started is None
+    assert "StudyDate" not in removed.original_metadata
     assert removed.record["dates"] == "removed"
     for kept_settings in (DeidentifySettings(dates="keep"), DeidentifySettings(retain_dates=True)):
         kept = Deidentifier(kept_settings, b"k" * 32).apply(
@@ -915,9 +919,8 @@ def test_names_holding_the_patient_are_replaced_by_keyed_pseudonyms(tmp_path: Pa
         "heinrike.dcm",
         "acc778899",
     }
-    assert mapped["heinrike.dcm"].endswith(".dcm") and mapped["heinrike.dcm"].startswith(
-        "redacted-"
-    )
+    assert mapped["heinrike.dcm"].endswith(".dcm")
+    assert mapped["heinrike.dcm"].startswith("redacted-")
     again = Deidentifier(DeidentifySettings(), b"k" * 32).apply("DICOM", {}, PATIENT, paths=paths)
     assert again.path_redactions == {k: v for k, v in mapped.items()}  # stable per installation
     other = Deidentifier(DeidentifySettings(), b"j" * 32).apply("DICOM", {}, PATIENT, paths=paths)
@@ -972,7 +975,8 @@ def test_operator_names_of_other_formats_are_kept_pseudonymized_or_removed() -> 
     metadata = {"operator": "hmueller", "modality": "confocal"}
     original = {"ome_xml": OME_XML, "fei": {"User": {"User": "hmueller", "Date": "x"}}}
     kept = Deidentifier(DeidentifySettings(), b"k" * 32).apply("OME-TIFF", metadata, original)
-    assert kept.metadata == metadata and kept.original_metadata == original
+    assert kept.metadata == metadata
+    assert kept.original_metadata == original
 
     removing = Deidentifier(DeidentifySettings(operator="remove"), b"k" * 32)
     removed = removing.apply("OME-TIFF", metadata, original)
@@ -991,4 +995,5 @@ def test_operator_names_of_other_formats_are_kept_pseudonymized_or_removed() -> 
     assert "hmueller" not in json.dumps(one.original_metadata)
     # DICOM operator names are person names (PN): removed whatever this says
     dicom = pseudonymizing.apply("DICOM", {"operator": "X^Y"}, {"OperatorsName": "X^Y"})
-    assert "operator" not in dicom.metadata and "OperatorsName" not in dicom.original_metadata
+    assert "operator" not in dicom.metadata
+    assert "OperatorsName" not in dicom.original_metadata

@@ -175,7 +175,8 @@ def test_a_held_package_waits_durably_until_released(tmp_path: Path) -> None:
 
     # a restart (recovery) keeps it held; another process sees it and may release it
     reopened = Outbox.open(root)
-    assert reopened.held() == ["h"] and reopened.pending() == ["a"]
+    assert reopened.held() == ["h"]
+    assert reopened.pending() == ["a"]
     summary = Outbox.open(root, recover=False, create=False).summary()
     assert summary.held == 1
     (problem,) = [p for p in summary.problems if p.state == "held"]
@@ -257,7 +258,7 @@ def test_prune_delivered_removes_only_old_receipts(outbox: Outbox) -> None:
 
 
 def test_body_of_unknown_package_raises(outbox: Outbox) -> None:
-    with pytest.raises(OutboxError, match="neither pending nor rejected"):
+    with pytest.raises(OutboxError, match="neither pending, held nor rejected"):
         outbox.body("ghost")
 
 
