@@ -4,8 +4,8 @@ The DICOM PS3.15 Annex E Basic Application Level Confidentiality Profile, read a
 from ``confidentiality_profile.tsv`` (Table E.1-1: every attribute, its action and the
 action each profile option gives it), with the Retain Device Identity option on by
 default. Config options map onto the profile's options: ``retain_uids`` (Retain UIDs),
-``retain_device_identity`` (Retain Device Identity), ``retain_dates`` (Retain
-Longitudinal Temporal Information with Full Dates), ``retain_patient_characteristics``
+``retain_device_identity`` (Retain Device Identity), ``dates`` (Retain Longitudinal
+Temporal Information with Full or Modified Dates), ``retain_patient_characteristics``
 (Retain Patient Characteristics) and ``retain_descriptions`` (Clean Descriptors, Clean
 Structured Content and Clean Graphics). Institution Identity and Safe Private are never
 retained.
@@ -16,19 +16,34 @@ attribute; U replaces a UID by a keyed hash (same input, same replacement, per
 installation) so series stay linkable; U* on a sequence keeps it and replaces the UIDs
 inside. An option's K keeps the value; its C (clean) keeps it too, because free text
 cannot be cleaned reliably by a program: setting the option is the site's statement that
-those values carry no identity. Beyond the table, for DICOM data: private attributes,
-every person-name (PN) attribute and, unless ``retain_dates``, every date or time
-(DA/DT/TM) attribute are removed, and every other UID that is not a registered DICOM UID
-(SOP classes, transfer syntaxes) is replaced. For other formats only the table's
-removals apply, to keys that are DICOM keywords; their dates are kept, except the values
-their adapter names as ``Identifier``s (a slide scanner's case number, barcode, scan date):
-each follows the rule of the DICOM attribute it names, as in a DICOM file, its key is
-removed and its text is taken out of every other text of the package (a free-text
-description that repeats it). An identifier naming no DICOM attribute is removed. The package
-records the profile, the options in force and how many attributes were removed. Every text
-value removed or replaced is listed in ``Deidentified.redactions`` with its stand-in, so
-the package stage can take it out of the warnings too, should an adapter have quoted it
-there. File and folder names are not changed.
+those values carry no identity (the dates option's C is the shift). Beyond the table, for
+DICOM data: private attributes and every person-name (PN) attribute are removed, every
+date or time (DA/DT/TM) attribute follows ``dates`` like the table's dated rows, and every
+other UID that is not a registered DICOM UID (SOP classes, transfer syntaxes) is replaced.
+
+``dates`` (``remove | shift | keep``; the older ``retain_dates: true`` reads as ``keep``):
+``shift``, the default, is the Retain Longitudinal Temporal Information with Modified
+Dates option: the table's dated rows (its C) and the dates beyond it move back by the
+patient's keyed offset in whole days, ``acquired`` and the acquisition's start with them
+(``deidentify_options`` says why whole days, why backwards). The birth date has no such
+code in the table: it is removed. For other formats only the table's removals apply, to keys
+that are DICOM keywords; their dates are kept, except the values their adapter names as
+``Identifier``s (a slide scanner's case number, barcode, scan date): each follows the rule
+of the DICOM attribute it names, as in a DICOM file (a vendor's date is removed under
+``shift``, its format being the vendor's), its key is removed and its text is taken out of
+every other text of the package (a free-text description that repeats it). An identifier
+naming no DICOM attribute is removed. ``operator`` pseudonymizes or removes the operator's
+name in other formats' headers.
+
+Beyond the attributes: a DICOM header's burned-in annotation is judged (``burned_in``:
+flagged with a warning, or held in the outbox), and a file or folder name holding what the
+profile removed of the patient (``paths: redact``) is listed as the keyed pseudonym
+``Deidentified.path_redactions`` gives it. The package records the profile, the options in
+force and how many attributes were removed; for data with a patient (DICOM, or named
+identifiers) also the table's edition, the CID 7050 method codes and what happened to the
+dates and the pixels (``Deidentified.record``). Every text value removed or replaced is
+listed in ``Deidentified.redactions`` with its stand-in, so the package stage can take it
+out of the warnings too, should an adapter have quoted it there.
 """
 
 from __future__ import annotations
@@ -267,7 +282,7 @@ class Deidentifier:
         if not dicom and self._settings.operator != "keep":
             named.update(self._operators(metadata, original, trees, run))
         tokens = options.path_tokens(original) if dicom else set()
-        tokens.update(_identifier_tokens(identifiers))
+        tokens.update(self._identifier_tokens(identifiers))
         path_map = self._path_map(paths, tokens)
         # Only what adapters name is taken out of other text: a DICOM value removed from
         # one attribute stays in another the policy keeps (device identity).
@@ -337,6 +352,20 @@ class Deidentifier:
             replaced = stand_ins.get(operator.strip(), REDACTED) if pseudonymize else None
             trees["metadata"] = _at_path(trees["metadata"], ["operator"], replaced)
         return stand_ins
+
+    def _identifier_tokens(self, identifiers: Iterable[Identifier]) -> set[str]:
+        """What adapters named as identifying and the policy takes out (a case number, a
+        barcode; not a scanner's serial number it keeps), lower-cased, for file and folder
+        names; dates are left out (a scan date names no one)."""
+        tokens = set()
+        for identifier in identifiers:
+            keyword = _keyword(identifier.attribute)
+            value = identifier.value.strip()
+            if len(value) < options.MIN_TOKEN or _dictionary_vr(keyword or "") in _DATE_VRS:
+                continue
+            if (self.action(keyword) if keyword else "remove") != "keep":
+                tokens.add(value.lower())
+        return tokens
 
     def _path_map(self, paths: Iterable[str], tokens: set[str]) -> dict[str, str]:
         """File and folder name -> its pseudonym, for each name that holds a token."""
@@ -493,17 +522,6 @@ class Deidentifier:
         if "U*" in rule.action:
             return "keep"  # the sequence stays; the UIDs in its items are replaced
         return "remove"
-
-
-def _identifier_tokens(identifiers: Iterable[Identifier]) -> set[str]:
-    """What adapters named as identifying (a case number, a barcode), lower-cased, for
-    file and folder names; dates are left out (a scan date names no one)."""
-    return {
-        identifier.value.strip().lower()
-        for identifier in identifiers
-        if len(identifier.value.strip()) >= options.MIN_TOKEN
-        and _dictionary_vr(_keyword(identifier.attribute) or "") not in _DATE_VRS
-    }
 
 
 @functools.cache

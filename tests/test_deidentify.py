@@ -928,6 +928,14 @@ def test_names_holding_the_patient_are_replaced_by_keyed_pseudonyms(tmp_path: Pa
     keep = Deidentifier(DeidentifySettings(paths="keep"), b"k" * 32)
     assert keep.apply("DICOM", {}, PATIENT, paths=paths).path_redactions == {}
     assert result.record["paths_redacted"] == 4
+    # what an adapter names counts when the policy takes it out: a case number, not a
+    # scanner's serial number (device identity is kept)
+    named = (
+        Identifier("DeviceSerialNumber", "Philips-SN", ("original_metadata", "serial")),
+        Identifier("ContainerIdentifier", "CASE-77", ("original_metadata", "case")),
+    )
+    slide = policy.apply("TIFF", {}, {}, named, paths=["Philips-SN/CASE-77.tiff"])
+    assert set(slide.path_redactions) == {"CASE-77.tiff"}
 
 
 def test_a_package_shows_no_patient_in_paths_fields_or_warnings(tmp_path: Path) -> None:

@@ -112,3 +112,38 @@ def test_a_patient_named_folder_gives_packages_without_the_patient_and_shifted_d
     assert "burned-in annotation: BurnedInAnnotation absent and modality US" in us["warnings"]
     assert head["provenance"]["deidentification"]["burned_in_annotation"] == "unknown"
     assert not any("burned-in" in warning for warning in head["provenance"]["warnings"])
+
+
+def test_a_held_package_survives_sigkill_and_is_sent_once_released(
+    harness: Harness, corpus: Path
+) -> None:
+    harness.config.write_text(harness.config.read_text() + "deidentify: {burned_in: hold}\n")
+    # an MR image whose header says text is burned into it
+    target = harness.watch / "alice" / "neuro" / "IM0001.dcm"
+    _patient_file(
+        corpus / MR, target, "20051130", "1.2.826.0.1.3680043.8.498.9", BurnedInAnnotation="YES"
+    )
+    harness.start()
+    harness.mark()
+    held = harness.state / "outbox" / "held"
+    assert wait_until(lambda: any(held.glob("*.json")), timeout=60), harness.output()
+    harness.kill()  # SIGKILL: no clean stop
+
+    harness.start()
+    # a rescan (every 2 s) sees the file again: it is known, neither sent nor spooled twice
+    scans = harness.count_events("watch_scan_finished")
+    assert harness.wait_log("watch_scan_finished", timeout=30, count=scans + 2), harness.output()
+    (held_file,) = held.glob("*.json")
+    assert harness.pending() == []
+    assert harness.endpoint.received == []
+    released = harness.command("outbox", "release", held_file.stem)
+    assert released.returncode == 0, released.stdout + released.stderr
+    assert harness.endpoint.wait_for(1, timeout=30), harness.output()
+    assert harness.stop() == 0
+    (body,) = harness.packages().values()
+    validate_package(body)
+    assert body["package_id"] == held_file.stem
+    assert body["provenance"]["deidentification"]["burned_in_annotation"] == "YES"
+    assert "burned-in annotation: BurnedInAnnotation is YES" in body["provenance"]["warnings"]
+    assert len(harness.endpoint.received) == 1
+    assert "held 0" in harness.status()
