@@ -52,75 +52,23 @@ import functools
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any, Literal
 
 from pydicom._uid_dict import UID_dictionary
-from pydicom.datadict import dictionary_VR, keyword_dict, keyword_for_tag, tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_dict, tag_for_keyword
 
 from acqharvest import deidentify_options as options
 from acqharvest.adapter_api import Identifier
+from acqharvest.deidentify_table import BASIC_PROFILE as BASIC_PROFILE
+from acqharvest.deidentify_table import PROFILE as PROFILE
+from acqharvest.deidentify_table import PROFILE_EDITION, ProfileRule
 from acqharvest.model import Deidentified, DeidentifySettings
-from acqharvest.redaction import redact
-
-PROFILE = "DICOM PS3.15 Annex E Basic Application Level Confidentiality Profile"
-_TABLE = "confidentiality_profile.tsv"
+from acqharvest.redaction import redact_tree
 
 Action = Literal["keep", "remove", "uid", "shift"]
 
-
-@dataclass(frozen=True, slots=True)
-class ProfileRule:
-    """One line of Table E.1-1."""
-
-    tag: str
-    name: str
-    #: the Basic Profile action as the table writes it, e.g. ``X/Z/D`` or ``U``.
-    action: str
-    #: profile option -> its action for this attribute (``K``, ``C`` or ``X``).
-    options: Mapping[str, str]
-
-
-def _repeater_keywords(mask: str) -> list[str]:
-    """Keywords of the repeating-group attributes a ``50xxxxxx``-style tag stands for."""
-    from pydicom._dicom_dict import RepeatersDictionary
-
-    def matches(entry: str) -> bool:
-        return all(m in ("x", e) for m, e in zip(mask.lower(), entry.lower(), strict=True))
-
-    return [str(v[4]) for k, v in RepeatersDictionary.items() if matches(k) and v[4]]
-
-
-def _load_profile() -> dict[str, ProfileRule]:
-    """Keyword -> rule for every attribute of the table."""
-    text = resources.files("acqharvest").joinpath(_TABLE).read_text(encoding="utf-8")
-    rules: dict[str, ProfileRule] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        tag, action, options, name = line.split("\t")
-        rule = ProfileRule(tag, name, action, dict(item.split("=") for item in options.split()))
-        keywords = _repeater_keywords(tag) if "x" in tag else [keyword_for_tag(int(tag, 16))]
-        for keyword in keywords:
-            rules[keyword] = rule
-    return rules
-
-
-def _edition() -> str:
-    """The edition of PS3.15 the table was transcribed from, as its ``# Edition:`` line says."""
-    text = resources.files("acqharvest").joinpath(_TABLE).read_text(encoding="utf-8")
-    for line in text.splitlines():
-        if line.startswith("# Edition:"):
-            return f"DICOM PS3.15 Table E.1-1, edition {line.split(':', 1)[1].strip()}"
-    raise ValueError(f"{_TABLE} names no edition (a '# Edition:' line)")
-
-
-#: Keyword -> Table E.1-1 rule.
-BASIC_PROFILE: Mapping[str, ProfileRule] = _load_profile()
-#: recorded as ``provenance.deidentification.profile_edition``.
-PROFILE_EDITION = _edition()
 
 #: Which setting retains each profile option (institution identity is never retained).
 _OPTION_SETTINGS = {
@@ -286,8 +234,8 @@ class Deidentifier:
         path_map = self._path_map(paths, tokens)
         # Only what adapters name is taken out of other text: a DICOM value removed from
         # one attribute stays in another the policy keeps (device identity).
-        clean_meta = _scrubbed(trees["metadata"], {**named, **path_map})
-        clean_original = _scrubbed(trees["original_metadata"], {**named, **path_map})
+        clean_meta = redact_tree(trees["metadata"], {**named, **path_map})
+        clean_original = redact_tree(trees["original_metadata"], {**named, **path_map})
         run.redactions.update(named)
         burned = options.burned_in(original) if dicom else None
         return Deidentified(
@@ -549,31 +497,3 @@ def _at_path(tree: Any, keys: list[str], value: Any) -> Any:
     else:
         copy[keys[0]] = value
     return copy
-
-
-def _scrubbed(tree: Any, redactions: Mapping[str, str]) -> Any:
-    """``tree`` with every whole occurrence of a redacted text replaced in its strings."""
-    if not redactions:
-        return tree
-    cleaned = iter(redact(_strings(tree), redactions))
-    return _refilled(tree, cleaned)
-
-
-def _strings(tree: Any) -> Iterator[str]:
-    if isinstance(tree, Mapping):
-        for item in tree.values():
-            yield from _strings(item)
-    elif isinstance(tree, list):
-        for item in tree:
-            yield from _strings(item)
-    elif isinstance(tree, str):
-        yield tree
-
-
-def _refilled(tree: Any, texts: Iterator[str]) -> Any:
-    """``tree`` with its strings taken from ``texts``, in the order ``_strings`` gives them."""
-    if isinstance(tree, Mapping):
-        return {key: _refilled(item, texts) for key, item in tree.items()}
-    if isinstance(tree, list):
-        return [_refilled(item, texts) for item in tree]
-    return next(texts) if isinstance(tree, str) else tree
