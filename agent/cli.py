@@ -80,6 +80,13 @@ def _parser() -> argparse.ArgumentParser:
     service.add_argument(
         "--purge", action="store_true", help="uninstall: also remove the state dir and config"
     )
+    outbox = commands.add_parser("outbox", help="act on packages in the outbox")
+    outbox_commands = outbox.add_subparsers(dest="outbox_command", required=True, metavar="ACTION")
+    release = outbox_commands.add_parser(
+        "release", help="deliver held packages (held for burned-in annotation, after a look)"
+    )
+    with_config(release)
+    release.add_argument("package_ids", nargs="+", metavar="PACKAGE_ID")
     commands.add_parser("adapters", help="list installed adapters and load errors")
     config = commands.add_parser("config", help="print the config's JSON Schema")
     config.add_argument("what", choices=["schema"])
@@ -96,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check": _check,
         "status": _status,
         "retry": _retry,
+        "outbox": lambda args: {"release": _release}[args.outbox_command](args),
         "adapters": _adapters,
         "config": _config,
         "service": _service,
@@ -304,6 +312,35 @@ def _retry(args: argparse.Namespace) -> int:
         else:
             print(f"{package_id}: {state}, not rejected; left alone")
         failed += not moved
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _release(args: argparse.Namespace) -> int:
+    """``outbox release``: held packages join the delivery queue (a running daemon sends
+    them within a second; otherwise the next start does)."""
+    settings = _load(args)
+    if settings is None:
+        return EXIT_CONFIG
+    from acqharvest.outbox import Outbox, OutboxError
+    from acqharvest.statedir import state_paths
+
+    outbox = Outbox.open(state_paths(settings)[0], recover=False)
+    failed = 0
+    for package_id in args.package_ids:
+        try:
+            released = outbox.release(package_id)
+            state = None if released else outbox.state_of(package_id)
+        except OutboxError as error:
+            print(f"{package_id}: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        if released:
+            print(f"{package_id}: released, queued for delivery")
+        elif state is None:
+            print(f"{package_id}: no such package in the outbox", file=sys.stderr)
+        else:
+            print(f"{package_id}: {state}, not held; left alone", file=sys.stderr)
+        failed += not released
     return EXIT_FAILED if failed else EXIT_OK
 
 

@@ -196,12 +196,13 @@ class Status:
 def read_status(settings: Settings) -> Status:
     """Outbox counts, harvest counts and recent problems, read without changing anything."""
     outbox_dir, db_path, _ = state_paths(settings)
-    outbox = {"pending": 0, "delivered": 0, "rejected": 0, "corrupt": 0}
+    outbox = {"pending": 0, "held": 0, "delivered": 0, "rejected": 0, "corrupt": 0}
     problems: list[str] = []
     if outbox_dir.is_dir():  # else the daemon never ran here; create nothing
         summary = Outbox.open(outbox_dir, recover=False, create=False).summary()
         outbox = {
             "pending": summary.pending,
+            "held": summary.held,
             "delivered": summary.delivered,
             "rejected": summary.rejected,
             "corrupt": summary.corrupt,

@@ -47,11 +47,18 @@ def enrich(
     """
     acquisition = extraction.acquisition
     primary = relative_path(acquisition.primary.settled.path, acquisition.root)
+    fields = path_fields(path_template, primary)
     clean = deidentifier.apply(
         extraction.format,
         extraction.metadata,
         extraction.original_metadata,
         extraction.identifiers,
+        started=extraction.started,
+        # every name the package shows: the files' and the template's fields
+        paths=[
+            *(relative_path(m.settled.path, acquisition.root) for m in acquisition.members),
+            *fields.values(),
+        ],
     )
     fields = path_fields(path_template, primary)
     operator = fields.get("operator") or clean.metadata.get("operator")

@@ -179,6 +179,16 @@ class Deidentified:
     #: text value the policy removed or replaced -> what stands for it in free text
     #: (warnings), so a value an adapter quoted there does not survive either.
     redactions: Mapping[str, str] = field(default_factory=dict)
+    #: the acquisition start the package may show (shifted with the dates, or None).
+    started: str | None = None
+    #: more of ``provenance.deidentification`` for data with a patient (method codes...).
+    record: Mapping[str, Any] = field(default_factory=dict)
+    #: file or folder name -> the keyed pseudonym that stands for it in the package.
+    path_redactions: Mapping[str, str] = field(default_factory=dict)
+    #: why the pixels may show text that identifies (burned-in annotation), or None.
+    burned_in_risk: str | None = None
+    #: the policy holds such a package in the outbox until a person releases it.
+    held: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +198,10 @@ class Package:
     package_id: str
     acquisition_key: str
     body: Mapping[str, Any]
+    #: why the pixels may show identifying text (logged as a warning), or None.
+    burned_in_risk: str | None = None
+    #: spooled held: delivered only after ``Outbox.release`` (``acqharvest outbox release``).
+    held: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ Layout under the root folder (the runtime passes ``<state_dir>/outbox``)::
 
     tmp/<name>.<pid>.<random>.tmp         writes in progress; never read, discarded at open
     pending/<package_id>.json             exact bytes to POST, oldest first by mtime_ns
+    held/<package_id>.json                exact bytes to POST once a person releases them
     delivered/<package_id>.json           receipt of a confirmed delivery
     rejected/<package_id>.json            the package, refused by the endpoint (400, 413, 415, 422)
     rejected/<package_id>.reason.json     why: http_status and the response text (capped)
@@ -27,18 +28,23 @@ Timestamps are RFC 3339 UTC with a ``Z``. Package ids are ``[A-Za-z0-9][A-Za-z0-
 
 Invariants.
 
-1. A file in ``pending/``, ``delivered/`` or ``rejected/`` is complete: every file is
+1. A file in ``pending/``, ``held/``, ``delivered/`` or ``rejected/`` is complete: every file is
    written in ``tmp/``, fsynced, then ``os.replace``-d into place (atomic on POSIX and
    Windows), and the target directory is fsynced (POSIX) before the call returns.
-2. A package is in exactly one of pending, delivered, rejected. Moves between pending and
-   rejected are single renames; confirm writes the receipt before unlinking the pending
-   file, so a crash can leave both for a moment, and open resolves it (delivered wins).
+2. A package is in exactly one of pending, held, delivered, rejected. Moves between
+   pending and rejected, and from held to pending (``release``), are single renames;
+   confirm writes the receipt before unlinking the pending file, so a crash can leave
+   both for a moment, and open resolves it (delivered wins).
 3. A package leaves ``pending/`` only through ``confirm`` (after the endpoint confirmed it)
    or ``reject`` (after the endpoint refused it); delivery is therefore at least once, and
    the endpoint deduplicates by the ``Idempotency-Key`` header (= package_id).
 4. ``spool`` returns only after the files and the directory are durable: the caller may
    record an acquisition as packaged only after ``spool`` returned.
-5. Pending order is spool order and survives restarts: each file's mtime_ns is set to a
+5. A held package (spooled with ``Package.held``: its pixels may show burned-in text) is
+   never sent: it waits in ``held/``, whole and durable like a pending one, until
+   ``release`` (``acqharvest outbox release ID``, from any process) renames it into
+   ``pending/`` at the back of the queue. The daemon never releases one itself.
+6. Pending order is spool order and survives restarts: each file's mtime_ns is set to a
    strictly increasing stamp when it enters ``pending/`` (also on retry, which sends a
    package to the back of the queue); ties fall back to the name.
 
@@ -57,8 +63,10 @@ Crash windows and the recovery at ``Outbox.open``.
 - An attempts record without a pending package is deleted.
 - A write that fails and whose temp file cannot be removed either (the folder went
   read-only in between) leaves it in ``tmp/`` only until the next write, which removes it.
-- A pending file that is not valid JSON, whose ``package_id`` does not match its name or
-  whose name is not ``<package_id>.json`` is moved to ``corrupt/`` with a warning naming
+- A crash in ``release`` leaves the package held or pending (one rename); released
+  twice, the second finds it pending and says so.
+- A pending or held file that is not valid JSON, whose ``package_id`` does not match its
+  name or whose name is not ``<package_id>.json`` is moved to ``corrupt/`` with a warning naming
   it, so one bad file never becomes a crash loop.
 
 Only one process may open the outbox with ``recover=True``: the daemon, which holds the
@@ -89,7 +97,7 @@ import structlog
 from acqharvest.durable import StorageError, error_code, fsync_dir
 from acqharvest.model import Package
 
-OutboxState = Literal["pending", "delivered", "rejected"]
+OutboxState = Literal["pending", "held", "delivered", "rejected"]
 
 FORMAT = 1
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
@@ -127,6 +135,8 @@ class OutboxSummary:
     rejected: int
     corrupt: int
     problems: tuple[Problem, ...]
+    #: held packages, waiting for ``acqharvest outbox release`` (each is also a problem).
+    held: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +187,7 @@ class Outbox:
         self.root = root
         self._tmp = root / "tmp"
         self._pending = root / "pending"
+        self._held = root / "held"
         self._delivered = root / "delivered"
         self._rejected = root / "rejected"
         self._attempts_dir = root / "attempts"
@@ -218,6 +229,7 @@ class Outbox:
         folders = (
             self._tmp,
             self._pending,
+            self._held,
             self._delivered,
             self._rejected,
             self._attempts_dir,
@@ -238,6 +250,12 @@ class Outbox:
             discarded += 1
         moved = 0
         removed = 0
+        # a folder an older version never made: created here before it is read
+        self._held.mkdir(exist_ok=True)
+        for path in sorted(self._held.iterdir()):
+            if (problem := self._validate_pending(path)) is not None:
+                self._move_to_corrupt(path, problem)
+                moved += 1
         for path in sorted(self._pending.iterdir()):
             problem = self._validate_pending(path)
             if problem is not None:
@@ -356,6 +374,7 @@ class Outbox:
         folder on disk-full or permission errors, leaving no partial file in pending.
         """
         fresh: list[tuple[str, bytes]] = []
+        held = {package.package_id for package in packages if package.held}
         seen: set[str] = set()
         for package in packages:
             package_id = package.package_id
@@ -384,10 +403,15 @@ class Outbox:
         spooled: list[str] = []
         try:
             for package_id, path, stamp in written:
-                os.replace(path, self._pending / f"{package_id}.json")
-                self._stamps[f"{package_id}.json"] = stamp
+                if package_id in held:
+                    os.replace(path, self._held / f"{package_id}.json")
+                else:
+                    os.replace(path, self._pending / f"{package_id}.json")
+                    self._stamps[f"{package_id}.json"] = stamp
                 spooled.append(package_id)
             fsync_dir(self._pending)
+            if held:
+                fsync_dir(self._held)
         except OSError as exc:
             for _, path, _ in written:
                 self._discard_tmp(path)
@@ -395,8 +419,29 @@ class Outbox:
                 f"cannot move packages into {self._pending}: {exc}", self._pending, exc
             ) from exc
         for package_id in spooled:
-            log.info("package_spooled", package_id=package_id)
+            log.info("package_spooled", package_id=package_id, held=package_id in held)
         return spooled
+
+    @_locked
+    def release(self, package_id: str) -> bool:
+        """Put a held package at the end of the delivery queue; False if it is not held."""
+        _check_id(package_id)
+        source = self._held / f"{package_id}.json"
+        if not source.exists():
+            return False
+        stamp = self._next_stamp()
+        try:
+            os.utime(source, ns=(stamp, stamp))
+            os.replace(source, self._pending / f"{package_id}.json")
+            fsync_dir(self._pending)
+            fsync_dir(self._held)
+        except OSError as exc:
+            raise OutboxError(
+                f"cannot release {package_id} into {self._pending}: {exc}", self._pending, exc
+            ) from exc
+        self._stamps[f"{package_id}.json"] = stamp
+        log.info("package_released", package_id=package_id)
+        return True
 
     @_locked
     def confirm(self, package_id: str, http_status: int | None, detail: str) -> None:
@@ -576,15 +621,22 @@ class Outbox:
         )
 
     @_locked
+    def held(self) -> list[str]:
+        """Held package ids, sorted by id (none in an outbox of an older version)."""
+        return sorted(path.name[: -len(".json")] for path in self._held.glob("*.json"))
+
+    @_locked
     def body(self, package_id: str) -> bytes:
-        """The spooled bytes of a pending (or else rejected) package."""
+        """The spooled bytes of a pending (or else held, or rejected) package."""
         _check_id(package_id)
-        for folder in (self._pending, self._rejected):
+        for folder in (self._pending, self._held, self._rejected):
             try:
                 return (folder / f"{package_id}.json").read_bytes()
             except FileNotFoundError:
                 continue
-        raise OutboxError(f"package {package_id} is neither pending nor rejected in {self.root}")
+        raise OutboxError(
+            f"package {package_id} is neither pending, held nor rejected in {self.root}"
+        )
 
     @_locked
     def state_of(self, package_id: str) -> OutboxState | None:
@@ -593,6 +645,8 @@ class Outbox:
         name = f"{package_id}.json"
         if (self._pending / name).exists():
             return "pending"
+        if (self._held / name).exists():
+            return "held"
         if (self._delivered / name).exists():
             return "delivered"
         if (self._rejected / name).exists():
@@ -621,6 +675,8 @@ class Outbox:
         rejected = self.rejected()
         for package_id in rejected:
             problems.append(self._rejection(package_id))
+        held = self.held()
+        problems.extend(self._holding(package_id) for package_id in held)
         problems.sort(key=lambda problem: problem.at or "", reverse=True)
         return OutboxSummary(
             pending=len(pending),
@@ -628,7 +684,21 @@ class Outbox:
             rejected=len(rejected),
             corrupt=sum(1 for _ in self._corrupt.glob("*")),
             problems=tuple(problems[:limit]),
+            held=len(held),
         )
+
+    def _holding(self, package_id: str) -> Problem:
+        """A held package as ``status`` shows it: why, and how to let it go."""
+        path = self._held / f"{package_id}.json"
+        try:
+            at = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+            record = json.loads(path.read_bytes())["provenance"]["deidentification"]
+            why = f"burned-in annotation {record.get('burned_in_annotation', 'unknown')}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return Problem(package_id, "held", 0, "held; release: acqharvest outbox release", None)
+        stamp = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        detail = f"{why}; deliver with: acqharvest outbox release {package_id}"
+        return Problem(package_id, "held", 0, detail, stamp)
 
     def _rejection(self, package_id: str) -> Problem:
         try:

@@ -54,10 +54,19 @@ def relative_path(member_path: Path, root: Path) -> str:
     return relative
 
 
-def _file_entry(path: Path, root: Path, size: int, sha256: str, mtime_ns: int) -> dict[str, Any]:
+def _shown(path: str, pseudonyms: Mapping[str, str]) -> str:
+    """``path`` with each file or folder name the policy redacted replaced by its pseudonym."""
+    if not pseudonyms:
+        return path
+    return "/".join(pseudonyms.get(component, component) for component in path.split("/"))
+
+
+def _file_entry(
+    path: Path, root: Path, size: int, sha256: str, mtime_ns: int, pseudonyms: Mapping[str, str]
+) -> dict[str, Any]:
     """One ``files`` item. A name that is not valid UTF-8 is given in the percent form,
     flagged by ``path_encoding`` (see ``pathtext``): percent-decoding gives its bytes."""
-    relative = relative_path(path, root)
+    relative = _shown(relative_path(path, root), pseudonyms)
     entry: dict[str, Any] = {
         "path": escape(relative),
         "size": size,
@@ -69,17 +78,21 @@ def _file_entry(path: Path, root: Path, size: int, sha256: str, mtime_ns: int) -
     return entry
 
 
-def _member_entry(member: ProbedFile, root: Path) -> dict[str, Any]:
+def _member_entry(member: ProbedFile, root: Path, pseudonyms: Mapping[str, str]) -> dict[str, Any]:
     settled = member.settled
-    return _file_entry(settled.path, root, settled.size, member.sha256, settled.mtime_ns)
+    return _file_entry(
+        settled.path, root, settled.size, member.sha256, settled.mtime_ns, pseudonyms
+    )
 
 
-def _sidecar_entry(sidecar: Sidecar) -> dict[str, Any]:
+def _sidecar_entry(sidecar: Sidecar, pseudonyms: Mapping[str, str]) -> dict[str, Any]:
     # applied, so read: its size, sha256 and mtime are known
     assert sidecar.size is not None
     assert sidecar.sha256 is not None
     assert sidecar.mtime_ns is not None
-    entry = _file_entry(sidecar.path, sidecar.root, sidecar.size, sidecar.sha256, sidecar.mtime_ns)
+    entry = _file_entry(
+        sidecar.path, sidecar.root, sidecar.size, sidecar.sha256, sidecar.mtime_ns, pseudonyms
+    )
     return {**entry, "role": "sidecar"}
 
 
@@ -140,15 +153,16 @@ def build_package(
     acquisition = extraction.acquisition
     sidecars = extraction.sidecars
     identifier = package_id(str(instrument["id"]), acquisition, sidecars)
-    started = extraction.started
-    if deidentified.profile is not None and "acquired" not in deidentified.metadata:
-        started = None  # the policy removed the acquisition date; don't leak it here
+    # the policy's: none when it removed the acquisition date, shifted with the dates
+    started = extraction.started if deidentified.profile is None else deidentified.started
+    pseudonyms = deidentified.path_redactions
+    redactions = {**deidentified.redactions, **pseudonyms}
     acquisition_block: dict[str, Any] = {
         "format": extraction.format,
         # the grouper's verdict on the files, and the adapter's on what they hold
         "complete": acquisition.complete and extraction.incomplete is None,
         # folder names: one that is not valid UTF-8 in the percent form
-        **{name: escape(value) for name, value in acquisition_fields.items()},
+        **{name: escape(_shown(value, pseudonyms)) for name, value in acquisition_fields.items()},
     }
     if started:
         acquisition_block["started"] = started
@@ -156,16 +170,21 @@ def build_package(
     annotations = {key: value for s in applied for key, value in s.values.items()}
     if annotations:
         # a value the de-identification removed from the headers goes from here too
-        values = redact(annotations.values(), deidentified.redactions)
+        values = redact(annotations.values(), redactions)
         acquisition_block["annotations"] = dict(zip(annotations, values, strict=True))
     # an error may quote the sidecar, so it loses removed values too
-    errors = redact((s.error or "" for s in sidecars), deidentified.redactions)
+    errors = redact((s.error or "" for s in sidecars), redactions)
     found = [
-        {"path": escape(relative_path(s.path, s.root)), "applied": s.error is None}
+        {
+            "path": escape(_shown(relative_path(s.path, s.root), pseudonyms)),
+            "applied": s.error is None,
+        }
         | ({} if s.error is None else {"error": error})
         for s, error in zip(sidecars, errors, strict=True)
     ]
-    warnings = [escape(w) for w in redact(extraction.warnings, deidentified.redactions)]
+    risk = deidentified.burned_in_risk
+    notes = (*extraction.warnings, *((f"burned-in annotation: {risk}",) if risk else ()))
+    warnings = [escape(w) for w in redact(notes, redactions)]
     warnings += [f"sidecar {f['path']} not applied: {f['error']}" for f in found if "error" in f]
     body: dict[str, Any] = {
         "package_id": identifier,
@@ -183,8 +202,11 @@ def build_package(
         },
         "acquisition": acquisition_block,
         "files": [
-            *(_member_entry(member, acquisition.root) for member in acquisition.members),
-            *(_sidecar_entry(sidecar) for sidecar in applied),
+            *(
+                _member_entry(member, acquisition.root, pseudonyms)
+                for member in acquisition.members
+            ),
+            *(_sidecar_entry(sidecar, pseudonyms) for sidecar in applied),
         ],
         "metadata": dict(deidentified.metadata),
         "original_metadata": dict(deidentified.original_metadata),
@@ -195,6 +217,7 @@ def build_package(
                 "profile": deidentified.profile,
                 "options": list(deidentified.options),
                 "removed": deidentified.removed,
+                **deidentified.record,
             },
             "warnings": warnings,
         },
@@ -203,4 +226,10 @@ def build_package(
         body["provenance"]["sidecars"] = found
     if identity_check is not None:
         body["provenance"]["identity_check"] = dict(identity_check)
-    return Package(package_id=identifier, acquisition_key=acquisition.key, body=body)
+    return Package(
+        package_id=identifier,
+        acquisition_key=acquisition.key,
+        body=body,
+        burned_in_risk=deidentified.burned_in_risk,
+        held=deidentified.held,
+    )

@@ -599,6 +599,17 @@ class Daemon:
                 # what they hold (a header without its pixel data)
                 complete=package.body["acquisition"]["complete"],
             )
+            if package.burned_in_risk:
+                # pixels are never cleaned: a person must look before the images go on
+                log.warning(
+                    "burned_in_annotation",
+                    package_id=package.package_id,
+                    reason=package.burned_in_risk,
+                    held=package.held,
+                    release=f"acqharvest outbox release {package.package_id}"
+                    if package.held
+                    else None,
+                )
         self.report.packaged += len(batch)
         self._wake_delivery.set()
         self._note_identities(batch)

@@ -31,6 +31,7 @@ from pydantic import (
     StringConstraints,
     ValidationInfo,
     field_validator,
+    model_validator,
     with_config,
 )
 from pydantic.json_schema import SkipJsonSchema
@@ -721,7 +722,13 @@ class DeidentifySettings:
             "detector IDs): the profile's Retain Device Identity option."
         ),
     ] = True
-    retain_dates: Annotated[bool, Field(description="Keep dates and times unchanged.")] = False
+    retain_dates: Annotated[
+        bool,
+        Field(
+            description="Deprecated: write dates: keep. true is read as dates: keep (and "
+            "contradicts any other dates value); false leaves dates to decide."
+        ),
+    ] = False
     retain_patient_characteristics: Annotated[
         bool, Field(description="Keep age, sex, size and weight of the patient.")
     ] = False
@@ -732,6 +739,61 @@ class DeidentifySettings:
             "comments); they help find data but may hold a name or a case number."
         ),
     ] = False
+    dates: Annotated[
+        Literal["remove", "shift", "keep"],
+        Field(
+            description="DICOM dates: 'shift' moves every date of a patient back by the "
+            "same keyed number of whole days (1 to 3650; the profile's Retain Longitudinal "
+            "Temporal Information with Modified Dates option: intervals and times of day "
+            "stay, acquisition.started is present and shifted); 'remove' drops them; 'keep' "
+            "keeps them unchanged (Full Dates option)."
+        ),
+    ] = "shift"
+    burned_in: Annotated[
+        Literal["warn", "hold"],
+        Field(
+            description="DICOM images that may carry burned-in text (BurnedInAnnotation or "
+            "RecognizableVisualFeatures YES, or unknown for US, SC, OT, XA, ES and secondary "
+            "captures; pixels are never cleaned): 'warn' adds a warning to the package and "
+            "the log; 'hold' keeps the package in the outbox, undelivered, until "
+            "`acqharvest outbox release ID`."
+        ),
+    ] = "warn"
+    paths: Annotated[
+        Literal["redact", "keep"],
+        Field(
+            description="'redact' replaces a file or folder name holding a value the profile "
+            "removed (patient name parts, IDs, birth date, accession number; case-insensitive, "
+            "parts of 3 characters or more) by a keyed pseudonym, in files[].path, the "
+            "path_template fields and every other text of the package; 'keep' leaves names."
+        ),
+    ] = "redact"
+    operator: Annotated[
+        Literal["keep", "pseudonymize", "remove"],
+        Field(
+            description="Operator names of non-DICOM headers (metadata.operator, OME "
+            "Experimenter and vendor user fields): kept, replaced by a keyed pseudonym "
+            "(stable per installation), or removed. DICOM operator names are always removed."
+        ),
+    ] = "keep"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retain_dates_is_dates_keep(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("retain_dates") is True:
+            if data.get("dates", "keep") != "keep":
+                raise PydanticCustomError(
+                    "retain_dates",
+                    "retain_dates: true (deprecated) means dates: keep, which contradicts "
+                    f"dates: {data['dates']}; remove retain_dates",
+                )
+            data = {**data, "dates": "keep"}
+        return data
+
+    @property
+    def date_policy(self) -> Literal["remove", "shift", "keep"]:
+        """``dates``, with the deprecated ``retain_dates: true`` read as ``keep``."""
+        return "keep" if self.retain_dates else self.dates
 
 
 @with_config(_SECTION)

@@ -150,6 +150,7 @@ def test_full_config_becomes_exactly_these_settings(tmp_path: Path) -> None:
             retain_uids=True,
             retain_dates=True,
             retain_patient_characteristics=True,
+            dates="keep",  # what the deprecated retain_dates: true means
         ),
         log=LogSettings(level="debug", format="json", file=config.parent / "logs" / "agent.log"),
         workers=0,
@@ -978,3 +979,16 @@ def test_a_people_file_inside_a_watch_folder_is_refused(tmp_path: Path) -> None:
     (message,) = raised.value.messages
     assert message.startswith("c.yaml:5: people: ")
     assert message.endswith("; the people file would be harvested")
+
+
+def test_the_deprecated_retain_dates_reads_as_dates_keep_and_never_contradicts_it() -> None:
+    assert parse(MINIMAL).deidentify.date_policy == "shift"
+    kept = parse(MINIMAL + "deidentify: {retain_dates: true}\n").deidentify
+    assert (kept.dates, kept.date_policy) == ("keep", "keep")
+    assert parse(MINIMAL + "deidentify: {dates: remove}\n").deidentify.date_policy == "remove"
+    assert errors_of(MINIMAL + "deidentify: {retain_dates: true, dates: shift}\n") == [
+        "acqharvest.yaml:9: deidentify: retain_dates: true (deprecated) means dates: keep, "
+        "which contradicts dates: shift; remove retain_dates"
+    ]
+    # built by hand (tools, tests), the dataclass checks nothing: the policy reads it alike
+    assert DeidentifySettings(retain_dates=True).date_policy == "keep"
