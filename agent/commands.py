@@ -65,7 +65,7 @@ def preview(
     instrument = instrument_block(settings.instrument)
     packages: list[dict[str, Any]] = []
     for acquisition in grouper.ready(math.inf):
-        extraction = workers.extract_acquisition(acquisition)
+        extraction = workers.extract_acquisition(acquisition, settings.original_metadata_max_bytes)
         if isinstance(extraction, ExtractionFailure):
             errors.append(f"{extraction.path}: {extraction.reason}")
             continue

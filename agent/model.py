@@ -136,6 +136,9 @@ class Extraction:
     incomplete: str | None = None
     #: values the adapter named as possibly identifying, for de-identification.
     identifiers: tuple[Identifier, ...] = ()
+    #: member path -> its IANA media type, as the claiming adapter names it; a member
+    #: absent is ``application/octet-stream``.
+    media_types: Mapping[Path, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

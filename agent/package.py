@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from acqharvest import __version__
+from acqharvest.adapter_api import OCTET_STREAM
 from acqharvest.model import Acquisition, Deidentified, Extraction, Package, ProbedFile
 from acqharvest.pathtext import PERCENT, escape, is_text
 from acqharvest.redaction import redact
@@ -44,7 +45,7 @@ def relative_path(member_path: Path, root: Path) -> str:
     return relative
 
 
-def _file_entry(member: ProbedFile, root: Path) -> dict[str, Any]:
+def _file_entry(member: ProbedFile, root: Path, media_type: str) -> dict[str, Any]:
     """One ``files`` item. A name that is not valid UTF-8 is given in the percent form,
     flagged by ``path_encoding`` (see ``pathtext``): percent-decoding gives its bytes."""
     path = relative_path(member.settled.path, root)
@@ -53,6 +54,7 @@ def _file_entry(member: ProbedFile, root: Path) -> dict[str, Any]:
         "size": member.settled.size,
         "sha256": member.sha256,
         "modified": rfc3339_ns(member.settled.mtime_ns),
+        "media_type": media_type,
     }
     if not is_text(path):
         entry["path_encoding"] = PERCENT
@@ -120,7 +122,14 @@ def build_package(
             "adapter_version": extraction.adapter_version,
         },
         "acquisition": acquisition_block,
-        "files": [_file_entry(member, acquisition.root) for member in acquisition.members],
+        "files": [
+            _file_entry(
+                member,
+                acquisition.root,
+                extraction.media_types.get(member.settled.path, OCTET_STREAM),
+            )
+            for member in acquisition.members
+        ],
         "metadata": dict(deidentified.metadata),
         "original_metadata": dict(deidentified.original_metadata),
         # the earlier package of this acquisition, unless this is the same one rebuilt

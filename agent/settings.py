@@ -34,6 +34,7 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError, core_schema
 
+from acqharvest.adapter_api import ORIGINAL_METADATA_MAX_BYTES
 from acqharvest.pathtemplate import template_problem
 
 #: names of files that are still being written or belong to the OS, never acquisitions.
@@ -603,5 +604,17 @@ class Settings:
             "workers >= 1.",
         ),
     ] = 2048
+    original_metadata_max_bytes: Annotated[
+        int,
+        Field(
+            ge=64 * 1024,
+            le=64 * 1024 * 1024,
+            description="Most bytes of a file's own metadata document (the OME-XML of an "
+            "OME-TIFF or bioformats2raw store) kept whole in a package's original_metadata; "
+            "a longer one keeps its first bytes and is marked ome_xml_cut, with a warning. "
+            "original_metadata as a whole may take twice this plus 256 KiB; beyond that its "
+            "largest entries are dropped, with a warning.",
+        ),
+    ] = ORIGINAL_METADATA_MAX_BYTES
     #: where the config came from, for messages: set by the loader, not a key of the file.
     source: Annotated[str, SkipJsonSchema()] = EMBEDDED_SOURCE

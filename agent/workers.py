@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from acqharvest import logs
-from acqharvest.adapter_api import HEAD_BYTES, FileProbe
+from acqharvest.adapter_api import HEAD_BYTES, ORIGINAL_METADATA_MAX_BYTES, FileProbe
 from acqharvest.extract import extract
 from acqharvest.model import (
     Acquisition,
@@ -51,6 +51,8 @@ class WorkerSetup:
     adapters_by_root: Mapping[Path, tuple[str, ...]] | None = None
     #: address-space cap of a worker process; None: no cap.
     memory_limit_bytes: int | None = None
+    #: the ``original_metadata_max_bytes`` setting, handed to every extraction.
+    original_metadata_max_bytes: int = ORIGINAL_METADATA_MAX_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,8 +288,13 @@ def _hashed(
         progress.hashing(row, False)
 
 
-def extract_acquisition(acquisition: Acquisition) -> Extraction | ExtractionFailure:
-    """Run the claiming adapter over one acquisition (never raises)."""
+def extract_acquisition(
+    acquisition: Acquisition, original_metadata_max_bytes: int | None = None
+) -> Extraction | ExtractionFailure:
+    """Run the claiming adapter over one acquisition (never raises).
+
+    ``original_metadata_max_bytes`` overrides the worker setup's (a one-shot command's).
+    """
     registry = _current_registry()
     adapter = registry.adapters.get(acquisition.adapter) if acquisition.adapter else None
     if acquisition.adapter and adapter is None:
@@ -305,6 +312,8 @@ def extract_acquisition(acquisition: Acquisition) -> Extraction | ExtractionFail
             reader,
             memory_limit=_setup.memory_limit_bytes,
             unavailable=registry.unavailable(acquisition.adapter) if acquisition.adapter else None,
+            original_metadata_max_bytes=original_metadata_max_bytes
+            or _setup.original_metadata_max_bytes,
         )
     if reader.refused is None:
         return result
