@@ -556,6 +556,8 @@ def _planes(pixels: ET.Element, notes: list[str]) -> dict[str, Any]:
     Positions without a unit are in the schema's "reference frame" and are not converted.
     """
     planes = _children(pixels, "Plane")
+    if not planes:
+        return {}
     ranges: dict[str, list[float]] = {}
 
     def widen(key: str, value: float | None) -> None:
