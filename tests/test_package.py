@@ -211,7 +211,8 @@ def test_every_file_of_a_corpus_package_has_its_media_type(corpus: Path, rel: st
 
     policy = Deidentifier(DeidentifySettings(), b"s" * 32)
     packages, errors = preview([corpus / rel], embedded_settings(), policy)
-    assert errors == [] and packages
+    assert errors == []
+    assert packages
     for body in packages:
         jsonschema.validate(body, SCHEMA)
         for entry in body["files"]:
