@@ -319,3 +319,16 @@ def test_readme_field_table_is_the_declared_fields_of_the_new_adapters(name: str
     rows = [f"| `{s.key}` | {s.source} | {s.unit or ''} |" for s in adapter.info.fields]
     table = "\n".join(["| field | source | unit |", "| --- | --- | --- |", *rows])
     assert f"{table}\n\n" in readme, f"regenerate the README's field table:\n{table}"
+
+
+def test_the_package_page_lists_the_field_catalogue_exactly() -> None:
+    """docs/package.md shows NORMALIZED_FIELDS and CHANNEL_FIELDS, every key, nothing else."""
+    from acqharvest.adapter_api import CHANNEL_FIELDS, NORMALIZED_FIELDS
+
+    page = (DOCS / "package.md").read_text(encoding="utf-8")
+    for specs in (NORMALIZED_FIELDS, CHANNEL_FIELDS):
+        rows = [
+            f"| `{s.key}` | {s.type} | {s.unit or ''} | {s.description} |" for s in specs.values()
+        ]
+        table = "\n".join(["| field | type | unit | meaning |", "| --- | --- | --- | --- |", *rows])
+        assert f"\n{table}\n\n" in page, f"regenerate the catalogue table:\n{table}"
