@@ -364,6 +364,26 @@ def digests_problem(info: AdapterInfo) -> str | None:
     return None
 
 
+#: an IANA media type's shape (RFC 6838 restricted names, lowercase): ``type/subtype``.
+MEDIA_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$")
+
+
+def media_types_problem(info: AdapterInfo) -> str | None:
+    """Why ``info.media_types`` is malformed, or None when it is well-formed.
+
+    The agent refuses to load such an adapter; the conformance kit reports it.
+    """
+    media_types: object = info.media_types
+    if not isinstance(media_types, Mapping):
+        return f"media_types is {type(media_types).__name__}, not a mapping of name end to type"
+    for end, kind in media_types.items():
+        if not (isinstance(end, str) and end == end.lower()):
+            return f"media_types: {end!r} is not a lowercase end of a file name such as '.tif'"
+        if not (isinstance(kind, str) and MEDIA_TYPE.match(kind)):
+            return f"media_types[{end!r}]: {kind!r} is not a media type such as 'image/tiff'"
+    return None
+
+
 def normalized_fields(sources: Mapping[str, str]) -> tuple[FieldSpec, ...]:
     """The catalogue's specs for the keys an adapter fills, each with where it reads them.
 

@@ -18,10 +18,10 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from acqharvest.adapter_api import (
-    OCTET_STREAM,
     ORIGINAL_METADATA_MAX_BYTES,
     Adapter,
     AdapterError,
+    AdapterInfo,
     AdapterOutput,
     Draft,
     FieldSpec,
@@ -69,12 +69,12 @@ def draft_for(
 
 
 def _media_types(adapter: Adapter | None, draft: Draft) -> dict[Path, str]:
-    """Each member's media type, as the claiming adapter names it (a broken table: none)."""
+    """Each member's media type, as the claiming adapter names it (the registry refused an
+    adapter whose table is malformed)."""
     info = getattr(adapter, "info", None)
-    try:
-        return {path: str(info.media_type_for(path)) for path in draft.members} if info else {}
-    except Exception:  # noqa: BLE001 - a vendor's AdapterInfo may be anything; files stay listed
-        return dict.fromkeys(draft.members, OCTET_STREAM)
+    if not isinstance(info, AdapterInfo):
+        return {}
+    return {path: info.media_type_for(path) for path in draft.members}
 
 
 def extract(
