@@ -127,6 +127,8 @@ _CELSIUS = {
     "°F": (5 / 9, -32 * 5 / 9),
     "°R": (5 / 9, -273.15),
 }
+#: the OME elements that are a LightSource (its substitution group).
+_LIGHT_SOURCES = ("Laser", "Arc", "Filament", "LightEmittingDiode", "GenericExcitationSource")
 #: bits per sample of each OME PixelType, for when SignificantBits is absent.
 _TYPE_BITS = {
     "bit": 1,
@@ -235,11 +237,11 @@ def _fraction_percent(element: ET.Element, attribute: str, notes: list[str]) -> 
     return round(amount * 100, 9)
 
 
-def _plain_number(element: ET.Element | None, attribute: str, notes: list[str]) -> float | None:
+def _plain_number(element: ET.Element, attribute: str, notes: list[str]) -> float | None:
     """A unitless number of any sign (a gain, an offset); noted when unusable."""
-    text = element.get(attribute) if element is not None else None
+    text = element.get(attribute)
     amount = _finite(text)
-    if text is not None and amount is None and element is not None:
+    if text is not None and amount is None:
         notes.append(f"{local(element.tag)} {attribute}: not a finite number; dropped")
     return amount
 
@@ -460,10 +462,6 @@ def _channels(
             )
         )
     return [c for c in channels if c]
-
-
-#: the OME elements that are a LightSource (its substitution group).
-_LIGHT_SOURCES = ("Laser", "Arc", "Filament", "LightEmittingDiode", "GenericExcitationSource")
 
 
 def _light_source(
