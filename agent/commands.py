@@ -81,7 +81,11 @@ def preview(
     attribution = Attribution.of(settings, people)
     packages: list[dict[str, Any]] = []
     for acquisition in grouper.ready(math.inf):
-        extraction = workers.extract_acquisition(acquisition, settings.sidecar_names)
+        extraction = workers.extract_acquisition(
+            acquisition,
+            sidecar_names=settings.sidecar_names,
+            original_metadata_max_bytes=settings.original_metadata_max_bytes,
+        )
         if isinstance(extraction, ExtractionFailure):
             errors.append(f"{extraction.path}: {extraction.reason}")
             continue

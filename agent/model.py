@@ -155,6 +155,9 @@ class Extraction:
     identifiers: tuple[Identifier, ...] = ()
     #: the sidecars found above the acquisition, farthest (the watch root's) first
     sidecars: tuple[Sidecar, ...] = ()
+    #: member path -> its IANA media type, as the claiming adapter names it; a member
+    #: absent is ``application/octet-stream``.
+    media_types: Mapping[Path, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

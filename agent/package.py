@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from acqharvest import __version__
+from acqharvest.adapter_api import OCTET_STREAM
 from acqharvest.model import (
     Acquisition,
     Deidentified,
@@ -34,6 +35,7 @@ from acqharvest.model import (
 )
 from acqharvest.pathtext import PERCENT, escape, is_text
 from acqharvest.redaction import redact
+from acqharvest.settings import SIDECAR_MEDIA_TYPES
 
 SCHEMA_VERSION = "1.1"
 HARVESTER = "acqharvest"
@@ -62,7 +64,13 @@ def _shown(path: str, pseudonyms: Mapping[str, str]) -> str:
 
 
 def _file_entry(
-    path: Path, root: Path, size: int, sha256: str, mtime_ns: int, pseudonyms: Mapping[str, str]
+    path: Path,
+    root: Path,
+    size: int,
+    sha256: str,
+    mtime_ns: int,
+    media_type: str,
+    pseudonyms: Mapping[str, str],
 ) -> dict[str, Any]:
     """One ``files`` item. A name that is not valid UTF-8 is given in the percent form,
     flagged by ``path_encoding`` (see ``pathtext``): percent-decoding gives its bytes."""
@@ -72,16 +80,19 @@ def _file_entry(
         "size": size,
         "sha256": sha256,
         "modified": rfc3339_ns(mtime_ns),
+        "media_type": media_type,
     }
     if not is_text(relative):
         entry["path_encoding"] = PERCENT
     return entry
 
 
-def _member_entry(member: ProbedFile, root: Path, pseudonyms: Mapping[str, str]) -> dict[str, Any]:
+def _member_entry(
+    member: ProbedFile, root: Path, media_type: str, pseudonyms: Mapping[str, str]
+) -> dict[str, Any]:
     settled = member.settled
     return _file_entry(
-        settled.path, root, settled.size, member.sha256, settled.mtime_ns, pseudonyms
+        settled.path, root, settled.size, member.sha256, settled.mtime_ns, media_type, pseudonyms
     )
 
 
@@ -90,8 +101,15 @@ def _sidecar_entry(sidecar: Sidecar, pseudonyms: Mapping[str, str]) -> dict[str,
     assert sidecar.size is not None
     assert sidecar.sha256 is not None
     assert sidecar.mtime_ns is not None
+    media_type = SIDECAR_MEDIA_TYPES.get(sidecar.path.suffix.lower(), OCTET_STREAM)
     entry = _file_entry(
-        sidecar.path, sidecar.root, sidecar.size, sidecar.sha256, sidecar.mtime_ns, pseudonyms
+        sidecar.path,
+        sidecar.root,
+        sidecar.size,
+        sidecar.sha256,
+        sidecar.mtime_ns,
+        media_type,
+        pseudonyms,
     )
     return {**entry, "role": "sidecar"}
 
@@ -203,7 +221,12 @@ def build_package(
         "acquisition": acquisition_block,
         "files": [
             *(
-                _member_entry(member, acquisition.root, pseudonyms)
+                _member_entry(
+                    member,
+                    acquisition.root,
+                    extraction.media_types.get(member.settled.path, OCTET_STREAM),
+                    pseudonyms,
+                )
                 for member in acquisition.members
             ),
             *(_sidecar_entry(sidecar, pseudonyms) for sidecar in applied),

@@ -220,6 +220,7 @@ class Daemon:
             adapters_by_root={ws.path: ws.adapters for ws in self.settings.watch},
             memory_limit_bytes=None if memory_mb is None else memory_mb * 2**20,
             sidecar_names=self.settings.sidecar_names,
+            original_metadata_max_bytes=self.settings.original_metadata_max_bytes,
         )
         self._work.start(self.settings.workers, setup)
         sender = self._sender

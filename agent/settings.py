@@ -37,6 +37,7 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError, core_schema
 
+from acqharvest.adapter_api import ORIGINAL_METADATA_MAX_BYTES
 from acqharvest.pathtemplate import template_problem
 
 #: names of files that are still being written or belong to the OS, never acquisitions.
@@ -59,7 +60,14 @@ DEFAULT_EXCLUDE: tuple[str, ...] = (
 )
 
 #: file name endings of sidecar files (``sidecar``), lower case: what each is read as.
-SIDECAR_SUFFIXES: tuple[str, ...] = (".xlsx", ".csv", ".yaml", ".yml")
+#: the name endings a sidecar may have, and the media type packages give each
+SIDECAR_MEDIA_TYPES: dict[str, str] = {
+    ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    ".csv": "text/csv",
+    ".yaml": "application/yaml",  # RFC 9512
+    ".yml": "application/yaml",
+}
+SIDECAR_SUFFIXES: tuple[str, ...] = tuple(SIDECAR_MEDIA_TYPES)
 #: ``Settings.sidecar_names`` by default.
 DEFAULT_SIDECAR_NAMES: tuple[str, ...] = ("acquisition.xlsx", "acquisition.csv", "acquisition.yaml")
 
@@ -1031,5 +1039,17 @@ class Settings:
             "null (the default) serves nothing."
         ),
     ] = None
+    original_metadata_max_bytes: Annotated[
+        int,
+        Field(
+            ge=64 * 1024,
+            le=64 * 1024 * 1024,
+            description="Most bytes of a file's own metadata document (the OME-XML of an "
+            "OME-TIFF or bioformats2raw store) kept whole in a package's original_metadata; "
+            "a longer one keeps its first bytes and is marked ome_xml_cut, with a warning. "
+            "original_metadata as a whole may take twice this plus 256 KiB; beyond that its "
+            "largest entries are dropped, with a warning.",
+        ),
+    ] = ORIGINAL_METADATA_MAX_BYTES
     #: where the config came from, for messages: set by the loader, not a key of the file.
     source: Annotated[str, SkipJsonSchema()] = EMBEDDED_SOURCE

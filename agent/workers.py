@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from acqharvest import logs, sidecar
-from acqharvest.adapter_api import HEAD_BYTES, FileProbe
+from acqharvest.adapter_api import HEAD_BYTES, ORIGINAL_METADATA_MAX_BYTES, FileProbe
 from acqharvest.extract import extract
 from acqharvest.model import (
     Acquisition,
@@ -54,6 +54,8 @@ class WorkerSetup:
     memory_limit_bytes: int | None = None
     #: ``Settings.sidecar_names``: the sidecars read for each acquisition extracted.
     sidecar_names: tuple[str, ...] = ()
+    #: the ``original_metadata_max_bytes`` setting, handed to every extraction.
+    original_metadata_max_bytes: int = ORIGINAL_METADATA_MAX_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,10 +294,14 @@ def _hashed(
 
 
 def extract_acquisition(
-    acquisition: Acquisition, sidecar_names: Sequence[str] | None = None
+    acquisition: Acquisition,
+    *,
+    sidecar_names: Sequence[str] | None = None,
+    original_metadata_max_bytes: int | None = None,
 ) -> Extraction | ExtractionFailure:
-    """Run the claiming adapter over one acquisition, and read the sidecars above it
-    (``sidecar_names``, by default the worker's); never raises."""
+    """Run the claiming adapter over one acquisition, and read the sidecars above it;
+    never raises. ``sidecar_names`` and ``original_metadata_max_bytes`` override the
+    worker setup's (a one-shot command's)."""
     registry = _current_registry()
     adapter = registry.adapters.get(acquisition.adapter) if acquisition.adapter else None
     if acquisition.adapter and adapter is None:
@@ -313,6 +319,8 @@ def extract_acquisition(
             reader,
             memory_limit=_setup.memory_limit_bytes,
             unavailable=registry.unavailable(acquisition.adapter) if acquisition.adapter else None,
+            original_metadata_max_bytes=original_metadata_max_bytes
+            or _setup.original_metadata_max_bytes,
         )
     if reader.refused is not None:
         # Whatever the adapter made of it, it did not read (only) the files that settled.

@@ -350,3 +350,16 @@ def test_the_examples_full_pidinst_instrument_is_valid_when_uncommented() -> Non
         if getattr(settings.instrument, field.name) not in (None, ())
     }
     assert shown == {field.name for field in dataclasses.fields(settings.instrument)}
+
+
+def test_the_package_page_lists_the_field_catalogue_exactly() -> None:
+    """docs/package.md shows NORMALIZED_FIELDS and CHANNEL_FIELDS, every key, nothing else."""
+    from acqharvest.adapter_api import CHANNEL_FIELDS, NORMALIZED_FIELDS
+
+    page = (DOCS / "package.md").read_text(encoding="utf-8")
+    for specs in (NORMALIZED_FIELDS, CHANNEL_FIELDS):
+        rows = [
+            f"| `{s.key}` | {s.type} | {s.unit or ''} | {s.description} |" for s in specs.values()
+        ]
+        table = "\n".join(["| field | type | unit | meaning |", "| --- | --- | --- | --- |", *rows])
+        assert f"\n{table}\n\n" in page, f"regenerate the catalogue table:\n{table}"

@@ -174,6 +174,7 @@ def test_a_name_that_is_not_utf8_is_carried_percent_encoded_and_flagged() -> Non
         "size": 10,
         "sha256": "b" * 64,
         "modified": literal["modified"],
+        "media_type": "application/octet-stream",  # the extraction names none
     }
     assert body["acquisition"]["operator"] == "Jos%E9"
     assert body["provenance"]["warnings"] == ["/instrument/Jos%E9/scan 100%25.tif: odd"]
@@ -222,6 +223,7 @@ def test_sidecars_give_annotations_sidecar_files_and_their_provenance() -> None:
         "size": 40,
         "sha256": "c" * 64,
         "modified": "2023-11-14T22:13:20Z",
+        "media_type": "text/csv",
         "role": "sidecar",
     }
     assert len(body["files"]) == 2  # the broken one is not listed: nothing of it applied
@@ -365,3 +367,62 @@ def test_the_schema_refuses_fair_fields_outside_their_vocabulary(
     target[where[-1]] = value
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(body, SCHEMA)
+
+
+#: a corpus file or folder -> the media type of each of its packaged files, by name end
+#: (the first that matches); every file of every package built from it must carry one
+MEDIA_TYPES = {
+    "ome-tiff/multifile-companion": {".companion.ome": "application/xml", "": "image/tiff"},
+    "ome-tiff/single-file/z-series.ome.tif": {"": "image/tiff"},
+    "tiff-vendor/zeiss-lsm/test.lsm": {"": "image/tiff"},
+    "dicom/ct/CT_JPEG70.dcm": {"": "application/dicom"},
+    "dicom/no-preamble/OT_Implicit_Little_Headless.dcm": {"": "application/dicom"},
+    "czi/testCziZStack4.czi": {"": "application/octet-stream"},
+    "nd2/cluster.nd2": {"": "application/octet-stream"},
+    "lif/xz-example.lif": {"": "application/octet-stream"},
+    "nifti/example4d.nii.gz": {"": "application/gzip"},
+    "nifti/anatomical.nii": {"": "application/octet-stream"},
+    "imzml": {".imzml": "application/xml", ".ibd": "application/octet-stream"},
+    "ome-zarr/xyz_8bit__mitotic_plate_calibrated.ome.zarr": {
+        ".zattrs": "application/json",
+        ".zgroup": "application/json",
+        ".zarray": "application/json",
+        ".ome.xml": "application/xml",
+        "": "application/octet-stream",  # the chunks
+    },
+}
+
+
+@pytest.mark.parametrize("rel", sorted(MEDIA_TYPES))
+def test_every_file_of_a_corpus_package_has_its_media_type(corpus: Path, rel: str) -> None:
+    from acqharvest.commands import preview
+    from acqharvest.config import embedded_settings
+    from acqharvest.deidentify import Deidentifier
+    from acqharvest.model import DeidentifySettings
+
+    policy = Deidentifier(DeidentifySettings(), b"s" * 32)
+    packages, errors = preview([corpus / rel], embedded_settings(), policy)
+    assert errors == []
+    assert packages
+    for body in packages:
+        jsonschema.validate(body, SCHEMA)
+        for entry in body["files"]:
+            name = entry["path"].lower()
+            expected = next(kind for end, kind in MEDIA_TYPES[rel].items() if name.endswith(end))
+            assert entry["media_type"] == expected, entry["path"]
+
+
+def test_a_file_without_an_adapter_word_is_octet_stream() -> None:
+    acq = acquisition(member("s/IM1", "a" * 64))
+    extraction = Extraction(acq, "none", "", "unknown", {}, {})
+    clean = Deidentified({}, {}, None, (), 0)
+    body = build_package(
+        extraction,
+        clean,
+        instrument={"id": "urn:x", "id_type": "URN"},
+        acquisition_fields={},
+        previous=None,
+        host="h",
+    ).body
+    assert body["files"][0]["media_type"] == "application/octet-stream"
+    jsonschema.validate(dict(body), SCHEMA)

@@ -375,7 +375,7 @@ def _package(extraction: Extraction) -> dict[str, Any]:
 
 def test_the_nearest_sidecar_wins_key_by_key_across_three_levels(tmp_path: Path) -> None:
     root, primary = _tree(tmp_path)
-    extraction = workers.extract_acquisition(_acquisition(primary, root), NAMES)
+    extraction = workers.extract_acquisition(_acquisition(primary, root), sidecar_names=NAMES)
     assert isinstance(extraction, Extraction)
     body = _package(extraction)
 
@@ -409,7 +409,7 @@ def test_a_malformed_sidecar_leaves_its_values_out_and_the_package_says_why(
 ) -> None:
     root, primary = _tree(tmp_path)
     (root / "alice" / "acquisition.csv").write_text("organism,Mus musculus\n,P-104\n")
-    extraction = workers.extract_acquisition(_acquisition(primary, root), NAMES)
+    extraction = workers.extract_acquisition(_acquisition(primary, root), sidecar_names=NAMES)
     assert isinstance(extraction, Extraction)
     body = _package(extraction)
 
@@ -431,7 +431,7 @@ def test_a_malformed_sidecar_leaves_its_values_out_and_the_package_says_why(
 
 def test_no_sidecar_names_reads_none(tmp_path: Path) -> None:
     root, primary = _tree(tmp_path)
-    extraction = workers.extract_acquisition(_acquisition(primary, root), ())
+    extraction = workers.extract_acquisition(_acquisition(primary, root), sidecar_names=())
     assert isinstance(extraction, Extraction)
     body = _package(extraction)
     assert "annotations" not in body["acquisition"]

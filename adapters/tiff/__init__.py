@@ -146,8 +146,7 @@ _FIELDS = normalized_fields(
         "instrument_reported.software": "`Micro-Manager` when it gives its version, else the "
         "Software tag, FEI System Software, Hamamatsu streak Application Software; for a "
         "`.companion.ome`, the Software tag of the set's first TIFF",
-        "channels": "OME Channel Name, Excitation/EmissionWavelength (+ unit, as nm), Fluor "
-        "and the first Plane's ExposureTime (+ unit, as s); Micro-Manager summary ChNames "
+        "channels": f"{ome.CHANNEL_SOURCES}; Micro-Manager summary ChNames "
         "(every channel), the image tag's Channel and Exposure-ms (its own channel only); "
         "LSM acquired DetectionChannels: ChannelName, DyeName as fluor, and "
         "the track's IlluminationChannels Wavelength as excitation when one line is on "
@@ -172,6 +171,7 @@ _FIELDS = normalized_fields(
         "sv_user_name, LSM User (a microscope's operator is kept; a whole-slide file's "
         "follows OperatorsName: see Patient data)",
         "instances": "files in a multi-file OME-TIFF set",
+        **ome.NBO_SOURCES,
     }
 )
 
@@ -198,6 +198,8 @@ class TiffAdapter:
             ),
         ),
         fields=_FIELDS,
+        # TIFF (RFC 3302) whatever its flavour; a companion is OME-XML
+        media_types={"": "image/tiff", ".companion.ome": "application/xml"},
         samples=(
             "ome-tiff/single-file/multi-channel.ome.tif",
             "ome-tiff/acquisition/170918_tn_neutrophil_migration_wave.ome.tif",

@@ -18,9 +18,6 @@ from acqharvest.adapter_api import HEAD_BYTES, AdapterError, AdapterOutput, Draf
 from acqharvest.adapters.safexml import MAX_BYTES, XmlBroken, XmlRefused, local
 from acqharvest.adapters.tiff import ome, sniff
 
-#: the OME-XML text kept in ``original_metadata`` is cut at this many characters.
-OME_XML_CAP = 64 * 1024
-
 
 def read_companion(draft: Draft, reader: Reader) -> AdapterOutput:
     """The OME-XML of a ``.companion.ome`` file, reported for the TIFFs it describes."""
@@ -40,11 +37,14 @@ def read_companion(draft: Draft, reader: Reader) -> AdapterOutput:
     software = _writer_software(draft, reader)
     if software and "software" not in metadata.get("instrument_reported", {}):
         metadata.setdefault("instrument_reported", {})["software"] = software
-    text = data.decode("utf-8", errors="replace")
+    original: dict[str, Any] = {}
+    ome.keep_xml(
+        data.decode("utf-8", errors="replace"), draft.original_metadata_max_bytes, original, notes
+    )
     return AdapterOutput(
         format="OME-TIFF",
         metadata=metadata,
-        original_metadata={"ome_xml": text[:OME_XML_CAP], **summary, "ome_files": listing},
+        original_metadata={**original, **summary, "ome_files": listing},
         started=metadata.get("acquired"),
         warnings=(*notes, *set_notes),
     )

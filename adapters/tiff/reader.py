@@ -26,7 +26,6 @@ from acqharvest.adapters.tiff.normalize import (
     fill_pixel_size,
     fill_vendor_extras,
 )
-from acqharvest.adapters.tiff.omeset import OME_XML_CAP
 from acqharvest.adapters.tiff.values import jsonable, tag_value
 
 
@@ -137,9 +136,7 @@ def _read_ome(
     draft: Draft, reader: Reader, xml: str, original: dict[str, Any], notes: list[str]
 ) -> dict[str, Any]:
     """Normalized fields from the OME-XML, with the set's files when it names others."""
-    original["ome_xml"] = xml[:OME_XML_CAP]
-    if len(xml) > OME_XML_CAP:
-        notes.append(f"OME-XML is {len(xml)} characters; kept the first {OME_XML_CAP}")
+    ome.keep_xml(xml, draft.original_metadata_max_bytes, original, notes)
     if len(xml.encode("utf-8")) > MAX_BYTES:
         notes.append(f"OME-XML is over {MAX_BYTES} bytes; not parsed, TIFF tags only")
         return {}
