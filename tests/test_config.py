@@ -247,8 +247,9 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
             "state_dir: state\nsettle_seconds: 3",
             "acqharvest.yaml:9: settle_seconds: unknown key (allowed: instrument, watch, "
             "endpoint, state_dir, deidentify, log, workers, rescan_seconds, "
-            "extract_timeout_seconds, extract_memory_mb, original_metadata_max_bytes, "
-            "sidecar_names, people, people_include_email, facility, license, status_server)",
+            "extract_timeout_seconds, extract_memory_mb, sidecar_names, people, "
+            "people_include_email, facility, license, status_server, "
+            "original_metadata_max_bytes)",
             id="unknown-top-level-key",
         ),
         pytest.param(

@@ -58,7 +58,7 @@ from acqharvest.adapter_api import (
     normalized_fields,
 )
 from acqharvest.adapters.safexml import XmlBroken, XmlRefused
-from acqharvest.adapters.tiff import ome, omeset, sniff
+from acqharvest.adapters.tiff import ome, ome_links, omeset, sniff
 from acqharvest.adapters.tiff.extent import check_member
 
 __all__ = ["TiffAdapter"]
@@ -285,12 +285,12 @@ def _below(folder: Path, names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(p.as_posix() for p in relative)
 
 
-def _links(text: sniff.Text, own_name: str) -> ome.OmeLinks | None:
+def _links(text: sniff.Text, own_name: str) -> ome_links.OmeLinks | None:
     """What the OME-XML ties together: parsed when whole, scanned when cut at the budget."""
     if not text.complete:
-        return ome.links_from_prefix(text.data.decode("utf-8", errors="replace"), own_name)
+        return ome_links.links_from_prefix(text.data.decode("utf-8", errors="replace"), own_name)
     try:
-        return ome.links(ome.parse_xml(text.data), own_name)
+        return ome_links.links(ome.parse_xml(text.data), own_name)
     except (XmlRefused, XmlBroken):
         return None
 

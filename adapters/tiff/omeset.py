@@ -16,7 +16,7 @@ from typing import Any
 
 from acqharvest.adapter_api import HEAD_BYTES, AdapterError, AdapterOutput, Draft, Reader
 from acqharvest.adapters.safexml import MAX_BYTES, XmlBroken, XmlRefused, local
-from acqharvest.adapters.tiff import ome, sniff
+from acqharvest.adapters.tiff import ome, ome_links, sniff
 
 
 def read_companion(draft: Draft, reader: Reader) -> AdapterOutput:
@@ -58,7 +58,7 @@ def report(
     ``root`` is the OME-XML of ``draft.primary`` (the metadata file).
     """
     folder = draft.primary.parent
-    links = ome.links(root, draft.primary.name)
+    links = ome_links.links(root, draft.primary.name)
     present = {_relative(member, folder) for member in draft.members}
     notes = [
         f"{name}: referenced by {draft.primary.name} but not in the acquisition"
@@ -90,7 +90,7 @@ def _check_member(member: Path, metadata_file: Path, reader: Reader) -> list[str
     if text is None or not text.complete:
         return [f"{member.name}: no readable OME-XML in its first IFD"]
     try:
-        links = ome.links(ome.parse_xml(text.data), member.name)
+        links = ome_links.links(ome.parse_xml(text.data), member.name)
     except (XmlRefused, XmlBroken) as exc:
         return [f"{member.name}: {exc}"]
     expected = _relative(metadata_file, member.parent)

@@ -16,7 +16,7 @@ from tifffile.tifffile import (
 
 from acqharvest.adapter_api import AdapterError, AdapterOutput, Draft, Reader
 from acqharvest.adapters.safexml import MAX_BYTES, XmlBroken, XmlRefused
-from acqharvest.adapters.tiff import FLAVOURS, flavours, ome, omeset, vendors
+from acqharvest.adapters.tiff import FLAVOURS, flavours, ome, ome_links, omeset, vendors
 from acqharvest.adapters.tiff.extent import check_extents
 from acqharvest.adapters.tiff.identifiers import slide_identifiers
 from acqharvest.adapters.tiff.normalize import (
@@ -150,7 +150,7 @@ def _read_ome(
     meta, summary, ome_notes = ome.normalized(root)
     original.update(summary)
     notes.extend(ome_notes)
-    links = ome.links(root, draft.primary.name)
+    links = ome_links.links(root, draft.primary.name)
     if links.metadata_file is not None:
         # Had the metadata file been found, it would be the primary: the set is incomplete.
         notes.append(
