@@ -90,7 +90,7 @@ def render_body(body: bytes) -> bytes:
         raise ValueError("not a package document (no package_id or files)")
     try:
         return crate_bytes(package)
-    except (KeyError, TypeError, AttributeError) as error:
+    except (KeyError, IndexError, TypeError, AttributeError) as error:
         raise ValueError(
             f"package does not fit the schema: {type(error).__name__}: {error}"
         ) from None
@@ -253,9 +253,8 @@ class _Graph:
 
     def _instrument(self, instrument: Mapping[str, Any]) -> dict[str, Any]:
         identifier = str(instrument["id"])
-        own_id = identifier if instrument.get("id_type") != "local" and _is_uri(identifier) else ""
         entity: dict[str, Any] = {
-            "@id": own_id or "#instrument",
+            "@id": _instrument_uri(identifier, instrument.get("id_type")),
             "@type": "IndividualProduct",
             "name": instrument.get("name") or identifier,
             "identifier": [
@@ -423,6 +422,21 @@ class _Graph:
         return action
 
 
+#: resolvers of the persistent identifiers written without one (``10.5281/...``)
+_RESOLVERS = {"DOI": "https://doi.org/", "Handle": "https://hdl.handle.net/"}
+
+
+def _instrument_uri(identifier: str, id_type: str | None) -> str:
+    """The instrument's ``@id``: its PID as a URI, or ``#instrument`` for a local id."""
+    if id_type == "local":
+        return "#instrument"
+    if _is_uri(identifier):
+        return identifier
+    if id_type in _RESOLVERS and re.fullmatch(r"[^\s/]+/\S+", identifier):
+        return _RESOLVERS[id_type] + quote(identifier, safe="/;:@&=+$,.-_~!*'()")
+    return "#instrument"
+
+
 def _organization(
     identifier: str | None, name: str, identifier_type: str | None = None
 ) -> dict[str, Any]:
@@ -445,11 +459,18 @@ def _property(
         "@id": identifier,
         "@type": "PropertyValue",
         "name": name,
-        "value": value if isinstance(value, str | int | float | bool | list) else str(value),
+        "value": value if _plain(value) else json.dumps(value, ensure_ascii=False),
     }
     if property_id:
         entity["propertyID"] = property_id
     return entity
+
+
+def _plain(value: Any) -> bool:
+    """A value JSON-LD reads as literals: never an object, which it would take for a node."""
+    if isinstance(value, list):
+        return all(_plain(item) and not isinstance(item, list) for item in value)
+    return isinstance(value, str | int | float | bool)
 
 
 def _measured(key: str, value: Any, unit: str | None) -> dict[str, Any]:

@@ -299,6 +299,40 @@ def test_a_local_instrument_id_is_not_taken_for_a_uri() -> None:
     assert instrument["name"] == "scope-2"
 
 
+@pytest.mark.parametrize(
+    ("pid", "id_type", "expected"),
+    [
+        ("10.5281/zenodo.123", "DOI", "https://doi.org/10.5281/zenodo.123"),
+        (
+            "21.T11998/0000-001A-3905-F",
+            "Handle",
+            "https://hdl.handle.net/21.T11998/0000-001A-3905-F",
+        ),
+        ("urn:uuid:0c5b2444-62b9-4e5c-9c2b-0e6f3a2b7d11", "URN", None),
+        ("https://example.org/scope", "URL", None),
+        ("confocal-2", "local", "#instrument"),
+    ],
+)
+def test_instrument_id_is_a_resolvable_uri(pid: str, id_type: str, expected: str | None) -> None:
+    package = one(CZI)
+    package["instrument"] = {"id": pid, "id_type": id_type}
+    entities = graph(render_crate(package))
+    assert entities[expected or pid]["@type"] == "IndividualProduct"
+    assert entities["#instrument-id"]["value"] == pid
+
+
+def test_structured_values_stay_literals() -> None:
+    package = one(CZI)
+    package["instrument"]["calibration"] = {"date": "2026-01-05", "by": "service"}
+    package["metadata"]["stage"] = {"positions": [[1, 2], [3, 4]]}
+    entities = graph(render_crate(package))
+    assert json.loads(entities["#instrument-calibration"]["value"]) == {
+        "date": "2026-01-05",
+        "by": "service",
+    }
+    assert json.loads(entities["#metadata-stage.positions"]["value"]) == [[1, 2], [3, 4]]
+
+
 def test_acquisition_is_a_create_action() -> None:
     package = fair(one(CZI))
     entities = graph(render_crate(package))
@@ -406,6 +440,8 @@ def test_rendering_is_deterministic_and_render_body_checks_its_input() -> None:
         render_body(b"not json")
     with pytest.raises(ValueError, match="does not fit the schema"):
         render_body(json.dumps({**package, "instrument": {}}).encode())
+    with pytest.raises(ValueError, match="does not fit the schema: IndexError"):
+        render_body(json.dumps({**package, "files": []}).encode())
 
 
 # --------------------------------------------------------------------------- validation
