@@ -49,24 +49,9 @@ _NOT_SLUG = re.compile(r"[^A-Za-z0-9._-]+")
 _ACQUISITION_OWN = frozenset({"format", "complete", "started", "annotations"})
 #: instrument keys rendered as their own properties, not as PropertyValues
 _INSTRUMENT_OWN = frozenset(
-    {
-        "id",
-        "id_type",
-        "name",
-        "description",
-        "landing_page",
-        "manufacturer",
-        "manufacturer_identifier",
-        "model",
-        "model_identifier",
-        "serial_number",
-        "type",
-        "type_identifier",
-        "owner",
-        "owners",
-        "alternate_identifiers",
-        "related_identifiers",
-    }
+    "id id_type name description landing_page manufacturer manufacturer_identifier model "  # noqa: SIM905 - a word list reads shorter
+    "model_identifier serial_number type type_identifier owner owners alternate_identifiers "
+    "related_identifiers".split()
 )
 
 
@@ -150,6 +135,12 @@ class _Graph:
         for key, value in entity.items():
             known.setdefault(key, value)
         return _ref(entity["@id"])
+
+    def value(
+        self, identifier: str, name: str, value: Any, property_id: str | None = None
+    ) -> dict[str, str]:
+        """Adds a ``PropertyValue`` and returns a reference to it."""
+        return self.add(_property(identifier, name, value, property_id))
 
     def entities(self) -> Iterator[dict[str, Any]]:
         package = self.package
@@ -258,9 +249,7 @@ class _Graph:
             "@type": "IndividualProduct",
             "name": instrument.get("name") or identifier,
             "identifier": [
-                self.add(
-                    _property("#instrument-id", "identifier", identifier, instrument.get("id_type"))
-                )
+                self.value("#instrument-id", "identifier", identifier, instrument.get("id_type"))
             ],
         }
         for key, schema_key in (
@@ -280,41 +269,32 @@ class _Graph:
                 _organization(known.get("identifier"), manufacturer, known.get("identifier_type"))
             )
         for index, alternate in enumerate(instrument.get("alternate_identifiers") or []):
+            kind = alternate["identifier_type"]
+            name = alternate.get("name") or kind
             entity["identifier"].append(
-                self.add(
-                    _property(
-                        f"#instrument-id-{index}",
-                        alternate.get("name") or alternate["identifier_type"],
-                        alternate["identifier"],
-                        alternate["identifier_type"],
-                    )
-                )
+                self.value(f"#instrument-id-{index}", name, alternate["identifier"], kind)
             )
         properties = [
-            self.add(
-                _property(
-                    f"#instrument-related-{index}",
-                    related.get("name") or related["relation_type"],
-                    related["identifier"],
-                    f"{related['relation_type']} ({related['identifier_type']})",
-                )
+            self.value(
+                f"#instrument-related-{index}",
+                related.get("name") or related["relation_type"],
+                related["identifier"],
+                f"{related['relation_type']} ({related['identifier_type']})",
             )
             for index, related in enumerate(instrument.get("related_identifiers") or [])
         ]
-        if model_identifier := instrument.get("model_identifier"):
+        if model := instrument.get("model_identifier"):
             properties.append(
-                self.add(
-                    _property(
-                        "#instrument-model-id",
-                        "model identifier",
-                        model_identifier["identifier"],
-                        model_identifier["identifier_type"],
-                    )
+                self.value(
+                    "#instrument-model-id",
+                    "model identifier",
+                    model["identifier"],
+                    model["identifier_type"],
                 )
             )
         for key, value in instrument.items():
             if key not in _INSTRUMENT_OWN:
-                properties.append(self.add(_property(f"#instrument-{_slug(key)}", key, value)))
+                properties.append(self.value(f"#instrument-{_slug(key)}", key, value))
         if properties:
             entity["additionalProperty"] = properties
         owners = list(instrument.get("owners") or [])
@@ -361,12 +341,12 @@ class _Graph:
         if sample := annotations.get("sample"):
             action["object"] = self.add({"@id": "#sample", "@type": "Thing", "name": str(sample)})
         properties = [
-            self.add(_property(f"#acquisition-{_slug(key)}", f"acquisition.{key}", value))
+            self.value(f"#acquisition-{_slug(key)}", f"acquisition.{key}", value)
             for key, value in acquisition.items()
             if key not in _ACQUISITION_OWN
         ]
         properties += [
-            self.add(_property(f"#annotation-{_slug(key)}", key, value, "annotation"))
+            self.value(f"#annotation-{_slug(key)}", key, value, "annotation")
             for key, value in annotations.items()
         ]
         properties += [
