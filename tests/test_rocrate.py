@@ -447,6 +447,9 @@ def test_rendering_is_deterministic_and_render_body_checks_its_input() -> None:
 # --------------------------------------------------------------------------- validation
 
 
+# about a second of validation per crate (minutes on a loaded machine), plus building the
+# validator's environment on the first run
+@pytest.mark.timeout(1800)
 def test_every_corpus_crate_passes_rocrate_validator_ro_crate_1_1(
     corpus_packages: list[dict[str, Any]], tmp_path: Path
 ) -> None:
