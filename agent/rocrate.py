@@ -164,7 +164,9 @@ class _Graph:
         root.update(self._root(files, acquisition, people))
         root["hasPart"] = file_refs
         root["mentions"] = [acquisition_ref, harvest_ref]
-        yield from self._entities.values()
+        for entity in self._entities.values():
+            # RO-Crate 1.1 recommends one value, not a one-item array (JSON-LD reads both alike)
+            yield {k: v[0] if isinstance(v, list) and len(v) == 1 else v for k, v in entity.items()}
 
     # ----------------------------------------------------------------- root and files
 
@@ -423,6 +425,8 @@ def _organization(
     """An Organization: its identifier (a ROR) as ``@id`` when it is a URI, else local."""
     if identifier and _is_uri(identifier):
         entity: dict[str, Any] = {"@id": identifier, "@type": "Organization", "name": name}
+        if identifier.startswith(("https://", "http://")):
+            entity["url"] = identifier
     else:
         entity = {"@id": f"#org-{_slug(name)}", "@type": "Organization", "name": name}
     if identifier:

@@ -283,7 +283,8 @@ def test_instrument_with_its_pidinst_identity() -> None:
     assert owner["email"] == "imaging@example.org"
     extra = {entities[i]["name"]: entities[i] for i in ids(instrument["additionalProperty"])}
     assert extra["Airyscan 2 detector"]["propertyID"] == "HasComponent (Handle)"
-    assert extra["measured_variables"]["value"] == ["fluorescence intensity"]
+    # a one-item list is one value, as RO-Crate 1.1 recommends
+    assert extra["measured_variables"]["value"] == "fluorescence intensity"
     assert extra["commissioned"]["value"] == "2021-03-01"
     assert extra["model identifier"]["value"] == "LSM980"
 
