@@ -23,13 +23,13 @@ from urllib.parse import quote
 from acqharvest.adapter_api import CHANNEL_FIELDS, NORMALIZED_FIELDS, FieldSpec
 
 SPEC = "https://w3id.org/ro/crate/1.1"
-CONTEXT = [
+CONTEXT: tuple[str, Mapping[str, str]] = (
     f"{SPEC}/context",
     {
         "sha256": "http://schema.org/sha256",
         "localPath": "https://w3id.org/ro/terms#localPath",
     },
-]
+)
 METADATA_FILE = "ro-crate-metadata.json"
 #: the media type an RO-Crate metadata document is sent with (RO-Crate 1.1, "Metadata").
 MEDIA_TYPE = f'application/ld+json; profile="{SPEC}"'
@@ -57,7 +57,8 @@ _INSTRUMENT_OWN = frozenset(
 
 def render_crate(package: Mapping[str, Any]) -> dict[str, Any]:
     """The RO-Crate metadata document of one package."""
-    return {"@context": CONTEXT, "@graph": list(_Graph(package).entities())}
+    context = [CONTEXT[0], dict(CONTEXT[1])]  # the caller's to change, not the module's
+    return {"@context": context, "@graph": list(_Graph(package).entities())}
 
 
 def crate_bytes(package: Mapping[str, Any]) -> bytes:

@@ -158,7 +158,7 @@ def references(node: Any) -> Iterator[str]:
 
 def test_descriptor_declares_ro_crate_1_1_and_adds_sha256_to_its_context() -> None:
     crate = render_crate(one(OME_TIFF))
-    assert crate["@context"] == CONTEXT
+    assert crate["@context"] == list(CONTEXT)
     assert crate["@context"][0] == "https://w3id.org/ro/crate/1.1/context"
     assert set(crate["@context"][1]) == {"sha256", "localPath"}
     descriptor = graph(crate)[METADATA_FILE]
