@@ -45,10 +45,23 @@ def _parser() -> argparse.ArgumentParser:
         help="harvest what is there now, deliver, and exit (non-zero if anything failed)",
     )
     extract = commands.add_parser(
-        "extract", help="print what the adapters read from files (no config, nothing sent)"
+        "extract", help="print what the adapters read from files (nothing written or sent)"
     )
     extract.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     extract.add_argument("--json", action="store_true", help="one package JSON per line")
+    extract.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        help="YAML config whose instrument and de-identification apply (default: the "
+        "embedded demo default, never $ACQHARVEST_CONFIG)",
+    )
+    extract.add_argument(
+        "--format",
+        choices=["package", "ro-crate"],
+        default="package",
+        help="ro-crate prints each package as its RO-Crate metadata document (JSON-LD)",
+    )
     check = commands.add_parser(
         "check", help="validate the config, the folders and the endpoint, then exit"
     )
@@ -199,8 +212,10 @@ def _extract(args: argparse.Namespace) -> int:
     # Format libraries (tifffile) log about bad files through the root logger, which would
     # print raw lines beside ours; the one error line per file already says it.
     logging.getLogger().addHandler(logging.NullHandler())
-    # The default policy, never a site config: extract shows what adapters read.
-    settings = embedded_settings()
+    # The default policy unless a config is named: extract shows what adapters read.
+    settings = embedded_settings() if args.config is None else _load(args)
+    if settings is None:
+        return EXIT_CONFIG
     deidentifier = Deidentifier(settings.deidentify, secrets.token_bytes(32))
     results, errors = preview(args.paths, settings, deidentifier)
     for package in results:
@@ -212,7 +227,12 @@ def _extract(args: argparse.Namespace) -> int:
                 "`acqharvest adapters` lists the installed ones"
             )
             continue
-        if args.json:
+        if args.format == "ro-crate":
+            from acqharvest.rocrate import render_crate
+
+            crate = render_crate(package)
+            print(json.dumps(crate, ensure_ascii=False, indent=None if args.json else 1))
+        elif args.json:
             print(json.dumps(package, ensure_ascii=False, sort_keys=True))
         else:
             _print_summary(package)

@@ -34,6 +34,7 @@ from acqharvest.deliver_tls import (
 )
 from acqharvest.deliver_token import DeliveryConfigError, read_token
 from acqharvest.model import EndpointSettings, Receipt
+from acqharvest.rocrate import MEDIA_TYPE as CRATE_MEDIA_TYPE
 from acqharvest.urls import credential_parameters, is_loopback, safe_url
 
 #: response text kept in a rejection reason or a retry detail.
@@ -176,7 +177,9 @@ class HttpSender:
         #: the network stream of the last connection opened, for ``_Deadline``
         self._stream: object | None = None
         headers = {
-            "Content-Type": "application/json",
+            "Content-Type": CRATE_MEDIA_TYPE
+            if settings.format == "ro-crate"
+            else "application/json",
             "User-Agent": user_agent,
             # a compressed answer could expand far beyond RESPONSE_BODY_CAP as it is read
             "Accept-Encoding": "identity",

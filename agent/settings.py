@@ -639,6 +639,15 @@ class EndpointSettings:
             "still in progress."
         ),
     ] = False
+    format: Annotated[
+        Literal["package", "ro-crate"],
+        Field(
+            description="What is delivered: 'package', the package JSON; 'ro-crate', the "
+            "package rendered as an RO-Crate 1.1 metadata document (JSON-LD), posted as "
+            "application/ld+json or written as <package_id>.ro-crate-metadata.json. The "
+            "outbox holds the package either way; the package_id stays the Idempotency-Key."
+        ),
+    ] = "package"
     timeout_seconds: Annotated[
         float,
         Field(

@@ -132,6 +132,32 @@ def test_extract_ignores_a_site_config(corpus: Path, tmp_path: Path) -> None:
     assert json.loads(result.stdout)["provenance"]["deidentification"]["removed"] > 0
 
 
+def test_extract_prints_the_ro_crate_under_a_named_config(corpus: Path, tmp_path: Path) -> None:
+    config = tmp_path / "site.yaml"
+    config.write_text(
+        "instrument:\n"
+        "  id: https://hdl.handle.net/21.11157/example-lsm980\n"
+        "  name: LSM 980\n"
+        "  serial_number: '2801000123'\n"
+        f"watch:\n  - path: {tmp_path / 'watch'}\n"
+        f"endpoint:\n  type: directory\n  path: {tmp_path / 'out'}\n"
+        f"state_dir: {tmp_path / 'state'}\n"
+    )
+    source = corpus / "tiff-vendor" / "zeiss-lsm" / "test.lsm"
+    result = run("extract", "--config", str(config), "--format", "ro-crate", str(source))
+    assert result.returncode == 0, result.stderr
+    crate = json.loads(result.stdout)
+    entities = {entity["@id"]: entity for entity in crate["@graph"]}
+    assert crate["@context"][0] == "https://w3id.org/ro/crate/1.1/context"
+    instrument = entities["https://hdl.handle.net/21.11157/example-lsm980"]
+    assert (instrument["@type"], instrument["serialNumber"]) == ("IndividualProduct", "2801000123")
+    assert entities["test.lsm"]["@type"] == "File"
+    assert not (tmp_path / "out").exists(), "extract must write nothing"
+    bad = run("extract", "--config", str(tmp_path / "missing.yaml"), str(source))
+    assert bad.returncode == 2
+    assert "missing.yaml" in bad.stderr
+
+
 def test_extract_names_a_bad_file_without_a_traceback(tmp_path: Path, corpus: Path) -> None:
     truncated = tmp_path / "truncated.dcm"
     truncated.write_bytes((corpus / "dicom" / "ct" / "CT_JPEG70.dcm").read_bytes()[:700])

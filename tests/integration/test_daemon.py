@@ -424,3 +424,37 @@ def test_systemd_hears_ready_watchdog_pings_and_stopping(harness: Harness, corpu
                 rest.append(manager.recv(4096).decode())
         assert rest[-1:] == ["STOPPING=1\nSTATUS=stopping"], rest
         assert set(rest[:-1]) <= {"WATCHDOG=1"}, rest
+
+
+def test_run_once_delivers_ro_crates_into_a_directory(tmp_path: Path, corpus: Path) -> None:
+    watch, out = tmp_path / "watch", tmp_path / "out"
+    (watch / "alice").mkdir(parents=True)
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "instrument: {id: 'https://hdl.handle.net/21.11157/example-lsm980', name: LSM 980}\n"
+        f"watch: [{{path: {watch}, settle_seconds: 0.5, path_template: '{{operator}}/**'}}]\n"
+        f"endpoint: {{type: directory, path: {out}, format: ro-crate}}\n"
+        f"state_dir: {tmp_path / 'state'}\nworkers: 0\n"
+    )
+    sources = [corpus / "tiff-vendor" / "zeiss-lsm" / "test.lsm", corpus / OME]
+    for source in sources:
+        shutil.copyfile(source, watch / "alice" / source.name)
+    result = subprocess.run(
+        [ACQHARVEST, "run", "--once", "--config", str(config)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    crates = sorted(out.iterdir())
+    assert len(crates) == len(sources)
+    for path in crates:
+        package_id = path.name.removesuffix(".ro-crate-metadata.json")
+        assert len(package_id) == 64
+        entities = {e["@id"]: e for e in json.loads(path.read_text())["@graph"]}
+        assert entities["./"]["identifier"] == f"urn:acqharvest:package:{package_id}"
+        assert entities["https://hdl.handle.net/21.11157/example-lsm980"]["name"] == "LSM 980"
+        [file_entity] = [e for e in entities.values() if e["@type"] == "File"]
+        assert file_entity["@id"].startswith("alice/")
+        # the folder's operator, from path_template, is the agent
+        assert entities["#operator"]["name"] == "alice"
+        # the outbox confirmed it under the package's id, as for format: package
+        receipt = tmp_path / "state" / "outbox" / "delivered" / f"{package_id}.json"
+        assert receipt.is_file()
