@@ -6,13 +6,15 @@ Exit codes: 0 success, 1 something failed or stayed undelivered, 2 bad configura
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import secrets
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +57,31 @@ def _parser() -> argparse.ArgumentParser:
     with_config(check)
     status = commands.add_parser("status", help="show the outbox by state and the last errors")
     with_config(status)
-    retry = commands.add_parser(
-        "retry", help="send rejected packages again (after the endpoint was fixed)"
+    doctor = commands.add_parser(
+        "doctor", help="check everything the daemon needs, with a verdict and a hint each"
     )
-    with_config(retry)
-    retry.add_argument("package_ids", nargs="*", metavar="PACKAGE_ID")
-    retry.add_argument("--all", action="store_true", help="every rejected package")
+    with_config(doctor)
+    doctor.add_argument("--json", action="store_true", help="a JSON list, for fleet tooling")
+
+    def with_ids(sub: argparse.ArgumentParser, every: str, help_every: str) -> None:
+        with_config(sub)
+        sub.add_argument("package_ids", nargs="*", metavar="PACKAGE_ID")
+        sub.add_argument(every, dest="every", action="store_true", help=help_every)
+
+    retry_help = "send rejected packages again (after the endpoint was fixed)"
+    with_ids(commands.add_parser("retry", help=retry_help), "--all", "every rejected package")
+    outbox = commands.add_parser("outbox", help="list, show, retry or purge undelivered packages")
+    actions = outbox.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="undelivered packages: state, attempts, reason")
+    with_config(listing)
+    listing.add_argument("--json", action="store_true", help="a JSON list")
+    show = actions.add_parser("show", help="one package's record and body")
+    with_config(show)
+    show.add_argument("package_id", metavar="PACKAGE_ID")
+    with_ids(actions.add_parser("retry", help=retry_help), "--all", "every rejected package")
+    purge = actions.add_parser("purge", help="delete rejected packages for good")
+    with_ids(purge, "--rejected", "every rejected package")
+    purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     commands.add_parser("adapters", help="list installed adapters and load errors")
     config = commands.add_parser("config", help="print the config's JSON Schema")
     config.add_argument("what", choices=["schema"])
@@ -75,8 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": _run,
         "extract": _extract,
         "check": _check,
+        "doctor": _doctor,
         "status": _status,
         "retry": _retry,
+        "outbox": lambda args: _OUTBOX_ACTIONS[args.action](args),
         "adapters": _adapters,
         "config": _config,
     }
@@ -188,21 +211,47 @@ def _print_summary(package: dict[str, Any]) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
+    """``doctor``'s basic checks, printed as ``check`` always did (warnings count as ok)."""
     settings = _load(args)
     if settings is None:
         return EXIT_CONFIG
-    from acqharvest.commands import check_installation
-    from acqharvest.deliver import DeliveryConfigError
+    from acqharvest.doctor import diagnose
 
     problems = 0
-    try:
-        for ok, message in check_installation(settings):
-            print(f"{'ok  ' if ok else 'FAIL'}  {message}")
-            problems += not ok
-    except DeliveryConfigError as error:
-        print(f"FAIL  endpoint: {error}")
-        return EXIT_CONFIG
+    for finding in diagnose(settings, thorough=False):
+        print(f"{'FAIL' if finding.status == 'fail' else 'ok  '}  {finding.detail}")
+        if finding.check == "endpoint_config":
+            return EXIT_CONFIG
+        problems += finding.status == "fail"
     return EXIT_FAILED if problems else EXIT_OK
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from acqharvest.config import ConfigError, load_settings
+    from acqharvest.doctor import Finding, config_failures, diagnose
+
+    findings: Iterable[Finding]
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as error:
+        findings, code = config_failures(error.messages), EXIT_CONFIG
+    else:
+        # printed as each check ends: the endpoint's probe may take a while
+        findings, code = diagnose(settings), EXIT_OK
+    printed: list[Finding] = []
+    for finding in findings:
+        printed.append(finding)
+        if not args.json:
+            print(f"{finding.status:<4}  {finding.check:<15}  {finding.detail}", flush=True)
+            if finding.hint:
+                print(f"{'':23}hint: {finding.hint}")
+    if args.json:
+        print(json.dumps([dataclasses.asdict(f) for f in printed], indent=2, ensure_ascii=False))
+    else:
+        counts = {v: sum(f.status == v for f in printed) for v in ("ok", "warn", "fail")}
+        print(f"{counts['ok']} ok, {counts['warn']} warning(s), {counts['fail']} failure(s)")
+    failed = any(finding.status == "fail" for finding in printed)
+    return code if code != EXIT_OK else (EXIT_FAILED if failed else EXIT_OK)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -227,36 +276,147 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _retry(args: argparse.Namespace) -> int:
+def _open_outbox(args: argparse.Namespace) -> Any:
+    """The outbox beside a running daemon (no recovery: that is the daemon's), or None."""
     settings = _load(args)
     if settings is None:
-        return EXIT_CONFIG
-    from acqharvest.outbox import Outbox, OutboxError
+        return None
+    from acqharvest.outbox import Outbox
     from acqharvest.statedir import state_paths
 
-    outbox = Outbox.open(state_paths(settings)[0], recover=False)
-    wanted = outbox.rejected() if args.all else args.package_ids
+    return Outbox.open(state_paths(settings)[0], recover=False, create=False)
+
+
+def _outbox_list(args: argparse.Namespace) -> int:
+    outbox = _open_outbox(args)
+    if outbox is None:
+        return EXIT_CONFIG
+    entries = outbox.entries()
+    if args.json:
+        rows = [dataclasses.asdict(entry) for entry in entries]
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    if not entries:
+        print("no undelivered packages")
+        return EXIT_OK
+    now = time.time_ns()
+    print(f"{'ID':<16}  {'STATE':<8}  {'ATTEMPTS':>8}  {'AGE':>6}  REASON")
+    for entry in entries:
+        age = "-" if entry.queued_ns is None else _age((now - entry.queued_ns) / 1e9)
+        reason = (entry.last_error or "").replace("\n", " ")[:100]
+        print(
+            f"{entry.package_id[:16]:<16}  {entry.state:<8}  {entry.attempts:>8}  {age:>6}  "
+            f"{reason}".rstrip()
+        )
+    return EXIT_OK
+
+
+def _age(seconds: float) -> str:
+    for unit, scale in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= scale:
+            return f"{seconds // scale:.0f}{unit}"
+    return f"{max(seconds, 0):.0f}s"
+
+
+def _outbox_show(args: argparse.Namespace) -> int:
+    from acqharvest.outbox import OutboxError
+
+    outbox = _open_outbox(args)
+    if outbox is None:
+        return EXIT_CONFIG
+    try:
+        package_id = _full_id(outbox, args.package_id)
+        entry = outbox.entry(package_id)
+        body = outbox.body(package_id) if entry is not None else None
+    except OutboxError as error:
+        print(f"{args.package_id}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    if entry is None or body is None:
+        state = outbox.state_of(package_id)
+        print(f"{package_id}: {state or 'no such package in the outbox'}", file=sys.stderr)
+        return EXIT_FAILED if state is None else EXIT_OK
+    record = {k: v for k, v in dataclasses.asdict(entry).items() if k != "queued_ns"}
+    print(json.dumps(record, indent=2, ensure_ascii=False))
+    print(json.dumps(json.loads(body), indent=2, ensure_ascii=False, sort_keys=True))
+    return EXIT_OK
+
+
+def _full_id(outbox: Any, given: str) -> str:
+    """``given``, or the one undelivered package id it is the start of (as ``list`` shows)."""
+    if outbox.state_of(given) is not None:
+        return given
+    matches = [e.package_id for e in outbox.entries() if e.package_id.startswith(given)]
+    return matches[0] if len(matches) == 1 else given
+
+
+def _retry(args: argparse.Namespace) -> int:
+    """``outbox retry``, and ``retry`` (the same command, kept for scripts)."""
+    outbox = _open_outbox(args)
+    if outbox is None:
+        return EXIT_CONFIG
+    return _each_rejected(args, outbox, "retry", outbox.retry_rejected, "queued again")
+
+
+def _outbox_purge(args: argparse.Namespace) -> int:
+    outbox = _open_outbox(args)
+    if outbox is None:
+        return EXIT_CONFIG
+    wanted = outbox.rejected() if args.every else [_full_id(outbox, i) for i in args.package_ids]
+    doomed = [package_id for package_id in wanted if outbox.state_of(package_id) == "rejected"]
+    if doomed and not args.yes:
+        if not sys.stdin.isatty():
+            print("purge deletes packages for good: pass --yes to confirm", file=sys.stderr)
+            return EXIT_FAILED
+        answer = input(f"delete {len(doomed)} rejected package(s) for good? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing purged", file=sys.stderr)
+            return EXIT_FAILED
+    args.package_ids = wanted
+    return _each_rejected(args, outbox, "purge", outbox.purge_rejected, "deleted")
+
+
+def _each_rejected(
+    args: argparse.Namespace, outbox: Any, verb: str, act: Callable[[str], bool], done: str
+) -> int:
+    """Apply ``act`` to each rejected package named (or every one); report each."""
+    from acqharvest.outbox import OutboxError
+
+    wanted = outbox.rejected() if args.every else args.package_ids
     if not wanted:
-        message = "no rejected packages" if args.all else "name package ids, or pass --all"
-        print(f"nothing to retry: {message}", file=sys.stderr)
-        return EXIT_OK if args.all else EXIT_FAILED
+        flag = "--all" if verb == "retry" else "--rejected"
+        message = "no rejected packages" if args.every else f"name package ids, or pass {flag}"
+        print(f"nothing to {verb}: {message}", file=sys.stderr)
+        return EXIT_OK if args.every else EXIT_FAILED
     failed = 0
     for package_id in wanted:
         try:
-            moved = outbox.retry_rejected(package_id)
+            acted = act(package_id)
         except OutboxError as error:
-            moved, failed = False, failed + 1
             print(f"{package_id}: {error}", file=sys.stderr)
+            failed += 1
             continue
-        state = outbox.state_of(package_id) if not moved else None
-        if moved:
-            print(f"{package_id}: queued again")
+        state = None if acted else outbox.state_of(package_id)
+        if acted:
+            print(f"{package_id}: {done}")
         elif state is None:
             print(f"{package_id}: no such package in the outbox")
+        elif state == "pending" and verb == "purge":
+            print(
+                f"{package_id}: pending, not purged: it is not delivered yet and deleting it "
+                "would lose its metadata; it is sent until the endpoint takes or rejects it"
+            )
         else:
             print(f"{package_id}: {state}, not rejected; left alone")
-        failed += not moved
+        failed += not acted
     return EXIT_FAILED if failed else EXIT_OK
+
+
+_OUTBOX_ACTIONS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "list": _outbox_list,
+    "show": _outbox_show,
+    "retry": _retry,
+    "purge": _outbox_purge,
+}
 
 
 def _adapters(_: argparse.Namespace) -> int:

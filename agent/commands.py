@@ -1,4 +1,4 @@
-"""The one-shot commands' work: ``extract`` (``preview``), ``check`` and ``status``.
+"""The one-shot commands' work: ``extract`` (``preview``) and ``status``.
 
 Each runs apart from any daemon and reads what it needs itself; ``cli`` only parses
 arguments and prints what these return.
@@ -6,11 +6,10 @@ arguments and prints what these return.
 - ``preview`` runs the daemon's stages in this process on files given by hand: probe,
   group (every file taken as complete), extract, and ``enrich``, the chain the daemon
   packages with. Nothing is written or sent.
-- ``check_installation`` tries what the daemon will need, one (ok, message) line each:
-  the watch folders readable, the state dir writable, the adapters loaded and named
-  rightly, the endpoint answering.
 - ``read_status`` reads the outbox and the registry without changing anything, even
   beside a running daemon, and creates nothing where no daemon ever ran.
+
+``check`` and ``doctor`` live in ``doctor``.
 """
 
 from __future__ import annotations
@@ -24,8 +23,7 @@ from typing import Any
 
 from acqharvest import workers
 from acqharvest.deidentify import Deidentifier
-from acqharvest.deliver import build_sender, safe_url
-from acqharvest.durable import writable_folder
+from acqharvest.deliver import safe_url
 from acqharvest.enrich import enrich
 from acqharvest.group import Grouper
 from acqharvest.identity import instrument_block
@@ -83,45 +81,6 @@ def _expand(paths: Iterable[Path]) -> Iterable[Path]:
             yield from (p for p in absolute.rglob("*") if p.is_file())
         else:
             yield absolute
-
-
-def check_installation(settings: Settings) -> Iterable[tuple[bool, str]]:
-    """(ok, message) lines for ``acqharvest check``: folders, state dir, adapters, endpoint."""
-    yield True, f"config {settings.source} is valid"
-    for folder in settings.watch:
-        try:
-            with os.scandir(folder.path) as entries:
-                next(entries, None)
-            yield True, f"watch folder {folder.path} is readable"
-        except OSError as error:
-            yield False, f"watch folder {folder.path}: {error.strerror or error}"
-    ok, detail = writable_folder(settings.state_dir)
-    yield ok, f"state dir {settings.state_dir}: {detail}"
-    from acqharvest.registry import load_registry
-
-    registry = load_registry()
-    yield bool(registry.adapters), "adapters loaded: " + (", ".join(registry.adapters) or "none")
-    for load_error in registry.errors:
-        yield False, f"adapter {load_error.name} failed to load: {load_error.error}"
-    for name in registry.missing:
-        # not a failure: the files are still packaged, with checksums only
-        yield True, str(registry.unavailable(name))
-    for index, folder in enumerate(settings.watch):
-        unknown = [name for name in folder.adapters if name not in registry.adapters]
-        if unknown:
-            yield (
-                False,
-                (
-                    f"watch[{index}].adapters names adapters that are not installed: "
-                    f"{', '.join(unknown)} (installed: {', '.join(registry.adapters) or 'none'})"
-                ),
-            )
-    sender = build_sender(settings.endpoint)  # DeliveryConfigError: the caller exits 2
-    try:
-        ok, detail = sender.probe()
-        yield ok, f"endpoint {endpoint_label(settings)}: {detail}"
-    finally:
-        sender.close()
 
 
 def endpoint_label(settings: Settings) -> str:

@@ -45,6 +45,7 @@ import ctypes
 import errno
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -87,6 +88,7 @@ __all__ = [
     "examine",
     "file_identity",
     "matches",
+    "network_filesystem",
     "stat_file",
     "watch_budget_exhausted",
     "watch_limit",
@@ -217,6 +219,74 @@ def watch_limit() -> int | None:
     return None
 
 
+#: file system types (Linux ``/proc/self/mountinfo`` names) whose native change events miss
+#: what other hosts write: the share's server, not this kernel, sees those writes.
+_NETWORK_FILESYSTEMS = frozenset(
+    {
+        "9p",
+        "afs",
+        "beegfs",
+        "ceph",
+        "cifs",
+        "davfs",
+        "glusterfs",
+        "gpfs",
+        "lustre",
+        "ncpfs",
+        "nfs",
+        "nfs4",
+        "smb3",
+        "smbfs",
+        "sshfs",
+    }
+)
+_DRIVE_REMOTE = 4
+
+
+def network_filesystem(folder: Path) -> str | None:
+    """The network file system ``folder`` lives on (``"cifs"``, ``"nfs4"``, ``"network
+    drive"``), or None when it is local or the platform cannot tell.
+
+    Native events on such a folder report only what this host writes there; files an
+    instrument PC writes to the share appear through reconciliation scans or polling.
+    """
+    real = os.path.realpath(folder)
+    if sys.platform == "win32":
+        if real.startswith("\\\\"):  # a UNC path \\server\share
+            return "network share"
+        drive = os.path.splitdrive(real)[0] + "\\"
+        kernel32 = ctypes.WinDLL("kernel32")
+        drive_type = kernel32.GetDriveTypeW(ctypes.c_wchar_p(drive))
+        return "network drive" if drive_type == _DRIVE_REMOTE else None
+    try:
+        mountinfo = Path("/proc/self/mountinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None  # not Linux (macOS, BSD): unknown
+    fstype = mount_fstype(real, mountinfo)
+    if fstype is None:
+        return None
+    # FUSE file systems are named fuse.<name> (fuse.sshfs); kernel ones as they are
+    name = fstype.removeprefix("fuse.")
+    return fstype if name in _NETWORK_FILESYSTEMS else None
+
+
+def mount_fstype(real_path: str, mountinfo: str) -> str | None:
+    """The file system type of the mount holding ``real_path``, by the longest mount
+    point in ``mountinfo`` (the text of ``/proc/self/mountinfo``) that contains it."""
+    best: tuple[int, str] | None = None
+    for line in mountinfo.splitlines():
+        fields, _, rest = line.partition(" - ")
+        parts, tail = fields.split(), rest.split()
+        if len(parts) < 5 or not tail:
+            continue
+        # octal escapes for space, tab, newline and backslash in the mount point
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), parts[4])
+        inside = real_path == point or real_path.startswith(point.rstrip("/") + "/")
+        if inside and (best is None or len(point) >= best[0]):
+            best = (len(point), tail[0])
+    return None if best is None else best[1]
+
+
 def watch_budget_exhausted(folder: str) -> bool:
     """True when the kernel refuses this user one more inotify watch (ENOSPC).
 
@@ -282,6 +352,8 @@ class Watcher:
         self._scan_only: dict[Path, int | None] = {}
         #: folders whose exhausted budget was already reported.
         self._limited: set[Path] = set()
+        #: folders already reported as natively watched on a network share.
+        self._on_share: set[Path] = set()
         self._running = False
 
     def start(self) -> None:
@@ -411,6 +483,20 @@ class Watcher:
             )
         return limit
 
+    def _report_share(self, ws: WatchSettings) -> None:
+        """Say once that native events on a network share miss what other hosts write."""
+        filesystem = network_filesystem(ws.path)
+        if filesystem is not None and ws.path not in self._on_share:
+            self._on_share.add(ws.path)
+            log.warning(
+                "watch_network_share",
+                folder=str(ws.path),
+                filesystem=filesystem,
+                effect="files written by other hosts are found by the reconciliation scan "
+                "(rescan_seconds) only",
+                fix="set this folder's mode to polling to find them sooner",
+            )
+
     def _leave_to_scans(self, ws: WatchSettings) -> None:
         self._scan_only[ws.path] = self._report_limit(ws, "covered by reconciliation scans only")
 
@@ -439,6 +525,8 @@ class Watcher:
             return False
         self._down.discard(ws.path)
         self._live[ws.path] = entry
+        if entry.kind == "native":
+            self._report_share(ws)
         self._check_budget(ws)
         return ws.path in self._live or ws.path in self._scan_only
 
