@@ -137,7 +137,13 @@ def _run(args: argparse.Namespace) -> int:
             "Ctrl-C stops.",
             file=sys.stderr,
         )
-    logs.configure(settings.log.level, settings.log.format, log_file_of(settings))
+    logs.configure(
+        settings.log.level,
+        settings.log.format,
+        log_file_of(settings),
+        max_bytes=settings.log.max_bytes,
+        backups=settings.log.backups,
+    )
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
