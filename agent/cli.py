@@ -360,6 +360,7 @@ def _retry(args: argparse.Namespace) -> int:
     outbox = _open_outbox(args)
     if outbox is None:
         return EXIT_CONFIG
+    args.package_ids = [_full_id(outbox, package_id) for package_id in args.package_ids]
     return _each_rejected(args, outbox, "retry", outbox.retry_rejected, "queued again")
 
 
