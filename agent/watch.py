@@ -27,8 +27,9 @@ and each has a check here or in the runtime:
   Both log ``watch_limit_reached`` once;
 - native events do not see writes made by another host on a network share (SMB, NFS):
   nothing can detect that from here without writing in the folder, which we never do.
-  The periodic reconciliation scan (``rescan_seconds``) finds those files; use ``polling``
-  mode for such folders when that delay is too long.
+  ``network_filesystem`` tells such a share by its file system type (``acqharvest
+  doctor`` reports it). The periodic reconciliation scan (``rescan_seconds``) finds those
+  files; use ``polling`` mode for such folders when that delay is too long.
 
 Only creation, modification, attribute, move, delete and close-after-write events are
 subscribed: open and close-without-write events are left out, since our own scans and
@@ -352,8 +353,6 @@ class Watcher:
         self._scan_only: dict[Path, int | None] = {}
         #: folders whose exhausted budget was already reported.
         self._limited: set[Path] = set()
-        #: folders already reported as natively watched on a network share.
-        self._on_share: set[Path] = set()
         self._running = False
 
     def start(self) -> None:
@@ -483,20 +482,6 @@ class Watcher:
             )
         return limit
 
-    def _report_share(self, ws: WatchSettings) -> None:
-        """Say once that native events on a network share miss what other hosts write."""
-        filesystem = network_filesystem(ws.path)
-        if filesystem is not None and ws.path not in self._on_share:
-            self._on_share.add(ws.path)
-            log.warning(
-                "watch_network_share",
-                folder=str(ws.path),
-                filesystem=filesystem,
-                effect="files written by other hosts are found by the reconciliation scan "
-                "(rescan_seconds) only",
-                fix="set this folder's mode to polling to find them sooner",
-            )
-
     def _leave_to_scans(self, ws: WatchSettings) -> None:
         self._scan_only[ws.path] = self._report_limit(ws, "covered by reconciliation scans only")
 
@@ -525,8 +510,6 @@ class Watcher:
             return False
         self._down.discard(ws.path)
         self._live[ws.path] = entry
-        if entry.kind == "native":
-            self._report_share(ws)
         self._check_budget(ws)
         return ws.path in self._live or ws.path in self._scan_only
 
