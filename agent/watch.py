@@ -259,16 +259,16 @@ def network_filesystem(folder: Path) -> str | None:
         kernel32 = ctypes.WinDLL("kernel32")
         drive_type = kernel32.GetDriveTypeW(ctypes.c_wchar_p(drive))
         return "network drive" if drive_type == _DRIVE_REMOTE else None
-    try:
-        mountinfo = Path("/proc/self/mountinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None  # not Linux (macOS, BSD): unknown
-    fstype = mount_fstype(real, mountinfo)
-    if fstype is None:
-        return None
-    # FUSE file systems are named fuse.<name> (fuse.sshfs); kernel ones as they are
-    name = fstype.removeprefix("fuse.")
-    return fstype if name in _NETWORK_FILESYSTEMS else None
+    else:  # an else, not code after the return: mypy checks each platform's part
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return None  # not Linux (macOS, BSD): unknown
+        fstype = mount_fstype(real, mountinfo)
+        # FUSE file systems are named fuse.<name> (fuse.sshfs); kernel ones as they are
+        if fstype is None or fstype.removeprefix("fuse.") not in _NETWORK_FILESYSTEMS:
+            return None
+        return fstype
 
 
 def mount_fstype(real_path: str, mountinfo: str) -> str | None:
