@@ -223,7 +223,16 @@ def test_docs_document_every_top_level_config_key_and_command() -> None:
     for key in json_schema()["properties"]:
         assert f"`{key}" in configuration, f"the configuration table lacks {key}"
     commands = (DOCS / "admin" / "commands.md").read_text(encoding="utf-8")
-    for command in ("run", "run --once", "extract", "check", "status", "adapters"):
+    for command in (
+        "run",
+        "run --once",
+        "extract",
+        "check",
+        "doctor",
+        "status",
+        "outbox list",
+        "adapters",
+    ):
         assert f"`acqharvest {command}" in commands, f"the command table lacks {command}"
 
 
