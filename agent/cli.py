@@ -13,8 +13,7 @@ import secrets
 import signal
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,25 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     with_config(doctor)
     doctor.add_argument("--json", action="store_true", help="a JSON list, for fleet tooling")
 
-    def with_ids(sub: argparse.ArgumentParser, every: str, help_every: str) -> None:
-        with_config(sub)
-        sub.add_argument("package_ids", nargs="*", metavar="PACKAGE_ID")
-        sub.add_argument(every, dest="every", action="store_true", help=help_every)
+    from acqharvest.outbox_commands import add_parsers
 
-    retry_help = "send rejected packages again (after the endpoint was fixed)"
-    with_ids(commands.add_parser("retry", help=retry_help), "--all", "every rejected package")
-    outbox = commands.add_parser("outbox", help="list, show, retry or purge undelivered packages")
-    actions = outbox.add_subparsers(dest="action", required=True, metavar="ACTION")
-    listing = actions.add_parser("list", help="undelivered packages: state, attempts, reason")
-    with_config(listing)
-    listing.add_argument("--json", action="store_true", help="a JSON list")
-    show = actions.add_parser("show", help="one package's record and body")
-    with_config(show)
-    show.add_argument("package_id", metavar="PACKAGE_ID")
-    with_ids(actions.add_parser("retry", help=retry_help), "--all", "every rejected package")
-    purge = actions.add_parser("purge", help="delete rejected packages for good")
-    with_ids(purge, "--rejected", "every rejected package")
-    purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    add_parsers(commands, with_config)
     commands.add_parser("adapters", help="list installed adapters and load errors")
     config = commands.add_parser("config", help="print the config's JSON Schema")
     config.add_argument("what", choices=["schema"])
@@ -98,8 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check": _check,
         "doctor": _doctor,
         "status": _status,
-        "retry": _retry,
-        "outbox": lambda args: _OUTBOX_ACTIONS[args.action](args),
+        "retry": _outbox,
+        "outbox": _outbox,
         "adapters": _adapters,
         "config": _config,
     }
@@ -282,148 +265,18 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _open_outbox(args: argparse.Namespace) -> Any:
-    """The outbox beside a running daemon (no recovery: that is the daemon's), or None."""
+def _outbox(args: argparse.Namespace) -> int:
+    """``outbox ACTION`` and ``retry``, on the outbox as the running daemon leaves it."""
     settings = _load(args)
     if settings is None:
-        return None
+        return EXIT_CONFIG
     from acqharvest.outbox import Outbox
+    from acqharvest.outbox_commands import ACTIONS
     from acqharvest.statedir import state_paths
 
-    return Outbox.open(state_paths(settings)[0], recover=False, create=False)
-
-
-def _outbox_list(args: argparse.Namespace) -> int:
-    outbox = _open_outbox(args)
-    if outbox is None:
-        return EXIT_CONFIG
-    entries = outbox.entries()
-    if args.json:
-        rows = [dataclasses.asdict(entry) for entry in entries]
-        print(json.dumps(rows, indent=2, ensure_ascii=False))
-        return EXIT_OK
-    if not entries:
-        print("no undelivered packages")
-        return EXIT_OK
-    now = time.time_ns()
-    print(f"{'ID':<16}  {'STATE':<8}  {'ATTEMPTS':>8}  {'AGE':>6}  REASON")
-    for entry in entries:
-        age = "-" if entry.queued_ns is None else _age((now - entry.queued_ns) / 1e9)
-        reason = (entry.last_error or "").replace("\n", " ")[:100]
-        print(
-            f"{entry.package_id[:16]:<16}  {entry.state:<8}  {entry.attempts:>8}  {age:>6}  "
-            f"{reason}".rstrip()
-        )
-    return EXIT_OK
-
-
-def _age(seconds: float) -> str:
-    for unit, scale in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= scale:
-            return f"{seconds // scale:.0f}{unit}"
-    return f"{max(seconds, 0):.0f}s"
-
-
-def _outbox_show(args: argparse.Namespace) -> int:
-    from acqharvest.outbox import OutboxError
-
-    outbox = _open_outbox(args)
-    if outbox is None:
-        return EXIT_CONFIG
-    try:
-        package_id = _full_id(outbox, args.package_id)
-        entry = outbox.entry(package_id)
-        body = outbox.body(package_id) if entry is not None else None
-    except OutboxError as error:
-        print(f"{args.package_id}: {error}", file=sys.stderr)
-        return EXIT_FAILED
-    if entry is None or body is None:
-        state = outbox.state_of(package_id)
-        print(f"{package_id}: {state or 'no such package in the outbox'}", file=sys.stderr)
-        return EXIT_FAILED if state is None else EXIT_OK
-    record = {k: v for k, v in dataclasses.asdict(entry).items() if k != "queued_ns"}
-    print(json.dumps(record, indent=2, ensure_ascii=False))
-    print(json.dumps(json.loads(body), indent=2, ensure_ascii=False, sort_keys=True))
-    return EXIT_OK
-
-
-def _full_id(outbox: Any, given: str) -> str:
-    """``given``, or the one undelivered package id it is the start of (as ``list`` shows)."""
-    if outbox.state_of(given) is not None:
-        return given
-    matches = [e.package_id for e in outbox.entries() if e.package_id.startswith(given)]
-    return matches[0] if len(matches) == 1 else given
-
-
-def _retry(args: argparse.Namespace) -> int:
-    """``outbox retry``, and ``retry`` (the same command, kept for scripts)."""
-    outbox = _open_outbox(args)
-    if outbox is None:
-        return EXIT_CONFIG
-    args.package_ids = [_full_id(outbox, package_id) for package_id in args.package_ids]
-    return _each_rejected(args, outbox, "retry", outbox.retry_rejected, "queued again")
-
-
-def _outbox_purge(args: argparse.Namespace) -> int:
-    outbox = _open_outbox(args)
-    if outbox is None:
-        return EXIT_CONFIG
-    wanted = outbox.rejected() if args.every else [_full_id(outbox, i) for i in args.package_ids]
-    doomed = [package_id for package_id in wanted if outbox.state_of(package_id) == "rejected"]
-    if doomed and not args.yes:
-        if not sys.stdin.isatty():
-            print("purge deletes packages for good: pass --yes to confirm", file=sys.stderr)
-            return EXIT_FAILED
-        answer = input(f"delete {len(doomed)} rejected package(s) for good? [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
-            print("nothing purged", file=sys.stderr)
-            return EXIT_FAILED
-    args.package_ids = wanted
-    return _each_rejected(args, outbox, "purge", outbox.purge_rejected, "deleted")
-
-
-def _each_rejected(
-    args: argparse.Namespace, outbox: Any, verb: str, act: Callable[[str], bool], done: str
-) -> int:
-    """Apply ``act`` to each rejected package named (or every one); report each."""
-    from acqharvest.outbox import OutboxError
-
-    wanted = outbox.rejected() if args.every else args.package_ids
-    if not wanted:
-        flag = "--all" if verb == "retry" else "--rejected"
-        message = "no rejected packages" if args.every else f"name package ids, or pass {flag}"
-        print(f"nothing to {verb}: {message}", file=sys.stderr)
-        return EXIT_OK if args.every else EXIT_FAILED
-    failed = 0
-    for package_id in wanted:
-        try:
-            acted = act(package_id)
-        except OutboxError as error:
-            print(f"{package_id}: {error}", file=sys.stderr)
-            failed += 1
-            continue
-        state = None if acted else outbox.state_of(package_id)
-        if acted:
-            print(f"{package_id}: {done}")
-        elif state is None:
-            print(f"{package_id}: no such package in the outbox")
-        elif state == "pending" and verb == "purge":
-            print(
-                f"{package_id}: pending, not purged: it is not delivered yet and deleting it "
-                "would lose its metadata; it is sent until the endpoint takes or rejects it"
-            )
-        else:
-            print(f"{package_id}: {state}, not rejected; left alone")
-        failed += not acted
-    return EXIT_FAILED if failed else EXIT_OK
-
-
-_OUTBOX_ACTIONS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "list": _outbox_list,
-    "show": _outbox_show,
-    "retry": _retry,
-    "purge": _outbox_purge,
-}
+    # no recovery (that is the daemon's) and nothing created where no daemon ran
+    outbox = Outbox.open(state_paths(settings)[0], recover=False, create=False)
+    return EXIT_OK if ACTIONS[args.action](args, outbox) else EXIT_FAILED
 
 
 def _adapters(_: argparse.Namespace) -> int:
