@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import shutil
 import subprocess
 from pathlib import Path
@@ -157,6 +158,35 @@ def test_purge_asks_deletes_only_rejected_and_never_pending(config: Path, outbox
     assert outbox_command(config, "purge", "--rejected", "--yes").stderr.startswith(
         "nothing to purge: no rejected packages"
     )
+
+
+def test_purge_asks_at_a_terminal(config: Path, outbox: Outbox) -> None:
+    def answered(answer: str) -> subprocess.CompletedProcess[str]:
+        controller, terminal = pty.openpty()
+        os.write(controller, answer.encode() + b"\n")  # typed before the question: it waits
+        try:
+            environment = {k: v for k, v in os.environ.items() if k != "ACQHARVEST_CONFIG"}
+            return subprocess.run(
+                [ACQHARVEST, "outbox", "purge", "r-2", "--config", str(config)],
+                stdin=terminal,
+                capture_output=True,
+                text=True,
+                env=environment,
+                timeout=120,
+                check=False,
+            )
+        finally:
+            os.close(terminal)
+            os.close(controller)
+
+    declined = answered("n")
+    assert declined.returncode == 1
+    assert declined.stdout.startswith("delete 1 rejected package(s) for good? [y/N]")
+    assert outbox.state_of("r-2") == "rejected"
+    confirmed = answered("y")
+    assert confirmed.returncode == 0, confirmed.stderr
+    assert confirmed.stdout.endswith("r-2: deleted\n")
+    assert outbox.state_of("r-2") is None
 
 
 def test_a_purge_cut_short_leaves_no_half_package(outbox: Outbox) -> None:
