@@ -6,13 +6,14 @@ Exit codes: 0 success, 1 something failed or stayed undelivered, 2 bad configura
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import secrets
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -68,12 +69,15 @@ def _parser() -> argparse.ArgumentParser:
     with_config(check)
     status = commands.add_parser("status", help="show the outbox by state and the last errors")
     with_config(status)
-    retry = commands.add_parser(
-        "retry", help="send rejected packages again (after the endpoint was fixed)"
+    doctor = commands.add_parser(
+        "doctor", help="check everything the daemon needs, with a verdict and a hint each"
     )
-    with_config(retry)
-    retry.add_argument("package_ids", nargs="*", metavar="PACKAGE_ID")
-    retry.add_argument("--all", action="store_true", help="every rejected package")
+    with_config(doctor)
+    doctor.add_argument("--json", action="store_true", help="a JSON list, for fleet tooling")
+
+    from acqharvest.outbox_commands import add_parsers
+
+    add_parsers(commands, with_config)
     service = commands.add_parser(
         "service", help="install, uninstall, start, stop the system service, or show its state"
     )
@@ -93,13 +97,6 @@ def _parser() -> argparse.ArgumentParser:
     service.add_argument(
         "--purge", action="store_true", help="uninstall: also remove the state dir and config"
     )
-    outbox = commands.add_parser("outbox", help="act on packages in the outbox")
-    outbox_commands = outbox.add_subparsers(dest="outbox_command", required=True, metavar="ACTION")
-    release = outbox_commands.add_parser(
-        "release", help="deliver held packages (held for burned-in annotation, after a look)"
-    )
-    with_config(release)
-    release.add_argument("package_ids", nargs="+", metavar="PACKAGE_ID")
     commands.add_parser("adapters", help="list installed adapters and load errors")
     config = commands.add_parser("config", help="print the config's JSON Schema")
     config.add_argument("what", choices=["schema"])
@@ -114,9 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": _run,
         "extract": _extract,
         "check": _check,
+        "doctor": _doctor,
         "status": _status,
-        "retry": _retry,
-        "outbox": lambda args: {"release": _release}[args.outbox_command](args),
+        "retry": _outbox,
+        "outbox": _outbox,
         "adapters": _adapters,
         "config": _config,
         "service": _service,
@@ -175,7 +173,12 @@ def run_daemon(
             file=sys.stderr,
         )
     logs.configure(
-        settings.log.level, settings.log.format, log_file_of(settings), stream=log_stream
+        settings.log.level,
+        settings.log.format,
+        log_file_of(settings),
+        stream=log_stream,
+        max_bytes=settings.log.max_bytes,
+        backups=settings.log.backups,
     )
     from acqharvest.deliver import DeliveryConfigError
     from acqharvest.people import PeopleError
@@ -260,21 +263,47 @@ _VERDICT_LABELS = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
 
 
 def _check(args: argparse.Namespace) -> int:
+    """``doctor``'s basic checks, printed as ``check`` always did (warnings count as ok)."""
     settings = _load(args)
     if settings is None:
         return EXIT_CONFIG
-    from acqharvest.commands import check_installation
-    from acqharvest.deliver import DeliveryConfigError
+    from acqharvest.doctor import diagnose
 
     problems = 0
-    try:
-        for verdict, message in check_installation(settings):
-            print(f"{_VERDICT_LABELS[verdict]}  {message}")
-            problems += verdict == "fail"
-    except DeliveryConfigError as error:
-        print(f"FAIL  endpoint: {error}")
-        return EXIT_CONFIG
+    for finding in diagnose(settings, thorough=False):
+        print(f"{_VERDICT_LABELS[finding.status]}  {finding.detail}")
+        if finding.check == "endpoint_config":
+            return EXIT_CONFIG
+        problems += finding.status == "fail"
     return EXIT_FAILED if problems else EXIT_OK
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from acqharvest.config import ConfigError, load_settings
+    from acqharvest.doctor import Finding, config_failures, diagnose
+
+    findings: Iterable[Finding]
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as error:
+        findings, code = config_failures(error.messages), EXIT_CONFIG
+    else:
+        # printed as each check ends: the endpoint's probe may take a while
+        findings, code = diagnose(settings), EXIT_OK
+    printed: list[Finding] = []
+    for finding in findings:
+        printed.append(finding)
+        if not args.json:
+            print(f"{finding.status:<4}  {finding.check:<15}  {finding.detail}", flush=True)
+            if finding.hint:
+                print(f"{'':23}hint: {finding.hint}")
+    if args.json:
+        print(json.dumps([dataclasses.asdict(f) for f in printed], indent=2, ensure_ascii=False))
+    else:
+        counts = {v: sum(f.status == v for f in printed) for v in ("ok", "warn", "fail")}
+        print(f"{counts['ok']} ok, {counts['warn']} warning(s), {counts['fail']} failure(s)")
+    failed = any(finding.status == "fail" for finding in printed)
+    return code if code != EXIT_OK else (EXIT_FAILED if failed else EXIT_OK)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -303,65 +332,18 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _retry(args: argparse.Namespace) -> int:
+def _outbox(args: argparse.Namespace) -> int:
+    """``outbox ACTION`` and ``retry``, on the outbox as the running daemon leaves it."""
     settings = _load(args)
     if settings is None:
         return EXIT_CONFIG
-    from acqharvest.outbox import Outbox, OutboxError
+    from acqharvest.outbox import Outbox
+    from acqharvest.outbox_commands import ACTIONS
     from acqharvest.statedir import state_paths
 
-    outbox = Outbox.open(state_paths(settings)[0], recover=False)
-    wanted = outbox.rejected() if args.all else args.package_ids
-    if not wanted:
-        message = "no rejected packages" if args.all else "name package ids, or pass --all"
-        print(f"nothing to retry: {message}", file=sys.stderr)
-        return EXIT_OK if args.all else EXIT_FAILED
-    failed = 0
-    for package_id in wanted:
-        try:
-            moved = outbox.retry_rejected(package_id)
-        except OutboxError as error:
-            moved, failed = False, failed + 1
-            print(f"{package_id}: {error}", file=sys.stderr)
-            continue
-        state = outbox.state_of(package_id) if not moved else None
-        if moved:
-            print(f"{package_id}: queued again")
-        elif state is None:
-            print(f"{package_id}: no such package in the outbox")
-        else:
-            print(f"{package_id}: {state}, not rejected; left alone")
-        failed += not moved
-    return EXIT_FAILED if failed else EXIT_OK
-
-
-def _release(args: argparse.Namespace) -> int:
-    """``outbox release``: held packages join the delivery queue (a running daemon sends
-    them within a second; otherwise the next start does)."""
-    settings = _load(args)
-    if settings is None:
-        return EXIT_CONFIG
-    from acqharvest.outbox import Outbox, OutboxError
-    from acqharvest.statedir import state_paths
-
-    outbox = Outbox.open(state_paths(settings)[0], recover=False)
-    failed = 0
-    for package_id in args.package_ids:
-        try:
-            released = outbox.release(package_id)
-            state = None if released else outbox.state_of(package_id)
-        except OutboxError as error:
-            print(f"{package_id}: {error}", file=sys.stderr)
-            failed += 1
-            continue
-        if released:
-            print(f"{package_id}: released, queued for delivery")
-        elif state is None:
-            print(f"{package_id}: no such package in the outbox", file=sys.stderr)
-        else:
-            print(f"{package_id}: {state}, not held; left alone", file=sys.stderr)
-        failed += not released
-    return EXIT_FAILED if failed else EXIT_OK
+    # no recovery (that is the daemon's) and nothing created where no daemon ran
+    outbox = Outbox.open(state_paths(settings)[0], recover=False, create=False)
+    return EXIT_OK if ACTIONS[args.action](args, outbox) else EXIT_FAILED
 
 
 def _adapters(_: argparse.Namespace) -> int:

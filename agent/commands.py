@@ -1,4 +1,4 @@
-"""The one-shot commands' work: ``extract`` (``preview``), ``check`` and ``status``.
+"""The one-shot commands' work: ``extract`` (``preview``) and ``status``.
 
 Each runs apart from any daemon and reads what it needs itself; ``cli`` only parses
 arguments and prints what these return.
@@ -7,13 +7,10 @@ arguments and prints what these return.
   group (every file taken as complete), extract with the sidecars found from each
   acquisition's folder up to the folder given, and ``enrich``, the chain the daemon
   packages with. Nothing is written or sent.
-- ``check_installation`` tries what the daemon will need, one (verdict, message) line
-  each: the watch folders readable, the state dir writable, the adapters loaded and named
-  rightly, the people file readable, the endpoint answering; and warns where the config
-  is valid but falls short of what packages should carry (an instrument id that is no
-  persistent identifier).
 - ``read_status`` reads the outbox and the registry without changing anything, even
   beside a running daemon, and creates nothing where no daemon ever ran.
+
+``check`` and ``doctor`` live in ``doctor``.
 """
 
 from __future__ import annotations
@@ -23,15 +20,14 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from acqharvest import workers
 from acqharvest.deidentify import Deidentifier
-from acqharvest.deliver import build_sender, safe_url
-from acqharvest.durable import writable_folder
+from acqharvest.deliver import safe_url
 from acqharvest.enrich import enrich
 from acqharvest.group import Grouper
-from acqharvest.identity import identifier_type, instrument_block, is_persistent
+from acqharvest.identity import instrument_block
 from acqharvest.model import ExtractionFailure, FileSettled, Settings
 from acqharvest.outbox import Outbox
 from acqharvest.package import rfc3339 as package_rfc3339
@@ -108,76 +104,6 @@ def _expand(paths: Iterable[Path]) -> Iterable[Path]:
             yield from (p for p in absolute.rglob("*") if p.is_file())
         else:
             yield absolute
-
-
-#: a line of ``acqharvest check``: a warning does not fail the check.
-Verdict = Literal["ok", "warn", "fail"]
-
-
-def _verdict(ok: bool) -> Verdict:
-    return "ok" if ok else "fail"
-
-
-def check_installation(settings: Settings) -> Iterable[tuple[Verdict, str]]:
-    """(verdict, message) lines for ``acqharvest check``: folders, state dir, adapters,
-    people file, endpoint."""
-    yield "ok", f"config {settings.source} is valid"
-    yield from _identity_warnings(settings)
-    for folder in settings.watch:
-        try:
-            with os.scandir(folder.path) as entries:
-                next(entries, None)
-            yield "ok", f"watch folder {folder.path} is readable"
-        except OSError as error:
-            yield "fail", f"watch folder {folder.path}: {error.strerror or error}"
-    ok, detail = writable_folder(settings.state_dir)
-    yield _verdict(ok), f"state dir {settings.state_dir}: {detail}"
-    from acqharvest.registry import load_registry
-
-    registry = load_registry()
-    adapters = ", ".join(registry.adapters) or "none"
-    yield _verdict(bool(registry.adapters)), f"adapters loaded: {adapters}"
-    for load_error in registry.errors:
-        yield "fail", f"adapter {load_error.name} failed to load: {load_error.error}"
-    for name in registry.missing:
-        # not a failure: the files are still packaged, with checksums only
-        yield "ok", str(registry.unavailable(name))
-    for index, folder in enumerate(settings.watch):
-        unknown = [name for name in folder.adapters if name not in registry.adapters]
-        if unknown:
-            yield (
-                "fail",
-                (
-                    f"watch[{index}].adapters names adapters that are not installed: "
-                    f"{', '.join(unknown)} (installed: {', '.join(registry.adapters) or 'none'})"
-                ),
-            )
-    if settings.people is not None:
-        try:
-            people = read_people(settings.people)
-            yield "ok", f"people file {settings.people}: {len(people.by_username)} people"
-        except PeopleError as error:
-            yield "fail", f"people: {error}"
-    sender = build_sender(settings.endpoint)  # DeliveryConfigError: the caller exits 2
-    try:
-        ok, detail = sender.probe()
-        yield _verdict(ok), f"endpoint {endpoint_label(settings)}: {detail}"
-    finally:
-        sender.close()
-
-
-def _identity_warnings(settings: Settings) -> Iterable[tuple[Verdict, str]]:
-    """Where the instrument's identity falls short of PIDINST, though the config is valid."""
-    instrument = settings.instrument
-    if not is_persistent(instrument.id):
-        kind = "a plain URL" if identifier_type(instrument.id) == "URL" else "a local name"
-        yield (
-            "warn",
-            f"instrument.id {instrument.id!r} is {kind}, not a persistent identifier: "
-            "register the instrument (a PIDINST handle or a DataCite DOI) and use that id, "
-            "so packages stay findable when names and web sites change (changing the id "
-            "sends every acquisition again under new package ids)",
-        )
 
 
 def endpoint_label(settings: Settings) -> str:

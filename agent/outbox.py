@@ -19,7 +19,8 @@ and the body's ``package_id`` equals the file name's stem. Receipts, reasons and
 records are small JSON objects carrying ``"outbox_format": 1``:
 
 - receipt: ``package_id``, ``http_status`` (int or null), ``detail``, ``confirmed_at``;
-- reason: ``package_id``, ``http_status``, ``detail`` (capped), ``rejected_at``;
+- reason: ``package_id``, ``http_status``, ``detail`` (capped), ``rejected_at``, and
+  ``attempts`` (the rejected one included; absent in records of older versions);
 - attempts: ``package_id``, ``attempts``, ``last_error``, ``failed_at`` (records of older
   versions may also hold ``next_attempt_at``, which is ignored).
 
@@ -71,9 +72,14 @@ Crash windows and the recovery at ``Outbox.open``.
 
 Only one process may open the outbox with ``recover=True``: the daemon, which holds the
 state dir's instance lock (``durable.InstanceLock``) first. Other processes open it with
-``recover=False``: they see the same state, may ``retry_rejected``, and never delete
-another process's in-progress writes; ``status`` also passes ``create=False`` and writes
-nothing at all.
+``recover=False``: they see the same state, may ``retry_rejected`` and ``purge_rejected``
+(the daemon never moves a rejected package, so the two never race on one), and never
+delete another process's in-progress writes; ``status`` also passes ``create=False`` and
+writes nothing at all. A pending package is never purged: it is the only copy of an
+acquisition's metadata that has not been delivered.
+
+- Purge deletes the rejected package first, then its reason: a crash between leaves an
+  orphan reason, which the open deletes as above.
 """
 
 from __future__ import annotations
@@ -116,14 +122,21 @@ class OutboxError(StorageError):
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """A package that failed at least once (pending) or was refused (rejected)."""
+    """An undelivered package: pending (maybe after failed attempts) or refused (rejected).
+
+    ``summary`` lists only those that failed; ``entries`` lists all of them.
+    """
 
     package_id: str
     state: OutboxState
+    #: failed attempts of a pending package; of a rejected one, the attempts up to the
+    #: rejection included (0 when its reason, written by an older version, did not say)
     attempts: int
     last_error: str | None
     #: RFC 3339 UTC time of the last failure or of the rejection.
     at: str | None
+    #: when it entered the queue (spooled, or retried), in ns since the epoch
+    queued_ns: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,11 +474,13 @@ class Outbox:
         _check_id(package_id)
         if not (self._pending / f"{package_id}.json").exists():
             raise OutboxError(f"cannot reject {package_id}: it is not pending in {self._pending}")
+        previous = self._attempts.get(package_id)
         reason = {
             "package_id": package_id,
             "http_status": http_status,
             "detail": detail[:_DETAIL_CAP],
             "rejected_at": _now_rfc3339(),
+            "attempts": (previous.count if previous else 0) + 1,
         }
         self._leave_pending(package_id, self._rejected, package_id + _REASON_SUFFIX, reason)
 
@@ -513,6 +528,28 @@ class Outbox:
                 f"cannot move {package_id} back into {self._pending}: {exc}", self._pending, exc
             ) from exc
         self._stamps[f"{package_id}.json"] = stamp
+        return True
+
+    @_locked
+    def purge_rejected(self, package_id: str) -> bool:
+        """Delete a rejected package and its reason for good; False if it is not rejected.
+
+        Only a rejected package: a pending one has not been delivered yet.
+        """
+        _check_id(package_id)
+        package = self._rejected / f"{package_id}.json"
+        try:
+            package.unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise OutboxError(f"cannot delete {package}: {exc}", self._rejected, exc) from exc
+        try:
+            _unlink_quietly(self._rejected / (package_id + _REASON_SUFFIX))
+            fsync_dir(self._rejected)
+        except OSError as exc:
+            # the package is gone; its reason is an orphan that the next open removes
+            log.warning("outbox_reason_not_removed", package_id=package_id, error=str(exc))
         return True
 
     @_locked
@@ -665,13 +702,8 @@ class Outbox:
         pending = self.pending()
         problems: list[Problem] = []
         for package_id in pending:
-            record = self._attempts.get(package_id)
-            if record is not None:
-                problems.append(
-                    Problem(
-                        package_id, "pending", record.count, record.last_error, record.failed_at
-                    )
-                )
+            if package_id in self._attempts and (entry := self._pending_entry(package_id)):
+                problems.append(entry)
         rejected = self.rejected()
         for package_id in rejected:
             problems.append(self._rejection(package_id))
@@ -700,12 +732,53 @@ class Outbox:
         detail = f"{why}; deliver with: acqharvest outbox release {package_id}"
         return Problem(package_id, "held", 0, detail, stamp)
 
+    @_locked
+    def entries(self) -> list[Problem]:
+        """Every undelivered package: pending ones oldest first, then held and rejected ones
+        by id."""
+        listed = [self._pending_entry(package_id) for package_id in self.pending()]
+        listed += [self._holding(package_id) for package_id in self.held()]
+        listed += [self._rejection(package_id) for package_id in self.rejected()]
+        return [entry for entry in listed if entry is not None]
+
+    @_locked
+    def entry(self, package_id: str) -> Problem | None:
+        """The record of one undelivered package; None when it is delivered or unknown."""
+        state = self.state_of(package_id)
+        if state == "pending":
+            return self._pending_entry(package_id)
+        if state == "held":
+            return self._holding(package_id)
+        if state == "rejected":
+            return self._rejection(package_id)
+        return None
+
+    def _pending_entry(self, package_id: str) -> Problem | None:
+        try:
+            queued = self._stamp_of(f"{package_id}.json")
+        except FileNotFoundError:
+            return None  # delivered or rejected meanwhile
+        record = self._attempts.get(package_id)
+        if record is None:
+            return Problem(package_id, "pending", 0, None, None, queued)
+        return Problem(
+            package_id, "pending", record.count, record.last_error, record.failed_at, queued
+        )
+
     def _rejection(self, package_id: str) -> Problem:
+        queued: int | None
+        try:
+            queued = (self._rejected / f"{package_id}.json").stat().st_mtime_ns
+        except OSError:
+            queued = None
         try:
             reason = json.loads((self._rejected / (package_id + _REASON_SUFFIX)).read_bytes())
             status = reason.get("http_status")
             detail = str(reason.get("detail", ""))
             error = f"HTTP {status}: {detail}" if status is not None else detail
-            return Problem(package_id, "rejected", 0, error, reason.get("rejected_at"))
-        except (OSError, ValueError, AttributeError):
-            return Problem(package_id, "rejected", 0, "reason unknown", None)
+            attempts = int(reason.get("attempts", 0))
+            return Problem(
+                package_id, "rejected", attempts, error, reason.get("rejected_at"), queued
+            )
+        except (OSError, ValueError, AttributeError, TypeError):
+            return Problem(package_id, "rejected", 0, "reason unknown", None, queued)

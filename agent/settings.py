@@ -825,14 +825,32 @@ class LogSettings:
     format: Annotated[
         Literal["auto", "json", "console"],
         Field(
-            description="Format of the log on standard error: 'auto' is 'console' on a "
-            "terminal and 'json' otherwise."
+            description="Format of the log on standard error: 'auto' is 'console' (for "
+            "people) when standard error is a terminal and 'json' otherwise (a service, a "
+            "pipe); the log file is always JSON lines."
         ),
     ] = "auto"
     file: Annotated[
         _ConfigPath | None,
         Field(description="JSON-lines log file; null means acqharvest.log in state_dir."),
     ] = None
+    max_bytes: Annotated[
+        int,
+        Field(
+            ge=64 * 1024,
+            le=2**40,
+            description="Size in bytes at which the log file is rotated: renamed to "
+            "<file>.1 (older ones shifted to .2 and on) and started afresh.",
+        ),
+    ] = 10 * 2**20
+    backups: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=1000,
+            description="Rotated log files kept besides the current one; the oldest is deleted.",
+        ),
+    ] = 5
 
 
 def _listen_parts(listen: str) -> tuple[str, int]:

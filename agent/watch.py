@@ -27,8 +27,9 @@ and each has a check here or in the runtime:
   Both log ``watch_limit_reached`` once;
 - native events do not see writes made by another host on a network share (SMB, NFS):
   nothing can detect that from here without writing in the folder, which we never do.
-  The periodic reconciliation scan (``rescan_seconds``) finds those files; use ``polling``
-  mode for such folders when that delay is too long.
+  ``network_filesystem`` tells such a share by its file system type (``acqharvest
+  doctor`` reports it). The periodic reconciliation scan (``rescan_seconds``) finds those
+  files; use ``polling`` mode for such folders when that delay is too long.
 
 Only creation, modification, attribute, move, delete and close-after-write events are
 subscribed: open and close-without-write events are left out, since our own scans and
@@ -45,6 +46,7 @@ import ctypes
 import errno
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -87,6 +89,7 @@ __all__ = [
     "examine",
     "file_identity",
     "matches",
+    "network_filesystem",
     "stat_file",
     "watch_budget_exhausted",
     "watch_limit",
@@ -215,6 +218,74 @@ def watch_limit() -> int | None:
         with contextlib.suppress(OSError, ValueError):
             return int(Path(source).read_text())
     return None
+
+
+#: file system types (Linux ``/proc/self/mountinfo`` names) whose native change events miss
+#: what other hosts write: the share's server, not this kernel, sees those writes.
+_NETWORK_FILESYSTEMS = frozenset(
+    {
+        "9p",
+        "afs",
+        "beegfs",
+        "ceph",
+        "cifs",
+        "davfs",
+        "glusterfs",
+        "gpfs",
+        "lustre",
+        "ncpfs",
+        "nfs",
+        "nfs4",
+        "smb3",
+        "smbfs",
+        "sshfs",
+    }
+)
+_DRIVE_REMOTE = 4
+
+
+def network_filesystem(folder: Path) -> str | None:
+    """The network file system ``folder`` lives on (``"cifs"``, ``"nfs4"``, ``"network
+    drive"``), or None when it is local or the platform cannot tell.
+
+    Native events on such a folder report only what this host writes there; files an
+    instrument PC writes to the share appear through reconciliation scans or polling.
+    """
+    real = os.path.realpath(folder)
+    if sys.platform == "win32":
+        if real.startswith("\\\\"):  # a UNC path \\server\share
+            return "network share"
+        drive = os.path.splitdrive(real)[0] + "\\"
+        kernel32 = ctypes.WinDLL("kernel32")
+        drive_type = kernel32.GetDriveTypeW(ctypes.c_wchar_p(drive))
+        return "network drive" if drive_type == _DRIVE_REMOTE else None
+    else:  # an else, not code after the return: mypy checks each platform's part
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return None  # not Linux (macOS, BSD): unknown
+        fstype = mount_fstype(real, mountinfo)
+        # FUSE file systems are named fuse.<name> (fuse.sshfs); kernel ones as they are
+        if fstype is None or fstype.removeprefix("fuse.") not in _NETWORK_FILESYSTEMS:
+            return None
+        return fstype
+
+
+def mount_fstype(real_path: str, mountinfo: str) -> str | None:
+    """The file system type of the mount holding ``real_path``, by the longest mount
+    point in ``mountinfo`` (the text of ``/proc/self/mountinfo``) that contains it."""
+    best: tuple[int, str] | None = None
+    for line in mountinfo.splitlines():
+        fields, _, rest = line.partition(" - ")
+        parts, tail = fields.split(), rest.split()
+        if len(parts) < 5 or not tail:
+            continue
+        # octal escapes for space, tab, newline and backslash in the mount point
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), parts[4])
+        inside = real_path == point or real_path.startswith(point.rstrip("/") + "/")
+        if inside and (best is None or len(point) >= best[0]):
+            best = (len(point), tail[0])
+    return None if best is None else best[1]
 
 
 def watch_budget_exhausted(folder: str) -> bool:

@@ -234,7 +234,9 @@ def test_docs_document_every_top_level_config_key_and_command() -> None:
         "run --once",
         "extract",
         "check",
+        "doctor",
         "status",
+        "outbox list",
         "adapters",
         "service install",
     ):
