@@ -206,7 +206,8 @@ def _nav_pages() -> set[str]:
 
 def test_readme_fits_on_two_screens_and_ends_with_links_into_the_site() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    assert len(readme.splitlines()) <= 90, "the README is the quick start; move the rest to docs/"
+    # the quick start, the service lines and the FAIR summary with its mapping (issue 11)
+    assert len(readme.splitlines()) <= 120, "the README is the quick start; move the rest to docs/"
     last_section = readme.rsplit("\n## ", 1)[1]
     assert last_section.startswith("Documentation\n")
     assert len(re.findall(r"\]\(docs/[\w/-]+\.md\)", last_section)) >= 10

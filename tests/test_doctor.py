@@ -56,12 +56,14 @@ def verdicts(result: subprocess.CompletedProcess[str]) -> dict[str, list[str]]:
     return by_check
 
 
-def write_config(tmp_path: Path, endpoint: str, extra: str = "") -> Path:
+def write_config(
+    tmp_path: Path, endpoint: str, extra: str = "", instrument: str = "urn:acqharvest:scope-1"
+) -> Path:
     watch = tmp_path / "watch"
     (watch / "day1" / "run1").mkdir(parents=True, exist_ok=True)
     config = tmp_path / "acqharvest.yaml"
     config.write_text(
-        f"instrument: {{id: local-1}}\nwatch: [{{path: {watch}}}]\n"
+        f"instrument: {{id: '{instrument}'}}\nwatch: [{{path: {watch}}}]\n"
         f"endpoint: {endpoint}\nstate_dir: {tmp_path / 'state'}\n{extra}"
     )
     return config
@@ -104,6 +106,20 @@ def test_a_healthy_installation_passes_every_check_and_stores_nothing(
     assert endpoint.received == [], "the probe is no package"
     assert not (tmp_path / "state").exists(), "doctor creates nothing"
     assert "doctor-token" not in result.stdout + result.stderr
+
+
+def test_an_instrument_id_that_is_no_persistent_identifier_is_a_warning(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path, f"{{type: directory, path: {tmp_path / 'out'}}}", instrument="CONFOCAL-2"
+    )
+
+    result = doctor(config, "--json")
+
+    assert result.returncode == 0, result.stdout + result.stderr  # a warning fails nothing
+    (finding,) = [f for f in findings(result) if f["check"] == "instrument_id"]
+    assert finding["status"] == "warn"
+    assert "'CONFOCAL-2' is a local name, not a persistent identifier" in finding["detail"]
+    assert "PIDINST" in finding["hint"]
 
 
 def test_the_text_report_has_a_verdict_and_a_hint_per_line(

@@ -228,6 +228,7 @@ def test_one_file_entity_per_file() -> None:
         "contentSize": "2122029",
         "sha256": "021fc11dcd1b0e1498dc4fdb10778c864e73c25684949a9f2a04f15d57e486c2",
         "dateModified": entry["modified"],
+        "encodingFormat": "image/tiff",
     }
 
 
