@@ -10,7 +10,6 @@ import stat
 import subprocess
 import sys
 import threading
-import tracemalloc
 import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -754,24 +753,40 @@ def test_a_parent_folder_swapped_after_settling_cannot_lead_a_read_outside(
     assert reader.bytes_read == 0
 
 
+_SCAN_PEAK = """
+import sys, tracemalloc
+from pathlib import Path
+from acqharvest.model import WatchSettings
+from acqharvest.watch import Watcher
+
+ws = WatchSettings(path=Path(sys.argv[1]), mode="native")
+watcher = Watcher([ws], lambda item: None)
+# Path interns the name parts: a first scan lets CPython's table of interned strings
+# grow (a one-off resize of megabytes, landing wherever earlier imports put it).
+assert sum(1 for _ in watcher.scan_folder(ws)) == 20_000
+scan = watcher.scan_folder(ws)
+tracemalloc.start()
+count = sum(1 for _ in scan)
+print(count, tracemalloc.get_traced_memory()[1])
+"""
+
+
 def test_scan_over_many_files_holds_none_of_them(tmp_path: Path) -> None:
+    """Measured in a process of its own: tracemalloc counts every thread's allocations, and
+    a test process may hold threads of earlier tests (loopback servers) that allocate."""
     for folder in range(200):
         sub = tmp_path / f"f{folder:03d}"
         sub.mkdir()
         for number in range(100):
             os.close(os.open(sub / f"{number:03d}.dat", os.O_CREAT | os.O_WRONLY, 0o644))
-    ws = _ws(tmp_path)
-    watcher = Watcher([ws], Events())
-    # Path interns the name parts: a first scan lets CPython's table of interned strings
-    # grow (a one-off resize of megabytes, landing wherever earlier imports put it).
-    assert sum(1 for _ in watcher.scan_folder(ws)) == 20_000
-    scan = watcher.scan_folder(ws)
-    tracemalloc.start()
-    try:
-        count = sum(1 for _ in scan)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    measured = subprocess.run(
+        [sys.executable, "-c", _SCAN_PEAK, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    count, peak = map(int, measured.stdout.split())
     assert count == 20_000
     # a FileSeen with its Path is several hundred bytes: holding them all would be megabytes
     assert peak < 20_000 * 50, f"peak {peak} bytes"
