@@ -113,6 +113,13 @@ def local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
+def child(element: ET.Element | None, name: str) -> ET.Element | None:
+    """The first child of ``element`` whose local name is ``name`` (any namespace), if any."""
+    if element is None:
+        return None
+    return next((c for c in element if local(c.tag) == name), None)
+
+
 def text(value: str | None) -> str | None:
     """An element's text stripped, or None when there is none."""
     return value.strip() if value and value.strip() else None

@@ -47,6 +47,14 @@ Role = Literal["primary", "member", "sidecar"]
 #: how many leading bytes of every file the agent reads before asking adapters to claim it.
 HEAD_BYTES = 4096
 
+#: the most bytes of a metadata document (an OME-XML) an adapter keeps whole in
+#: ``original_metadata`` unless the agent says otherwise (:attr:`Draft.original_metadata_max_bytes`;
+#: the site sets it with the ``original_metadata_max_bytes`` setting).
+ORIGINAL_METADATA_MAX_BYTES = 1024 * 1024
+
+#: the media type of a file no adapter names one for (RFC 2046: arbitrary binary data).
+OCTET_STREAM = "application/octet-stream"
+
 #: the ``hashlib`` names an adapter may ask for in :attr:`AdapterInfo.digests`: the
 #: fixed-length ones every Python has. sha256 is not among them: the agent computes it of
 #: every file anyway (the package checksum) and always hands it to ``extract``.
@@ -73,7 +81,7 @@ class FieldSpec:
     """One normalized metadata field an adapter may emit (dotted key, e.g. ``image.size_x``)."""
 
     key: str
-    #: one of ``string``, ``integer``, ``number``, ``datetime``, ``list``.
+    #: one of ``string``, ``integer``, ``number``, ``datetime``, ``list``, ``boolean``.
     type: str
     unit: str | None = None
     #: what the field means, the same for every adapter.
@@ -115,6 +123,21 @@ NORMALIZED_FIELDS: Mapping[str, FieldSpec] = {
         _spec("image.samples_per_pixel", "integer", None, "samples per pixel (3 for RGB)"),
         _spec("image.photometric", "string", None, "photometric interpretation"),
         _spec("image.series", "integer", None, "images (series, fields) the acquisition holds"),
+        _spec("image.time_increment_s", "number", "s", "time between time points in seconds"),
+        _spec("planes.count", "integer", None, "planes (2-D images) the file describes"),
+        _spec("planes.delta_t_s", "list", "s", "[first, last] plane time from the start"),
+        _spec("planes.exposure_s", "list", "s", "[shortest, longest] plane exposure"),
+        _spec("planes.position_x_um", "list", "um", "[lowest, highest] stage X of the planes"),
+        _spec("planes.position_y_um", "list", "um", "[lowest, highest] stage Y of the planes"),
+        _spec("planes.position_z_um", "list", "um", "[lowest, highest] stage Z of the planes"),
+        _spec("specimen.plate", "string", None, "name of the plate the image is in"),
+        _spec("specimen.well", "string", None, "the well, as row and column, e.g. B3"),
+        _spec("specimen.field", "integer", None, "the field in its well, from 0"),
+        _spec("specimen.stage_label", "string", None, "the stage position's name"),
+        _spec("environment.temperature_c", "number", "°C", "temperature in degrees Celsius"),
+        _spec("environment.co2_percent", "number", "%", "CO2 concentration in percent"),
+        _spec("environment.humidity_percent", "number", "%", "relative humidity in percent"),
+        _spec("environment.air_pressure_mbar", "number", "mbar", "air pressure in millibar"),
         _spec("pixel_size_um.x", "number", "um", "pixel width in micrometres"),
         _spec("pixel_size_um.y", "number", "um", "pixel height in micrometres"),
         _spec("pixel_size_um.z", "number", "um", "section spacing in micrometres"),
@@ -122,7 +145,9 @@ NORMALIZED_FIELDS: Mapping[str, FieldSpec] = {
             "channels",
             "list",
             None,
-            "name, excitation_nm, emission_nm, fluor, exposure_s, illumination, contrast_method",
+            "one item per channel, with the keys of CHANNEL_FIELDS: name, wavelengths, fluor, "
+            "exposure, illumination and contrast method, acquisition mode, pinhole, light "
+            "source, detector settings and filters",
         ),
         _spec(
             "series",
@@ -145,6 +170,9 @@ NORMALIZED_FIELDS: Mapping[str, FieldSpec] = {
         _spec("objective.magnification", "number", None, "nominal magnification"),
         _spec("objective.na", "number", None, "numerical aperture"),
         _spec("objective.immersion", "string", None, "immersion medium, e.g. Oil, Water, Air"),
+        _spec("objective.correction", "string", None, "correction, e.g. PlanApo, PlanFluor"),
+        _spec("objective.working_distance_um", "number", "um", "working distance, micrometres"),
+        _spec("objective.infinity_corrected", "boolean", None, "corrected for infinity"),
         _spec("detector.model", "string", None, "detector model or name"),
         _spec("detector.manufacturer", "string", None, "detector maker"),
         _spec("detector.type", "string", None, "detector type, e.g. CCD, PMT, SE, BSE"),
@@ -182,7 +210,8 @@ NORMALIZED_FIELDS: Mapping[str, FieldSpec] = {
 }
 
 
-#: The keys of one ``channels`` item, with their types and units.
+#: The keys of one ``channels`` item, with their types and units; a dotted key is a key
+#: of a nested mapping (``light_source.power_mw`` is ``{"light_source": {"power_mw": ..}}``).
 CHANNEL_FIELDS: Mapping[str, FieldSpec] = {
     spec.key: spec
     for spec in (
@@ -193,16 +222,35 @@ CHANNEL_FIELDS: Mapping[str, FieldSpec] = {
         _spec("exposure_s", "number", "s", "exposure time in seconds"),
         _spec("illumination", "string", None, "illumination type, e.g. Epifluorescence"),
         _spec("contrast_method", "string", None, "contrast method, e.g. Fluorescence"),
+        _spec("acquisition_mode", "string", None, "e.g. WideField, LaserScanningConfocal"),
+        _spec("pinhole_um", "number", "um", "pinhole diameter in micrometres"),
+        _spec("light_source.type", "string", None, "Laser, Arc, Filament, LightEmittingDiode"),
+        _spec("light_source.model", "string", None, "the light source's model or name"),
+        _spec("light_source.wavelength_nm", "number", "nm", "wavelength used, nanometres"),
+        _spec("light_source.power_mw", "number", "mW", "the source's power in milliwatts"),
+        _spec("light_source.attenuation_percent", "number", "%", "attenuation in percent"),
+        _spec("detector_settings.gain", "number", None, "detector gain"),
+        _spec("detector_settings.offset", "number", None, "detector offset"),
+        _spec("detector_settings.binning", "string", None, "binning, e.g. 1x1, 2x2"),
+        _spec("detector_settings.readout_rate_mhz", "number", "MHz", "read-out rate in MHz"),
+        _spec("detector_settings.voltage_v", "number", "V", "detector voltage in volts"),
+        _spec("filters.excitation", "string", None, "excitation filter model or name"),
+        _spec("filters.excitation_nm", "list", "nm", "excitation band [cut-in, cut-out]"),
+        _spec("filters.dichroic", "string", None, "dichroic mirror model or name"),
+        _spec("filters.emission", "string", None, "emission filter model or name"),
+        _spec("filters.emission_nm", "list", "nm", "emission band [cut-in, cut-out]"),
     )
 }
 
-#: ``FieldSpec.type`` values and the Python types a value of each may have (never bool).
+#: ``FieldSpec.type`` values and the Python types a value of each may have (a bool is a
+#: ``boolean`` only, never a number).
 FIELD_TYPES: Mapping[str, tuple[type, ...]] = {
     "string": (str,),
     "integer": (int,),
     "number": (int, float),
     "datetime": (str,),
     "list": (list, tuple),
+    "boolean": (bool,),
 }
 
 _RFC3339 = re.compile(
@@ -241,7 +289,7 @@ def value_problem(type_name: str, value: Any) -> str | None:
     allowed = FIELD_TYPES.get(type_name)
     if allowed is None:
         return f"type {type_name!r} is not one of {[*FIELD_TYPES]}"
-    if isinstance(value, bool) or not isinstance(value, allowed):
+    if isinstance(value, bool) != (type_name == "boolean") or not isinstance(value, allowed):
         return f"declared {type_name}, got {type(value).__name__}"
     if isinstance(value, float) and not math.isfinite(value):
         return f"declared number, got {value}"
@@ -252,20 +300,25 @@ def value_problem(type_name: str, value: Any) -> str | None:
     return None
 
 
-def channel_problems(item: object) -> dict[str, str]:
-    """Key -> why it is wrong, for one ``channels`` item (``""`` for the item itself).
+def channel_problems(item: object, prefix: str = "") -> dict[str, str]:
+    """Dotted key -> why it is wrong, for one ``channels`` item (``""`` for the item itself).
 
-    An item is a mapping of ``CHANNEL_FIELDS`` keys with values of their types.
+    An item is a mapping of ``CHANNEL_FIELDS`` keys with values of their types; a dotted
+    key's value sits in a nested mapping.
     """
     if not isinstance(item, Mapping):
-        return {"": f"not a mapping: {type(item).__name__}"}
+        return {prefix.rstrip("."): f"not a mapping: {type(item).__name__}"}
     problems = {}
     for key, value in item.items():
-        spec = CHANNEL_FIELDS.get(key)
-        if spec is None:
-            problems[key] = f"not a channel field ({', '.join(CHANNEL_FIELDS)})"
-        elif problem := value_problem(spec.type, value):
-            problems[key] = problem
+        dotted = f"{prefix}{key}"
+        spec = CHANNEL_FIELDS.get(dotted)
+        if spec is not None:
+            if problem := value_problem(spec.type, value):
+                problems[dotted] = problem
+        elif any(name.startswith(f"{dotted}.") for name in CHANNEL_FIELDS):
+            problems.update(channel_problems(value, f"{dotted}."))
+        else:
+            problems[dotted] = f"not a channel field ({', '.join(CHANNEL_FIELDS)})"
     return problems
 
 
@@ -308,6 +361,26 @@ def digests_problem(info: AdapterInfo) -> str | None:
                 f"digests[{suffix!r}]: {unknown} not among {sorted(DIGEST_ALGORITHMS)} "
                 "(sha256 is always computed)"
             )
+    return None
+
+
+#: an IANA media type's shape (RFC 6838 restricted names, lowercase): ``type/subtype``.
+MEDIA_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$")
+
+
+def media_types_problem(info: AdapterInfo) -> str | None:
+    """Why ``info.media_types`` is malformed, or None when it is well-formed.
+
+    The agent refuses to load such an adapter; the conformance kit reports it.
+    """
+    media_types: object = info.media_types
+    if not isinstance(media_types, Mapping):
+        return f"media_types is {type(media_types).__name__}, not a mapping of name end to type"
+    for end, kind in media_types.items():
+        if not (isinstance(end, str) and end == end.lower()):
+            return f"media_types: {end!r} is not a lowercase end of a file name such as '.tif'"
+        if not (isinstance(kind, str) and MEDIA_TYPE.match(kind)):
+            return f"media_types[{end!r}]: {kind!r} is not a media type such as 'image/tiff'"
     return None
 
 
@@ -355,10 +428,22 @@ class AdapterInfo:
     #: adapter reading it. Only files with such a suffix pay for them; ask for every
     #: algorithm the format may name (the imzML adapter: ``{".ibd": ("md5", "sha1")}``).
     digests: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: lowercase end of a file name (``".ome.tif"``, ``".zattrs"``, ``"zarr.json"``) -> the
+    #: IANA media type (RFC 6838) of such a file of the acquisition, written in the
+    #: package's ``files[].media_type``; the longest matching end wins, and a file none
+    #: matches is ``application/octet-stream``. A format without a registered type uses
+    #: ``application/octet-stream`` or the form its community documents.
+    media_types: Mapping[str, str] = field(default_factory=dict)
 
     def digests_for(self, path: Path) -> tuple[str, ...]:
         """The extra digests this adapter asks for of ``path`` (by its suffix)."""
         return self.digests.get(path.suffix.lower(), ())
+
+    def media_type_for(self, path: Path) -> str:
+        """The media type of ``path`` in this adapter's acquisitions (by its name's end)."""
+        name = path.name.lower()
+        ends = [end for end in self.media_types if name.endswith(end)]
+        return self.media_types[max(ends, key=len)] if ends else OCTET_STREAM
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,6 +509,10 @@ class Draft:
     #: packaged earlier and not read again, a caller that hashed nothing) is unknown:
     #: report the checksum as not verified.
     digests: Mapping[Path, Mapping[str, str]] = field(default_factory=dict)
+    #: the most bytes of one metadata document (an OME-XML) to keep in
+    #: ``original_metadata``: keep a longer one's first bytes, say so in a warning and mark
+    #: it there (as the built-in adapters do with ``ome_xml_cut``).
+    original_metadata_max_bytes: int = ORIGINAL_METADATA_MAX_BYTES
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,15 +6,16 @@ Exit codes: 0 success, 1 something failed or stayed undelivered, 2 bad configura
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import secrets
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from acqharvest import __version__, logs
 
@@ -45,22 +46,57 @@ def _parser() -> argparse.ArgumentParser:
         help="harvest what is there now, deliver, and exit (non-zero if anything failed)",
     )
     extract = commands.add_parser(
-        "extract", help="print what the adapters read from files (no config, nothing sent)"
+        "extract", help="print what the adapters read from files (nothing written or sent)"
     )
     extract.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     extract.add_argument("--json", action="store_true", help="one package JSON per line")
+    extract.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        help="YAML config whose instrument and de-identification apply (default: the "
+        "embedded demo default, never $ACQHARVEST_CONFIG)",
+    )
+    extract.add_argument(
+        "--format",
+        choices=["package", "ro-crate"],
+        default="package",
+        help="ro-crate prints each package as its RO-Crate metadata document (JSON-LD)",
+    )
     check = commands.add_parser(
         "check", help="validate the config, the folders and the endpoint, then exit"
     )
     with_config(check)
     status = commands.add_parser("status", help="show the outbox by state and the last errors")
     with_config(status)
-    retry = commands.add_parser(
-        "retry", help="send rejected packages again (after the endpoint was fixed)"
+    doctor = commands.add_parser(
+        "doctor", help="check everything the daemon needs, with a verdict and a hint each"
     )
-    with_config(retry)
-    retry.add_argument("package_ids", nargs="*", metavar="PACKAGE_ID")
-    retry.add_argument("--all", action="store_true", help="every rejected package")
+    with_config(doctor)
+    doctor.add_argument("--json", action="store_true", help="a JSON list, for fleet tooling")
+
+    from acqharvest.outbox_commands import add_parsers
+
+    add_parsers(commands, with_config)
+    service = commands.add_parser(
+        "service", help="install, uninstall, start, stop the system service, or show its state"
+    )
+    service.add_argument("action", choices=["install", "uninstall", "start", "stop", "status"])
+    service.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        help="the config the service runs with (default: /etc/acqharvest/acqharvest.yaml; "
+        r"C:\ProgramData\acqharvest\acqharvest.yaml on Windows; "
+        "/Library/Application Support/acqharvest/acqharvest.yaml on macOS)",
+    )
+    service.add_argument(
+        "--user", help=r"account it runs as (default: acqharvest; NT SERVICE\acqharvest)"
+    )
+    service.add_argument("--dry-run", action="store_true", help="print every step, do nothing")
+    service.add_argument(
+        "--purge", action="store_true", help="uninstall: also remove the state dir and config"
+    )
     commands.add_parser("adapters", help="list installed adapters and load errors")
     config = commands.add_parser("config", help="print the config's JSON Schema")
     config.add_argument("what", choices=["schema"])
@@ -75,10 +111,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": _run,
         "extract": _extract,
         "check": _check,
+        "doctor": _doctor,
         "status": _status,
-        "retry": _retry,
+        "retry": _outbox,
+        "outbox": _outbox,
         "adapters": _adapters,
         "config": _config,
+        "service": _service,
     }
     result: int = handlers[args.command](args)
     return result
@@ -97,7 +136,26 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    settings = _load(args)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        logs.get_logger().info("stop_requested", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    return run_daemon(args.config, stop, once=args.once)
+
+
+def run_daemon(
+    config: Path | None,
+    stop: threading.Event,
+    *,
+    once: bool = False,
+    log_stream: TextIO | None = None,
+) -> int:
+    """Run the daemon until ``stop`` is set; its exit status (the Windows service runs this)."""
+    settings = _load(argparse.Namespace(config=config))
     if settings is None:
         return EXIT_CONFIG
     from acqharvest.config import is_embedded_default
@@ -114,27 +172,30 @@ def _run(args: argparse.Namespace) -> int:
             "Ctrl-C stops.",
             file=sys.stderr,
         )
-    logs.configure(settings.log.level, settings.log.format, log_file_of(settings))
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        logs.get_logger().info("stop_requested", signal=signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    logs.configure(
+        settings.log.level,
+        settings.log.format,
+        log_file_of(settings),
+        stream=log_stream,
+        max_bytes=settings.log.max_bytes,
+        backups=settings.log.backups,
+    )
     from acqharvest.deliver import DeliveryConfigError
+    from acqharvest.people import PeopleError
 
     try:
-        report = Daemon(settings, once=args.once).run(stop)
+        report = Daemon(settings, once=once).run(stop)
     except DeliveryConfigError as error:
         # the same at every start: exit 2, so a service manager does not restart in a loop
-        print(f"config error: endpoint: {error}", file=sys.stderr)
+        print(f"config error: {error.key}: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except PeopleError as error:
+        print(f"config error: people: {error}", file=sys.stderr)
         return EXIT_CONFIG
     except Exception as error:  # noqa: BLE001 - report any start-up failure in one clear line
         print(f"acqharvest: cannot run: {error}", file=sys.stderr)
         return EXIT_FAILED
-    if args.once and (report.failures or report.undelivered or report.rejected):
+    if once and (report.failures or report.undelivered or report.rejected):
         print(
             f"acqharvest: {report.packaged} packaged, {len(report.failures)} failed, "
             f"{report.rejected} rejected by the endpoint, {report.undelivered} undelivered "
@@ -154,8 +215,10 @@ def _extract(args: argparse.Namespace) -> int:
     # Format libraries (tifffile) log about bad files through the root logger, which would
     # print raw lines beside ours; the one error line per file already says it.
     logging.getLogger().addHandler(logging.NullHandler())
-    # The default policy, never a site config: extract shows what adapters read.
-    settings = embedded_settings()
+    # The default policy unless a config is named: extract shows what adapters read.
+    settings = embedded_settings() if args.config is None else _load(args)
+    if settings is None:
+        return EXIT_CONFIG
     deidentifier = Deidentifier(settings.deidentify, secrets.token_bytes(32))
     results, errors = preview(args.paths, settings, deidentifier)
     for package in results:
@@ -167,7 +230,12 @@ def _extract(args: argparse.Namespace) -> int:
                 "`acqharvest adapters` lists the installed ones"
             )
             continue
-        if args.json:
+        if args.format == "ro-crate":
+            from acqharvest.rocrate import render_crate
+
+            crate = render_crate(package)
+            print(json.dumps(crate, ensure_ascii=False, indent=None if args.json else 1))
+        elif args.json:
             print(json.dumps(package, ensure_ascii=False, sort_keys=True))
         else:
             _print_summary(package)
@@ -177,32 +245,65 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _print_summary(package: dict[str, Any]) -> None:
-    files = package["files"]
+    files = [entry for entry in package["files"] if "role" not in entry]  # not sidecars
     harvester = package["harvester"]
+    acquisition = package["acquisition"]
     print(f"{files[0]['path']}" + (f" (+{len(files) - 1} files)" if len(files) > 1 else ""))
-    print(f"  adapter: {harvester['adapter']}  format: {package['acquisition']['format']}")
+    print(f"  adapter: {harvester['adapter']}  format: {acquisition['format']}")
+    if "annotations" in acquisition:
+        # what the sidecars above it say: a microscopist checks a new one this way
+        print(f"  annotations: {json.dumps(acquisition['annotations'], ensure_ascii=False)}")
     for key, value in sorted(package["metadata"].items()):
         print(f"  {key}: {json.dumps(value, ensure_ascii=False)}")
     for warning in package["provenance"]["warnings"]:
         print(f"  warning: {warning}")
 
 
+_VERDICT_LABELS = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
+
+
 def _check(args: argparse.Namespace) -> int:
+    """``doctor``'s basic checks, printed as ``check`` always did (warnings count as ok)."""
     settings = _load(args)
     if settings is None:
         return EXIT_CONFIG
-    from acqharvest.commands import check_installation
-    from acqharvest.deliver import DeliveryConfigError
+    from acqharvest.doctor import diagnose
 
     problems = 0
-    try:
-        for ok, message in check_installation(settings):
-            print(f"{'ok  ' if ok else 'FAIL'}  {message}")
-            problems += not ok
-    except DeliveryConfigError as error:
-        print(f"FAIL  endpoint: {error}")
-        return EXIT_CONFIG
+    for finding in diagnose(settings, thorough=False):
+        print(f"{_VERDICT_LABELS[finding.status]}  {finding.detail}")
+        if finding.check == "endpoint_config":
+            return EXIT_CONFIG
+        problems += finding.status == "fail"
     return EXIT_FAILED if problems else EXIT_OK
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from acqharvest.config import ConfigError, load_settings
+    from acqharvest.doctor import Finding, config_failures, diagnose
+
+    findings: Iterable[Finding]
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as error:
+        findings, code = config_failures(error.messages), EXIT_CONFIG
+    else:
+        # printed as each check ends: the endpoint's probe may take a while
+        findings, code = diagnose(settings), EXIT_OK
+    printed: list[Finding] = []
+    for finding in findings:
+        printed.append(finding)
+        if not args.json:
+            print(f"{finding.status:<4}  {finding.check:<15}  {finding.detail}", flush=True)
+            if finding.hint:
+                print(f"{'':23}hint: {finding.hint}")
+    if args.json:
+        print(json.dumps([dataclasses.asdict(f) for f in printed], indent=2, ensure_ascii=False))
+    else:
+        counts = {v: sum(f.status == v for f in printed) for v in ("ok", "warn", "fail")}
+        print(f"{counts['ok']} ok, {counts['warn']} warning(s), {counts['fail']} failure(s)")
+    failed = any(finding.status == "fail" for finding in printed)
+    return code if code != EXIT_OK else (EXIT_FAILED if failed else EXIT_OK)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -220,6 +321,10 @@ def _status(args: argparse.Namespace) -> int:
         print("readers missing:")
         for line in status.readers_missing:
             print(f"  {line}")
+    if status.identity_mismatches:
+        print("instrument identity mismatches (the file reports another instrument):")
+        for line in status.identity_mismatches:
+            print(f"  {line}")
     if status.problems:
         print("last problems:")
         for line in status.problems:
@@ -227,36 +332,18 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _retry(args: argparse.Namespace) -> int:
+def _outbox(args: argparse.Namespace) -> int:
+    """``outbox ACTION`` and ``retry``, on the outbox as the running daemon leaves it."""
     settings = _load(args)
     if settings is None:
         return EXIT_CONFIG
-    from acqharvest.outbox import Outbox, OutboxError
+    from acqharvest.outbox import Outbox
+    from acqharvest.outbox_commands import ACTIONS
     from acqharvest.statedir import state_paths
 
-    outbox = Outbox.open(state_paths(settings)[0], recover=False)
-    wanted = outbox.rejected() if args.all else args.package_ids
-    if not wanted:
-        message = "no rejected packages" if args.all else "name package ids, or pass --all"
-        print(f"nothing to retry: {message}", file=sys.stderr)
-        return EXIT_OK if args.all else EXIT_FAILED
-    failed = 0
-    for package_id in wanted:
-        try:
-            moved = outbox.retry_rejected(package_id)
-        except OutboxError as error:
-            moved, failed = False, failed + 1
-            print(f"{package_id}: {error}", file=sys.stderr)
-            continue
-        state = outbox.state_of(package_id) if not moved else None
-        if moved:
-            print(f"{package_id}: queued again")
-        elif state is None:
-            print(f"{package_id}: no such package in the outbox")
-        else:
-            print(f"{package_id}: {state}, not rejected; left alone")
-        failed += not moved
-    return EXIT_FAILED if failed else EXIT_OK
+    # no recovery (that is the daemon's) and nothing created where no daemon ran
+    outbox = Outbox.open(state_paths(settings)[0], recover=False, create=False)
+    return EXIT_OK if ACTIONS[args.action](args, outbox) else EXIT_FAILED
 
 
 def _adapters(_: argparse.Namespace) -> int:
@@ -273,6 +360,12 @@ def _adapters(_: argparse.Namespace) -> int:
     for error in registry.errors:
         print(f"load error: {error.name} ({error.distribution}): {error.error}", file=sys.stderr)
     return EXIT_OK
+
+
+def _service(args: argparse.Namespace) -> int:
+    from acqharvest.service_install import command
+
+    return command(args.action, args.config, args.user, dry_run=args.dry_run, purge=args.purge)
 
 
 def _config(_: argparse.Namespace) -> int:

@@ -1,16 +1,16 @@
-"""The one-shot commands' work: ``extract`` (``preview``), ``check`` and ``status``.
+"""The one-shot commands' work: ``extract`` (``preview``) and ``status``.
 
 Each runs apart from any daemon and reads what it needs itself; ``cli`` only parses
 arguments and prints what these return.
 
 - ``preview`` runs the daemon's stages in this process on files given by hand: probe,
-  group (every file taken as complete), extract, and ``enrich``, the chain the daemon
+  group (every file taken as complete), extract with the sidecars found from each
+  acquisition's folder up to the folder given, and ``enrich``, the chain the daemon
   packages with. Nothing is written or sent.
-- ``check_installation`` tries what the daemon will need, one (ok, message) line each:
-  the watch folders readable, the state dir writable, the adapters loaded and named
-  rightly, the endpoint answering.
 - ``read_status`` reads the outbox and the registry without changing anything, even
   beside a running daemon, and creates nothing where no daemon ever ran.
+
+``check`` and ``doctor`` live in ``doctor``.
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ from typing import Any
 
 from acqharvest import workers
 from acqharvest.deidentify import Deidentifier
-from acqharvest.deliver import build_sender, safe_url
-from acqharvest.durable import writable_folder
+from acqharvest.deliver import safe_url
 from acqharvest.enrich import enrich
 from acqharvest.group import Grouper
 from acqharvest.identity import instrument_block
@@ -33,6 +32,7 @@ from acqharvest.model import ExtractionFailure, FileSettled, Settings
 from acqharvest.outbox import Outbox
 from acqharvest.package import rfc3339 as package_rfc3339
 from acqharvest.pathtext import escape
+from acqharvest.people import Attribution, PeopleError, read_people
 from acqharvest.state import State, StateError
 from acqharvest.statedir import state_dir_problems, state_paths
 from acqharvest.watch import stat_file
@@ -43,12 +43,17 @@ def preview(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Packages the daemon would build from these files now (``acqharvest extract``).
 
-    Files are taken as complete; folders are walked. Nothing is written or sent.
+    Files are taken as complete; folders are walked, and stand for a watch folder: paths
+    are relative to the folder given (to the folder all given paths share), and the
+    sidecars above an acquisition are looked for up to it. Nothing is written or sent.
     """
-    files = sorted(_expand(paths))
+    paths = list(paths)
+    # a sidecar is read for the acquisitions below it, never packaged as one
+    files = sorted(f for f in _expand(paths) if f.name not in settings.sidecar_names)
     if not files:
         return [], ["no files given"]
-    root = Path(os.path.commonpath([f.parent for f in files]))
+    given = [p.resolve() for p in paths]
+    root = Path(os.path.commonpath([p if p.is_dir() else p.parent for p in given]))
     grouper = Grouper(lambda _: 0.0, lambda _: 0.0)
     errors: list[str] = []
     for path in files:
@@ -63,14 +68,30 @@ def preview(
         else:
             grouper.add(result, 0.0)
     instrument = instrument_block(settings.instrument)
+    people = None
+    if settings.people is not None:
+        try:
+            people = read_people(settings.people)
+        except PeopleError as error:
+            errors.append(f"people: {error}")  # the packages are shown without people
+    attribution = Attribution.of(settings, people)
     packages: list[dict[str, Any]] = []
     for acquisition in grouper.ready(math.inf):
-        extraction = workers.extract_acquisition(acquisition)
+        extraction = workers.extract_acquisition(
+            acquisition,
+            sidecar_names=settings.sidecar_names,
+            original_metadata_max_bytes=settings.original_metadata_max_bytes,
+        )
         if isinstance(extraction, ExtractionFailure):
             errors.append(f"{extraction.path}: {extraction.reason}")
             continue
         package = enrich(
-            extraction, deidentifier, instrument=instrument, path_template=None, previous=None
+            extraction,
+            deidentifier,
+            instrument=instrument,
+            path_template=None,
+            previous=None,
+            attribution=attribution,
         )
         packages.append(dict(package.body))
     return packages, errors
@@ -83,45 +104,6 @@ def _expand(paths: Iterable[Path]) -> Iterable[Path]:
             yield from (p for p in absolute.rglob("*") if p.is_file())
         else:
             yield absolute
-
-
-def check_installation(settings: Settings) -> Iterable[tuple[bool, str]]:
-    """(ok, message) lines for ``acqharvest check``: folders, state dir, adapters, endpoint."""
-    yield True, f"config {settings.source} is valid"
-    for folder in settings.watch:
-        try:
-            with os.scandir(folder.path) as entries:
-                next(entries, None)
-            yield True, f"watch folder {folder.path} is readable"
-        except OSError as error:
-            yield False, f"watch folder {folder.path}: {error.strerror or error}"
-    ok, detail = writable_folder(settings.state_dir)
-    yield ok, f"state dir {settings.state_dir}: {detail}"
-    from acqharvest.registry import load_registry
-
-    registry = load_registry()
-    yield bool(registry.adapters), "adapters loaded: " + (", ".join(registry.adapters) or "none")
-    for load_error in registry.errors:
-        yield False, f"adapter {load_error.name} failed to load: {load_error.error}"
-    for name in registry.missing:
-        # not a failure: the files are still packaged, with checksums only
-        yield True, str(registry.unavailable(name))
-    for index, folder in enumerate(settings.watch):
-        unknown = [name for name in folder.adapters if name not in registry.adapters]
-        if unknown:
-            yield (
-                False,
-                (
-                    f"watch[{index}].adapters names adapters that are not installed: "
-                    f"{', '.join(unknown)} (installed: {', '.join(registry.adapters) or 'none'})"
-                ),
-            )
-    sender = build_sender(settings.endpoint)  # DeliveryConfigError: the caller exits 2
-    try:
-        ok, detail = sender.probe()
-        yield ok, f"endpoint {endpoint_label(settings)}: {detail}"
-    finally:
-        sender.close()
 
 
 def endpoint_label(settings: Settings) -> str:
@@ -137,17 +119,20 @@ class Status:
     problems: list[str]
     #: one line per adapter whose reader is missing and whose files were packaged without it
     readers_missing: list[str] = field(default_factory=list)
+    #: one line per acquisition whose file reports another instrument than the config
+    identity_mismatches: list[str] = field(default_factory=list)
 
 
 def read_status(settings: Settings) -> Status:
     """Outbox counts, harvest counts and recent problems, read without changing anything."""
     outbox_dir, db_path, _ = state_paths(settings)
-    outbox = {"pending": 0, "delivered": 0, "rejected": 0, "corrupt": 0}
+    outbox = {"pending": 0, "held": 0, "delivered": 0, "rejected": 0, "corrupt": 0}
     problems: list[str] = []
     if outbox_dir.is_dir():  # else the daemon never ran here; create nothing
         summary = Outbox.open(outbox_dir, recover=False, create=False).summary()
         outbox = {
             "pending": summary.pending,
+            "held": summary.held,
             "delivered": summary.delivered,
             "rejected": summary.rejected,
             "corrupt": summary.corrupt,
@@ -159,6 +144,7 @@ def read_status(settings: Settings) -> Status:
         ]
     registry = {"files": 0, "acquisitions": 0, "failures": 0}
     readers_missing: list[str] = []
+    mismatches: list[str] = []
     if db_path.exists():
         try:
             state = State.open(db_path, readonly=True)
@@ -168,6 +154,16 @@ def read_status(settings: Settings) -> Status:
             try:
                 registry = state.counts()
                 readers_missing = _readers_missing(state.acquisitions_by_adapter())
+                mismatches = [
+                    f"{package_rfc3339(m.at)}  {escape(str(m.path))}: "
+                    + "; ".join(
+                        f"{item['field']} configured {item['configured']!r}, "
+                        f"file reports {item['reported']!r}"
+                        for item in m.mismatches
+                    )
+                    + f" (package {m.package_id[:16]})"
+                    for m in state.identity_mismatches()
+                ]
                 problems += [
                     f"{package_rfc3339(f.at)}  failed    {escape(str(f.path))}: {f.reason}"
                     for f in state.failures()
@@ -175,7 +171,11 @@ def read_status(settings: Settings) -> Status:
             finally:
                 state.close()
     return Status(
-        outbox, registry, state_dir_problems(settings.state_dir) + problems, readers_missing
+        outbox,
+        registry,
+        state_dir_problems(settings.state_dir) + problems,
+        readers_missing,
+        mismatches,
     )
 
 

@@ -192,8 +192,10 @@ def _overlaps(data: Mapping[Any, Any], base_dir: Path) -> list[tuple[_Loc, str]]
         ]
     endpoint = data.get("endpoint")
     log = data.get("log")
+    status = data.get("status_server")
     endpoint = endpoint if isinstance(endpoint, dict) else {}
     log = log if isinstance(log, dict) else {}
+    status = status if isinstance(status, dict) else {}
     # Paths the daemon writes, or secrets it reads: inside a watched folder they would be
     # harvested (a log would even be harvested again every time it grows).
     inside_rules = (
@@ -203,6 +205,12 @@ def _overlaps(data: Mapping[Any, Any], base_dir: Path) -> list[tuple[_Loc, str]]
         (("endpoint", "ca_bundle"), endpoint.get("ca_bundle"), "it would be harvested"),
         (("endpoint", "client_cert"), endpoint.get("client_cert"), "it would be harvested"),
         (("endpoint", "client_key"), endpoint.get("client_key"), "the key would be harvested"),
+        (("people",), data.get("people"), "the people file would be harvested"),
+        (
+            ("status_server", "token_file"),
+            status.get("token_file"),
+            "the secret would be harvested",
+        ),
     )
     for loc, raw, consequence in inside_rules:
         if not _usable_path(raw):

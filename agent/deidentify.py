@@ -4,8 +4,8 @@ The DICOM PS3.15 Annex E Basic Application Level Confidentiality Profile, read a
 from ``confidentiality_profile.tsv`` (Table E.1-1: every attribute, its action and the
 action each profile option gives it), with the Retain Device Identity option on by
 default. Config options map onto the profile's options: ``retain_uids`` (Retain UIDs),
-``retain_device_identity`` (Retain Device Identity), ``retain_dates`` (Retain
-Longitudinal Temporal Information with Full Dates), ``retain_patient_characteristics``
+``retain_device_identity`` (Retain Device Identity), ``dates`` (Retain Longitudinal
+Temporal Information with Full or Modified Dates), ``retain_patient_characteristics``
 (Retain Patient Characteristics) and ``retain_descriptions`` (Clean Descriptors, Clean
 Structured Content and Clean Graphics). Institution Identity and Safe Private are never
 retained.
@@ -16,19 +16,34 @@ attribute; U replaces a UID by a keyed hash (same input, same replacement, per
 installation) so series stay linkable; U* on a sequence keeps it and replaces the UIDs
 inside. An option's K keeps the value; its C (clean) keeps it too, because free text
 cannot be cleaned reliably by a program: setting the option is the site's statement that
-those values carry no identity. Beyond the table, for DICOM data: private attributes,
-every person-name (PN) attribute and, unless ``retain_dates``, every date or time
-(DA/DT/TM) attribute are removed, and every other UID that is not a registered DICOM UID
-(SOP classes, transfer syntaxes) is replaced. For other formats only the table's
-removals apply, to keys that are DICOM keywords; their dates are kept, except the values
-their adapter names as ``Identifier``s (a slide scanner's case number, barcode, scan date):
-each follows the rule of the DICOM attribute it names, as in a DICOM file, its key is
-removed and its text is taken out of every other text of the package (a free-text
-description that repeats it). An identifier naming no DICOM attribute is removed. The package
-records the profile, the options in force and how many attributes were removed. Every text
-value removed or replaced is listed in ``Deidentified.redactions`` with its stand-in, so
-the package stage can take it out of the warnings too, should an adapter have quoted it
-there. File and folder names are not changed.
+those values carry no identity (the dates option's C is the shift). Beyond the table, for
+DICOM data: private attributes and every person-name (PN) attribute are removed, every
+date or time (DA/DT/TM) attribute follows ``dates`` like the table's dated rows, and every
+other UID that is not a registered DICOM UID (SOP classes, transfer syntaxes) is replaced.
+
+``dates`` (``remove | shift | keep``; the older ``retain_dates: true`` reads as ``keep``):
+``shift``, the default, is the Retain Longitudinal Temporal Information with Modified
+Dates option: the table's dated rows (its C) and the dates beyond it move back by the
+patient's keyed offset in whole days, ``acquired`` and the acquisition's start with them
+(``deidentify_options`` says why whole days, why backwards). The birth date has no such
+code in the table: it is removed. For other formats only the table's removals apply, to keys
+that are DICOM keywords; their dates are kept, except the values their adapter names as
+``Identifier``s (a slide scanner's case number, barcode, scan date): each follows the rule
+of the DICOM attribute it names, as in a DICOM file (a vendor's date is removed under
+``shift``, its format being the vendor's), its key is removed and its text is taken out of
+every other text of the package (a free-text description that repeats it). An identifier
+naming no DICOM attribute is removed. ``operator`` pseudonymizes or removes the operator's
+name in other formats' headers.
+
+Beyond the attributes: a DICOM header's burned-in annotation is judged (``burned_in``:
+flagged with a warning, or held in the outbox), and a file or folder name holding what the
+profile removed of the patient (``paths: redact``) is listed as the keyed pseudonym
+``Deidentified.path_redactions`` gives it. The package records the profile, the options in
+force and how many attributes were removed; for data with a patient (DICOM, or named
+identifiers) also the table's edition, the CID 7050 method codes and what happened to the
+dates and the pixels (``Deidentified.record``). Every text value removed or replaced is
+listed in ``Deidentified.redactions`` with its stand-in, so the package stage can take it
+out of the warnings too, should an adapter have quoted it there.
 """
 
 from __future__ import annotations
@@ -37,63 +52,23 @@ import functools
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from importlib import resources
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydicom._uid_dict import UID_dictionary
-from pydicom.datadict import dictionary_VR, keyword_dict, keyword_for_tag, tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_dict, tag_for_keyword
 
+from acqharvest import deidentify_options as options
 from acqharvest.adapter_api import Identifier
+from acqharvest.deidentify_table import BASIC_PROFILE as BASIC_PROFILE
+from acqharvest.deidentify_table import PROFILE as PROFILE
+from acqharvest.deidentify_table import PROFILE_EDITION, ProfileRule
 from acqharvest.model import Deidentified, DeidentifySettings
-from acqharvest.redaction import redact
+from acqharvest.redaction import redact_tree
 
-PROFILE = "DICOM PS3.15 Annex E Basic Application Level Confidentiality Profile"
-_TABLE = "confidentiality_profile.tsv"
+Action = Literal["keep", "remove", "uid", "shift"]
 
-Action = Literal["keep", "remove", "uid"]
-
-
-@dataclass(frozen=True, slots=True)
-class ProfileRule:
-    """One line of Table E.1-1."""
-
-    tag: str
-    name: str
-    #: the Basic Profile action as the table writes it, e.g. ``X/Z/D`` or ``U``.
-    action: str
-    #: profile option -> its action for this attribute (``K``, ``C`` or ``X``).
-    options: Mapping[str, str]
-
-
-def _repeater_keywords(mask: str) -> list[str]:
-    """Keywords of the repeating-group attributes a ``50xxxxxx``-style tag stands for."""
-    from pydicom._dicom_dict import RepeatersDictionary
-
-    def matches(entry: str) -> bool:
-        return all(m in ("x", e) for m, e in zip(mask.lower(), entry.lower(), strict=True))
-
-    return [str(v[4]) for k, v in RepeatersDictionary.items() if matches(k) and v[4]]
-
-
-def _load_profile() -> dict[str, ProfileRule]:
-    """Keyword -> rule for every attribute of the table."""
-    text = resources.files("acqharvest").joinpath(_TABLE).read_text(encoding="utf-8")
-    rules: dict[str, ProfileRule] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        tag, action, options, name = line.split("\t")
-        rule = ProfileRule(tag, name, action, dict(item.split("=") for item in options.split()))
-        keywords = _repeater_keywords(tag) if "x" in tag else [keyword_for_tag(int(tag, 16))]
-        for keyword in keywords:
-            rules[keyword] = rule
-    return rules
-
-
-#: Keyword -> Table E.1-1 rule.
-BASIC_PROFILE: Mapping[str, ProfileRule] = _load_profile()
 
 #: Which setting retains each profile option (institution identity is never retained).
 _OPTION_SETTINGS = {
@@ -178,12 +153,36 @@ def _registered(uid: str) -> bool:
     return uid in UID_dictionary
 
 
+@dataclass(slots=True)
+class _Run:
+    """What one ``apply`` collects as it goes, and the patient's date shift."""
+
+    #: the patient's date offset in days (0 unless dates are shifted).
+    days: int = 0
+    removed: int = 0
+    redactions: dict[str, str] = field(default_factory=dict)
+
+
 class Deidentifier:
-    """Applies the configured policy; keyed by a per-installation secret for UID mapping."""
+    """Applies the configured policy; keyed by a per-installation secret for UID mapping,
+    date offsets and pseudonyms."""
 
     def __init__(self, settings: DeidentifySettings, secret: bytes) -> None:
         self._settings = settings
         self._secret = secret
+        self._dates = settings.date_policy
+        retained = {
+            name
+            for name in (
+                "retain_device_identity",
+                "retain_uids",
+                "retain_patient_characteristics",
+                "retain_descriptions",
+            )
+            if getattr(settings, name)
+        }
+        if self._dates == "keep":
+            retained.add("retain_dates")
         self._options = tuple(
             name
             for name in (
@@ -193,8 +192,8 @@ class Deidentifier:
                 "retain_patient_characteristics",
                 "retain_descriptions",
             )
-            if getattr(settings, name)
-        )
+            if name in retained
+        ) + (("shift_dates",) if self._dates == "shift" else ())
         self._retained = frozenset(
             option for option, name in _OPTION_SETTINGS.items() if name in self._options
         )
@@ -210,24 +209,122 @@ class Deidentifier:
         metadata: Mapping[str, Any],
         original: Mapping[str, Any],
         identifiers: Iterable[Identifier] = (),
+        *,
+        started: str | None = None,
+        paths: Iterable[str] = (),
     ) -> Deidentified:
+        """The extraction's metadata under the policy; ``started`` is the acquisition's
+        start and ``paths`` the root-relative names and path_template values the package
+        will show (see ``Deidentified``)."""
         if not self._settings.enabled:
-            return Deidentified(metadata, original, None, (), 0)
-        counter = [0]
-        redactions: dict[str, str] = {}
+            return Deidentified(metadata, original, None, (), 0, started=started)
+        identifiers = tuple(identifiers)
         dicom = fmt.upper().startswith("DICOM")
-        clean_meta = self._clean_normalized(metadata, "", dicom, counter, redactions)
-        clean_original = self._clean(original, dicom, counter, redactions)
+        run = _Run()
+        if dicom and self._dates == "shift":
+            run.days = options.date_offset_days(self._secret, options.patient_key(original))
+        clean_meta = self._clean_normalized(metadata, "", dicom, run)
+        clean_original = self._clean(original, dicom, run)
         trees = {"metadata": clean_meta, "original_metadata": clean_original}
-        named = self._named(identifiers, trees, counter)
+        named = self._named(identifiers, trees, run)
+        if not dicom and self._settings.operator != "keep":
+            named.update(self._operators(metadata, original, trees, run))
+        tokens = options.path_tokens(original) if dicom else set()
+        tokens.update(self._identifier_tokens(identifiers))
+        path_map = self._path_map(paths, tokens)
         # Only what adapters name is taken out of other text: a DICOM value removed from
         # one attribute stays in another the policy keeps (device identity).
-        clean_meta = _scrubbed(trees["metadata"], named)
-        clean_original = _scrubbed(trees["original_metadata"], named)
-        redactions.update(named)
+        clean_meta = redact_tree(trees["metadata"], {**named, **path_map})
+        clean_original = redact_tree(trees["original_metadata"], {**named, **path_map})
+        run.redactions.update(named)
+        burned = options.burned_in(original) if dicom else None
         return Deidentified(
-            clean_meta, clean_original, PROFILE, self._options, counter[0], redactions
+            clean_meta,
+            clean_original,
+            PROFILE,
+            self._options,
+            run.removed,
+            run.redactions,
+            started=self._started(started, clean_meta, dicom, run),
+            record=self._record(burned, len(path_map)) if dicom or identifiers else {},
+            path_redactions=path_map,
+            burned_in_risk=burned.risk if burned else None,
+            held=bool(burned and burned.risk and self._settings.burned_in == "hold"),
         )
+
+    def _started(
+        self, started: str | None, metadata: Mapping[str, Any], dicom: bool, run: _Run
+    ) -> str | None:
+        """The acquisition start the package may show: none when the policy removed
+        ``acquired``, shifted with the patient's dates."""
+        if started is None or "acquired" not in metadata:
+            return None
+        return options.shifted_rfc3339(started, run.days) if dicom and run.days else started
+
+    def _record(self, burned: options.BurnedIn | None, paths_redacted: int) -> dict[str, Any]:
+        """The package's record of the method, for data with a patient (see module doc)."""
+        dates = {"remove": "removed", "shift": "shifted", "keep": "kept"}[self._dates]
+        in_force = [*self._options, f"dates={self._dates}"]
+        return {
+            "profile_edition": PROFILE_EDITION,
+            "method_codes": options.method_codes(in_force),
+            "patient_identity_removed": True,
+            "dates": dates,
+            "burned_in_annotation": burned.verdict if burned else "unknown",
+            "pixel_data_cleaned": False,
+            "paths_redacted": paths_redacted,
+        }
+
+    def _operators(
+        self,
+        metadata: Mapping[str, Any],
+        original: Mapping[str, Any],
+        trees: dict[str, Any],
+        run: _Run,
+    ) -> dict[str, str]:
+        """Operator names of a non-DICOM header, pseudonymized or removed: the stand-in of
+        each, to take it out of every text."""
+        texts = options.operator_texts(metadata, original)
+        if not texts:
+            return {}
+        pseudonymize = self._settings.operator == "pseudonymize"
+        stand_ins = {
+            text: "operator-" + options.keyed_hex(self._secret, "operator", text)
+            if pseudonymize
+            else REDACTED
+            for text in texts
+        }
+        operator = trees["metadata"].get("operator")
+        if isinstance(operator, str):
+            run.removed += 1
+            replaced = stand_ins.get(operator.strip(), REDACTED) if pseudonymize else None
+            trees["metadata"] = _at_path(trees["metadata"], ["operator"], replaced)
+        return stand_ins
+
+    def _identifier_tokens(self, identifiers: Iterable[Identifier]) -> set[str]:
+        """What adapters named as identifying and the policy takes out (a case number, a
+        barcode; not a scanner's serial number it keeps), lower-cased, for file and folder
+        names; dates are left out (a scan date names no one)."""
+        tokens = set()
+        for identifier in identifiers:
+            keyword = _keyword(identifier.attribute)
+            value = identifier.value.strip()
+            if len(value) < options.MIN_TOKEN or _dictionary_vr(keyword or "") in _DATE_VRS:
+                continue
+            if (self.action(keyword) if keyword else "remove") != "keep":
+                tokens.add(value.lower())
+        return tokens
+
+    def _path_map(self, paths: Iterable[str], tokens: set[str]) -> dict[str, str]:
+        """File and folder name -> its pseudonym, for each name that holds a token."""
+        if self._settings.paths != "redact" or not tokens:
+            return {}
+        return {
+            component: options.redacted_component(self._secret, component, tokens)
+            for path in paths
+            for component in path.split("/")
+            if options.names_a_token(component, tokens)
+        }
 
     def action(self, keyword: str, dicom: bool = True) -> Action:
         """What the policy does to an attribute (a DICOM keyword, or any metadata key)."""
@@ -241,35 +338,32 @@ class Deidentifier:
         metadata: Mapping[str, Any],
         prefix: str,
         dicom: bool,
-        counter: list[int],
-        redactions: dict[str, str],
+        run: _Run,
     ) -> dict[str, Any]:
         cleaned: dict[str, Any] = {}
         for key, value in metadata.items():
             source = _NORMALIZED_SOURCES.get(prefix + key) if dicom else None
             action = self.action(source) if source else "keep"
             if action == "keep" and isinstance(value, Mapping) and dicom:
-                cleaned[key] = self._clean_normalized(value, f"{key}.", dicom, counter, redactions)
+                cleaned[key] = self._clean_normalized(value, f"{key}.", dicom, run)
             elif action == "keep":
                 cleaned[key] = value
             else:
-                self._act(cleaned, key, value, action, counter, redactions)
+                self._act(cleaned, key, value, action, run)
         return cleaned
 
-    def _clean(
-        self, value: Any, dicom: bool, counter: list[int], redactions: dict[str, str]
-    ) -> Any:
+    def _clean(self, value: Any, dicom: bool, run: _Run) -> Any:
         if isinstance(value, Mapping):
             cleaned: dict[str, Any] = {}
             for key, item in value.items():
                 action = self.action(str(key), dicom)
                 if action == "keep":
-                    cleaned[key] = self._clean(item, dicom, counter, redactions)
+                    cleaned[key] = self._clean(item, dicom, run)
                 else:
-                    self._act(cleaned, key, item, action, counter, redactions)
+                    self._act(cleaned, key, item, action, run)
             return cleaned
         if isinstance(value, list):
-            return [self._clean(item, dicom, counter, redactions) for item in value]
+            return [self._clean(item, dicom, run) for item in value]
         return value
 
     def _act(
@@ -278,22 +372,41 @@ class Deidentifier:
         key: str,
         value: Any,
         action: Action,
-        counter: list[int],
-        redactions: dict[str, str],
+        run: _Run,
     ) -> None:
-        """Remove ``value`` or replace its UIDs; note each text it held for the warnings."""
+        """Remove ``value``, shift its dates or replace its UIDs; note each text it held
+        for the warnings."""
+        if action == "shift":
+            moved = self._shifted(key, value, run.days)
+            if moved is not None:
+                cleaned[key] = moved
+                for text, stand_in in zip(_texts(value), _texts(moved), strict=False):
+                    if text != stand_in:
+                        run.redactions[text] = stand_in
+                return
+            action = "remove"  # a date that cannot be read cannot be shifted
         if action == "remove":
-            counter[0] += 1
+            run.removed += 1
             for text in _texts(value):
-                redactions.setdefault(text, REDACTED)
+                run.redactions.setdefault(text, REDACTED)
             return
         cleaned[key] = self._replace_uids(value)
         for text in _texts(value):
             if not _registered(text):
-                redactions[text] = self.replace_uid(text)
+                run.redactions[text] = self.replace_uid(text)
+
+    @staticmethod
+    def _shifted(key: str, value: Any, days: int) -> Any:
+        """A DICOM date value moved by ``days``; ``acquired`` (RFC 3339) too."""
+        if key == "acquired":
+            return options.shifted_rfc3339(value, days) if isinstance(value, str) else None
+        suffixed = _SUFFIXED.match(key)
+        return options.shifted(
+            value, _dictionary_vr(suffixed.group("keyword") if suffixed else key), days
+        )
 
     def _named(
-        self, identifiers: Iterable[Identifier], trees: dict[str, Any], counter: list[int]
+        self, identifiers: Iterable[Identifier], trees: dict[str, Any], run: _Run
     ) -> dict[str, str]:
         """Apply each identifier's attribute rule at its path (in ``trees``, copied on
         write); the texts it removed or replaced, with their stand-ins."""
@@ -303,13 +416,14 @@ class Deidentifier:
             action = self.action(keyword) if keyword else "remove"
             if action == "keep":
                 continue
-            counter[0] += 1
-            stand_in = REDACTED if action == "remove" else self.replace_uid(identifier.value)
+            run.removed += 1
+            # a vendor's date is not DICOM's: it is removed, not shifted
+            stand_in = REDACTED if action != "uid" else self.replace_uid(identifier.value)
             for text in _texts(identifier.value):
                 named.setdefault(text, stand_in)
             root, *keys = identifier.path or ("",)
             if root in trees and keys:
-                trees[root] = _at_path(trees[root], keys, None if action == "remove" else stand_in)
+                trees[root] = _at_path(trees[root], keys, None if action != "uid" else stand_in)
         return named
 
     def _replace_uids(self, value: Any) -> Any:
@@ -336,7 +450,7 @@ class Deidentifier:
         if vr == "PN":
             return "remove"  # a person's name, whatever the attribute is called
         if vr in _DATE_VRS and "dates" not in self._retained:
-            return "remove"
+            return "shift" if self._dates == "shift" else "remove"
         if vr == "UI" and "uids" not in self._retained:
             # Class UIDs name a kind of object or an implementation, not a patient.
             return "keep" if keyword.endswith(("ClassUID", "TransferSyntaxUID")) else "uid"
@@ -349,6 +463,8 @@ class Deidentifier:
         if not dicom:
             # Outside DICOM only the removals apply, and a format's own dates are its own.
             return "keep" if "U" in rule.action or "dates" in rule.options else "remove"
+        if "dates" in rule.options and self._dates == "shift":
+            return "shift"  # the option's C: "modified dates"
         if rule.action == "U":
             return "uid"
         if "U*" in rule.action:
@@ -381,31 +497,3 @@ def _at_path(tree: Any, keys: list[str], value: Any) -> Any:
     else:
         copy[keys[0]] = value
     return copy
-
-
-def _scrubbed(tree: Any, redactions: Mapping[str, str]) -> Any:
-    """``tree`` with every whole occurrence of a redacted text replaced in its strings."""
-    if not redactions:
-        return tree
-    cleaned = iter(redact(_strings(tree), redactions))
-    return _refilled(tree, cleaned)
-
-
-def _strings(tree: Any) -> Iterator[str]:
-    if isinstance(tree, Mapping):
-        for item in tree.values():
-            yield from _strings(item)
-    elif isinstance(tree, list):
-        for item in tree:
-            yield from _strings(item)
-    elif isinstance(tree, str):
-        yield tree
-
-
-def _refilled(tree: Any, texts: Iterator[str]) -> Any:
-    """``tree`` with its strings taken from ``texts``, in the order ``_strings`` gives them."""
-    if isinstance(tree, Mapping):
-        return {key: _refilled(item, texts) for key, item in tree.items()}
-    if isinstance(tree, list):
-        return [_refilled(item, texts) for item in tree]
-    return next(texts) if isinstance(tree, str) else tree

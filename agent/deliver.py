@@ -26,6 +26,7 @@ from acqharvest.deliver_receipts import body_digest, is_endpoint_wide
 from acqharvest.deliver_token import DeliveryConfigError, read_token
 from acqharvest.durable import fsync_dir, replace_durably, writable_folder
 from acqharvest.model import EndpointSettings, Receipt
+from acqharvest.rocrate import METADATA_FILE, render_body
 from acqharvest.urls import safe_url
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "PROBE_HEADER",
     "RESPONSE_TEXT_CAP",
     "RETRY_AFTER_CAP",
+    "CrateSender",
     "Deliverer",
     "DeliveryConfigError",
     "DirectorySender",
@@ -82,15 +84,17 @@ class PendingPackages(Protocol):
 
 
 class DirectorySender:
-    """Delivers by writing ``<package_id>.json`` atomically into a folder (a share, a drop box)."""
+    """Delivers by writing ``<package_id><suffix>`` atomically into a folder (a share, a
+    drop box): ``.json`` for packages, ``.ro-crate-metadata.json`` for RO-Crates."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, suffix: str = ".json") -> None:
         self.path = path
+        self.suffix = suffix
 
     def send(self, package_id: str, body: bytes) -> Receipt:
         if not _SAFE_ID.fullmatch(package_id):
             return Receipt(package_id, "rejected", None, "package_id is not a safe file name")
-        target = self.path / f"{package_id}.json"
+        target = self.path / f"{package_id}{self.suffix}"
         # Dot-prefixed so folder watchers on the other side ignore the partial file.
         tmp = self.path / f".{package_id}.{secrets.token_hex(4)}.tmp"
         try:
@@ -108,12 +112,44 @@ class DirectorySender:
         """Nothing to release; present for the Sender protocol."""
 
 
+class CrateSender:
+    """Renders each spooled package as its RO-Crate at send time and hands that to the
+    endpoint's sender (``endpoint.format: ro-crate``). The outbox keeps the package, so the
+    package_id and its idempotency are the same in both formats; the crate is a pure
+    function of the package, so a resend sends the same bytes, and a receipt's ``sha256``
+    is checked against them."""
+
+    def __init__(self, sender: Sender) -> None:
+        self._sender = sender
+
+    def send(self, package_id: str, body: bytes) -> Receipt:
+        try:
+            crate = render_body(body)
+        except ValueError as error:
+            detail = f"cannot render the package as an RO-Crate: {error}"
+            return Receipt(package_id, "rejected", None, detail)
+        return self._sender.send(package_id, crate)
+
+    def probe(self) -> tuple[bool, str]:
+        ok, detail = self._sender.probe()
+        return ok, f"{detail}; packages go out as RO-Crates"
+
+    def close(self) -> None:
+        self._sender.close()
+
+
 def build_sender(settings: EndpointSettings) -> Sender:
-    """The sender for the configured endpoint (reads the token for http)."""
+    """The sender for the configured endpoint and format (reads the token for http)."""
+    sender = _endpoint_sender(settings)
+    return CrateSender(sender) if settings.format == "ro-crate" else sender
+
+
+def _endpoint_sender(settings: EndpointSettings) -> Sender:
     if settings.type == "directory":
         if settings.path is None:
             raise DeliveryConfigError("endpoint.path is required for a directory endpoint")
-        return DirectorySender(settings.path)
+        suffix = f".{METADATA_FILE}" if settings.format == "ro-crate" else ".json"
+        return DirectorySender(settings.path, suffix)
     token = read_token(settings)
     if token:
         logs.register_secret(token)
@@ -151,8 +187,12 @@ class Deliverer:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         idle_wait: float = 1.0,
+        on_answer: Callable[[Receipt], None] | None = None,
     ) -> None:
+        """``on_answer`` hears of each package the endpoint confirmed or refused, once the
+        outbox recorded it (the daemon's status and metrics)."""
         self._outbox = outbox
+        self._on_answer = on_answer
         self._sender = sender
         self._max_backoff = max_backoff
         self._clock = clock
@@ -234,6 +274,7 @@ class Deliverer:
                 log.info(
                     "package_delivered", package_id=package_id, http_status=receipt.http_status
                 )
+                self._answered(receipt)
                 return
             if receipt.outcome == "rejected":
                 self._outbox.reject(package_id, receipt.http_status, receipt.detail)
@@ -244,6 +285,7 @@ class Deliverer:
                     http_status=receipt.http_status,
                     detail=receipt.detail,
                 )
+                self._answered(receipt)
                 return
         # Disk full or similar: the package is still pending, so sending again is safe.
         except Exception as exc:  # noqa: BLE001
@@ -254,6 +296,10 @@ class Deliverer:
                 f"outbox could not record the outcome ({receipt.outcome}): {exc}",
             )
         self._schedule_retry(receipt)
+
+    def _answered(self, receipt: Receipt) -> None:
+        if self._on_answer is not None:
+            self._on_answer(receipt)
 
     def _unreadable_package(self, package_id: str, error: OSError) -> None:
         """A pending file that cannot be read (permissions, a folder in its place).

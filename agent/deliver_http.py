@@ -8,6 +8,7 @@ import contextlib
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from urllib.parse import SplitResult, unquote, urlsplit
 
@@ -34,6 +35,7 @@ from acqharvest.deliver_tls import (
 )
 from acqharvest.deliver_token import DeliveryConfigError, read_token
 from acqharvest.model import EndpointSettings, Receipt
+from acqharvest.rocrate import MEDIA_TYPE as CRATE_MEDIA_TYPE
 from acqharvest.urls import credential_parameters, is_loopback, safe_url
 
 #: response text kept in a rejection reason or a retry detail.
@@ -175,8 +177,13 @@ class HttpSender:
         self._require_receipt = settings.require_receipt
         #: the network stream of the last connection opened, for ``_Deadline``
         self._stream: object | None = None
+        #: the HTTP ``Date`` header of the last answer (None if it had none), with this
+        #: host's clock when the answer came: ``acqharvest doctor`` compares the clocks
+        self.last_answer_date: tuple[str | None, float] | None = None
         headers = {
-            "Content-Type": "application/json",
+            "Content-Type": CRATE_MEDIA_TYPE
+            if settings.format == "ro-crate"
+            else "application/json",
             "User-Agent": user_agent,
             # a compressed answer could expand far beyond RESPONSE_BODY_CAP as it is read
             "Accept-Encoding": "identity",
@@ -282,6 +289,7 @@ class HttpSender:
                     extensions={"trace": self._trace},
                 ) as response,
             ):
+                self.last_answer_date = (response.headers.get("date"), time.time())
                 return response, _read_capped(response, RESPONSE_BODY_CAP)
         except httpx.HTTPError as exc:
             if deadline.expired or isinstance(exc, httpx.TimeoutException):

@@ -9,10 +9,9 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Protocol
 
 import structlog
-
-from acqharvest.model import EndpointSettings
 
 _TOKEN = re.compile(r"[\x21-\x7e]+")
 
@@ -22,12 +21,33 @@ log = structlog.get_logger("acqharvest.deliver")
 class DeliveryConfigError(Exception):
     """The endpoint settings cannot work (missing token, bad URL, unreadable CA bundle)."""
 
+    def __init__(self, message: str, key: str = "endpoint") -> None:
+        super().__init__(message)
+        #: the config section at fault, for the message
+        self.key = key
 
-def read_token(settings: EndpointSettings) -> str | None:
+
+class TokenSource(Protocol):
+    """Where a section of the config keeps its bearer token (``endpoint``, ``status_server``)."""
+
+    @property
+    def token_file(self) -> Path | None: ...
+    @property
+    def token_env(self) -> str | None: ...
+
+
+def read_token(settings: TokenSource, key: str = "endpoint") -> str | None:
     """The bearer token from ``token_file`` (preferred) or ``token_env``; None if neither is set.
 
-    Errors name the file or variable, never the token.
+    Errors name the file or variable, never the token; ``key`` is the config section.
     """
+    try:
+        return _read_token(settings)
+    except DeliveryConfigError as error:
+        raise DeliveryConfigError(str(error), key) from None
+
+
+def _read_token(settings: TokenSource) -> str | None:
     if settings.token_file is not None:
         path = settings.token_file
         try:

@@ -1,7 +1,8 @@
 """The extract stage: runs an adapter on one acquisition and never lets it fail the daemon.
 
 Turns any adapter failure into an ``ExtractionFailure`` naming the file, makes the output
-JSON-safe, caps ``original_metadata``, and drops, with a warning naming the key, metadata
+JSON-safe, caps ``original_metadata``, names each file's media type (the claiming adapter's
+word, else ``application/octet-stream``), and drops, with a warning naming the key, metadata
 keys the adapter did not declare and values that are not of their declared type (a
 non-finite number, a ``datetime`` or ``started`` that is not RFC 3339, a malformed
 ``channels`` item). An ``incomplete`` reason leads the warnings.
@@ -13,12 +14,14 @@ import datetime as dt
 import json
 import math
 from collections.abc import Mapping
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any
 
 from acqharvest.adapter_api import (
+    ORIGINAL_METADATA_MAX_BYTES,
     Adapter,
     AdapterError,
+    AdapterInfo,
     AdapterOutput,
     Draft,
     FieldSpec,
@@ -31,17 +34,29 @@ from acqharvest.adapter_api import (
 from acqharvest.model import Acquisition, Extraction, ExtractionFailure
 from acqharvest.pathtext import escape
 
-#: serialized size above which the largest ``original_metadata`` entries are dropped.
-ORIGINAL_METADATA_CAP = 256 * 1024
+#: room in ``original_metadata`` for what the file says besides its one long document.
+ORIGINAL_METADATA_ROOM = 256 * 1024
 #: nesting deeper than this is stringified; guards against cycles and pathological input.
 _MAX_DEPTH = 32
 
 _BINARY = (bytes, bytearray, memoryview)
 
 
-def draft_for(acquisition: Acquisition) -> Draft:
-    """The adapter's view of an acquisition: its key, its files, primary first, and their
-    digests (sha256 and whatever else was computed of each as it was hashed)."""
+def original_metadata_cap(document_max_bytes: int) -> int:
+    """Serialized size of ``original_metadata`` above which its largest entries are dropped.
+
+    Twice the document cap (JSON escapes every quote of an XML document) plus room for
+    the rest, so a document the adapter kept whole is never dropped for its size.
+    """
+    return 2 * document_max_bytes + ORIGINAL_METADATA_ROOM
+
+
+def draft_for(
+    acquisition: Acquisition, original_metadata_max_bytes: int = ORIGINAL_METADATA_MAX_BYTES
+) -> Draft:
+    """The adapter's view of an acquisition: its key, its files, primary first, their
+    digests (sha256 and whatever else was computed of each as it was hashed), and the
+    site's cap on a metadata document kept in ``original_metadata``."""
     primary = acquisition.primary
     others = tuple(m.settled.path for m in acquisition.members if m is not primary)
     return Draft(
@@ -49,7 +64,17 @@ def draft_for(acquisition: Acquisition) -> Draft:
         primary=primary.settled.path,
         members=(primary.settled.path, *others),
         digests={m.settled.path: {**m.digests, "sha256": m.sha256} for m in acquisition.members},
+        original_metadata_max_bytes=original_metadata_max_bytes,
     )
+
+
+def _media_types(adapter: Adapter | None, draft: Draft) -> dict[Path, str]:
+    """Each member's media type, as the claiming adapter names it (the registry refused an
+    adapter whose table is malformed)."""
+    info = getattr(adapter, "info", None)
+    if not isinstance(info, AdapterInfo):
+        return {}
+    return {path: info.media_type_for(path) for path in draft.members}
 
 
 def extract(
@@ -59,6 +84,7 @@ def extract(
     *,
     memory_limit: int | None = None,
     unavailable: str | None = None,
+    original_metadata_max_bytes: int = ORIGINAL_METADATA_MAX_BYTES,
 ) -> Extraction | ExtractionFailure:
     """Run ``adapter.extract`` on ``acquisition``; every failure becomes an ExtractionFailure.
 
@@ -67,9 +93,11 @@ def extract(
     read here (its optional reader is not installed): the acquisition is then packaged
     with checksums only, under the adapter's name, with that as its warning. Failures are
     not logged here: the daemon logs each one once, as ``extraction_failed``, where it
-    records it.
+    records it. ``original_metadata_max_bytes`` is the site's cap on one metadata document
+    (the adapter cuts a longer one) and sets the cap on ``original_metadata`` as a whole.
     """
-    draft = draft_for(acquisition)
+    draft = draft_for(acquisition, original_metadata_max_bytes)
+    media_types = _media_types(adapter, draft)
     if adapter is not None and unavailable is not None:
         formats = adapter.info.formats
         return Extraction(
@@ -80,6 +108,7 @@ def extract(
             metadata={},
             original_metadata={},
             warnings=(unavailable,),
+            media_types=media_types,
         )
     if adapter is None:
         return Extraction(
@@ -113,7 +142,7 @@ def extract(
     if not isinstance(original, dict):
         notes.append("original_metadata was not a mapping; dropped")
         original = {}
-    original = _cap(original, ORIGINAL_METADATA_CAP, notes)
+    original = _cap(original, original_metadata_cap(original_metadata_max_bytes), notes)
     started = output.started
     if started is not None and (problem := value_problem("datetime", started)):
         notes.append(f"started: {problem}; dropped")
@@ -132,6 +161,7 @@ def extract(
         warnings=(*(str(w) for w in output.warnings), *notes),
         incomplete=incomplete,
         identifiers=_identifiers(output.identifiers, notes),
+        media_types=media_types,
     )
 
 
@@ -206,7 +236,22 @@ def _channel(key: str, index: int, item: Any, notes: list[str]) -> dict[str, Any
         notes.append(f"{where}: {problems['']}; dropped")
         return {}
     notes.extend(f"{where}.{name}: {problem}; dropped" for name, problem in problems.items())
-    return {name: value for name, value in item.items() if name not in problems}
+    return _without(item, set(problems), "")
+
+
+def _without(item: Mapping[str, Any], dotted: set[str], prefix: str) -> dict[str, Any]:
+    """``item`` without the values at the ``dotted`` keys; a mapping left empty goes too."""
+    kept: dict[str, Any] = {}
+    for name, value in item.items():
+        here = f"{prefix}{name}"
+        if here in dotted:
+            continue
+        if isinstance(value, Mapping) and any(d.startswith(f"{here}.") for d in dotted):
+            value = _without(value, dotted, f"{here}.")
+            if not value:
+                continue
+        kept[name] = value
+    return kept
 
 
 def _jsonable(value: Any, where: str, notes: list[str], depth: int = 0) -> Any:

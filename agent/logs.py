@@ -17,6 +17,7 @@ import os
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, MutableMapping
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -28,8 +29,11 @@ from acqharvest.pathtext import escape
 
 _SECRET_KEYS = frozenset({"authorization", "token", "password", "secret", "api_key"})
 MASK = "[redacted]"
+#: the defaults of ``log.max_bytes`` and ``log.backups`` (``settings.LogSettings``)
 LOG_FILE_BYTES = 10 * 1024 * 1024
 LOG_FILE_BACKUPS = 5
+#: seconds a failed rotation waits before the next try; the file grows meanwhile
+ROTATION_RETRY_SECONDS = 60.0
 #: the name our handlers carry, so a second ``configure`` replaces them and nothing else.
 _HANDLER_NAME = "acqharvest"
 #: a base64 run shorter than this is too common in ordinary text to be masked as a secret
@@ -205,8 +209,15 @@ def configure(
     log_file: Path | None = None,
     *,
     stream: TextIO | None = None,
+    max_bytes: int = LOG_FILE_BYTES,
+    backups: int = LOG_FILE_BACKUPS,
 ) -> None:
-    """Route structlog through stdlib logging to the console and, if given, a JSON file."""
+    """Route structlog through stdlib logging to the console and, if given, a JSON file.
+
+    The console is JSON unless ``fmt`` says ``console``, or says ``auto`` and ``stream`` is
+    a terminal; the file is always JSON lines, rotated at ``max_bytes`` with ``backups``
+    older files kept (``acqharvest.log.1`` the newest).
+    """
     stream = stream or sys.stderr
     console_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
     console_renderer: Any = (
@@ -230,7 +241,7 @@ def configure(
         log_file.parent.mkdir(parents=True, exist_ok=True)
         # Rotated, so a daemon left alone for years never fills the state disk.
         file_handler = ReopeningFileHandler(
-            log_file, maxBytes=LOG_FILE_BYTES, backupCount=LOG_FILE_BACKUPS, encoding="utf-8"
+            log_file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
         )
         file_handler.setFormatter(
             structlog.stdlib.ProcessorFormatter(
@@ -271,9 +282,16 @@ class ReopeningFileHandler(logging.handlers.RotatingFileHandler):
     the daemon), or the file is moved away, records would otherwise go to the deleted
     file until a restart. Like ``WatchedFileHandler``, it compares the path's device and
     inode with the open file's before each record, and keeps the rotation.
+
+    A rotation that fails (on Windows a log file another program holds open, a log viewer
+    or a backup agent, cannot be renamed) loses no record and does not block: the file is
+    opened again for appending, and the next rotation is tried ``ROTATION_RETRY_SECONDS``
+    later, not at every record.
     """
 
     def __init__(self, filename: Path, **kwargs: Any) -> None:
+        #: ``time.monotonic()`` before which no rotation is tried (after one failed)
+        self._rotation_blocked_until = 0.0
         super().__init__(filename, **kwargs)
         self._identity = self._open_identity()
 
@@ -306,8 +324,23 @@ class ReopeningFileHandler(logging.handlers.RotatingFileHandler):
         self._identity = self._open_identity()
         return True
 
+    def shouldRollover(self, record: logging.LogRecord) -> int:
+        if time.monotonic() < self._rotation_blocked_until:
+            return False
+        return super().shouldRollover(record)
+
     def doRollover(self) -> None:
-        super().doRollover()
+        try:
+            super().doRollover()
+        except OSError as error:
+            self._rotation_blocked_until = time.monotonic() + ROTATION_RETRY_SECONDS
+            if self.stream is None:
+                self.stream = self._open()  # the same file, appended to
+            sys.stderr.write(
+                f"acqharvest: cannot rotate the log file {self.baseFilename} ({error}); "
+                f"it grows until the rotation works, tried again in "
+                f"{ROTATION_RETRY_SECONDS:.0f} s\n"
+            )
         self._identity = self._open_identity()
 
 

@@ -23,6 +23,7 @@ from acqharvest.adapter_api import Identifier
 # here with the rest of the data they are handed
 from acqharvest.settings import DeidentifySettings as DeidentifySettings
 from acqharvest.settings import EndpointSettings as EndpointSettings
+from acqharvest.settings import FacilitySettings as FacilitySettings
 from acqharvest.settings import InstrumentSettings as InstrumentSettings
 from acqharvest.settings import LogSettings as LogSettings
 from acqharvest.settings import Settings as Settings
@@ -121,6 +122,22 @@ class Acquisition:
 
 
 @dataclass(frozen=True, slots=True)
+class Sidecar:
+    """A sidecar file found above an acquisition (``sidecar``), as read for its package."""
+
+    path: Path
+    root: Path
+    #: size, mtime and sha256 of the bytes read; None when not a byte could be read
+    size: int | None = None
+    mtime_ns: int | None = None
+    sha256: str | None = None
+    #: its key/value pairs, keys normalized; empty when ``error`` is set
+    values: Mapping[str, str] = field(default_factory=dict)
+    #: why its values are not applied (the place in the file and the problem), or None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Extraction:
     """What an adapter read from an acquisition's headers."""
 
@@ -136,6 +153,11 @@ class Extraction:
     incomplete: str | None = None
     #: values the adapter named as possibly identifying, for de-identification.
     identifiers: tuple[Identifier, ...] = ()
+    #: the sidecars found above the acquisition, farthest (the watch root's) first
+    sidecars: tuple[Sidecar, ...] = ()
+    #: member path -> its IANA media type, as the claiming adapter names it; a member
+    #: absent is ``application/octet-stream``.
+    media_types: Mapping[Path, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +182,16 @@ class Deidentified:
     #: text value the policy removed or replaced -> what stands for it in free text
     #: (warnings), so a value an adapter quoted there does not survive either.
     redactions: Mapping[str, str] = field(default_factory=dict)
+    #: the acquisition start the package may show (shifted with the dates, or None).
+    started: str | None = None
+    #: more of ``provenance.deidentification`` for data with a patient (method codes...).
+    record: Mapping[str, Any] = field(default_factory=dict)
+    #: file or folder name -> the keyed pseudonym that stands for it in the package.
+    path_redactions: Mapping[str, str] = field(default_factory=dict)
+    #: why the pixels may show text that identifies (burned-in annotation), or None.
+    burned_in_risk: str | None = None
+    #: the policy holds such a package in the outbox until a person releases it.
+    held: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +201,10 @@ class Package:
     package_id: str
     acquisition_key: str
     body: Mapping[str, Any]
+    #: why the pixels may show identifying text (logged as a warning), or None.
+    burned_in_risk: str | None = None
+    #: spooled held: delivered only after ``Outbox.release`` (``acqharvest outbox release``).
+    held: bool = False
 
 
 @dataclass(frozen=True, slots=True)

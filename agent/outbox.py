@@ -6,6 +6,7 @@ Layout under the root folder (the runtime passes ``<state_dir>/outbox``)::
 
     tmp/<name>.<pid>.<random>.tmp         writes in progress; never read, discarded at open
     pending/<package_id>.json             exact bytes to POST, oldest first by mtime_ns
+    held/<package_id>.json                exact bytes to POST once a person releases them
     delivered/<package_id>.json           receipt of a confirmed delivery
     rejected/<package_id>.json            the package, refused by the endpoint (400, 413, 415, 422)
     rejected/<package_id>.reason.json     why: http_status and the response text (capped)
@@ -18,7 +19,8 @@ and the body's ``package_id`` equals the file name's stem. Receipts, reasons and
 records are small JSON objects carrying ``"outbox_format": 1``:
 
 - receipt: ``package_id``, ``http_status`` (int or null), ``detail``, ``confirmed_at``;
-- reason: ``package_id``, ``http_status``, ``detail`` (capped), ``rejected_at``;
+- reason: ``package_id``, ``http_status``, ``detail`` (capped), ``rejected_at``, and
+  ``attempts`` (the rejected one included; absent in records of older versions);
 - attempts: ``package_id``, ``attempts``, ``last_error``, ``failed_at`` (records of older
   versions may also hold ``next_attempt_at``, which is ignored).
 
@@ -27,18 +29,23 @@ Timestamps are RFC 3339 UTC with a ``Z``. Package ids are ``[A-Za-z0-9][A-Za-z0-
 
 Invariants.
 
-1. A file in ``pending/``, ``delivered/`` or ``rejected/`` is complete: every file is
+1. A file in ``pending/``, ``held/``, ``delivered/`` or ``rejected/`` is complete: every file is
    written in ``tmp/``, fsynced, then ``os.replace``-d into place (atomic on POSIX and
    Windows), and the target directory is fsynced (POSIX) before the call returns.
-2. A package is in exactly one of pending, delivered, rejected. Moves between pending and
-   rejected are single renames; confirm writes the receipt before unlinking the pending
-   file, so a crash can leave both for a moment, and open resolves it (delivered wins).
+2. A package is in exactly one of pending, held, delivered, rejected. Moves between
+   pending and rejected, and from held to pending (``release``), are single renames;
+   confirm writes the receipt before unlinking the pending file, so a crash can leave
+   both for a moment, and open resolves it (delivered wins).
 3. A package leaves ``pending/`` only through ``confirm`` (after the endpoint confirmed it)
    or ``reject`` (after the endpoint refused it); delivery is therefore at least once, and
    the endpoint deduplicates by the ``Idempotency-Key`` header (= package_id).
 4. ``spool`` returns only after the files and the directory are durable: the caller may
    record an acquisition as packaged only after ``spool`` returned.
-5. Pending order is spool order and survives restarts: each file's mtime_ns is set to a
+5. A held package (spooled with ``Package.held``: its pixels may show burned-in text) is
+   never sent: it waits in ``held/``, whole and durable like a pending one, until
+   ``release`` (``acqharvest outbox release ID``, from any process) renames it into
+   ``pending/`` at the back of the queue. The daemon never releases one itself.
+6. Pending order is spool order and survives restarts: each file's mtime_ns is set to a
    strictly increasing stamp when it enters ``pending/`` (also on retry, which sends a
    package to the back of the queue); ties fall back to the name.
 
@@ -57,15 +64,22 @@ Crash windows and the recovery at ``Outbox.open``.
 - An attempts record without a pending package is deleted.
 - A write that fails and whose temp file cannot be removed either (the folder went
   read-only in between) leaves it in ``tmp/`` only until the next write, which removes it.
-- A pending file that is not valid JSON, whose ``package_id`` does not match its name or
-  whose name is not ``<package_id>.json`` is moved to ``corrupt/`` with a warning naming
+- A crash in ``release`` leaves the package held or pending (one rename); released
+  twice, the second finds it pending and says so.
+- A pending or held file that is not valid JSON, whose ``package_id`` does not match its
+  name or whose name is not ``<package_id>.json`` is moved to ``corrupt/`` with a warning naming
   it, so one bad file never becomes a crash loop.
 
 Only one process may open the outbox with ``recover=True``: the daemon, which holds the
 state dir's instance lock (``durable.InstanceLock``) first. Other processes open it with
-``recover=False``: they see the same state, may ``retry_rejected``, and never delete
-another process's in-progress writes; ``status`` also passes ``create=False`` and writes
-nothing at all.
+``recover=False``: they see the same state, may ``retry_rejected`` and ``purge_rejected``
+(the daemon never moves a rejected package, so the two never race on one), and never
+delete another process's in-progress writes; ``status`` also passes ``create=False`` and
+writes nothing at all. A pending package is never purged: it is the only copy of an
+acquisition's metadata that has not been delivered.
+
+- Purge deletes the rejected package first, then its reason: a crash between leaves an
+  orphan reason, which the open deletes as above.
 """
 
 from __future__ import annotations
@@ -89,7 +103,7 @@ import structlog
 from acqharvest.durable import StorageError, error_code, fsync_dir
 from acqharvest.model import Package
 
-OutboxState = Literal["pending", "delivered", "rejected"]
+OutboxState = Literal["pending", "held", "delivered", "rejected"]
 
 FORMAT = 1
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
@@ -108,14 +122,21 @@ class OutboxError(StorageError):
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """A package that failed at least once (pending) or was refused (rejected)."""
+    """An undelivered package: pending (maybe after failed attempts) or refused (rejected).
+
+    ``summary`` lists only those that failed; ``entries`` lists all of them.
+    """
 
     package_id: str
     state: OutboxState
+    #: failed attempts of a pending package; of a rejected one, the attempts up to the
+    #: rejection included (0 when its reason, written by an older version, did not say)
     attempts: int
     last_error: str | None
     #: RFC 3339 UTC time of the last failure or of the rejection.
     at: str | None
+    #: when it entered the queue (spooled, or retried), in ns since the epoch
+    queued_ns: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +148,8 @@ class OutboxSummary:
     rejected: int
     corrupt: int
     problems: tuple[Problem, ...]
+    #: held packages, waiting for ``acqharvest outbox release`` (each is also a problem).
+    held: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +200,7 @@ class Outbox:
         self.root = root
         self._tmp = root / "tmp"
         self._pending = root / "pending"
+        self._held = root / "held"
         self._delivered = root / "delivered"
         self._rejected = root / "rejected"
         self._attempts_dir = root / "attempts"
@@ -218,6 +242,7 @@ class Outbox:
         folders = (
             self._tmp,
             self._pending,
+            self._held,
             self._delivered,
             self._rejected,
             self._attempts_dir,
@@ -238,6 +263,12 @@ class Outbox:
             discarded += 1
         moved = 0
         removed = 0
+        # a folder an older version never made: created here before it is read
+        self._held.mkdir(exist_ok=True)
+        for path in sorted(self._held.iterdir()):
+            if (problem := self._validate_pending(path)) is not None:
+                self._move_to_corrupt(path, problem)
+                moved += 1
         for path in sorted(self._pending.iterdir()):
             problem = self._validate_pending(path)
             if problem is not None:
@@ -356,6 +387,7 @@ class Outbox:
         folder on disk-full or permission errors, leaving no partial file in pending.
         """
         fresh: list[tuple[str, bytes]] = []
+        held = {package.package_id for package in packages if package.held}
         seen: set[str] = set()
         for package in packages:
             package_id = package.package_id
@@ -384,10 +416,15 @@ class Outbox:
         spooled: list[str] = []
         try:
             for package_id, path, stamp in written:
-                os.replace(path, self._pending / f"{package_id}.json")
-                self._stamps[f"{package_id}.json"] = stamp
+                if package_id in held:
+                    os.replace(path, self._held / f"{package_id}.json")
+                else:
+                    os.replace(path, self._pending / f"{package_id}.json")
+                    self._stamps[f"{package_id}.json"] = stamp
                 spooled.append(package_id)
             fsync_dir(self._pending)
+            if held:
+                fsync_dir(self._held)
         except OSError as exc:
             for _, path, _ in written:
                 self._discard_tmp(path)
@@ -395,8 +432,29 @@ class Outbox:
                 f"cannot move packages into {self._pending}: {exc}", self._pending, exc
             ) from exc
         for package_id in spooled:
-            log.info("package_spooled", package_id=package_id)
+            log.info("package_spooled", package_id=package_id, held=package_id in held)
         return spooled
+
+    @_locked
+    def release(self, package_id: str) -> bool:
+        """Put a held package at the end of the delivery queue; False if it is not held."""
+        _check_id(package_id)
+        source = self._held / f"{package_id}.json"
+        if not source.exists():
+            return False
+        stamp = self._next_stamp()
+        try:
+            os.utime(source, ns=(stamp, stamp))
+            os.replace(source, self._pending / f"{package_id}.json")
+            fsync_dir(self._pending)
+            fsync_dir(self._held)
+        except OSError as exc:
+            raise OutboxError(
+                f"cannot release {package_id} into {self._pending}: {exc}", self._pending, exc
+            ) from exc
+        self._stamps[f"{package_id}.json"] = stamp
+        log.info("package_released", package_id=package_id)
+        return True
 
     @_locked
     def confirm(self, package_id: str, http_status: int | None, detail: str) -> None:
@@ -416,11 +474,13 @@ class Outbox:
         _check_id(package_id)
         if not (self._pending / f"{package_id}.json").exists():
             raise OutboxError(f"cannot reject {package_id}: it is not pending in {self._pending}")
+        previous = self._attempts.get(package_id)
         reason = {
             "package_id": package_id,
             "http_status": http_status,
             "detail": detail[:_DETAIL_CAP],
             "rejected_at": _now_rfc3339(),
+            "attempts": (previous.count if previous else 0) + 1,
         }
         self._leave_pending(package_id, self._rejected, package_id + _REASON_SUFFIX, reason)
 
@@ -468,6 +528,28 @@ class Outbox:
                 f"cannot move {package_id} back into {self._pending}: {exc}", self._pending, exc
             ) from exc
         self._stamps[f"{package_id}.json"] = stamp
+        return True
+
+    @_locked
+    def purge_rejected(self, package_id: str) -> bool:
+        """Delete a rejected package and its reason for good; False if it is not rejected.
+
+        Only a rejected package: a pending one has not been delivered yet.
+        """
+        _check_id(package_id)
+        package = self._rejected / f"{package_id}.json"
+        try:
+            package.unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise OutboxError(f"cannot delete {package}: {exc}", self._rejected, exc) from exc
+        try:
+            _unlink_quietly(self._rejected / (package_id + _REASON_SUFFIX))
+            fsync_dir(self._rejected)
+        except OSError as exc:
+            # the package is gone; its reason is an orphan that the next open removes
+            log.warning("outbox_reason_not_removed", package_id=package_id, error=str(exc))
         return True
 
     @_locked
@@ -559,6 +641,14 @@ class Outbox:
         return [name[: -len(".json")] for _, name in ordered]
 
     @_locked
+    def oldest_pending_at(self) -> float | None:
+        """When the oldest pending package entered ``pending/`` (Unix time); None if none did."""
+        for package_id in self.pending():
+            with contextlib.suppress(FileNotFoundError):
+                return self._stamp_of(f"{package_id}.json") / 1e9
+        return None
+
+    @_locked
     def rejected(self) -> list[str]:
         """Rejected package ids, sorted by id."""
         return sorted(
@@ -568,15 +658,22 @@ class Outbox:
         )
 
     @_locked
+    def held(self) -> list[str]:
+        """Held package ids, sorted by id (none in an outbox of an older version)."""
+        return sorted(path.name[: -len(".json")] for path in self._held.glob("*.json"))
+
+    @_locked
     def body(self, package_id: str) -> bytes:
-        """The spooled bytes of a pending (or else rejected) package."""
+        """The spooled bytes of a pending (or else held, or rejected) package."""
         _check_id(package_id)
-        for folder in (self._pending, self._rejected):
+        for folder in (self._pending, self._held, self._rejected):
             try:
                 return (folder / f"{package_id}.json").read_bytes()
             except FileNotFoundError:
                 continue
-        raise OutboxError(f"package {package_id} is neither pending nor rejected in {self.root}")
+        raise OutboxError(
+            f"package {package_id} is neither pending, held nor rejected in {self.root}"
+        )
 
     @_locked
     def state_of(self, package_id: str) -> OutboxState | None:
@@ -585,6 +682,8 @@ class Outbox:
         name = f"{package_id}.json"
         if (self._pending / name).exists():
             return "pending"
+        if (self._held / name).exists():
+            return "held"
         if (self._delivered / name).exists():
             return "delivered"
         if (self._rejected / name).exists():
@@ -603,16 +702,13 @@ class Outbox:
         pending = self.pending()
         problems: list[Problem] = []
         for package_id in pending:
-            record = self._attempts.get(package_id)
-            if record is not None:
-                problems.append(
-                    Problem(
-                        package_id, "pending", record.count, record.last_error, record.failed_at
-                    )
-                )
+            if package_id in self._attempts and (entry := self._pending_entry(package_id)):
+                problems.append(entry)
         rejected = self.rejected()
         for package_id in rejected:
             problems.append(self._rejection(package_id))
+        held = self.held()
+        problems.extend(self._holding(package_id) for package_id in held)
         problems.sort(key=lambda problem: problem.at or "", reverse=True)
         return OutboxSummary(
             pending=len(pending),
@@ -620,14 +716,69 @@ class Outbox:
             rejected=len(rejected),
             corrupt=sum(1 for _ in self._corrupt.glob("*")),
             problems=tuple(problems[:limit]),
+            held=len(held),
+        )
+
+    def _holding(self, package_id: str) -> Problem:
+        """A held package as ``status`` shows it: why, and how to let it go."""
+        path = self._held / f"{package_id}.json"
+        try:
+            at = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+            record = json.loads(path.read_bytes())["provenance"]["deidentification"]
+            why = f"burned-in annotation {record.get('burned_in_annotation', 'unknown')}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return Problem(package_id, "held", 0, "held; release: acqharvest outbox release", None)
+        stamp = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        detail = f"{why}; deliver with: acqharvest outbox release {package_id}"
+        return Problem(package_id, "held", 0, detail, stamp)
+
+    @_locked
+    def entries(self) -> list[Problem]:
+        """Every undelivered package: pending ones oldest first, then held and rejected ones
+        by id."""
+        listed = [self._pending_entry(package_id) for package_id in self.pending()]
+        listed += [self._holding(package_id) for package_id in self.held()]
+        listed += [self._rejection(package_id) for package_id in self.rejected()]
+        return [entry for entry in listed if entry is not None]
+
+    @_locked
+    def entry(self, package_id: str) -> Problem | None:
+        """The record of one undelivered package; None when it is delivered or unknown."""
+        state = self.state_of(package_id)
+        if state == "pending":
+            return self._pending_entry(package_id)
+        if state == "held":
+            return self._holding(package_id)
+        if state == "rejected":
+            return self._rejection(package_id)
+        return None
+
+    def _pending_entry(self, package_id: str) -> Problem | None:
+        try:
+            queued = self._stamp_of(f"{package_id}.json")
+        except FileNotFoundError:
+            return None  # delivered or rejected meanwhile
+        record = self._attempts.get(package_id)
+        if record is None:
+            return Problem(package_id, "pending", 0, None, None, queued)
+        return Problem(
+            package_id, "pending", record.count, record.last_error, record.failed_at, queued
         )
 
     def _rejection(self, package_id: str) -> Problem:
+        queued: int | None
+        try:
+            queued = (self._rejected / f"{package_id}.json").stat().st_mtime_ns
+        except OSError:
+            queued = None
         try:
             reason = json.loads((self._rejected / (package_id + _REASON_SUFFIX)).read_bytes())
             status = reason.get("http_status")
             detail = str(reason.get("detail", ""))
             error = f"HTTP {status}: {detail}" if status is not None else detail
-            return Problem(package_id, "rejected", 0, error, reason.get("rejected_at"))
-        except (OSError, ValueError, AttributeError):
-            return Problem(package_id, "rejected", 0, "reason unknown", None)
+            attempts = int(reason.get("attempts", 0))
+            return Problem(
+                package_id, "rejected", attempts, error, reason.get("rejected_at"), queued
+            )
+        except (OSError, ValueError, AttributeError, TypeError):
+            return Problem(package_id, "rejected", 0, "reason unknown", None, queued)

@@ -10,6 +10,8 @@ import re
 from functools import lru_cache
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+#: keys of the package's ``acquisition`` block the harvester fills: no field may take them
+RESERVED = ("format", "complete", "started", "annotations")
 
 
 @lru_cache(maxsize=64)
@@ -46,6 +48,8 @@ def template_problem(template: str) -> str | None:
         return f"each field may appear once; repeated: {', '.join(repeated)}"
     if not names:
         return "names no field; write fields in braces, e.g. {operator}/{project}/**"
+    if taken := [name for name in names if name in RESERVED]:
+        return f"{', '.join(taken)}: the package's acquisition block has such keys already"
     try:
         template_pattern(template)
     except re.error as error:

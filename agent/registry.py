@@ -48,6 +48,7 @@ from acqharvest.adapter_api import (
     Reader,
     Stability,
     digests_problem,
+    media_types_problem,
 )
 
 GROUP = "acqharvest.adapters"
@@ -324,7 +325,7 @@ def _load_one(ep: importlib.metadata.EntryPoint) -> Adapter:
     requires: object = info.requires  # a vendor may pass "czifile" for ("czifile",)
     if not isinstance(requires, tuple) or not all(isinstance(m, str) for m in requires):
         raise TypeError("info.requires must be a tuple of module names")
-    if problem := digests_problem(info):
+    if problem := digests_problem(info) or media_types_problem(info):
         raise ValueError(problem)
     if not isinstance(adapter, Adapter):
         raise TypeError("adapter lacks callable claim/extract methods")

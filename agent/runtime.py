@@ -16,6 +16,7 @@ the registry and outbox it holds open, and their start and stop order.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import queue
@@ -43,6 +44,7 @@ from acqharvest.durable import InstanceLock, StorageError
 from acqharvest.enrich import enrich
 from acqharvest.group import Grouper
 from acqharvest.identity import instrument_block
+from acqharvest.metrics import Metrics
 from acqharvest.model import (
     Acquisition,
     Extraction,
@@ -52,15 +54,19 @@ from acqharvest.model import (
     FileSeen,
     Package,
     ProbedFile,
+    Receipt,
     Settings,
+    Sidecar,
     WatchSettings,
 )
 from acqharvest.outbox import Outbox, OutboxError
 from acqharvest.package import relative_path
+from acqharvest.people import Attribution, PeopleFile
 from acqharvest.pool import Workbench
 from acqharvest.readonly import FileReader
 from acqharvest.service import ServiceNotifier
 from acqharvest.settle import ScanFeed, Settler
+from acqharvest.sidecar import excluding_sidecars
 from acqharvest.state import State
 from acqharvest.statedir import (
     StorageHealth,
@@ -68,8 +74,11 @@ from acqharvest.statedir import (
     instance_lock_path,
     own_paths,
     recreate,
+    state_dir_problems,
     state_paths,
 )
+from acqharvest.status import PackageState, StatusBoard, StatusSnapshot
+from acqharvest.statusserver import status_server
 from acqharvest.watch import Watcher, examine, stat_file
 
 log = logs.get_logger("acqharvest.runtime")
@@ -130,9 +139,20 @@ class Daemon:
     def __init__(self, settings: Settings, *, once: bool = False) -> None:
         self.settings = settings
         self.once = once
-        # First: an endpoint that cannot be set up is a config error (DeliveryConfigError),
-        # reported before anything is written.
+        # First: a broken people file (PeopleError) and an endpoint that cannot be set up
+        # (DeliveryConfigError) are config errors, reported before anything is written.
+        self._people = None if settings.people is None else PeopleFile(settings.people)
         self._sender = build_sender(settings.endpoint)
+        #: what the status server shows, and the metrics, told by the harvest as it goes
+        self.board = StatusBoard(
+            [ws.path for ws in settings.watch],
+            Metrics(endpoint_label(settings), [str(ws.path) for ws in settings.watch]),
+            instrument=settings.instrument.name or settings.instrument.id,
+        )
+        # its token is read now: a missing one is a config error, as the endpoint's
+        self._status_server = status_server(
+            settings.status_server, self._status_snapshot, self.board.metrics
+        )
         outbox_dir, db_path, secret_path = state_paths(settings)
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         # Before the outbox recovery, which deletes the tmp files of whoever holds it.
@@ -164,7 +184,11 @@ class Daemon:
         #: next loop turn rescans instead.
         self._rescan_now = threading.Event()
         self.watcher = Watcher(
-            settings.watch, self._enqueue, on_lost=self._rescan_now.set, own=own_paths(settings)
+            # a sidecar is read for the acquisitions below it, never harvested as one
+            tuple(excluding_sidecars(ws, settings.sidecar_names) for ws in settings.watch),
+            self._enqueue,
+            on_lost=self._rescan_now.set,
+            own=own_paths(settings),
         )
         self.report = RunReport()
         self._wake_delivery = threading.Event()
@@ -206,6 +230,8 @@ class Daemon:
             log=self.settings.log,
             adapters_by_root={ws.path: ws.adapters for ws in self.settings.watch},
             memory_limit_bytes=None if memory_mb is None else memory_mb * 2**20,
+            sidecar_names=self.settings.sidecar_names,
+            original_metadata_max_bytes=self.settings.original_metadata_max_bytes,
             lower_priority=lower,
             # the cap is for all workers together: each reads at its share
             read_bytes_per_second=None
@@ -215,7 +241,10 @@ class Daemon:
         self._work.start(self.settings.workers, setup)
         sender = self._sender
         deliverer = Deliverer(
-            self.outbox, sender, max_backoff=self.settings.endpoint.max_backoff_seconds
+            self.outbox,
+            sender,
+            max_backoff=self.settings.endpoint.max_backoff_seconds,
+            on_answer=self._answered,
         )
         # A daemon thread: a POST hanging on a dead endpoint must not hold up a stop; the
         # package it carried stays pending and is sent again at the next start.
@@ -237,6 +266,9 @@ class Daemon:
         try:
             if not self.once:
                 self.watcher.start()
+                self.board.watch_health(self.watcher.unwatched())
+                if self._status_server is not None:
+                    self._status_server.serve()
             delivery.start()
             self._scan(self.watcher.scan())
             if self.once:
@@ -251,6 +283,8 @@ class Daemon:
                 self._service.stopping()
             stop.set()
             self._wake_delivery.set()
+            if self._status_server is not None:
+                self._status_server.stop()
             self.watcher.stop()
             if delivery.is_alive():
                 delivery.join(timeout=_STOP_DELIVERY_SECONDS)
@@ -326,7 +360,9 @@ class Daemon:
             stop.wait(_IDLE_WAIT)
 
     def _check_watch(self) -> None:
-        if self.watcher.check_health():
+        restarted = self.watcher.check_health()
+        self.board.watch_health(self.watcher.unwatched(), restarted)
+        if restarted:
             self._rescan_now.set()  # what its events missed while it was down
 
     def _rescan(self) -> None:
@@ -395,13 +431,17 @@ class Daemon:
                 # watch logged it once; this makes it one line of ``acqharvest status``
                 self.report.failures.add(f"{event.path}: {event.reason}")
                 self.state.record_failure(event.path, 0, 0, event.reason)
+                self.board.file_failed(event.root, event.path, event.reason)
+            else:
+                self.board.file_left(event.root, event.path)
             return
         if self._in_progress.get(event.path) == (event.size, event.mtime_ns):
             return  # settled already; its package is on the way
         if self._work.held_back(event):
             return  # a later scan sees it again
-        if not self.state.is_done(event.path, event.size, event.mtime_ns, event.file_id):
-            self.settler.observe(event)
+        done = self.state.is_done(event.path, event.size, event.mtime_ns, event.file_id)
+        if not done and self.settler.observe(event):
+            self.board.file_seen(event.root, event.path)
 
     def _scan(self, seen: Iterable[FileSeen]) -> None:
         """Start a scan (replacing one under way: the new one sees every file again)."""
@@ -419,6 +459,7 @@ class Daemon:
         settled = self.settler.tick(now, _stat)
         for file in settled:
             self._in_progress[file.path] = (file.size, file.mtime_ns)
+            self.board.file_settled(file.root, file.path)
         for batch in _batches(settled, _PROBE_BATCH):
             self._work.submit("probe", batch)
         self._collect(now)
@@ -461,7 +502,7 @@ class Daemon:
             self._apply_failure(decision, now)
             return None
         try:
-            return self._build(decision.extraction)
+            package = self._build(decision.extraction)
         except Exception as error:  # noqa: BLE001 - one bad acquisition must not stop the rest
             primary = extraction.acquisition.primary.settled.path
             self._fail(
@@ -474,6 +515,23 @@ class Daemon:
                 now,
             )
             return None
+        self._note_sidecars(decision.extraction.sidecars)
+        return package
+
+    def _note_sidecars(self, sidecars: Iterable[Sidecar]) -> None:
+        """A sidecar not applied is a problem ``status`` lists, logged once per cause (its
+        packages still go out, marked); once applied again, it is no longer one."""
+        for sidecar in sidecars:
+            if sidecar.error is None:
+                self.state.clear_failure(sidecar.path)
+                continue
+            reason = f"sidecar not applied, packages go out without its values: {sidecar.error}"
+            if self.state.failed_already(sidecar.path, reason):
+                continue
+            log.warning("sidecar_not_applied", path=str(sidecar.path), reason=sidecar.error)
+            self.state.record_failure(
+                sidecar.path, sidecar.size or 0, sidecar.mtime_ns or 0, reason, final=False
+            )
 
     def _settle_again(
         self,
@@ -504,6 +562,7 @@ class Daemon:
             if self.state.refresh_unchanged(result):
                 # Looked changed (touched, replaced by a copy, remounted); the content is not.
                 self._in_progress.pop(result.settled.path, None)
+                self.board.file_left(result.settled.root, result.settled.path)
                 log.debug("file_unchanged", path=str(result.settled.path))
             else:
                 self.grouper.add(result, now)
@@ -516,6 +575,7 @@ class Daemon:
                 self.settler.observe(seen)
             return
         self._log_failure("file_unreadable", path, result.reason, retried=not result.final)
+        self.board.file_failed(result.settled.root, path, result.reason)
         self.report.failures.add(result.reason)
         settled = result.settled
         self.state.record_failure(
@@ -538,7 +598,14 @@ class Daemon:
         )
         self._storage.ok()
         self._release(acquisition for _, acquisition in batch)
+        self.board.built(len(batch))
         for package, acquisition in batch:
+            self.board.packaged(
+                acquisition.root,
+                acquisition.primary.settled.path,
+                [member.settled.path for member in acquisition.members],
+                package.package_id,
+            )
             log.info(
                 "acquisition_packaged",
                 package_id=package.package_id,
@@ -549,8 +616,49 @@ class Daemon:
                 # what they hold (a header without its pixel data)
                 complete=package.body["acquisition"]["complete"],
             )
+            if package.burned_in_risk:
+                # pixels are never cleaned: a person must look before the images go on
+                log.warning(
+                    "burned_in_annotation",
+                    package_id=package.package_id,
+                    reason=package.burned_in_risk,
+                    held=package.held,
+                    release=f"acqharvest outbox release {package.package_id}"
+                    if package.held
+                    else None,
+                )
         self.report.packaged += len(batch)
         self._wake_delivery.set()
+        self._note_identities(batch)
+
+    def _note_identities(self, batch: list[tuple[Package, Acquisition]]) -> None:
+        """Keep the packages' identity mismatches for ``status``; each is logged once per
+        acquisition (its later packages with the same mismatch are not logged again)."""
+        checked = [
+            (
+                package,
+                acquisition,
+                package.body["provenance"]["identity_check"].get("mismatches", []),
+            )
+            for package, acquisition in batch
+        ]
+        new = self.state.record_identities(
+            (acquisition.key, package.package_id, acquisition.primary.settled.path, mismatches)
+            for package, acquisition, mismatches in checked
+        )
+        for package, acquisition, mismatches in checked:
+            if acquisition.key not in new:
+                continue
+            for mismatch in mismatches:
+                log.warning(
+                    "instrument_identity_mismatch",
+                    package_id=package.package_id,
+                    path=relative_path(acquisition.primary.settled.path, acquisition.root),
+                    field=mismatch["field"],
+                    configured=mismatch["configured"],
+                    reported=mismatch["reported"],
+                    key=f"instrument.{mismatch['field']}",
+                )
 
     def _check_state_dir(self) -> None:
         """Recreate the state dir when it was deleted under the running daemon.
@@ -606,6 +714,9 @@ class Daemon:
             path_template=self._folder(acquisition.root).path_template,
             previous=self.state.package_of(acquisition.key),
             host=self._host,
+            attribution=Attribution.of(
+                self.settings, None if self._people is None else self._people.current()
+            ),
         )
 
     def _log_failure(self, event: str, path: Path, reason: str, **context: Any) -> None:
@@ -626,6 +737,13 @@ class Daemon:
             "extraction_failed", failure.path, failure.reason, adapter=failure.adapter
         )
         self.report.failures.add(failure.reason)
+        self.board.acquisition_failed(
+            failure.adapter,
+            failure.acquisition.root,
+            failure.acquisition.primary.settled.path,
+            [member.settled.path for member in decision.failed],
+            failure.reason,
+        )
         for member in decision.failed:
             settled = member.settled
             self.state.record_failure(
@@ -641,6 +759,43 @@ class Daemon:
         for acquisition in acquisitions:
             for member in acquisition.members:
                 self._in_progress.pop(member.settled.path, None)
+
+    # ------------------------------------------------------------------ status server
+    def _status_snapshot(self) -> StatusSnapshot:
+        """The board completed with what the outbox and the state dir say now (any thread)."""
+        summary = self.outbox.summary(limit=100)
+        problems = {problem.package_id: problem for problem in summary.problems}
+
+        def package_state(package_id: str) -> PackageState | None:
+            state = self.outbox.state_of(package_id)
+            problem = problems.get(package_id)
+            if state is None:
+                return None
+            return (
+                state,
+                problem.attempts if problem else 0,
+                problem.last_error if problem else None,
+            )
+
+        oldest = self.outbox.oldest_pending_at()
+        storage = [self._storage.problem] if self._storage.problem else []
+        return self.board.snapshot(
+            outbox={
+                f.name: value
+                for f in dataclasses.fields(summary)
+                if isinstance(value := getattr(summary, f.name), int)
+            },
+            package_state=package_state,
+            oldest_pending_age=None if oldest is None else max(0.0, time.time() - oldest),
+            state_dir_problems=state_dir_problems(self.settings.state_dir) + storage,
+        )
+
+    def _answered(self, receipt: Receipt) -> None:
+        """The endpoint confirmed or refused a package (on the delivery thread)."""
+        if receipt.outcome == "confirmed":
+            self.board.delivered(receipt.package_id)
+        else:
+            self.board.rejected(receipt.package_id, receipt.detail)
 
     # ------------------------------------------------------------------ delivery
     def _deliver_loop(self, deliverer: Deliverer, stop: threading.Event) -> None:

@@ -13,10 +13,12 @@ may carry packages (delivery's rule, kept out of this bottom layer).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import SplitResult, urlsplit
@@ -29,11 +31,13 @@ from pydantic import (
     StringConstraints,
     ValidationInfo,
     field_validator,
+    model_validator,
     with_config,
 )
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError, core_schema
 
+from acqharvest.adapter_api import ORIGINAL_METADATA_MAX_BYTES
 from acqharvest.pathtemplate import template_problem
 
 #: names of files that are still being written or belong to the OS, never acquisitions.
@@ -54,6 +58,18 @@ DEFAULT_EXCLUDE: tuple[str, ...] = (
     "desktop.ini",
     "._*",
 )
+
+#: file name endings of sidecar files (``sidecar``), lower case: what each is read as.
+#: the name endings a sidecar may have, and the media type packages give each
+SIDECAR_MEDIA_TYPES: dict[str, str] = {
+    ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    ".csv": "text/csv",
+    ".yaml": "application/yaml",  # RFC 9512
+    ".yml": "application/yaml",
+}
+SIDECAR_SUFFIXES: tuple[str, ...] = tuple(SIDECAR_MEDIA_TYPES)
+#: ``Settings.sidecar_names`` by default.
+DEFAULT_SIDECAR_NAMES: tuple[str, ...] = ("acquisition.xlsx", "acquisition.csv", "acquisition.yaml")
 
 #: ``Settings.source`` (and the message prefix) when no config file was given.
 EMBEDDED_SOURCE = "<embedded default>"
@@ -91,6 +107,22 @@ _Text = Annotated[
     Field(json_schema_extra={"pattern": f"^[^{_CONTROL_CHARS}]*$"}),
 ]
 _NonEmpty = Annotated[_Text, StringConstraints(min_length=1)]
+
+
+def _sidecar_name(name: str) -> str:
+    """A plain file name (no folder, no pattern) ending in one of ``SIDECAR_SUFFIXES``."""
+    if not name.strip() or name in (".", "..") or any(c in name for c in "/\\*?[]"):
+        raise PydanticCustomError(
+            "sidecar_name", "must be a plain file name: no folder, no pattern characters"
+        )
+    if not name.lower().endswith(SIDECAR_SUFFIXES):
+        raise PydanticCustomError(
+            "sidecar_name", f"must end in one of {', '.join(SIDECAR_SUFFIXES)}"
+        )
+    return name
+
+
+_SidecarName = Annotated[_NonEmpty, AfterValidator(_sidecar_name)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +173,139 @@ _SECTION = ConfigDict(
 )
 
 
-@with_config(_SECTION | ConfigDict(coerce_numbers_to_str=True))  # serial numbers, models
+#: PIDINST 1.0's vocabularies (``rdawg-pidinst/schema``, ``pidinst-schema-1_0.xsd``).
+AlternateIdentifierType = Literal["SerialNumber", "InventoryNumber", "Other"]
+RelatedIdentifierType = Literal[
+    "ARK", "arXiv", "bibcode", "DOI", "EAN13", "EISSN", "Handle", "IGSN", "ISBN", "ISSN",
+    "ISTC", "LISSN", "PMID", "PURL", "RAiD", "RRID", "UPC", "URL", "URN", "w3id",
+]  # fmt: skip
+RelationType = Literal[
+    "IsDescribedBy", "IsNewVersionOf", "IsPreviousVersionOf", "HasComponent", "IsComponentOf",
+    "References", "HasMetadata", "WasUsedIn", "IsIdenticalTo", "IsAttachedTo",
+]  # fmt: skip
+
+#: a ROR id: "0", six Crockford base32 characters (no i, l, o, u), two check digits.
+_ROR = re.compile(r"^(?:https://ror\.org/)?(0[0-9a-hjkmnp-tv-z]{6}[0-9]{2})$")
+#: an SPDX license identifier (letters, digits, ".", "-", "+"), e.g. CC-BY-4.0.
+_SPDX_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+-]*$")
+#: identifiers, serial and inventory numbers may be written as YAML numbers.
+_IDENTIFIER_SECTION = _SECTION | ConfigDict(coerce_numbers_to_str=True)
+
+
+def _web_url(url: str) -> str:
+    _http_url(url, "URL")
+    return url
+
+
+def _ror_uri(value: str) -> str:
+    """A ROR id, bare or as its URI, as the ``https://ror.org/...`` URI; else a config error.
+
+    The shape is checked, not the check digits: ROR computes those over its own base32
+    reading of the id, and the shape alone catches most typos.
+    """
+    found = _ROR.match(value.strip().lower())
+    if found is None:
+        raise PydanticCustomError(
+            "ror",
+            "must be a ROR id: https://ror.org/ and nine characters (0, six letters or "
+            "digits, two digits), or those nine alone",
+        )
+    return f"https://ror.org/{found.group(1)}"
+
+
+def _license(value: str) -> str:
+    if value.startswith(("http://", "https://")):
+        _http_url(value, "license URL")
+        return value
+    if _SPDX_ID.match(value):
+        return value
+    raise PydanticCustomError(
+        "license", "must be an SPDX license identifier such as CC-BY-4.0, or an http(s) URL"
+    )
+
+
+#: an http(s) URL with a host.
+_WebUrl = Annotated[_NonEmpty, AfterValidator(_web_url)]
+
+
+@with_config(_IDENTIFIER_SECTION)
+@dataclass(frozen=True, slots=True)
+class TypedIdentifier:
+    """An identifier and its kind, such as a manufacturer's ROR or a type's FBbi IRI."""
+
+    identifier: Annotated[_NonEmpty, Field(description="The identifier, e.g. a URL or IRI.")]
+    identifier_type: Annotated[
+        _NonEmpty, Field(description="Its kind, e.g. ROR, URL, DOI, FBbi or OBI.")
+    ]
+
+
+@with_config(_IDENTIFIER_SECTION)
+@dataclass(frozen=True, slots=True)
+class OwnerSettings:
+    """A PIDINST Owner: who runs the instrument."""
+
+    name: Annotated[_NonEmpty, Field(description="Name of the owning institution or group.")]
+    identifier: Annotated[
+        _NonEmpty | None, Field(description="Its identifier, e.g. https://ror.org/05qj6w324.")
+    ] = None
+    identifier_type: Annotated[
+        _NonEmpty | None,
+        Field(validate_default=True, description="Kind of identifier, e.g. ROR; needed with it."),
+    ] = None
+    contact: Annotated[
+        _NonEmpty | None, Field(description="Contact of the owner, e.g. a facility e-mail.")
+    ] = None
+
+    @field_validator("identifier_type")
+    @classmethod
+    def _typed(cls, kind: str | None, info: ValidationInfo) -> str | None:
+        if (kind is None) != (info.data.get("identifier") is None):
+            raise PydanticCustomError("pair", "set identifier and identifier_type together")
+        return kind
+
+
+@with_config(_IDENTIFIER_SECTION)
+@dataclass(frozen=True, slots=True)
+class AlternateIdentifier:
+    """Another identifier of the instrument: its serial or inventory number."""
+
+    identifier: Annotated[_NonEmpty, Field(description="The serial or inventory number.")]
+    identifier_type: Annotated[
+        AlternateIdentifierType, Field(description="What it is (PIDINST's vocabulary).")
+    ]
+    name: Annotated[_NonEmpty | None, Field(description="What it numbers, e.g. 'scan head'.")] = (
+        None
+    )
+
+
+@with_config(_IDENTIFIER_SECTION)
+@dataclass(frozen=True, slots=True)
+class RelatedIdentifier:
+    """Something the instrument relates to: a component, a manual, a hardware description."""
+
+    identifier: Annotated[_NonEmpty, Field(description="The related resource's identifier.")]
+    identifier_type: Annotated[
+        RelatedIdentifierType, Field(description="Its kind (PIDINST's vocabulary).")
+    ]
+    relation_type: Annotated[
+        RelationType, Field(description="How the instrument relates to it (PIDINST's vocabulary).")
+    ]
+    name: Annotated[_NonEmpty | None, Field(description="What it is, e.g. 'detector'.")] = None
+
+
+@with_config(_SECTION)
+@dataclass(frozen=True, slots=True)
+class FacilitySettings:
+    """The facility that runs the instrument, as packages name it."""
+
+    name: Annotated[_NonEmpty, Field(description="Name of the facility.")]
+    ror: Annotated[
+        Annotated[_NonEmpty, AfterValidator(_ror_uri)] | None,
+        Field(description="Its ROR id (bare or as https://ror.org/... URI; packages get the URI)."),
+    ] = None
+
+
+@with_config(_IDENTIFIER_SECTION)  # serial numbers, models
 @dataclass(frozen=True, slots=True)
 class InstrumentSettings:
     """PIDINST-style identity of the instrument, copied into every package."""
@@ -157,9 +321,19 @@ class InstrumentSettings:
     manufacturer: Annotated[_Text | None, Field(description="Manufacturer of the instrument.")] = (
         None
     )
-    model: Annotated[_Text | None, Field(description="Model name of the instrument.")] = None
+    model: Annotated[
+        _Text | None,
+        Field(
+            description="Model name of the instrument, as its files spell it: every package "
+            "compares it with the model the file reports (provenance.identity_check)."
+        ),
+    ] = None
     serial_number: Annotated[
-        _Text | None, Field(description="Serial number of the instrument.")
+        _Text | None,
+        Field(
+            description="Serial number of the instrument, compared with the one each file "
+            "reports (provenance.identity_check). Quote it: YAML reads 0123 as a number."
+        ),
     ] = None
     type: Annotated[
         _Text | None,
@@ -168,8 +342,70 @@ class InstrumentSettings:
         ),
     ] = None
     owner: Annotated[
-        _Text | None, Field(description="Facility or group that runs the instrument.")
+        _Text | None,
+        Field(description="Facility or group that runs the instrument (one name; see owners)."),
     ] = None
+    # PIDINST properties beyond the flat keys above (all optional)
+    landing_page: Annotated[
+        _WebUrl | None, Field(description="Web page that describes the instrument (its PID's).")
+    ] = None
+    description: Annotated[_Text | None, Field(description="What the instrument is and does.")] = (
+        None
+    )
+    owners: Annotated[
+        tuple[OwnerSettings, ...], Field(description="Who owns the instrument, with identifiers.")
+    ] = ()
+    manufacturer_identifier: Annotated[
+        TypedIdentifier | None,
+        Field(description="Identifier of the manufacturer, e.g. its ROR."),
+    ] = None
+    model_identifier: Annotated[
+        TypedIdentifier | None,
+        Field(description="Identifier of the model, e.g. a catalogue URL."),
+    ] = None
+    type_identifier: Annotated[
+        TypedIdentifier | None,
+        Field(description="Vocabulary term of the type, e.g. an FBbi or OBI IRI."),
+    ] = None
+    measured_variables: Annotated[
+        tuple[_NonEmpty, ...], Field(description="What the instrument measures, free text.")
+    ] = ()
+    commissioned: Annotated[
+        date | None, Field(description="Date the instrument was commissioned (YYYY-MM-DD).")
+    ] = None
+    decommissioned: Annotated[
+        date | None,
+        Field(description="Date it was decommissioned (YYYY-MM-DD)."),
+    ] = None
+    alternate_identifiers: Annotated[
+        tuple[AlternateIdentifier, ...],
+        Field(
+            description="Serial and inventory numbers; a SerialNumber is checked like "
+            "serial_number."
+        ),
+    ] = ()
+    related_identifiers: Annotated[
+        tuple[RelatedIdentifier, ...],
+        Field(description="Components, manuals and other related resources."),
+    ] = ()
+
+    @field_validator("manufacturer_identifier", "model_identifier", "type_identifier")
+    @classmethod
+    def _names_what_it_identifies(
+        cls, identifier: TypedIdentifier | None, info: ValidationInfo
+    ) -> TypedIdentifier | None:
+        named = str(info.field_name).removesuffix("_identifier")
+        if identifier is not None and not info.data.get(named):
+            raise PydanticCustomError("unnamed", f"needs instrument.{named} set too")
+        return identifier
+
+    @field_validator("decommissioned")
+    @classmethod
+    def _after_commissioning(cls, end: date | None, info: ValidationInfo) -> date | None:
+        start = info.data.get("commissioned")
+        if end is not None and isinstance(start, date) and end < start:
+            raise PydanticCustomError("order", "must not be before commissioned")
+        return end
 
     @field_validator("id")
     @classmethod
@@ -424,6 +660,15 @@ class EndpointSettings:
             "still in progress."
         ),
     ] = False
+    format: Annotated[
+        Literal["package", "ro-crate"],
+        Field(
+            description="What is delivered: 'package', the package JSON; 'ro-crate', the "
+            "package rendered as an RO-Crate 1.1 metadata document (JSON-LD), posted as "
+            "application/ld+json or written as <package_id>.ro-crate-metadata.json. The "
+            "outbox holds the package either way; the package_id stays the Idempotency-Key."
+        ),
+    ] = "package"
     timeout_seconds: Annotated[
         float,
         Field(
@@ -515,7 +760,13 @@ class DeidentifySettings:
             "detector IDs): the profile's Retain Device Identity option."
         ),
     ] = True
-    retain_dates: Annotated[bool, Field(description="Keep dates and times unchanged.")] = False
+    retain_dates: Annotated[
+        bool,
+        Field(
+            description="Deprecated: write dates: keep. true is read as dates: keep (and "
+            "contradicts any other dates value); false leaves dates to decide."
+        ),
+    ] = False
     retain_patient_characteristics: Annotated[
         bool, Field(description="Keep age, sex, size and weight of the patient.")
     ] = False
@@ -526,6 +777,61 @@ class DeidentifySettings:
             "comments); they help find data but may hold a name or a case number."
         ),
     ] = False
+    dates: Annotated[
+        Literal["remove", "shift", "keep"],
+        Field(
+            description="DICOM dates: 'shift' moves every date of a patient back by the "
+            "same keyed number of whole days (1 to 3650; the profile's Retain Longitudinal "
+            "Temporal Information with Modified Dates option: intervals and times of day "
+            "stay, acquisition.started is present and shifted); 'remove' drops them; 'keep' "
+            "keeps them unchanged (Full Dates option)."
+        ),
+    ] = "shift"
+    burned_in: Annotated[
+        Literal["warn", "hold"],
+        Field(
+            description="DICOM images that may carry burned-in text (BurnedInAnnotation or "
+            "RecognizableVisualFeatures YES, or unknown for US, SC, OT, XA, ES and secondary "
+            "captures; pixels are never cleaned): 'warn' adds a warning to the package and "
+            "the log; 'hold' keeps the package in the outbox, undelivered, until "
+            "`acqharvest outbox release ID`."
+        ),
+    ] = "warn"
+    paths: Annotated[
+        Literal["redact", "keep"],
+        Field(
+            description="'redact' replaces a file or folder name holding a value the profile "
+            "removed (patient name parts, IDs, birth date, accession number; case-insensitive, "
+            "parts of 3 characters or more) by a keyed pseudonym, in files[].path, the "
+            "path_template fields and every other text of the package; 'keep' leaves names."
+        ),
+    ] = "redact"
+    operator: Annotated[
+        Literal["keep", "pseudonymize", "remove"],
+        Field(
+            description="Operator names of non-DICOM headers (metadata.operator, OME "
+            "Experimenter and vendor user fields): kept, replaced by a keyed pseudonym "
+            "(stable per installation), or removed. DICOM operator names are always removed."
+        ),
+    ] = "keep"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retain_dates_is_dates_keep(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("retain_dates") is True:
+            if data.get("dates", "keep") != "keep":
+                raise PydanticCustomError(
+                    "retain_dates",
+                    "retain_dates: true (deprecated) means dates: keep, which contradicts "
+                    f"dates: {data['dates']}; remove retain_dates",
+                )
+            data = {**data, "dates": "keep"}
+        return data
+
+    @property
+    def date_policy(self) -> Literal["remove", "shift", "keep"]:
+        """``dates``, with the deprecated ``retain_dates: true`` read as ``keep``."""
+        return "keep" if self.retain_dates else self.dates
 
 
 @with_config(_SECTION)
@@ -540,14 +846,130 @@ class LogSettings:
     format: Annotated[
         Literal["auto", "json", "console"],
         Field(
-            description="Format of the log on standard error: 'auto' is 'console' on a "
-            "terminal and 'json' otherwise."
+            description="Format of the log on standard error: 'auto' is 'console' (for "
+            "people) when standard error is a terminal and 'json' otherwise (a service, a "
+            "pipe); the log file is always JSON lines."
         ),
     ] = "auto"
     file: Annotated[
         _ConfigPath | None,
         Field(description="JSON-lines log file; null means acqharvest.log in state_dir."),
     ] = None
+    max_bytes: Annotated[
+        int,
+        Field(
+            ge=64 * 1024,
+            le=2**40,
+            description="Size in bytes at which the log file is rotated: renamed to "
+            "<file>.1 (older ones shifted to .2 and on) and started afresh.",
+        ),
+    ] = 10 * 2**20
+    backups: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=1000,
+            description="Rotated log files kept besides the current one; the oldest is deleted.",
+        ),
+    ] = 5
+
+
+def _listen_parts(listen: str) -> tuple[str, int]:
+    """(host, port) of a ``host:port`` listen address; ``[v6]:port`` for IPv6."""
+    host, colon, port = listen.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    if bracketed:
+        host = host[1:-1]
+    unbracketed_v6 = ":" in host and not bracketed
+    if not colon or not host or unbracketed_v6 or not port.isdigit() or int(port) > 65535:
+        raise PydanticCustomError(
+            "listen", "must be host:port, for example 127.0.0.1:9847 or [::1]:9847"
+        )
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise PydanticCustomError(
+                "listen",
+                "the host must be an IP address or localhost, not '{host}'",
+                {"host": host},
+            ) from None
+    return host, int(port)
+
+
+@with_config(
+    _SECTION | ConfigDict(json_schema_extra={"not": {"required": ["token_file", "token_env"]}})
+)
+# kw_only: listen, the one required key, comes after the keys its check reads
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatusServerSettings:
+    """The status server: /healthz, /metrics (Prometheus) and a status page."""
+
+    allow_remote: Annotated[
+        bool,
+        Field(
+            description="Allow a listen address other than loopback (0.0.0.0, a LAN "
+            "address). Needs token_file or token_env: the status names acquisitions. The "
+            "server speaks plain HTTP; put it behind a TLS proxy to cross a network."
+        ),
+    ] = False
+    token_file: Annotated[
+        _ConfigPath | None,
+        Field(
+            description="File whose content is the bearer token every request must carry "
+            "(Authorization: Bearer ...). Use this or token_env, not both."
+        ),
+    ] = None
+    token_env: Annotated[
+        _NonEmpty | None,
+        Field(
+            description="Environment variable holding the bearer token every request must "
+            "carry. Use this or token_file, not both."
+        ),
+    ] = None
+    listen: Annotated[
+        _NonEmpty,
+        Field(
+            description="host:port to serve on: 127.0.0.1:PORT or [::1]:PORT (loopback). "
+            "Any other address is refused unless allow_remote is true and a token is set."
+        ),
+    ]
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """(host, port) to bind."""
+        return _listen_parts(self.listen)
+
+    @field_validator("token_env")
+    @classmethod
+    def _one_token_source(cls, token_env: str | None, info: ValidationInfo) -> str | None:
+        if token_env is not None and info.data.get("token_file") is not None:
+            raise PydanticCustomError(
+                "token", "token_file and token_env are mutually exclusive; set only one"
+            )
+        return token_env
+
+    @field_validator("listen")
+    @classmethod
+    def _loopback_unless_allowed(cls, listen: str, info: ValidationInfo) -> str:
+        host, _ = _listen_parts(listen)
+        if host == "localhost" or ipaddress.ip_address(host).is_loopback:
+            return listen
+        if not info.data.get("allow_remote"):
+            raise PydanticCustomError(
+                "remote",
+                "{host} is not a loopback address; the status server listens on 127.0.0.1 "
+                "or [::1] unless status_server.allow_remote is true and a token is set",
+                {"host": host},
+            )
+        if info.data.get("token_file") is None and info.data.get("token_env") is None:
+            raise PydanticCustomError(
+                "token",
+                "{host} is not a loopback address: status_server.allow_remote needs "
+                "status_server.token_file or status_server.token_env",
+                {"host": host},
+            )
+        return listen
 
 
 def _not_empty(items: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -643,5 +1065,58 @@ class Settings:
             "workers >= 1.",
         ),
     ] = 2048
+    sidecar_names: Annotated[
+        tuple[_SidecarName, ...],
+        Field(
+            description="File names of sidecars: key/value files (.xlsx, .csv or .yaml) a "
+            "microscopist puts in an acquisition's folder or any folder above it, up to the "
+            "watch folder. Their values go into the package's acquisition.annotations, the "
+            "nearest file winning key by key; a file with one of these names is never "
+            "harvested as an acquisition itself. An empty list reads no sidecars."
+        ),
+    ] = DEFAULT_SIDECAR_NAMES
+    people: Annotated[
+        _ConfigPath | None,
+        Field(
+            description="CSV or XLSX file of the people who acquire (columns username, name, "
+            "orcid, email, group; username and name required): the operator's full name, "
+            "ORCID iD and group go into packages. Read at start and again whenever it "
+            "changes. Relative to the config file's folder."
+        ),
+    ] = None
+    people_include_email: Annotated[
+        bool,
+        Field(
+            description="Also put the operator's e-mail address from the people file into "
+            "packages. Off by default: packages travel further than the people file."
+        ),
+    ] = False
+    facility: Annotated[
+        FacilitySettings | None,
+        Field(description="The facility, as packages name it (name and ROR id)."),
+    ] = None
+    license: Annotated[
+        Annotated[_NonEmpty, AfterValidator(_license)] | None,
+        Field(description="License of the data, as an SPDX id (CC-BY-4.0) or a URL."),
+    ] = None
+    status_server: Annotated[
+        StatusServerSettings | None,
+        Field(
+            description="Serve /healthz, /metrics and a status page for the microscopist; "
+            "null (the default) serves nothing."
+        ),
+    ] = None
+    original_metadata_max_bytes: Annotated[
+        int,
+        Field(
+            ge=64 * 1024,
+            le=64 * 1024 * 1024,
+            description="Most bytes of a file's own metadata document (the OME-XML of an "
+            "OME-TIFF or bioformats2raw store) kept whole in a package's original_metadata; "
+            "a longer one keeps its first bytes and is marked ome_xml_cut, with a warning. "
+            "original_metadata as a whole may take twice this plus 256 KiB; beyond that its "
+            "largest entries are dropped, with a warning.",
+        ),
+    ] = ORIGINAL_METADATA_MAX_BYTES
     #: where the config came from, for messages: set by the loader, not a key of the file.
     source: Annotated[str, SkipJsonSchema()] = EMBEDDED_SOURCE

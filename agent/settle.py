@@ -143,8 +143,11 @@ class Settler:
         prefix = os.path.join(folder, "")
         return any(key.startswith(prefix) for key in self._files)
 
-    def observe(self, seen: FileSeen) -> None:
-        """Start tracking ``seen.path``, or restart its window if it changed since."""
+    def observe(self, seen: FileSeen) -> bool:
+        """Start tracking ``seen.path``, or restart its window if it changed since.
+
+        True when tracking started: a file version new to the settle stage.
+        """
         key = str(seen.path)
         record = self._files.get(key)
         closed = seen.source == "closed"
@@ -153,7 +156,7 @@ class Settler:
             settle = folder.settle_seconds
             age = seen.seen_at - seen.mtime_ns / 1e9
             if seen.size == 0 and age >= settle:
-                return  # empty and still: the write that fills it brings it back
+                return False  # empty and still: the write that fills it brings it back
             self._files[key] = _Tracked(
                 root=seen.root,
                 size=seen.size,
@@ -167,10 +170,12 @@ class Settler:
                 closed=closed,
                 defer_max=folder.defer_max_seconds if folder.defer_while_writing else 0.0,
             )
-        elif not record.same(seen):
+            return True
+        if not record.same(seen):
             record.changed(seen, seen.seen_at, closed=closed)
         elif closed:
             record.close_seen()
+        return False
 
     def forget(self, path: Path) -> None:
         """Stop tracking a file that was deleted or renamed away before settling."""
@@ -298,7 +303,7 @@ class ScanFeed:
     def start(self, scan: Iterable[FileSeen]) -> None:
         self._scan = iter(scan)
 
-    def feed(self, take: Callable[[FileSeen], None], busy: Callable[[], int]) -> None:
+    def feed(self, take: Callable[[FileSeen], object], busy: Callable[[], int]) -> None:
         """Pass files from the scan under way to ``take`` while ``busy()`` is below the limit."""
         while self._scan is not None and busy() < self.limit:
             seen = next(self._scan, None)

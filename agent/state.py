@@ -20,10 +20,11 @@ PC), so every name is kept exactly; failure reasons are stored in the percent fo
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,6 +56,13 @@ CREATE TABLE IF NOT EXISTS acquisitions (
     adapter TEXT,
     package_id TEXT NOT NULL,
     updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS identity_mismatches (
+    acquisition_key TEXT PRIMARY KEY,
+    package_id TEXT NOT NULL,
+    path TEXT NOT NULL,
+    mismatches TEXT NOT NULL,
+    at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS failures (
     path TEXT PRIMARY KEY,
@@ -96,6 +104,17 @@ class HarvestedFile:
 class Failure:
     path: Path
     reason: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityMismatch:
+    """The last package of an acquisition whose file reports another instrument."""
+
+    path: Path
+    package_id: str
+    #: ``provenance.identity_check.mismatches``: field, configured, reported
+    mismatches: list[dict[str, str]]
     at: float
 
 
@@ -274,6 +293,19 @@ class State:
                 f"{self.path}: cannot record a failure: {error}", self.path, error
             ) from error
 
+    def clear_failure(self, path: Path) -> None:
+        """Forget the failure recorded for ``path`` (a sidecar applied again), if any."""
+        key = (to_sql(str(path)),)
+        if self._db.execute("SELECT 1 FROM failures WHERE path = ?", key).fetchone() is None:
+            return  # the common case: nothing to write
+        try:
+            with self._db:
+                self._db.execute("DELETE FROM failures WHERE path = ?", key)
+        except sqlite3.Error as error:
+            raise StateError(
+                f"{self.path}: cannot clear a failure: {error}", self.path, error
+            ) from error
+
     def failed_already(self, path: Path, reason: str) -> bool:
         """True when the failure recorded for ``path`` has this ``reason``: it was logged.
 
@@ -284,6 +316,56 @@ class State:
         found = row.fetchone()
         # reasons are stored in the percent form (record_failure)
         return found is not None and found[0] == escape(reason)
+
+    def record_identities(
+        self, checked: Iterable[tuple[str, str, Path, Sequence[Mapping[str, str]]]]
+    ) -> set[str]:
+        """Keep the identity mismatches of each acquisition's latest package for ``status``,
+        from (acquisition_key, package_id, path, mismatches) rows, in one transaction; no
+        mismatches forget the earlier ones. Returns the keys whose mismatches are new, so a
+        package built again with the same mismatch is not reported twice."""
+        new: set[str] = set()
+        try:
+            with self._db:
+                for acquisition_key, package_id, path, mismatches in checked:
+                    key = to_sql(acquisition_key)
+                    text = json.dumps(list(mismatches), sort_keys=True)
+                    row = self._db.execute(
+                        "SELECT mismatches FROM identity_mismatches WHERE acquisition_key = ?",
+                        (key,),
+                    ).fetchone()
+                    if not mismatches:
+                        if row is not None:
+                            self._db.execute(
+                                "DELETE FROM identity_mismatches WHERE acquisition_key = ?", (key,)
+                            )
+                        continue
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO identity_mismatches VALUES (?, ?, ?, ?, ?)",
+                        (key, package_id, to_sql(str(path)), text, time.time()),
+                    )
+                    if row is None or row[0] != text:
+                        new.add(acquisition_key)
+        except sqlite3.Error as error:
+            raise StateError(
+                f"{self.path}: cannot record identity checks: {error}", self.path, error
+            ) from error
+        return new
+
+    def identity_mismatches(self, limit: int = 20) -> list[IdentityMismatch]:
+        """The latest acquisitions whose files report another instrument, newest first."""
+        try:
+            rows = self._db.execute(
+                "SELECT path, package_id, mismatches, at FROM identity_mismatches "
+                "ORDER BY at DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        except sqlite3.OperationalError:
+            return []  # a registry no daemon of this version has opened yet has no such table
+        return [
+            IdentityMismatch(Path(from_sql(p)), str(i), json.loads(m), float(a))
+            for p, i, m, a in rows
+        ]
 
     def failures(self, limit: int = 20) -> list[Failure]:
         rows = self._db.execute(

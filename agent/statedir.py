@@ -102,6 +102,14 @@ class StorageHealth:
         #: (code, path) of the state dir's current write failure, to log each problem once
         self._problem: tuple[str | None, str] | None = None
 
+    @property
+    def problem(self) -> str | None:
+        """The write failure going on (for the status server), None while writes work."""
+        if self._problem is None:
+            return None
+        code, path = self._problem
+        return f"cannot write {path}" + (f" ({code})" if code else "")
+
     def failed(self, error: StorageError, **context: Any) -> None:
         """Log a state-dir write failure: an error when it starts or changes, debug after."""
         problem = (error.code, str(error.path))

@@ -27,25 +27,25 @@ and each has a check here or in the runtime:
   Both log ``watch_limit_reached`` once;
 - native events do not see writes made by another host on a network share (SMB, NFS):
   nothing can detect that from here without writing in the folder, which we never do.
-  The periodic reconciliation scan (``rescan_seconds``) finds those files; use ``polling``
-  mode for such folders when that delay is too long.
+  ``network_filesystem`` tells such a share by its file system type (``acqharvest
+  doctor`` reports it). The periodic reconciliation scan (``rescan_seconds``) finds those
+  files; use ``polling`` mode for such folders when that delay is too long.
 
 Only creation, modification, attribute, move, delete and close-after-write events are
 subscribed: open and close-without-write events are left out, since our own scans and
 reads would otherwise flood the queue and overflow it.
 
 File identity, and what is watched and what is refused: see ``acqharvest.watch_rules``;
-how a scan walks a folder: ``acqharvest.watch_scan``.
+how a scan walks a folder: ``acqharvest.watch_scan``; the kernel's watch budget and network
+file systems: ``acqharvest.watch_limits``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -68,6 +68,9 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserverVFS
 
 from acqharvest.model import FileGone, FileSeen, WatchSettings
+from acqharvest.watch_limits import mount_fstype as mount_fstype
+from acqharvest.watch_limits import network_filesystem as network_filesystem
+from acqharvest.watch_limits import watch_budget_exhausted, watch_limit
 from acqharvest.watch_rules import (
     Emit,
     OwnPaths,
@@ -87,6 +90,7 @@ __all__ = [
     "examine",
     "file_identity",
     "matches",
+    "network_filesystem",
     "stat_file",
     "watch_budget_exhausted",
     "watch_limit",
@@ -110,9 +114,6 @@ _EVENTS: list[type[FileSystemEvent]] = [
 #: the message watchdog logs (and acts on internally) when the kernel queue overflowed.
 _OVERFLOW_LOGGER = "watchdog.observers.inotify_c"
 _OVERFLOW_MESSAGE = "Inotify queue overflowed"
-_IN_ONLYDIR = 0x01000000
-_IN_DONT_FOLLOW = 0x02000000
-_IN_ATTRIB = 0x00000004
 
 
 def _relpath(path: str, root: Path) -> str | None:
@@ -207,36 +208,6 @@ def _root_identity(real_root: str) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino
-
-
-def watch_limit() -> int | None:
-    """The inotify watch limit for this user (``fs.inotify.max_user_watches``), if known."""
-    for source in ("/proc/sys/user/max_inotify_watches", "/proc/sys/fs/inotify/max_user_watches"):
-        with contextlib.suppress(OSError, ValueError):
-            return int(Path(source).read_text())
-    return None
-
-
-def watch_budget_exhausted(folder: str) -> bool:
-    """True when the kernel refuses this user one more inotify watch (ENOSPC).
-
-    Watchdog skips subfolders it cannot watch silently; asking for one watch of our own
-    (then closing it) is the one way to know. Linux only; elsewhere always False.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    else:  # an else, not code after the return: mypy then checks it as Linux-only
-        libc = ctypes.CDLL(None, use_errno=True)
-        descriptor = libc.inotify_init1(os.O_CLOEXEC)
-        if descriptor < 0:
-            return False  # out of inotify instances: that says nothing about watches
-        try:
-            mask = _IN_ATTRIB | _IN_ONLYDIR | _IN_DONT_FOLLOW
-            if libc.inotify_add_watch(descriptor, os.fsencode(folder), mask) >= 0:
-                return False
-            return ctypes.get_errno() == errno.ENOSPC
-        finally:
-            os.close(descriptor)
 
 
 @dataclass

@@ -14,6 +14,7 @@ process. Checksums count every chunk read as progress: a file of any size is has
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -21,16 +22,15 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any
 
-from acqharvest import logs, polite
-from acqharvest.adapter_api import HEAD_BYTES, FileProbe
+from acqharvest import logs, polite, sidecar
+from acqharvest.adapter_api import HEAD_BYTES, ORIGINAL_METADATA_MAX_BYTES, FileProbe
 from acqharvest.extract import extract
-from acqharvest.polite import ReadRate
 from acqharvest.model import (
     Acquisition,
     Extraction,
@@ -39,6 +39,7 @@ from acqharvest.model import (
     LogSettings,
     ProbedFile,
 )
+from acqharvest.polite import ReadRate
 from acqharvest.readonly import FileReader
 from acqharvest.registry import Registry, load_registry
 
@@ -52,6 +53,10 @@ class WorkerSetup:
     adapters_by_root: Mapping[Path, tuple[str, ...]] | None = None
     #: address-space cap of a worker process; None: no cap.
     memory_limit_bytes: int | None = None
+    #: ``Settings.sidecar_names``: the sidecars read for each acquisition extracted.
+    sidecar_names: tuple[str, ...] = ()
+    #: the ``original_metadata_max_bytes`` setting, handed to every extraction.
+    original_metadata_max_bytes: int = ORIGINAL_METADATA_MAX_BYTES
     #: run below the acquisition software (see ``polite``)
     lower_priority: bool = False
     #: this worker's share of the cap on checksum reads; None: no cap.
@@ -141,6 +146,8 @@ class Progress:
 
 
 _registry: Registry | None = None
+#: the sidecars this process read, kept while unchanged
+_sidecars = sidecar.Cache()
 _setup = WorkerSetup()
 _progress: Progress | None = None
 _row = -1
@@ -310,8 +317,15 @@ def _hashed(
             progress.hashing(row, False)
 
 
-def extract_acquisition(acquisition: Acquisition) -> Extraction | ExtractionFailure:
-    """Run the claiming adapter over one acquisition (never raises)."""
+def extract_acquisition(
+    acquisition: Acquisition,
+    *,
+    sidecar_names: Sequence[str] | None = None,
+    original_metadata_max_bytes: int | None = None,
+) -> Extraction | ExtractionFailure:
+    """Run the claiming adapter over one acquisition, and read the sidecars above it;
+    never raises. ``sidecar_names`` and ``original_metadata_max_bytes`` override the
+    worker setup's (a one-shot command's)."""
     registry = _current_registry()
     adapter = registry.adapters.get(acquisition.adapter) if acquisition.adapter else None
     if acquisition.adapter and adapter is None:
@@ -329,12 +343,19 @@ def extract_acquisition(acquisition: Acquisition) -> Extraction | ExtractionFail
             reader,
             memory_limit=_setup.memory_limit_bytes,
             unavailable=registry.unavailable(acquisition.adapter) if acquisition.adapter else None,
+            original_metadata_max_bytes=original_metadata_max_bytes
+            or _setup.original_metadata_max_bytes,
         )
-    if reader.refused is None:
+    if reader.refused is not None:
+        # Whatever the adapter made of it, it did not read (only) the files that settled.
+        name = result.adapter
+        return ExtractionFailure(acquisition, name, reader.refused.path, str(reader.refused))
+    names = _setup.sidecar_names if sidecar_names is None else sidecar_names
+    if isinstance(result, ExtractionFailure) or not names:
         return result
-    # Whatever the adapter made of it, it did not read (only) the files that settled.
-    name = result.adapter
-    return ExtractionFailure(acquisition, name, reader.refused.path, str(reader.refused))
+    root = acquisition.root
+    found = sidecar.find(acquisition.primary.settled.path, root, names)
+    return dataclasses.replace(result, sidecars=tuple(_sidecars.read_all(found, root)))
 
 
 ProbeOutcome = ProbedFile | ProbeFailure

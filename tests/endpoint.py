@@ -122,6 +122,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_PUT = do_POST
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # the Date header of every answer, from a clock ``clock_offset`` seconds off
+        now = time.time() if timestamp is None else timestamp
+        return super().date_time_string(now + self.server.endpoint.clock_offset)
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
@@ -166,6 +171,8 @@ class LoopbackEndpoint:
         self.probes: list[RecordedRequest] = []
         #: bytes of the answers sent in ``drip`` and ``huge`` modes before the client left
         self.streamed = 0
+        #: seconds the endpoint's clock (its ``Date`` header) is ahead of this host's
+        self.clock_offset = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -40,13 +40,18 @@ class FakeClock:
         self.now += seconds
 
 
-def in_process_daemon(tmp_path: Path, watch: Path) -> Daemon:
+def in_process_daemon(
+    tmp_path: Path, watch: Path, *, instrument: str = "", more: str = ""
+) -> Daemon:
     """A daemon built but not started, for driving its stages by hand: no workers, a
-    directory endpoint and its state under ``tmp_path``. Close ``daemon.state`` after."""
+    directory endpoint and its state under ``tmp_path``. Close ``daemon.state`` after.
+
+    ``instrument`` adds keys to the instrument mapping (``, key: value``), ``more`` lines
+    to the config."""
     settings = parse_settings(
-        f"instrument: {{id: local-1}}\nwatch: [{{path: {watch}}}]\n"
+        f"instrument: {{id: local-1{instrument}}}\nwatch: [{{path: {watch}}}]\n"
         f"endpoint: {{type: directory, path: {tmp_path / 'out'}}}\n"
-        f"state_dir: {tmp_path / 'state'}\nworkers: 0\n",
+        f"state_dir: {tmp_path / 'state'}\nworkers: 0\n{more}",
         source="test.yaml",
         base_dir=tmp_path,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -84,6 +85,37 @@ def test_extract_prints_packages_without_config_or_writes(corpus: Path, tmp_path
     assert list(tmp_path.iterdir()) == [], "extract must write nothing"
 
 
+def test_extract_of_a_folder_shows_what_the_sidecars_above_each_acquisition_add(
+    corpus: Path, tmp_path: Path
+) -> None:
+    """How a microscopist checks a new sidecar: the folder given stands for the watch folder."""
+    folder = tmp_path / "alice" / "neuro"
+    folder.mkdir(parents=True)
+    shutil.copyfile(corpus / "tiff-vendor" / "imagej" / "xem_y32.tif", folder / "cells.tif")
+    (tmp_path / "acquisition.csv").write_text("Study,Calcium imaging\nOrganism,Mus musculus\n")
+    (tmp_path / "alice" / "acquisition.yaml").write_text("sample: [a, b]\n")
+
+    result = run("extract", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[:3] == [
+        "alice/neuro/cells.tif",  # the sidecars are no acquisitions, nor counted as files
+        "  adapter: tiff  format: TIFF (ImageJ)",
+        '  annotations: {"study": "Calcium imaging", "organism": "Mus musculus"}',
+    ]
+    assert (
+        "  warning: sidecar alice/acquisition.yaml not applied: line 1 column 9: the value of "
+        "'sample' is a list, not text"
+    ) in result.stdout.splitlines()
+
+    (line,) = run("extract", "--json", str(tmp_path)).stdout.splitlines()
+    body = json.loads(line)
+    jsonschema.validate(body, json.loads(PACKAGE_SCHEMA.read_text()))
+    assert [(f["path"], f.get("role")) for f in body["files"]] == [
+        ("alice/neuro/cells.tif", None),
+        ("acquisition.csv", "sidecar"),
+    ]
+
+
 def test_extract_ignores_a_site_config(corpus: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text("instrument: [\n")
@@ -98,6 +130,32 @@ def test_extract_ignores_a_site_config(corpus: Path, tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["provenance"]["deidentification"]["removed"] > 0
+
+
+def test_extract_prints_the_ro_crate_under_a_named_config(corpus: Path, tmp_path: Path) -> None:
+    config = tmp_path / "site.yaml"
+    config.write_text(
+        "instrument:\n"
+        "  id: https://hdl.handle.net/21.11157/example-lsm980\n"
+        "  name: LSM 980\n"
+        "  serial_number: '2801000123'\n"
+        f"watch:\n  - path: {tmp_path / 'watch'}\n"
+        f"endpoint:\n  type: directory\n  path: {tmp_path / 'out'}\n"
+        f"state_dir: {tmp_path / 'state'}\n"
+    )
+    source = corpus / "tiff-vendor" / "zeiss-lsm" / "test.lsm"
+    result = run("extract", "--config", str(config), "--format", "ro-crate", str(source))
+    assert result.returncode == 0, result.stderr
+    crate = json.loads(result.stdout)
+    entities = {entity["@id"]: entity for entity in crate["@graph"]}
+    assert crate["@context"][0] == "https://w3id.org/ro/crate/1.1/context"
+    instrument = entities["https://hdl.handle.net/21.11157/example-lsm980"]
+    assert (instrument["@type"], instrument["serialNumber"]) == ("IndividualProduct", "2801000123")
+    assert entities["test.lsm"]["@type"] == "File"
+    assert not (tmp_path / "out").exists(), "extract must write nothing"
+    bad = run("extract", "--config", str(tmp_path / "missing.yaml"), str(source))
+    assert bad.returncode == 2
+    assert "missing.yaml" in bad.stderr
 
 
 def test_extract_names_a_bad_file_without_a_traceback(tmp_path: Path, corpus: Path) -> None:
@@ -164,6 +222,30 @@ def test_check_and_status_on_a_directory_endpoint(tmp_path: Path) -> None:
     checked = run("check", "--config", str(missing))
     assert checked.returncode == 1
     assert "nope" in checked.stdout
+
+
+def test_outbox_release_lets_a_held_package_go_and_names_what_it_cannot(tmp_path: Path) -> None:
+    from acqharvest.model import Package
+    from acqharvest.outbox import Outbox
+
+    config = write_config(tmp_path, f"{{type: directory, path: {tmp_path / 'out'}}}")
+    outbox = Outbox.open(tmp_path / "state" / "outbox")
+    body = {"package_id": "h1", "provenance": {"deidentification": {"burned_in_annotation": "YES"}}}
+    outbox.spool([Package("h1", "k", body, held=True), Package("p1", "k2", {"package_id": "p1"})])
+
+    status = run("status", "--config", str(config))
+    assert "held 1" in status.stdout
+    assert "acqharvest outbox release h1" in status.stdout
+
+    released = run("outbox", "release", "h1", "p1", "nope", "--config", str(config))
+    assert released.returncode == 1  # two of three were not held
+    assert released.stdout == "h1: released, queued for delivery\n"
+    assert released.stderr.splitlines() == [
+        "p1: pending, not held; left alone",
+        "nope: no such package in the outbox",
+    ]
+    assert outbox.pending() == ["p1", "h1"]
+    assert run("outbox", "--config", str(config)).returncode == 2  # an action is required
 
 
 def test_check_refuses_a_state_dir_linked_into_the_watch_folder(tmp_path: Path) -> None:
@@ -297,7 +379,8 @@ def test_extract_gives_one_error_line_per_bad_variant(
 
 
 #: what the agent's default de-identification changes in a DICOM package (UIDs replaced;
-#: names, dates and descriptions removed), so these fields cannot equal the adapter's golden.
+#: dates shifted; names and descriptions removed), so these fields cannot equal the
+#: adapter's golden.
 DEIDENTIFIED = {
     "study_uid",
     "series_uid",
@@ -316,27 +399,34 @@ def test_extract_json_over_the_corpus_agrees_with_every_golden(corpus: Path) -> 
     result = run("extract", "--json", *(str(corpus / folder) for folder in folders))
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
+    # by content: a file named after its patient (US1_J2KR.dcm of patient ...^US1) is
+    # listed under a pseudonym
     package_of = {}
     for line in result.stdout.splitlines():
         package = json.loads(line)
         for file in package["files"]:
-            package_of[file["path"]] = package
+            package_of[file["sha256"]] = package
     cases = [
         (case, golden.read_expected(case))
         for adapter in ("dicom", "tiff", "czi", "nd2", "lif")
         for case in golden.load_cases(REPO / "adapters" / adapter / "cases")
     ]
-    assert set(package_of) == {path for case, _ in cases for path in case.files}
+    digest = {
+        path: hashlib.sha256((corpus / path).read_bytes()).hexdigest()
+        for case, _ in cases
+        for path in case.files
+    }
+    assert set(package_of) == set(digest.values())
     for case, expected in cases:
         assert expected is not None, f"{case.name} has no golden"
-        package = package_of[case.files[0]]
-        files = {file["path"] for file in package["files"]}
+        package = package_of[digest[case.files[0]]]
+        files = {file["sha256"] for file in package["files"]}
         # Corpus files of one DICOM series (the same scan in two transfer syntaxes) are one
         # acquisition to the daemon, read from its first file, and one case each to the kit.
-        series = files != set(case.files)
+        series = files != {digest[path] for path in case.files}
         assert not series or expected["format"] == "DICOM", case.name
         assert package["acquisition"]["format"] == expected["format"], case.name
-        if package["files"][0]["path"] != case.files[0]:
+        if package["files"][0]["sha256"] != digest[case.files[0]]:
             continue
         # what the adapter named as identifying and the default policy removes (a slide's
         # scan date); a retained one (a scanner's serial number) must equal the golden
@@ -383,3 +473,52 @@ def test_extract_json_gives_one_package_per_directory_and_paired_acquisition(
         assert package["acquisition"]["format"] == expected["format"]
         for key in ("image", "pixel_size_um"):
             assert package["metadata"].get(key) == expected["metadata"].get(key), case.name
+
+
+def test_check_warns_when_the_instrument_id_is_no_persistent_identifier(tmp_path: Path) -> None:
+    local = write_config(tmp_path, f"{{type: directory, path: {tmp_path / 'out'}}}")
+    checked = run("check", "--config", str(local))
+    # a warning, not a failure: the config works, its packages are just less findable
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    (warning,) = [line for line in checked.stdout.splitlines() if line.startswith("WARN")]
+    assert warning.startswith(
+        "WARN  instrument.id 'local-1' is a local name, not a persistent identifier"
+    )
+
+    url = tmp_path / "url.yaml"
+    url.write_text(local.read_text().replace("id: local-1", "id: 'https://lab.example.org/s1'"))
+    assert (
+        "is a plain URL, not a persistent identifier" in run("check", "--config", str(url)).stdout
+    )
+
+    handle = tmp_path / "handle.yaml"
+    handle.write_text(
+        local.read_text().replace("id: local-1", "id: 'https://hdl.handle.net/21.T11998/x'")
+    )
+    checked = run("check", "--config", str(handle))
+    assert checked.returncode == 0
+    assert "WARN" not in checked.stdout
+
+
+def test_a_broken_people_file_fails_check_and_stops_the_daemon_with_exit_2(
+    tmp_path: Path,
+) -> None:
+    people = tmp_path / "people.csv"
+    people.write_text("username,name,orcid\nalice,Alice,0000-0002-1825-0098\n")
+    config = write_config(tmp_path, f"{{type: directory, path: {tmp_path / 'out'}}}")
+    config.write_text(config.read_text() + "people: people.csv\n")  # beside the config
+
+    checked = run("check", "--config", str(config))
+    assert checked.returncode == 1
+    assert (
+        f"FAIL  people: {people}: row 2, column 'orcid': '0000-0002-1825-0098' is not an "
+        "ORCID iD: its check character is wrong"
+    ) in checked.stdout.splitlines()
+
+    started = run("run", "--once", "--config", str(config))
+    assert started.returncode == 2, started.stdout + started.stderr
+    assert started.stderr.startswith(f"config error: people: {people}: row 2, column 'orcid'")
+
+    people.write_text("username,name,orcid\nalice,Alice,0000-0002-1825-0097\n")
+    checked = run("check", "--config", str(config))
+    assert f"ok    people file {people}: 1 people" in checked.stdout.splitlines()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,13 @@ from acqharvest.model import (
     LogSettings,
     Settings,
     WatchSettings,
+)
+from acqharvest.settings import (
+    AlternateIdentifier,
+    FacilitySettings,
+    OwnerSettings,
+    RelatedIdentifier,
+    TypedIdentifier,
 )
 
 # The smallest valid config; the error tests change one line of it.
@@ -142,6 +150,7 @@ def test_full_config_becomes_exactly_these_settings(tmp_path: Path) -> None:
             retain_uids=True,
             retain_dates=True,
             retain_patient_characteristics=True,
+            dates="keep",  # what the deprecated retain_dates: true means
         ),
         log=LogSettings(level="debug", format="json", file=config.parent / "logs" / "agent.log"),
         workers=0,
@@ -238,7 +247,9 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
             "state_dir: state\nsettle_seconds: 3",
             "acqharvest.yaml:9: settle_seconds: unknown key (allowed: instrument, watch, "
             "endpoint, state_dir, deidentify, log, workers, rescan_seconds, "
-            "extract_timeout_seconds, extract_memory_mb)",
+            "extract_timeout_seconds, extract_memory_mb, sidecar_names, people, "
+            "people_include_email, facility, license, status_server, "
+            "original_metadata_max_bytes)",
             id="unknown-top-level-key",
         ),
         pytest.param(
@@ -782,3 +793,203 @@ def test_validating_a_config_does_not_load_the_delivery_stage() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+PIDINST = """\
+instrument:
+  id: https://hdl.handle.net/21.11157/example-lsm980
+  name: LSM 980
+  manufacturer: Carl Zeiss Microscopy
+  model: LSM 980
+  serial_number: "2801000123"
+  type: confocal microscope
+  owner: Example Imaging Facility
+  landing_page: https://imaging.example.org/instruments/lsm980
+  description: Point-scanning confocal
+  owners:
+    - {name: Example Imaging Facility, identifier: https://ror.org/05abcde12,
+       identifier_type: ROR, contact: imaging@example.org}
+  manufacturer_identifier: {identifier: https://ror.org/01xnwqx93, identifier_type: ROR}
+  model_identifier: {identifier: https://example.org/lsm980, identifier_type: URL}
+  type_identifier:
+    identifier: http://purl.obolibrary.org/obo/FBbi_00000251
+    identifier_type: FBbi
+  measured_variables: [fluorescence intensity]
+  commissioned: 2021-03-01
+  decommissioned: "2031-03-01"
+  alternate_identifiers:
+    - {identifier: 4711, identifier_type: InventoryNumber}
+  related_identifiers:
+    - {identifier: "https://example.org/det", identifier_type: URL,
+       relation_type: HasComponent, name: detector}
+watch:
+  - path: acquisitions
+endpoint:
+  type: directory
+  path: harvested
+state_dir: state
+people: lists/people.xlsx
+people_include_email: true
+facility: {name: Example Imaging Facility, ror: 05ABCDE12}
+license: CC-BY-4.0
+"""
+
+
+def test_a_full_pidinst_config_becomes_these_settings() -> None:
+    settings = parse(PIDINST)
+
+    assert settings.instrument == InstrumentSettings(
+        id="https://hdl.handle.net/21.11157/example-lsm980",
+        name="LSM 980",
+        manufacturer="Carl Zeiss Microscopy",
+        model="LSM 980",
+        serial_number="2801000123",
+        type="confocal microscope",
+        owner="Example Imaging Facility",
+        landing_page="https://imaging.example.org/instruments/lsm980",
+        description="Point-scanning confocal",
+        owners=(
+            OwnerSettings(
+                "Example Imaging Facility",
+                "https://ror.org/05abcde12",
+                "ROR",
+                "imaging@example.org",
+            ),
+        ),
+        manufacturer_identifier=TypedIdentifier("https://ror.org/01xnwqx93", "ROR"),
+        model_identifier=TypedIdentifier("https://example.org/lsm980", "URL"),
+        type_identifier=TypedIdentifier("http://purl.obolibrary.org/obo/FBbi_00000251", "FBbi"),
+        measured_variables=("fluorescence intensity",),
+        commissioned=date(2021, 3, 1),
+        decommissioned=date(2031, 3, 1),
+        # an inventory number written as a YAML number is text, like serial_number
+        alternate_identifiers=(AlternateIdentifier("4711", "InventoryNumber"),),
+        related_identifiers=(
+            RelatedIdentifier("https://example.org/det", "URL", "HasComponent", "detector"),
+        ),
+    )
+    # relative to the config file's folder, like every path
+    assert settings.people == Path("/etc/acqharvest/lists/people.xlsx")
+    assert settings.people_include_email is True
+    # a bare ROR id becomes its URI
+    assert settings.facility == FacilitySettings(
+        "Example Imaging Facility", "https://ror.org/05abcde12"
+    )
+    assert settings.license == "CC-BY-4.0"
+
+
+def test_the_flat_instrument_keys_of_older_configs_stay_valid() -> None:
+    settings = parse(FULL)
+    assert settings.instrument.owner == "Imaging facility"
+    assert settings.instrument.owners == ()
+    assert (settings.people, settings.facility, settings.license) == (None, None, None)
+    assert settings.people_include_email is False
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        pytest.param(
+            "  landing_page: https://imaging.example.org/instruments/lsm980",
+            "  landing_page: imaging.example.org/lsm980",
+            "acqharvest.yaml:9: instrument.landing_page: must be an http:// or https:// URL "
+            "with a host name",
+            id="landing-page-not-a-url",
+        ),
+        pytest.param(
+            "       identifier_type: ROR, contact: imaging@example.org}",
+            "       contact: imaging@example.org}",
+            "acqharvest.yaml:12: instrument.owners[0].identifier_type: set identifier and "
+            "identifier_type together",
+            id="owner-identifier-without-type",
+        ),
+        pytest.param(
+            "  model: LSM 980\n",
+            "",
+            "acqharvest.yaml:14: instrument.model_identifier: needs instrument.model set too",
+            id="model-identifier-without-model",
+        ),
+        pytest.param(
+            '  decommissioned: "2031-03-01"',
+            "  decommissioned: 2020-01-01",
+            "acqharvest.yaml:21: instrument.decommissioned: must not be before commissioned",
+            id="decommissioned-before-commissioned",
+        ),
+        pytest.param(
+            "  commissioned: 2021-03-01",
+            "  commissioned: March 2021",
+            "acqharvest.yaml:20: instrument.commissioned: Input should be a valid date or "
+            "datetime, invalid character in year",
+            id="commissioned-not-a-date",
+        ),
+        pytest.param(
+            "identifier_type: InventoryNumber}",
+            "identifier_type: Inventory}",
+            "acqharvest.yaml:23: instrument.alternate_identifiers[0].identifier_type: Input "
+            "should be 'SerialNumber', 'InventoryNumber' or 'Other'",
+            id="alternate-identifier-type-not-pidinsts",
+        ),
+        pytest.param(
+            "relation_type: HasComponent",
+            "relation_type: Contains",
+            "acqharvest.yaml:26: instrument.related_identifiers[0].relation_type: Input "
+            "should be 'IsDescribedBy', 'IsNewVersionOf', 'IsPreviousVersionOf', "
+            "'HasComponent', 'IsComponentOf', 'References', 'HasMetadata', 'WasUsedIn', "
+            "'IsIdenticalTo' or 'IsAttachedTo'",
+            id="relation-type-not-pidinsts",
+        ),
+        pytest.param(
+            "ror: 05ABCDE12",
+            "ror: https://ror.org/5abcde12",
+            "acqharvest.yaml:35: facility.ror: must be a ROR id: https://ror.org/ and nine "
+            "characters (0, six letters or digits, two digits), or those nine alone",
+            id="ror-malformed",
+        ),
+        pytest.param(
+            "license: CC-BY-4.0",
+            "license: CC BY 4.0",
+            "acqharvest.yaml:36: license: must be an SPDX license identifier such as "
+            "CC-BY-4.0, or an http(s) URL",
+            id="license-with-spaces",
+        ),
+        pytest.param(
+            "license: CC-BY-4.0",
+            "license: https://",
+            "acqharvest.yaml:36: license: must be an http:// or https:// license URL with a "
+            "host name",
+            id="license-url-without-host",
+        ),
+    ],
+)
+def test_a_pidinst_mistake_names_its_key(old: str, new: str, expected: str) -> None:
+    assert old in PIDINST
+    assert errors_of(PIDINST.replace(old, new)) == [expected]
+
+
+def test_a_license_may_be_a_url() -> None:
+    text = PIDINST.replace(
+        "license: CC-BY-4.0", "license: https://creativecommons.org/licenses/by/4.0/"
+    )
+    assert parse(text).license == "https://creativecommons.org/licenses/by/4.0/"
+
+
+def test_a_people_file_inside_a_watch_folder_is_refused(tmp_path: Path) -> None:
+    text = _linked_config(tmp_path) + f"people: {tmp_path / 'watch' / 'people.csv'}\n"
+    with pytest.raises(ConfigError) as raised:
+        parse_settings(text, source="c.yaml", base_dir=tmp_path)
+    (message,) = raised.value.messages
+    assert message.startswith("c.yaml:5: people: ")
+    assert message.endswith("; the people file would be harvested")
+
+
+def test_the_deprecated_retain_dates_reads_as_dates_keep_and_never_contradicts_it() -> None:
+    assert parse(MINIMAL).deidentify.date_policy == "shift"
+    kept = parse(MINIMAL + "deidentify: {retain_dates: true}\n").deidentify
+    assert (kept.dates, kept.date_policy) == ("keep", "keep")
+    assert parse(MINIMAL + "deidentify: {dates: remove}\n").deidentify.date_policy == "remove"
+    assert errors_of(MINIMAL + "deidentify: {retain_dates: true, dates: shift}\n") == [
+        "acqharvest.yaml:9: deidentify: retain_dates: true (deprecated) means dates: keep, "
+        "which contradicts dates: shift; remove retain_dates"
+    ]
+    # built by hand (tools, tests), the dataclass checks nothing: the policy reads it alike
+    assert DeidentifySettings(retain_dates=True).date_policy == "keep"

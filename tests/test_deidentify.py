@@ -62,7 +62,8 @@ METADATA = {
 
 
 def test_dicom_identifiers_dates_and_characteristics_go_device_identity_stays() -> None:
-    result = Deidentifier(DeidentifySettings(), b"k" * 32).apply("DICOM", METADATA, ORIGINAL)
+    removing = DeidentifySettings(dates="remove")
+    result = Deidentifier(removing, b"k" * 32).apply("DICOM", METADATA, ORIGINAL)
     original = dict(result.original_metadata)
     for gone in ("PatientName", "PatientID", "PatientAge", "StudyDate", "AcquisitionTime"):
         assert gone not in original
@@ -152,7 +153,9 @@ def test_actions_follow_the_table_and_its_options() -> None:
     assert default.action("InstitutionName") == "remove"  # Institution Identity: never kept
     assert default.action("OverlayComments_6002") == "remove"  # a second overlay group
     assert default.action("(0019,100A)") == "remove"  # private
-    assert default.action("ReviewDate") == "remove"  # not in the table; a DA all the same
+    assert default.action("ReviewDate") == "shift"  # not in the table; a DA all the same
+    assert default.action("StudyDate") == "shift"  # Modified Dates, the default
+    assert default.action("PatientBirthDate") == "remove"  # Z: no dates option, never shifted
     assert default.action("FrameOfReferenceUID") == "uid"
     assert default.action("SOPClassUID") == "keep"
     assert default.action("ExposureTime") == "keep"
@@ -214,8 +217,12 @@ def _values(
             continue  # the creator names the vendor, as Manufacturer does
         private = element.tag.is_private
         action = "remove" if private else policy.action(element.keyword)
+        # shifted dates keep their time of day (TM): only a DA or DT value must change
+        shifted_time = action == "shift" and element.VR == "TM"
         governed = (
-            removed_whole or private or (element.keyword in BASIC_PROFILE and action != "keep")
+            removed_whole
+            or private
+            or (element.keyword in BASIC_PROFILE and action != "keep" and not shifted_time)
         )
         if element.VR == "SQ":
             for item in element.value or ():
@@ -268,8 +275,11 @@ def _retained_by_option(dataset: pydicom.Dataset, value: str, policy: Deidentifi
 
 
 def _leaks(values: set[str], package: dict[str, Any]) -> list[str]:
-    # File and folder names are the site's to choose and are never changed (README).
-    text = json.dumps({k: v for k, v in package.items() if k != "files"}, ensure_ascii=False)
+    # File and folder names lose only the patient's names, IDs and birth date (``paths``,
+    # tested on their own below); the method record is the standard's fixed vocabulary.
+    shown = {k: v for k, v in package.items() if k != "files"}
+    shown["provenance"] = {k: v for k, v in shown["provenance"].items() if k != "deidentification"}
+    text = json.dumps(shown, ensure_ascii=False)
     # A short value (a 4-digit time, "0001") is matched as a whole JSON string only: as a
     # substring it occurs by chance in checksums and in the keyed-hash UIDs.
     return sorted(
@@ -385,12 +395,15 @@ _PINNED = frozenset({"PatientName", "PatientSex", "PatientAge", "PatientWeight",
 
 
 def _profile_outcomes() -> list[tuple[str, str]]:
-    """(tag mask, "remove" | "replace") for every row the default options do not keep.
+    """(tag mask, "remove" | "replace" | "shift") for every row the default options do
+    not keep.
 
     Read straight from the table file with the standard's meaning of its codes, not
     through ``deidentify``: the oracle must not share the code it checks. Under the
-    default options an option's K/C keeps and its X removes; otherwise U replaces, a
-    ``.../U*`` sequence is kept (its UIDs are replaced inside) and D, Z and X remove.
+    default options an option's K/C keeps and its X removes; the default Modified Dates
+    option shifts the rows with a dates code (their DA and DT values change, a TM stays);
+    otherwise U replaces, a ``.../U*`` sequence is kept (its UIDs are replaced inside) and
+    D, Z and X remove.
     """
     text = resources.files("acqharvest").joinpath("confidentiality_profile.tsv").read_text()
     outcomes = []
@@ -402,6 +415,8 @@ def _profile_outcomes() -> list[tuple[str, str]]:
         retained = [code for option, code in codes.items() if option in _DEFAULT_RETAINED]
         if retained:
             outcome = "remove" if retained[0] == "X" else "keep"
+        elif "dates" in codes:
+            outcome = "shift"
         elif action == "U":
             outcome = "replace"
         elif "U*" in action:
@@ -490,6 +505,8 @@ def _profile_leaks(source: Path, package: dict[str, Any]) -> list[str]:
     leaks: list[str] = []
     for element, outcome in _governed(elements):
         keyword = element.keyword
+        if outcome == "shift" and element.VR not in ("DA", "DT"):
+            continue  # a time of day stays; a sequence's dates are checked item by item
         if outcome == "remove":
             named = sorted(k for k in keys if re.fullmatch(rf"{keyword}(_[0-9A-Fa-f]{{4}})?", k))
             leaks.extend(f"{keyword}: key {name} kept" for name in named)
@@ -507,6 +524,8 @@ def test_the_profile_oracle_reads_the_defaults_and_removes_patient_characteristi
         name for name in dir(defaults) if name.startswith("retain_") and getattr(defaults, name)
     }
     assert retained == {"retain_device_identity"}  # what _DEFAULT_RETAINED stands for
+    assert defaults.date_policy == "shift"  # the oracle's "shift" rows
+    assert _outcome(tag_for_keyword("StudyDate") or 0) == "shift"
     for keyword in _PINNED:
         assert _outcome(tag_for_keyword(keyword) or 0) == "remove", keyword
     assert _outcome(tag_for_keyword("StudyInstanceUID") or 0) == "replace"
@@ -683,3 +702,306 @@ def test_identifiers_follow_their_attribute_and_an_unknown_one_is_removed() -> N
     assert result.removed == 3
     assert result.redactions["1.2.3.4"] == replaced
     assert original["vendor"] == {"Case": "C-1", "Specimen": "1.2.3.4", "Odd": "Q-9"}  # untouched
+
+
+# --------------------------------------------------------------------------- modified dates
+
+PATIENT = {
+    "PatientName": "Quistorp^Heinrike",
+    "PatientID": "MRN-4711",
+    "PatientBirthDate": "19700101",
+    "AccessionNumber": "ACC778899",
+    "StudyDate": "20240102",
+    "SeriesDate": "2024.01.02",  # as ACR-NEMA files write it
+    "AcquisitionDateTime": "20240102101500.5+0100",
+    "AcquisitionTime": "101500",
+    "ReviewDate": "20240105",  # not in the table: shifted all the same
+    "Modality": "MR",
+}
+
+
+def _shift_of(result: Deidentified, original: str = "2024-01-02") -> int:
+    from datetime import date
+
+    assert result.started is not None
+    return (date.fromisoformat(result.started[:10]) - date.fromisoformat(original)).days
+
+
+def test_dates_of_one_patient_move_back_by_one_keyed_number_of_days() -> None:
+    policy = Deidentifier(DeidentifySettings(), b"k" * 32)
+    metadata = {"acquired": "2024-01-02T10:15:00.5+01:00"}
+    first = policy.apply("DICOM", metadata, PATIENT, started="2024-01-02T10:15:00.5+01:00")
+    days = _shift_of(first)
+    assert -3650 <= days <= -1
+    assert first.metadata["acquired"] == first.started
+    assert first.started is not None
+    assert first.started.endswith("T10:15:00.5+01:00")
+    original = first.original_metadata
+    shifted = _shift_of(Deidentified({}, {}, None, (), 0, started=_iso(original["StudyDate"])))
+    assert shifted == days
+    assert original["SeriesDate"].count(".") == 2  # the dotted form stays dotted
+    assert original["AcquisitionDateTime"].endswith("101500.5+0100")  # time and offset stay
+    assert original["AcquisitionTime"] == "101500"  # whole days: a time of day is unchanged
+    assert original["ReviewDate"] != "20240105"
+    assert "PatientBirthDate" not in original  # Z in the table: removed, never shifted
+    assert first.redactions["20240102"] == original["StudyDate"]  # warnings get the shift
+
+    # a later study of the same patient: the same offset, so the interval stays
+    later = {**PATIENT, "StudyDate": "20240301"}
+    again = policy.apply("DICOM", {}, later).original_metadata["StudyDate"]
+    assert _days_between(original["StudyDate"], again) == 59
+    # another patient: another offset (and another installation: another one again)
+    other = policy.apply(
+        "DICOM", metadata, {**PATIENT, "PatientID": "MRN-4712"}, started=metadata["acquired"]
+    )
+    assert _shift_of(other) != days
+    elsewhere = Deidentifier(DeidentifySettings(), b"j" * 32)
+    assert (
+        _shift_of(elsewhere.apply("DICOM", metadata, PATIENT, started=metadata["acquired"])) != days
+    )
+
+
+def _iso(dicom_date: str) -> str:
+    return f"{dicom_date[:4]}-{dicom_date[4:6]}-{dicom_date[6:8]}"
+
+
+def _days_between(one: str, other: str) -> int:
+    from datetime import date
+
+    return (date.fromisoformat(_iso(other)) - date.fromisoformat(_iso(one))).days
+
+
+def test_without_a_patient_id_the_name_and_birth_date_key_the_shift() -> None:
+    from acqharvest.deidentify_options import date_offset_days, patient_key
+
+    no_id = {k: v for k, v in PATIENT.items() if k != "PatientID"}
+    assert patient_key(no_id) == "name:Quistorp^Heinrike\x0019700101"
+    assert patient_key(PATIENT) == "id:MRN-4711"
+    assert patient_key({"StudyInstanceUID": "1.2.3"}) == "study:1.2.3"
+    assert patient_key({}) == ""
+    offsets = {date_offset_days(b"k" * 32, f"id:{n}") for n in range(200)}
+    assert min(offsets) >= -3650
+    assert max(offsets) <= -1
+    assert len(offsets) > 150
+
+
+def test_an_unreadable_date_is_removed_and_remove_and_keep_do_what_they_say() -> None:
+    policy = Deidentifier(DeidentifySettings(), b"k" * 32)
+    result = policy.apply("DICOM", {}, {**PATIENT, "StudyDate": "2024", "ContentDate": "19991399"})
+    assert "StudyDate" not in result.original_metadata
+    assert "ContentDate" not in result.original_metadata
+    metadata = {"acquired": "2024-01-02T10:15:00"}
+    removed = Deidentifier(DeidentifySettings(dates="remove"), b"k" * 32).apply(
+        "DICOM", metadata, PATIENT, started=metadata["acquired"]
+    )
+    assert removed.started is None
+    assert "StudyDate" not in removed.original_metadata
+    assert removed.record["dates"] == "removed"
+    for kept_settings in (DeidentifySettings(dates="keep"), DeidentifySettings(retain_dates=True)):
+        kept = Deidentifier(kept_settings, b"k" * 32).apply(
+            "DICOM", metadata, PATIENT, started=metadata["acquired"]
+        )
+        assert kept.started == "2024-01-02T10:15:00"
+        assert kept.original_metadata["StudyDate"] == "20240102"
+        assert kept.record["dates"] == "kept"
+        assert "retain_dates" in kept.options
+
+
+# --------------------------------------------------------------------------- method record
+
+
+def _codes(result: Deidentified) -> list[str]:
+    return [item["code"] for item in result.record["method_codes"]]
+
+
+def test_the_record_names_the_edition_and_the_cid_7050_codes_in_force() -> None:
+    default = Deidentifier(DeidentifySettings(), b"k" * 32).apply("DICOM", {}, PATIENT)
+    assert _codes(default) == ["113100", "113107", "113109"]
+    assert default.record["method_codes"][0] == {
+        "code": "113100",
+        "scheme": "DCM",
+        "meaning": "Basic Application Confidentiality Profile",
+    }
+    assert default.record["profile_edition"].startswith("DICOM PS3.15 Table E.1-1, edition ")
+    assert default.record["patient_identity_removed"] is True
+    assert default.record["pixel_data_cleaned"] is False
+    assert default.record["dates"] == "shifted"
+    everything = DeidentifySettings(
+        retain_uids=True,
+        retain_patient_characteristics=True,
+        retain_descriptions=True,
+        retain_device_identity=False,
+        dates="keep",
+    )
+    result = Deidentifier(everything, b"k" * 32).apply("DICOM", {}, PATIENT)
+    assert _codes(result) == ["113100", "113103", "113104", "113105", "113106", "113108", "113110"]
+    assert "113101" not in _codes(result)  # Clean Pixel Data: never claimed
+    # data without a patient (a microscope's TIFF, no identifiers) gets no such record
+    assert Deidentifier(DeidentifySettings(), b"k" * 32).apply("TIFF", {}, {}).record == {}
+    named = (Identifier("ContainerIdentifier", "S-1", ("original_metadata", "case")),)
+    slide = Deidentifier(DeidentifySettings(), b"k" * 32).apply("TIFF", {}, {"case": "S-1"}, named)
+    assert slide.record["burned_in_annotation"] == "unknown"
+
+
+# --------------------------------------------------------------------------- burned-in
+
+
+@pytest.mark.parametrize(
+    ("header", "verdict", "flagged"),
+    [
+        ({"Modality": "CT", "BurnedInAnnotation": "YES"}, "YES", True),
+        ({"Modality": "CT", "RecognizableVisualFeatures": "YES"}, "YES", True),
+        ({"Modality": "US", "BurnedInAnnotation": "NO"}, "NO", False),  # the device says so
+        ({"Modality": "US"}, "unknown", True),
+        ({"Modality": "XA"}, "unknown", True),
+        ({"Modality": "OT", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.7"}, "unknown", True),
+        ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.7.4"}, "unknown", True),
+        ({"Modality": "CT"}, "unknown", False),
+    ],
+)
+def test_burned_in_annotation_is_read_from_the_header_and_the_modality(
+    header: dict[str, str], verdict: str, flagged: bool
+) -> None:
+    warn = Deidentifier(DeidentifySettings(), b"k" * 32).apply("DICOM", {}, header)
+    assert warn.record["burned_in_annotation"] == verdict
+    assert (warn.burned_in_risk is not None) is flagged
+    assert warn.held is False
+    hold = Deidentifier(DeidentifySettings(burned_in="hold"), b"k" * 32).apply("DICOM", {}, header)
+    assert hold.held is flagged
+
+
+def test_a_flagged_package_says_so_in_its_warnings_and_a_held_one_is_marked(tmp_path: Path) -> None:
+    extraction = _extraction(tmp_path, ())
+    policy = Deidentifier(DeidentifySettings(burned_in="hold"), b"k" * 32)
+    clean = policy.apply("DICOM", METADATA, {**ORIGINAL, "Modality": "US"})
+    package = build_package(
+        extraction, clean, instrument={"id": "i"}, acquisition_fields={}, previous=None
+    )
+    assert package.held is True
+    assert package.burned_in_risk == "BurnedInAnnotation absent and modality US"
+    assert package.body["provenance"]["warnings"] == [
+        "burned-in annotation: BurnedInAnnotation absent and modality US"
+    ]
+    assert package.body["provenance"]["deidentification"]["burned_in_annotation"] == "unknown"
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def test_path_tokens_are_name_parts_ids_and_birth_date_spellings() -> None:
+    from acqharvest.deidentify_options import path_tokens
+
+    tokens = path_tokens({**PATIENT, "OtherPatientNames": "Q^H=Kuistorp", "PatientID": "ab"})
+    assert tokens == {
+        "quistorp",
+        "heinrike",
+        "kuistorp",
+        "acc778899",
+        "19700101",
+        "1970-01-01",
+        "01.01.1970",
+    }  # "Q", "H" and the ID "ab" are too short to look for
+
+
+def test_names_holding_the_patient_are_replaced_by_keyed_pseudonyms(tmp_path: Path) -> None:
+    policy = Deidentifier(DeidentifySettings(), b"k" * 32)
+    paths = [
+        "QUISTORP^Heinrike_MRN-4711/t1/IM0001.dcm",
+        "export-1970-01-01/heinrike.dcm",
+        "acc778899/ImageNotes.txt",
+        "plain/Qui.dcm",  # shorter than any token: not a hit
+    ]
+    result = policy.apply("DICOM", {}, PATIENT, paths=[*paths, "QUISTORP^Heinrike_MRN-4711"])
+    mapped = result.path_redactions
+    assert set(mapped) == {
+        "QUISTORP^Heinrike_MRN-4711",
+        "export-1970-01-01",
+        "heinrike.dcm",
+        "acc778899",
+    }
+    assert mapped["heinrike.dcm"].endswith(".dcm")
+    assert mapped["heinrike.dcm"].startswith("redacted-")
+    again = Deidentifier(DeidentifySettings(), b"k" * 32).apply("DICOM", {}, PATIENT, paths=paths)
+    assert again.path_redactions == {k: v for k, v in mapped.items()}  # stable per installation
+    other = Deidentifier(DeidentifySettings(), b"j" * 32).apply("DICOM", {}, PATIENT, paths=paths)
+    assert other.path_redactions["acc778899"] != mapped["acc778899"]
+    keep = Deidentifier(DeidentifySettings(paths="keep"), b"k" * 32)
+    assert keep.apply("DICOM", {}, PATIENT, paths=paths).path_redactions == {}
+    assert result.record["paths_redacted"] == 4
+    # what an adapter names counts when the policy takes it out: a case number, not a
+    # scanner's serial number (device identity is kept)
+    named = (
+        Identifier("DeviceSerialNumber", "Philips-SN", ("original_metadata", "serial")),
+        Identifier("ContainerIdentifier", "CASE-77", ("original_metadata", "case")),
+    )
+    slide = policy.apply("TIFF", {}, {}, named, paths=["Philips-SN/CASE-77.tiff"])
+    assert set(slide.path_redactions) == {"CASE-77.tiff"}
+
+
+def test_a_package_shows_no_patient_in_paths_fields_or_warnings(tmp_path: Path) -> None:
+    folder = tmp_path / "Quistorp^Heinrike_MRN-4711"
+    folder.mkdir()
+    path = folder / "a.dcm"
+    path.write_bytes(b"x")
+    member = ProbedFile(FileSettled(path, tmp_path, 1, 0, "1:1"), "0" * 64, "dicom", "dicom:x")
+    acquisition = Acquisition("dicom:x", "dicom", tmp_path, (member,))
+    warning = f"{path.relative_to(tmp_path)}: odd header"
+    extraction = Extraction(acquisition, "dicom", "1", "DICOM", {}, PATIENT, None, (warning,))
+    from acqharvest.enrich import enrich
+
+    policy = Deidentifier(DeidentifySettings(), b"k" * 32)
+    package = enrich(
+        extraction, policy, instrument={"id": "i"}, path_template="{operator}/**", previous=None
+    )
+    text = json.dumps(package.body).lower()
+    for trace in ("quistorp", "heinrike", "mrn-4711", "acc778899", "19700101"):
+        assert trace not in text, trace
+    pseudonym = package.body["acquisition"]["operator"]
+    assert package.body["files"][0]["path"] == f"{pseudonym}/a.dcm"
+    assert package.body["provenance"]["warnings"] == [f"{pseudonym}/a.dcm: odd header"]
+    # the id digests the real paths: the same with names kept
+    kept = enrich(
+        extraction,
+        Deidentifier(DeidentifySettings(paths="keep"), b"k" * 32),
+        instrument={"id": "i"},
+        path_template=None,
+        previous=None,
+    )
+    assert kept.package_id == package.package_id
+    assert kept.body["files"][0]["path"] == "Quistorp^Heinrike_MRN-4711/a.dcm"
+
+
+# --------------------------------------------------------------------------- operators
+
+OME_XML = (
+    '<OME><Experimenter ID="Experimenter:0" UserName="hmueller" FirstName="Hanna" '
+    'LastName="Mueller" Email="h.mueller@example.org"/><Image Name="cells"/></OME>'
+)
+
+
+def test_operator_names_of_other_formats_are_kept_pseudonymized_or_removed() -> None:
+    metadata = {"operator": "hmueller", "modality": "confocal"}
+    original = {"ome_xml": OME_XML, "fei": {"User": {"User": "hmueller", "Date": "x"}}}
+    kept = Deidentifier(DeidentifySettings(), b"k" * 32).apply("OME-TIFF", metadata, original)
+    assert kept.metadata == metadata
+    assert kept.original_metadata == original
+
+    removing = Deidentifier(DeidentifySettings(operator="remove"), b"k" * 32)
+    removed = removing.apply("OME-TIFF", metadata, original)
+    assert removed.metadata == {"modality": "confocal"}
+    text = json.dumps(removed.original_metadata)
+    for name in ("hmueller", "Hanna", "Mueller", "h.mueller@example.org"):
+        assert name not in text, name
+    assert 'Image Name=\\"cells\\"' in text  # the rest of the XML stays
+
+    pseudonymizing = Deidentifier(DeidentifySettings(operator="pseudonymize"), b"k" * 32)
+    one = pseudonymizing.apply("OME-TIFF", metadata, original)
+    assert one.metadata["operator"].startswith("operator-")
+    assert one.original_metadata["fei"]["User"]["User"] == one.metadata["operator"]
+    two = pseudonymizing.apply("OME-TIFF", metadata, original)
+    assert two.metadata["operator"] == one.metadata["operator"]  # stable: still countable
+    assert "hmueller" not in json.dumps(one.original_metadata)
+    # DICOM operator names are person names (PN): removed whatever this says
+    dicom = pseudonymizing.apply("DICOM", {"operator": "X^Y"}, {"OperatorsName": "X^Y"})
+    assert "operator" not in dicom.metadata
+    assert "OperatorsName" not in dicom.original_metadata

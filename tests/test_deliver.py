@@ -22,10 +22,12 @@ from acqharvest.deliver import (
     PROBE_HEADER,
     RESPONSE_TEXT_CAP,
     RETRY_AFTER_CAP,
+    CrateSender,
     Deliverer,
     DeliveryConfigError,
     DirectorySender,
     HttpSender,
+    Sender,
     backoff_delay,
     body_digest,
     build_sender,
@@ -35,6 +37,7 @@ from acqharvest.deliver import (
 )
 from acqharvest.model import EndpointSettings, Package, Receipt
 from acqharvest.outbox import Outbox
+from acqharvest.rocrate import crate_bytes
 from tests.endpoint import (
     ECHO_ENCODINGS,
     ConnectProxy,
@@ -86,7 +89,7 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def deliverer(outbox: Outbox, sender: HttpSender | DirectorySender, clock: FakeClock) -> Deliverer:
+def deliverer(outbox: Outbox, sender: Sender, clock: FakeClock) -> Deliverer:
     return Deliverer(outbox, sender, max_backoff=60.0, clock=clock, rng=random.Random(7))  # noqa: S311 - seeded jitter
 
 
@@ -725,6 +728,28 @@ def test_build_sender_picks_by_type(tmp_path: Path, endpoint: LoopbackEndpoint) 
     http.close()
 
 
+def test_on_answer_hears_each_confirmation_and_refusal_once_recorded(
+    endpoint: LoopbackEndpoint, outbox: Outbox, sender: HttpSender, clock: FakeClock
+) -> None:
+    heard: list[tuple[str, str, str | None]] = []
+
+    def on_answer(receipt: Receipt) -> None:
+        # the outbox recorded it first: the status shown never runs ahead of the disk
+        heard.append((receipt.package_id, receipt.outcome, outbox.state_of(receipt.package_id)))
+
+    worker = Deliverer(outbox, sender, max_backoff=60.0, clock=clock, on_answer=on_answer)
+    outbox.spool([package("good")])
+    worker.step()
+    endpoint.behave("fail")
+    outbox.spool([package("later")])
+    worker.step()  # a failed attempt is no answer
+    clock.advance(120)
+    endpoint.behave("reject")
+    worker.step()
+
+    assert heard == [("good", "confirmed", "delivered"), ("later", "rejected", "rejected")]
+
+
 # --------------------------------------------------------------------------- token
 
 
@@ -754,6 +779,16 @@ def test_token_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ACQ_TEST_TOKEN", f"{TOKEN}\n")
     assert read_token(EndpointSettings(type="http", token_env="ACQ_TEST_TOKEN")) == TOKEN
     assert read_token(EndpointSettings(type="http")) is None
+
+
+def test_token_errors_name_the_config_section(tmp_path: Path) -> None:
+    settings = EndpointSettings(type="http", token_file=tmp_path / "missing")
+    with pytest.raises(DeliveryConfigError) as endpoint_error:
+        read_token(settings)
+    with pytest.raises(DeliveryConfigError) as status_error:
+        read_token(settings, key="status_server")
+    assert (endpoint_error.value.key, status_error.value.key) == ("endpoint", "status_server")
+    assert str(status_error.value) == f"token file {tmp_path / 'missing'} does not exist"
 
 
 def test_token_errors_name_the_source_never_the_token(
@@ -1229,3 +1264,88 @@ def test_credentials_in_the_url_query_are_refused_and_query_values_never_shown()
         safe_url("https://u:p@h.example.org/in?project=b104&k=s3cr3t&flag#frag")
         == "https://h.example.org/in?project=[redacted]&k=[redacted]&flag"
     )
+
+
+# --------------------------------------------------------------------------- RO-Crate format
+
+
+def corpus_package(corpus: Path) -> Package:
+    from acqharvest.commands import preview
+    from acqharvest.config import embedded_settings
+    from acqharvest.deidentify import Deidentifier
+    from acqharvest.model import DeidentifySettings
+
+    source = corpus / "ome-tiff" / "single-file" / "multi-channel.ome.tif"
+    [body], errors = preview(
+        [source], embedded_settings(), Deidentifier(DeidentifySettings(), b"k" * 32)
+    )
+    assert errors == []
+    return Package(body["package_id"], "key", body)
+
+
+def test_ro_crate_format_posts_the_crate_and_keeps_the_package_spooled(
+    corpus: Path, endpoint: LoopbackEndpoint, outbox: Outbox, clock: FakeClock
+) -> None:
+    package = corpus_package(corpus)
+    outbox.spool([package])
+    spooled = outbox.body(package.package_id)
+    sender = build_sender(http_settings(endpoint.url, format="ro-crate"))
+    assert isinstance(sender, CrateSender)
+    try:
+        deliverer(outbox, sender, clock).step()
+    finally:
+        sender.close()
+
+    [request] = endpoint.received
+    assert request.headers["content-type"] == (
+        'application/ld+json; profile="https://w3id.org/ro/crate/1.1"'
+    )
+    assert request.headers["idempotency-key"] == package.package_id
+    assert request.body == crate_bytes(json.loads(spooled))
+    assert request.json["@graph"][1]["identifier"].endswith(package.package_id)
+    # the endpoint's receipt echoed the crate's sha256, which confirmed it
+    assert outbox.state_of(package.package_id) == "delivered"
+
+
+def test_ro_crate_receipt_is_checked_against_the_crate_sent(
+    corpus: Path, endpoint: LoopbackEndpoint
+) -> None:
+    package = corpus_package(corpus)
+    body = json.dumps(package.body).encode()
+    sender = build_sender(http_settings(endpoint.url, format="ro-crate"))
+    try:
+        endpoint.behave("lie_digest")
+        lied = sender.send(package.package_id, body)
+        endpoint.behave("ok")
+        confirmed = sender.send(package.package_id, body)
+    finally:
+        sender.close()
+    assert lied.outcome == "retry"
+    assert body_digest(crate_bytes(package.body)) in lied.detail
+    assert confirmed.outcome == "confirmed"
+    # a resend sends the very same bytes: the crate is a function of the package
+    assert endpoint.received[0].body == endpoint.received[1].body
+
+
+def test_ro_crate_format_writes_the_crate_into_a_directory(corpus: Path, tmp_path: Path) -> None:
+    package = corpus_package(corpus)
+    drop = tmp_path / "drop"
+    sender = build_sender(EndpointSettings(type="directory", path=drop, format="ro-crate"))
+    receipt = sender.send(package.package_id, json.dumps(package.body).encode())
+    assert receipt.outcome == "confirmed"
+    assert sorted(path.name for path in drop.iterdir()) == [
+        f"{package.package_id}.ro-crate-metadata.json"
+    ]
+    written = (drop / f"{package.package_id}.ro-crate-metadata.json").read_bytes()
+    assert written == crate_bytes(package.body)
+    ok, detail = sender.probe()
+    assert ok
+    assert "RO-Crates" in detail
+
+
+def test_a_package_that_cannot_be_rendered_is_rejected_not_lost(tmp_path: Path) -> None:
+    sender = build_sender(EndpointSettings(type="directory", path=tmp_path, format="ro-crate"))
+    receipt = sender.send("a", b'{"not": "a package"}')
+    assert receipt.outcome == "rejected"
+    assert "cannot render the package as an RO-Crate: not a package" in receipt.detail
+    assert list(tmp_path.iterdir()) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -58,8 +59,9 @@ def test_every_optional_setting_is_shown_commented_out_at_its_real_default() -> 
     defaults = {
         path: prop["default"]
         for path, prop in _schema_properties(json_schema())
-        # sections are compared key by key; their null-default keys may show an example
-        if prop.get("default") is not None and "$ref" not in prop
+        # sections are compared key by key; their keys without a default (null, or an
+        # empty list) may show an example
+        if prop.get("default") not in (None, []) and "$ref" not in prop
     }
     shown = {
         path: value
@@ -107,6 +109,10 @@ def _schema_properties(schema: dict[str, Any]) -> Iterator[tuple[str, dict[str, 
     def walk(node: dict[str, Any], prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
         if "$ref" in node:
             node = schema["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+        # an optional section (status_server: null by default) is one of a section or null
+        sections = [option for option in node.get("anyOf", ()) if "$ref" in option]
+        if len(sections) == 1:
+            node = schema["$defs"][sections[0]["$ref"].rsplit("/", 1)[-1]]
         if node.get("type") == "array":
             yield from walk(node["items"], prefix)
             return
@@ -200,7 +206,8 @@ def _nav_pages() -> set[str]:
 
 def test_readme_fits_on_two_screens_and_ends_with_links_into_the_site() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    assert len(readme.splitlines()) <= 90, "the README is the quick start; move the rest to docs/"
+    # the quick start, the service lines and the FAIR summary with its mapping (issue 11)
+    assert len(readme.splitlines()) <= 120, "the README is the quick start; move the rest to docs/"
     last_section = readme.rsplit("\n## ", 1)[1]
     assert last_section.startswith("Documentation\n")
     assert len(re.findall(r"\]\(docs/[\w/-]+\.md\)", last_section)) >= 10
@@ -223,7 +230,17 @@ def test_docs_document_every_top_level_config_key_and_command() -> None:
     for key in json_schema()["properties"]:
         assert f"`{key}" in configuration, f"the configuration table lacks {key}"
     commands = (DOCS / "admin" / "commands.md").read_text(encoding="utf-8")
-    for command in ("run", "run --once", "extract", "check", "status", "adapters"):
+    for command in (
+        "run",
+        "run --once",
+        "extract",
+        "check",
+        "doctor",
+        "status",
+        "outbox list",
+        "adapters",
+        "service install",
+    ):
         assert f"`acqharvest {command}" in commands, f"the command table lacks {command}"
 
 
@@ -319,3 +336,33 @@ def test_readme_field_table_is_the_declared_fields_of_the_new_adapters(name: str
     rows = [f"| `{s.key}` | {s.source} | {s.unit or ''} |" for s in adapter.info.fields]
     table = "\n".join(["| field | source | unit |", "| --- | --- | --- |", *rows])
     assert f"{table}\n\n" in readme, f"regenerate the README's field table:\n{table}"
+
+
+def test_the_examples_full_pidinst_instrument_is_valid_when_uncommented() -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    start, end = text.index("\ninstrument:"), text.index("\nwatch:")
+    uncommented = [
+        parsed[1] for line in text[start:end].splitlines() if (parsed := _uncomment(line))
+    ]
+    settings = parse_settings(
+        "\n".join(uncommented) + text[end:], source=str(EXAMPLE), base_dir=REPO
+    )
+    shown = {
+        field.name
+        for field in dataclasses.fields(settings.instrument)
+        if getattr(settings.instrument, field.name) not in (None, ())
+    }
+    assert shown == {field.name for field in dataclasses.fields(settings.instrument)}
+
+
+def test_the_package_page_lists_the_field_catalogue_exactly() -> None:
+    """docs/package.md shows NORMALIZED_FIELDS and CHANNEL_FIELDS, every key, nothing else."""
+    from acqharvest.adapter_api import CHANNEL_FIELDS, NORMALIZED_FIELDS
+
+    page = (DOCS / "package.md").read_text(encoding="utf-8")
+    for specs in (NORMALIZED_FIELDS, CHANNEL_FIELDS):
+        rows = [
+            f"| `{s.key}` | {s.type} | {s.unit or ''} | {s.description} |" for s in specs.values()
+        ]
+        table = "\n".join(["| field | type | unit | meaning |", "| --- | --- | --- | --- |", *rows])
+        assert f"\n{table}\n\n" in page, f"regenerate the catalogue table:\n{table}"

@@ -6,6 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
+import jsonschema
+
 from acqharvest import workers
 from acqharvest.commands import preview
 from acqharvest.deidentify import Deidentifier
@@ -17,6 +19,7 @@ from acqharvest.model import (
     Extraction,
     InstrumentSettings,
 )
+from acqharvest.people import Attribution, PeopleTable, Person
 from tests.helpers import in_process_daemon, probed
 
 MR = "dicom/mr-siemens/MR-SIEMENS-DICOM-WithOverlays.dcm"
@@ -97,3 +100,121 @@ def test_enrich_without_a_policy_keeps_what_the_adapter_read(tmp_path: Path, cor
     assert body["provenance"]["deidentification"]["profile"] is None
     assert body["metadata"] == json.loads(json.dumps(extraction.metadata, default=str))
     assert body["replaces"] is None
+
+
+#: an FEI SEM image whose header names its instrument: serial 9920003, operator "user"
+NAVCAM = "tiff-vendor/fei-sem/FEI-Helios-navcam.tif"
+SCHEMA = json.loads(
+    (Path(__file__).resolve().parents[1] / "config" / "package.schema.json").read_text()
+)
+
+
+def test_the_daemon_and_extract_check_identity_and_name_the_operator_alike(
+    tmp_path: Path, corpus: Path
+) -> None:
+    watch = tmp_path / "instrument"
+    watch.mkdir()
+    source = watch / "navcam.tif"
+    shutil.copyfile(corpus / NAVCAM, source)
+    people = tmp_path / "people.csv"
+    # the operator the file names ("user"), with another case
+    people.write_text(
+        "username,name,orcid,email,group\n"
+        "User,Ursula User,0000-0002-1825-0097,u@example.org,SEM lab\n"
+    )
+    daemon = in_process_daemon(
+        tmp_path,
+        watch,
+        instrument=', serial_number: "9920004", model: Helios NanoLab 660',
+        more=f"people: {people}\nfacility: {{name: EM core, ror: 05abcde12}}\nlicense: CC0-1.0\n",
+    )
+    try:
+        built = daemon._build(_extraction(source, watch)).body
+    finally:
+        daemon.state.close()
+
+    [printed], errors = preview([source], daemon.settings, daemon.deidentifier)
+    assert errors == []
+    assert printed == built
+    jsonschema.validate(built, SCHEMA)
+    assert built["provenance"]["identity_check"] == {
+        "result": "mismatch",
+        "compared": ["serial_number", "model"],
+        # the model matches although the header quotes it ('Helios NanoLab" 660')
+        "mismatches": [{"field": "serial_number", "configured": "9920004", "reported": "9920003"}],
+    }
+    assert built["people"] == [
+        {
+            "role": "operator",
+            "name": "Ursula User",
+            "orcid": "https://orcid.org/0000-0002-1825-0097",
+            "affiliation": "SEM lab",
+        }
+    ]
+    assert built["facility"] == {"name": "EM core", "ror": "https://ror.org/05abcde12"}
+    assert built["license"] == "CC0-1.0"
+
+
+def test_the_folder_operator_wins_over_the_one_the_file_names(tmp_path: Path, corpus: Path) -> None:
+    folder = tmp_path / "alice" / "sem"
+    folder.mkdir(parents=True)
+    source = folder / "navcam.tif"
+    shutil.copyfile(corpus / NAVCAM, source)
+    table = PeopleTable(
+        tmp_path / "people.csv",
+        {"alice": Person("alice", "Alice Liddell"), "user": Person("user", "Ursula User")},
+    )
+    instrument = instrument_block(InstrumentSettings(id="sem-1", serial_number="0009920003"))
+
+    body = enrich(
+        _extraction(source, tmp_path),
+        Deidentifier(DeidentifySettings(), b"s" * 32),
+        instrument=instrument,
+        path_template="{operator}/{project}",
+        previous=None,
+        attribution=Attribution(table),
+    ).body
+
+    assert body["people"] == [{"role": "operator", "name": "Alice Liddell"}]
+    assert body["provenance"]["identity_check"] == {
+        "result": "match",
+        "compared": ["serial_number"],
+    }
+
+
+def test_what_the_policy_removed_is_neither_compared_nor_looked_up(
+    tmp_path: Path, corpus: Path
+) -> None:
+    """The DICOM operator's name and the device serial, removed by the profile (without
+    Retain Device Identity), must not come back as a person or a reported serial."""
+    source = tmp_path / "mr.dcm"
+    shutil.copyfile(corpus / MR, source)
+    extraction = _extraction(source, tmp_path)
+    reported = extraction.metadata["instrument_reported"]["serial_number"]
+    operator = extraction.metadata["operator"]
+    table = PeopleTable(tmp_path / "p.csv", {operator.casefold(): Person(operator, "Med User")})
+    policy = Deidentifier(DeidentifySettings(retain_device_identity=False), b"s" * 32)
+
+    body = enrich(
+        extraction,
+        policy,
+        instrument=instrument_block(InstrumentSettings(id="mri-3", serial_number=reported + "1")),
+        path_template=None,
+        previous=None,
+        attribution=Attribution(table),
+    ).body
+
+    assert "people" not in body
+    assert body["provenance"]["identity_check"] == {"result": "unknown"}
+
+    # without the policy both are there: what left them out above was the policy
+    kept = enrich(
+        extraction,
+        Deidentifier(DeidentifySettings(enabled=False), b"s" * 32),
+        instrument=instrument_block(InstrumentSettings(id="mri-3", serial_number=reported + "1")),
+        path_template=None,
+        previous=None,
+        attribution=Attribution(table),
+    ).body
+    assert kept["people"] == [{"role": "operator", "name": "Med User"}]
+    assert kept["provenance"]["identity_check"]["result"] == "mismatch"

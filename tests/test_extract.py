@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -20,7 +21,7 @@ from acqharvest.adapter_api import (
     Role,
 )
 from acqharvest.adapters.dicom import DicomAdapter
-from acqharvest.extract import ORIGINAL_METADATA_CAP, extract
+from acqharvest.extract import extract, original_metadata_cap
 from acqharvest.model import (
     Acquisition,
     Extraction,
@@ -179,13 +180,46 @@ def test_values_are_made_json_safe(tmp_path):
 
 def test_original_metadata_is_capped_largest_first(tmp_path):
     acquisition = _acquisition(tmp_path, ["p.bin"], "p.bin")
-    original = {"huge": "x" * ORIGINAL_METADATA_CAP, "big": "y" * 1000, "small": "z"}
+    cap = original_metadata_cap(64 * 1024)
+    original = {"huge": "x" * cap, "big": "y" * 1000, "small": "z"}
     output = AdapterOutput(format="x", metadata={}, original_metadata=original)
-    result = extract(acquisition, FakeAdapter(output=output), FileReader())
+    result = extract(
+        acquisition, FakeAdapter(output=output), FileReader(), original_metadata_max_bytes=64 * 1024
+    )
     assert isinstance(result, Extraction)
     assert set(result.original_metadata) == {"big", "small"}
-    assert len(json.dumps(dict(result.original_metadata))) <= ORIGINAL_METADATA_CAP
+    assert len(json.dumps(dict(result.original_metadata))) <= cap
     assert any("dropped largest entries: huge" in w for w in result.warnings)
+
+
+def test_the_cap_follows_the_setting_and_keeps_a_quoted_document_whole(tmp_path):
+    # an XML document of the full allowance, every other byte a quote JSON escapes
+    acquisition = _acquisition(tmp_path, ["p.bin"], "p.bin")
+    document = '"a' * (64 * 1024 // 2)
+    original = {"ome_xml": document, "other": "y" * 200_000}
+    output = AdapterOutput(format="x", metadata={}, original_metadata=original)
+    kept = extract(
+        acquisition, FakeAdapter(output=output), FileReader(), original_metadata_max_bytes=64 * 1024
+    )
+    assert isinstance(kept, Extraction)
+    assert kept.original_metadata == original
+    assert not kept.warnings
+
+
+def test_each_file_has_the_media_type_its_adapter_names(tmp_path):
+    acquisition = _acquisition(tmp_path, ["a.ome.tif", "b.json", "c.bin"], "a.ome.tif")
+    adapter = FakeAdapter(output=AdapterOutput(format="x", metadata={}))
+    info = adapter.info
+    adapter.info = dataclasses.replace(
+        info, media_types={".tif": "image/tiff", ".json": "application/json"}
+    )
+    result = extract(acquisition, adapter, FileReader())
+    assert isinstance(result, Extraction)
+    assert {path.name: kind for path, kind in result.media_types.items()} == {
+        "a.ome.tif": "image/tiff",
+        "b.json": "application/json",
+        "c.bin": "application/octet-stream",
+    }
 
 
 def test_a_real_dicom_acquisition(corpus, tmp_path):
@@ -229,6 +263,24 @@ def test_a_truncated_dicom_is_a_failure(corpus, tmp_path):
             {"channels": [{"name": "DAPI"}]},
             "channels[0].emission_nm",
         ),
+        (
+            {"channels": [{"name": "A", "light_source": {"power_mw": True, "type": "Laser"}}]},
+            None,
+            {"channels": [{"name": "A", "light_source": {"type": "Laser"}}]},
+            "channels[0].light_source.power_mw",
+        ),
+        (
+            {"channels": [{"name": "A", "filters": {"dichroic": ""}}]},
+            None,
+            {"channels": [{"name": "A"}]},
+            "channels[0].filters.dichroic",
+        ),
+        (
+            {"channels": [{"name": "A", "detector_settings": 5}]},
+            None,
+            {"channels": [{"name": "A"}]},
+            "channels[0].detector_settings",
+        ),
         ({"modality": "MR"}, "last tuesday", {"modality": "MR"}, "started"),
         ({"modality": "MR"}, "2020-02-30T10:00:00", {"modality": "MR"}, "started"),
     ],
@@ -252,7 +304,16 @@ def test_well_typed_values_and_rfc3339_times_pass(tmp_path):
     metadata = {
         "acquired": "2024-02-29T23:59:60.5+05:30",
         "pixel_size_um": {"x": 2},
-        "channels": [{"name": "GFP", "excitation_nm": 488, "exposure_s": 0.1}],
+        "channels": [
+            {
+                "name": "GFP",
+                "excitation_nm": 488,
+                "exposure_s": 0.1,
+                "light_source": {"type": "Laser", "power_mw": 20.0},
+                "detector_settings": {"gain": -1.5, "binning": "2x2"},
+                "filters": {"emission_nm": [500.0, 550.0]},
+            }
+        ],
     }
     output = AdapterOutput(format="x", metadata=metadata, started="2024-02-29")
     result = extract(acquisition, FakeAdapter(output=output), FileReader())

@@ -13,6 +13,7 @@ import pytest
 
 from acqharvest import logs
 from acqharvest.pathtext import unescape
+from acqharvest.settings import LogSettings
 from tests.endpoint import ECHO_ENCODINGS
 
 pytestmark = pytest.mark.usefixtures("restored_logging")
@@ -127,18 +128,60 @@ def test_the_log_file_comes_back_when_its_folder_is_deleted_or_it_is_moved(
     assert _events(moved) == ["after_the_folder_went"]
 
 
-def test_the_log_file_still_rotates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(logs, "LOG_FILE_BYTES", 400)
+def test_the_log_file_rotates_at_max_bytes_and_keeps_backups(tmp_path: Path) -> None:
     log_file = tmp_path / "acqharvest.log"
-    logs.configure("info", "json", log_file, stream=io.StringIO())
+    logs.configure("info", "json", log_file, stream=io.StringIO(), max_bytes=400, backups=3)
     log = logs.get_logger("acqharvest.test")
-    for index in range(20):
+    for index in range(40):
         log.info("line", index=index, padding="x" * 50)
-    rotated = sorted(path.name for path in tmp_path.iterdir())
-    assert rotated[:2] == ["acqharvest.log", "acqharvest.log.1"]
+    names = sorted(path.name for path in tmp_path.iterdir())
+    assert names == [f"acqharvest.log{suffix}" for suffix in ("", ".1", ".2", ".3")]
     assert all(path.stat().st_size <= 400 for path in tmp_path.iterdir())
     last = json.loads(log_file.read_text().splitlines()[-1])
-    assert last["index"] == 19
+    assert last["index"] == 39
+    # the newest backup holds the lines just before the current file's
+    newest = json.loads((tmp_path / "acqharvest.log.1").read_text().splitlines()[-1])
+    current_first = json.loads(log_file.read_text().splitlines()[0])
+    assert newest["index"] + 1 == current_first["index"]
+
+
+def test_the_defaults_are_the_settings_defaults() -> None:
+    assert LogSettings().max_bytes == logs.LOG_FILE_BYTES
+    assert LogSettings().backups == logs.LOG_FILE_BACKUPS
+
+
+def test_a_rotation_that_fails_loses_no_record_and_is_retried_later(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log_file = tmp_path / "acqharvest.log"
+    logs.configure("info", "json", log_file, stream=io.StringIO(), max_bytes=400, backups=2)
+    (handler,) = [
+        h
+        for h in logging.getLogger("acqharvest").handlers
+        if isinstance(h, logs.ReopeningFileHandler)
+    ]
+    renames: list[str] = []
+
+    def held_open_elsewhere(source: str, _dest: str) -> None:
+        # Windows refuses to rename a file another process holds open: that cannot happen
+        # on Linux, so the rename is refused here the way Windows refuses it
+        renames.append(source)
+        raise PermissionError(13, "The process cannot access the file", source)
+
+    handler.rotator = held_open_elsewhere
+    log = logs.get_logger("acqharvest.test")
+    for index in range(30):
+        log.info("line", index=index, padding="x" * 50)
+    indexes = [json.loads(line)["index"] for line in log_file.read_text().splitlines()]
+    assert indexes == list(range(30)), "every record is in the file, none lost"
+    assert len(renames) == 1, "tried once, not at every record"
+    assert "cannot rotate the log file" in capsys.readouterr().err
+
+    handler.rotator = None  # the other program let go; the retry is due
+    handler._rotation_blocked_until = 0.0
+    log.info("after", index=30)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["acqharvest.log", "acqharvest.log.1"]
+    assert [json.loads(line)["index"] for line in log_file.read_text().splitlines()] == [30]
 
 
 def test_pydicom_warnings_quoting_file_values_never_reach_the_log(tmp_path: Path) -> None:
@@ -242,3 +285,25 @@ def test_a_worker_extracting_a_file_names_it_on_tifffile_lines(tmp_path: Path) -
 
     events = [json.loads(line) for line in console.getvalue().splitlines()]
     assert [e["path"] for e in events if e.get("logger") == "tifffile"] == [str(looped)]
+
+
+def test_auto_format_is_human_on_a_terminal_and_json_elsewhere(tmp_path: Path) -> None:
+    import pty
+
+    controller, terminal_fd = pty.openpty()
+    log_file = tmp_path / "acqharvest.log"
+    with open(terminal_fd, "w", encoding="utf-8", closefd=True) as terminal:
+        logs.configure("info", "auto", log_file, stream=terminal)
+        logs.get_logger("acqharvest.test").info("on_a_terminal", folder="/data")
+        terminal.flush()
+        shown = os.read(controller, 4096).decode()
+    os.close(controller)
+    assert "on_a_terminal" in shown
+    assert not shown.lstrip().startswith("{"), "a person reads it: not JSON"
+    # the file is JSON lines whatever the console is
+    assert json.loads(log_file.read_text())["event"] == "on_a_terminal"
+
+    piped = io.StringIO()  # a service's stderr: a pipe or the journal, not a terminal
+    logs.configure("info", "auto", stream=piped)
+    logs.get_logger("acqharvest.test").info("in_a_service")
+    assert json.loads(piped.getvalue())["event"] == "in_a_service"

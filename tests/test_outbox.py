@@ -44,7 +44,7 @@ def files_in(folder: Path) -> list[str]:
 def test_open_creates_the_layout(tmp_path: Path) -> None:
     Outbox.open(tmp_path / "state" / "outbox")
     root = tmp_path / "state" / "outbox"
-    for folder in ("tmp", "pending", "delivered", "rejected", "attempts", "corrupt"):
+    for folder in ("tmp", "pending", "held", "delivered", "rejected", "attempts", "corrupt"):
         assert (root / folder).is_dir()
 
 
@@ -157,6 +157,61 @@ def test_retry_rejected_goes_to_the_back_of_the_queue(outbox: Outbox) -> None:
     assert outbox.retry_rejected("never-seen") is False
 
 
+def held_package(package_id: str, verdict: str = "YES") -> Package:
+    body = {"provenance": {"deidentification": {"burned_in_annotation": verdict}}}
+    return Package(package_id, f"key-{package_id}", {"package_id": package_id, **body}, held=True)
+
+
+def test_a_held_package_waits_durably_until_released(tmp_path: Path) -> None:
+    root = tmp_path / "outbox"
+    outbox = Outbox.open(root)
+    assert outbox.spool([package("a"), held_package("h")]) == ["a", "h"]
+    assert outbox.pending() == ["a"]  # delivery never sees a held one
+    assert outbox.held() == ["h"]
+    assert outbox.state_of("h") == "held"
+    assert outbox.spool([held_package("h")]) == []  # rebuilt after a restart: known
+    assert files_in(root / "held") == ["h.json"]
+    assert outbox.body("h") == serialize(held_package("h").body)
+
+    # a restart (recovery) keeps it held; another process sees it and may release it
+    reopened = Outbox.open(root)
+    assert reopened.held() == ["h"]
+    assert reopened.pending() == ["a"]
+    summary = Outbox.open(root, recover=False, create=False).summary()
+    assert summary.held == 1
+    (problem,) = [p for p in summary.problems if p.state == "held"]
+    assert (
+        problem.last_error == "burned-in annotation YES; deliver with: acqharvest outbox release h"
+    )
+    other = Outbox.open(root, recover=False)
+    assert other.release("h") is True
+    assert other.release("h") is False  # released already: pending now
+    assert other.state_of("h") == "pending"
+    assert reopened.pending() == ["a", "h"]  # at the back of the queue
+    assert files_in(root / "held") == []
+    assert reopened.release("never-seen") is False
+    reopened.confirm("h", 200, "ok")
+    assert reopened.state_of("h") == "delivered"
+
+
+def test_a_corrupt_held_file_is_moved_aside_at_open(tmp_path: Path) -> None:
+    root = tmp_path / "outbox"
+    Outbox.open(root).spool([held_package("h")])
+    (root / "held" / "h.json").write_bytes(b'{"package_id": "h", "tor')
+    outbox = Outbox.open(root)
+    assert outbox.held() == []
+    assert files_in(root / "corrupt") == ["h.json"]
+
+
+def test_an_outbox_of_an_older_version_gains_the_held_folder(tmp_path: Path) -> None:
+    root = tmp_path / "outbox"
+    Outbox.open(root).spool([package("a")])
+    (root / "held").rmdir()
+    assert Outbox.open(root, recover=False, create=False).summary().held == 0
+    assert Outbox.open(root).held() == []
+    assert (root / "held").is_dir()
+
+
 def test_note_failure_counts_and_persists(tmp_path: Path) -> None:
     root = tmp_path / "outbox"
     outbox = Outbox.open(root)
@@ -172,6 +227,22 @@ def test_note_failure_counts_and_persists(tmp_path: Path) -> None:
     assert problems["a"].last_error == "timed out"
     assert problems["a"].state == "pending"
     assert "b" not in problems
+
+
+def test_oldest_pending_at_is_when_the_first_in_line_was_spooled(outbox: Outbox) -> None:
+    assert outbox.oldest_pending_at() is None
+    before = time.time()
+    outbox.spool([package("first")])
+    outbox.spool([package("second")])
+    oldest = outbox.oldest_pending_at()
+    assert oldest is not None
+    assert before - 1 <= oldest <= time.time() + 1
+    outbox.confirm("first", 200, "ok")
+    later = outbox.oldest_pending_at()
+    assert later is not None
+    assert later > oldest
+    outbox.confirm("second", 200, "ok")
+    assert outbox.oldest_pending_at() is None
 
 
 def test_summary_counts_and_recent_problems(outbox: Outbox) -> None:
@@ -203,7 +274,7 @@ def test_prune_delivered_removes_only_old_receipts(outbox: Outbox) -> None:
 
 
 def test_body_of_unknown_package_raises(outbox: Outbox) -> None:
-    with pytest.raises(OutboxError, match="neither pending nor rejected"):
+    with pytest.raises(OutboxError, match="neither pending, held nor rejected"):
         outbox.body("ghost")
 
 

@@ -158,6 +158,10 @@ class AsksForSha256(_Everything):
     info = dataclasses.replace(_info("asks256"), digests={".raw": ("sha256",)})
 
 
+class NamesNoMediaType(_Everything):
+    info = dataclasses.replace(_info("badtype"), media_types={".raw": "raw data"})
+
+
 class AsksForSha1(_Everything):
     info = dataclasses.replace(_info("asks1"), digests={".raw": ("sha1",), ".bin": ("md5",)})
 
@@ -396,3 +400,9 @@ def test_a_malformed_digests_request_is_a_load_error():
     assert registry.adapters == {}
     assert "digests['.raw']: ['sha256'] not among" in registry.errors[0].error
     assert "sha256 is always computed" in registry.errors[0].error
+
+
+def test_a_malformed_media_type_is_a_load_error():
+    registry = load_registry(entry_points=[_ep("badtype", "NamesNoMediaType")])
+    assert registry.adapters == {}
+    assert "media_types['.raw']: 'raw data' is not a media type" in registry.errors[0].error

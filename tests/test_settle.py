@@ -79,6 +79,15 @@ def settler() -> Settler:
     return Settler(folder(), confirm_seconds=1.0)
 
 
+def test_observe_says_when_a_file_version_starts_settling(fs: FakeFs, settler: Settler) -> None:
+    # what the daemon counts as a file seen (acqharvest_files_seen_total)
+    assert settler.observe(fs.write("a.tif", 10, T0)) is True
+    assert settler.observe(fs.write("a.tif", 20, T0 + 1)) is False  # still the same file
+    assert settler.observe(fs.write("old-empty.tif", 0, T0, mtime=T0 - 2 * SETTLE)) is False
+    settler.forget(ROOT / "a.tif")
+    assert settler.observe(fs.write("a.tif", 20, T0 + 2)) is True
+
+
 def test_growing_file_never_settles_while_it_grows(fs: FakeFs, settler: Settler) -> None:
     now = T0
     settler.observe(fs.write("a.dcm", 100, now))
@@ -577,9 +586,7 @@ def test_a_finished_file_waits_while_its_neighbour_is_being_written(fs: FakeFs) 
         assert settler.tick(T0 + second, fs.stat) == [], f"released at {second} s"
     # the writing stopped at T0 + 29: the stream settles a window later, the finished
     # file, looked at again once per window, goes with it or just after
-    settled = [
-        f.path.name for t in range(30, 60) for f in settler.tick(T0 + t, fs.stat)
-    ]
+    settled = [f.path.name for t in range(30, 60) for f in settler.tick(T0 + t, fs.stat)]
     assert sorted(settled) == ["done.tif", "stream.raw"]
 
 

@@ -185,3 +185,55 @@ def test_a_registry_written_before_keeps_matching_its_utf8_names(tmp_path: Path)
     assert state.is_done(root / "café.tif", 5, 7)
     assert [m.path for m in state.members_of("k")] == [root / "café.tif"]
     state.close()
+
+
+SERIAL = {"field": "serial_number", "configured": "9920004", "reported": "9920003"}
+MODEL = {"field": "model", "configured": "Helios 5", "reported": "Helios NanoLab 660"}
+
+
+def test_an_identity_mismatch_is_new_once_per_acquisition_until_it_changes(
+    tmp_path: Path,
+) -> None:
+    state = State.open(tmp_path / "s.sqlite3")
+    image = tmp_path / "watch" / "navcam.tif"
+
+    assert state.record_identities([("tiff:a", "p1", image, [SERIAL])]) == {"tiff:a"}
+    # the same acquisition packaged again (a file changed) with the same mismatch
+    assert state.record_identities([("tiff:a", "p2", image, [SERIAL])]) == set()
+    assert state.record_identities(
+        [("tiff:a", "p3", image, [SERIAL, MODEL]), ("tiff:b", "p4", image, [SERIAL])]
+    ) == {"tiff:a", "tiff:b"}
+    state.close()
+
+    reopened = State.open(tmp_path / "s.sqlite3", readonly=True)
+    listed = reopened.identity_mismatches()
+    reopened.close()
+    assert sorted((m.package_id, m.path, m.mismatches) for m in listed) == [
+        ("p3", image, [SERIAL, MODEL]),
+        ("p4", image, [SERIAL]),
+    ]
+
+
+def test_a_later_package_that_matches_clears_the_mismatch(tmp_path: Path) -> None:
+    state = State.open(tmp_path / "s.sqlite3")
+    image = tmp_path / "watch" / "navcam.tif"
+    state.record_identities([("tiff:a", "p1", image, [SERIAL])])
+
+    assert (
+        state.record_identities([("tiff:a", "p2", image, []), ("tiff:c", "p5", image, [])]) == set()
+    )
+    assert state.identity_mismatches() == []
+    assert state.record_identities([("tiff:a", "p3", image, [SERIAL])]) == {"tiff:a"}
+
+
+def test_a_registry_from_before_identity_checks_lists_none(tmp_path: Path) -> None:
+    database = tmp_path / "s.sqlite3"
+    State.open(database).close()
+    with sqlite3.connect(database) as old:
+        old.execute("DROP TABLE identity_mismatches")
+    old.close()
+
+    # status reads it read-only, beside a daemon that has not been updated yet
+    reopened = State.open(database, readonly=True)
+    assert reopened.identity_mismatches() == []
+    reopened.close()

@@ -85,6 +85,16 @@ def test_storage_problems_are_logged_once_each_and_once_when_over(
     assert log_events()[0]["path"] == str(tmp_path / "outbox")
 
 
+def test_the_storage_problem_going_on_is_readable_for_the_status_server(tmp_path: Path) -> None:
+    health = StorageHealth()
+    seen = [health.problem]
+    health.failed(StorageError("disk full", tmp_path / "outbox", "ENOSPC"))
+    seen.append(health.problem)
+    health.ok()
+    seen.append(health.problem)
+    assert seen == [None, f"cannot write {tmp_path / 'outbox'} (ENOSPC)", None]
+
+
 def test_a_deleted_state_dir_is_recreated_locked_with_the_same_secret(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
     _, _, secret_path = state_paths(settings)

@@ -175,3 +175,67 @@ def test_probe_computes_the_extra_digests_an_adapter_asks_for_and_only_those(
     extraction = workers.extract_acquisition(pair)
     assert isinstance(extraction, Extraction)
     assert extraction.metadata["msi"]["ibd_checksum_verified"] == "sha1"
+
+
+def _ome_tiff_with_xml_of(path: Path, size: int) -> Path:
+    """An OME-TIFF whose OME-XML is ``size`` bytes (padded with an XML comment)."""
+    import numpy
+    import tifffile
+
+    head = (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06"><Image ID="Image:0">'
+        '<Pixels ID="Pixels:0" DimensionOrder="XYZCT" Type="uint8" SizeX="4" SizeY="4" '
+        'SizeZ="1" SizeC="1" SizeT="1"><TiffData/></Pixels></Image>'
+    )
+    tail = "</OME>"
+    xml = f"{head}<!--{'x' * (size - len(head) - len(tail) - 7)}-->{tail}"
+    assert len(xml.encode()) == size
+    tifffile.imwrite(path, numpy.zeros((4, 4), numpy.uint8), description=xml, metadata=None)
+    return path
+
+
+def test_the_original_metadata_cap_reaches_the_adapter_from_the_setup_and_the_command(
+    folders: tuple[Path, Path],
+) -> None:
+    watched, _ = folders
+    path = _ome_tiff_with_xml_of(watched / "cells.ome.tif", 200 * 1024)
+    probed = workers.probe(_settled(path, watched))
+    assert isinstance(probed, ProbedFile)
+    acquisition = Acquisition(probed.group_key, "tiff", watched, (probed,))
+    whole = workers.extract_acquisition(acquisition)  # the default: 1 MiB
+    assert isinstance(whole, Extraction)
+    assert len(whole.original_metadata["ome_xml"].encode()) == 200 * 1024
+    try:
+        workers.init_worker(workers.WorkerSetup(original_metadata_max_bytes=64 * 1024))
+        cut = workers.extract_acquisition(acquisition)
+        assert isinstance(cut, Extraction)
+        assert cut.original_metadata["ome_xml_cut"] == {
+            "size_bytes": 200 * 1024,
+            "kept_bytes": 64 * 1024,
+        }
+        # a one-shot command's own setting wins over the setup's
+        again = workers.extract_acquisition(acquisition, original_metadata_max_bytes=100 * 1024)
+        assert isinstance(again, Extraction)
+        assert again.original_metadata["ome_xml_cut"]["kept_bytes"] == 100 * 1024
+    finally:
+        workers.init_worker(workers.WorkerSetup())
+
+
+def test_extract_command_honours_the_configured_cap(folders: tuple[Path, Path]) -> None:
+    import dataclasses
+
+    from acqharvest.commands import preview
+    from acqharvest.config import embedded_settings
+    from acqharvest.deidentify import Deidentifier
+    from acqharvest.model import DeidentifySettings
+
+    watched, _ = folders
+    path = _ome_tiff_with_xml_of(watched / "cells.ome.tif", 200 * 1024)
+    settings = dataclasses.replace(embedded_settings(), original_metadata_max_bytes=64 * 1024)
+    policy = Deidentifier(DeidentifySettings(), b"s" * 32)
+    [package], errors = preview([path], settings, policy)
+    assert errors == []
+    assert package["original_metadata"]["ome_xml_cut"]["kept_bytes"] == 64 * 1024
+    assert package["files"][0]["media_type"] == "image/tiff"
+    assert any("kept the first 65536" in w for w in package["provenance"]["warnings"])

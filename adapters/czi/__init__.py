@@ -92,7 +92,13 @@ _FIELDS = normalized_fields(
         "detectors": "every Instrument/Detectors/Detector: model, manufacturer, type as above",
         "channels": "Image/Dimensions/Channels/Channel: @Name, Fluor, ExcitationWavelength, "
         "EmissionWavelength (nm), ExposureTime (ns, as s), IlluminationType as "
-        "illumination, ContrastMethod as contrast_method",
+        "illumination, ContrastMethod as contrast_method, AcquisitionMode as "
+        "acquisition_mode, DetectorSettings/Binning (`1,1` as `1x1`); light_source: the "
+        "Instrument LightSource the first LightSourcesSettings/LightSourceSettings names "
+        "(its LightSourceType child as type: Laser, Arc...; Manufacturer/Model, else Name, "
+        "as model); filters: the FilterSet FilterSetRef names, its excitation and emission "
+        "Filter's Manufacturer/Model (else Name) and TransmittanceRange CutIn, CutOut (nm)",
+        "objective.working_distance_um": "Objective/WorkingDistance (µm)",
     }
 )
 

@@ -207,6 +207,8 @@ def _normalized(root: ET.Element) -> tuple[dict[str, Any], str | None]:
             "na": safexml.number(_find(objective, "LensNA")),
             "immersion": safexml.text(_find(objective, "Immersion"))
             or safexml.text(settings.findtext("Medium") if settings is not None else None),
+            # ZEN writes it in micrometres
+            "working_distance_um": _positive(_find(objective, "WorkingDistance")),
         }
     )
     channels = image.findall("Dimensions/Channels/Channel")
@@ -215,7 +217,7 @@ def _normalized(root: ET.Element) -> tuple[dict[str, Any], str | None]:
     out["detector"] = _detector(detector)
     every = instrument.findall("Detectors/Detector") if instrument is not None else []
     out["detectors"] = [d for d in (_detector(e) for e in every) if d] or None
-    out["channels"] = [c for c in (_channel(e) for e in channels) if c] or None
+    out["channels"] = [c for c in (_channel(e, instrument) for e in channels) if c] or None
     out["modality"] = safexml.text(channels[0].findtext("AcquisitionMode")) if channels else None
     return _with_scaling(root, _clean(out)), acquired
 
@@ -232,8 +234,9 @@ def _with_scaling(root: ET.Element, out: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _channel(element: ET.Element) -> dict[str, Any]:
+def _channel(element: ET.Element, instrument: ET.Element | None) -> dict[str, Any]:
     exposure_ns = safexml.number(element.findtext("ExposureTime"))
+    binning = safexml.text(element.findtext("DetectorSettings/Binning"))
     return _clean(
         {
             "name": safexml.text(element.get("Name")),
@@ -243,8 +246,59 @@ def _channel(element: ET.Element) -> dict[str, Any]:
             "exposure_s": exposure_ns / 1e9 if exposure_ns is not None else None,
             "illumination": safexml.text(element.findtext("IlluminationType")),
             "contrast_method": safexml.text(element.findtext("ContrastMethod")),
+            "acquisition_mode": safexml.text(element.findtext("AcquisitionMode")),
+            # ZEN writes "1,1" where OME writes "1x1"
+            "detector_settings": _clean(
+                {"binning": binning.replace(",", "x") if binning else None}
+            ),
+            "light_source": _light_source(element, instrument),
+            "filters": _filters(element, instrument),
         }
     )
+
+
+def _light_source(channel: ET.Element, instrument: ET.Element | None) -> dict[str, Any]:
+    """The first LightSource the channel's settings name: its kind and model."""
+    ref = channel.find("LightSourcesSettings/LightSourceSettings/LightSource")
+    if ref is None:
+        return {}
+    source = _by_id(instrument, "LightSources/LightSource", ref)
+    kind = source.find("LightSourceType") if source is not None else None
+    return _clean(
+        {
+            "type": kind[0].tag if kind is not None and len(kind) else None,
+            "model": _model(source),
+        }
+    )
+
+
+def _filters(channel: ET.Element, instrument: ET.Element | None) -> dict[str, Any]:
+    """The FilterSet the channel names: its filters' models and pass bands (nm)."""
+    ref = channel.find("FilterSetRef")
+    if ref is None:
+        return {}
+    filter_set = _by_id(instrument, "FilterSets/FilterSet", ref)
+    found: dict[str, Any] = {}
+    for kind in ("Excitation", "Emission"):
+        element = _by_id(
+            instrument,
+            "Filters/Filter",
+            filter_set.find(f"{kind}Filters/{kind}FilterRef") if filter_set is not None else None,
+        )
+        band = element.find("TransmittanceRange") if element is not None else None
+        edges = (
+            [_positive(band.findtext(edge)) for edge in ("CutIn", "CutOut")]
+            if band is not None
+            else []
+        )
+        found[kind.lower()] = _model(element) if element is not None else None
+        found[f"{kind.lower()}_nm"] = edges if edges and None not in edges else None
+    return _clean(found)
+
+
+def _positive(value: str | None) -> float | None:
+    number = safexml.number(value)
+    return number if number is not None and number > 0 else None
 
 
 def _detector(element: ET.Element | None) -> dict[str, Any]:
@@ -271,6 +325,14 @@ def _chosen(
     if only:
         return candidates[0] if len(candidates) == 1 else None
     return candidates[0] if candidates else None
+
+
+def _by_id(instrument: ET.Element | None, path: str, ref: ET.Element | None) -> ET.Element | None:
+    """The element at ``path`` whose Id ``ref`` names; None when it names none of them."""
+    wanted = ref.get("Id") if ref is not None else None
+    if instrument is None or wanted is None:
+        return None
+    return next((e for e in instrument.findall(path) if e.get("Id") == wanted), None)
 
 
 def _model(element: ET.Element | None) -> str | None:

@@ -198,6 +198,8 @@ class DicomAdapter:
             ),
         ),
         fields=_FIELDS,
+        # PS3.18 / RFC 3240: every file of a DICOM acquisition, whatever its name
+        media_types={"": "application/dicom"},
         samples=(
             "dicom/ct-enhanced/eCT_Supplemental.dcm",
             "dicom/mr-siemens-mosaic/0.dcm",

@@ -124,6 +124,8 @@ class ImzmlAdapter:
             ),
         ),
         fields=_FIELDS,
+        # the imzML is XML (its .ibd is binary: application/octet-stream)
+        media_types={".imzml": "application/xml"},
         samples=("imzml/Example_Continuous.imzML", "imzml/Example_Continuous.ibd"),
         # which of the two the imzML names is only known at extraction: both are asked for
         digests={".ibd": ("md5", "sha1")},

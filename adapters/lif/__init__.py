@@ -83,7 +83,10 @@ _FIELDS = normalized_fields(
         "Name as model, Type as type",
         "laser_lines_nm": "LaserLineSetting LaserLine with IntensityDev above 0",
         "channels": "one per ChannelDescription when as many detectors are active: the "
-        "detector's ChannelName as name, the dye of its Spectro MultiBand as fluor",
+        "detector's ChannelName as name, the dye of its Spectro MultiBand as fluor, its Gain "
+        "and Offset as detector_settings, the setting definition's Pinhole (m) as pinhole_um",
+        "image.time_increment_s": "the setting definition's CycleTime (s), when the first "
+        "series has more than one time point",
     }
 )
 

@@ -236,6 +236,8 @@ def _series(element: ET.Element, name: str) -> dict[str, Any]:
     sizes["bits"] = _int(channels[0].get("Resolution")) if channels else None
     hardware = image.find("Attachment[@Name='HardwareSetting']")
     definition = _definition(hardware)
+    if definition is not None and (sizes.get("size_t") or 0) > 1:
+        sizes["time_increment_s"] = _positive(definition.get("CycleTime"))
     detectors = _detectors(definition)
     out = {
         "name": name,
@@ -322,10 +324,23 @@ def _channel(definition: ET.Element, detector: ET.Element) -> dict[str, Any]:
     band = next(
         (b for b in definition.findall("Spectro/MultiBand") if b.get("Channel") == number), None
     )
+    pinhole_m = _positive(definition.get("Pinhole"))
     return {
         "name": safexml.text(detector.get("ChannelName")) or safexml.text(detector.get("Name")),
         "fluor": safexml.text(band.get("DyeName")) if band is not None else None,
+        "pinhole_um": round(pinhole_m * 1e6, 6) if pinhole_m is not None else None,
+        "detector_settings": _clean(
+            {
+                "gain": safexml.number(detector.get("Gain")),
+                "offset": safexml.number(detector.get("Offset")),
+            }
+        ),
     }
+
+
+def _positive(value: str | None) -> float | None:
+    number = safexml.number(value)
+    return number if number is not None and number > 0 else None
 
 
 def _software(value: str | None) -> tuple[str | None, str | None]:

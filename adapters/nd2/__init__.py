@@ -70,7 +70,11 @@ _FIELDS = normalized_fields(
         "objective.na": "the first channel's microscope objectiveNumericalAperture",
         "detector.model": "text_info description `Camera Name: ...`",
         "channels": "metadata channels: name (the optical configuration's), "
-        "excitationLambdaNm, emissionLambdaNm",
+        "excitationLambdaNm, emissionLambdaNm; the channel's microscope pinholeDiameterUm "
+        "as pinhole_um; its modalityFlags as OME acquisition_mode, contrast_method and "
+        "illumination, as the nd2 library's OME export maps them (laserScanConfocal: "
+        "LaserScanningConfocalMicroscopy, fluorescence alone: WideField; fluorescence: "
+        "Fluorescence and Epifluorescence; brightfield: Brightfield and Transmitted...)",
     }
 )
 

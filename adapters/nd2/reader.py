@@ -33,6 +33,30 @@ _MAP_CAP = 64 * 2**20
 _JDN_EPOCH = 2440587.5
 _LOOPS = {"TimeLoop": "time", "NETimeLoop": "time", "ZStackLoop": "z", "XYPosLoop": "xy"}
 _PIXEL_TYPES = {"unsigned": "uint", "signed": "int", "float": "float"}
+#: nd2 modalityFlags as OME values, first match wins: the order and values of the nd2
+#: library's own OME export (``nd2._ome``, private, so mirrored here rather than imported).
+_ACQUISITION_MODES = (
+    ("laserScanConfocal", "LaserScanningConfocalMicroscopy"),
+    ("spinningDiskConfocal", "SpinningDiskConfocal"),
+    ("sweptFieldConfocalPinhole", "SweptFieldConfocal"),
+    ("sweptFieldConfocalSlit", "SlitScanConfocal"),
+    ("brightfield", "BrightField"),
+    ("SIM", "StructuredIllumination"),
+    ("TIRF", "TotalInternalReflection"),
+    ("multiphoton", "MultiPhotonMicroscopy"),
+    ("fluorescence", "WideField"),
+)
+_CONTRAST_METHODS = (
+    ("fluorescence", "Fluorescence"),
+    ("brightfield", "Brightfield"),
+    ("phaseContrast", "Phase"),
+    ("diContrast", "DIC"),
+)
+_ILLUMINATION_TYPES = (
+    ("fluorescence", "Epifluorescence"),
+    ("brightfield", "Transmitted"),
+    ("multiphoton", "NonLinear"),
+)
 
 
 def read_nd2(path: Path, reader: Reader) -> AdapterOutput:
@@ -206,10 +230,16 @@ def _loop(loop: Any) -> dict[str, Any]:
 
 def _channel(channel: Any) -> dict[str, Any]:
     meta = channel.channel
+    microscope = getattr(channel, "microscope", None)
+    flags = set(getattr(microscope, "modalityFlags", None) or ())
     return {
         "name": _text(meta.name),
         "excitation_nm": _positive(meta.excitationLambdaNm),
         "emission_nm": _positive(meta.emissionLambdaNm),
+        "acquisition_mode": next((m for f, m in _ACQUISITION_MODES if f in flags), None),
+        "contrast_method": next((m for f, m in _CONTRAST_METHODS if f in flags), None),
+        "illumination": next((m for f, m in _ILLUMINATION_TYPES if f in flags), None),
+        "pinhole_um": _positive(getattr(microscope, "pinholeDiameterUm", None)),
     }
 
 

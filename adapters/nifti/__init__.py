@@ -129,6 +129,8 @@ class NiftiAdapter:
             ),
         ),
         fields=_FIELDS,
+        # no type is registered for NIfTI: a .nii.gz is a gzip file (RFC 6713)
+        media_types={".nii.gz": "application/gzip"},
         samples=(
             "nifti/anatomical.nii",
             "nifti/example4d.nii.gz",

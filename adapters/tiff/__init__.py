@@ -58,7 +58,7 @@ from acqharvest.adapter_api import (
     normalized_fields,
 )
 from acqharvest.adapters.safexml import XmlBroken, XmlRefused
-from acqharvest.adapters.tiff import ome, omeset, sniff
+from acqharvest.adapters.tiff import ome, ome_links, omeset, sniff
 from acqharvest.adapters.tiff.extent import check_member
 
 __all__ = ["TiffAdapter"]
@@ -146,8 +146,7 @@ _FIELDS = normalized_fields(
         "instrument_reported.software": "`Micro-Manager` when it gives its version, else the "
         "Software tag, FEI System Software, Hamamatsu streak Application Software; for a "
         "`.companion.ome`, the Software tag of the set's first TIFF",
-        "channels": "OME Channel Name, Excitation/EmissionWavelength (+ unit, as nm), Fluor "
-        "and the first Plane's ExposureTime (+ unit, as s); Micro-Manager summary ChNames "
+        "channels": f"{ome.CHANNEL_SOURCES}; Micro-Manager summary ChNames "
         "(every channel), the image tag's Channel and Exposure-ms (its own channel only); "
         "LSM acquired DetectionChannels: ChannelName, DyeName as fluor, and "
         "the track's IlluminationChannels Wavelength as excitation when one line is on "
@@ -172,6 +171,7 @@ _FIELDS = normalized_fields(
         "sv_user_name, LSM User (a microscope's operator is kept; a whole-slide file's "
         "follows OperatorsName: see Patient data)",
         "instances": "files in a multi-file OME-TIFF set",
+        **ome.NBO_SOURCES,
     }
 )
 
@@ -198,6 +198,8 @@ class TiffAdapter:
             ),
         ),
         fields=_FIELDS,
+        # TIFF (RFC 3302) whatever its flavour; a companion is OME-XML
+        media_types={"": "image/tiff", ".companion.ome": "application/xml"},
         samples=(
             "ome-tiff/single-file/multi-channel.ome.tif",
             "ome-tiff/acquisition/170918_tn_neutrophil_migration_wave.ome.tif",
@@ -283,12 +285,12 @@ def _below(folder: Path, names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(p.as_posix() for p in relative)
 
 
-def _links(text: sniff.Text, own_name: str) -> ome.OmeLinks | None:
+def _links(text: sniff.Text, own_name: str) -> ome_links.OmeLinks | None:
     """What the OME-XML ties together: parsed when whole, scanned when cut at the budget."""
     if not text.complete:
-        return ome.links_from_prefix(text.data.decode("utf-8", errors="replace"), own_name)
+        return ome_links.links_from_prefix(text.data.decode("utf-8", errors="replace"), own_name)
     try:
-        return ome.links(ome.parse_xml(text.data), own_name)
+        return ome_links.links(ome.parse_xml(text.data), own_name)
     except (XmlRefused, XmlBroken):
         return None
 

@@ -16,10 +16,7 @@ from typing import Any
 
 from acqharvest.adapter_api import HEAD_BYTES, AdapterError, AdapterOutput, Draft, Reader
 from acqharvest.adapters.safexml import MAX_BYTES, XmlBroken, XmlRefused, local
-from acqharvest.adapters.tiff import ome, sniff
-
-#: the OME-XML text kept in ``original_metadata`` is cut at this many characters.
-OME_XML_CAP = 64 * 1024
+from acqharvest.adapters.tiff import ome, ome_links, sniff
 
 
 def read_companion(draft: Draft, reader: Reader) -> AdapterOutput:
@@ -40,11 +37,14 @@ def read_companion(draft: Draft, reader: Reader) -> AdapterOutput:
     software = _writer_software(draft, reader)
     if software and "software" not in metadata.get("instrument_reported", {}):
         metadata.setdefault("instrument_reported", {})["software"] = software
-    text = data.decode("utf-8", errors="replace")
+    original: dict[str, Any] = {}
+    ome.keep_xml(
+        data.decode("utf-8", errors="replace"), draft.original_metadata_max_bytes, original, notes
+    )
     return AdapterOutput(
         format="OME-TIFF",
         metadata=metadata,
-        original_metadata={"ome_xml": text[:OME_XML_CAP], **summary, "ome_files": listing},
+        original_metadata={**original, **summary, "ome_files": listing},
         started=metadata.get("acquired"),
         warnings=(*notes, *set_notes),
     )
@@ -58,7 +58,7 @@ def report(
     ``root`` is the OME-XML of ``draft.primary`` (the metadata file).
     """
     folder = draft.primary.parent
-    links = ome.links(root, draft.primary.name)
+    links = ome_links.links(root, draft.primary.name)
     present = {_relative(member, folder) for member in draft.members}
     notes = [
         f"{name}: referenced by {draft.primary.name} but not in the acquisition"
@@ -90,7 +90,7 @@ def _check_member(member: Path, metadata_file: Path, reader: Reader) -> list[str
     if text is None or not text.complete:
         return [f"{member.name}: no readable OME-XML in its first IFD"]
     try:
-        links = ome.links(ome.parse_xml(text.data), member.name)
+        links = ome_links.links(ome.parse_xml(text.data), member.name)
     except (XmlRefused, XmlBroken) as exc:
         return [f"{member.name}: {exc}"]
     expected = _relative(metadata_file, member.parent)

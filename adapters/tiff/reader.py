@@ -16,7 +16,7 @@ from tifffile.tifffile import (
 
 from acqharvest.adapter_api import AdapterError, AdapterOutput, Draft, Reader
 from acqharvest.adapters.safexml import MAX_BYTES, XmlBroken, XmlRefused
-from acqharvest.adapters.tiff import FLAVOURS, flavours, ome, omeset, vendors
+from acqharvest.adapters.tiff import FLAVOURS, flavours, ome, ome_links, omeset, vendors
 from acqharvest.adapters.tiff.extent import check_extents
 from acqharvest.adapters.tiff.identifiers import slide_identifiers
 from acqharvest.adapters.tiff.normalize import (
@@ -26,7 +26,6 @@ from acqharvest.adapters.tiff.normalize import (
     fill_pixel_size,
     fill_vendor_extras,
 )
-from acqharvest.adapters.tiff.omeset import OME_XML_CAP
 from acqharvest.adapters.tiff.values import jsonable, tag_value
 
 
@@ -137,9 +136,7 @@ def _read_ome(
     draft: Draft, reader: Reader, xml: str, original: dict[str, Any], notes: list[str]
 ) -> dict[str, Any]:
     """Normalized fields from the OME-XML, with the set's files when it names others."""
-    original["ome_xml"] = xml[:OME_XML_CAP]
-    if len(xml) > OME_XML_CAP:
-        notes.append(f"OME-XML is {len(xml)} characters; kept the first {OME_XML_CAP}")
+    ome.keep_xml(xml, draft.original_metadata_max_bytes, original, notes)
     if len(xml.encode("utf-8")) > MAX_BYTES:
         notes.append(f"OME-XML is over {MAX_BYTES} bytes; not parsed, TIFF tags only")
         return {}
@@ -153,7 +150,7 @@ def _read_ome(
     meta, summary, ome_notes = ome.normalized(root)
     original.update(summary)
     notes.extend(ome_notes)
-    links = ome.links(root, draft.primary.name)
+    links = ome_links.links(root, draft.primary.name)
     if links.metadata_file is not None:
         # Had the metadata file been found, it would be the primary: the set is incomplete.
         notes.append(

@@ -42,6 +42,7 @@ from acqharvest.adapter_api import (
     Reader,
     normalized_fields,
 )
+from acqharvest.adapters.tiff import ome
 from acqharvest.adapters.zarr.store import Store
 
 __all__ = ["ZarrAdapter", "store_of"]
@@ -69,7 +70,8 @@ _FIELDS = normalized_fields(
         "not reported for an axis without a length unit",
         "pixel_size_um.y": "the same along y",
         "pixel_size_um.z": "the same along z",
-        "channels": "`omero` channels' label, merged by position with the OME-XML channels",
+        "channels": "`omero` channels' label, merged by position with the channels of the "
+        f"OME-XML (bioformats2raw): {ome.CHANNEL_SOURCES}",
         "plate.name": "`plate` name",
         "plate.rows": "number of `plate` rows",
         "plate.columns": "number of `plate` columns",
@@ -90,6 +92,7 @@ _FIELDS = normalized_fields(
         "detector.type": "OME-XML Detector Type",
         "operator": "OME-XML Experimenter",
         "instances": "files in the store",
+        **{key: f"{source} (bioformats2raw)" for key, source in ome.NBO_SOURCES.items()},
     }
 )
 
@@ -134,6 +137,13 @@ class ZarrAdapter:
             ),
         ),
         fields=_FIELDS,
+        # the store's JSON metadata and bioformats2raw's OME-XML; chunks are binary
+        media_types={
+            **dict.fromkeys(
+                (".zattrs", ".zgroup", ".zarray", ".zmetadata", ".json"), "application/json"
+            ),
+            ".xml": "application/xml",
+        },
         samples=(
             "ome-zarr/xyz_8bit__mitotic_plate_calibrated.ome.zarr/.zattrs",
             "ome-zarr/xyz_8bit__mitotic_plate_calibrated.ome.zarr/0/0/0/0/0/0/0",

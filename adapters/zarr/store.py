@@ -22,8 +22,6 @@ from acqharvest.adapters.zarr.arrays import Array, bits_of_name, numpy_dtype, pa
 #: JSON metadata larger than this is refused (a consolidated ``.zmetadata`` of a big
 #: plate is a few MiB).
 JSON_CAP = 16 * 1024 * 1024
-#: the OME-XML text kept in ``original_metadata`` is cut at this many characters.
-OME_XML_CAP = 64 * 1024
 _JSON_NAMES = frozenset({".zattrs", ".zgroup", ".zarray", ".zmetadata", "zarr.json"})
 _BLOSC_HEADER = 16
 
@@ -89,7 +87,9 @@ class Store:
         self._check_chunks()
         metadata["instances"] = len(self.files)
         if xml is not None:
-            original["ome_xml"] = xml[:OME_XML_CAP]
+            ome.keep_xml(
+                xml, draft.original_metadata_max_bytes, original, self.notes, "OME/METADATA.ome.xml"
+            )
         return AdapterOutput(
             format="OME-Zarr" if image_dir is not None else "Zarr",
             metadata=metadata,

@@ -26,6 +26,7 @@ from acqharvest.adapter_api import (
     Stability,
     digests_problem,
     identifier_problem,
+    media_types_problem,
     value_problem,
 )
 from acqharvest.readonly import FileReader
@@ -117,6 +118,8 @@ def info_problems(info: AdapterInfo, entry_point: str | None) -> list[str]:
     if not info.fields:
         problems.append("fields is empty: declare every metadata key extract emits")
     if problem := digests_problem(info):
+        problems.append(problem)
+    if problem := media_types_problem(info):
         problems.append(problem)
     seen: set[str] = set()
     for spec in info.fields:

@@ -82,6 +82,7 @@ def test_a_z_stack_reads_instrument_objective_channels_and_time(corpus: Path) ->
         "magnification": 10.0,
         "na": 0.3,
         "immersion": "Air",
+        "working_distance_um": 5300.0,
     }
     assert meta["instrument_reported"]["model"] == "Axio Observer.Z1 / 7"
     assert meta["instrument_reported"]["software_version"] == "2.3.64.0"
@@ -93,8 +94,24 @@ def test_a_z_stack_reads_instrument_objective_channels_and_time(corpus: Path) ->
         "exposure_s": 3.0,
         "illumination": "Epifluorescence",
         "contrast_method": "Fluorescence",
+        "acquisition_mode": "WideField",
+        "detector_settings": {"binning": "1x1"},
+        # LightSource:2, an HXP 120 V arc lamp; FilterSet:2's Filter:3 and Filter:4
+        "light_source": {"type": "Arc", "model": "HXP 120 V"},
+        "filters": {"excitation_nm": [450.0, 490.0], "emission_nm": [500.0, 550.0]},
     }
     assert output.started == meta["acquired"] == "2018-10-25T15:54:18.4488006Z"
+
+
+def test_channel_settings_follow_their_references(corpus: Path) -> None:
+    """Each channel names its own light source and filter set: the third is not the first's."""
+    channels = _extract(corpus / "czi/testCziBSCZY0Tiny.czi").metadata["channels"]
+    assert [c["filters"] for c in channels] == [
+        {"excitation_nm": [335.0, 383.0], "emission_nm": [420.0, 470.0]},
+        {"excitation_nm": [450.0, 490.0], "emission_nm": [500.0, 550.0]},
+        {"excitation_nm": [530.0, 585.0], "emission_nm": [615.0, 4095.0]},
+    ]
+    assert {c["light_source"]["type"] for c in channels} == {"Arc"}
 
 
 def test_scenes_and_tiles_and_an_rgb_image_without_instrument(corpus: Path) -> None:

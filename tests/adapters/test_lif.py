@@ -77,7 +77,15 @@ def test_top_level_is_the_first_series_with_its_instrument(corpus: Path) -> None
     meta = _extract(corpus / "lif/xz-example.lif").metadata
     assert meta["image"] == meta["series"][0]["image"]
     assert [s["name"] for s in meta["series"]] == ["xzt", "xzy", "xz"]
-    assert meta["image"] == {"size_x": 128, "size_z": 128, "size_t": 20, "size_c": 2, "bits": 8}
+    # an xzt series: 20 cycles of 0.533 s (CompleteTime 10.657 s)
+    assert meta["image"] == {
+        "size_x": 128,
+        "size_z": 128,
+        "size_t": 20,
+        "size_c": 2,
+        "bits": 8,
+        "time_increment_s": 0.533,
+    }
     assert meta["instrument_reported"] == {
         "model": "TCS SP8",
         "software": "LAS X",
@@ -85,9 +93,22 @@ def test_top_level_is_the_first_series_with_its_instrument(corpus: Path) -> None
     }
     assert meta["objective"]["na"] == 1.3
     assert meta["laser_lines_nm"] == [488.0, 552.0]
+    # one pinhole (8.28e-5 m, 0.80 Airy at 580 nm) for both HyD channels, each its own gain
+    pinhole = {"pinhole_um": pytest.approx(82.795, abs=1e-3)}
+    offset = pytest.approx(-0.00667, abs=1e-5)
     assert meta["channels"] == [
-        {"name": "Channel 1", "fluor": "Leica/FITC"},
-        {"name": "Channel 3", "fluor": "Leica/TRITC"},
+        {
+            "name": "Channel 1",
+            "fluor": "Leica/FITC",
+            **pinhole,
+            "detector_settings": {"gain": pytest.approx(41.502, abs=1e-3), "offset": offset},
+        },
+        {
+            "name": "Channel 3",
+            "fluor": "Leica/TRITC",
+            **pinhole,
+            "detector_settings": {"gain": pytest.approx(105.842, abs=1e-3), "offset": offset},
+        },
     ]
     assert meta["acquired"] == "2021-03-04T16:39:17.951000Z"
 

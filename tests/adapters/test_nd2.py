@@ -64,9 +64,17 @@ def test_loops_channels_objective_and_time(corpus: Path) -> None:
         {"type": "time", "count": 3},
         {"type": "z", "count": 10, "step_um": 0.5},
     ]
+    # a laser scanning confocal (its text: "Modality: ... Laser Scan Confocal",
+    # "{Pinhole Size(um)}: 38.3")
+    confocal = {
+        "acquisition_mode": "LaserScanningConfocalMicroscopy",
+        "contrast_method": "Fluorescence",
+        "illumination": "Epifluorescence",
+        "pinhole_um": pytest.approx(38.3, abs=0.05),
+    }
     assert meta["channels"] == [
-        {"name": "5-FAM/pH 9.0", "excitation_nm": 488.0, "emission_nm": 525.0},
-        {"name": "FM 4-64/2% CHAPS", "excitation_nm": 561.0, "emission_nm": 700.0},
+        {"name": "5-FAM/pH 9.0", "excitation_nm": 488.0, "emission_nm": 525.0, **confocal},
+        {"name": "FM 4-64/2% CHAPS", "excitation_nm": 561.0, "emission_nm": 700.0, **confocal},
     ]
     assert meta["objective"] == {"model": "Plan Apo λ 60x", "magnification": 60.0, "na": 0.95}
     assert meta["detector"] == {"model": "Nikon A1plus"}

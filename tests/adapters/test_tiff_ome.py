@@ -105,8 +105,13 @@ def test_ome_model_maps_with_refs_and_units(tmp_path):
     ]
     assert meta["image"]["dimension_order"] == "XYZCT"
     assert meta["image"]["bits"] == 16  # BitsPerSample of the stored data, not SignificantBits
-    planes = output.original_metadata["ome_planes"]
-    assert planes == {"count": 2, "position_um_range": {"x": [1500.0, 1600.0], "y": [20.0, 20.0]}}
+    assert meta["planes"] == {
+        "count": 2,
+        "exposure_s": [0.25, 0.5],
+        "position_x_um": [1500.0, 1600.0],
+        "position_y_um": [20.0, 20.0],
+    }
+    assert "ome_planes" not in output.original_metadata
     json.dumps(output.original_metadata)
 
 
@@ -373,3 +378,231 @@ def test_binaryonly_members_are_checked_without_their_metadata_file(tmp_path):
     with pytest.raises(AdapterError, match="truncated") as raised:
         _extract(first, second)
     assert raised.value.path == second
+
+
+#: every NBO Tier 1 element the mapping reads, with units other than the schema's defaults
+NBO = f"""<?xml version="1.0" encoding="UTF-8"?>
+<OME xmlns="{NS}">
+ <Plate ID="Plate:0" Name="Screen 7" RowNamingConvention="letter" ColumnNamingConvention="number">
+  <Well ID="Well:0" Row="0" Column="0">
+   <WellSample ID="WellSample:0" Index="0"><ImageRef ID="Image:1"/></WellSample>
+  </Well>
+  <Well ID="Well:1" Row="1" Column="2">
+   <WellSample ID="WellSample:1" Index="1"><ImageRef ID="Image:2"/></WellSample>
+   <WellSample ID="WellSample:2" Index="2"><ImageRef ID="Image:0"/></WellSample>
+  </Well>
+ </Plate>
+ <Instrument ID="Instrument:0">
+  <Laser ID="LightSource:0" Model="Cobolt 06-MLD" Wavelength="0.488" WavelengthUnit="µm"
+     Power="0.05" PowerUnit="W" Type="SemiconductorLaser"/>
+  <Arc ID="LightSource:1" Model="X-Cite" Power="120000" PowerUnit="µW"/>
+  <Detector ID="Detector:0" Model="ORCA" Type="CMOS"/>
+  <Objective ID="Objective:0" Model="CFI Plan Apo 60x" NominalMagnification="60"
+     LensNA="1.4" Immersion="Oil" Correction="PlanApo" WorkingDistance="0.13"
+     WorkingDistanceUnit="mm"/>
+  <FilterSet ID="FilterSet:0">
+   <ExcitationFilterRef ID="Filter:0"/><DichroicRef ID="Dichroic:0"/>
+   <EmissionFilterRef ID="Filter:1"/>
+  </FilterSet>
+  <Filter ID="Filter:0" Model="FF01-390/18">
+   <TransmittanceRange CutIn="381" CutOut="399"/>
+  </Filter>
+  <Filter ID="Filter:1" Model="FF01-525/45">
+   <TransmittanceRange CutIn="0.5025" CutInUnit="µm" CutOut="547.5" CutOutUnit="nm"/>
+  </Filter>
+  <Filter ID="Filter:2" FilterWheel="Em wheel 3"/>
+  <Dichroic ID="Dichroic:0" Model="Di03-R405"/>
+ </Instrument>
+ <Image ID="Image:0">
+  <ObjectiveSettings ID="Objective:0"/>
+  <ImagingEnvironment Temperature="310.15" TemperatureUnit="K" CO2Percent="0.05"
+     Humidity="0.9" AirPressure="1" AirPressureUnit="atm"/>
+  <StageLabel Name="Position 12" X="10" Y="20"/>
+  <Pixels ID="Pixels:0" DimensionOrder="XYCZT" Type="uint16" SizeX="6" SizeY="4" SizeZ="1"
+     SizeC="2" SizeT="2" TimeIncrement="1500" TimeIncrementUnit="ms">
+   <Channel ID="Channel:0:0" Name="GFP" IlluminationType="Epifluorescence"
+      ContrastMethod="Fluorescence" AcquisitionMode="SpinningDiskConfocal"
+      PinholeSize="50" PinholeSizeUnit="µm">
+    <LightSourceSettings ID="LightSource:0" Attenuation="0.25"/>
+    <DetectorSettings ID="Detector:0" Gain="2.5" Offset="-10" Binning="2x2"
+       ReadOutRate="200000" ReadOutRateUnit="kHz" Voltage="-700" VoltageUnit="V"/>
+    <LightPath>
+     <ExcitationFilterRef ID="Filter:0"/><DichroicRef ID="Dichroic:0"/>
+     <EmissionFilterRef ID="Filter:2"/>
+    </LightPath>
+   </Channel>
+   <Channel ID="Channel:0:1" Name="DAPI" IlluminationType="Epifluorescence"
+      ContrastMethod="Fluorescence" AcquisitionMode="WideField" PinholeSize="0.1"
+      PinholeSizeUnit="mm">
+    <LightSourceSettings ID="LightSource:1" Wavelength="395"/>
+    <DetectorSettings ID="Detector:0" Gain="0" ReadOutRate="100"/>
+    <FilterSetRef ID="FilterSet:0"/>
+   </Channel>
+   <Plane TheC="0" TheZ="0" TheT="0" DeltaT="0" ExposureTime="100" ExposureTimeUnit="ms"
+      PositionX="-1.5" PositionXUnit="mm" PositionY="200" PositionYUnit="µm"
+      PositionZ="3000" PositionZUnit="nm"/>
+   <Plane TheC="1" TheZ="0" TheT="0" DeltaT="120" DeltaTUnit="ms" ExposureTime="0.2"
+      PositionX="-1.4" PositionXUnit="mm" PositionY="200" PositionYUnit="µm"/>
+   <Plane TheC="0" TheZ="0" TheT="1" DeltaT="1.5" ExposureTime="100000" ExposureTimeUnit="µs"
+      PositionX="-1500" PositionXUnit="reference frame"/>
+   <Plane TheC="1" TheZ="0" TheT="1" DeltaT="0.027" DeltaTUnit="min" ExposureTime="200"
+      ExposureTimeUnit="ms"/>
+  </Pixels>
+ </Image>
+</OME>"""
+
+
+def test_nbo_tier1_elements_map_in_their_units(tmp_path):
+    output = _extract(_ome_tiff(tmp_path / "screen.ome.tif", NBO))
+    meta = output.metadata
+    gfp, dapi = meta["channels"]
+    assert gfp == {
+        "name": "GFP",
+        "exposure_s": 0.1,
+        "illumination": "Epifluorescence",
+        "contrast_method": "Fluorescence",
+        "acquisition_mode": "SpinningDiskConfocal",
+        "pinhole_um": 50.0,
+        "light_source": {
+            "type": "Laser",
+            "model": "Cobolt 06-MLD",
+            "wavelength_nm": 488.0,  # the laser's, in µm: the settings give none
+            "power_mw": 50.0,  # W
+            "attenuation_percent": 25.0,
+        },
+        "detector_settings": {
+            "gain": 2.5,
+            "offset": -10.0,
+            "binning": "2x2",
+            "readout_rate_mhz": 200.0,  # kHz
+            "voltage_v": -700.0,
+        },
+        # the LightPath wins over any FilterSet; a filter without a model by its wheel
+        "filters": {
+            "excitation": "FF01-390/18",
+            "excitation_nm": [381.0, 399.0],
+            "dichroic": "Di03-R405",
+            "emission": "Em wheel 3",
+        },
+    }
+    assert dapi == {
+        "name": "DAPI",
+        "exposure_s": 0.2,
+        "illumination": "Epifluorescence",
+        "contrast_method": "Fluorescence",
+        "acquisition_mode": "WideField",
+        "pinhole_um": 100.0,  # mm
+        "light_source": {
+            "type": "Arc",
+            "model": "X-Cite",
+            "wavelength_nm": 395.0,
+            "power_mw": 120.0,
+        },
+        "detector_settings": {"gain": 0.0, "readout_rate_mhz": 100.0},
+        "filters": {
+            "excitation": "FF01-390/18",
+            "excitation_nm": [381.0, 399.0],
+            "dichroic": "Di03-R405",
+            "emission": "FF01-525/45",
+            "emission_nm": [502.5, 547.5],  # a µm cut-in and a nm cut-out
+        },
+    }
+    assert meta["image"]["time_increment_s"] == 1.5
+    # DeltaT in ms, s and min; exposures in ms, s and µs; a reference-frame X is not a length
+    assert meta["planes"] == {
+        "count": 4,
+        "delta_t_s": [0.0, 1.62],
+        "exposure_s": [0.1, 0.2],
+        "position_x_um": [-1500.0, -1400.0],
+        "position_y_um": [200.0, 200.0],
+        "position_z_um": [3.0, 3.0],
+    }
+    assert meta["specimen"] == {
+        "plate": "Screen 7",
+        "well": "B3",
+        "field": 1,
+        "stage_label": "Position 12",
+    }
+    assert meta["environment"] == {
+        "temperature_c": 37.0,
+        "co2_percent": 5.0,
+        "humidity_percent": 90.0,
+        "air_pressure_mbar": 1013.25,
+    }
+    assert meta["objective"]["correction"] == "PlanApo"
+    assert meta["objective"]["working_distance_um"] == 130.0
+    assert not [w for w in output.warnings if "dropped" in w], output.warnings
+
+
+@pytest.mark.parametrize(
+    ("element", "attributes", "unit", "expected"),
+    [
+        # (element kind, attributes, the unit table's symbol, the value in the field's unit)
+        ("temperature", 'Temperature="98.6" TemperatureUnit="°F"', "°F", 37.0),
+        ("temperature", 'Temperature="-5"', "°C", -5.0),
+        ("temperature", 'Temperature="491.67" TemperatureUnit="°R"', "°R", 0.0),
+        ("pressure", 'AirPressure="101.325" AirPressureUnit="kPa"', "kPa", 1013.25),
+        ("pressure", 'AirPressure="760" AirPressureUnit="Torr"', "Torr", 1013.25),
+        ("pressure", 'AirPressure="1" AirPressureUnit="bar"', "bar", 1000.0),
+        ("pressure", 'AirPressure="995"', "mbar", 995.0),
+    ],
+)
+def test_environment_units_convert(tmp_path, element, attributes, unit, expected):
+    xml = NBO.replace(
+        '<ImagingEnvironment Temperature="310.15" TemperatureUnit="K" CO2Percent="0.05"\n'
+        '     Humidity="0.9" AirPressure="1" AirPressureUnit="atm"/>',
+        f"<ImagingEnvironment {attributes}/>",
+    )
+    key = "temperature_c" if element == "temperature" else "air_pressure_mbar"
+    environment = _extract(_ome_tiff(tmp_path / f"{unit}.ome.tif", xml)).metadata["environment"]
+    assert environment == {key: pytest.approx(expected)}
+
+
+@pytest.mark.parametrize(
+    ("original", "replacement", "warning"),
+    [
+        ('PowerUnit="W"', 'PowerUnit="horsepower"', "Laser Power: unit 'horsepower'"),
+        ('Humidity="0.9"', 'Humidity="90"', "ImagingEnvironment Humidity: not a fraction"),
+        ('Temperature="310.15"', 'Temperature="-3"', "ImagingEnvironment Temperature: not a"),
+        ('Gain="2.5"', 'Gain="high"', "DetectorSettings Gain: not a finite number"),
+        ('DeltaT="0"', 'DeltaT="soon"', "Plane DeltaT: not a finite number"),
+        ('PinholeSize="50"', 'PinholeSize="-50"', "Channel PinholeSize: not a finite positive"),
+    ],
+)
+def test_unusable_settings_are_dropped_naming_them(tmp_path, original, replacement, warning):
+    assert original in NBO
+    output = _extract(_ome_tiff(tmp_path / "bad.ome.tif", NBO.replace(original, replacement, 1)))
+    assert any(w.startswith(warning) and w.endswith("dropped") for w in output.warnings), (
+        output.warnings
+    )
+
+
+def test_the_whole_ome_xml_is_kept_up_to_the_cap(tmp_path):
+    padding = "".join(
+        f'<MapAnnotation ID="Annotation:{i}"><Value><M K="k{i}">{"v" * 180}</M></Value>'
+        "</MapAnnotation>"
+        for i in range(1000)
+    )
+    big = NBO.replace("</OME>", f"<StructuredAnnotations>{padding}</StructuredAnnotations></OME>")
+    assert 200 * 1024 < len(big.encode()) < 300 * 1024
+    whole = _extract(_ome_tiff(tmp_path / "whole.ome.tif", big))
+    assert whole.original_metadata["ome_xml"] == big
+    assert "ome_xml_cut" not in whole.original_metadata
+    huge = big.replace("</StructuredAnnotations>", padding * 8 + "</StructuredAnnotations>")
+    assert len(huge.encode()) > 2 * 1024 * 1024
+    cut = _extract(_ome_tiff(tmp_path / "cut.ome.tif", huge))
+    kept = cut.original_metadata["ome_xml"]
+    assert huge.startswith(kept)
+    assert len(kept.encode()) == 1024 * 1024
+    assert cut.original_metadata["ome_xml_cut"] == {
+        "size_bytes": len(huge.encode()),
+        "kept_bytes": 1024 * 1024,
+    }
+    assert any("kept the first 1048576" in w for w in cut.warnings)
+    # the fields come from the whole document, not the part kept
+    assert cut.metadata["specimen"]["well"] == "B3"
+    # a site's smaller cap
+    path = _ome_tiff(tmp_path / "small.ome.tif", big)
+    draft = Draft("k", path, (path,), original_metadata_max_bytes=100_000)
+    small = TiffAdapter().extract(draft, FileReader())
+    assert len(small.original_metadata["ome_xml"].encode()) == 100_000

@@ -6,6 +6,7 @@ the OME-XML bioformats2raw wrote beside it; the ``zarr`` package is not needed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ from acqharvest.adapter_api import AdapterError, Draft
 from acqharvest.adapters.tiff import ome
 from acqharvest.adapters.zarr import ZarrAdapter
 from acqharvest.readonly import FileReader
-from tests.adapters.acquisition import claims_of, extract_all, overread
+from tests.adapters.acquisition import claims_of, draft_of, extract_all, overread
 
 STORE = "ome-zarr/xyz_8bit__mitotic_plate_calibrated.ome.zarr"
 UNITS_UM = {"micrometer": 1.0, "nanometer": 1e-3, "millimeter": 1e3}
@@ -125,6 +126,24 @@ def test_corpus_store_is_one_acquisition_and_values_match_its_json(corpus: Path)
     chunks = [p for p in files if p.name.isdigit() and p.parent.name.isdigit()]
     assert chunks
     assert all(reader.read_by_path[p] <= 16 for p in chunks)
+
+
+def test_the_stores_ome_xml_is_kept_whole_up_to_the_sites_cap(corpus: Path) -> None:
+    files = _files(corpus / STORE)
+    text = (corpus / STORE / "OME/METADATA.ome.xml").read_text(encoding="utf-8")
+    assert 200 * 1024 < len(text.encode()) < 1024 * 1024  # under the default cap
+    whole, _ = extract_all(ZarrAdapter(), files)
+    assert whole.original_metadata["ome_xml"] == text
+    assert "ome_xml_cut" not in whole.original_metadata
+    draft = dataclasses.replace(draft_of(ZarrAdapter(), files), original_metadata_max_bytes=65536)
+    cut = ZarrAdapter().extract(draft, FileReader())
+    assert text.startswith(cut.original_metadata["ome_xml"])
+    assert cut.original_metadata["ome_xml_cut"] == {
+        "size_bytes": len(text.encode()),
+        "kept_bytes": 65536,
+    }
+    assert any(w.startswith("OME/METADATA.ome.xml is ") for w in cut.warnings)
+    assert cut.metadata == whole.metadata  # read from the whole document either way
 
 
 def test_a_chunk_cut_short_fails_the_store_naming_it(corpus: Path, tmp_path: Path) -> None:

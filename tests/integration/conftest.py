@@ -276,9 +276,10 @@ def drop_files(harness: Harness, corpus: Path, count: int) -> None:
         shutil.copyfile(corpus / source, harness.watch / Path(source).name)
 
 
-def _yaml_options(options: dict[str, Any]) -> str:
-    """More keys for the watch entry (JSON values are YAML), indented to fit."""
-    return "".join(f"    {key}: {json.dumps(value)}\n" for key, value in options.items())
+def _yaml_options(options: dict[str, Any], indent: str = "    ") -> str:
+    """More keys for the watch entry (JSON values are YAML), indented to fit; another
+    ``indent`` for another section."""
+    return "".join(f"{indent}{key}: {json.dumps(value)}\n" for key, value in options.items())
 
 
 def harvested(packages: Iterable[Any]) -> dict[str, list[tuple[int, str, str]]]:
@@ -370,7 +371,7 @@ instrument:
   name: Test confocal
   manufacturer: Example Optics
   type: confocal microscope
-watch:
+{_yaml_options(extra.get("instrument_options", {}), "  ")}watch:
   - path: {self.watch}
     settle_seconds: {self.settle}
     group_quiet_seconds: {extra.get("group_quiet_seconds", 1.5)}
@@ -380,7 +381,7 @@ watch:
 workers: {extra.get("workers", self.workers)}
 rescan_seconds: {extra.get("rescan_seconds", 2)}
 log: {{level: debug, format: json}}
-""",
+{_yaml_options(extra.get("top_options", {}), "")}{extra.get("more_yaml", "")}""",
             encoding="utf-8",
         )
 

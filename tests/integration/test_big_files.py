@@ -95,6 +95,7 @@ def assert_harvested_once(harness: Harness, path: Path, size: int, digest: str) 
             "size": size,
             "sha256": digest,
             "modified": bodies[0]["files"][0]["modified"],
+            "media_type": "application/octet-stream",  # no adapter claims these files
         }
     ], bodies
 

@@ -91,14 +91,15 @@ def test_dicom_series_written_file_by_file_is_one_package(harness: Harness, corp
     assert body["metadata"]["instances"] == 4
 
 
-def _identifying_values(dataset: pydicom.Dataset) -> set[str]:
-    """Every person name, date and identifier in a dataset, nested sequences included."""
+def _identifying_values(dataset: pydicom.Dataset, vrs: tuple[str, ...]) -> set[str]:
+    """Every value of these VRs in a dataset, nested sequences included, and for person
+    names (PN) the identifiers and descriptions that go with them."""
     keywords = {"PatientID", "OtherPatientIDs", "AccessionNumber", "StudyDescription"}
     values: set[str] = set()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # old corpus files break VR length rules
         for element in dataset.iterall():
-            if element.VR in ("PN", "DA", "DT") or element.keyword in keywords:
+            if element.VR in vrs or ("PN" in vrs and element.keyword in keywords):
                 text = str(element.value or "").strip()
                 if len(text) >= 3:
                     values.add(text)
@@ -120,12 +121,16 @@ def test_frequent_rescans_do_not_keep_a_series_from_going_quiet(
 
 
 def test_no_patient_identifier_reaches_a_package(harness: Harness, corpus: Path) -> None:
+    # by content: a file named after its patient is shown under a pseudonym
     identifiers: dict[str, set[str]] = {}
+    dates: dict[str, set[str]] = {}
     device: set[str] = set()  # kept on purpose (Retain Device Identity), even if equal
     for source in sorted((corpus / "dicom").rglob("*.dcm")):
         dataset = pydicom.dcmread(source, stop_before_pixels=True, force=True)
         relative = source.relative_to(corpus).as_posix()
-        identifiers[relative] = _identifying_values(dataset)
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()
+        identifiers[digest] = _identifying_values(dataset, ("PN",))
+        dates[digest] = _identifying_values(dataset, ("DA", "DT"))
         for keyword in ("DeviceSerialNumber", "StationName", "ManufacturerModelName"):
             device.add(str(dataset.get(keyword, "") or "").strip())
         target = harness.watch / relative
@@ -133,6 +138,12 @@ def test_no_patient_identifier_reaches_a_package(harness: Harness, corpus: Path)
         shutil.copyfile(source, target)
     identifiers = {path: values - device for path, values in identifiers.items()}
     every_identifier = set().union(*identifiers.values())
+    # Dates are shifted, one offset per patient: a file's own true dates must be gone; a
+    # shifted one may land on another file's true date by chance, so that is no leak. A
+    # fixed key makes the offsets, and so this test, the same at every run.
+    harness.state.mkdir()
+    (harness.state / "secret.key").write_bytes(b"s" * 32)
+    (harness.state / "secret.key").chmod(0o600)
     assert len(every_identifier) > 30, "the corpus should carry patient identifiers to remove"
     # slide scanners' TIFFs: case numbers, barcodes, users and scan dates in vendor fields
     planted = {
@@ -152,14 +163,15 @@ def test_no_patient_identifier_reaches_a_package(harness: Harness, corpus: Path)
     for body in packages.values():
         validate_package(body)
         text = json.dumps(body, ensure_ascii=False)
+        own_dates = set().union(*(dates.get(entry["sha256"], set()) for entry in body["files"]))
         # short values ("0010") also occur by chance; match those only as whole JSON strings
         leaked = [
             value
-            for value in every_identifier
+            for value in every_identifier | own_dates
             if json.dumps(value, ensure_ascii=False) in text or (len(value) >= 6 and value in text)
         ]
         assert not leaked, f"{body['files'][0]['path']} leaks {leaked}"
-        if any(identifiers.get(entry["path"]) for entry in body["files"]):
+        if any(identifiers.get(entry["sha256"]) for entry in body["files"]):
             assert body["provenance"]["deidentification"]["removed"] > 0
         slide = planted.pop(body["files"][0]["path"], set())
         found = json.dumps({k: v for k, v in body.items() if k != "files"}, ensure_ascii=False)
@@ -412,3 +424,37 @@ def test_systemd_hears_ready_watchdog_pings_and_stopping(harness: Harness, corpu
                 rest.append(manager.recv(4096).decode())
         assert rest[-1:] == ["STOPPING=1\nSTATUS=stopping"], rest
         assert set(rest[:-1]) <= {"WATCHDOG=1"}, rest
+
+
+def test_run_once_delivers_ro_crates_into_a_directory(tmp_path: Path, corpus: Path) -> None:
+    watch, out = tmp_path / "watch", tmp_path / "out"
+    (watch / "alice").mkdir(parents=True)
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "instrument: {id: 'https://hdl.handle.net/21.11157/example-lsm980', name: LSM 980}\n"
+        f"watch: [{{path: {watch}, settle_seconds: 0.5, path_template: '{{operator}}/**'}}]\n"
+        f"endpoint: {{type: directory, path: {out}, format: ro-crate}}\n"
+        f"state_dir: {tmp_path / 'state'}\nworkers: 0\n"
+    )
+    sources = [corpus / "tiff-vendor" / "zeiss-lsm" / "test.lsm", corpus / OME]
+    for source in sources:
+        shutil.copyfile(source, watch / "alice" / source.name)
+    result = subprocess.run(
+        [ACQHARVEST, "run", "--once", "--config", str(config)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    crates = sorted(out.iterdir())
+    assert len(crates) == len(sources)
+    for path in crates:
+        package_id = path.name.removesuffix(".ro-crate-metadata.json")
+        assert len(package_id) == 64
+        entities = {e["@id"]: e for e in json.loads(path.read_text())["@graph"]}
+        assert entities["./"]["identifier"] == f"urn:acqharvest:package:{package_id}"
+        assert entities["https://hdl.handle.net/21.11157/example-lsm980"]["name"] == "LSM 980"
+        [file_entity] = [e for e in entities.values() if e["@type"] == "File"]
+        assert file_entity["@id"].startswith("alice/")
+        # the folder's operator, from path_template, is the agent
+        assert entities["#operator"]["name"] == "alice"
+        # the outbox confirmed it under the package's id, as for format: package
+        receipt = tmp_path / "state" / "outbox" / "delivered" / f"{package_id}.json"
+        assert receipt.is_file()
