@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from acqharvest import logs, workers
+from acqharvest import logs, polite, workers
 from acqharvest.adapter_api import HEAD_BYTES
 from acqharvest.commands import endpoint_label
 from acqharvest.decisions import (
