@@ -173,14 +173,14 @@ class FileReader:
         path: Path,
         head_length: int,
         extra: Collection[str] = (),
-        on_chunk: Callable[[], None] | None = None,
+        on_chunk: Callable[[int], None] | None = None,
     ) -> tuple[bytes, str, dict[str, str]]:
         """The first ``head_length`` bytes, the sha256 of the whole file and its ``extra``
         digests (``hashlib`` names -> hex), all in one pass.
 
         One open per file: on a network share every open is a round trip. ``extra`` is
         what an adapter's ``info.digests`` asks for of this file; every other file pays
-        for sha256 alone. ``on_chunk`` is called after every chunk read: a worker tells
+        for sha256 alone. ``on_chunk`` is called with the size of every chunk read: a worker tells
         the runtime it is still progressing (see ``workers.Progress``), however long the
         whole file takes.
         """
@@ -198,7 +198,7 @@ class FileReader:
                 for other in others.values():
                     other.update(view[:count])
                 if on_chunk is not None:
-                    on_chunk()
+                    on_chunk(count)
         return head, digest.hexdigest(), {name: d.hexdigest() for name, d in others.items()}
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from acqharvest import logs, workers
+from acqharvest import logs, polite, workers
 from acqharvest.adapter_api import HEAD_BYTES
 from acqharvest.commands import endpoint_label
 from acqharvest.decisions import (
@@ -211,16 +211,32 @@ class Daemon:
     def _group_timeout(self, root: Path) -> float:
         return self._folder(root).group_timeout_seconds
 
+    @staticmethod
+    def _lower_priority() -> None:
+        try:
+            log.info("priority_lowered", changes=polite.lower_priority())
+        except OSError as exc:
+            log.warning("priority_not_lowered", reason=str(exc), effect="runs at its priority")
+
     # ------------------------------------------------------------------ entry point
     def run(self, stop: threading.Event) -> RunReport:
         """Run until ``stop`` is set (or, with ``once``, until what is there now is done)."""
         memory_mb = self.settings.extract_memory_mb
+        lower = self.settings.priority == "low"
+        if lower:
+            self._lower_priority()  # before the workers start: POSIX children inherit it
+        read_cap = self.settings.checksum_max_mb_per_s
         setup = workers.WorkerSetup(
             log=self.settings.log,
             adapters_by_root={ws.path: ws.adapters for ws in self.settings.watch},
             memory_limit_bytes=None if memory_mb is None else memory_mb * 2**20,
             sidecar_names=self.settings.sidecar_names,
             original_metadata_max_bytes=self.settings.original_metadata_max_bytes,
+            lower_priority=lower,
+            # the cap is for all workers together: each reads at its share
+            read_bytes_per_second=None
+            if read_cap is None
+            else read_cap * 1e6 / max(1, self.settings.workers),
         )
         self._work.start(self.settings.workers, setup)
         sender = self._sender

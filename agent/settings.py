@@ -87,6 +87,7 @@ _CONTROL_CHARS = r"\x00-\x1f\x7f-\x9f"
 CONTROL = re.compile(f"[{_CONTROL_CHARS}]")
 
 WatchMode = Literal["auto", "native", "polling"]
+ProcessPriority = Literal["low", "normal"]
 
 
 def _no_control(value: str) -> str:
@@ -506,6 +507,26 @@ class WatchSettings:
             "empty means every enabled adapter."
         ),
     ] = ()
+    defer_while_writing: Annotated[
+        bool,
+        Field(
+            description="Hold a finished file back, before its checksum is computed, while "
+            "another file in the same folder is still being written, so that reading it "
+            "never competes with the acquisition's writes (at most defer_max_seconds). For "
+            "instruments that stream to disk (cameras, light-sheet); it delays packages by "
+            "as long as the writing goes on."
+        ),
+    ] = False
+    defer_max_seconds: Annotated[
+        float,
+        Field(
+            ge=0,
+            le=WEEK,
+            description="Longest a finished file is held back by defer_while_writing; then "
+            "it is read anyway, so a file that grows for days (a long time-lapse) cannot "
+            "hold its neighbours back for as long.",
+        ),
+    ] = 3600.0
 
     @field_validator("path_template")
     @classmethod
@@ -1014,6 +1035,25 @@ class Settings:
             "as long as they need while they progress. Needs workers >= 1.",
         ),
     ] = 60.0
+    priority: Annotated[
+        ProcessPriority,
+        Field(
+            description="'low' runs the daemon and its workers below the acquisition "
+            "software: nice 10 and the lowest best-effort I/O level on Linux, nice 10 on "
+            "macOS, the below-normal priority class and very low I/O priority on Windows. "
+            "'normal' leaves the priority as the service manager set it.",
+        ),
+    ] = "low"
+    checksum_max_mb_per_s: Annotated[
+        float | None,
+        Field(
+            gt=0,
+            le=1_000_000,
+            description="Cap on the rate at which checksums read instrument files, in MB/s "
+            "(10^6 bytes) for all workers together, for PCs whose disk or network link the "
+            "acquisition needs whole. null: no cap.",
+        ),
+    ] = None
     extract_memory_mb: Annotated[
         int | None,
         Field(

@@ -17,6 +17,10 @@ The signals, strongest first:
 - **Blank head.** A file whose first bytes are all zero is very likely preallocated and not
   written yet; it waits for content up to ``blank_head_wait_seconds``, then settles anyway
   (raw data can legitimately start with zeros).
+- **Neighbours being written** (``defer_while_writing``): a file that held still is held
+  back, for at most ``defer_max_seconds``, while another file in its folder changed or was
+  modified within its quiet window, so its checksum never competes with the acquisition's
+  writes (a camera streaming the next file). It is looked at again a window later.
 - **Format check** (not here): the extract stage's adapters refuse truncated DICOM and TIFF
   files, and the runtime observes a file again, instead of packaging it, when it changed
   between settling and packaging.
@@ -89,6 +93,10 @@ class _Tracked:
     reopens: bool = False
     #: when its head was first found blank; None while it was not
     blank_since: float | None = None
+    #: hold it back while a neighbour is being written, for at most this long (0: never)
+    defer_max: float = 0.0
+    #: when it was first held back for a neighbour; None while it was not
+    deferred_since: float | None = None
 
     def same(self, seen: FileSeen) -> bool:
         return (seen.size, seen.mtime_ns, seen.file_id) == (self.size, self.mtime_ns, self.file_id)
@@ -160,6 +168,7 @@ class Settler:
                 trust_close=folder.settle_on_close,
                 blank_wait=folder.blank_head_wait_seconds,
                 closed=closed,
+                defer_max=folder.defer_max_seconds if folder.defer_while_writing else 0.0,
             )
             return True
         if not record.same(seen):
@@ -178,6 +187,7 @@ class Settler:
     def tick(self, now: float, stat: StatFn) -> list[FileSettled]:
         """Confirm every file whose window has elapsed; return the ones that held still."""
         settled: list[FileSettled] = []
+        writing = self._being_written(now)
         for key, record in list(self._files.items()):
             if now - record.since < self._window(record):
                 continue
@@ -195,6 +205,8 @@ class Settler:
             elif self._unwritten(path, record, now):
                 # Reserved before the data arrives: keep waiting.
                 record.since = now
+            elif record.defer_max > 0 and self._deferred(key, record, now, writing):
+                record.since = now  # looked at again a window later, still held still
             else:
                 del self._files[key]
                 settled.append(
@@ -208,6 +220,38 @@ class Settler:
                 )
                 log.debug("file_settled", path=key, size=record.size)
         return settled
+
+    def _being_written(self, now: float) -> dict[str, str]:
+        """Folders where a file is being written now: one that changed, or was modified,
+        within its quiet window (a file that only waits for its confirming look is not)."""
+        writing: dict[str, str] = {}
+        for key, record in self._files.items():
+            modified_lately = now - record.mtime_ns / 1e9 < record.settle
+            if now - record.since < self._window(record) and modified_lately:
+                writing.setdefault(os.path.dirname(key), key)
+        return writing
+
+    def _deferred(self, key: str, record: _Tracked, now: float, writing: dict[str, str]) -> bool:
+        """Whether a settled file waits for a neighbour still being written (see ``polite``):
+        reading it now would compete with the acquisition's writes."""
+        neighbour = writing.get(os.path.dirname(key))
+        if neighbour is None or neighbour == key:
+            if record.deferred_since is not None:
+                log.debug("file_released", path=key, reason="no file is being written beside it")
+            return False
+        if record.deferred_since is None:
+            record.deferred_since = now
+            log.info("file_deferred", path=key, writing=neighbour, most_seconds=record.defer_max)
+            return True
+        if now - record.deferred_since < record.defer_max:
+            return True
+        log.info(
+            "file_released",
+            path=key,
+            reason=f"held back for defer_max_seconds ({record.defer_max:g} s) while {neighbour} "
+            "was being written",
+        )
+        return False
 
     def _unwritten(self, path: Path, record: _Tracked, now: float) -> bool:
         """A blank head within its wait: the space is reserved but the data is not there."""

@@ -28,7 +28,7 @@ from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any
 
-from acqharvest import logs, sidecar
+from acqharvest import logs, polite, sidecar
 from acqharvest.adapter_api import HEAD_BYTES, ORIGINAL_METADATA_MAX_BYTES, FileProbe
 from acqharvest.extract import extract
 from acqharvest.model import (
@@ -39,6 +39,7 @@ from acqharvest.model import (
     LogSettings,
     ProbedFile,
 )
+from acqharvest.polite import ReadRate
 from acqharvest.readonly import FileReader
 from acqharvest.registry import Registry, load_registry
 
@@ -56,6 +57,10 @@ class WorkerSetup:
     sidecar_names: tuple[str, ...] = ()
     #: the ``original_metadata_max_bytes`` setting, handed to every extraction.
     original_metadata_max_bytes: int = ORIGINAL_METADATA_MAX_BYTES
+    #: run below the acquisition software (see ``polite``)
+    lower_priority: bool = False
+    #: this worker's share of the cap on checksum reads; None: no cap.
+    read_bytes_per_second: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,16 +151,19 @@ _sidecars = sidecar.Cache()
 _setup = WorkerSetup()
 _progress: Progress | None = None
 _row = -1
+_read_rate: ReadRate | None = None
 
 
 def init_worker(setup: WorkerSetup, progress: Progress | None = None) -> None:
     """Process initializer (also called in-process when workers is 0)."""
-    global _registry, _setup, _progress, _row  # per-process state, set once at start
+    global _registry, _setup, _progress, _row, _read_rate  # per-process, set once at start
     _setup = setup
     if progress is not None:
         _progress, _row = progress, progress.claim_row()
     if setup.memory_limit_bytes is not None:
         _limit_memory(setup.memory_limit_bytes)
+    if setup.read_bytes_per_second is not None:
+        _read_rate = ReadRate(setup.read_bytes_per_second)
     if setup.log is not None:
         # A worker process: Ctrl-C and SIGTERM are for the parent, which stops the pool.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -165,6 +173,12 @@ def init_worker(setup: WorkerSetup, progress: Progress | None = None) -> None:
         # Start-up notices are the parent's to give: workers speak only of problems.
         level = "debug" if setup.log.level == "debug" else "warning"
         logs.configure(level, "json", None, stream=sys.stderr)
+    if setup.lower_priority:
+        # Inherited on POSIX; Windows passes the priority class on but not the I/O priority.
+        try:
+            polite.lower_priority()
+        except OSError as exc:
+            logs.get_logger().warning("priority_not_lowered", reason=str(exc))
     _registry = load_registry()
     if _row <= 0:  # one worker says it (each loads the registry), or the in-process one
         for name in _registry.missing:
@@ -281,16 +295,26 @@ def _hashed(
     """Head, sha256 and ``extra`` digests of ``path``, each chunk read shown as progress.
 
     Hashing a 100 GB file takes minutes even on a fast share: it is bounded by progress,
-    not by total time, and the adapter's claim then gets its whole budget.
+    not by total time, and the adapter's claim then gets its whole budget. Under a read
+    cap the worker sleeps between chunks; a chunk's wait counts as progress after it.
     """
-    if _progress is None:
+    progress, row, rate = _progress, _row, _read_rate
+
+    def chunk_read(count: int) -> None:
+        if rate is not None:
+            rate.consumed(count)
+        if progress is not None:
+            progress.progressed(row)
+
+    if progress is None and rate is None:
         return reader.head_and_digests(path, HEAD_BYTES, extra)
-    progress, row = _progress, _row
-    progress.hashing(row, True)
+    if progress is not None:
+        progress.hashing(row, True)
     try:
-        return reader.head_and_digests(path, HEAD_BYTES, extra, lambda: progress.progressed(row))
+        return reader.head_and_digests(path, HEAD_BYTES, extra, chunk_read)
     finally:
-        progress.hashing(row, False)
+        if progress is not None:
+            progress.hashing(row, False)
 
 
 def extract_acquisition(

@@ -247,7 +247,8 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
             "state_dir: state\nsettle_seconds: 3",
             "acqharvest.yaml:9: settle_seconds: unknown key (allowed: instrument, watch, "
             "endpoint, state_dir, deidentify, log, workers, rescan_seconds, "
-            "extract_timeout_seconds, extract_memory_mb, sidecar_names, people, "
+            "extract_timeout_seconds, priority, checksum_max_mb_per_s, extract_memory_mb, "
+            "sidecar_names, people, "
             "people_include_email, facility, license, status_server, "
             "original_metadata_max_bytes)",
             id="unknown-top-level-key",
@@ -258,7 +259,8 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
             "acqharvest.yaml:5: watch[0].settle_second: unknown key (did you mean "
             "'settle_seconds'? allowed: path, include, exclude, recursive, settle_seconds, "
             "settle_on_close, blank_head_wait_seconds, mode, path_template, "
-            "group_quiet_seconds, group_timeout_seconds, adapters)",
+            "group_quiet_seconds, group_timeout_seconds, adapters, defer_while_writing, "
+            "defer_max_seconds)",
             id="unknown-nested-key",
         ),
         pytest.param(
@@ -471,7 +473,8 @@ workers: many
         "unable to parse string as a number",
         "acqharvest.yaml:6: watch[0].colour: unknown key (allowed: path, include, exclude, "
         "recursive, settle_seconds, settle_on_close, blank_head_wait_seconds, mode, "
-        "path_template, group_quiet_seconds, group_timeout_seconds, adapters)",
+        "path_template, group_quiet_seconds, group_timeout_seconds, adapters, "
+        "defer_while_writing, defer_max_seconds)",
         "acqharvest.yaml:9: endpoint.url: plain http:// to a host other than loopback would "
         "send packages and the token unencrypted; use https:// or set "
         "endpoint.allow_plaintext: true",

@@ -42,10 +42,12 @@ def test_extra_digests_come_from_the_same_single_pass(tmp_path: Path) -> None:
 def test_head_and_digests_reports_each_chunk(tmp_path: Path) -> None:
     path = tmp_path / "big.bin"
     path.write_bytes(b"x" * (3 * CHUNK + 1))
-    chunks: list[int] = []
+    chunks: list[tuple[int, int]] = []
     reader = FileReader()
-    reader.head_and_digests(path, 4096, ("sha1",), lambda: chunks.append(reader.bytes_read))
-    assert chunks == [CHUNK, 2 * CHUNK, 3 * CHUNK, 3 * CHUNK + 1]
+    reader.head_and_digests(
+        path, 4096, ("sha1",), lambda count: chunks.append((count, reader.bytes_read))
+    )
+    assert chunks == [(CHUNK, CHUNK), (CHUNK, 2 * CHUNK), (CHUNK, 3 * CHUNK), (1, 3 * CHUNK + 1)]
 
 
 def test_short_and_empty_files(tmp_path: Path) -> None:

@@ -570,3 +570,63 @@ def test_tracks_under_tells_whether_a_file_of_a_folder_is_still_settling(
     assert not settler.tracks_under(ROOT / "other.zarr")
     assert settler.tick(T0 + SETTLE, fs.stat)
     assert not settler.tracks_under(ROOT / "run.zarr")
+
+
+def deferring(max_seconds: float = 60.0) -> Callable[[Path], WatchSettings]:
+    return lambda root: WatchSettings(
+        root, settle_seconds=SETTLE, defer_while_writing=True, defer_max_seconds=max_seconds
+    )
+
+
+def test_a_finished_file_waits_while_its_neighbour_is_being_written(fs: FakeFs) -> None:
+    settler = Settler(deferring(), confirm_seconds=1.0)
+    settler.observe(fs.write("done.tif", 100, T0))
+    for second in range(1, 30):  # the camera appends to the next file every second
+        settler.observe(fs.write("stream.raw", 1000 * second, T0 + second))
+        assert settler.tick(T0 + second, fs.stat) == [], f"released at {second} s"
+    # the writing stopped at T0 + 29: the stream settles a window later, the finished
+    # file, looked at again once per window, goes with it or just after
+    settled = [f.path.name for t in range(30, 60) for f in settler.tick(T0 + t, fs.stat)]
+    assert sorted(settled) == ["done.tif", "stream.raw"]
+
+
+def test_a_file_in_another_folder_is_not_held_back(fs: FakeFs) -> None:
+    settler = Settler(deferring(), confirm_seconds=1.0)
+    settler.observe(fs.write("run1/done.tif", 100, T0))
+    settled: list[str] = []
+    for second in range(1, 15):
+        settler.observe(fs.write("run2/stream.raw", 1000 * second, T0 + second))
+        settled += [f.path.name for f in settler.tick(T0 + second, fs.stat)]
+    assert settled == ["done.tif"]
+
+
+def test_a_file_is_held_back_no_longer_than_defer_max_seconds(fs: FakeFs) -> None:
+    settler = Settler(deferring(max_seconds=25.0), confirm_seconds=1.0)
+    settler.observe(fs.write("done.tif", 100, T0))
+    released_at = None
+    for second in range(1, 120):  # a time-lapse that writes for hours
+        settler.observe(fs.write("timelapse.raw", 1000 * second, T0 + second))
+        if [f for f in settler.tick(T0 + second, fs.stat) if f.path.name == "done.tif"]:
+            released_at = second
+            break
+    assert released_at is not None, "held back for good"
+    # held from its settling (T0 + 10) for 25 s, then at the next look (once per window)
+    assert 35 <= released_at <= 35 + SETTLE
+
+
+def test_without_defer_while_writing_a_neighbour_changes_nothing(fs: FakeFs) -> None:
+    settler = Settler(folder(), confirm_seconds=1.0)  # the default: off
+    settler.observe(fs.write("done.tif", 100, T0))
+    settled: list[str] = []
+    for second in range(1, 15):
+        settler.observe(fs.write("stream.raw", 1000 * second, T0 + second))
+        settled += [f.path.name for f in settler.tick(T0 + second, fs.stat)]
+    assert settled == ["done.tif"]
+
+
+def test_a_neighbour_written_long_ago_does_not_hold_a_file_back(fs: FakeFs) -> None:
+    """Files found by a start-up scan wait for their confirming look, not for each other."""
+    settler = Settler(deferring(), confirm_seconds=1.0)
+    settler.observe(fs.write("a.tif", 100, T0, mtime=T0 - 3600, source="scan"))
+    settler.observe(fs.write("b.tif", 100, T0 + 0.5, mtime=T0 - 3600, source="scan"))
+    assert [f.path.name for f in settler.tick(T0 + 1.2, fs.stat)] == ["a.tif"]
