@@ -66,7 +66,9 @@ def _config(tmp_path: Path, extra: str = "") -> Path:
     (tmp_path / "watch").mkdir()
     config.write_text(
         'instrument: {id: "urn:test:winservice"}\nwatch: [{path: watch}]\n'
-        "endpoint: {type: directory, path: out}\nstate_dir: state\nworkers: 0\n" + extra
+        "endpoint: {type: directory, path: out}\nstate_dir: state\nworkers: 0\n"
+        # the daemon runs in the test process: leave its priority alone
+        "priority: normal\n" + extra
     )
     return config
 

@@ -88,7 +88,13 @@ def run_kill_campaign(run: CrashRun, kills_per_point: int, files_per_wave: int) 
     )
 
 
-@pytest.mark.parametrize("crash_run", [0, 2], ids=["in_process", "workers2"], indirect=True)
+@pytest.mark.parametrize(
+    "crash_run",
+    # workers: 2 as shipped in the fast tier; in-process extraction, a minute more, in the long
+    [pytest.param(0, marks=pytest.mark.long), 2],
+    ids=["in_process", "workers2"],
+    indirect=True,
+)
 def test_kill9_at_chosen_points_loses_and_duplicates_nothing(crash_run: CrashRun) -> None:
     # 7 kills at each named point: 21, plus an extra point after every third round
     run_kill_campaign(crash_run, kills_per_point=7, files_per_wave=2)

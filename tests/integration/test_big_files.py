@@ -100,6 +100,7 @@ def assert_harvested_once(harness: Harness, path: Path, size: int, digest: str) 
     ], bodies
 
 
+@pytest.mark.long  # 4 GiB hashed, and the long tier's 100 GiB file proves it at scale
 def test_a_file_hashed_for_longer_than_the_budget_is_harvested(harness: Harness) -> None:
     budget = 1.0
     path = sparse_file(harness.watch / "slide.bin", 4 * 2**30)

@@ -30,7 +30,8 @@ def test_a_file_that_kills_its_worker_fails_alone(tmp_path: Path) -> None:
         (watch / f"{name}.crashy").write_bytes(b"CRASHY " + body)
     settings = parse_settings(
         f"instrument: {{id: local-1}}\nwatch: [{{path: {watch}, settle_seconds: 0}}]\n"
-        f"endpoint: {{type: directory, path: {out}}}\nstate_dir: {state}\nworkers: 2\n",
+        f"endpoint: {{type: directory, path: {out}}}\nstate_dir: {state}\nworkers: 2\n"
+        "priority: normal\n",  # run in the test process: leave its priority alone
         source="test.yaml",
         base_dir=tmp_path,
     )
@@ -62,7 +63,7 @@ def test_stop_does_not_wait_for_a_hung_adapter(
     settings = parse_settings(
         f"instrument: {{id: local-1}}\nwatch: [{{path: {watch}, settle_seconds: 0}}]\n"
         f"endpoint: {{type: directory, path: {out}}}\nstate_dir: {tmp_path / 'state'}\n"
-        "workers: 2\n",
+        "workers: 2\npriority: normal\n",  # in the test process: leave its priority alone
         source="test.yaml",
         base_dir=tmp_path,
     )
