@@ -438,8 +438,16 @@ class Outbox:
     @_locked
     def release(self, package_id: str) -> bool:
         """Put a held package at the end of the delivery queue; False if it is not held."""
+        if not self._requeue(package_id, self._held):
+            return False
+        log.info("package_released", package_id=package_id)
+        return True
+
+    def _requeue(self, package_id: str, folder: Path, leftover: Path | None = None) -> bool:
+        """Move a package from ``folder`` to the end of the pending queue (``leftover``, a
+        record beside it, deleted); False if ``folder`` does not hold it."""
         _check_id(package_id)
-        source = self._held / f"{package_id}.json"
+        source = folder / f"{package_id}.json"
         if not source.exists():
             return False
         stamp = self._next_stamp()
@@ -447,13 +455,14 @@ class Outbox:
             os.utime(source, ns=(stamp, stamp))
             os.replace(source, self._pending / f"{package_id}.json")
             fsync_dir(self._pending)
-            fsync_dir(self._held)
+            if leftover is not None:
+                _unlink_quietly(leftover)
+            fsync_dir(folder)
         except OSError as exc:
             raise OutboxError(
-                f"cannot release {package_id} into {self._pending}: {exc}", self._pending, exc
+                f"cannot move {package_id} back into {self._pending}: {exc}", self._pending, exc
             ) from exc
         self._stamps[f"{package_id}.json"] = stamp
-        log.info("package_released", package_id=package_id)
         return True
 
     @_locked
@@ -513,22 +522,8 @@ class Outbox:
     def retry_rejected(self, package_id: str) -> bool:
         """Put a rejected package back at the end of the queue; False if it is not rejected."""
         _check_id(package_id)
-        source = self._rejected / f"{package_id}.json"
-        if not source.exists():
-            return False
-        stamp = self._next_stamp()
-        try:
-            os.utime(source, ns=(stamp, stamp))
-            os.replace(source, self._pending / f"{package_id}.json")
-            fsync_dir(self._pending)
-            _unlink_quietly(self._rejected / (package_id + _REASON_SUFFIX))
-            fsync_dir(self._rejected)
-        except OSError as exc:
-            raise OutboxError(
-                f"cannot move {package_id} back into {self._pending}: {exc}", self._pending, exc
-            ) from exc
-        self._stamps[f"{package_id}.json"] = stamp
-        return True
+        reason = self._rejected / (package_id + _REASON_SUFFIX)
+        return self._requeue(package_id, self._rejected, leftover=reason)
 
     @_locked
     def purge_rejected(self, package_id: str) -> bool:
