@@ -302,7 +302,11 @@ def _fields(header: Any, notes: list[str]) -> dict[str, Any]:
     image["bits"] = int(header["bitpix"])
     image["pixel_type"] = str(header.get_value_label("datatype"))
     metadata: dict[str, Any] = {"image": image}
-    space, time = header.get_xyzt_units()
+    try:
+        space, time = header.get_xyzt_units()
+    except KeyError:  # a units byte whose codes NIfTI does not define: a damaged header
+        code = int(header["xyzt_units"])
+        space, time = f"code {code % 8}", f"code {code - code % 8}"
     factor = _SPACE_UM.get(space)
     if factor is None:
         notes.append(f"spatial unit {space!r}: the voxel size is not reported")

@@ -79,6 +79,21 @@ def test_units_are_converted_and_large_files_read_their_headers_only(tmp_path: P
         assert overread(reader) == {}, path.name
 
 
+def test_a_units_byte_with_codes_nifti_does_not_define_drops_the_units_only(
+    tmp_path: Path,
+) -> None:
+    """Found by the long fuzz run: nibabel raises KeyError on such a byte."""
+    image = _volume((8, 8, 4, 2))
+    image.header["xyzt_units"] = 7 | 64  # neither 7 nor 64 is a NIfTI unit code
+    path = tmp_path / "odd-units.nii"
+    nibabel.save(image, path)
+    output, _ = extract_all(NiftiAdapter(), [path])
+    assert "pixel_size_um" not in output.metadata
+    assert "repetition_time_s" not in output.metadata
+    assert output.metadata["image"]["size_x"] == 8  # the rest is read
+    assert any("spatial unit 'code 7'" in note for note in output.warnings), output.warnings
+
+
 def test_a_cut_short_file_fails_naming_it(tmp_path: Path) -> None:
     plain = tmp_path / "cut.nii"
     nibabel.save(_volume((16, 16, 8)), plain)
