@@ -118,6 +118,7 @@ def test_a_file_hashed_for_longer_than_the_budget_is_harvested(harness: Harness)
     assert harness.stop() == 0
 
 
+@pytest.mark.long  # two stalls of a 2 GiB checksum and a restart: about 45 s
 def test_a_checksum_that_stalls_is_read_again_later_and_after_a_restart(
     harness: Harness,
 ) -> None:
