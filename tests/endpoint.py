@@ -313,6 +313,11 @@ class LoopbackEndpoint:
             return
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length)
+        if len(body) < length:
+            # the client went away mid-body (a daemon killed while posting): no request was
+            # made, as for any HTTP server; storing the fragment would take it for a package
+            _drop(handler)
+            return
         headers = {name.lower(): value for name, value in handler.headers.items()}
         try:
             parsed = json.loads(body)
