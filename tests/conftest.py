@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import resource
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,19 @@ def pytest_report_to_serializable(report: Any) -> Any:
     """
     serialized = yield
     return _utf8_safe(serialized)
+
+
+@pytest.fixture(autouse=True)
+def no_process_limit_outlives_its_test() -> Iterator[None]:
+    """A test that caps the worker's address space must lift the cap before it ends.
+
+    A leaked RLIMIT_AS is inherited by every later program the worker starts; Chromium, which
+    reserves its address space at start, then dies with SIGTRAP in an unrelated test.
+    """
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    yield
+    after = resource.getrlimit(resource.RLIMIT_AS)
+    assert after == before, f"RLIMIT_AS left at {after} (was {before}): restore it in the test"
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ claim of None, a successful extraction or an ``AdapterError``: anything else is 
 from __future__ import annotations
 
 import contextlib
+import resource
 import signal
 import struct
 from collections.abc import Iterator
@@ -19,6 +20,9 @@ from types import FrameType
 from acqharvest.adapter_api import HEAD_BYTES, AdapterError, AdapterOutput, Draft, FileProbe
 from acqharvest.readonly import FileReader
 from acqharvest.registry import Registry, load_registry
+
+#: a fuzzed adapter may not grow beyond this: one trusting a declared size fails instead
+MEMORY_CAP = 3 * 2**30
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 
@@ -95,6 +99,22 @@ def time_bound(seconds: float = HANG_SECONDS) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+@contextlib.contextmanager
+def memory_capped(limit: int = MEMORY_CAP) -> Iterator[None]:
+    """Cap this process's address space for the body only.
+
+    Per example, never per module: a cap that outlives the fuzz test (a module fixture whose
+    teardown xdist runs late) stays on the worker, and the next program it starts that reserves
+    address space up front (Chromium, in the status page's browser test) dies with SIGTRAP.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 def run_adapters(path: Path) -> Outcome:

@@ -6,8 +6,7 @@ variant runs many more. A failure prints the seed file and the mutations that br
 
 from __future__ import annotations
 
-import resource
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from tests.fuzz.harness import (
     SEEDS,
     flip,
     huge_number,
+    memory_capped,
     placed,
     run_adapters,
     seed_bytes,
@@ -27,9 +27,6 @@ from tests.fuzz.harness import (
     time_bound,
     truncate,
 )
-
-#: the fuzzing process may not grow beyond this: an adapter trusting a declared size fails
-MEMORY_CAP = 3 * 2**30
 
 _SEED_BYTES = seed_bytes()
 
@@ -70,16 +67,6 @@ def _mutations() -> st.SearchStrategy[Mutation]:
 
 
 @pytest.fixture(scope="module")
-def capped_memory() -> Iterator[None]:
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
-
-
-@pytest.fixture(scope="module")
 def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("fuzz")
 
@@ -92,7 +79,7 @@ def check(scratch: Path, seed: str, mutations: list[Mutation]) -> None:
     path.parent.mkdir(exist_ok=True)
     path.write_bytes(data)
     steps = " then ".join(label for label, _ in mutations)
-    with time_bound():
+    with time_bound(), memory_capped():
         try:
             run_adapters(path)
         except Exception as error:
@@ -110,7 +97,6 @@ FUZZ = settings(
 )
 
 
-@pytest.mark.usefixtures("capped_memory")
 @FUZZ
 @given(seed=st.sampled_from(SEEDS), mutations=st.lists(_mutations(), min_size=1, max_size=3))
 def test_mutated_headers_fail_cleanly(scratch: Path, seed: str, mutations: list[Mutation]) -> None:
@@ -118,7 +104,6 @@ def test_mutated_headers_fail_cleanly(scratch: Path, seed: str, mutations: list[
 
 
 @pytest.mark.long
-@pytest.mark.usefixtures("capped_memory")
 @settings(FUZZ, max_examples=3000)
 @given(seed=st.sampled_from(SEEDS), mutations=st.lists(_mutations(), min_size=1, max_size=5))
 def test_mutated_headers_fail_cleanly_long(
