@@ -195,11 +195,12 @@ def run_daemon(
     except Exception as error:  # noqa: BLE001 - report any start-up failure in one clear line
         print(f"acqharvest: cannot run: {error}", file=sys.stderr)
         return EXIT_FAILED
-    if once and (report.failures or report.undelivered or report.rejected):
+    # a held package needs a person before it goes out: a scheduled one-shot run must say so
+    if once and (report.failures or report.undelivered or report.rejected or report.held):
         print(
             f"acqharvest: {report.packaged} packaged, {len(report.failures)} failed, "
-            f"{report.rejected} rejected by the endpoint, {report.undelivered} undelivered "
-            "(see acqharvest status)",
+            f"{report.rejected} rejected by the endpoint, {report.undelivered} undelivered, "
+            f"{report.held} held for review (see acqharvest status)",
             file=sys.stderr,
         )
         return EXIT_FAILED

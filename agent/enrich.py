@@ -60,8 +60,9 @@ def enrich(
             *fields.values(),
         ],
     )
-    fields = path_fields(path_template, primary)
-    operator = fields.get("operator") or clean.metadata.get("operator")
+    named = fields.get("operator") or clean.metadata.get("operator")
+    operator = named if isinstance(named, str) else None
+    attribution = attribution or Attribution()
     return build_package(
         extraction,
         clean,
@@ -70,7 +71,6 @@ def enrich(
         previous=previous,
         host=host,
         identity_check=identity_check(instrument, clean.metadata),
-        attribution=(attribution or Attribution()).fields(
-            operator if isinstance(operator, str) else None
-        ),
+        attribution=attribution.fields(operator),
+        unknown_operator=operator if attribution.unknown(operator) else None,
     )

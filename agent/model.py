@@ -205,6 +205,8 @@ class Package:
     burned_in_risk: str | None = None
     #: spooled held: delivered only after ``Outbox.release`` (``acqharvest outbox release``).
     held: bool = False
+    #: the operator a people file is configured for but does not list (logged once), or None.
+    unknown_operator: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

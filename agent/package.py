@@ -162,11 +162,13 @@ def build_package(
     host: str | None = None,
     identity_check: Mapping[str, Any] | None = None,
     attribution: Mapping[str, Any] | None = None,
+    unknown_operator: str | None = None,
 ) -> Package:
     """The package document for one extracted, de-identified acquisition.
 
     ``identity_check`` goes into ``provenance``; ``attribution`` holds top-level fields
-    (``people``, ``facility``, ``license``).
+    (``people``, ``facility``, ``license``); ``unknown_operator``, an operator the people
+    file does not list, becomes a warning.
     """
     acquisition = extraction.acquisition
     sidecars = extraction.sidecars
@@ -201,7 +203,15 @@ def build_package(
         for s, error in zip(sidecars, errors, strict=True)
     ]
     risk = deidentified.burned_in_risk
-    notes = (*extraction.warnings, *((f"burned-in annotation: {risk}",) if risk else ()))
+    notes = (
+        *extraction.warnings,
+        *((f"burned-in annotation: {risk}",) if risk else ()),
+        *(
+            (f"operator {unknown_operator!r} is not in the people file: no person is named",)
+            if unknown_operator
+            else ()
+        ),
+    )
     warnings = [escape(w) for w in redact(notes, redactions)]
     warnings += [f"sidecar {f['path']} not applied: {f['error']}" for f in found if "error" in f]
     body: dict[str, Any] = {
@@ -255,4 +265,5 @@ def build_package(
         body=body,
         burned_in_risk=deidentified.burned_in_risk,
         held=deidentified.held,
+        unknown_operator=unknown_operator,
     )

@@ -267,6 +267,12 @@ class Attribution:
     def of(cls, settings: Settings, people: PeopleTable | None) -> Attribution:
         return cls(people, settings.facility, settings.license, settings.people_include_email)
 
+    def unknown(self, operator: str | None) -> bool:
+        """True for an operator a people file is configured for but does not list."""
+        if self.people is None or not operator:
+            return False
+        return self.people.find(operator) is None
+
     def fields(self, operator: str | None) -> dict[str, Any]:
         """Top-level package fields; ``people`` only when the operator is in the file.
 

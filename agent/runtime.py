@@ -128,6 +128,8 @@ class RunReport:
     undelivered: int = 0
     #: packages the endpoint refused during this run (kept in outbox/rejected/)
     rejected: int = 0
+    #: packages waiting in outbox/held/ for a person (``acqharvest outbox release``)
+    held: int = 0
 
 
 class Daemon:
@@ -142,6 +144,7 @@ class Daemon:
         # First: a broken people file (PeopleError) and an endpoint that cannot be set up
         # (DeliveryConfigError) are config errors, reported before anything is written.
         self._people = None if settings.people is None else PeopleFile(settings.people)
+        self._unknown_operators: set[str] = set()
         self._sender = build_sender(settings.endpoint)
         #: what the status server shows, and the metrics, told by the harvest as it goes
         self.board = StatusBoard(
@@ -293,6 +296,7 @@ class Daemon:
             self._work.shutdown()
             self.report.undelivered = len(self.outbox.pending())
             self.report.rejected = len(self.outbox.rejected()) - rejected_before
+            self.report.held = len(self.outbox.held())
             self.state.close()
             self._instance.release()
             log.info(
@@ -301,6 +305,7 @@ class Daemon:
                 failures=len(self.report.failures),
                 undelivered=self.report.undelivered,
                 rejected=self.report.rejected,
+                held=self.report.held,
             )
         return self.report
 
@@ -707,7 +712,7 @@ class Daemon:
 
     def _build(self, extraction: Extraction) -> Package:
         acquisition = extraction.acquisition
-        return enrich(
+        package = enrich(
             extraction,
             self.deidentifier,
             instrument=self.instrument,
@@ -718,6 +723,17 @@ class Daemon:
                 self.settings, None if self._people is None else self._people.current()
             ),
         )
+        unknown = package.unknown_operator
+        if unknown is not None and unknown not in self._unknown_operators:
+            # once per name and daemon: every package of the operator carries the warning
+            self._unknown_operators.add(unknown)
+            log.warning(
+                "operator_not_in_people_file",
+                operator=unknown,
+                people=str(self.settings.people),
+                action="add a row for them; later packages name them",
+            )
+        return package
 
     def _log_failure(self, event: str, path: Path, reason: str, **context: Any) -> None:
         """Log a failure once per file and cause: a file failing again for the same reason

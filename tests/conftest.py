@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import resource
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,17 +42,27 @@ def pytest_report_to_serializable(report: Any) -> Any:
     return _utf8_safe(serialized)
 
 
+def _process_limits() -> dict[str, object]:
+    return {
+        "RLIMIT_AS": resource.getrlimit(resource.RLIMIT_AS),
+        "nice": os.getpriority(os.PRIO_PROCESS, 0),
+        "cwd": os.getcwd(),
+    }
+
+
 @pytest.fixture(autouse=True)
 def no_process_limit_outlives_its_test() -> Iterator[None]:
-    """A test that caps the worker's address space must lift the cap before it ends.
+    """A test that changes the worker process's limits must restore them before it ends.
 
-    A leaked RLIMIT_AS is inherited by every later program the worker starts; Chromium, which
-    reserves its address space at start, then dies with SIGTRAP in an unrelated test.
+    Whatever a test leaves on an xdist worker is inherited by every later test there and every
+    program they start: a leaked RLIMIT_AS made Chromium, which reserves its address space at
+    start, die with SIGTRAP in an unrelated test; a daemon started in-process at the default
+    ``priority: low`` would leave the worker niced (such tests set ``priority: normal``).
     """
-    before = resource.getrlimit(resource.RLIMIT_AS)
+    before = _process_limits()
     yield
-    after = resource.getrlimit(resource.RLIMIT_AS)
-    assert after == before, f"RLIMIT_AS left at {after} (was {before}): restore it in the test"
+    after = _process_limits()
+    assert after == before, f"the test left the worker's limits at {after} (were {before})"
 
 
 @pytest.fixture(scope="session")

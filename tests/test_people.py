@@ -297,6 +297,13 @@ def test_an_operator_not_in_the_file_gives_no_people(operator: str | None) -> No
     assert Attribution().fields(operator) == {}
 
 
+def test_only_an_operator_a_configured_file_does_not_list_is_unknown() -> None:
+    assert Attribution(TABLE).unknown("carol")
+    assert not Attribution(TABLE).unknown("Alice")  # names are matched as the file's are
+    assert not Attribution(TABLE).unknown(None)  # no operator: nobody to look up
+    assert not Attribution().unknown("carol")  # no people file: nothing to miss
+
+
 def test_a_cell_with_a_line_break_keeps_rows_numbered_as_the_spreadsheet_does(
     tmp_path: Path,
 ) -> None:

@@ -458,3 +458,37 @@ def test_run_once_delivers_ro_crates_into_a_directory(tmp_path: Path, corpus: Pa
         # the outbox confirmed it under the package's id, as for format: package
         receipt = tmp_path / "state" / "outbox" / "delivered" / f"{package_id}.json"
         assert receipt.is_file()
+
+
+def test_run_once_fails_while_a_package_waits_held_for_review(tmp_path: Path, corpus: Path) -> None:
+    watch, out, state = tmp_path / "watch", tmp_path / "out", tmp_path / "state"
+    watch.mkdir()
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"instrument: {{id: local-1}}\nwatch: [{{path: {watch}, settle_seconds: 0.5}}]\n"
+        f"endpoint: {{type: directory, path: {out}}}\nstate_dir: {state}\nworkers: 0\n"
+        "deidentify: {burned_in: hold}\n"
+    )
+    # ultrasound without BurnedInAnnotation: text may be burned into its pixels
+    shutil.copyfile(corpus / "dicom" / "us" / "US1_J2KR.dcm", watch / "scan.dcm")
+
+    def once() -> subprocess.CompletedProcess[str]:
+        command = [ACQHARVEST, "run", "--once", "--config", str(config)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+    held = once()
+    assert held.returncode == 1, held.stderr
+    assert "0 undelivered, 1 held for review (see acqharvest status)" in held.stderr
+    assert not out.exists() or not any(out.iterdir())
+    (held_file,) = (state / "outbox" / "held").glob("*.json")
+    assert once().returncode == 1  # still waiting for a person, run after run
+
+    released = subprocess.run(
+        [ACQHARVEST, "outbox", "release", held_file.stem, "--config", str(config)],
+        capture_output=True,
+        text=True,
+    )
+    assert released.returncode == 0, released.stderr
+    delivered = once()
+    assert delivered.returncode == 0, delivered.stderr
+    assert [path.name for path in out.iterdir()] == [held_file.name]

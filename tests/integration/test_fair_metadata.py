@@ -60,8 +60,11 @@ def test_a_file_from_another_instrument_is_flagged_in_the_package_the_log_and_st
     harness.start()
     shutil.copyfile(corpus / NAVCAM, harness.watch / "alice" / "sem" / "navcam.tif")
     shutil.copyfile(corpus / IMAGEJ, harness.watch / "alice" / "sem" / "imagej.tif")
+    # bob is not in the file yet: two acquisitions, each warned of, logged once
+    shutil.copyfile(corpus / IMAGEJ, harness.watch / "bob" / "sem" / "early-1.tif")
+    shutil.copyfile(corpus / IMAGEJ, harness.watch / "bob" / "sem" / "early-2.tif")
     harness.mark()
-    assert harness.endpoint.wait_for(2, timeout=60), harness.output()
+    assert harness.endpoint.wait_for(4, timeout=60), harness.output()
 
     # an admin adds bob while the daemon runs: his next acquisition names him
     _write_people(
@@ -74,7 +77,7 @@ def test_a_file_from_another_instrument_is_flagged_in_the_package_the_log_and_st
     os.utime(people, ns=(people.stat().st_atime_ns, people.stat().st_mtime_ns + 10**9))
     shutil.copyfile(corpus / IMAGEJ, harness.watch / "bob" / "sem" / "imagej.tif")
     harness.mark()
-    assert harness.endpoint.wait_for(3, timeout=60), harness.output()
+    assert harness.endpoint.wait_for(5, timeout=60), harness.output()
     status = harness.status()
     assert harness.stop() == 0
 
@@ -98,6 +101,13 @@ def test_a_file_from_another_instrument_is_flagged_in_the_package_the_log_and_st
     assert bodies["bob/sem/imagej.tif"]["people"] == [
         {"role": "operator", "name": "Bob Ross", "affiliation": "Materials"}
     ]
+    unlisted = "operator 'bob' is not in the people file: no person is named"
+    assert unlisted not in bodies["bob/sem/imagej.tif"]["provenance"]["warnings"]
+    for early in ("bob/sem/early-1.tif", "bob/sem/early-2.tif"):
+        assert "people" not in bodies[early]
+        assert unlisted in bodies[early]["provenance"]["warnings"]
+    (warned,) = [e for e in harness.events() if e["event"] == "operator_not_in_people_file"]
+    assert (warned["operator"], warned["people"]) == ("bob", str(people))
 
     # logged once, for the one acquisition, with the field, both values and the file
     (logged,) = [e for e in harness.events() if e["event"] == "instrument_identity_mismatch"]
