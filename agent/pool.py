@@ -80,7 +80,10 @@ class Pool:
         #: futures broken only because ``expire`` terminated a worker of their pool
         self._bystanders: set[Future[list[Any]]] = set()
         if count == 0:
-            workers.init_worker(replace(setup, log=None))
+            # The memory cap is a worker process's own: here it would cap the daemon itself,
+            # its watch and delivery threads and every program it starts (the setting says
+            # it needs workers >= 1).
+            workers.init_worker(replace(setup, log=None, memory_limit_bytes=None))
         else:
             self._start()
 

@@ -78,6 +78,18 @@ def test_without_workers_the_work_runs_in_the_calling_thread(tmp_path: Path, cor
         bench.shutdown()
 
 
+def test_without_workers_the_memory_cap_never_caps_the_daemon() -> None:
+    import resource
+
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    bench = Workbench(30.0, lambda _: None)
+    bench.start(0, workers.WorkerSetup(memory_limit_bytes=2**31))
+    try:
+        assert resource.getrlimit(resource.RLIMIT_AS) == before
+    finally:
+        bench.shutdown()
+
+
 @pytest.mark.usefixtures("crashy_on_path")
 def test_a_crash_fails_the_one_file_that_caused_it(tmp_path: Path) -> None:
     files = _crashy_files(tmp_path / "in", {"a": b"fine", "b": b"BOOM", "c": b"fine"})
