@@ -166,7 +166,8 @@ def burned_in(original: Mapping[str, Any]) -> BurnedIn:
     sop_class = _text(original.get("SOPClassUID") or original.get("MediaStorageSOPClassUID"))
     if modality in BURNS_IN_TEXT:
         return BurnedIn("unknown", f"BurnedInAnnotation absent and modality {modality}")
-    if sop_class.startswith(_SECONDARY_CAPTURE):
+    # the class itself or one below it (.7.1 to .7.4): not the VL classes, .77.x
+    if sop_class == _SECONDARY_CAPTURE or sop_class.startswith(_SECONDARY_CAPTURE + "."):
         return BurnedIn("unknown", "BurnedInAnnotation absent in a secondary capture")
     return BurnedIn("unknown", None)
 

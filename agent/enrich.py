@@ -62,6 +62,8 @@ def enrich(
     )
     named = fields.get("operator") or clean.metadata.get("operator")
     operator = named if isinstance(named, str) else None
+    # a pseudonym the policy put in the name's place is nobody to look for in the file
+    as_written = fields.get("operator") or extraction.metadata.get("operator")
     attribution = attribution or Attribution()
     return build_package(
         extraction,
@@ -72,5 +74,7 @@ def enrich(
         host=host,
         identity_check=identity_check(instrument, clean.metadata),
         attribution=attribution.fields(operator),
-        unknown_operator=operator if attribution.unknown(operator) else None,
+        unknown_operator=(
+            operator if operator == as_written and attribution.unknown(operator) else None
+        ),
     )

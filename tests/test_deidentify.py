@@ -857,6 +857,8 @@ def test_the_record_names_the_edition_and_the_cid_7050_codes_in_force() -> None:
         ({"Modality": "OT", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.7"}, "unknown", True),
         ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.7.4"}, "unknown", True),
         ({"Modality": "CT"}, "unknown", False),
+        # a whole-slide image (VL, .77.1.6) only shares the secondary capture's prefix
+        ({"Modality": "SM", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.77.1.6"}, "unknown", False),
     ],
 )
 def test_burned_in_annotation_is_read_from_the_header_and_the_modality(

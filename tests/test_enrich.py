@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 
@@ -218,3 +219,33 @@ def test_what_the_policy_removed_is_neither_compared_nor_looked_up(
     ).body
     assert kept["people"] == [{"role": "operator", "name": "Med User"}]
     assert kept["provenance"]["identity_check"]["result"] == "mismatch"
+
+
+def test_only_an_operator_as_written_and_not_in_the_people_file_is_warned_of(
+    tmp_path: Path, corpus: Path
+) -> None:
+    """The CZI names its operator (``goubi``); the people file lists someone else."""
+    source = tmp_path / "tiny.czi"
+    shutil.copyfile(corpus / "czi" / "testTinyCzi.czi", source)
+    extraction = _extraction(source, tmp_path)
+    table = PeopleTable(tmp_path / "people.csv", {"alice": Person("alice", "Alice Liddell")})
+    unlisted = "operator 'goubi' is not in the people file: no person is named"
+
+    def built(operator_policy: str, people: PeopleTable | None) -> Any:
+        settings = DeidentifySettings(operator=operator_policy)  # type: ignore[arg-type]
+        return enrich(
+            extraction,
+            Deidentifier(settings, b"s" * 32),
+            instrument={"id": "czi-1"},
+            path_template=None,
+            previous=None,
+            attribution=Attribution(people),
+        )
+
+    kept = built("keep", table)
+    assert kept.unknown_operator == "goubi"
+    assert unlisted in kept.body["provenance"]["warnings"]
+    # a pseudonym is nobody the file could list, and no file configured misses nobody
+    for package in (built("pseudonymize", table), built("remove", table), built("keep", None)):
+        assert package.unknown_operator is None
+        assert not any("people file" in w for w in package.body["provenance"]["warnings"])
