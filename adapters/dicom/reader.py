@@ -417,8 +417,8 @@ def _read_deflated(
     if whole:
         inflater.check_rest()
     ds = FileDataset(str(path), dataset, shell.preamble, shell.file_meta, False, True)
-    charset = dataset.get("SpecificCharacterSet")
-    ds.set_original_encoding(False, True, charset.value if charset is not None else None)
+    # Dataset.get by keyword gives the value (a str, or a list for several charsets)
+    ds.set_original_encoding(False, True, dataset.get("SpecificCharacterSet"))
     return ds, stop
 
 
