@@ -273,3 +273,27 @@ def test_claims_only_inside_a_zarr_folder_and_chunks_alone_are_listed(tmp_path: 
     assert output.format == "Zarr"
     assert output.metadata == {"instances": 1}
     assert "root metadata" in output.warnings[-1]
+
+
+def test_a_file_of_another_format_inside_a_store_is_a_part_of_the_store(
+    corpus: Path, tmp_path: Path
+) -> None:
+    from acqharvest.adapter_api import HEAD_BYTES, FileProbe
+    from acqharvest.registry import load_registry
+
+    store = tmp_path / "copied.ome.zarr"
+    shutil.copytree(corpus / STORE, store)
+    strangers = {
+        store / "notes.czi": corpus / "czi" / "testTinyCzi.czi",
+        store / "OME" / "mask.nii": corpus / "nifti" / "example4d.nii.gz",
+        store / "0" / "scan.dcm": corpus / "dicom/mr-siemens/MR-SIEMENS-DICOM-WithOverlays.dcm",
+    }
+    for target, source in strangers.items():
+        shutil.copyfile(source, target)
+    reader, registry = FileReader(), load_registry()
+    for target in strangers:
+        head, _, _ = reader.head_and_digests(target, HEAD_BYTES)
+        claimed = registry.claim(FileProbe(target, target.stat().st_size, head), reader)
+        assert claimed is not None
+        name, claim = claimed
+        assert (name, claim.group_key) == ("zarr", f"zarr:{store}"), target
