@@ -29,6 +29,11 @@ def identifier_type(identifier: str) -> str:
         return "DOI"
     if lowered.startswith(("https://hdl.handle.net/", "http://hdl.handle.net/", "hdl:")):
         return "Handle"
+    # a bare Handle, prefix/suffix: 21.T11998/0000-001A-3905-F (PIDINST's own ePIC ids)
+    if re.match(r"^\d+(\.[A-Za-z0-9]+)+/\S+$", identifier):
+        return "Handle"
+    if lowered.startswith("ark:"):
+        return "ARK"
     if lowered.startswith(("http://", "https://")):
         return "URL"
     if lowered.startswith("urn:"):
@@ -37,7 +42,7 @@ def identifier_type(identifier: str) -> str:
 
 
 def is_persistent(identifier: str) -> bool:
-    """Whether the id is a persistent identifier (DOI, Handle, URN), not a local name or a
+    """Whether the id is a persistent identifier (DOI, Handle, ARK, URN), not a local name or a
     plain URL, which PIDINST does not count: nothing keeps a URL resolving."""
     return identifier_type(identifier) not in ("local", "URL")
 

@@ -406,17 +406,31 @@ class _Graph:
 
 
 #: resolvers of the persistent identifiers written without one (``10.5281/...``)
-_RESOLVERS = {"DOI": "https://doi.org/", "Handle": "https://hdl.handle.net/"}
+#: each PID type's resolver, and the short scheme people write it with (doi:10.1/x)
+_RESOLVERS = {
+    "DOI": ("https://doi.org/", "doi:"),
+    "Handle": ("https://hdl.handle.net/", "hdl:"),
+    "ARK": ("https://n2t.net/", ""),
+}
 
 
 def _instrument_uri(identifier: str, id_type: str | None) -> str:
-    """The instrument's ``@id``: its PID as a URI, or ``#instrument`` for a local id."""
+    """The instrument's ``@id``: its PID as a resolvable URI, or ``#instrument`` for a
+    local id. ``doi:``, ``hdl:`` and bare PIDs go through their resolver (``ark:`` stays
+    in the path, as n2t.net takes it)."""
     if id_type == "local":
         return "#instrument"
+    if id_type in _RESOLVERS:
+        resolver, scheme = _RESOLVERS[id_type]
+        name = (
+            identifier[len(scheme) :]
+            if scheme and identifier.lower().startswith(scheme)
+            else identifier
+        )
+        if (not _is_uri(name) or id_type == "ARK") and re.fullmatch(r"[^\s/]+/\S+", name):
+            return resolver + quote(name, safe="/;:@&=+$,.-_~!*'()")
     if _is_uri(identifier):
         return identifier
-    if id_type in _RESOLVERS and re.fullmatch(r"[^\s/]+/\S+", identifier):
-        return _RESOLVERS[id_type] + quote(identifier, safe="/;:@&=+$,.-_~!*'()")
     return "#instrument"
 
 

@@ -34,6 +34,11 @@ from acqharvest.settings import (
         ("https://facility.example.org/instruments/7", "URL"),
         ("urn:acqharvest:demo-instrument", "URN"),
         ("CONFOCAL-2", "local"),
+        ("21.T11998/0000-001A-3905-F", "Handle"),  # bare, as ePIC hands them out
+        ("hdl:21.T11998/0000-001A-3905-F", "Handle"),
+        ("doi:10.5880/GFZ.1.2.2020.001", "DOI"),
+        ("ark:/12345/x7b9", "ARK"),
+        ("2024/run-3", "local"),  # digits and a slash alone are no Handle prefix
     ],
 )
 def test_identifier_type(identifier: str, kind: str) -> None:
