@@ -130,6 +130,11 @@ class CrateSender:
             return Receipt(package_id, "rejected", None, detail)
         return self._sender.send(package_id, crate)
 
+    @property
+    def endpoint(self) -> Sender:
+        """The sender the crates go out through (``doctor`` asks it for the endpoint's clock)."""
+        return self._sender
+
     def probe(self) -> tuple[bool, str]:
         ok, detail = self._sender.probe()
         return ok, f"{detail}; packages go out as RO-Crates"

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 from acqharvest.commands import endpoint_label
-from acqharvest.deliver import DeliveryConfigError, HttpSender, build_sender
+from acqharvest.deliver import CrateSender, DeliveryConfigError, HttpSender, build_sender
 from acqharvest.durable import writable_folder
 from acqharvest.identity import identifier_type, is_persistent
 from acqharvest.model import Settings, WatchSettings
@@ -303,8 +303,9 @@ def _endpoint(settings: Settings, *, thorough: bool) -> Iterator[Finding]:
             "" if ok else "fix what the detail names; the probe stores nothing, so run again",
         )
         # no answer, no clock to compare: the endpoint's failure says why
-        if thorough and isinstance(sender, HttpSender) and sender.last_answer_date:
-            yield clock_skew(*sender.last_answer_date)
+        http = sender.endpoint if isinstance(sender, CrateSender) else sender
+        if thorough and isinstance(http, HttpSender) and http.last_answer_date:
+            yield clock_skew(*http.last_answer_date)
     finally:
         sender.close()
 

@@ -197,11 +197,15 @@ def test_tls_is_verified_against_the_configured_ca_only(tmp_path: Path) -> None:
     assert "TLS verified" in endpoint["detail"]
 
 
+@pytest.mark.parametrize("package_format", ["package", "ro-crate"])
 def test_a_clock_far_from_the_endpoints_is_a_warning_not_a_failure(
-    tmp_path: Path, endpoint: LoopbackEndpoint
+    tmp_path: Path, endpoint: LoopbackEndpoint, package_format: str
 ) -> None:
     endpoint.clock_offset = -3600.0  # the endpoint's Date says an hour ago
     config = http_config(tmp_path, endpoint.url, "doctor-token")
+    config.write_text(
+        config.read_text().replace("token_file:", f"format: {package_format}, token_file:")
+    )
 
     result = doctor(config, "--json")
 
