@@ -22,6 +22,7 @@ access there, which local users have by default.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 from acqharvest.service_plan import (
@@ -217,18 +218,26 @@ def parse_status(returncode: int, output: str) -> ServiceState:
     return ServiceState(False, False, output.strip() or f"sc.exe exit status {returncode}")
 
 
+#: a line of structlog's console renderer without colours: ``TIMESTAMP [level    ] event``
+_CONSOLE_LINE = re.compile(r"^\S+ \[(debug|info|warning|error|critical|exception) *\]( |$)")
+
+
 def event_log_level(line: str) -> str | None:
     """The event log level of a line the service writes, or None to leave it to the log file.
 
-    JSON log lines go by their ``level`` (warning and above); any other text is an error
-    printed before logging was set up (a config error, a daemon that cannot start).
+    Log lines go by their level (warning and above), JSON lines and ``log.format: console``
+    lines alike; any other text is an error printed before logging was set up (a config
+    error, a daemon that cannot start).
     """
     if not line.strip():
         return None
     try:
         record = json.loads(line)
     except ValueError:
-        return "error"
+        console = _CONSOLE_LINE.match(line)
+        if console is None:
+            return "error"
+        record = {"level": console.group(1)}
     level = record.get("level") if isinstance(record, dict) else None
     if level in ("error", "critical", "exception"):
         return "error"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -284,8 +285,27 @@ def test_status_is_read_from_sc_query(
         (json.dumps({"event": "watch_limit_reached", "level": "warning"}), "warning"),
         (json.dumps({"event": "package_delivered", "level": "info"}), None),
         ("config error: C:\\ProgramData\\acqharvest\\acqharvest.yaml: state_dir: missing", "error"),
+        # log.format: console, as structlog renders it into a stream that is no terminal
+        ("2026-12-06T08:27:43.120Z [info     ] package_delivered package_id=ab", None),
+        ("2026-12-06T08:27:43.120Z [warning  ] watch_limit_reached folder=D:\\data", "warning"),
+        ("2026-12-06T08:27:43.120Z [error    ] delivery_failed", "error"),
         ("", None),
     ],
 )
 def test_what_reaches_the_event_log(line: str, level: str | None) -> None:
     assert event_log_level(line) == level
+
+
+@pytest.mark.usefixtures("restored_logging")
+def test_console_log_lines_reach_the_event_log_at_their_level() -> None:
+    """``log.format: console`` lines, as the daemon's own logging renders them."""
+    from acqharvest import logs
+
+    stream = io.StringIO()
+    logs.configure("info", "console", stream=stream)
+    log = logs.get_logger()
+    log.info("package_delivered", package_id="ab")
+    log.warning("watch_limit_reached", folder="D:\\data")
+    log.error("delivery_failed")
+    levels = [event_log_level(line) for line in stream.getvalue().splitlines()]
+    assert levels == [None, "warning", "error"]
