@@ -72,7 +72,7 @@ Crash windows and the recovery at ``Outbox.open``.
 
 Only one process may open the outbox with ``recover=True``: the daemon, which holds the
 state dir's instance lock (``durable.InstanceLock``) first. Other processes open it with
-``recover=False``: they see the same state, may ``retry_rejected`` and ``purge_rejected``
+``recover=False``: they see the same state, may ``retry_rejected`` and ``purge``
 (the daemon never moves a rejected package, so the two never race on one), and never
 delete another process's in-progress writes; ``status`` also passes ``create=False`` and
 writes nothing at all. A pending package is never purged: it is the only copy of an
@@ -526,19 +526,29 @@ class Outbox:
         return self._requeue(package_id, self._rejected, leftover=reason)
 
     @_locked
-    def purge_rejected(self, package_id: str) -> bool:
-        """Delete a rejected package and its reason for good; False if it is not rejected.
+    def purge(self, package_id: str) -> bool:
+        """Delete a rejected (with its reason) or held package for good; False if it is
+        neither.
 
-        Only a rejected package: a pending one has not been delivered yet.
+        Never a pending one: it has not been delivered yet. A held one is there because a
+        person must decide; deleting it is one of their answers (pixels that cannot go out).
         """
         _check_id(package_id)
-        package = self._rejected / f"{package_id}.json"
-        try:
-            package.unlink()
-        except FileNotFoundError:
+        for folder in (self._rejected, self._held):
+            package = folder / f"{package_id}.json"
+            try:
+                package.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise OutboxError(f"cannot delete {package}: {exc}", folder, exc) from exc
+            if folder is self._held:
+                fsync_dir(folder)
+            break
+        else:
             return False
-        except OSError as exc:
-            raise OutboxError(f"cannot delete {package}: {exc}", self._rejected, exc) from exc
+        if folder is self._held:
+            return True
         try:
             _unlink_quietly(self._rejected / (package_id + _REASON_SUFFIX))
             fsync_dir(self._rejected)

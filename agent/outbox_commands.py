@@ -52,7 +52,8 @@ def add_parsers(
     with_config(release)
     release.add_argument("package_ids", nargs="+", metavar="PACKAGE_ID")
     purge = with_ids(
-        actions.add_parser("purge", help="delete rejected packages for good"), "--rejected"
+        actions.add_parser("purge", help="delete rejected or held packages for good"),
+        "--rejected",
     )
     purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
@@ -140,24 +141,25 @@ def _release(args: argparse.Namespace, outbox: Outbox) -> bool:
 
 
 def _purge(args: argparse.Namespace, outbox: Outbox) -> bool:
+    """Rejected packages (every one with ``--rejected``) or held ones, named by id."""
     wanted = outbox.rejected() if args.every else [_full_id(outbox, i) for i in args.package_ids]
-    doomed = [package_id for package_id in wanted if outbox.state_of(package_id) == "rejected"]
+    doomed = [p for p in wanted if outbox.state_of(p) in ("rejected", "held")]
     if doomed and not args.yes:
         if not sys.stdin.isatty():
             print("purge deletes packages for good: pass --yes to confirm", file=sys.stderr)
             return False
-        answer = input(f"delete {len(doomed)} rejected package(s) for good? [y/N] ")
+        answer = input(f"delete {len(doomed)} rejected or held package(s) for good? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing purged", file=sys.stderr)
             return False
     args.package_ids = wanted
-    return _each_rejected(args, outbox, "purge", outbox.purge_rejected, "deleted")
+    return _each_rejected(args, outbox, "purge", outbox.purge, "deleted")
 
 
 def _each_rejected(
     args: argparse.Namespace, outbox: Outbox, verb: str, act: Callable[[str], bool], done: str
 ) -> bool:
-    """Apply ``act`` to each rejected package named (or every one); report each."""
+    """Apply ``act`` to each package named (or every rejected one); report each."""
     wanted = outbox.rejected() if args.every else args.package_ids
     if not wanted:
         flag = "--all" if verb == "retry" else "--rejected"

@@ -160,6 +160,23 @@ def test_purge_asks_deletes_only_rejected_and_never_pending(config: Path, outbox
     )
 
 
+def test_a_held_package_a_person_decided_against_is_purged_by_its_id(
+    config: Path, outbox: Outbox
+) -> None:
+    from acqharvest.model import Package
+
+    outbox.spool([Package("h-burned", "k-h", {"package_id": "h-burned"}, held=True)])
+
+    purged = outbox_command(config, "purge", "h-burned", "--yes")
+
+    assert purged.returncode == 0, purged.stderr
+    assert purged.stdout.splitlines() == ["h-burned: deleted"]
+    assert outbox.state_of("h-burned") is None
+    assert list((config.parent / "state" / "outbox" / "held").iterdir()) == []
+    # --rejected stays what it says: held packages are only ever purged one by one
+    assert outbox.pending() == ["p-failing", "p-waiting"]
+
+
 def test_purge_asks_at_a_terminal(config: Path, outbox: Outbox) -> None:
     def answered(answer: str) -> subprocess.CompletedProcess[str]:
         controller, terminal = pty.openpty()
@@ -181,7 +198,7 @@ def test_purge_asks_at_a_terminal(config: Path, outbox: Outbox) -> None:
 
     declined = answered("n")
     assert declined.returncode == 1
-    assert declined.stdout.startswith("delete 1 rejected package(s) for good? [y/N]")
+    assert declined.stdout.startswith("delete 1 rejected or held package(s) for good? [y/N]")
     assert outbox.state_of("r-2") == "rejected"
     confirmed = answered("y")
     assert confirmed.returncode == 0, confirmed.stderr
@@ -197,7 +214,7 @@ def test_a_purge_cut_short_leaves_no_half_package(outbox: Outbox) -> None:
     assert outbox.state_of("r-2") is None
     Outbox.open(root)
     assert not (root / "rejected" / "r-2.reason.json").exists()
-    assert outbox.purge_rejected("r-2") is False
+    assert outbox.purge("r-2") is False
 
 
 @pytest.mark.integration
