@@ -81,8 +81,20 @@ def paths_of(settings: Settings, config: Path) -> ServicePaths:
         log_dir=None if log_dir.is_relative_to(state_dir) else str(log_dir),
         endpoint_dir=str(endpoint.path) if endpoint.type == "directory" and endpoint.path else None,
         watch=tuple(str(folder.path) for folder in settings.watch),
-        secrets=(str(endpoint.token_file),) if endpoint.token_file else (),
+        secrets=_secrets(settings),
     )
+
+
+def _secrets(settings: Settings) -> tuple[str, ...]:
+    """Files only the service account may read: the endpoint's token and client key, and the
+    status server's token. Each is read at start, and a service that cannot read one exits."""
+    status = settings.status_server
+    named = (
+        settings.endpoint.token_file,
+        settings.endpoint.client_key,
+        None if status is None else status.token_file,
+    )
+    return tuple(dict.fromkeys(str(path) for path in named if path is not None))
 
 
 def this_program(platform: Platform) -> Program:

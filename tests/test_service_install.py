@@ -50,6 +50,26 @@ def test_paths_come_from_the_config(tmp_path: Path) -> None:
     assert paths.secrets == (str(tmp_path / "etc" / "token"),)
 
 
+def test_every_secret_the_service_reads_is_made_readable_by_its_account(tmp_path: Path) -> None:
+    config = _config(
+        tmp_path,
+        "status_server: {listen: '127.0.0.1:9464', token_file: status-token}\n",
+    )
+    config.write_text(
+        config.read_text().replace(
+            "token_file: token",
+            "token_file: token\n  client_cert: client.pem\n  client_key: client.key",
+        )
+    )
+    paths = paths_of(load_settings(config), config)
+    folder = config.parent
+    assert paths.secrets == (
+        str(folder / "token"),
+        str(folder / "client.key"),
+        str(folder / "status-token"),
+    )
+
+
 def test_a_log_inside_the_state_dir_and_a_delivery_folder(tmp_path: Path) -> None:
     config = tmp_path / "acqharvest.yaml"
     config.write_text(
