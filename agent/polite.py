@@ -45,14 +45,15 @@ def lower_priority() -> list[str]:
         process.nice(psutil.BELOW_NORMAL_PRIORITY_CLASS)
         process.ionice(psutil.IOPRIO_VERYLOW)
         return ["cpu: below normal", "io: very low"]
-    changed = []
-    if process.nice() < NICE:
-        process.nice(NICE)
-    changed.append(f"cpu: nice {process.nice()}")
-    if sys.platform.startswith("linux"):
-        process.ionice(psutil.IOPRIO_CLASS_BE, value=BEST_EFFORT_LOWEST)
-        changed.append(f"io: best effort {BEST_EFFORT_LOWEST}")
-    return changed
+    else:  # a branch, not code after a return: mypy --platform win32 checks this module
+        changed = []
+        if process.nice() < NICE:
+            process.nice(NICE)
+        changed.append(f"cpu: nice {process.nice()}")
+        if sys.platform.startswith("linux"):
+            process.ionice(psutil.IOPRIO_CLASS_BE, value=BEST_EFFORT_LOWEST)
+            changed.append(f"io: best effort {BEST_EFFORT_LOWEST}")
+        return changed
 
 
 class ReadRate:

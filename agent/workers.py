@@ -212,17 +212,17 @@ def _exit_with_parent() -> None:
 
 
 def _limit_memory(limit: int) -> None:
-    try:
+    # Windows has no rlimits: only the time budget applies there
+    if sys.platform != "win32":
         import resource
-    except ImportError:  # Windows: no rlimits; only the time budget applies
-        return
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if hard != resource.RLIM_INFINITY:
-        limit = min(limit, hard)
-    try:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-    except (ValueError, OSError) as error:  # e.g. macOS, which does not enforce it anyway
-        logs.get_logger().warning("worker_memory_limit_unsupported", error=str(error))
+
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+        except (ValueError, OSError) as error:  # e.g. macOS, which does not enforce it anyway
+            logs.get_logger().warning("worker_memory_limit_unsupported", error=str(error))
 
 
 def _current_registry() -> Registry:
