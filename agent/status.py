@@ -261,8 +261,8 @@ class StatusBoard:
             ordered = sorted(enumerate(rows), key=lambda item: (item[1][1].seen_at, item[0]))
             for _, (name, row) in reversed(ordered):
                 state, reason = row.state, row.reason
-                if row.package_id is not None and state in ("packaged", "delivered"):
-                    # the outbox is the truth: held, rejected or retried by a command since
+                if row.package_id is not None:
+                    # the outbox is the truth: held, rejected, released or retried since
                     found = package_state(row.package_id)
                     if found is not None:
                         state, reason = _outbox_row(found)

@@ -60,6 +60,21 @@ def test_rows_follow_an_acquisition_from_waiting_to_delivered(tmp_path: Path) ->
     assert delivered.state == "delivered"
 
 
+def test_a_refused_package_an_admin_retries_shows_as_on_its_way_again(tmp_path: Path) -> None:
+    board = board_of(tmp_path)
+    root = tmp_path / "watch"
+    board.file_seen(root, root / "a.tif")
+    board.packaged(root, root / "a.tif", [root / "a.tif"], "p-a")
+    board.rejected("p-a", "HTTP 422: schema says no")
+    refused = snapshot_of(board, packages={"p-a": ("rejected", 1, "HTTP 422: schema says no")})
+    assert refused.folders[0].acquisitions[0].state == "failed"
+
+    # acqharvest outbox retry p-a: the outbox has it pending again
+    retried = snapshot_of(board, packages={"p-a": ("pending", 0, None)})
+    (row,) = retried.folders[0].acquisitions
+    assert (row.state, row.reason) == ("packaged", "waiting to be sent")
+
+
 def test_a_file_deleted_while_settling_leaves_the_page(tmp_path: Path) -> None:
     board, root = board_of(tmp_path), tmp_path / "watch"
     board.file_seen(root, root / "scratch.tif")
