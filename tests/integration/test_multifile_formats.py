@@ -2,7 +2,9 @@
 by chunk, an imzML before its .ibd, a NIfTI .img before its .hdr.
 
 Each must give exactly one package listing every file, and nothing else: no chunk, no
-.ibd, no .img is ever sent on its own, however long it waits for the rest.
+.ibd, no .img is ever sent on its own, however long it waits for the rest. And the
+single-file formats of the same issue (CZI, ND2, LIF, NIfTI), each one package read by
+its adapter's reader.
 """
 
 from __future__ import annotations
@@ -139,3 +141,39 @@ def test_an_imzml_before_its_ibd_and_a_nifti_img_before_its_hdr_are_one_package_
     # the SHA-1 the imzML names, against the worker's digest of the .ibd as it hashed it
     assert by_format["imzML"]["metadata"]["msi"]["ibd_checksum_verified"] == "sha1"
     assert by_format["NIfTI-1"]["metadata"]["image"]["size_x"] == 8
+
+
+#: one corpus file of each single-file format, with the reader its adapter uses
+SINGLE_FILES = {
+    "czi/testCziZStack4.czi": ("czi", "Zeiss CZI"),
+    "nd2/cluster.nd2": ("nd2", "Nikon ND2"),
+    "lif/xz-example.lif": ("lif", "Leica LIF"),
+    "nifti/functional.nii": ("nifti", "NIfTI-1"),
+    "nifti/example_nifti2.nii.gz": ("nifti", "NIfTI-2"),
+}
+
+
+def test_each_new_format_arrives_as_one_package_read_by_its_adapter(
+    harness: Harness, corpus: Path
+) -> None:
+    harness.start()
+    simulator.arrive_apart(
+        [((corpus / name).read_bytes(), harness.watch / "erin" / name) for name in SINGLE_FILES],
+        interval=0.05,
+    )
+    harness.mark()
+    assert harness.endpoint.wait_for(len(SINGLE_FILES), timeout=90), harness.output()
+    assert harness.stop() == 0
+
+    by_path = {body["files"][0]["path"]: body for body in harness.packages().values()}
+    assert sorted(by_path) == sorted(f"erin/{name}" for name in SINGLE_FILES)
+    for name, (adapter, format_name) in SINGLE_FILES.items():
+        body = by_path[f"erin/{name}"]
+        validate_package(body)
+        assert len(body["files"]) == 1
+        assert body["harvester"]["adapter"] == adapter, name
+        assert body["acquisition"]["format"].startswith(format_name), name
+        assert body["acquisition"]["complete"] is True
+        # read with the format's reader, not packaged with checksums only
+        assert body["metadata"]["image"]["size_x"] > 0, name
+        assert not any("unavailable" in w for w in body["provenance"]["warnings"]), name
