@@ -54,8 +54,9 @@ def _parser() -> argparse.ArgumentParser:
         "--config",
         "-c",
         type=Path,
-        help="YAML config whose instrument and de-identification apply (default: the "
-        "embedded demo default, never $ACQHARVEST_CONFIG)",
+        help="YAML config whose instrument, people and de-identification apply, and for "
+        "files in its watch folders their path_template (default: the embedded demo "
+        "default, never $ACQHARVEST_CONFIG)",
     )
     extract.add_argument(
         "--format",

@@ -28,7 +28,7 @@ from acqharvest.deliver import safe_url
 from acqharvest.enrich import enrich
 from acqharvest.group import Grouper
 from acqharvest.identity import instrument_block
-from acqharvest.model import ExtractionFailure, FileSettled, Settings
+from acqharvest.model import ExtractionFailure, FileSettled, Settings, WatchSettings
 from acqharvest.outbox import Outbox
 from acqharvest.package import rfc3339 as package_rfc3339
 from acqharvest.pathtext import escape
@@ -43,9 +43,11 @@ def preview(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Packages the daemon would build from these files now (``acqharvest extract``).
 
-    Files are taken as complete; folders are walked, and stand for a watch folder: paths
-    are relative to the folder given (to the folder all given paths share), and the
-    sidecars above an acquisition are looked for up to it. Nothing is written or sent.
+    Files are taken as complete; folders are walked. Files inside a configured watch folder
+    are taken as that folder's: paths are relative to it, its ``path_template`` applies and
+    sidecars are looked for up to it, as the daemon does, so the package is the one the
+    daemon would send. Other files stand for a watch folder of their own: paths are
+    relative to the folder all given paths share. Nothing is written or sent.
     """
     paths = list(paths)
     # a sidecar is read for the acquisitions below it, never packaged as one
@@ -54,6 +56,10 @@ def preview(
         return [], ["no files given"]
     given = [p.resolve() for p in paths]
     root = Path(os.path.commonpath([p if p.is_dir() else p.parent for p in given]))
+    path_template = None
+    folder = _watch_folder_of(root, settings)
+    if folder is not None:
+        root, path_template = folder.path.resolve(), folder.path_template
     grouper = Grouper(lambda _: 0.0, lambda _: 0.0)
     errors: list[str] = []
     for path in files:
@@ -89,12 +95,18 @@ def preview(
             extraction,
             deidentifier,
             instrument=instrument,
-            path_template=None,
+            path_template=path_template,
             previous=None,
             attribution=attribution,
         )
         packages.append(dict(package.body))
     return packages, errors
+
+
+def _watch_folder_of(folder: Path, settings: Settings) -> WatchSettings | None:
+    """The configured watch folder ``folder`` is in (the deepest, if they nest), or None."""
+    holding = [ws for ws in settings.watch if folder.is_relative_to(ws.path.resolve())]
+    return max(holding, key=lambda ws: len(ws.path.resolve().parts), default=None)
 
 
 def _expand(paths: Iterable[Path]) -> Iterable[Path]:

@@ -9,9 +9,10 @@ with the facility and license (``people.Attribution``), and the package document
 (``identity.instrument_block``).
 
 The daemon (``runtime.Daemon``) and ``acqharvest extract`` (``commands.preview``) both
-call ``enrich``, so what ``extract`` prints is what the daemon would send, except what
-only a running daemon knows: the package this one replaces (``previous``), the host,
-and, as ``extract`` takes no config, the watch folder's ``path_template``.
+call ``enrich``, so what ``extract`` prints is what the daemon would send (with the
+watch folder's ``path_template`` for a file inside one of the config's watch folders),
+except what only a running daemon knows: the package this one replaces (``previous``)
+and the host.
 
 Pure: nothing here reads a file, writes or keeps state (the host name is looked up when
 none is given). ``created`` is the newest member's mtime, so one id always has one body.

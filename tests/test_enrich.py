@@ -52,6 +52,42 @@ def test_extract_prints_the_package_the_daemon_builds(tmp_path: Path, corpus: Pa
     assert printed["provenance"]["deidentification"]["removed"] > 0
 
 
+def test_extract_of_a_file_in_a_watch_folder_applies_that_folders_template(
+    tmp_path: Path, corpus: Path
+) -> None:
+    from acqharvest.config import parse_settings
+    from acqharvest.runtime import Daemon
+
+    watch = tmp_path / "instrument"
+    source = watch / "alice" / "tumour-2" / "navcam.tif"
+    source.parent.mkdir(parents=True)
+    shutil.copyfile(corpus / NAVCAM, source)
+    settings = parse_settings(
+        f"instrument: {{id: local-1}}\n"
+        f"watch: [{{path: {watch}, path_template: '{{operator}}/{{project}}/**'}}]\n"
+        f"endpoint: {{type: directory, path: {tmp_path / 'out'}}}\n"
+        f"state_dir: {tmp_path / 'state'}\nworkers: 0\n",
+        source="test.yaml",
+        base_dir=tmp_path,
+    )
+    daemon = Daemon(settings)
+    try:
+        built = daemon._build(_extraction(source, watch)).body
+    finally:
+        daemon.state.close()
+
+    # the file, or a folder below the watch folder: the daemon's package either way
+    for given in (source, watch / "alice"):
+        [printed], errors = preview([given], settings, daemon.deidentifier)
+        assert errors == []
+        assert printed == built
+    assert (built["acquisition"]["operator"], built["acquisition"]["project"]) == (
+        "alice",
+        "tumour-2",
+    )
+    assert built["files"][0]["path"] == "alice/tumour-2/navcam.tif"
+
+
 def test_enrich_adds_the_path_fields_and_the_package_replaced(tmp_path: Path, corpus: Path) -> None:
     folder = tmp_path / "alice" / "brain"
     folder.mkdir(parents=True)
