@@ -16,6 +16,8 @@ import re
 import sys
 from pathlib import Path
 
+import psutil
+
 _IN_ONLYDIR = 0x01000000
 _IN_DONT_FOLLOW = 0x02000000
 _IN_ATTRIB = 0x00000004
@@ -48,6 +50,9 @@ _NETWORK_FILESYSTEMS = frozenset(
         "smb3",
         "smbfs",
         "sshfs",
+        # macOS names (psutil.disk_partitions): Apple Filing Protocol, WebDAV
+        "afpfs",
+        "webdav",
     }
 )
 _DRIVE_REMOTE = 4
@@ -72,18 +77,28 @@ def network_filesystem(folder: Path) -> str | None:
         try:
             mountinfo = Path("/proc/self/mountinfo").read_text(encoding="utf-8", errors="replace")
         except OSError:
-            return None  # not Linux (macOS, BSD): unknown
-        fstype = mount_fstype(real, mountinfo)
+            # not Linux: macOS and the BSDs list their mounts through getfsstat
+            fstype = containing_mount(real, _partitions())
+        else:
+            fstype = mount_fstype(real, mountinfo)
         # FUSE file systems are named fuse.<name> (fuse.sshfs); kernel ones as they are
         if fstype is None or fstype.removeprefix("fuse.") not in _NETWORK_FILESYSTEMS:
             return None
         return fstype
 
 
+def _partitions() -> list[tuple[str, str]]:
+    """(mount point, file system type) of every mount, as psutil reads them."""
+    try:
+        return [(part.mountpoint, part.fstype) for part in psutil.disk_partitions(all=True)]
+    except (OSError, RuntimeError):
+        return []  # unknown: the folder is taken as local, as before this was asked
+
+
 def mount_fstype(real_path: str, mountinfo: str) -> str | None:
-    """The file system type of the mount holding ``real_path``, by the longest mount
-    point in ``mountinfo`` (the text of ``/proc/self/mountinfo``) that contains it."""
-    best: tuple[int, str] | None = None
+    """The file system type of the mount holding ``real_path``, from ``mountinfo`` (the
+    text of ``/proc/self/mountinfo``)."""
+    mounts = []
     for line in mountinfo.splitlines():
         fields, _, rest = line.partition(" - ")
         parts, tail = fields.split(), rest.split()
@@ -91,9 +106,18 @@ def mount_fstype(real_path: str, mountinfo: str) -> str | None:
             continue
         # octal escapes for space, tab, newline and backslash in the mount point
         point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), parts[4])
+        mounts.append((point, tail[0]))
+    return containing_mount(real_path, mounts)
+
+
+def containing_mount(real_path: str, mounts: list[tuple[str, str]]) -> str | None:
+    """The file system type of the longest mount point holding ``real_path``, of
+    ``mounts`` as (mount point, type); a later mount on the same point hides an earlier."""
+    best: tuple[int, str] | None = None
+    for point, fstype in mounts:
         inside = real_path == point or real_path.startswith(point.rstrip("/") + "/")
         if inside and (best is None or len(point) >= best[0]):
-            best = (len(point), tail[0])
+            best = (len(point), fstype)
     return None if best is None else best[1]
 
 

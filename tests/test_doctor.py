@@ -379,6 +379,24 @@ def test_network_file_systems_are_told_from_mountinfo_lines() -> None:
     assert mount_fstype("/data/nfs", mountinfo) == "nfs4"
 
 
+def test_network_file_systems_are_told_from_the_mount_list_where_there_is_no_mountinfo() -> None:
+    """macOS: psutil's list of mounts, in macOS's names (a share mounted from Finder)."""
+    from acqharvest.watch_limits import _NETWORK_FILESYSTEMS, _partitions, containing_mount
+
+    mounts = [
+        ("/", "apfs"),
+        ("/System/Volumes/Data", "apfs"),
+        ("/Volumes/scope share", "smbfs"),
+        ("/Volumes/archive", "afpfs"),
+    ]
+    assert containing_mount("/Volumes/scope share/2026/run1", mounts) == "smbfs"
+    assert containing_mount("/Volumes/archive", mounts) == "afpfs"
+    assert containing_mount("/Users/scope/data", mounts) == "apfs"
+    assert {"smbfs", "afpfs", "webdav", "nfs"} <= _NETWORK_FILESYSTEMS
+    # here, on Linux, psutil lists the same mounts /proc/self/mountinfo does
+    assert ("/", mount_fstype("/", Path("/proc/self/mountinfo").read_text())) in _partitions()
+
+
 def test_check_stays_as_it_was_beside_doctor(tmp_path: Path) -> None:
     config = write_config(tmp_path, f"{{type: directory, path: {tmp_path / 'out'}}}")
     environment = {k: v for k, v in os.environ.items() if k != "ACQHARVEST_CONFIG"}
