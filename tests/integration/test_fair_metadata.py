@@ -3,8 +3,10 @@ configured instrument against the one a file reports, and the operator from a pe
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import openpyxl
@@ -121,3 +123,90 @@ def test_a_file_from_another_instrument_is_flagged_in_the_package_the_log_and_st
     assert str(harness.watch / "alice" / "sem" / "navcam.tif") in line
     assert "serial_number configured '9920004', file reports '9920003'" in line
     assert "instrument identity mismatches" in status
+
+
+#: a config with every PIDINST property, a people file, facility, licence and crates out
+FAIR_CONFIG = """\
+instrument:
+  id: 21.T11998/0000-001A-3905-F
+  name: LSM 980, room B.104
+  landing_page: https://imaging.example.org/instruments/lsm980
+  description: Confocal laser scanning microscope
+  manufacturer: Carl Zeiss Microscopy
+  manufacturer_identifier: {{identifier: 'https://ror.org/0abcdef12', identifier_type: ROR}}
+  model: LSM 980
+  serial_number: '2801000123'
+  type: confocal microscope
+  type_identifier:
+    identifier: http://purl.obolibrary.org/obo/FBbi_00000251
+    identifier_type: FBbi
+  owners:
+    - {{name: EM core, identifier: 'https://ror.org/05abcde12', identifier_type: ROR}}
+  measured_variables: [fluorescence intensity]
+  commissioned: 2021-03-01
+  alternate_identifiers: [{{identifier: INV-4711, identifier_type: InventoryNumber}}]
+  related_identifiers:
+    - identifier: https://hdl.handle.net/21.11157/example-airyscan
+      identifier_type: Handle
+      relation_type: HasComponent
+watch: [{{path: {watch}, settle_seconds: 0.5, path_template: '{{operator}}/{{project}}/**'}}]
+endpoint: {{type: directory, path: {out}, format: ro-crate}}
+state_dir: {state}
+workers: 0
+people: {people}
+facility: {{name: EM core, ror: 'https://ror.org/05abcde12'}}
+license: CC-BY-4.0
+"""
+
+
+@pytest.mark.long
+@pytest.mark.timeout(1800)
+def test_a_daemon_with_every_fair_field_delivers_crates_the_validator_passes(
+    tmp_path: Path, corpus: Path
+) -> None:
+    from acqharvest.rocrate import METADATA_FILE
+    from tests.crate_validation import validate_crates
+    from tests.test_cli import ACQHARVEST
+
+    watch, out = tmp_path / "watch", tmp_path / "out"
+    project = watch / "alice" / "mitosis"
+    project.mkdir(parents=True)
+    people = tmp_path / "people.xlsx"
+    _write_people(people, [["alice", "Alice Liddell", ORCID, "", "Cell Biology"]])
+    (project / "acquisition.yaml").write_text("sample: HeLa, fixed\nstain: DAPI\n")
+    for source in ("tiff-vendor/zeiss-lsm/test.lsm", "czi/testTinyCzi.czi"):
+        shutil.copyfile(corpus / source, project / Path(source).name)
+    config = tmp_path / "acqharvest.yaml"
+    config.write_text(
+        FAIR_CONFIG.format(watch=watch, out=out, state=tmp_path / "state", people=people)
+    )
+
+    ran = subprocess.run(
+        [ACQHARVEST, "run", "--once", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ran.returncode == 0, ran.stderr
+
+    crates = []
+    for index, delivered in enumerate(sorted(out.iterdir())):
+        folder = tmp_path / f"crate-{index}"
+        folder.mkdir()
+        shutil.copyfile(delivered, folder / METADATA_FILE)
+        crates.append(folder)
+    assert len(crates) == 2
+    results = validate_crates(crates, tmp_path / "http-cache")
+    for result in results:
+        required = [i for i in result["issues"] if i["severity"] == "REQUIRED"]
+        assert required == [], result
+        assert result["passed"], result
+        assert result["executed"] >= 20  # the context was served: the checks ran
+    for crate in crates:
+        entities = {e["@id"]: e for e in json.loads((crate / METADATA_FILE).read_text())["@graph"]}
+        instrument = entities["https://hdl.handle.net/21.T11998/0000-001A-3905-F"]
+        assert instrument["url"] == "https://imaging.example.org/instruments/lsm980"
+        assert entities[ORCID]["name"] == "Alice Liddell"
+        assert entities["./"]["license"] == {"@id": "https://spdx.org/licenses/CC-BY-4.0"}
+        assert "https://ror.org/05abcde12" in entities
+        assert "alice/mitosis/acquisition.yaml" in entities  # the sidecar, a file of the crate
