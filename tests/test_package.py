@@ -426,3 +426,13 @@ def test_a_file_without_an_adapter_word_is_octet_stream() -> None:
     ).body
     assert body["files"][0]["media_type"] == "application/octet-stream"
     jsonschema.validate(dict(body), SCHEMA)
+
+
+def test_packages_of_schema_1_0_stay_valid() -> None:
+    """Packages a 1.0 harvester printed (``acqharvest extract --json`` at the commit before
+    schema 1.1, on a corpus DICOM and an LSM): 1.1 added optional fields only."""
+    lines = (Path(__file__).with_name("data") / "packages-1.0.jsonl").read_text().splitlines()
+    packages = [json.loads(line) for line in lines]
+    assert [p["schema_version"] for p in packages] == ["1.0", "1.0"]
+    for package in packages:
+        jsonschema.validate(package, SCHEMA)
