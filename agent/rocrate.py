@@ -405,31 +405,18 @@ class _Graph:
         return action
 
 
-#: resolvers of the persistent identifiers written without one (``10.5281/...``)
-#: each PID type's resolver, and the short scheme people write it with (doi:10.1/x)
-_RESOLVERS = {
-    "DOI": ("https://doi.org/", "doi:"),
-    "Handle": ("https://hdl.handle.net/", "hdl:"),
-    "ARK": ("https://n2t.net/", ""),
-}
+#: each PID type's resolver, for ids written without it (10.5281/..., doi:..., ark:/...)
+_RESOLVERS = dict(DOI="https://doi.org/", Handle="https://hdl.handle.net/", ARK="https://n2t.net/")
 
 
 def _instrument_uri(identifier: str, id_type: str | None) -> str:
-    """The instrument's ``@id``: its PID as a resolvable URI, or ``#instrument`` for a
-    local id. ``doi:``, ``hdl:`` and bare PIDs go through their resolver (``ark:`` stays
-    in the path, as n2t.net takes it)."""
-    if id_type == "local":
-        return "#instrument"
-    if id_type in _RESOLVERS:
-        resolver, scheme = _RESOLVERS[id_type]
-        name = (
-            identifier[len(scheme) :]
-            if scheme and identifier.lower().startswith(scheme)
-            else identifier
-        )
-        if (not _is_uri(name) or id_type == "ARK") and re.fullmatch(r"[^\s/]+/\S+", name):
-            return resolver + quote(name, safe="/;:@&=+$,.-_~!*'()")
-    if _is_uri(identifier):
+    """The instrument's ``@id``: its PID as a resolvable URI, or ``#instrument`` for a local
+    id. n2t.net takes an ARK whole (``ark:/12345/x``); ``doi:`` and ``hdl:`` are dropped."""
+    name = re.sub(r"^(doi|hdl):", "", identifier, flags=re.IGNORECASE)
+    resolvable = id_type == "ARK" or not _is_uri(name)
+    if id_type in _RESOLVERS and resolvable and re.fullmatch(r"[^\s/]+/\S+", name):
+        return _RESOLVERS[id_type] + quote(name, safe="/;:@&=+$,.-_~!*'()")
+    if id_type != "local" and _is_uri(identifier):
         return identifier
     return "#instrument"
 
