@@ -186,8 +186,6 @@ RelationType = Literal[
 
 #: a ROR id: "0", six Crockford base32 characters (no i, l, o, u), two check digits.
 _ROR = re.compile(r"^(?:https://ror\.org/)?(0[0-9a-hjkmnp-tv-z]{6}[0-9]{2})$")
-#: an SPDX license identifier (letters, digits, ".", "-", "+"), e.g. CC-BY-4.0.
-_SPDX_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+-]*$")
 #: identifiers, serial and inventory numbers may be written as YAML numbers.
 _IDENTIFIER_SECTION = _SECTION | ConfigDict(coerce_numbers_to_str=True)
 
@@ -214,14 +212,25 @@ def _ror_uri(value: str) -> str:
 
 
 def _license(value: str) -> str:
+    """An http(s) URL, or one license of the SPDX list, spelled as the list spells it.
+
+    Checked against the list (``license-expression`` carries it): a crate points to
+    ``https://spdx.org/licenses/<id>``, which for a made-up id (``proprietary``) is no page.
+    """
     if value.startswith(("http://", "https://")):
         _http_url(value, "license URL")
         return value
-    if _SPDX_ID.match(value):
-        return value
-    raise PydanticCustomError(
-        "license", "must be an SPDX license identifier such as CC-BY-4.0, or an http(s) URL"
-    )
+    from license_expression import get_spdx_licensing
+
+    known = get_spdx_licensing().validate(value, validate_strict=True)
+    spdx_id = known.normalized_expression
+    if known.errors or not spdx_id or " " in spdx_id:
+        raise PydanticCustomError(
+            "license",
+            "must be one license of the SPDX list such as CC-BY-4.0 or CC0-1.0 "
+            "(https://spdx.org/licenses/), or an http(s) URL to the terms",
+        )
+    return str(spdx_id)
 
 
 #: an http(s) URL with a host.

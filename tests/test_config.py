@@ -951,9 +951,23 @@ def test_the_flat_instrument_keys_of_older_configs_stay_valid() -> None:
         pytest.param(
             "license: CC-BY-4.0",
             "license: CC BY 4.0",
-            "acqharvest.yaml:36: license: must be an SPDX license identifier such as "
-            "CC-BY-4.0, or an http(s) URL",
+            "acqharvest.yaml:36: license: must be one license of the SPDX list such as "
+            "CC-BY-4.0 or CC0-1.0 (https://spdx.org/licenses/), or an http(s) URL to the terms",
             id="license-with-spaces",
+        ),
+        pytest.param(
+            "license: CC-BY-4.0",
+            "license: proprietary",
+            "acqharvest.yaml:36: license: must be one license of the SPDX list such as "
+            "CC-BY-4.0 or CC0-1.0 (https://spdx.org/licenses/), or an http(s) URL to the terms",
+            id="license-not-on-the-spdx-list",
+        ),
+        pytest.param(
+            "license: CC-BY-4.0",
+            "license: CC-BY-4.0 OR MIT",
+            "acqharvest.yaml:36: license: must be one license of the SPDX list such as "
+            "CC-BY-4.0 or CC0-1.0 (https://spdx.org/licenses/), or an http(s) URL to the terms",
+            id="license-an-expression",
         ),
         pytest.param(
             "license: CC-BY-4.0",
@@ -967,6 +981,10 @@ def test_the_flat_instrument_keys_of_older_configs_stay_valid() -> None:
 def test_a_pidinst_mistake_names_its_key(old: str, new: str, expected: str) -> None:
     assert old in PIDINST
     assert errors_of(PIDINST.replace(old, new)) == [expected]
+
+
+def test_a_license_id_is_spelled_as_the_spdx_list_spells_it() -> None:
+    assert parse(PIDINST.replace("license: CC-BY-4.0", "license: cc0-1.0")).license == "CC0-1.0"
 
 
 def test_a_license_may_be_a_url() -> None:
