@@ -166,3 +166,17 @@ def test_either_file_alone_is_listed_with_what_is_missing(pair: tuple[Path, Path
     header = ImzmlAdapter().extract(Draft("k", imzml, (imzml,)), FileReader())
     assert header.metadata["msi"]["spectra"] == 9
     assert "not in the acquisition" in header.warnings[0]
+
+
+def test_processed_storage_is_told_from_its_cv_term(pair: tuple[Path, Path]) -> None:
+    """The corpus pair is continuous; the same spectra declared processed (each spectrum
+    with m/z values of its own, IMS:1000031) keep their count and say so."""
+    imzml, ibd = pair
+    continuous = b'accession="IMS:1000030" name="continuous"'
+    text = imzml.read_bytes()
+    assert text.count(continuous) == 1
+    imzml.write_bytes(text.replace(continuous, b'accession="IMS:1000031" name="processed"'))
+    output, _ = extract_all(ImzmlAdapter(), [imzml, ibd])
+    assert output.metadata["msi"]["storage"] == "processed"
+    with ImzMLParser(str(imzml)) as parser:
+        assert output.metadata["msi"]["spectra"] == len(parser.coordinates)
