@@ -80,6 +80,7 @@ from acqharvest.statedir import (
 from acqharvest.status import PackageState, StatusBoard, StatusSnapshot
 from acqharvest.statusserver import status_server
 from acqharvest.watch import Watcher, examine, stat_file
+from acqharvest.worker_logs import WorkerLogs
 
 log = logs.get_logger("acqharvest.runtime")
 
@@ -145,6 +146,8 @@ class Daemon:
         # (DeliveryConfigError) are config errors, reported before anything is written.
         self._people = None if settings.people is None else PeopleFile(settings.people)
         self._unknown_operators: set[str] = set()
+        #: where the worker processes' log lines arrive (``run`` opens it)
+        self._worker_logs: WorkerLogs | None = None
         self._sender = build_sender(settings.endpoint)
         #: what the status server shows, and the metrics, told by the harvest as it goes
         self.board = StatusBoard(
@@ -222,12 +225,21 @@ class Daemon:
             log.warning("priority_not_lowered", reason=str(exc), effect="runs at its priority")
 
     # ------------------------------------------------------------------ entry point
+    @staticmethod
+    def _receive_worker_logs() -> WorkerLogs | None:
+        try:
+            return WorkerLogs()
+        except OSError as error:  # no loopback: the workers log to stderr alone, as before
+            log.warning("worker_logs_unavailable", reason=str(error), effect="stderr only")
+            return None
+
     def run(self, stop: threading.Event) -> RunReport:
         """Run until ``stop`` is set (or, with ``once``, until what is there now is done)."""
         memory_mb = self.settings.extract_memory_mb
         lower = self.settings.priority == "low"
         if lower:
             self._lower_priority()  # before the workers start: POSIX children inherit it
+        self._worker_logs = self._receive_worker_logs() if self.settings.workers else None
         read_cap = self.settings.checksum_max_mb_per_s
         setup = workers.WorkerSetup(
             log=self.settings.log,
@@ -240,6 +252,7 @@ class Daemon:
             read_bytes_per_second=None
             if read_cap is None
             else read_cap * 1e6 / max(1, self.settings.workers),
+            log_port=None if self._worker_logs is None else self._worker_logs.port,
         )
         self._work.start(self.settings.workers, setup)
         sender = self._sender
@@ -294,6 +307,8 @@ class Daemon:
             if not delivery.is_alive():
                 sender.close()
             self._work.shutdown()
+            if self._worker_logs is not None:
+                self._worker_logs.close()  # after the workers: their last lines are in
             self.report.undelivered = len(self.outbox.pending())
             self.report.rejected = len(self.outbox.rejected()) - rejected_before
             self.report.held = len(self.outbox.held())

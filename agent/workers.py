@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.context import BaseContext
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
 from acqharvest import logs, polite, sidecar
 from acqharvest.adapter_api import HEAD_BYTES, ORIGINAL_METADATA_MAX_BYTES, FileProbe
@@ -42,6 +42,7 @@ from acqharvest.model import (
 from acqharvest.polite import ReadRate
 from acqharvest.readonly import FileReader
 from acqharvest.registry import Registry, load_registry
+from acqharvest.worker_logs import DatagramLines
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +62,8 @@ class WorkerSetup:
     lower_priority: bool = False
     #: this worker's share of the cap on checksum reads; None: no cap.
     read_bytes_per_second: float | None = None
+    #: the daemon's loopback port for log lines (``worker_logs``); None: stderr only.
+    log_port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,11 +171,13 @@ def init_worker(setup: WorkerSetup, progress: Progress | None = None) -> None:
         # A worker process: Ctrl-C and SIGTERM are for the parent, which stops the pool.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         _exit_with_parent()
-        # JSON lines on the inherited stderr (the service's journal).
-        # Only the parent writes the log file, so that its rotation stays safe.
+        # JSON lines to the daemon, which logs them again (``worker_logs``): only it
+        # writes the log file, so that its rotation stays safe. Without its port, on the
+        # inherited stderr (the service's journal).
         # Start-up notices are the parent's to give: workers speak only of problems.
         level = "debug" if setup.log.level == "debug" else "warning"
-        logs.configure(level, "json", None, stream=sys.stderr)
+        stream = sys.stderr if setup.log_port is None else DatagramLines(setup.log_port)
+        logs.configure(level, "json", None, stream=cast(TextIO, stream))
     if setup.lower_priority:
         # Inherited on POSIX; Windows passes the priority class on but not the I/O priority.
         try:

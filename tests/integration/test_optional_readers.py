@@ -98,6 +98,12 @@ def test_files_of_an_unavailable_adapter_are_packaged_with_checksums_and_the_ext
         json.loads(line) for line in result.stderr.splitlines() if '"adapter_unavailable"' in line
     ]
     assert sorted(event["adapter"] for event in unavailable) == ["czi", "nd2"]
+    # and in the log file, which only the daemon writes: it logs the workers' lines again
+    logged = [e for e in harness.events() if e["event"] == "adapter_unavailable"]
+    assert sorted((e["adapter"], e["source"]) for e in logged) == [
+        ("czi", "worker"),
+        ("nd2", "worker"),
+    ]
 
     status = harness.command("status", env=env)
     assert status.returncode == 0, status.stderr
