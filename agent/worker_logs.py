@@ -93,8 +93,10 @@ class WorkerLogs:
                 if self._stopping.is_set():
                     return
                 continue
+            except ConnectionResetError:
+                continue  # Windows reports an ICMP error of an earlier datagram here
             except OSError:
-                return
+                return  # closed
             level, event, fields = _parsed(data.decode("utf-8", "replace"))
             log.log(level, event, **fields)
 
