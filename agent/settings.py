@@ -16,8 +16,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -981,6 +982,17 @@ class StatusServerSettings:
         return listen
 
 
+def default_state_dir() -> Path:
+    """``state_dir`` when the config names none: where the platform keeps a service's data
+    (beside the service's default config on Windows and macOS)."""
+    if sys.platform == "win32":
+        return Path(os.environ.get("PROGRAMDATA", "C:\\ProgramData"), "acqharvest", "state")
+    elif sys.platform == "darwin":  # branches, so that mypy checks each platform's part
+        return Path("/Library/Application Support/acqharvest/state")
+    else:
+        return Path("/var/lib/acqharvest")
+
+
 def _not_empty(items: tuple[Any, ...]) -> tuple[Any, ...]:
     if not items:
         raise PydanticCustomError("too_short", "must not be empty")
@@ -1006,9 +1018,11 @@ class Settings:
         _ConfigPath,
         Field(
             description="Folder for the outbox, the registry of harvested files and the log. "
-            "It must be outside every watched folder."
+            "It must be outside every watched folder. Default: the platform's place for a "
+            "service's data, /var/lib/acqharvest on Linux, C:\\ProgramData\\acqharvest\\state "
+            "on Windows, /Library/Application Support/acqharvest/state on macOS.",
         ),
-    ]
+    ] = field(default_factory=default_state_dir)
     deidentify: Annotated[DeidentifySettings, Field(description="Patient-data policy.")] = (
         DeidentifySettings()
     )

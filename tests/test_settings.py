@@ -6,6 +6,7 @@ import dataclasses
 import importlib
 import inspect
 import pkgutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -85,11 +86,40 @@ def test_every_key_has_its_description_and_default_from_the_declaration(section:
     for field in declared:
         prop = properties[field.name]
         assert prop.get("description"), f"{field.name} has no description"
-        if field.default is dataclasses.MISSING:
+        if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             assert field.name in _schema_of(section)["required"]
+        elif field.default is dataclasses.MISSING:
+            # a default that depends on the platform (state_dir): said in the description
+            assert field.name not in _schema_of(section).get("required", [])
+            assert "default" not in prop
+            assert "Default: " in prop["description"], field.name
         else:
             jsonable = TypeAdapter(Any).dump_python(field.default, mode="json")
             assert prop["default"] == jsonable, field.name
+
+
+@pytest.mark.parametrize(
+    ("platform", "environment", "expected"),
+    [
+        ("linux", {}, Path("/var/lib/acqharvest")),
+        ("darwin", {}, Path("/Library/Application Support/acqharvest/state")),
+        ("win32", {"PROGRAMDATA": "D:\\ProgramData"}, Path("D:\\ProgramData/acqharvest/state")),
+        ("win32", {}, Path("C:\\ProgramData/acqharvest/state")),
+    ],
+)
+def test_without_a_state_dir_the_platforms_place_for_service_data_is_used(
+    monkeypatch: pytest.MonkeyPatch, platform: str, environment: dict[str, str], expected: Path
+) -> None:
+    monkeypatch.setattr(sys, "platform", platform)
+    monkeypatch.delenv("PROGRAMDATA", raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    loaded = parse_settings(
+        "instrument: {id: x}\nwatch: [{path: /data/w}]\nendpoint: {type: directory, path: /o}\n",
+        source="c.yaml",
+        base_dir=Path("/etc/acqharvest"),
+    )
+    assert loaded.state_dir == expected
 
 
 def test_a_config_gives_the_declared_defaults_for_every_key_it_leaves_out(tmp_path: Path) -> None:
