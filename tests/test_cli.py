@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
@@ -26,10 +27,29 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGE_SCHEMA = REPO / "config" / "package.schema.json"
 
 
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "ACQHARVEST_CONFIG"}
+def own_environment() -> dict[str, str]:
+    """This environment without a site config: every command gets its config by --config."""
+    return {k: v for k, v in os.environ.items() if k != "ACQHARVEST_CONFIG"}
+
+
+def run(
+    *args: str,
+    cwd: Path | None = None,
+    prefix: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    **streams: Any,
+) -> subprocess.CompletedProcess[str]:
+    """``acqharvest ARGS`` run as a user runs it, after ``prefix`` (setpriv), with ``env``
+    added to the environment; ``streams``: ``input`` or ``stdin``."""
     return subprocess.run(
-        [ACQHARVEST, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120
+        [*(prefix or []), ACQHARVEST, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**own_environment(), **(env or {})},
+        timeout=120,
+        check=False,
+        **streams,
     )
 
 
@@ -284,12 +304,11 @@ def test_check_refuses_an_alias_bomb_and_unbounded_numbers_at_once(tmp_path: Pat
 
 @pytest.mark.integration
 def test_embedded_default_harvests_the_demo_folder(tmp_path: Path, corpus: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "ACQHARVEST_CONFIG"}
     # its own process group, so that SIGINT reaches the workers too, as Ctrl-C does
     process = subprocess.Popen(
         [ACQHARVEST, "run"],
         cwd=tmp_path,
-        env=env,
+        env=own_environment(),
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,

@@ -19,7 +19,7 @@ from acqharvest.model import WatchSettings
 from acqharvest.watch import mount_fstype, network_filesystem
 from tests.endpoint import LoopbackEndpoint, tls_server, write_pem
 from tests.integration.test_optional_readers import HIDER
-from tests.test_cli import ACQHARVEST
+from tests.test_cli import ACQHARVEST, run
 
 ROOT = os.geteuid() == 0
 #: root reads and writes through any mode bits; without these two capabilities it is
@@ -31,15 +31,7 @@ KEYS = ["check", "status", "detail", "hint"]
 def doctor(
     config: Path, *extra: str, prefix: list[str] | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if k != "ACQHARVEST_CONFIG"}
-    return subprocess.run(
-        [*(prefix or []), ACQHARVEST, "doctor", "--config", str(config), *extra],
-        capture_output=True,
-        text=True,
-        env={**environment, **(env or {})},
-        timeout=120,
-        check=False,
-    )
+    return run("doctor", "--config", str(config), *extra, prefix=prefix, env=env)
 
 
 def findings(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
@@ -399,15 +391,7 @@ def test_network_file_systems_are_told_from_the_mount_list_where_there_is_no_mou
 
 def test_check_stays_as_it_was_beside_doctor(tmp_path: Path) -> None:
     config = write_config(tmp_path, f"{{type: directory, path: {tmp_path / 'out'}}}")
-    environment = {k: v for k, v in os.environ.items() if k != "ACQHARVEST_CONFIG"}
-    checked = subprocess.run(
-        [ACQHARVEST, "check", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=120,
-        check=False,
-    )
+    checked = run("check", "--config", str(config))
     assert checked.returncode == 0
     assert checked.stdout.splitlines()[0] == f"ok    config {config} is valid"
     assert "inotify" not in checked.stdout, "check keeps its basic set"

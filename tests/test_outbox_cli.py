@@ -16,23 +16,14 @@ from acqharvest.outbox import Outbox
 from tests.endpoint import LoopbackEndpoint
 from tests.helpers import wait_until
 from tests.integration.conftest import Harness
-from tests.test_cli import ACQHARVEST, write_config
+from tests.test_cli import run, write_config
 from tests.test_outbox import package
 
 LONG_ID = "a" * 20 + "-rejected"
 
 
 def outbox_command(config: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if k != "ACQHARVEST_CONFIG"}
-    return subprocess.run(
-        [ACQHARVEST, "outbox", *args, "--config", str(config)],
-        capture_output=True,
-        text=True,
-        input=stdin,
-        env=environment,
-        timeout=120,
-        check=False,
-    )
+    return run("outbox", *args, "--config", str(config), input=stdin)
 
 
 @pytest.fixture
@@ -116,14 +107,7 @@ def test_retry_moves_rejected_back_and_leaves_pending_alone(config: Path, outbox
     assert outbox.state_of("r-2") == "pending"
     assert outbox.pending()[-1] == "r-2", "back at the end of the queue"
     # the old top-level command is the same one
-    environment = {k: v for k, v in os.environ.items() if k != "ACQHARVEST_CONFIG"}
-    alias = subprocess.run(
-        [ACQHARVEST, "retry", "--all", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        env=environment,
-        check=False,
-    )
+    alias = run("retry", "--all", "--config", str(config))
     assert alias.returncode == 0
     assert alias.stdout.splitlines() == [f"{LONG_ID}: queued again"]
     assert outbox.rejected() == []
@@ -182,16 +166,7 @@ def test_purge_asks_at_a_terminal(config: Path, outbox: Outbox) -> None:
         controller, terminal = pty.openpty()
         os.write(controller, answer.encode() + b"\n")  # typed before the question: it waits
         try:
-            environment = {k: v for k, v in os.environ.items() if k != "ACQHARVEST_CONFIG"}
-            return subprocess.run(
-                [ACQHARVEST, "outbox", "purge", "r-2", "--config", str(config)],
-                stdin=terminal,
-                capture_output=True,
-                text=True,
-                env=environment,
-                timeout=120,
-                check=False,
-            )
+            return run("outbox", "purge", "r-2", "--config", str(config), stdin=terminal)
         finally:
             os.close(terminal)
             os.close(controller)
