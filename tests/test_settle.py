@@ -590,13 +590,21 @@ def test_a_finished_file_waits_while_its_neighbour_is_being_written(fs: FakeFs) 
     assert sorted(settled) == ["done.tif", "stream.raw"]
 
 
-def test_a_file_in_another_folder_is_not_held_back(fs: FakeFs) -> None:
-    settler = Settler(deferring(), confirm_seconds=1.0)
-    settler.observe(fs.write("run1/done.tif", 100, T0))
+def _settled_beside_a_growing_file(
+    settler: Settler, fs: FakeFs, done: str, growing: str
+) -> list[str]:
+    """Names settled in the 14 s while ``growing`` grows every second after ``done`` stopped."""
+    settler.observe(fs.write(done, 100, T0))
     settled: list[str] = []
     for second in range(1, 15):
-        settler.observe(fs.write("run2/stream.raw", 1000 * second, T0 + second))
+        settler.observe(fs.write(growing, 1000 * second, T0 + second))
         settled += [f.path.name for f in settler.tick(T0 + second, fs.stat)]
+    return settled
+
+
+def test_a_file_in_another_folder_is_not_held_back(fs: FakeFs) -> None:
+    settler = Settler(deferring(), confirm_seconds=1.0)
+    settled = _settled_beside_a_growing_file(settler, fs, "run1/done.tif", "run2/stream.raw")
     assert settled == ["done.tif"]
 
 
@@ -616,12 +624,7 @@ def test_a_file_is_held_back_no_longer_than_defer_max_seconds(fs: FakeFs) -> Non
 
 def test_without_defer_while_writing_a_neighbour_changes_nothing(fs: FakeFs) -> None:
     settler = Settler(folder(), confirm_seconds=1.0)  # the default: off
-    settler.observe(fs.write("done.tif", 100, T0))
-    settled: list[str] = []
-    for second in range(1, 15):
-        settler.observe(fs.write("stream.raw", 1000 * second, T0 + second))
-        settled += [f.path.name for f in settler.tick(T0 + second, fs.stat)]
-    assert settled == ["done.tif"]
+    assert _settled_beside_a_growing_file(settler, fs, "done.tif", "stream.raw") == ["done.tif"]
 
 
 def test_a_neighbour_written_long_ago_does_not_hold_a_file_back(fs: FakeFs) -> None:
