@@ -178,6 +178,18 @@ def _unlink_quietly(path: Path) -> None:
         path.unlink()
 
 
+def _delete_package(folder: Path, package_id: str) -> bool:
+    """Delete ``folder/<package_id>.json``; False when it is not there."""
+    package = folder / f"{package_id}.json"
+    try:
+        package.unlink()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise OutboxError(f"cannot delete {package}: {exc}", folder, exc) from exc
+    return True
+
+
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
@@ -534,21 +546,11 @@ class Outbox:
         person must decide; deleting it is one of their answers (pixels that cannot go out).
         """
         _check_id(package_id)
-        for folder in (self._rejected, self._held):
-            package = folder / f"{package_id}.json"
-            try:
-                package.unlink()
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                raise OutboxError(f"cannot delete {package}: {exc}", folder, exc) from exc
-            if folder is self._held:
-                fsync_dir(folder)
-            break
-        else:
-            return False
-        if folder is self._held:
+        if _delete_package(self._held, package_id):
+            fsync_dir(self._held)
             return True
+        if not _delete_package(self._rejected, package_id):
+            return False
         try:
             _unlink_quietly(self._rejected / (package_id + _REASON_SUFFIX))
             fsync_dir(self._rejected)
